@@ -1,0 +1,102 @@
+//! The `segtop` dashboard: a terminal UI over the workspace's experiments and runs.
+//!
+//! State lives in [`app::App`] and changes only in `App::update`; [`view::draw`] renders it
+//! without mutating. Keyboard input and workspace scanning run on their own threads and send
+//! [`app::Msg`]s over one channel; the loop drains them and redraws at most every 100 ms,
+//! and only when something changed.
+
+pub mod app;
+pub mod view;
+
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::theme::Theme;
+use crate::workspace::Workspace;
+use app::{App, ExperimentEntry, Msg};
+
+/// Shortest time between two frames.
+const FRAME_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the experiment files are re-read.
+const SCAN_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Opens the dashboard on `workspace` and runs it until the user quits.
+pub fn run(workspace: Workspace, theme: Theme) -> anyhow::Result<()> {
+    let (tx, rx) = mpsc::channel();
+    spawn_input(tx.clone())?;
+    spawn_scanner(workspace.clone(), tx)?;
+
+    let mut app = App::new(workspace, theme);
+    // ratatui::try_init switches to the alternate screen and installs a panic hook that
+    // gives the terminal back before the panic message prints.
+    let mut terminal = ratatui::try_init().context("cannot open the terminal")?;
+    let result = (|| -> anyhow::Result<()> {
+        let mut last_frame = Instant::now() - FRAME_INTERVAL;
+        loop {
+            if app.needs_redraw() {
+                // Draw no more often than FRAME_INTERVAL: keep taking messages until it has passed.
+                let wait = FRAME_INTERVAL.saturating_sub(last_frame.elapsed());
+                match rx.recv_timeout(wait) {
+                    Ok(msg) => {
+                        app.update(msg);
+                        if app.should_quit() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                }
+                terminal.draw(|frame| view::draw(&app, frame)).context("cannot draw")?;
+                app.drawn();
+                last_frame = Instant::now();
+            }
+            let Ok(msg) = rx.recv() else {
+                return Ok(());
+            };
+            app.update(msg);
+            if app.should_quit() {
+                return Ok(());
+            }
+        }
+    })();
+    ratatui::restore();
+    result
+}
+
+fn spawn_input(tx: Sender<Msg>) -> anyhow::Result<()> {
+    thread::Builder::new()
+        .name("input".into())
+        .spawn(move || {
+            while let Ok(event) = crossterm::event::read() {
+                if tx.send(Msg::Terminal(event)).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("cannot start the input thread")?;
+    Ok(())
+}
+
+fn spawn_scanner(workspace: Workspace, tx: Sender<Msg>) -> anyhow::Result<()> {
+    thread::Builder::new()
+        .name("scanner".into())
+        .spawn(move || {
+            let mut last: Option<Vec<ExperimentEntry>> = None;
+            loop {
+                let entries = ExperimentEntry::scan(&workspace);
+                if last.as_ref() != Some(&entries) {
+                    if tx.send(Msg::Experiments(entries.clone())).is_err() {
+                        break;
+                    }
+                    last = Some(entries);
+                }
+                thread::sleep(SCAN_INTERVAL);
+            }
+        })
+        .context("cannot start the scanner thread")?;
+    Ok(())
+}

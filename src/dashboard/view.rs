@@ -1,0 +1,234 @@
+//! Drawing the dashboard from its state. Nothing here changes state.
+
+use std::path::Path;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragraph, Wrap};
+
+use super::app::{App, ExperimentEntry, ExperimentStatus};
+use crate::experiment::{Experiment, Norm};
+use crate::theme::Theme;
+
+pub fn draw(app: &App, frame: &mut Frame) {
+    let [title, body, keys] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
+    frame.render_widget(title_bar(app), title);
+    let [list, detail] = Layout::horizontal([Constraint::Length(26), Constraint::Min(20)]).areas(body);
+    draw_list(app, frame, list);
+    draw_detail(app, frame, detail);
+    frame.render_widget(key_bar(&app.theme), keys);
+    if app.show_help {
+        draw_help(&app.theme, frame);
+    }
+}
+
+fn title_bar(app: &App) -> Line<'static> {
+    let theme = &app.theme;
+    let count = app.experiments.as_ref().map_or(0, Vec::len);
+    Line::from(vec![
+        Span::styled(" segtop ", Style::new().fg(theme.ui.title).add_modifier(Modifier::BOLD)),
+        Span::styled(format!(" experiments ({count})"), Style::new().fg(theme.ui.text)),
+        Span::styled(
+            format!("  {}", app.workspace.root().display()),
+            Style::new().fg(theme.ui.dim),
+        ),
+    ])
+}
+
+fn key_bar(theme: &Theme) -> Line<'static> {
+    let key = Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD);
+    let text = Style::new().fg(theme.ui.dim);
+    let mut spans = vec![Span::raw(" ")];
+    for (k, what) in [("↑↓", "select"), ("?", "help"), ("q", "quit")] {
+        spans.push(Span::styled(k, key));
+        spans.push(Span::styled(format!(" {what}  "), text));
+    }
+    Line::from(spans)
+}
+
+fn panel<'a>(theme: &Theme, title: &'a str) -> Block<'a> {
+    Block::new()
+        .borders(Borders::ALL)
+        .border_style(Style::new().fg(theme.ui.border))
+        .title(Span::styled(format!(" {title} "), Style::new().fg(theme.ui.title)))
+}
+
+fn status_mark(theme: &Theme, status: &ExperimentStatus) -> Span<'static> {
+    match status {
+        ExperimentStatus::Ready(_) => Span::styled("✓ ", Style::new().fg(theme.ui.ok)),
+        ExperimentStatus::Missing(..) => Span::styled("! ", Style::new().fg(theme.ui.warn)),
+        ExperimentStatus::Invalid(_) => Span::styled("✗ ", Style::new().fg(theme.ui.error)),
+    }
+}
+
+fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
+    let theme = &app.theme;
+    let block = panel(theme, "experiments");
+    let Some(entries) = &app.experiments else {
+        frame.render_widget(Paragraph::new("reading…").block(block), area);
+        return;
+    };
+    if entries.is_empty() {
+        let text = format!("no *.toml files in\n{}", app.workspace.experiments_dir().display());
+        frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }).block(block), area);
+        return;
+    }
+    let items: Vec<ListItem> = entries
+        .iter()
+        .map(|entry| {
+            ListItem::new(Line::from(vec![
+                status_mark(theme, &entry.status),
+                Span::raw(entry.name.clone()),
+            ]))
+        })
+        .collect();
+    let highlight = if theme.monochrome {
+        Style::new().add_modifier(Modifier::REVERSED)
+    } else {
+        Style::new().fg(theme.ui.selection_fg).bg(theme.ui.selection_bg)
+    };
+    let list = List::new(items).block(block).highlight_style(highlight);
+    let mut state = ListState::default().with_selected(Some(app.selected));
+    frame.render_stateful_widget(list, area, &mut state);
+}
+
+fn draw_detail(app: &App, frame: &mut Frame, area: Rect) {
+    let theme = &app.theme;
+    let Some(entry) = app.selected_experiment() else {
+        frame.render_widget(panel(theme, "details"), area);
+        return;
+    };
+    let lines = detail_lines(app, entry);
+    let paragraph = Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .block(panel(theme, "details"));
+    frame.render_widget(paragraph, area);
+}
+
+fn detail_lines(app: &App, entry: &ExperimentEntry) -> Vec<Line<'static>> {
+    let theme = &app.theme;
+    let shown = entry.path.strip_prefix(app.workspace.root()).unwrap_or(&entry.path);
+    let mut lines = vec![Line::styled(shown.display().to_string(), Style::new().fg(theme.ui.dim))];
+    match &entry.status {
+        ExperimentStatus::Ready(experiment) => lines.extend(summary(theme, experiment, app.workspace.root())),
+        ExperimentStatus::Missing(experiment, problems) => {
+            lines.extend(summary(theme, experiment, app.workspace.root()));
+            lines.push(Line::raw(""));
+            for problem in problems {
+                lines.push(Line::styled(format!("! {problem}"), Style::new().fg(theme.ui.warn)));
+            }
+        }
+        ExperimentStatus::Invalid(errors) => {
+            for error in errors {
+                lines.push(Line::styled(error.clone(), Style::new().fg(theme.ui.error)));
+            }
+        }
+    }
+    lines
+}
+
+/// The experiment in a few lines: what a user scans to tell experiments apart.
+fn summary(theme: &Theme, e: &Experiment, workspace: &Path) -> Vec<Line<'static>> {
+    let label = |name: &str| Span::styled(format!("{name:<9}"), Style::new().fg(theme.ui.accent));
+    let text = |s: String| Span::styled(s, Style::new().fg(theme.ui.text));
+    let root = e.data.root.strip_prefix(workspace).unwrap_or(&e.data.root);
+    let modalities: Vec<&str> = e
+        .data
+        .modalities
+        .iter()
+        .map(|m| crate::config::Choice::name(*m))
+        .collect();
+    let filters = e.model.filters();
+    let norm = match e.model.norm {
+        Norm::None => "no norm".to_string(),
+        norm => format!("{norm} norm"),
+    };
+    let [px, py, pz] = e.train.patch_size;
+    let mut loss = Vec::new();
+    for (weight, name) in [
+        (e.train.loss.dice, "dice"),
+        (e.train.loss.ce, "ce"),
+        (e.train.loss.focal, "focal"),
+    ] {
+        if weight > 0.0 {
+            loss.push(format!("{weight}×{name}"));
+        }
+    }
+    vec![
+        Line::from(vec![
+            label("data"),
+            text(format!(
+                "{} · {} · {} · crop {}",
+                root.display(),
+                modalities.join(" "),
+                e.data.normalization,
+                e.data.crop
+            )),
+        ]),
+        Line::from(vec![
+            label("model"),
+            text(format!(
+                "U-Net {} levels · filters {}-{} · {} · {}",
+                e.model.depth,
+                filters.first().copied().unwrap_or(0),
+                filters.last().copied().unwrap_or(0),
+                norm,
+                e.model.activation
+            )),
+        ]),
+        Line::from(vec![
+            label("train"),
+            text(format!(
+                "patch {px}×{py}×{pz} · batch {} · {} epochs × {} patches",
+                e.train.batch_size, e.train.epochs, e.train.patches_per_epoch
+            )),
+        ]),
+        Line::from(vec![
+            label("optim"),
+            text(format!(
+                "{} lr {} · {} schedule · loss {}",
+                e.train.optimizer,
+                e.train.lr,
+                e.train.schedule,
+                loss.join(" + ")
+            )),
+        ]),
+        Line::from(vec![
+            label("validate"),
+            text(format!(
+                "every {} epoch(s) · overlap {}",
+                e.validate.every, e.validate.overlap
+            )),
+        ]),
+    ]
+}
+
+fn draw_help(theme: &Theme, frame: &mut Frame) {
+    let area = frame.area();
+    let width = area.width.min(52);
+    let height = area.height.min(10);
+    let popup = Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    };
+    let key = Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD);
+    let rows = [
+        ("↑ ↓  j k", "select an experiment"),
+        ("g G  Home End", "first / last"),
+        ("?  F1", "this help"),
+        ("q  Esc  Ctrl-C", "quit"),
+    ];
+    let mut lines: Vec<Line> = rows
+        .iter()
+        .map(|(k, what)| Line::from(vec![Span::styled(format!("{k:<16}"), key), Span::raw(*what)]))
+        .collect();
+    lines.push(Line::raw(""));
+    lines.push(Line::styled("any key closes this help", Style::new().fg(theme.ui.dim)));
+    frame.render_widget(Clear, popup);
+    frame.render_widget(Paragraph::new(lines).block(panel(theme, "keys")), popup);
+}

@@ -1,0 +1,17 @@
+//! segtop: a terminal experiment manager for training lightweight 3D U-Nets that segment
+//! brain tumours in MRI on ordinary CPUs.
+//!
+//! This library holds everything both binaries agree on and nothing that needs libtorch:
+//! the experiment schema, themes, the run-directory layout and the event records a trainer
+//! writes and the dashboard reads. The `segtop` binary (dashboard and light commands) uses
+//! only this; the `segtop-train` binary adds the network on top.
+
+#![deny(clippy::unwrap_used)]
+
+pub mod config;
+pub mod dashboard;
+pub mod events;
+pub mod experiment;
+pub mod rundir;
+pub mod theme;
+pub mod workspace;

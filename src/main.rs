@@ -1,0 +1,203 @@
+//! `segtop`: the dashboard and every command that needs no tensors.
+//!
+//! This binary never calls libtorch, so it starts instantly and stays small on a shared
+//! server. Commands that run the network (`train`, `predict`, ...) are handed over to the
+//! `segtop-train` binary installed next to it.
+
+#![deny(clippy::unwrap_used)]
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use segtop::config::{ConfigError, Source};
+use segtop::experiment::Experiment;
+use segtop::theme::Theme;
+use segtop::workspace::Workspace;
+
+#[derive(Parser)]
+#[command(
+    name = "segtop",
+    version,
+    about = "Train lightweight 3D U-Nets for brain tumour segmentation on CPUs, from the terminal",
+    long_about = "Train lightweight 3D U-Nets for brain tumour segmentation on CPUs, from the terminal.\n\n\
+                  Without a command, opens the dashboard on the workspace (the current directory, \
+                  which holds experiments/, runs/ and themes/)."
+)]
+struct Cli {
+    /// Workspace directory holding experiments/, runs/ and themes/ [default: current directory]
+    #[arg(short = 'C', long, global = true, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+
+    /// Dashboard theme: a name from themes/ or a path to a theme file [default: default; mono under NO_COLOR]
+    #[arg(long, global = true, value_name = "THEME")]
+    theme: Option<String>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check experiment files and print each with every default filled in.
+    Check {
+        /// Experiment files (or theme files, with --themes)
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// The files are themes, not experiments
+        #[arg(long)]
+        themes: bool,
+        /// Only report problems; print nothing for valid files
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Train an experiment (runs segtop-train).
+    #[command(disable_help_flag = true)]
+    Train(TrainerArgs),
+    /// Segment cases with a trained run (runs segtop-train).
+    #[command(disable_help_flag = true)]
+    Predict(TrainerArgs),
+    /// Show the libtorch the trainer runs on (runs segtop-train).
+    #[command(disable_help_flag = true)]
+    Info(TrainerArgs),
+}
+
+/// Arguments passed to segtop-train untouched.
+#[derive(clap::Args)]
+struct TrainerArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    args: Vec<OsString>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("segtop: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let workspace = match &cli.workspace {
+        Some(dir) => Workspace::new(dir),
+        None => Workspace::new(std::env::current_dir().context("cannot read the current directory")?),
+    };
+    match cli.command {
+        None => {
+            let theme = choose_theme(&workspace, cli.theme.as_deref())?;
+            segtop::dashboard::run(workspace, theme)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Check { files, themes, quiet }) => {
+            let ok = if themes {
+                check_themes(&files)
+            } else {
+                check_experiments(&workspace, &files, quiet)
+            };
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Some(Command::Train(args)) => hand_over("train", args.args),
+        Some(Command::Predict(args)) => hand_over("predict", args.args),
+        Some(Command::Info(args)) => hand_over("info", args.args),
+    }
+}
+
+/// Checks each experiment file; prints the resolved experiment to stdout and every problem
+/// to stderr. True when all files are usable.
+fn check_experiments(workspace: &Workspace, files: &[PathBuf], quiet: bool) -> bool {
+    let mut all_ok = true;
+    for (i, path) in files.iter().enumerate() {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(source) => {
+                eprintln!(
+                    "{}",
+                    ConfigError::Read {
+                        path: path.clone(),
+                        source
+                    }
+                );
+                all_ok = false;
+                continue;
+            }
+        };
+        let experiment = match Experiment::parse(path, &text, workspace.root()) {
+            Ok(experiment) => experiment,
+            Err(error) => {
+                eprintln!("{error}");
+                all_ok = false;
+                continue;
+            }
+        };
+        let spans = Source::spans(path, &text);
+        for problem in experiment.check_paths() {
+            let diagnostic = spans.at_key(problem.key, problem.message);
+            if problem.fatal {
+                all_ok = false;
+                eprintln!("{diagnostic}");
+            } else {
+                eprintln!("{diagnostic} (note)");
+            }
+        }
+        if !quiet {
+            if files.len() > 1 {
+                println!("{}# {}", if i > 0 { "\n" } else { "" }, path.display());
+            }
+            print!("{}", experiment.to_toml());
+        }
+    }
+    all_ok
+}
+
+fn check_themes(files: &[PathBuf]) -> bool {
+    let mut all_ok = true;
+    for path in files {
+        if let Err(error) = Theme::load(path) {
+            eprintln!("{error}");
+            all_ok = false;
+        }
+    }
+    all_ok
+}
+
+/// The theme named on the command line (a name in themes/ or a file), else `mono` when
+/// NO_COLOR is set, else the built-in default.
+fn choose_theme(workspace: &Workspace, name: Option<&str>) -> anyhow::Result<Theme> {
+    let Some(name) = name else {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        return Ok(if no_color {
+            Theme::monochrome()
+        } else {
+            Theme::default()
+        });
+    };
+    let as_path = Path::new(name);
+    let path = if as_path.extension().is_some_and(|e| e == "toml") || as_path.components().count() > 1 {
+        as_path.to_path_buf()
+    } else {
+        workspace.theme_file(name)
+    };
+    Ok(Theme::load(&path)?)
+}
+
+/// Replaces this process with `segtop-train <subcommand> <args>`, found next to this binary.
+fn hand_over(subcommand: &str, args: Vec<OsString>) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("cannot find the running segtop executable")?;
+    let trainer = exe.with_file_name("segtop-train");
+    if !trainer.is_file() {
+        bail!(
+            "'segtop {subcommand}' needs the trainer, but {} does not exist; \
+             this segtop was built without it (cargo feature 'trainer', on by default)",
+            trainer.display()
+        );
+    }
+    use std::os::unix::process::CommandExt;
+    let error = std::process::Command::new(&trainer).arg(subcommand).args(args).exec();
+    Err(error).with_context(|| format!("cannot start {}", trainer.display()))
+}

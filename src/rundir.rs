@@ -1,0 +1,121 @@
+//! The run directory: everything one training run writes, in one folder under `runs/`.
+//!
+//! ```text
+//! runs/<name>-<YYYYMMDD-HHMMSS>/
+//!   experiment.toml   the checked experiment with every default written out, as launched
+//!   events.jsonl      event records (crate::events), appended by the trainer
+//!   train.log         the trainer's stdout and stderr
+//!   checkpoints/      model and optimizer state, for resuming and predicting
+//!   previews/         predictions of the preview case, for the slice view
+//! ```
+//!
+//! The trainer reads only `experiment.toml`, so a run started by hand with `segtop-train`
+//! looks exactly like one started from the dashboard.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Local};
+
+use crate::experiment::Experiment;
+
+/// Paths inside one run directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    pub const EXPERIMENT: &'static str = "experiment.toml";
+    pub const EVENTS: &'static str = "events.jsonl";
+    pub const LOG: &'static str = "train.log";
+    pub const CHECKPOINTS: &'static str = "checkpoints";
+    pub const PREVIEWS: &'static str = "previews";
+
+    /// An existing run directory.
+    pub fn open(path: impl Into<PathBuf>) -> RunDir {
+        RunDir { path: path.into() }
+    }
+
+    /// Creates a new run directory for `experiment` under `runs`, named after the run and
+    /// the time, and writes the experiment into it. Never reuses an existing directory.
+    pub fn create(runs: &Path, experiment: &Experiment, now: DateTime<Local>) -> io::Result<RunDir> {
+        std::fs::create_dir_all(runs)?;
+        let stem = format!("{}-{}", experiment.run.name, now.format("%Y%m%d-%H%M%S"));
+        let mut attempt = 1;
+        let path = loop {
+            let name = if attempt == 1 {
+                stem.clone()
+            } else {
+                format!("{stem}-{attempt}")
+            };
+            let path = runs.join(name);
+            match std::fs::create_dir(&path) {
+                Ok(()) => break path,
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists && attempt < 1000 => attempt += 1,
+                Err(error) => return Err(error),
+            }
+        };
+        let run = RunDir { path };
+        std::fs::create_dir(run.checkpoints())?;
+        std::fs::create_dir(run.previews())?;
+        std::fs::write(run.experiment(), experiment.to_toml())?;
+        Ok(run)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The run's id: its directory name.
+    pub fn id(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn experiment(&self) -> PathBuf {
+        self.path.join(Self::EXPERIMENT)
+    }
+
+    pub fn events(&self) -> PathBuf {
+        self.path.join(Self::EVENTS)
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.path.join(Self::LOG)
+    }
+
+    pub fn checkpoints(&self) -> PathBuf {
+        self.path.join(Self::CHECKPOINTS)
+    }
+
+    pub fn previews(&self) -> PathBuf {
+        self.path.join(Self::PREVIEWS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn runs_created_in_the_same_second_get_distinct_directories() {
+        let runs = tempfile::tempdir().expect("temp dir");
+        let experiment = Experiment::parse(Path::new("quick.toml"), "[data]\nroot = \"d\"\n", Path::new("/ws"))
+            .expect("valid experiment");
+        let now = Local
+            .with_ymd_and_hms(2026, 11, 26, 9, 5, 0)
+            .single()
+            .expect("valid time");
+        let first = RunDir::create(runs.path(), &experiment, now).expect("created");
+        let second = RunDir::create(runs.path(), &experiment, now).expect("created");
+        assert_eq!(first.id(), "quick-20261126-090500");
+        assert_eq!(second.id(), "quick-20261126-090500-2");
+        let saved = Experiment::load(&second.experiment(), Path::new("/elsewhere")).expect("saved file parses");
+        assert_eq!(saved, experiment);
+        assert!(second.checkpoints().is_dir() && second.previews().is_dir());
+    }
+}
