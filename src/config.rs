@@ -174,8 +174,11 @@ fn describe_serde_error(key: &str, message: &str) -> String {
     let message = message.trim_end();
     if let Some(rest) = message.strip_prefix("unknown field `") {
         if let Some((name, allowed)) = rest.split_once('`') {
+            // serde_path_to_error's path already ends with the unknown key.
             let full = if key.is_empty() || key == "." {
                 name.to_string()
+            } else if key == name || key.ends_with(&format!(".{name}")) {
+                key.to_string()
             } else {
                 format!("{key}.{name}")
             };
@@ -191,8 +194,13 @@ fn describe_serde_error(key: &str, message: &str) -> String {
             return format!("unknown key '{full}'; allowed here: {allowed}");
         }
     }
+    // Rust type names mean nothing to someone editing a TOML file.
+    let message = message
+        .replace("expected u32", "expected a whole number of at least 0")
+        .replace("expected u64", "expected a whole number of at least 0")
+        .replace("expected f64", "expected a number");
     if key.is_empty() || key == "." {
-        message.to_string()
+        message
     } else {
         format!("{key}: {message}")
     }
@@ -324,7 +332,10 @@ mod tests {
 
     #[test]
     fn unknown_field_is_reworded_with_its_full_key() {
-        let message = describe_serde_error("train", "unknown field `optimiser`, expected one of `lr`, `optimizer`");
+        let message = describe_serde_error(
+            "train.optimiser",
+            "unknown field `optimiser`, expected one of `lr`, `optimizer`",
+        );
         assert_eq!(message, "unknown key 'train.optimiser'; allowed here: lr, optimizer");
     }
 }

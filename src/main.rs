@@ -136,16 +136,18 @@ fn check_experiments(workspace: &Workspace, files: &[PathBuf], quiet: bool) -> b
             }
         };
         let spans = Source::spans(path, &text);
+        let mut usable = true;
         for problem in experiment.check_paths() {
             let diagnostic = spans.at_key(problem.key, problem.message);
             if problem.fatal {
-                all_ok = false;
+                usable = false;
                 eprintln!("{diagnostic}");
             } else {
                 eprintln!("{diagnostic} (note)");
             }
         }
-        if !quiet {
+        all_ok &= usable;
+        if usable && !quiet {
             if files.len() > 1 {
                 println!("{}# {}", if i > 0 { "\n" } else { "" }, path.display());
             }

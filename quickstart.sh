@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# segtop's quick start. Does all set-up (CPU libtorch once per machine, the build), then
+#   ./quickstart.sh          opens the dashboard on the bundled demo experiments
+#   ./quickstart.sh test     runs the whole test suite (lints included where installed)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+die() { printf 'quickstart: error: %s\n' "$*" >&2; exit 1; }
+command -v cargo >/dev/null ||
+    die "cargo not found; install Rust with rustup (https://rustup.rs), then open a new shell"
+
+scripts/setup-libtorch.sh
+
+case "${1:-demo}" in
+    demo)
+        cargo build --release --bins
+        exec target/release/segtop
+        ;;
+    test)
+        # Formatting and lints first: they take seconds and fail fastest.
+        if cargo fmt --version >/dev/null 2>&1; then
+            cargo fmt --all -- --check
+        else
+            echo "quickstart: rustfmt is not installed (rustup component add rustfmt): format check skipped" >&2
+        fi
+        if cargo clippy --version >/dev/null 2>&1; then
+            cargo clippy --release --all-targets -- -D warnings
+        else
+            echo "quickstart: clippy is not installed (rustup component add clippy): lints skipped" >&2
+        fi
+        cargo test --release
+        ;;
+    *)
+        die "unknown argument '$1'; use no argument (dashboard) or 'test'"
+        ;;
+esac

@@ -1,0 +1,169 @@
+//! `segtop check`: every broken experiment file gets one exact, located message.
+
+use std::fs;
+
+use crate::{segtop, stderr, stdout};
+
+/// A file body that is valid but for the lines after it.
+const VALID_HEAD: &str = "[data]\nroot = \"brats\"\n";
+
+fn check_text(text: &[u8]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::create_dir(dir.path().join("brats")).expect("data dir");
+    fs::write(dir.path().join("x.toml"), text).expect("write");
+    let output = segtop(dir.path(), &["check", "x.toml"]);
+    (output.status.success(), stdout(&output), stderr(&output))
+}
+
+#[test]
+fn broken_files_give_exact_located_messages() {
+    let allowed_train_keys = "patch_size, batch_size, epochs, patches_per_epoch, foreground_fraction, optimizer, lr, \
+         weight_decay, momentum, grad_clip, schedule, plateau_factor, plateau_patience, min_lr, warmup_epochs, \
+         early_stopping_patience, seed, threads, loss";
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "unknown key",
+            format!("{VALID_HEAD}[train]\noptimiser = \"adam\"\n"),
+            format!("x.toml:4:1: unknown key 'train.optimiser'; allowed here: {allowed_train_keys}"),
+        ),
+        (
+            "unknown section",
+            format!("{VALID_HEAD}[trian]\nlr = 1.0\n"),
+            "x.toml:3:2: unknown key 'trian'; allowed here: data, model, train, augment, validate, preview, run"
+                .to_string(),
+        ),
+        (
+            "wrong type",
+            format!("{VALID_HEAD}[train]\nepochs = \"ten\"\n"),
+            "x.toml:4:10: train.epochs: invalid type: string \"ten\", expected a whole number of at least 0"
+                .to_string(),
+        ),
+        (
+            "wrong array length",
+            format!("{VALID_HEAD}[train]\npatch_size = [64, 64]\n"),
+            "x.toml:4:14: train.patch_size: invalid length 2, expected an array of length 3".to_string(),
+        ),
+        (
+            "bad enum value",
+            format!("{VALID_HEAD}[train]\noptimizer = 'adma'\n"),
+            "x.toml:4:13: train.optimizer = 'adma' is not one of: nadam, adam, adamw, sgd".to_string(),
+        ),
+        (
+            "bad modality",
+            "[data]\nroot = \"brats\"\nmodalities = [\"t1n\", \"flair\"]\n".to_string(),
+            "x.toml:3:14: data.modalities: 'flair' is not one of: t1n, t1c, t2w, t2f".to_string(),
+        ),
+        (
+            "out of range",
+            format!("{VALID_HEAD}[train]\nlr = 0.0\n"),
+            "x.toml:4:6: train.lr = 0 is out of range: must be above 0".to_string(),
+        ),
+        (
+            "patch not divisible by the down-sampling",
+            format!("{VALID_HEAD}[train]\npatch_size = [64, 60, 64]\n"),
+            "x.toml:4:14: train.patch_size = [64, 60, 64] is out of range: each side must be a multiple of 16 \
+             (2^(model.depth - 1)) and at most 512"
+                .to_string(),
+        ),
+        (
+            "split that does not sum to one",
+            "[data]\nroot = \"brats\"\nsplit = [0.8, 0.2, 0.2]\n".to_string(),
+            "x.toml:3:9: data.split = [0.8, 0.2, 0.2] is out of range: train, validation and test fractions must be \
+             non-negative, sum to 1, and train above 0"
+                .to_string(),
+        ),
+        (
+            "missing data root key",
+            "[train]\nepochs = 3\n".to_string(),
+            "x.toml:1:1: data.root is missing: set it to your BraTS folder, e.g. root = \"data/BraTS-Africa\""
+                .to_string(),
+        ),
+        (
+            "data root that does not exist",
+            "[data]\nroot = \"nowhere\"\n".to_string(),
+            "x.toml:2:8: data.root = '<ws>/nowhere' does not exist: point it at your BraTS folder".to_string(),
+        ),
+        (
+            "syntax error",
+            "[data\nroot = \"brats\"\n".to_string(),
+            "x.toml:1:6: unclosed table, expected `]`".to_string(),
+        ),
+    ];
+    for (what, text, expected) in cases {
+        let dir = tempfile::tempdir().expect("temp dir");
+        fs::create_dir(dir.path().join("brats")).expect("data dir");
+        fs::write(dir.path().join("x.toml"), &text).expect("write");
+        let output = segtop(dir.path(), &["check", "x.toml"]);
+        let expected = expected.replace("<ws>", &dir.path().display().to_string());
+        assert!(!output.status.success(), "{what}: accepted");
+        assert_eq!(stderr(&output).trim_end(), expected, "{what}");
+        assert_eq!(stdout(&output), "", "{what}: printed an experiment");
+    }
+}
+
+#[test]
+fn several_problems_are_reported_together() {
+    let (ok, _, errors) = check_text(format!("{VALID_HEAD}[train]\nlr = -1.0\noptimizer = 'x'\n").as_bytes());
+    assert!(!ok);
+    assert_eq!(
+        errors.lines().collect::<Vec<_>>(),
+        [
+            "x.toml:4:6: train.lr = -1 is out of range: must be above 0",
+            "x.toml:5:13: train.optimizer = 'x' is not one of: nadam, adam, adamw, sgd",
+        ]
+    );
+}
+
+#[test]
+fn unreadable_files_are_named() {
+    let (ok, _, errors) = check_text(b"[data]\nroot = \"\xff\"\n");
+    assert!(!ok);
+    assert_eq!(
+        errors.trim_end(),
+        "x.toml: cannot read: stream did not contain valid UTF-8"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = segtop(dir.path(), &["check", "absent.toml"]);
+    assert!(!output.status.success());
+    assert_eq!(
+        stderr(&output).trim_end(),
+        "absent.toml: cannot read: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn resolved_experiment_round_trips_through_check() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::create_dir(dir.path().join("brats")).expect("data dir");
+    fs::write(
+        dir.path().join("x.toml"),
+        "[data]\nroot = \"brats\"\n[model]\nbase_filters = 8\n",
+    )
+    .expect("write");
+    let first = segtop(dir.path(), &["check", "x.toml"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let resolved = stdout(&first);
+    // Every section is written out, with the defaults filled in.
+    for section in [
+        "[data]",
+        "[model]",
+        "[train]",
+        "[train.loss]",
+        "[augment]",
+        "[validate]",
+        "[preview]",
+        "[run]",
+    ] {
+        assert!(resolved.lines().any(|l| l == section), "no {section} in:\n{resolved}");
+    }
+    assert!(resolved.contains("optimizer = \"adamw\""), "{resolved}");
+    assert!(resolved.contains("base_filters = 8"), "{resolved}");
+
+    // The printed file, checked again from elsewhere, prints itself.
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    fs::write(elsewhere.path().join("x.toml"), &resolved).expect("write");
+    let second = segtop(elsewhere.path(), &["check", "x.toml"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(stdout(&second), resolved);
+}
