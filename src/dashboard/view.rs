@@ -16,7 +16,10 @@ pub fn draw(app: &App, frame: &mut Frame) {
     let [title, body, keys] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
     frame.render_widget(title_bar(app), title);
-    let [list, detail] = Layout::horizontal([Constraint::Length(26), Constraint::Min(20)]).areas(body);
+    // The list is as wide as its longest name (mark and borders included), within reason.
+    let longest = app.experiments.iter().flatten().map(|e| e.name.chars().count()).max().unwrap_or(0);
+    let list_width = (longest as u16 + 4).clamp(16, 30);
+    let [list, detail] = Layout::horizontal([Constraint::Length(list_width), Constraint::Min(20)]).areas(body);
     draw_list(app, frame, list);
     draw_detail(app, frame, detail);
     frame.render_widget(key_bar(&app.theme), keys);

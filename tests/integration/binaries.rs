@@ -59,3 +59,18 @@ fn segtop_hands_network_commands_to_the_trainer() {
     assert!(handed.status.success(), "{}", stderr(&handed));
     assert_eq!(stdout(&handed), stdout(&direct));
 }
+
+#[test]
+fn segtop_without_the_trainer_says_so() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let alone = dir.path().join("segtop");
+    std::fs::copy(env!("CARGO_BIN_EXE_segtop"), &alone).expect("copy");
+    let output = Command::new(&alone).arg("train").arg("x.toml").output().expect("runs");
+    assert!(!output.status.success());
+    let expected = format!(
+        "segtop: error: 'segtop train' needs the trainer, but {} does not exist; this segtop was built without it \
+         (cargo feature 'trainer', on by default)",
+        dir.path().join("segtop-train").display()
+    );
+    assert_eq!(stderr(&output).trim_end(), expected);
+}
