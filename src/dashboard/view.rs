@@ -17,8 +17,14 @@ pub fn draw(app: &App, frame: &mut Frame) {
         Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
     frame.render_widget(title_bar(app), title);
     // The list is as wide as its longest name (mark and borders included), within reason.
-    let longest = app.experiments.iter().flatten().map(|e| e.name.chars().count()).max().unwrap_or(0);
-    let list_width = (longest as u16 + 4).clamp(16, 30);
+    let longest = app
+        .experiments
+        .iter()
+        .flatten()
+        .map(|e| e.name.chars().count())
+        .max()
+        .unwrap_or(28);
+    let list_width = (longest as u16 + 4).clamp(16, 32);
     let [list, detail] = Layout::horizontal([Constraint::Length(list_width), Constraint::Min(20)]).areas(body);
     draw_list(app, frame, list);
     draw_detail(app, frame, detail);
