@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod dashboard;
+pub mod data;
 pub mod events;
 pub mod experiment;
 pub mod rundir;

@@ -54,6 +54,21 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Generate synthetic BraTS-Africa-layout cases (NIfTI, for demos and tests).
+    Synth {
+        /// Folder to write the cases into (created if missing)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Number of cases
+        #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        cases: u32,
+        /// Volume size: XxYxZ voxels, or one number for a cube
+        #[arg(long, default_value = "240x240x155", value_parser = parse_size)]
+        size: [usize; 3],
+        /// Seed; the same seed gives the same cases
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// Train an experiment (runs segtop-train).
     #[command(disable_help_flag = true)]
     Train(TrainerArgs),
@@ -101,6 +116,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 check_experiments(&workspace, &files, quiet)
             };
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Some(Command::Synth { out, cases, size, seed }) => {
+            synth(&out, cases, size, seed)?;
+            Ok(ExitCode::SUCCESS)
         }
         Some(Command::Train(args)) => hand_over("train", args.args),
         Some(Command::Predict(args)) => hand_over("predict", args.args),
@@ -202,4 +221,43 @@ fn hand_over(subcommand: &str, args: Vec<OsString>) -> anyhow::Result<ExitCode> 
     use std::os::unix::process::CommandExt;
     let error = std::process::Command::new(&trainer).arg(subcommand).args(args).exec();
     Err(error).with_context(|| format!("cannot start {}", trainer.display()))
+}
+
+/// Parses `240x240x155` or `64` (a cube) into a volume size.
+fn parse_size(text: &str) -> Result<[usize; 3], String> {
+    let parts: Vec<&str> = text.split('x').collect();
+    let sides: Result<Vec<usize>, _> = parts.iter().map(|p| p.trim().parse::<usize>()).collect();
+    let sides = match sides.as_deref() {
+        Ok(&[n]) => [n, n, n],
+        Ok(&[x, y, z]) => [x, y, z],
+        _ => {
+            return Err(format!(
+                "'{text}' is not a size: use XxYxZ (e.g. 240x240x155) or one number"
+            ));
+        }
+    };
+    if sides.iter().any(|&n| !(16..=512).contains(&n)) {
+        return Err(format!("'{text}': each side must be between 16 and 512 voxels"));
+    }
+    Ok(sides)
+}
+
+fn synth(out: &Path, cases: u32, size: [usize; 3], seed: u64) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new(u64::from(cases)).with_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} cases, {elapsed} (eta {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message("synthesising");
+    let dirs = segtop::data::synth::write_dataset(out, cases, size, seed, |done, _| bar.set_position(u64::from(done)))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "wrote {} synthetic cases of {}x{}x{} voxels to {}",
+        dirs.len(),
+        size[0],
+        size[1],
+        size[2],
+        out.display()
+    );
+    Ok(())
 }

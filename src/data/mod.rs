@@ -1,0 +1,4 @@
+//! BraTS data: finding cases, loading and checking NIfTI volumes, preprocessing, and the
+//! synthetic cases the demo and the tests use. Nothing here needs libtorch.
+
+pub mod synth;
