@@ -1,4 +1,6 @@
 //! BraTS data: finding cases, loading and checking NIfTI volumes, preprocessing, and the
 //! synthetic cases the demo and the tests use. Nothing here needs libtorch.
 
+pub mod case;
 pub mod synth;
+pub mod volume;

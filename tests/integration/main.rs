@@ -2,6 +2,7 @@
 
 mod binaries;
 mod check;
+mod data;
 mod screen;
 mod shipped;
 

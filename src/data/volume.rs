@@ -1,0 +1,429 @@
+//! Reading one NIfTI-1 volume (`.nii` or `.nii.gz`), checked before it is trusted.
+//!
+//! The header is parsed by the `nifti` crate; the checks of REFERENCE section 4 happen here,
+//! before any voxel memory is allocated: magic and header size, 3D only (a 4th dimension of
+//! 1 is accepted), positive dims and spacings, a known datatype whose bitpix agrees, a size
+//! that fits in memory, enough bytes after `vox_offset`. Voxels are then converted to the
+//! requested type with `scl_slope`/`scl_inter` applied. Every failure is a [`VolumeError`]
+//! that says what was found.
+
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+
+use nifti::{Endianness, NiftiHeader};
+
+/// Largest volume segtop reads: 512^3 voxels (a BraTS volume has 8.9 million).
+pub const MAX_VOXELS: usize = 512 * 512 * 512;
+
+/// A 3D volume in NIfTI order (x fastest), with its voxel-to-world geometry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Volume<T> {
+    pub shape: [usize; 3],
+    /// Voxel size in mm.
+    pub spacing: [f64; 3],
+    /// Voxel-to-world matrix (rows x, y, z; the last row is 0 0 0 1).
+    pub affine: [[f64; 4]; 3],
+    pub data: Vec<T>,
+}
+
+impl<T> Volume<T> {
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Index of voxel (x, y, z) in `data`.
+    pub fn index(&self, x: usize, y: usize, z: usize) -> usize {
+        x + self.shape[0] * (y + self.shape[1] * z)
+    }
+}
+
+/// What was wrong with a NIfTI file.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("cannot read: {0}")]
+    Io(std::io::Error),
+    #[error("corrupt or truncated gzip data: {0}")]
+    Gzip(std::io::Error),
+    #[error("not a NIfTI-1 file ({0})")]
+    NotNifti(String),
+    #[error("is {dims}; segtop reads one 3D volume per file")]
+    NotThreeD { dims: String },
+    #[error("has dims {dims}: every dimension must be at least 1")]
+    ZeroDim { dims: String },
+    #[error("has dims {dims}: {voxels} voxels is more than segtop reads ({MAX_VOXELS})")]
+    TooLarge { dims: String, voxels: u64 },
+    #[error("has an unsupported datatype code {0}")]
+    Datatype(i16),
+    #[error("has datatype {datatype} but bitpix {bitpix} (expected {expected})")]
+    Bitpix {
+        datatype: &'static str,
+        bitpix: i16,
+        expected: i16,
+    },
+    #[error("has voxel spacing {0}: every spacing must be a positive number")]
+    Spacing(String),
+    #[error("has vox_offset {0}: must be at least 352 for a single-file NIfTI")]
+    VoxOffset(f32),
+    #[error("ends after {found} bytes of voxel data; its header promises {expected}")]
+    Truncated { found: usize, expected: usize },
+    #[error("has {count} NaN or infinite voxels (first at voxel {first:?})")]
+    NonFinite { count: usize, first: [usize; 3] },
+}
+
+/// The datatypes of NIfTI-1 that segtop reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataType {
+    U8,
+    I8,
+    I16,
+    U16,
+    I32,
+    U32,
+    I64,
+    U64,
+    F32,
+    F64,
+}
+
+impl DataType {
+    fn from_code(code: i16) -> Option<DataType> {
+        Some(match code {
+            2 => DataType::U8,
+            4 => DataType::I16,
+            8 => DataType::I32,
+            16 => DataType::F32,
+            64 => DataType::F64,
+            256 => DataType::I8,
+            512 => DataType::U16,
+            768 => DataType::U32,
+            1024 => DataType::I64,
+            1280 => DataType::U64,
+            _ => return None,
+        })
+    }
+
+    fn bytes(self) -> usize {
+        match self {
+            DataType::U8 | DataType::I8 => 1,
+            DataType::I16 | DataType::U16 => 2,
+            DataType::I32 | DataType::U32 | DataType::F32 => 4,
+            DataType::I64 | DataType::U64 | DataType::F64 => 8,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            DataType::U8 => "uint8",
+            DataType::I8 => "int8",
+            DataType::I16 => "int16",
+            DataType::U16 => "uint16",
+            DataType::I32 => "int32",
+            DataType::U32 => "uint32",
+            DataType::I64 => "int64",
+            DataType::U64 => "uint64",
+            DataType::F32 => "float32",
+            DataType::F64 => "float64",
+        }
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A checked header: what the voxel bytes mean and where they start.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub shape: [usize; 3],
+    pub spacing: [f64; 3],
+    pub affine: [[f64; 4]; 3],
+    datatype: DataType,
+    endianness: Endianness,
+    vox_offset: usize,
+    slope: f64,
+    inter: f64,
+}
+
+impl Header {
+    /// The on-disk datatype, e.g. `int16`.
+    pub fn datatype(&self) -> &'static str {
+        self.datatype.name()
+    }
+
+    fn voxel_bytes(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.datatype.bytes()
+    }
+
+    fn check(raw: &NiftiHeader) -> Result<Header, VolumeError> {
+        if raw.sizeof_hdr != 348 || (&raw.magic != b"n+1\0" && &raw.magic != b"ni1\0") {
+            return Err(VolumeError::NotNifti(format!(
+                "header size {}, magic '{}'",
+                raw.sizeof_hdr,
+                raw.magic.escape_ascii()
+            )));
+        }
+        let rank = usize::from(raw.dim[0]);
+        let dims = &raw.dim[1..=rank.clamp(1, 7)];
+        let shown = dims.iter().map(u16::to_string).collect::<Vec<_>>().join("x");
+        let extra_dims_are_one = dims.iter().skip(3).all(|&d| d == 1);
+        if !(3..=7).contains(&rank) || !extra_dims_are_one {
+            return Err(VolumeError::NotThreeD {
+                dims: format!("{rank}D ({shown})"),
+            });
+        }
+        if dims.contains(&0) {
+            return Err(VolumeError::ZeroDim { dims: shown });
+        }
+        let voxels = dims
+            .iter()
+            .fold(1u64, |product, &d| product.saturating_mul(u64::from(d)));
+        if voxels > MAX_VOXELS as u64 {
+            return Err(VolumeError::TooLarge { dims: shown, voxels });
+        }
+        let datatype = DataType::from_code(raw.datatype).ok_or(VolumeError::Datatype(raw.datatype))?;
+        let expected = (datatype.bytes() * 8) as i16;
+        if raw.bitpix != expected {
+            return Err(VolumeError::Bitpix {
+                datatype: datatype.name(),
+                bitpix: raw.bitpix,
+                expected,
+            });
+        }
+        let spacing = [raw.pixdim[1], raw.pixdim[2], raw.pixdim[3]].map(f64::from);
+        if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(VolumeError::Spacing(format!(
+                "{} x {} x {}",
+                spacing[0], spacing[1], spacing[2]
+            )));
+        }
+        if &raw.magic == b"n+1\0" && !(raw.vox_offset >= 352.0 && raw.vox_offset.is_finite()) {
+            return Err(VolumeError::VoxOffset(raw.vox_offset));
+        }
+        let (slope, inter) = match (f64::from(raw.scl_slope), f64::from(raw.scl_inter)) {
+            (slope, inter) if slope != 0.0 && slope.is_finite() && inter.is_finite() => (slope, inter),
+            _ => (1.0, 0.0),
+        };
+        Ok(Header {
+            shape: [usize::from(dims[0]), usize::from(dims[1]), usize::from(dims[2])],
+            spacing,
+            affine: affine(raw, spacing),
+            datatype,
+            endianness: raw.endianness,
+            vox_offset: raw.vox_offset as usize,
+            slope,
+            inter,
+        })
+    }
+}
+
+/// The voxel-to-world matrix as NIfTI defines it: sform when set, else qform, else spacing.
+fn affine(raw: &NiftiHeader, spacing: [f64; 3]) -> [[f64; 4]; 3] {
+    if raw.sform_code > 0 {
+        return [raw.srow_x, raw.srow_y, raw.srow_z].map(|row| row.map(f64::from));
+    }
+    if raw.qform_code <= 0 {
+        return [
+            [spacing[0], 0.0, 0.0, 0.0],
+            [0.0, spacing[1], 0.0, 0.0],
+            [0.0, 0.0, spacing[2], 0.0],
+        ];
+    }
+    let [b, c, d] = [raw.quatern_b, raw.quatern_c, raw.quatern_d].map(f64::from);
+    let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
+    let qfac = if raw.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+    let rotation = [
+        [
+            a * a + b * b - c * c - d * d,
+            2.0 * (b * c - a * d),
+            2.0 * (b * d + a * c),
+        ],
+        [
+            2.0 * (b * c + a * d),
+            a * a + c * c - b * b - d * d,
+            2.0 * (c * d - a * b),
+        ],
+        [
+            2.0 * (b * d - a * c),
+            2.0 * (c * d + a * b),
+            a * a + d * d - c * c - b * b,
+        ],
+    ];
+    let offset = [raw.quatern_x, raw.quatern_y, raw.quatern_z].map(f64::from);
+    let scale = [spacing[0], spacing[1], spacing[2] * qfac];
+    std::array::from_fn(|row| {
+        [
+            rotation[row][0] * scale[0],
+            rotation[row][1] * scale[1],
+            rotation[row][2] * scale[2],
+            offset[row],
+        ]
+    })
+}
+
+/// Whether two affines map voxels to the same places, to within `tolerance` mm.
+pub fn same_affine(a: &[[f64; 4]; 3], b: &[[f64; 4]; 3], tolerance: f64) -> bool {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .all(|(x, y)| (x - y).abs() <= tolerance)
+}
+
+/// Reads the file and returns its checked header and its (decompressed) bytes. For gzip
+/// (recognised by content, whatever the name), the header is decompressed and checked first,
+/// so that absurd dims are refused before anything is allocated, and no more than the header
+/// promises is decompressed. With `header_only`, the voxel data is not decompressed at all.
+fn read_checked(path: &Path, header_only: bool) -> Result<(Header, Vec<u8>), VolumeError> {
+    let file = std::fs::read(path).map_err(VolumeError::Io)?;
+    if !file.starts_with(&[0x1f, 0x8b]) {
+        let header = parse_header(&file)?;
+        return Ok((header, file));
+    }
+    let mut decoder = flate2::read::MultiGzDecoder::new(&file[..]);
+    let mut bytes = Vec::with_capacity(352);
+    (&mut decoder)
+        .take(352)
+        .read_to_end(&mut bytes)
+        .map_err(VolumeError::Gzip)?;
+    let header = parse_header(&bytes)?;
+    if !header_only {
+        let wanted = header.vox_offset.max(352) + header.voxel_bytes();
+        bytes.reserve_exact(wanted.saturating_sub(bytes.len()));
+        decoder
+            .take((wanted - bytes.len()) as u64)
+            .read_to_end(&mut bytes)
+            .map_err(VolumeError::Gzip)?;
+    }
+    Ok((header, bytes))
+}
+
+/// Reads and checks only the header.
+pub fn read_header(path: &Path) -> Result<Header, VolumeError> {
+    read_checked(path, true).map(|(header, _)| header)
+}
+
+fn parse_header(bytes: &[u8]) -> Result<Header, VolumeError> {
+    if bytes.len() < 348 {
+        return Err(VolumeError::NotNifti(format!(
+            "only {} bytes, a header needs 348",
+            bytes.len()
+        )));
+    }
+    let size_le = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let size_be = i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let magic = &bytes[344..348];
+    if size_le == 540 || size_be == 540 {
+        return Err(VolumeError::NotNifti(
+            "NIfTI-2, which segtop does not read; convert it to NIfTI-1".to_string(),
+        ));
+    }
+    if (size_le != 348 && size_be != 348) || (magic != b"n+1\0" && magic != b"ni1\0") {
+        let size = if size_be == 348 { size_be } else { size_le };
+        return Err(VolumeError::NotNifti(format!(
+            "header size {size}, magic '{}'",
+            magic.escape_ascii()
+        )));
+    }
+    let raw = NiftiHeader::from_reader(&bytes[..348]).map_err(|error| VolumeError::NotNifti(error.to_string()))?;
+    Header::check(&raw)
+}
+
+/// A voxel type volumes can be read as.
+pub trait Voxel: Copy + Default {
+    fn from_f64(value: f64) -> Self;
+}
+
+impl Voxel for f32 {
+    fn from_f64(value: f64) -> f32 {
+        value as f32
+    }
+}
+
+impl Voxel for f64 {
+    fn from_f64(value: f64) -> f64 {
+        value
+    }
+}
+
+/// Reads the volume at `path` as `T`, scaling applied. NaN or infinite voxels are an error.
+pub fn read_volume<T: Voxel>(path: &Path) -> Result<Volume<T>, VolumeError> {
+    let (header, bytes) = read_checked(path, false)?;
+    let start = header.vox_offset.max(352);
+    let expected = header.voxel_bytes();
+    let found = bytes.len().saturating_sub(start);
+    if found < expected {
+        return Err(VolumeError::Truncated { found, expected });
+    }
+    let data = convert::<T>(&bytes[start..start + expected], &header)?;
+    Ok(Volume {
+        shape: header.shape,
+        spacing: header.spacing,
+        affine: header.affine,
+        data,
+    })
+}
+
+/// Decodes voxels of `N` bytes each with `decode`, scales them, and refuses non-finite ones.
+fn decode_all<T: Voxel, const N: usize>(
+    raw: &[u8],
+    header: &Header,
+    decode: impl Fn([u8; N]) -> f64,
+) -> Result<Vec<T>, VolumeError> {
+    let (slope, inter) = (header.slope, header.inter);
+    let mut out = Vec::with_capacity(raw.len() / N);
+    let mut non_finite = 0;
+    let mut first = 0;
+    for (i, chunk) in raw.chunks_exact(N).enumerate() {
+        let mut bytes = [0u8; N];
+        bytes.copy_from_slice(chunk);
+        let value = decode(bytes) * slope + inter;
+        if !value.is_finite() {
+            if non_finite == 0 {
+                first = i;
+            }
+            non_finite += 1;
+        }
+        out.push(T::from_f64(value));
+    }
+    if non_finite > 0 {
+        let [nx, ny, _] = header.shape;
+        return Err(VolumeError::NonFinite {
+            count: non_finite,
+            first: [first % nx, (first / nx) % ny, first / (nx * ny)],
+        });
+    }
+    Ok(out)
+}
+
+fn convert<T: Voxel>(raw: &[u8], header: &Header) -> Result<Vec<T>, VolumeError> {
+    let le = header.endianness == Endianness::Little;
+    macro_rules! decode {
+        ($ty:ty) => {
+            decode_all::<T, { std::mem::size_of::<$ty>() }>(raw, header, |b| {
+                (if le {
+                    <$ty>::from_le_bytes(b)
+                } else {
+                    <$ty>::from_be_bytes(b)
+                }) as f64
+            })
+        };
+    }
+    match header.datatype {
+        DataType::U8 => decode!(u8),
+        DataType::I8 => decode!(i8),
+        DataType::I16 => decode!(i16),
+        DataType::U16 => decode!(u16),
+        DataType::I32 => decode!(i32),
+        DataType::U32 => decode!(u32),
+        DataType::I64 => decode!(i64),
+        DataType::U64 => decode!(u64),
+        DataType::F32 => decode!(f32),
+        DataType::F64 => decode!(f64),
+    }
+}

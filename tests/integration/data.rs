@@ -1,0 +1,337 @@
+//! Loading BraTS cases: synthetic cases round-trip, and every kind of broken file gets its
+//! own error naming the case and the file.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use segtop::data::case::{self, CaseErrorKind, Naming};
+use segtop::data::synth;
+use segtop::data::volume::VolumeError;
+use segtop::experiment::{Layout, Modality};
+
+const SHAPE: [usize; 3] = [48, 48, 32];
+const ALL: [Modality; 4] = [Modality::T1n, Modality::T1c, Modality::T2f, Modality::T2w];
+
+/// A dataset folder with `cases` synthetic cases.
+fn dataset(cases: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    synth::write_dataset(dir.path(), cases, SHAPE, 11, |_, _| {}).expect("synthesised");
+    dir
+}
+
+fn only_case(root: &Path) -> case::CaseFiles {
+    let found = case::discover(root, Layout::Auto).expect("readable");
+    assert!(found.problems.is_empty(), "{:?}", found.problems);
+    assert_eq!(found.cases.len(), 1);
+    found.cases.into_iter().next().expect("one case")
+}
+
+fn gunzip(path: &Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(fs::File::open(path).expect("open"))
+        .read_to_end(&mut bytes)
+        .expect("gunzip");
+    bytes
+}
+
+fn gzip(path: &Path, bytes: &[u8]) {
+    let mut encoder =
+        flate2::write::GzEncoder::new(fs::File::create(path).expect("create"), flate2::Compression::fast());
+    encoder.write_all(bytes).expect("write");
+    encoder.finish().expect("finish");
+}
+
+/// Rewrites the decompressed bytes of a `.nii.gz` file.
+fn mutate(path: &Path, change: impl FnOnce(&mut Vec<u8>)) {
+    let mut bytes = gunzip(path);
+    change(&mut bytes);
+    gzip(path, &bytes);
+}
+
+fn put_i16(bytes: &mut [u8], offset: usize, value: i16) {
+    bytes[offset..offset + 2].copy_from_slice(&value.to_le_bytes());
+}
+
+fn put_f32(bytes: &mut [u8], offset: usize, value: f32) {
+    bytes[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+fn load_error(root: &Path) -> case::CaseError {
+    case::load_case(&only_case(root), &ALL).expect_err("the broken case loads")
+}
+
+fn file_of(files: &case::CaseFiles, modality: Modality) -> PathBuf {
+    files.image(modality).expect("file").to_path_buf()
+}
+
+#[test]
+fn synthetic_cases_load_back_exactly() {
+    let dir = dataset(2);
+    let found = case::discover(dir.path(), Layout::Auto).expect("readable");
+    assert_eq!(found.cases.len(), 2);
+    for (index, files) in found.cases.iter().enumerate() {
+        assert_eq!(files.naming, Naming::Brats2023);
+        let loaded = case::load_case(files, &synth::MODALITIES).expect("loads");
+        let generated = synth::generate_case(index as u32, SHAPE, 11);
+        assert_eq!(loaded.id, generated.id);
+        assert_eq!(loaded.shape(), SHAPE);
+        assert_eq!(loaded.spacing(), [1.0; 3]);
+        let labels = loaded.labels.as_ref().expect("labels");
+        // The generator's arrays are indexed [x, y, z]; transposed, they iterate x fastest, as NIfTI stores.
+        let expected_labels: Vec<u8> = generated.labels.t().iter().copied().collect();
+        assert_eq!(labels.data, expected_labels);
+        for (image, original) in loaded.images.iter().zip(&generated.images) {
+            let expected: Vec<f32> = original.t().iter().map(|&v| f32::from(v)).collect();
+            assert_eq!(image.data, expected);
+            assert_eq!(
+                image.affine,
+                [[-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 47.0], [0.0, 0.0, 1.0, 0.0]]
+            );
+        }
+    }
+}
+
+#[test]
+fn older_brats_naming_maps_enhancing_tumour_4_to_3() {
+    let dir = dataset(1);
+    let files = only_case(dir.path());
+    let legacy = dir.path().join("BraTS2021_00001");
+    fs::create_dir(&legacy).expect("dir");
+    for (modality, suffix) in [
+        (Modality::T1n, "t1"),
+        (Modality::T1c, "t1ce"),
+        (Modality::T2w, "t2"),
+        (Modality::T2f, "flair"),
+    ] {
+        fs::copy(
+            file_of(&files, modality),
+            legacy.join(format!("BraTS2021_00001_{suffix}.nii.gz")),
+        )
+        .expect("copy");
+    }
+    let seg = legacy.join("BraTS2021_00001_seg.nii.gz");
+    fs::copy(files.seg.as_ref().expect("seg"), &seg).expect("copy");
+    mutate(&seg, |bytes| {
+        for v in &mut bytes[352..] {
+            if *v == 3 {
+                *v = 4;
+            }
+        }
+    });
+    fs::remove_dir_all(dir.path().join(&files.id)).expect("remove the 2023 copy");
+    let legacy_files = only_case(dir.path());
+    assert_eq!(
+        (legacy_files.id.as_str(), legacy_files.naming),
+        ("BraTS2021_00001", Naming::Legacy)
+    );
+    let loaded = case::load_case(&legacy_files, &ALL).expect("loads");
+    let labels = loaded.labels.expect("labels");
+    assert!(labels.data.contains(&3) && !labels.data.iter().any(|&l| l > 3));
+}
+
+#[test]
+fn broken_files_each_get_their_own_error() {
+    // (what, break the case, check the error)
+    type Breaker = fn(&case::CaseFiles);
+    type Expect = fn(&case::CaseError) -> bool;
+    let cases: Vec<(&str, Breaker, Expect)> = vec![
+        (
+            "truncated gzip",
+            |f| {
+                let path = file_of(f, Modality::T1c);
+                let bytes = fs::read(&path).expect("read");
+                fs::write(&path, &bytes[..bytes.len() / 2]).expect("write");
+            },
+            |e| {
+                matches!(&e.kind, CaseErrorKind::Volume(VolumeError::Gzip(_)))
+                    && e.file.ends_with("BraTS-SSA-90001-000-t1c.nii.gz")
+            },
+        ),
+        (
+            "corrupt gzip",
+            |f| {
+                let path = file_of(f, Modality::T2w);
+                let mut bytes = fs::read(&path).expect("read");
+                for b in &mut bytes[40..200] {
+                    *b ^= 0x5a;
+                }
+                fs::write(&path, &bytes).expect("write");
+            },
+            |e| {
+                matches!(
+                    &e.kind,
+                    CaseErrorKind::Volume(VolumeError::Gzip(_) | VolumeError::NotNifti(_))
+                )
+            },
+        ),
+        (
+            "wrong magic",
+            |f| mutate(&file_of(f, Modality::T1n), |b| b[344..348].copy_from_slice(b"abc\0")),
+            |e| matches!(&e.kind, CaseErrorKind::Volume(VolumeError::NotNifti(m)) if m.contains("magic 'abc\\x00'")),
+        ),
+        (
+            "zero-byte file",
+            |f| fs::write(file_of(f, Modality::T2w), b"").expect("write"),
+            |e| matches!(&e.kind, CaseErrorKind::Volume(VolumeError::NotNifti(m)) if m.contains("only 0 bytes")),
+        ),
+        (
+            "4D volume",
+            |f| {
+                mutate(&file_of(f, Modality::T2f), |b| {
+                    put_i16(b, 40, 4);
+                    put_i16(b, 48, 2);
+                })
+            },
+            |e| matches!(&e.kind, CaseErrorKind::Volume(VolumeError::NotThreeD { dims }) if dims == "4D (48x48x32x2)"),
+        ),
+        (
+            "absurd dims",
+            |f| {
+                mutate(&file_of(f, Modality::T1c), |b| {
+                    put_i16(b, 42, 30000);
+                    put_i16(b, 44, 30000);
+                    put_i16(b, 46, 30000);
+                })
+            },
+            |e| matches!(&e.kind, CaseErrorKind::Volume(VolumeError::TooLarge { .. })),
+        ),
+        (
+            "bitpix disagrees with datatype",
+            |f| mutate(&file_of(f, Modality::T1c), |b| put_i16(b, 72, 8)),
+            |e| e.to_string().ends_with("has datatype int16 but bitpix 8 (expected 16)"),
+        ),
+        (
+            "unknown datatype",
+            |f| mutate(&file_of(f, Modality::T1c), |b| put_i16(b, 70, 32)),
+            |e| matches!(&e.kind, CaseErrorKind::Volume(VolumeError::Datatype(32))),
+        ),
+        (
+            "negative spacing",
+            |f| mutate(&file_of(f, Modality::T1c), |b| put_f32(b, 84, -1.0)),
+            |e| matches!(&e.kind, CaseErrorKind::Volume(VolumeError::Spacing(_))),
+        ),
+        (
+            "voxel data cut short",
+            |f| mutate(&file_of(f, Modality::T1c), |b| b.truncate(b.len() - 100)),
+            |e| matches!(&e.kind, CaseErrorKind::Volume(VolumeError::Truncated { found, expected }) if *expected == 48 * 48 * 32 * 2 && *found == expected - 100),
+        ),
+        (
+            "mismatched shape",
+            |f| {
+                let other = synth::generate_case(0, [48, 48, 48], 11);
+                let dir = tempfile::tempdir().expect("temp dir");
+                let written = synth::write_case(dir.path(), &other).expect("written");
+                fs::copy(
+                    written.join("BraTS-SSA-90001-000-t2w.nii.gz"),
+                    file_of(f, Modality::T2w),
+                )
+                .expect("copy");
+            },
+            |e| {
+                e.to_string().ends_with(
+                    "BraTS-SSA-90001-000-t2w.nii.gz: is 48x48x48 voxels but BraTS-SSA-90001-000-t1n.nii.gz is 48x48x32",
+                )
+            },
+        ),
+        (
+            "mismatched affine",
+            |f| mutate(&file_of(f, Modality::T2f), |b| put_f32(b, 292, 5.0)),
+            |e| matches!(&e.kind, CaseErrorKind::Affine { reference } if reference == "BraTS-SSA-90001-000-t1n.nii.gz"),
+        ),
+        (
+            "labels outside 0-3",
+            |f| {
+                mutate(f.seg.as_ref().expect("seg"), |b| {
+                    let n = b.len();
+                    b[n - 1] = 5;
+                    b[n - 2] = 5;
+                })
+            },
+            |e| e.to_string().ends_with("has labels outside {0, 1, 2, 3}: 5 (2 voxels)"),
+        ),
+        (
+            "empty modality",
+            |f| mutate(&file_of(f, Modality::T2w), |b| b[352..].fill(0)),
+            |e| e.to_string() == "BraTS-SSA-90001-000: BraTS-SSA-90001-000-t2w.nii.gz: is empty: every voxel is 0",
+        ),
+        (
+            "NaN voxels",
+            |f| {
+                mutate(&file_of(f, Modality::T1n), |b| {
+                    // Make it float32 with one NaN voxel.
+                    let values: Vec<i16> = b[352..]
+                        .chunks_exact(2)
+                        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                        .collect();
+                    b.truncate(352);
+                    for (i, v) in values.iter().enumerate() {
+                        let value = if i == 5 { f32::NAN } else { f32::from(*v) };
+                        b.extend_from_slice(&value.to_le_bytes());
+                    }
+                    put_i16(b, 70, 16);
+                    put_i16(b, 72, 32);
+                })
+            },
+            |e| {
+                matches!(
+                    &e.kind,
+                    CaseErrorKind::Volume(VolumeError::NonFinite {
+                        count: 1,
+                        first: [5, 0, 0]
+                    })
+                )
+            },
+        ),
+        (
+            "missing modality",
+            |f| fs::remove_file(file_of(f, Modality::T2f)).expect("remove"),
+            |e| {
+                matches!(&e.kind, CaseErrorKind::Missing(Modality::T2f))
+                    && e.file.ends_with("BraTS-SSA-90001-000-t2f.nii.gz")
+            },
+        ),
+    ];
+    for (what, break_case, expected) in cases {
+        let dir = dataset(1);
+        let files = only_case(dir.path());
+        break_case(&files);
+        let error = load_error(dir.path());
+        assert!(expected(&error), "{what}: {error} ({:?})", error.kind);
+        assert!(
+            error.to_string().starts_with("BraTS-SSA-90001-000: "),
+            "{what}: {error}"
+        );
+    }
+}
+
+#[test]
+fn discovery_reports_files_it_cannot_place() {
+    let dir = dataset(1);
+    let files = only_case(dir.path());
+    // The same modality twice, once uncompressed.
+    let t1n = file_of(&files, Modality::T1n);
+    fs::write(t1n.with_file_name("BraTS-SSA-90001-000-t1n.nii"), gunzip(&t1n)).expect("write");
+    let found = case::discover(dir.path(), Layout::Auto).expect("readable");
+    assert_eq!(found.problems.len(), 1, "{:?}", found.problems);
+    assert!(
+        found.problems[0].starts_with("BraTS-SSA-90001-000: two files for one modality"),
+        "{:?}",
+        found.problems
+    );
+}
+
+#[test]
+fn uncompressed_nifti_loads_like_compressed() {
+    let dir = dataset(1);
+    let files = only_case(dir.path());
+    let compressed = case::load_case(&files, &ALL).expect("loads");
+    for path in files.images.values().chain(files.seg.iter()) {
+        let plain = PathBuf::from(path.to_string_lossy().trim_end_matches(".gz"));
+        fs::write(&plain, gunzip(path)).expect("write");
+        fs::remove_file(path).expect("remove");
+    }
+    let plain = case::load_case(&only_case(dir.path()), &ALL).expect("loads");
+    assert_eq!(plain.images, compressed.images);
+    assert_eq!(plain.labels, compressed.labels);
+}
