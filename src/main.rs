@@ -249,7 +249,13 @@ fn synth(out: &Path, cases: u32, size: [usize; 3], seed: u64) -> anyhow::Result<
             .progress_chars("=> "),
     );
     bar.set_message("synthesising");
-    let dirs = segtop::data::synth::write_dataset(out, cases, size, seed, |done, _| bar.set_position(u64::from(done)))?;
+    let spec = segtop::data::synth::SynthSpec {
+        cases,
+        shape: size,
+        seed,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let dirs = segtop::data::synth::write_dataset(out, &spec, threads, &|done, _| bar.set_position(u64::from(done)))?;
     bar.finish_and_clear();
     eprintln!(
         "wrote {} synthetic cases of {}x{}x{} voxels to {}",

@@ -14,6 +14,8 @@ pub enum Msg {
     Terminal(Event),
     /// A fresh reading of `experiments/`.
     Experiments(Vec<ExperimentEntry>),
+    /// A line for the status bar about work in the background (`None` clears it).
+    Notice(Option<String>),
 }
 
 /// One experiment file and what checking it found.
@@ -35,6 +37,14 @@ pub enum ExperimentStatus {
 }
 
 impl ExperimentEntry {
+    /// The checked experiment, when the file is valid.
+    pub fn experiment(&self) -> Option<&Experiment> {
+        match &self.status {
+            ExperimentStatus::Ready(e) | ExperimentStatus::Missing(e, _) => Some(e),
+            ExperimentStatus::Invalid(_) => None,
+        }
+    }
+
     /// Reads and checks every experiment file of the workspace.
     pub fn scan(workspace: &Workspace) -> Vec<ExperimentEntry> {
         let files = match workspace.experiment_files() {
@@ -89,6 +99,7 @@ pub struct App {
     pub experiments: Option<Vec<ExperimentEntry>>,
     pub selected: usize,
     pub show_help: bool,
+    pub notice: Option<String>,
     quit: bool,
     dirty: bool,
 }
@@ -101,6 +112,7 @@ impl App {
             experiments: None,
             selected: 0,
             show_help: false,
+            notice: None,
             quit: false,
             dirty: true,
         }
@@ -128,6 +140,10 @@ impl App {
             Msg::Terminal(Event::Key(key)) if key.kind != KeyEventKind::Release => self.key(key),
             Msg::Terminal(Event::Resize(..)) => self.dirty = true,
             Msg::Terminal(_) => {}
+            Msg::Notice(notice) => {
+                self.notice = notice;
+                self.dirty = true;
+            }
             Msg::Experiments(entries) => {
                 // Keep the same file selected when the list changes around it.
                 let selected_path = self.selected_experiment().map(|e| e.path.clone());

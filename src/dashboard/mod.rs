@@ -27,7 +27,8 @@ const SCAN_INTERVAL: Duration = Duration::from_secs(2);
 pub fn run(workspace: Workspace, theme: Theme) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel();
     spawn_input(tx.clone())?;
-    spawn_scanner(workspace.clone(), tx)?;
+    spawn_scanner(workspace.clone(), tx.clone())?;
+    spawn_demo_data(workspace.clone(), tx)?;
 
     let mut app = App::new(workspace, theme);
     // ratatui::try_init switches to the alternate screen and installs a panic hook that
@@ -78,6 +79,50 @@ fn spawn_input(tx: Sender<Msg>) -> anyhow::Result<()> {
             }
         })
         .context("cannot start the input thread")?;
+    Ok(())
+}
+
+/// Generates the synthetic data of experiments that use it and do not have it yet, so the
+/// demo works on first use; progress goes to the status line.
+fn spawn_demo_data(workspace: Workspace, tx: Sender<Msg>) -> anyhow::Result<()> {
+    thread::Builder::new()
+        .name("demo-data".into())
+        .spawn(move || {
+            let mut done = Vec::new();
+            for entry in ExperimentEntry::scan(&workspace) {
+                let Some(experiment) = entry.experiment() else {
+                    continue;
+                };
+                let Some(synthetic) = &experiment.data.synthetic else {
+                    continue;
+                };
+                let (root, spec) = (experiment.data.root.clone(), synthetic.spec());
+                if done.contains(&(root.clone(), spec)) || crate::data::synth::is_complete(&root, &spec) {
+                    continue;
+                }
+                let shown = root
+                    .strip_prefix(workspace.root())
+                    .unwrap_or(&root)
+                    .display()
+                    .to_string();
+                let progress = |finished: u32, total: u32| {
+                    let _ = tx.send(Msg::Notice(Some(format!(
+                        "generating demo data in {shown}: {finished}/{total} cases"
+                    ))));
+                };
+                progress(0, spec.cases);
+                let threads = thread::available_parallelism().map_or(1, usize::from);
+                let notice = match crate::data::synth::write_dataset(&root, &spec, threads, &progress) {
+                    Ok(_) => None,
+                    Err(error) => Some(format!("cannot generate demo data: {error}")),
+                };
+                if tx.send(Msg::Notice(notice)).is_err() {
+                    return;
+                }
+                done.push((root, spec));
+            }
+        })
+        .context("cannot start the demo-data thread")?;
     Ok(())
 }
 

@@ -28,7 +28,7 @@ pub fn draw(app: &App, frame: &mut Frame) {
     let [list, detail] = Layout::horizontal([Constraint::Length(list_width), Constraint::Min(20)]).areas(body);
     draw_list(app, frame, list);
     draw_detail(app, frame, detail);
-    frame.render_widget(key_bar(&app.theme), keys);
+    frame.render_widget(key_bar(&app.theme, app.notice.as_deref()), keys);
     if app.show_help {
         draw_help(&app.theme, frame);
     }
@@ -47,13 +47,16 @@ fn title_bar(app: &App) -> Line<'static> {
     ])
 }
 
-fn key_bar(theme: &Theme) -> Line<'static> {
+fn key_bar(theme: &Theme, notice: Option<&str>) -> Line<'static> {
     let key = Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD);
     let text = Style::new().fg(theme.ui.dim);
     let mut spans = vec![Span::raw(" ")];
     for (k, what) in [("↑↓", "select"), ("?", "help"), ("q", "quit")] {
         spans.push(Span::styled(k, key));
         spans.push(Span::styled(format!(" {what}  "), text));
+    }
+    if let Some(notice) = notice {
+        spans.push(Span::styled(notice.to_string(), Style::new().fg(theme.ui.accent)));
     }
     Line::from(spans)
 }

@@ -300,61 +300,94 @@ pub fn write_case(out: &Path, case: &SynthCase) -> Result<PathBuf, SynthError> {
         move |source| SynthError::Io { path, source }
     };
     let final_dir = out.join(&case.id);
-    let partial = out.join(format!(".{}.partial", case.id));
+    // The process id keeps two writers of the same dataset (two dashboards) apart.
+    let partial = out.join(format!(".{}.partial-{}", case.id, std::process::id()));
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
     }
     std::fs::create_dir_all(&partial).map_err(io(&partial))?;
     let header = brats_header(case.shape);
+    let write = |path: PathBuf, result: nifti::Result<()>| result.map_err(|source| SynthError::Nifti { path, source });
     for (modality, image) in MODALITIES.iter().zip(&case.images) {
         let path = partial.join(format!("{}-{}.nii.gz", case.id, crate::config::Choice::name(*modality)));
-        WriterOptions::new(&path)
-            .reference_header(&header)
-            .write_nifti(image)
-            .map_err(|source| SynthError::Nifti {
-                path: path.clone(),
-                source,
-            })?;
+        write(
+            path.clone(),
+            WriterOptions::new(&path).reference_header(&header).write_nifti(image),
+        )?;
     }
     let seg = partial.join(format!("{}-seg.nii.gz", case.id));
-    WriterOptions::new(&seg)
-        .reference_header(&header)
-        .write_nifti(&case.labels)
-        .map_err(|source| SynthError::Nifti {
-            path: seg.clone(),
-            source,
-        })?;
+    write(
+        seg.clone(),
+        WriterOptions::new(&seg)
+            .reference_header(&header)
+            .write_nifti(&case.labels),
+    )?;
     if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
+        // Another writer finished this case first; its files are identical.
+        std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
+    } else {
+        std::fs::rename(&partial, &final_dir).map_err(io(&final_dir))?;
     }
-    std::fs::rename(&partial, &final_dir).map_err(io(&final_dir))?;
     Ok(final_dir)
 }
 
-/// Generates and writes `cases` cases into `out`, calling `progress(done, total)` after each.
-/// Cases already complete in `out` are kept, so an interrupted run resumes.
+/// The file that records how a synthetic dataset folder was made.
+pub const MARKER: &str = "segtop-synthetic.toml";
+
+/// What a synthetic dataset was generated with; written to [`MARKER`] once all cases are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SynthSpec {
+    pub cases: u32,
+    pub shape: [usize; 3],
+    pub seed: u64,
+}
+
+/// Whether `out` holds exactly the dataset `spec` describes, completely.
+pub fn is_complete(out: &Path, spec: &SynthSpec) -> bool {
+    let Ok(text) = std::fs::read_to_string(out.join(MARKER)) else {
+        return false;
+    };
+    toml::from_str::<SynthSpec>(&text).is_ok_and(|found| found == *spec)
+}
+
+/// Generates and writes the dataset `spec` describes into `out`, on up to `threads` threads,
+/// calling `progress(done, total)` after each case. Complete cases already in `out` are kept,
+/// so an interrupted run resumes; the marker file is written last.
 pub fn write_dataset(
     out: &Path,
-    cases: u32,
-    shape: [usize; 3],
-    seed: u64,
-    mut progress: impl FnMut(u32, u32),
+    spec: &SynthSpec,
+    threads: usize,
+    progress: &(dyn Fn(u32, u32) + Sync),
 ) -> Result<Vec<PathBuf>, SynthError> {
-    std::fs::create_dir_all(out).map_err(|source| SynthError::Io {
+    let io = |source| SynthError::Io {
         path: out.to_path_buf(),
         source,
-    })?;
-    let mut dirs = Vec::new();
-    for index in 0..cases {
-        let id = case_id(index);
-        let dir = out.join(&id);
-        if !dir.join(format!("{id}-seg.nii.gz")).is_file() {
-            write_case(out, &generate_case(index, shape, seed))?;
+    };
+    std::fs::create_dir_all(out).map_err(io)?;
+    let next = std::sync::atomic::AtomicU32::new(0);
+    let done = std::sync::atomic::AtomicU32::new(0);
+    let work = || -> Result<(), SynthError> {
+        loop {
+            let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if index >= spec.cases {
+                return Ok(());
+            }
+            let id = case_id(index);
+            if !out.join(&id).join(format!("{id}-seg.nii.gz")).is_file() {
+                write_case(out, &generate_case(index, spec.shape, spec.seed))?;
+            }
+            progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, spec.cases);
         }
-        dirs.push(dir);
-        progress(index + 1, cases);
-    }
-    Ok(dirs)
+    };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1)).map(|_| scope.spawn(work)).collect();
+        workers
+            .into_iter()
+            .try_for_each(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })?;
+    let marker = toml::to_string(spec).unwrap_or_default();
+    std::fs::write(out.join(MARKER), marker).map_err(io)?;
+    Ok((0..spec.cases).map(|index| out.join(case_id(index))).collect())
 }
 
 #[cfg(test)]

@@ -212,6 +212,17 @@ pub struct SyntheticConfig {
     pub shape: [u32; 3],
 }
 
+impl SyntheticConfig {
+    /// What to generate, in the generator's terms.
+    pub fn spec(&self) -> crate::data::synth::SynthSpec {
+        crate::data::synth::SynthSpec {
+            cases: self.cases,
+            shape: self.shape.map(|n| n as usize),
+            seed: self.seed,
+        }
+    }
+}
+
 impl Default for SyntheticConfig {
     fn default() -> Self {
         SyntheticConfig {
@@ -459,26 +470,27 @@ impl Experiment {
     pub fn check_paths(&self) -> Vec<PathProblem> {
         let root = &self.data.root;
         let mut problems = Vec::new();
-        if !root.exists() {
-            match &self.data.synthetic {
-                Some(synthetic) => problems.push(PathProblem {
+        if let Some(synthetic) = &self.data.synthetic {
+            if !crate::data::synth::is_complete(root, &synthetic.spec()) {
+                problems.push(PathProblem {
                     key: "data.root",
                     message: format!(
-                        "data.root = '{}' does not exist yet: its {} synthetic demo cases have not been generated",
+                        "data.root = '{}' does not hold its {} synthetic demo cases yet; they are generated on first use",
                         root.display(),
                         synthetic.cases
                     ),
                     fatal: false,
-                }),
-                None => problems.push(PathProblem {
-                    key: "data.root",
-                    message: format!(
-                        "data.root = '{}' does not exist: point it at your BraTS folder",
-                        root.display()
-                    ),
-                    fatal: true,
-                }),
+                });
             }
+        } else if !root.exists() {
+            problems.push(PathProblem {
+                key: "data.root",
+                message: format!(
+                    "data.root = '{}' does not exist: point it at your BraTS folder",
+                    root.display()
+                ),
+                fatal: true,
+            });
         } else if !root.is_dir() {
             problems.push(PathProblem {
                 key: "data.root",

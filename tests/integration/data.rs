@@ -16,7 +16,13 @@ const ALL: [Modality; 4] = [Modality::T1n, Modality::T1c, Modality::T2f, Modalit
 /// A dataset folder with `cases` synthetic cases.
 fn dataset(cases: u32) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    synth::write_dataset(dir.path(), cases, SHAPE, 11, |_, _| {}).expect("synthesised");
+    let spec = synth::SynthSpec {
+        cases,
+        shape: SHAPE,
+        seed: 11,
+    };
+    synth::write_dataset(dir.path(), &spec, 2, &|_, _| {}).expect("synthesised");
+    assert!(synth::is_complete(dir.path(), &spec));
     dir
 }
 
