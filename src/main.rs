@@ -13,10 +13,13 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
-use segtop::config::{ConfigError, Source};
-use segtop::experiment::Experiment;
+use segtop::config::{Choice, ConfigError, Source};
+use segtop::experiment::{Axis, Experiment, Layout, Modality};
+use segtop::render::ColorMode;
 use segtop::theme::Theme;
 use segtop::workspace::Workspace;
+
+mod commands;
 
 #[derive(Parser)]
 #[command(
@@ -69,6 +72,9 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Look at a dataset folder: check its cases, show a slice.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// Train an experiment (runs segtop-train).
     #[command(disable_help_flag = true)]
     Train(TrainerArgs),
@@ -78,6 +84,46 @@ enum Command {
     /// Show the libtorch the trainer runs on (runs segtop-train).
     #[command(disable_help_flag = true)]
     Info(TrainerArgs),
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Check every case of a BraTS folder and list shape, spacing, datatype and label volumes.
+    Scan {
+        /// The dataset folder
+        root: PathBuf,
+        /// File naming: auto, brats2023 or legacy
+        #[arg(long, default_value = "auto", value_parser = parse_choice::<Layout>)]
+        layout: Layout,
+        /// Modalities every case must have, comma-separated
+        #[arg(long, default_value = "t1n,t1c,t2f,t2w", value_delimiter = ',', value_parser = parse_choice::<Modality>)]
+        modalities: Vec<Modality>,
+    },
+    /// Print one slice of a case with its labels overlaid, in half-block characters.
+    Show {
+        /// The case's folder (or one of its files)
+        case: PathBuf,
+        /// Modality under the labels: t1n, t1c, t2w or t2f
+        #[arg(long, default_value = "t2f", value_parser = parse_choice::<Modality>)]
+        modality: Modality,
+        /// axial, coronal or sagittal
+        #[arg(long, default_value = "axial", value_parser = parse_choice::<Axis>)]
+        axis: Axis,
+        /// Slice index [default: the slice with the most tumour]
+        #[arg(long)]
+        slice: Option<usize>,
+        /// Width in characters [default: the terminal's]
+        #[arg(long, value_parser = clap::value_parser!(u16).range(8..))]
+        width: Option<u16>,
+        /// Colours: auto, truecolor, 256, 16 or ascii
+        #[arg(long, default_value = "auto")]
+        color: String,
+    },
+}
+
+/// Parses a named choice for clap, listing the allowed names on error.
+fn parse_choice<T: Choice + Send + Sync + 'static>(text: &str) -> Result<T, String> {
+    T::from_name(text).ok_or_else(|| format!("'{text}' is not one of: {}", T::NAMES.join(", ")))
 }
 
 /// Arguments passed to segtop-train untouched.
@@ -118,7 +164,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Some(Command::Synth { out, cases, size, seed }) => {
-            synth(&out, cases, size, seed)?;
+            commands::data::synth(&out, cases, size, seed)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Data(DataCommand::Scan {
+            root,
+            layout,
+            modalities,
+        })) => {
+            let ok = commands::data::scan(&root, layout, &modalities)?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Some(Command::Data(DataCommand::Show {
+            case,
+            modality,
+            axis,
+            slice,
+            width,
+            color,
+        })) => {
+            let color = match color.as_str() {
+                "auto" => None,
+                "truecolor" | "24bit" => Some(ColorMode::TrueColor),
+                "256" => Some(ColorMode::Indexed256),
+                "16" => Some(ColorMode::Ansi16),
+                "ascii" | "none" => Some(ColorMode::Ascii),
+                other => bail!("--color '{other}' is not one of: auto, truecolor, 256, 16, ascii"),
+            };
+            commands::data::show(&case, modality, axis, slice, width.map(usize::from), color)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Train(args)) => hand_over("train", args.args),
@@ -240,30 +313,4 @@ fn parse_size(text: &str) -> Result<[usize; 3], String> {
         return Err(format!("'{text}': each side must be between 16 and 512 voxels"));
     }
     Ok(sides)
-}
-
-fn synth(out: &Path, cases: u32, size: [usize; 3], seed: u64) -> anyhow::Result<()> {
-    let bar = indicatif::ProgressBar::new(u64::from(cases)).with_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} cases, {elapsed} (eta {eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_message("synthesising");
-    let spec = segtop::data::synth::SynthSpec {
-        cases,
-        shape: size,
-        seed,
-    };
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let dirs = segtop::data::synth::write_dataset(out, &spec, threads, &|done, _| bar.set_position(u64::from(done)))?;
-    bar.finish_and_clear();
-    eprintln!(
-        "wrote {} synthetic cases of {}x{}x{} voxels to {}",
-        dirs.len(),
-        size[0],
-        size[1],
-        size[2],
-        out.display()
-    );
-    Ok(())
 }

@@ -274,65 +274,119 @@ const AFFINE_TOLERANCE: f64 = 1e-3;
 /// Loads `modalities` (in that order) and the labels of a case, checking that every file
 /// reads, no modality is constant, all share shape and affine, and labels are valid.
 pub fn load_case(files: &CaseFiles, modalities: &[Modality]) -> Result<Case, CaseError> {
-    let error = |file: &Path, kind: CaseErrorKind| CaseError {
-        case: files.id.clone(),
-        file: file.to_path_buf(),
-        kind,
-    };
-    let mut images: Vec<Volume<f32>> = Vec::with_capacity(modalities.len());
-    let mut reference: Option<Reference> = None;
-    for &modality in modalities {
-        let Some(path) = files.image(modality) else {
-            let expected = files.images.values().next().or(files.seg.as_ref()).map_or_else(
-                || {
-                    PathBuf::from(format!(
-                        "{}{}{}",
-                        files.id,
-                        files.naming.separator(),
-                        files.naming.suffix(modality)
-                    ))
-                },
-                |p| {
-                    p.with_file_name(format!(
-                        "{}{}{}.nii.gz",
-                        files.id,
-                        files.naming.separator(),
-                        files.naming.suffix(modality)
-                    ))
-                },
-            );
-            return Err(error(&expected, CaseErrorKind::Missing(modality)));
-        };
-        let image = volume::read_volume::<f32>(path).map_err(|e| error(path, e.into()))?;
-        check_geometry(reference.as_ref(), image.shape, &image.affine).map_err(|kind| error(path, kind))?;
-        if let Some(&first) = image.data.first() {
-            if image.data.iter().all(|&v| v == first) {
-                return Err(error(path, CaseErrorKind::Constant { value: first }));
-            }
-        }
-        if reference.is_none() {
-            reference = Some(Reference {
-                file: file_name(path),
-                shape: image.shape,
-                affine: image.affine,
-            });
-        }
-        images.push(image);
-    }
-    let labels = match &files.seg {
-        None => None,
-        Some(path) => {
-            let raw = volume::read_volume::<f32>(path).map_err(|e| error(path, e.into()))?;
-            check_geometry(reference.as_ref(), raw.shape, &raw.affine).map_err(|kind| error(path, kind))?;
-            Some(labels_from(raw, files.naming).map_err(|kind| error(path, kind))?)
-        }
-    };
+    let mut reader = CaseReader::new(files);
+    let images = modalities
+        .iter()
+        .map(|&m| reader.image(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let labels = reader.labels()?;
     Ok(Case {
         id: files.id.clone(),
         modalities: modalities.to_vec(),
         images,
         labels,
     })
+}
+
+/// What `segtop data scan` reports of a case.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseSummary {
+    pub id: String,
+    pub shape: [usize; 3],
+    pub spacing: [f64; 3],
+    /// On-disk datatype of the first modality.
+    pub datatype: &'static str,
+    /// Voxels of each label 0-3, when the case has labels.
+    pub label_voxels: Option<[usize; 4]>,
+}
+
+/// Checks a case like [`load_case`], holding one volume in memory at a time.
+pub fn scan_case(files: &CaseFiles, modalities: &[Modality]) -> Result<CaseSummary, CaseError> {
+    let mut reader = CaseReader::new(files);
+    let mut datatype = "";
+    let mut geometry = ([0; 3], [1.0; 3]);
+    for (i, &modality) in modalities.iter().enumerate() {
+        let image = reader.image(modality)?;
+        if i == 0 {
+            geometry = (image.shape, image.spacing);
+            if let Some(path) = files.image(modality) {
+                datatype = volume::read_header(path).map(|h| h.datatype()).unwrap_or("?");
+            }
+        }
+    }
+    let label_voxels = reader.labels()?.map(|labels| label_counts(&labels));
+    Ok(CaseSummary {
+        id: files.id.clone(),
+        shape: geometry.0,
+        spacing: geometry.1,
+        datatype,
+        label_voxels,
+    })
+}
+
+/// Reads the files of one case one at a time, checking each against the first.
+struct CaseReader<'a> {
+    files: &'a CaseFiles,
+    reference: Option<Reference>,
+}
+
+impl<'a> CaseReader<'a> {
+    fn new(files: &'a CaseFiles) -> Self {
+        CaseReader { files, reference: None }
+    }
+
+    fn error(&self, file: &Path, kind: CaseErrorKind) -> CaseError {
+        CaseError {
+            case: self.files.id.clone(),
+            file: file.to_path_buf(),
+            kind,
+        }
+    }
+
+    fn image(&mut self, modality: Modality) -> Result<Volume<f32>, CaseError> {
+        let files = self.files;
+        let Some(path) = files.image(modality) else {
+            let name = format!(
+                "{}{}{}.nii.gz",
+                files.id,
+                files.naming.separator(),
+                files.naming.suffix(modality)
+            );
+            let expected = files
+                .images
+                .values()
+                .next()
+                .or(files.seg.as_ref())
+                .map_or_else(|| PathBuf::from(&name), |p| p.with_file_name(&name));
+            return Err(self.error(&expected, CaseErrorKind::Missing(modality)));
+        };
+        let image = volume::read_volume::<f32>(path).map_err(|e| self.error(path, e.into()))?;
+        check_geometry(self.reference.as_ref(), image.shape, &image.affine).map_err(|kind| self.error(path, kind))?;
+        if let Some(&first) = image.data.first() {
+            if image.data.iter().all(|&v| v == first) {
+                return Err(self.error(path, CaseErrorKind::Constant { value: first }));
+            }
+        }
+        if self.reference.is_none() {
+            self.reference = Some(Reference {
+                file: file_name(path),
+                shape: image.shape,
+                affine: image.affine,
+            });
+        }
+        Ok(image)
+    }
+
+    fn labels(&mut self) -> Result<Option<Volume<u8>>, CaseError> {
+        let Some(path) = &self.files.seg else {
+            return Ok(None);
+        };
+        let raw = volume::read_volume::<f32>(path).map_err(|e| self.error(path, e.into()))?;
+        check_geometry(self.reference.as_ref(), raw.shape, &raw.affine).map_err(|kind| self.error(path, kind))?;
+        labels_from(raw, self.files.naming)
+            .map(Some)
+            .map_err(|kind| self.error(path, kind))
+    }
 }
 
 /// The first file of a case, which the others must match.

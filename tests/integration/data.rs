@@ -341,3 +341,73 @@ fn uncompressed_nifti_loads_like_compressed() {
     assert_eq!(plain.images, compressed.images);
     assert_eq!(plain.labels, compressed.labels);
 }
+
+#[test]
+fn data_scan_lists_every_case_and_every_problem() {
+    let dir = dataset(3);
+    let broken = dir.path().join("BraTS-SSA-90002-000/BraTS-SSA-90002-000-t2w.nii.gz");
+    mutate(&broken, |b| b[352..].fill(0));
+    let output = crate::segtop(dir.path(), &["data", "scan", "."]);
+    let text = crate::stdout(&output);
+    assert!(!output.status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("case "), "{text}");
+    assert!(
+        lines[1].starts_with("BraTS-SSA-90001-000      48x48x32     1x1x1       int16 "),
+        "{text}"
+    );
+    assert!(lines[2].starts_with("BraTS-SSA-90002-000      problem"), "{text}");
+    assert!(text.contains("3 cases: 2 usable, 1 with problems"), "{text}");
+    assert!(
+        text.contains("  BraTS-SSA-90002-000: BraTS-SSA-90002-000-t2w.nii.gz: is empty: every voxel is 0"),
+        "{text}"
+    );
+}
+
+#[test]
+fn data_show_draws_the_slice_with_the_most_tumour() {
+    let dir = dataset(1);
+    let case_dir = dir.path().join("BraTS-SSA-90001-000");
+    let output = crate::segtop(
+        dir.path(),
+        &[
+            "data",
+            "show",
+            case_dir.to_str().expect("utf-8"),
+            "--color",
+            "ascii",
+            "--width",
+            "48",
+        ],
+    );
+    assert!(output.status.success(), "{}", crate::stderr(&output));
+    let text = crate::stdout(&output);
+    let files = only_case(dir.path());
+    let labels = case::load_case(&files, &[Modality::T2f])
+        .expect("loads")
+        .labels
+        .expect("labels");
+    let best = segtop::render::slice_with_most_tumour(&labels, segtop::experiment::Axis::Axial);
+    assert!(
+        text.starts_with(&format!("BraTS-SSA-90001-000 t2f axial slice {best} of 32\n")),
+        "{text}"
+    );
+    // 48 columns, half as many rows (square voxels), and labels drawn as letters.
+    let picture: Vec<&str> = text.lines().skip(1).take_while(|l| !l.starts_with("labels")).collect();
+    assert_eq!(picture.len(), 24, "{text}");
+    assert!(picture.iter().all(|l| l.chars().count() == 48), "{text}");
+    assert!(
+        picture.iter().any(|l| l.contains('E')) && picture.iter().any(|l| l.contains('o')),
+        "{text}"
+    );
+
+    let out_of_range = crate::segtop(
+        dir.path(),
+        &["data", "show", case_dir.to_str().expect("utf-8"), "--slice", "32"],
+    );
+    assert!(!out_of_range.status.success());
+    assert_eq!(
+        crate::stderr(&out_of_range).trim_end(),
+        "segtop: error: --slice 32 is out of range: the axial view has slices 0 to 31"
+    );
+}

@@ -1,0 +1,215 @@
+//! `segtop data scan`, `segtop data show` and `segtop synth`: looking at a dataset folder
+//! from the shell, with no libtorch.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, bail};
+
+use segtop::config::Choice;
+use segtop::data::case::{self, CaseError, CaseSummary};
+use segtop::data::synth;
+use segtop::experiment::{Axis, Layout, Modality};
+use segtop::render::{self, ColorMode, Palette};
+
+fn progress_bar(total: usize, what: &str) -> indicatif::ProgressBar {
+    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}, {elapsed} (eta {eta})")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    indicatif::ProgressBar::new(total as u64)
+        .with_style(style)
+        .with_message(what.to_string())
+}
+
+/// `segtop synth`: writes synthetic cases, on all cores.
+pub fn synth(out: &Path, cases: u32, shape: [usize; 3], seed: u64) -> anyhow::Result<()> {
+    let bar = progress_bar(cases as usize, "synthesising cases");
+    let spec = synth::SynthSpec { cases, shape, seed };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let dirs = synth::write_dataset(out, &spec, threads, &|done, _| bar.set_position(u64::from(done)))?;
+    bar.finish_and_clear();
+    let [x, y, z] = shape;
+    eprintln!(
+        "wrote {} synthetic cases of {x}x{y}x{z} voxels to {}",
+        dirs.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// `segtop data scan`: checks every case of a dataset folder and prints one line per case.
+/// Returns false when any case has a problem.
+pub fn scan(root: &Path, layout: Layout, modalities: &[Modality]) -> anyhow::Result<bool> {
+    if !root.is_dir() {
+        bail!("{}: not a folder", root.display());
+    }
+    let found = case::discover(root, layout).with_context(|| format!("{}: cannot list", root.display()))?;
+    if found.cases.is_empty() {
+        bail!(
+            "{}: no BraTS cases found (files named like BraTS-SSA-00002-000-t1n.nii.gz or BraTS2021_00000_t1.nii.gz)",
+            root.display()
+        );
+    }
+    let bar = progress_bar(found.cases.len(), "checking cases");
+    let results: Vec<Mutex<Option<Result<CaseSummary, CaseError>>>> =
+        found.cases.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(found.cases.len());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(files) = found.cases.get(i) else {
+                        break;
+                    };
+                    let result = case::scan_case(files, modalities);
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = Some(result);
+                    }
+                    bar.inc(1);
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<24} {:<12} {:<11} {:<8} {:>8} {:>8} {:>8}",
+        "case", "shape", "spacing mm", "dtype", "NCR cm3", "ED cm3", "ET cm3"
+    )?;
+    let mut bad = Vec::new();
+    for (files, slot) in found.cases.iter().zip(results) {
+        let result = slot.into_inner().ok().flatten();
+        match result {
+            Some(Ok(summary)) => {
+                let [x, y, z] = summary.shape;
+                let [sx, sy, sz] = summary.spacing;
+                let voxel_cm3 = sx * sy * sz / 1000.0;
+                let volumes = match summary.label_voxels {
+                    Some(v) => [1, 2, 3].map(|l| format!("{:.1}", v[l] as f64 * voxel_cm3)),
+                    None => ["-".to_string(), "-".to_string(), "no seg".to_string()],
+                };
+                writeln!(
+                    out,
+                    "{:<24} {:<12} {:<11} {:<8} {:>8} {:>8} {:>8}",
+                    summary.id,
+                    format!("{x}x{y}x{z}"),
+                    format!("{sx}x{sy}x{sz}"),
+                    summary.datatype,
+                    volumes[0],
+                    volumes[1],
+                    volumes[2]
+                )?;
+            }
+            Some(Err(error)) => {
+                writeln!(out, "{:<24} problem: see below", files.id)?;
+                bad.push(error.to_string());
+            }
+            None => bad.push(format!("{}: not checked (a checking thread failed)", files.id)),
+        }
+    }
+    let total = found.cases.len();
+    writeln!(
+        out,
+        "\n{total} cases: {} usable, {} with problems",
+        total - bad.len(),
+        bad.len()
+    )?;
+    for problem in found.problems.iter().chain(&bad) {
+        writeln!(out, "  {problem}")?;
+    }
+    Ok(bad.is_empty() && found.problems.is_empty())
+}
+
+/// `segtop data show`: one slice of a case, labels over the image, in the terminal.
+pub fn show(
+    case_path: &Path,
+    modality: Modality,
+    axis: Axis,
+    slice: Option<usize>,
+    width: Option<usize>,
+    color: Option<ColorMode>,
+) -> anyhow::Result<()> {
+    let folder = if case_path.is_file() {
+        case_path.parent().unwrap_or(Path::new("."))
+    } else {
+        case_path
+    };
+    let found = case::discover(folder, Layout::Auto).with_context(|| format!("{}: cannot list", folder.display()))?;
+    let files = match found.cases.as_slice() {
+        [one] => one,
+        [] => bail!("{}: no BraTS case files here", folder.display()),
+        many => bail!(
+            "{}: holds {} cases; give the folder of one case",
+            folder.display(),
+            many.len()
+        ),
+    };
+    let image_files = case::CaseFiles {
+        images: files
+            .images
+            .iter()
+            .filter(|(m, _)| **m == modality)
+            .map(|(m, p)| (*m, p.clone()))
+            .collect(),
+        ..files.clone()
+    };
+    let loaded = case::load_case(&image_files, &[modality])?;
+    let image = &loaded.images[0];
+    let count = render::slice_count(image, axis);
+    let index = match (slice, &loaded.labels) {
+        (Some(n), _) if n >= count => bail!(
+            "--slice {n} is out of range: the {axis} view has slices 0 to {}",
+            count - 1
+        ),
+        (Some(n), _) => n,
+        (None, Some(labels)) => render::slice_with_most_tumour(labels, axis),
+        (None, None) => count / 2,
+    };
+    let window = render::auto_window(image, 0.5, 99.5);
+    let view = render::slice(image, loaded.labels.as_ref(), axis, index, window);
+    let stdout = std::io::stdout();
+    let mode = color.unwrap_or_else(|| {
+        if stdout.is_terminal() {
+            ColorMode::detect()
+        } else {
+            ColorMode::Ascii
+        }
+    });
+    let columns = width.unwrap_or_else(|| crossterm::terminal::size().map_or(80, |(w, _)| usize::from(w)));
+    let rows = if mode == ColorMode::Ascii { columns / 2 } else { columns };
+    let cells = render::cells(&view, columns, rows, mode, &Palette::default());
+    let mut out = stdout.lock();
+    writeln!(out, "{} {} {axis} slice {index} of {count}", loaded.id, modality.name())?;
+    out.write_all(render::to_ansi(&cells, mode).as_bytes())?;
+    if let Some(labels) = &loaded.labels {
+        let mut counts = [0usize; 4];
+        for &l in &view.labels {
+            counts[usize::from(l.min(3))] += 1;
+        }
+        let legend = if mode == ColorMode::Ascii {
+            ["N", "o", "E"]
+        } else {
+            ["red", "green", "yellow"]
+        };
+        writeln!(
+            out,
+            "labels in this slice: NCR {} ({}), ED {} ({}), ET {} ({}); case total {} tumour voxels",
+            counts[1],
+            legend[0],
+            counts[2],
+            legend[1],
+            counts[3],
+            legend[2],
+            labels.data.iter().filter(|&&l| l > 0).count()
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! The `segtop` commands other than the dashboard.
+
+pub mod data;
