@@ -411,3 +411,113 @@ fn data_show_draws_the_slice_with_the_most_tumour() {
         "segtop: error: --slice 32 is out of range: the axial view has slices 0 to 31"
     );
 }
+
+fn data_config(root: &Path, cache: &Path) -> segtop::experiment::DataConfig {
+    segtop::experiment::DataConfig {
+        root: root.to_path_buf(),
+        cache_dir: cache.to_path_buf(),
+        ..Default::default()
+    }
+}
+
+fn cache_files(cache: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
+    let mut files = Vec::new();
+    for dir in fs::read_dir(cache).expect("cache dir") {
+        for file in fs::read_dir(dir.expect("entry").path()).expect("dataset dir") {
+            let path = file.expect("entry").path();
+            let modified = fs::metadata(&path).and_then(|m| m.modified()).expect("mtime");
+            files.push((path, modified));
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn the_cache_is_built_once_and_rebuilt_when_a_source_changes() {
+    use segtop::data::dataset;
+    let dir = dataset(3);
+    let cache = tempfile::tempdir().expect("cache dir");
+    let config = data_config(dir.path(), cache.path());
+    let first = dataset::open(&config, 2, &|_, _| {}).expect("opens");
+    assert_eq!(first.cases.len(), 3);
+    let case = &first.cases[0];
+    assert_eq!(case.header.channels, 4);
+    // Foreground crop: the brain's bounding box, smaller than the volume.
+    assert!(case.header.shape.iter().zip(SHAPE).all(|(c, s)| *c <= s) && case.header.shape != SHAPE);
+    // Z-scored brain: mean about 0 over non-zero voxels.
+    let brain: Vec<f32> = case
+        .channel(0)
+        .iter()
+        .map(|v| v.to_f32())
+        .filter(|v| *v != 0.0)
+        .collect();
+    let mean = brain.iter().sum::<f32>() / brain.len() as f32;
+    assert!(mean.abs() < 0.05, "mean {mean}");
+    let built = cache_files(cache.path());
+    assert_eq!(built.len(), 3);
+    drop(first);
+
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let again = dataset::open(&config, 2, &|_, _| {}).expect("opens");
+    assert_eq!(again.cases.len(), 3);
+    assert_eq!(cache_files(cache.path()), built, "a fresh cache was rewritten");
+
+    // A changed source file rebuilds exactly its case.
+    let t1n = dir.path().join("BraTS-SSA-90002-000/BraTS-SSA-90002-000-t1n.nii.gz");
+    let bytes = fs::read(&t1n).expect("read");
+    fs::write(&t1n, bytes).expect("rewrite");
+    dataset::open(&config, 2, &|_, _| {}).expect("opens");
+    let rebuilt = cache_files(cache.path());
+    let changed: Vec<_> = rebuilt
+        .iter()
+        .zip(&built)
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a.0.clone())
+        .collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert!(
+        changed[0]
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .starts_with("BraTS-SSA-90002-000-")
+    );
+}
+
+#[test]
+fn bad_cases_stop_the_dataset_unless_skipped() {
+    use segtop::data::dataset::{self, DatasetError};
+    let dir = dataset(3);
+    let cache = tempfile::tempdir().expect("cache dir");
+    mutate(
+        &dir.path().join("BraTS-SSA-90003-000/BraTS-SSA-90003-000-t2w.nii.gz"),
+        |b| b[352..].fill(0),
+    );
+    fs::write(
+        dir.path().join("BraTS-SSA-90001-000/BraTS-SSA-90001-000-t1c.nii.gz"),
+        b"",
+    )
+    .expect("empty file");
+    let mut config = data_config(dir.path(), cache.path());
+    let Err(DatasetError::BadCases { total, problems }) = dataset::open(&config, 2, &|_, _| {}) else {
+        panic!("bad cases accepted");
+    };
+    assert_eq!((total, problems.len()), (3, 2));
+    assert!(
+        problems[0].starts_with("BraTS-SSA-90001-000: BraTS-SSA-90001-000-t1c.nii.gz: not a NIfTI-1 file"),
+        "{problems:?}"
+    );
+    assert!(problems[1].ends_with("is empty: every voxel is 0"), "{problems:?}");
+
+    config.skip_bad_cases = true;
+    let opened = dataset::open(&config, 2, &|_, _| {}).expect("opens without them");
+    assert_eq!(opened.cases.len(), 1);
+    assert_eq!(opened.skipped.len(), 2);
+
+    config.min_tumour_fraction = 0.99;
+    assert!(matches!(
+        dataset::open(&config, 2, &|_, _| {}),
+        Err(DatasetError::NothingLeft(_))
+    ));
+}

@@ -1,0 +1,240 @@
+//! A dataset ready for training: every usable case preprocessed into the cache and mapped,
+//! the cases that could not be used named with their reasons, and the train/validation/test
+//! split.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Choice;
+use crate::experiment::DataConfig;
+
+use super::cache::{self, CacheError, CachedCase, SourceStamp};
+use super::case::{self, CaseFiles};
+use super::preprocess;
+
+/// Bumped whenever preprocessing changes what it computes, so old cache files are rebuilt.
+const PREPROCESS_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("{}: cannot list the dataset folder: {source}", root.display())]
+    Unreadable { root: PathBuf, source: std::io::Error },
+    #[error("{}: no BraTS cases found (files named like BraTS-SSA-00002-000-t1n.nii.gz or BraTS2021_00000_t1.nii.gz)", .0.display())]
+    Empty(PathBuf),
+    #[error("{} of {total} cases cannot be used (set data.skip_bad_cases = true to train without them):\n  {}", problems.len(), problems.join("\n  "))]
+    BadCases { total: usize, problems: Vec<String> },
+    #[error("no case is left to train on: {0}")]
+    NothingLeft(String),
+}
+
+/// The settings that decide what preprocessing produces, as text stored in each cache file.
+pub fn settings_text(config: &DataConfig) -> String {
+    let modalities: Vec<&str> = config.modalities.iter().map(|m| m.name()).collect();
+    format!(
+        "v{PREPROCESS_VERSION} modalities={} crop={} normalization={} clip={:?}",
+        modalities.join(","),
+        config.crop,
+        config.normalization,
+        config.clip_percentiles
+    )
+}
+
+/// The usable cases of a dataset, each in the cache.
+pub struct Dataset {
+    pub cases: Vec<CachedCase>,
+    /// Cases that failed to load, with the reason (only with `skip_bad_cases`).
+    pub skipped: Vec<String>,
+    /// Cases left out on purpose: no labels, or too little tumour.
+    pub excluded: Vec<String>,
+}
+
+/// Where the cache file of a case lives: per dataset folder and per settings.
+fn cache_path(config: &DataConfig, settings: &str, id: &str) -> PathBuf {
+    let root = config.root.canonicalize().unwrap_or_else(|_| config.root.clone());
+    let dataset = cache::fingerprint(&root.to_string_lossy());
+    config
+        .cache_dir
+        .join(&dataset[..12])
+        .join(format!("{id}-{}.segc", &cache::fingerprint(settings)[..12]))
+}
+
+/// Opens (building where needed) the cache of every case under `config.root`, on up to
+/// `threads` threads, calling `progress(done, total)` after each case.
+pub fn open(
+    config: &DataConfig,
+    threads: usize,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Dataset, DatasetError> {
+    let found = case::discover(&config.root, config.layout).map_err(|source| DatasetError::Unreadable {
+        root: config.root.clone(),
+        source,
+    })?;
+    if found.cases.is_empty() {
+        return Err(DatasetError::Empty(config.root.clone()));
+    }
+    let settings = settings_text(config);
+    let total = found.cases.len();
+    let results: Vec<Mutex<Option<Result<CachedCase, String>>>> =
+        found.cases.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, total) {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(files) = found.cases.get(index) else {
+                        break;
+                    };
+                    let result = cached_case(files, config, &settings);
+                    if let Ok(mut slot) = results[index].lock() {
+                        *slot = Some(result);
+                    }
+                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+                }
+            });
+        }
+    });
+
+    let mut problems: Vec<String> = found.problems.clone();
+    let mut cases = Vec::new();
+    let mut excluded = Vec::new();
+    for slot in results {
+        match slot.into_inner().ok().flatten() {
+            Some(Ok(cached)) if !cached.header.has_labels => {
+                excluded.push(format!(
+                    "{}: no seg file (usable for prediction only)",
+                    cached.header.id
+                ));
+            }
+            Some(Ok(cached))
+                if config.min_tumour_fraction > 0.0 && cached.header.tumour_fraction <= config.min_tumour_fraction =>
+            {
+                excluded.push(format!(
+                    "{}: {:.2}% tumour, not more than data.min_tumour_fraction = {}",
+                    cached.header.id,
+                    cached.header.tumour_fraction * 100.0,
+                    config.min_tumour_fraction
+                ));
+            }
+            Some(Ok(cached)) => cases.push(cached),
+            Some(Err(problem)) => problems.push(problem),
+            None => problems.push("a case was not checked: a worker thread failed".to_string()),
+        }
+    }
+    if !problems.is_empty() && !config.skip_bad_cases {
+        return Err(DatasetError::BadCases { total, problems });
+    }
+    if cases.is_empty() {
+        let why = excluded.first().or(problems.first()).cloned().unwrap_or_default();
+        return Err(DatasetError::NothingLeft(why));
+    }
+    Ok(Dataset {
+        cases,
+        skipped: problems,
+        excluded,
+    })
+}
+
+/// The case's cache file, fresh: opened as it is, or rebuilt from the NIfTI files.
+fn cached_case(files: &CaseFiles, config: &DataConfig, settings: &str) -> Result<CachedCase, String> {
+    let mut sources = Vec::new();
+    for path in config
+        .modalities
+        .iter()
+        .filter_map(|m| files.image(*m))
+        .chain(files.seg.as_deref())
+    {
+        sources.push(SourceStamp::of(path).map_err(|e| format!("{}: {}: cannot read: {e}", files.id, path.display()))?);
+    }
+    let path = cache_path(config, settings, &files.id);
+    if let Ok(cached) = CachedCase::open(&path) {
+        if cached.is_fresh(settings, &sources) {
+            return Ok(cached);
+        }
+    }
+    let loaded = case::load_case(files, &config.modalities).map_err(|e| e.to_string())?;
+    let prepared = preprocess::prepare(&loaded, config);
+    drop(loaded);
+    let describe = |e: CacheError| format!("{}: cannot write the cache: {e}", files.id);
+    cache::write(&path, &prepared, settings, sources).map_err(describe)?;
+    CachedCase::open(&path).map_err(describe)
+}
+
+/// Which cases train, which validate, which are held out for testing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Split {
+    pub seed: u64,
+    pub train: Vec<String>,
+    pub validation: Vec<String>,
+    pub test: Vec<String>,
+}
+
+/// Splits case ids by `fractions` (train, validation, test), the same way for the same ids
+/// and seed whatever order they come in. Every part that should get a case gets at least one
+/// when there are enough; train always keeps at least one.
+pub fn split(ids: &[String], fractions: [f64; 3], seed: u64) -> Split {
+    let mut ids: Vec<String> = ids.to_vec();
+    ids.sort();
+    ids.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let n = ids.len();
+    let count = |f: f64| {
+        if f > 0.0 && n >= 3 {
+            ((n as f64 * f).round() as usize).max(1)
+        } else {
+            (n as f64 * f).round() as usize
+        }
+    };
+    let validation = count(fractions[1]).min(n.saturating_sub(1));
+    let test = count(fractions[2]).min(n.saturating_sub(1 + validation));
+    let test_ids = ids.split_off(n - test);
+    let validation_ids = ids.split_off(ids.len() - validation);
+    Split {
+        seed,
+        train: ids,
+        validation: validation_ids,
+        test: test_ids,
+    }
+}
+
+/// Cases of `dataset` named in `ids`, in that order.
+pub fn select<'a>(dataset: &'a Dataset, ids: &[String]) -> Vec<&'a CachedCase> {
+    ids.iter()
+        .filter_map(|id| dataset.cases.iter().find(|c| &c.header.id == id))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("case-{i:03}")).collect()
+    }
+
+    #[test]
+    fn split_is_deterministic_and_order_independent() {
+        let a = split(&ids(95), [0.75, 0.15, 0.10], 42);
+        let mut reversed = ids(95);
+        reversed.reverse();
+        let b = split(&reversed, [0.75, 0.15, 0.10], 42);
+        assert_eq!(a, b);
+        assert_eq!((a.train.len(), a.validation.len(), a.test.len()), (71, 14, 10));
+        let c = split(&ids(95), [0.75, 0.15, 0.10], 7);
+        assert_ne!(a.train, c.train);
+    }
+
+    #[test]
+    fn small_datasets_still_get_a_validation_case() {
+        let s = split(&ids(4), [0.75, 0.15, 0.10], 1);
+        assert_eq!((s.train.len(), s.validation.len(), s.test.len()), (2, 1, 1));
+        let one = split(&ids(1), [0.75, 0.15, 0.10], 1);
+        assert_eq!((one.train.len(), one.validation.len(), one.test.len()), (1, 0, 0));
+    }
+}

@@ -1,0 +1,219 @@
+//! Preprocessing a loaded case into network input: intensity normalisation per modality,
+//! then cropping (or padding) to the configured box.
+//!
+//! Normalisation runs on the whole volume, before the crop, as the seed tutorial does (its
+//! slice-wise MinMaxScaler sees whole 240x240 slices).
+
+use crate::experiment::{Crop, DataConfig, Normalization};
+
+use super::case::Case;
+
+/// A preprocessed case: channels in the configured order, cropped, normalised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub id: String,
+    /// Shape after cropping.
+    pub shape: [usize; 3],
+    /// One volume per modality, x fastest.
+    pub channels: Vec<Vec<f32>>,
+    pub labels: Option<Vec<u8>>,
+    /// Where the crop starts in the original volume (negative when padded).
+    pub origin: [i64; 3],
+    pub original_shape: [usize; 3],
+    pub spacing: [f64; 3],
+    pub affine: [[f64; 4]; 3],
+}
+
+impl Prepared {
+    /// Fraction of voxels labelled tumour (any label above 0); 0 without labels.
+    pub fn tumour_fraction(&self) -> f64 {
+        match &self.labels {
+            Some(labels) if !labels.is_empty() => {
+                labels.iter().filter(|&&l| l > 0).count() as f64 / labels.len() as f64
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// Normalises and crops `case` as `config` says.
+pub fn prepare(case: &Case, config: &DataConfig) -> Prepared {
+    let shape = case.shape();
+    let mut channels: Vec<Vec<f32>> = case.images.iter().map(|image| image.data.clone()).collect();
+    for channel in &mut channels {
+        normalize(channel, shape, config.normalization, config.clip_percentiles);
+    }
+    let (origin, size) = crop_box(case, config.crop);
+    let channels = channels.iter().map(|c| crop(c, shape, origin, size, 0.0)).collect();
+    let labels = case.labels.as_ref().map(|l| crop(&l.data, shape, origin, size, 0));
+    let first = case.images.first();
+    Prepared {
+        id: case.id.clone(),
+        shape: size,
+        channels,
+        labels,
+        origin,
+        original_shape: shape,
+        spacing: case.spacing(),
+        affine: first.map_or([[0.0; 4]; 3], |v| v.affine),
+    }
+}
+
+/// Start (possibly negative) and size of the region to keep.
+fn crop_box(case: &Case, crop: Crop) -> ([i64; 3], [usize; 3]) {
+    let shape = case.shape();
+    match crop {
+        Crop::None => ([0; 3], shape),
+        Crop::Box(bounds) => (
+            bounds.map(|[start, _]| i64::from(start)),
+            bounds.map(|[start, end]| (end - start) as usize),
+        ),
+        Crop::Foreground => {
+            let mut low = shape;
+            let mut high = [0usize; 3];
+            let [nx, ny, _] = shape;
+            for image in &case.images {
+                for (i, &v) in image.data.iter().enumerate() {
+                    if v != 0.0 {
+                        let p = [i % nx, (i / nx) % ny, i / (nx * ny)];
+                        for axis in 0..3 {
+                            low[axis] = low[axis].min(p[axis]);
+                            high[axis] = high[axis].max(p[axis] + 1);
+                        }
+                    }
+                }
+            }
+            if (0..3).any(|axis| low[axis] >= high[axis]) {
+                return ([0; 3], shape);
+            }
+            (
+                low.map(|l| l as i64),
+                std::array::from_fn(|axis| high[axis] - low[axis]),
+            )
+        }
+    }
+}
+
+/// Copies the box at `origin` of `size` out of `data` (of `shape`), filling with `fill`
+/// where the box reaches outside the volume.
+pub fn crop<T: Copy>(data: &[T], shape: [usize; 3], origin: [i64; 3], size: [usize; 3], fill: T) -> Vec<T> {
+    let [nx, ny, nz] = shape.map(|n| n as i64);
+    let mut out = vec![fill; size.iter().product()];
+    let mut i = 0;
+    for z in 0..size[2] as i64 {
+        let sz = origin[2] + z;
+        for y in 0..size[1] as i64 {
+            let sy = origin[1] + y;
+            let row_inside = (0..nz).contains(&sz) && (0..ny).contains(&sy);
+            // Copy the part of the row inside the volume in one go.
+            let x0 = (-origin[0]).clamp(0, size[0] as i64);
+            let x1 = (nx - origin[0]).clamp(x0, size[0] as i64);
+            if row_inside && x1 > x0 {
+                let src = ((sz * ny + sy) * nx + origin[0] + x0) as usize;
+                let len = (x1 - x0) as usize;
+                out[i + x0 as usize..i + x0 as usize + len].copy_from_slice(&data[src..src + len]);
+            }
+            i += size[0];
+        }
+    }
+    out
+}
+
+/// Normalises one modality in place.
+pub fn normalize(data: &mut [f32], shape: [usize; 3], mode: Normalization, clip_percentiles: [f64; 2]) {
+    match mode {
+        Normalization::VolumeMinMax => min_max(data),
+        Normalization::SliceMinMax => {
+            let slice = shape[0] * shape[1];
+            for chunk in data.chunks_mut(slice.max(1)) {
+                min_max(chunk);
+            }
+        }
+        Normalization::ZScore => z_score(data, clip_percentiles),
+    }
+}
+
+/// Scales to [0, 1]; a constant region becomes 0 (as sklearn's MinMaxScaler does).
+fn min_max(data: &mut [f32]) {
+    let (lo, hi) = data.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+        (lo.min(v), hi.max(v))
+    });
+    let range = hi - lo;
+    for v in data.iter_mut() {
+        *v = if range > 0.0 { (*v - lo) / range } else { 0.0 };
+    }
+}
+
+/// nnU-Net's MRI normalisation: over the brain (non-zero voxels), clip to percentiles, then
+/// subtract the mean and divide by the standard deviation. Background stays 0.
+fn z_score(data: &mut [f32], clip_percentiles: [f64; 2]) {
+    let mut brain: Vec<f32> = data.iter().copied().filter(|&v| v != 0.0).collect();
+    if brain.len() < 2 {
+        return;
+    }
+    let lo = percentile(&mut brain, clip_percentiles[0]);
+    let hi = percentile(&mut brain, clip_percentiles[1]);
+    let (mut sum, mut sum_sq, mut n) = (0.0f64, 0.0f64, 0usize);
+    for &v in data.iter() {
+        if v != 0.0 {
+            let c = f64::from(v.clamp(lo, hi));
+            sum += c;
+            sum_sq += c * c;
+            n += 1;
+        }
+    }
+    let mean = sum / n as f64;
+    let std = (sum_sq / n as f64 - mean * mean).max(0.0).sqrt().max(1e-8);
+    for v in data.iter_mut() {
+        if *v != 0.0 {
+            *v = ((f64::from(v.clamp(lo, hi)) - mean) / std) as f32;
+        }
+    }
+}
+
+/// The `p`-th percentile (0-100) by selection, reordering `values`.
+fn percentile(values: &mut [f32], p: f64) -> f32 {
+    let rank = ((values.len() - 1) as f64 * p / 100.0).round() as usize;
+    *values.select_nth_unstable_by(rank, f32::total_cmp).1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_pads_where_the_box_leaves_the_volume() {
+        // 3x2x1 volume: values 0..6.
+        let data: Vec<i32> = (0..6).collect();
+        let out = crop(&data, [3, 2, 1], [-1, 1, 0], [3, 2, 1], -9);
+        assert_eq!(out, [-9, 3, 4, -9, -9, -9]);
+        let inside = crop(&data, [3, 2, 1], [1, 0, 0], [2, 2, 1], -9);
+        assert_eq!(inside, [1, 2, 4, 5]);
+    }
+
+    #[test]
+    fn slice_min_max_scales_each_axial_slice_alone() {
+        let mut data = vec![0.0, 2.0, 4.0, 10.0, 20.0, 30.0];
+        normalize(&mut data, [3, 1, 2], Normalization::SliceMinMax, [0.0, 100.0]);
+        assert_eq!(data, [0.0, 0.5, 1.0, 0.0, 0.5, 1.0]);
+    }
+
+    #[test]
+    fn z_score_uses_brain_voxels_only_and_keeps_background_zero() {
+        let mut data = vec![0.0, 0.0, 1.0, 2.0, 3.0, 0.0];
+        normalize(&mut data, [6, 1, 1], Normalization::ZScore, [0.0, 100.0]);
+        let std = (2.0f32 / 3.0).sqrt();
+        assert_eq!(&data[..2], &[0.0, 0.0]);
+        assert!((data[2] + 1.0 / std).abs() < 1e-5 && data[3].abs() < 1e-6 && (data[4] - 1.0 / std).abs() < 1e-5);
+        assert_eq!(data[5], 0.0);
+    }
+
+    #[test]
+    fn z_score_clips_outliers_to_percentiles() {
+        let mut data: Vec<f32> = (1..=100).map(|v| v as f32).collect();
+        data[99] = 1e6;
+        normalize(&mut data, [100, 1, 1], Normalization::ZScore, [0.0, 99.0]);
+        // The outlier is clipped to the 99th percentile (value 99), so it lands next to it.
+        assert!((data[99] - data[98]).abs() < 1e-6);
+    }
+}
