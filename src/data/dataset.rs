@@ -3,6 +3,7 @@
 //! split.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -47,7 +48,7 @@ pub fn settings_text(config: &DataConfig) -> String {
 
 /// The usable cases of a dataset, each in the cache.
 pub struct Dataset {
-    pub cases: Vec<CachedCase>,
+    pub cases: Vec<Arc<CachedCase>>,
     /// Cases that failed to load, with the reason (only with `skip_bad_cases`).
     pub skipped: Vec<String>,
     /// Cases left out on purpose: no labels, or too little tumour.
@@ -123,7 +124,7 @@ pub fn open(
                     config.min_tumour_fraction
                 ));
             }
-            Some(Ok(cached)) => cases.push(cached),
+            Some(Ok(cached)) => cases.push(Arc::new(cached)),
             Some(Err(problem)) => problems.push(problem),
             None => problems.push("a case was not checked: a worker thread failed".to_string()),
         }
@@ -204,9 +205,9 @@ pub fn split(ids: &[String], fractions: [f64; 3], seed: u64) -> Split {
 }
 
 /// Cases of `dataset` named in `ids`, in that order.
-pub fn select<'a>(dataset: &'a Dataset, ids: &[String]) -> Vec<&'a CachedCase> {
+pub fn select(dataset: &Dataset, ids: &[String]) -> Vec<Arc<CachedCase>> {
     ids.iter()
-        .filter_map(|id| dataset.cases.iter().find(|c| &c.header.id == id))
+        .filter_map(|id| dataset.cases.iter().find(|c| &c.header.id == id).cloned())
         .collect()
 }
 

@@ -5,5 +5,6 @@ pub mod cache;
 pub mod case;
 pub mod dataset;
 pub mod preprocess;
+pub mod sampler;
 pub mod synth;
 pub mod volume;

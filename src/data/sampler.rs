@@ -1,0 +1,468 @@
+//! Training patches: where to cut them, how to augment them, and a thread that keeps a few
+//! batches ready so the trainer never waits on the data.
+//!
+//! A patch centre is a random tumour voxel with probability `foreground_fraction` (nnU-Net's
+//! oversampling), else any voxel; the patch may reach past the volume, which reads as 0.
+//! Spatial augmentation (rotation, zoom, mirroring) is folded into the mapping from patch
+//! voxels to volume coordinates, so it costs one pass and never leaves empty corners: images
+//! are sampled trilinearly, labels by nearest neighbour (never interpolated). Intensity
+//! augmentation (brightness, gamma, noise) follows per channel. Everything is drawn from one
+//! seeded generator: the same seed gives the same batches.
+//!
+//! Batches are laid out for the network: images `[batch][channel][z][y][x]`, labels
+//! `[batch][z][y][x]` (x fastest, as the cache stores volumes).
+
+use std::f64::consts::PI;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::experiment::AugmentConfig;
+
+use super::cache::CachedCase;
+
+/// At most this many tumour voxels are remembered per case for foreground sampling.
+const MAX_FOREGROUND_SAMPLES: usize = 20_000;
+
+/// A batch of patches in network layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub size: usize,
+    pub channels: usize,
+    /// Patch size in voxels, `[x, y, z]`.
+    pub patch: [usize; 3],
+    pub images: Vec<f32>,
+    pub labels: Vec<u8>,
+}
+
+impl Batch {
+    pub fn new(size: usize, channels: usize, patch: [usize; 3]) -> Batch {
+        let voxels: usize = patch.iter().product();
+        Batch {
+            size,
+            channels,
+            patch,
+            images: vec![0.0; size * channels * voxels],
+            labels: vec![0; size * voxels],
+        }
+    }
+}
+
+/// Draws augmented patches from a set of cached cases.
+pub struct Sampler {
+    cases: Vec<Arc<CachedCase>>,
+    /// Indices of (some) tumour voxels of each case.
+    foreground: Vec<Vec<u32>>,
+    patch: [usize; 3],
+    foreground_fraction: f64,
+    augment: AugmentConfig,
+    rng: ChaCha8Rng,
+}
+
+impl Sampler {
+    pub fn new(
+        cases: Vec<Arc<CachedCase>>,
+        patch: [usize; 3],
+        foreground_fraction: f64,
+        augment: AugmentConfig,
+        seed: u64,
+    ) -> Sampler {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let foreground = cases.iter().map(|case| foreground_voxels(case, &mut rng)).collect();
+        Sampler {
+            cases,
+            foreground,
+            patch,
+            foreground_fraction,
+            augment,
+            rng,
+        }
+    }
+
+    /// Fills `batch` with fresh patches.
+    pub fn fill(&mut self, batch: &mut Batch) {
+        let voxels: usize = self.patch.iter().product();
+        for b in 0..batch.size {
+            let image_range = b * batch.channels * voxels..(b + 1) * batch.channels * voxels;
+            let label_range = b * voxels..(b + 1) * voxels;
+            self.patch_into(&mut batch.images[image_range], &mut batch.labels[label_range]);
+        }
+    }
+
+    fn patch_into(&mut self, images: &mut [f32], labels: &mut [u8]) {
+        if self.cases.is_empty() {
+            images.fill(0.0);
+            labels.fill(0);
+            return;
+        }
+        let index = self.rng.random_range(0..self.cases.len());
+        let case = Arc::clone(&self.cases[index]);
+        let shape = case.header.shape;
+        let centre = match &self.foreground[index] {
+            fg if !fg.is_empty() && self.rng.random_bool(self.foreground_fraction) => {
+                let i = fg[self.rng.random_range(0..fg.len())] as usize;
+                [i % shape[0], (i / shape[0]) % shape[1], i / (shape[0] * shape[1])].map(|v| v as f64)
+            }
+            _ => shape.map(|n| self.rng.random_range(0..n.max(1)) as f64),
+        };
+        let transform = self.spatial_transform();
+        extract(&case, centre, self.patch, &transform, images, labels);
+        self.intensity(images);
+    }
+
+    /// A random rotation, zoom and mirroring, as a matrix from patch offsets to volume offsets.
+    fn spatial_transform(&mut self) -> [[f64; 3]; 3] {
+        let mut m = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+        let a = &self.augment;
+        if !a.enabled {
+            return m;
+        }
+        if a.rotate_degrees > 0.0 && self.rng.random_bool(a.rotate_p) {
+            let max = a.rotate_degrees.to_radians();
+            for axis in 0..3 {
+                let angle = self.rng.random_range(-max..=max);
+                m = multiply(&rotation(axis, angle), &m);
+            }
+        }
+        if a.scale[0] != a.scale[1] && self.rng.random_bool(a.scale_p) {
+            // Zooming in by s means sampling the volume 1/s as far from the centre.
+            let s = self.rng.random_range(a.scale[0]..=a.scale[1]);
+            m = m.map(|row| row.map(|v| v / s));
+        }
+        for &axis in &a.flip_axes {
+            if self.rng.random_bool(a.flip_p) {
+                for row in &mut m {
+                    row[axis as usize] = -row[axis as usize];
+                }
+            }
+        }
+        m
+    }
+
+    /// Brightness, gamma and noise, each channel drawn separately.
+    fn intensity(&mut self, images: &mut [f32]) {
+        let a = self.augment.clone();
+        if !a.enabled {
+            return;
+        }
+        let voxels: usize = self.patch.iter().product();
+        for channel in images.chunks_mut(voxels) {
+            if self.rng.random_bool(a.brightness_p) {
+                let factor = self.rng.random_range(a.brightness[0]..=a.brightness[1]) as f32;
+                channel.iter_mut().for_each(|v| *v *= factor);
+            }
+            if self.rng.random_bool(a.gamma_p) {
+                let gamma = self.rng.random_range(a.gamma[0]..=a.gamma[1]) as f32;
+                // nnU-Net's way: rescale to [0, 1], apply gamma, scale back.
+                let (lo, hi) = channel
+                    .iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+                if hi > lo {
+                    let range = hi - lo;
+                    channel
+                        .iter_mut()
+                        .for_each(|v| *v = ((*v - lo) / range).powf(gamma) * range + lo);
+                }
+            }
+            if a.noise_sigma > 0.0 && self.rng.random_bool(a.noise_p) {
+                let sigma = a.noise_sigma as f32;
+                for v in channel.iter_mut() {
+                    *v += sigma * gaussian(&mut self.rng);
+                }
+            }
+        }
+    }
+}
+
+fn gaussian(rng: &mut ChaCha8Rng) -> f32 {
+    let u: f64 = rng.random();
+    let v: f64 = rng.random();
+    ((-2.0 * (1.0 - u).ln()).sqrt() * (2.0 * PI * v).cos()) as f32
+}
+
+fn rotation(axis: usize, angle: f64) -> [[f64; 3]; 3] {
+    let (s, c) = angle.sin_cos();
+    match axis {
+        0 => [[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]],
+        1 => [[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]],
+        _ => [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]],
+    }
+}
+
+fn multiply(a: &[[f64; 3]; 3], b: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|k| a[i][k] * b[k][j]).sum()))
+}
+
+/// Up to MAX_FOREGROUND_SAMPLES tumour voxel indices of a case, spread over all of them.
+fn foreground_voxels(case: &CachedCase, rng: &mut ChaCha8Rng) -> Vec<u32> {
+    let Some(labels) = case.labels() else {
+        return Vec::new();
+    };
+    let all: Vec<u32> = labels
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| **l > 0)
+        .map(|(i, _)| i as u32)
+        .collect();
+    if all.len() <= MAX_FOREGROUND_SAMPLES {
+        return all;
+    }
+    (0..MAX_FOREGROUND_SAMPLES)
+        .map(|_| all[rng.random_range(0..all.len())])
+        .collect()
+}
+
+/// Cuts the patch of `size` around `centre` with the spatial `transform`, writing channels
+/// and labels; outside the volume reads as 0.
+fn extract(
+    case: &CachedCase,
+    centre: [f64; 3],
+    size: [usize; 3],
+    transform: &[[f64; 3]; 3],
+    images: &mut [f32],
+    labels: &mut [u8],
+) {
+    let shape = case.header.shape;
+    let [nx, ny, nz] = shape;
+    let voxels: usize = size.iter().product();
+    let channels: Vec<&[half::f16]> = (0..case.header.channels).map(|c| case.channel(c)).collect();
+    let source_labels = case.labels();
+    let identity = *transform == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    let half_size = size.map(|n| (n as f64 - 1.0) / 2.0);
+    let mut out = 0;
+    for z in 0..size[2] {
+        for y in 0..size[1] {
+            for x in 0..size[0] {
+                let offset = [
+                    x as f64 - half_size[0],
+                    y as f64 - half_size[1],
+                    z as f64 - half_size[2],
+                ];
+                let p: [f64; 3] =
+                    std::array::from_fn(|i| centre[i] + (0..3).map(|k| transform[i][k] * offset[k]).sum::<f64>());
+                // Labels: nearest voxel.
+                let nearest = p.map(|v| v.round() as i64);
+                let inside = nearest[0] >= 0
+                    && nearest[1] >= 0
+                    && nearest[2] >= 0
+                    && (nearest[0] as usize) < nx
+                    && (nearest[1] as usize) < ny
+                    && (nearest[2] as usize) < nz;
+                let nearest_index =
+                    inside.then(|| nearest[0] as usize + nx * (nearest[1] as usize + ny * nearest[2] as usize));
+                labels[out] = match (source_labels, nearest_index) {
+                    (Some(l), Some(i)) => l[i],
+                    _ => 0,
+                };
+                for (c, channel) in channels.iter().enumerate() {
+                    images[c * voxels + out] = if identity {
+                        nearest_index.map_or(0.0, |i| channel[i].to_f32())
+                    } else {
+                        trilinear(channel, shape, p)
+                    };
+                }
+                out += 1;
+            }
+        }
+    }
+}
+
+/// Trilinear interpolation at `p`, with 0 outside the volume.
+fn trilinear(data: &[half::f16], shape: [usize; 3], p: [f64; 3]) -> f32 {
+    let base = p.map(|v| v.floor());
+    let frac = [p[0] - base[0], p[1] - base[1], p[2] - base[2]];
+    let base = base.map(|v| v as i64);
+    let [nx, ny, nz] = shape.map(|n| n as i64);
+    let mut sum = 0.0;
+    for corner in 0..8 {
+        let d = [corner & 1, (corner >> 1) & 1, (corner >> 2) & 1];
+        let q = [base[0] + d[0], base[1] + d[1], base[2] + d[2]];
+        if q[0] < 0 || q[1] < 0 || q[2] < 0 || q[0] >= nx || q[1] >= ny || q[2] >= nz {
+            continue;
+        }
+        let w: f64 = (0..3)
+            .map(|i| if d[i] == 1 { frac[i] } else { 1.0 - frac[i] })
+            .product();
+        if w > 0.0 {
+            sum += w * f64::from(data[(q[0] + nx * (q[1] + ny * q[2])) as usize].to_f32());
+        }
+    }
+    sum as f32
+}
+
+/// A thread that fills batches ahead of the trainer, in a bounded queue, reusing buffers.
+pub struct Prefetcher {
+    ready: Receiver<Batch>,
+    spent: SyncSender<Batch>,
+}
+
+impl Prefetcher {
+    /// Starts the thread; `depth` batches are kept ready.
+    pub fn spawn(
+        mut sampler: Sampler,
+        batch_size: usize,
+        channels: usize,
+        depth: usize,
+    ) -> std::io::Result<Prefetcher> {
+        let depth = depth.max(1);
+        let (ready_tx, ready) = sync_channel::<Batch>(depth);
+        let (spent, spent_rx) = sync_channel::<Batch>(depth + 2);
+        let patch = sampler.patch;
+        std::thread::Builder::new().name("sampler".into()).spawn(move || {
+            loop {
+                let mut batch = spent_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Batch::new(batch_size, channels, patch));
+                sampler.fill(&mut batch);
+                if ready_tx.send(batch).is_err() {
+                    break;
+                }
+            }
+        })?;
+        Ok(Prefetcher { ready, spent })
+    }
+
+    /// The next batch, waiting if none is ready; `None` if the sampler thread ended.
+    pub fn next(&self) -> Option<Batch> {
+        self.ready.recv().ok()
+    }
+
+    /// Gives a used batch back for its buffers to be refilled.
+    pub fn recycle(&self, batch: Batch) {
+        let _ = self.spent.try_send(batch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::cache;
+    use crate::data::preprocess::Prepared;
+
+    /// A cached 8x6x4 case: channel 0 holds each voxel's index, channel 1 its negative;
+    /// labels mark a 2x2x2 block.
+    fn case(dir: &std::path::Path) -> Arc<CachedCase> {
+        let n = 8 * 6 * 4;
+        let mut labels = vec![0u8; n];
+        for (x, y, z) in [
+            (4, 3, 2),
+            (5, 3, 2),
+            (4, 4, 2),
+            (5, 4, 2),
+            (4, 3, 3),
+            (5, 3, 3),
+            (4, 4, 3),
+            (5, 4, 3),
+        ] {
+            labels[x + 8 * (y + 6 * z)] = 3;
+        }
+        let prepared = Prepared {
+            id: "c".to_string(),
+            shape: [8, 6, 4],
+            channels: vec![
+                (0..n).map(|i| i as f32).collect(),
+                (0..n).map(|i| -(i as f32)).collect(),
+            ],
+            labels: Some(labels),
+            origin: [0; 3],
+            original_shape: [8, 6, 4],
+            spacing: [1.0; 3],
+            affine: [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
+        };
+        let path = dir.join("c.segc");
+        cache::write(&path, &prepared, "", vec![]).expect("written");
+        Arc::new(CachedCase::open(&path).expect("opens"))
+    }
+
+    #[test]
+    fn an_unaugmented_patch_is_a_plain_crop_padded_with_zeros() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let case = case(dir.path());
+        let identity = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+        let mut images = vec![0.0; 2 * 8];
+        let mut labels = vec![0; 8];
+        // A 2x2x2 patch centred between voxels (4, 3, 2) and (5, 4, 3).
+        extract(&case, [4.5, 3.5, 2.5], [2, 2, 2], &identity, &mut images, &mut labels);
+        let index = |x: usize, y: usize, z: usize| (x + 8 * (y + 6 * z)) as f32;
+        assert_eq!(
+            images[..8],
+            [
+                index(4, 3, 2),
+                index(5, 3, 2),
+                index(4, 4, 2),
+                index(5, 4, 2),
+                index(4, 3, 3),
+                index(5, 3, 3),
+                index(4, 4, 3),
+                index(5, 4, 3)
+            ]
+        );
+        assert_eq!(images[8], -index(4, 3, 2));
+        assert_eq!(labels, [3; 8]);
+        // At the corner, the patch reaches outside: zeros there.
+        extract(
+            &case,
+            [-0.5, -0.5, -0.5],
+            [2, 2, 2],
+            &identity,
+            &mut images,
+            &mut labels,
+        );
+        assert_eq!(images[..8], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(images[7], 0.0);
+        extract(&case, [0.5, 0.5, 0.5], [2, 2, 2], &identity, &mut images, &mut labels);
+        assert_eq!(images[7], index(1, 1, 1));
+    }
+
+    #[test]
+    fn mirroring_reverses_the_axis() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let case = case(dir.path());
+        let mirror_x = [[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+        let mut images = vec![0.0; 2 * 4];
+        let mut labels = vec![0; 4];
+        extract(&case, [3.5, 2.0, 1.0], [4, 1, 1], &mirror_x, &mut images, &mut labels);
+        let index = |x: usize| (x + 8 * (2 + 6)) as f32;
+        assert_eq!(images[..4], [index(5), index(4), index(3), index(2)]);
+    }
+
+    #[test]
+    fn rotated_labels_are_never_interpolated() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let augment = AugmentConfig {
+            rotate_p: 1.0,
+            rotate_degrees: 30.0,
+            scale_p: 1.0,
+            ..AugmentConfig::default()
+        };
+        let mut sampler = Sampler::new(vec![case(dir.path())], [4, 4, 4], 1.0, augment, 5);
+        let mut batch = Batch::new(8, 2, [4, 4, 4]);
+        sampler.fill(&mut batch);
+        assert!(batch.labels.iter().all(|&l| l == 0 || l == 3));
+        // Foreground sampling: every patch holds some tumour.
+        assert!(batch.labels.chunks(64).all(|patch| patch.contains(&3)));
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_batches_through_the_prefetcher() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let c = case(dir.path());
+        let make = |seed| Sampler::new(vec![Arc::clone(&c)], [4, 4, 4], 0.5, AugmentConfig::default(), seed);
+        let mut direct = make(9);
+        let prefetcher = Prefetcher::spawn(make(9), 2, 2, 2).expect("thread");
+        for _ in 0..3 {
+            let mut expected = Batch::new(2, 2, [4, 4, 4]);
+            direct.fill(&mut expected);
+            let got = prefetcher.next().expect("a batch");
+            assert_eq!(got, expected);
+            prefetcher.recycle(got);
+        }
+        let mut other = Batch::new(2, 2, [4, 4, 4]);
+        make(10).fill(&mut other);
+        let mut first = Batch::new(2, 2, [4, 4, 4]);
+        make(9).fill(&mut first);
+        assert_ne!(other, first);
+    }
+}
