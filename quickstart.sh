@@ -28,7 +28,13 @@ case "${1:-demo}" in
         else
             echo "quickstart: clippy is not installed (rustup component add clippy): lints skipped" >&2
         fi
-        cargo test --release
+        # nibabel, for the test that reads synthetic cases with it too (skipped without it).
+        pylib=target/test-python
+        if [ ! -d "$pylib/nibabel" ]; then
+            python3 -m pip install --quiet --disable-pip-version-check --target "$pylib" 'nibabel==5.4.2' 'numpy<3' ||
+                echo "quickstart: could not install nibabel; the nibabel cross-check test will be skipped" >&2
+        fi
+        SEGTOP_TEST_PYTHONPATH="$PWD/$pylib" cargo test --release
         ;;
     *)
         die "unknown argument '$1'; use no argument (dashboard) or 'test'"

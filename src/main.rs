@@ -99,6 +99,17 @@ enum DataCommand {
         #[arg(long, default_value = "t1n,t1c,t2f,t2w", value_delimiter = ',', value_parser = parse_choice::<Modality>)]
         modalities: Vec<Modality>,
     },
+    /// Time loading and preprocessing one case, from NIfTI and from the cache (medians).
+    Bench {
+        /// The case's folder
+        case: PathBuf,
+        /// Timed repetitions of each measurement
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+        repeats: u32,
+        /// Print one JSON line instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Print one slice of a case with its labels overlaid, in half-block characters.
     Show {
         /// The case's folder (or one of its files)
@@ -174,6 +185,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         })) => {
             let ok = commands::data::scan(&root, layout, &modalities)?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Some(Command::Data(DataCommand::Bench { case, repeats, json })) => {
+            commands::data::bench(&case, repeats as usize, json)?;
+            Ok(ExitCode::SUCCESS)
         }
         Some(Command::Data(DataCommand::Show {
             case,

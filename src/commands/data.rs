@@ -213,3 +213,73 @@ pub fn show(
     }
     Ok(())
 }
+
+/// `segtop data bench`: median wall time of loading one case (4 modalities and labels) from
+/// its NIfTI files, of that plus preprocessing (z-score, foreground crop), and of reading the
+/// preprocessed case back from the cache as float32, as the sampler would.
+pub fn bench(case_path: &Path, repeats: usize, json: bool) -> anyhow::Result<()> {
+    use segtop::data::{cache, dataset, preprocess};
+    use std::time::Instant;
+
+    let found =
+        case::discover(case_path, Layout::Auto).with_context(|| format!("{}: cannot list", case_path.display()))?;
+    let [files] = found.cases.as_slice() else {
+        bail!("{}: give the folder of exactly one case", case_path.display());
+    };
+    let config = segtop::experiment::DataConfig {
+        root: case_path.to_path_buf(),
+        ..Default::default()
+    };
+    let median = |mut times: Vec<f64>| {
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    };
+    let time = |f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        f();
+        start.elapsed().as_secs_f64()
+    };
+    let mut load_times = Vec::new();
+    let mut prepare_times = Vec::new();
+    let mut prepared = None;
+    for _ in 0..repeats {
+        let mut loaded = None;
+        load_times.push(time(&mut || loaded = Some(case::load_case(files, &config.modalities))));
+        let loaded = loaded.context("not loaded")??;
+        prepare_times.push(time(&mut || prepared = Some(preprocess::prepare(&loaded, &config))));
+    }
+    let prepared = prepared.context("not prepared")?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("case.segc");
+    cache::write(&path, &prepared, &dataset::settings_text(&config), vec![])?;
+    let mut cache_times = Vec::new();
+    let mut checksum = 0.0f64;
+    for _ in 0..repeats {
+        cache_times.push(time(&mut || {
+            if let Ok(cached) = cache::CachedCase::open(&path) {
+                for c in 0..cached.header.channels {
+                    let floats: Vec<f32> = cached.channel(c).iter().map(|v| v.to_f32()).collect();
+                    checksum += f64::from(floats[floats.len() / 2]);
+                }
+                checksum += cached.labels().map_or(0.0, |l| f64::from(l[l.len() / 2]));
+            }
+        }));
+    }
+    let (load, prepare, cached) = (median(load_times), median(prepare_times), median(cache_times));
+    let [x, y, z] = prepared.original_shape;
+    if json {
+        println!(
+            "{{\"impl\":\"segtop\",\"shape\":[{x},{y},{z}],\"load_s\":{load:.4},\"load_preprocess_s\":{:.4},\"cache_s\":{cached:.4},\"checksum\":{checksum}}}",
+            load + prepare
+        );
+    } else {
+        println!(
+            "case {} ({x}x{y}x{z}, 4 modalities + labels), median of {repeats}:",
+            files.id
+        );
+        println!("  load from NIfTI              {load:8.3} s");
+        println!("  load + preprocess            {:8.3} s", load + prepare);
+        println!("  read preprocessed from cache {cached:8.3} s");
+    }
+    Ok(())
+}

@@ -274,18 +274,42 @@ const AFFINE_TOLERANCE: f64 = 1e-3;
 /// Loads `modalities` (in that order) and the labels of a case, checking that every file
 /// reads, no modality is constant, all share shape and affine, and labels are valid.
 pub fn load_case(files: &CaseFiles, modalities: &[Modality]) -> Result<Case, CaseError> {
+    // Decode the files in parallel (inflate dominates), then check them in order.
+    let (images, labels) = std::thread::scope(|scope| {
+        let images: Vec<_> = modalities
+            .iter()
+            .map(|&m| scope.spawn(move || files.image(m).map(|path| (path, volume::read_volume(path)))))
+            .collect();
+        let labels = files
+            .seg
+            .as_deref()
+            .map(|path| scope.spawn(move || (path, read_labels(path, files.naming))));
+        (images.into_iter().map(join).collect::<Vec<_>>(), labels.map(join))
+    });
     let mut reader = CaseReader::new(files);
-    let images = modalities
-        .iter()
-        .map(|&m| reader.image(m))
-        .collect::<Result<Vec<_>, _>>()?;
-    let labels = reader.labels()?;
+    let mut checked = Vec::with_capacity(modalities.len());
+    for (&modality, read) in modalities.iter().zip(images) {
+        let Some((path, image)) = read else {
+            return Err(reader.missing(modality));
+        };
+        let image = image.map_err(|e| reader.error(path, e.into()))?;
+        checked.push(reader.check_image(path, image)?);
+    }
+    let labels = match labels {
+        None => None,
+        Some((path, read)) => Some(reader.check_labels(path, read)?),
+    };
     Ok(Case {
         id: files.id.clone(),
         modalities: modalities.to_vec(),
-        images,
+        images: checked,
         labels,
     })
+}
+
+/// The result of a scoped thread, passing its panic on.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// What `segtop data scan` reports of a case.
@@ -343,24 +367,32 @@ impl<'a> CaseReader<'a> {
         }
     }
 
-    fn image(&mut self, modality: Modality) -> Result<Volume<f32>, CaseError> {
+    fn missing(&self, modality: Modality) -> CaseError {
         let files = self.files;
-        let Some(path) = files.image(modality) else {
-            let name = format!(
-                "{}{}{}.nii.gz",
-                files.id,
-                files.naming.separator(),
-                files.naming.suffix(modality)
-            );
-            let expected = files
-                .images
-                .values()
-                .next()
-                .or(files.seg.as_ref())
-                .map_or_else(|| PathBuf::from(&name), |p| p.with_file_name(&name));
-            return Err(self.error(&expected, CaseErrorKind::Missing(modality)));
-        };
-        let image = volume::read_volume::<f32>(path).map_err(|e| self.error(path, e.into()))?;
+        let name = format!(
+            "{}{}{}.nii.gz",
+            files.id,
+            files.naming.separator(),
+            files.naming.suffix(modality)
+        );
+        let expected = files
+            .images
+            .values()
+            .next()
+            .or(files.seg.as_ref())
+            .map_or_else(|| PathBuf::from(&name), |p| p.with_file_name(&name));
+        self.error(&expected, CaseErrorKind::Missing(modality))
+    }
+
+    /// Reads one modality and checks it.
+    fn image(&mut self, modality: Modality) -> Result<Volume<f32>, CaseError> {
+        let path = self.files.image(modality).ok_or_else(|| self.missing(modality))?;
+        let image = volume::read_volume(path).map_err(|e| self.error(path, e.into()))?;
+        self.check_image(path, image)
+    }
+
+    /// Checks a modality against the first one read, and that it is not constant.
+    fn check_image(&mut self, path: &Path, image: Volume<f32>) -> Result<Volume<f32>, CaseError> {
         check_geometry(self.reference.as_ref(), image.shape, &image.affine).map_err(|kind| self.error(path, kind))?;
         if let Some(&first) = image.data.first() {
             if image.data.iter().all(|&v| v == first) {
@@ -381,11 +413,14 @@ impl<'a> CaseReader<'a> {
         let Some(path) = &self.files.seg else {
             return Ok(None);
         };
-        let raw = volume::read_volume::<f32>(path).map_err(|e| self.error(path, e.into()))?;
-        check_geometry(self.reference.as_ref(), raw.shape, &raw.affine).map_err(|kind| self.error(path, kind))?;
-        labels_from(raw, self.files.naming)
-            .map(Some)
-            .map_err(|kind| self.error(path, kind))
+        let read = read_labels(path, self.files.naming);
+        self.check_labels(path, read).map(Some)
+    }
+
+    fn check_labels(&self, path: &Path, read: Result<Volume<u8>, CaseErrorKind>) -> Result<Volume<u8>, CaseError> {
+        let labels = read.map_err(|kind| self.error(path, kind))?;
+        check_geometry(self.reference.as_ref(), labels.shape, &labels.affine).map_err(|kind| self.error(path, kind))?;
+        Ok(labels)
     }
 }
 
@@ -419,36 +454,26 @@ fn check_geometry(
     Ok(())
 }
 
-/// Converts a label volume to 0-3, refusing any other value (and 3 in older BraTS, where
-/// enhancing tumour is 4).
-fn labels_from(raw: Volume<f32>, naming: Naming) -> Result<Volume<u8>, CaseErrorKind> {
-    let (allowed, map): (&'static str, fn(f32) -> Option<u8>) = match naming {
-        Naming::Brats2023 => ("{0, 1, 2, 3}", |v| match v {
-            0.0 => Some(0),
-            1.0 => Some(1),
-            2.0 => Some(2),
-            3.0 => Some(3),
-            _ => None,
-        }),
-        Naming::Legacy => ("{0, 1, 2, 4}", |v| match v {
-            0.0 => Some(0),
-            1.0 => Some(1),
-            2.0 => Some(2),
-            4.0 => Some(3),
-            _ => None,
-        }),
+/// Reads a label map as 0-3, refusing any other value (and 3 in older BraTS, where enhancing
+/// tumour is 4, which is read as 3).
+fn read_labels(path: &Path, naming: Naming) -> Result<Volume<u8>, CaseErrorKind> {
+    const INVALID: u8 = u8::MAX;
+    let (allowed, table): (&'static str, [u8; 5]) = match naming {
+        Naming::Brats2023 => ("{0, 1, 2, 3}", [0, 1, 2, 3, INVALID]),
+        Naming::Legacy => ("{0, 1, 2, 4}", [0, 1, 2, INVALID, 3]),
     };
-    let mut data = Vec::with_capacity(raw.data.len());
     let mut bad: BTreeMap<String, usize> = BTreeMap::new();
-    for &value in &raw.data {
-        match map(value) {
-            Some(label) => data.push(label),
-            None => {
-                *bad.entry(value.to_string()).or_default() += 1;
-                data.push(0);
-            }
+    let labels = volume::read_volume_map(path, |value| {
+        let label = if (0.0..=4.0).contains(&value) && value.fract() == 0.0 {
+            table[value as usize]
+        } else {
+            INVALID
+        };
+        if label == INVALID {
+            *bad.entry(value.to_string()).or_default() += 1;
         }
-    }
+        label
+    })?;
     if !bad.is_empty() {
         let found: Vec<String> = bad.iter().take(8).map(|(v, n)| format!("{v} ({n} voxels)")).collect();
         return Err(CaseErrorKind::Labels {
@@ -456,12 +481,7 @@ fn labels_from(raw: Volume<f32>, naming: Naming) -> Result<Volume<u8>, CaseError
             found: found.join(", "),
         });
     }
-    Ok(Volume {
-        shape: raw.shape,
-        spacing: raw.spacing,
-        affine: raw.affine,
-        data,
-    })
+    Ok(labels)
 }
 
 /// Label values present in a volume, for summaries.

@@ -36,15 +36,29 @@ impl Prepared {
     }
 }
 
-/// Normalises and crops `case` as `config` says.
+/// Normalises and crops `case` as `config` says. The normalisation is fitted on the whole
+/// volume and applied to the cropped part only; channels run in parallel.
 pub fn prepare(case: &Case, config: &DataConfig) -> Prepared {
     let shape = case.shape();
-    let mut channels: Vec<Vec<f32>> = case.images.iter().map(|image| image.data.clone()).collect();
-    for channel in &mut channels {
-        normalize(channel, shape, config.normalization, config.clip_percentiles);
-    }
     let (origin, size) = crop_box(case, config.crop);
-    let channels = channels.iter().map(|c| crop(c, shape, origin, size, 0.0)).collect();
+    let channels = std::thread::scope(|scope| {
+        let workers: Vec<_> = case
+            .images
+            .iter()
+            .map(|image| {
+                scope.spawn(move || {
+                    let fitted = Fitted::fit(&image.data, shape, config.normalization, config.clip_percentiles);
+                    let mut cropped = crop(&image.data, shape, origin, size, 0.0);
+                    fitted.apply(&mut cropped, size, origin);
+                    cropped
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
     let labels = case.labels.as_ref().map(|l| crop(&l.data, shape, origin, size, 0));
     let first = case.images.first();
     Prepared {
@@ -69,17 +83,18 @@ fn crop_box(case: &Case, crop: Crop) -> ([i64; 3], [usize; 3]) {
             bounds.map(|[start, end]| (end - start) as usize),
         ),
         Crop::Foreground => {
-            let mut low = shape;
-            let mut high = [0usize; 3];
-            let [nx, ny, _] = shape;
+            let [nx, ny, nz] = shape;
+            let (mut low, mut high) = (shape, [0usize; 3]);
             for image in &case.images {
-                for (i, &v) in image.data.iter().enumerate() {
-                    if v != 0.0 {
-                        let p = [i % nx, (i / nx) % ny, i / (nx * ny)];
-                        for axis in 0..3 {
-                            low[axis] = low[axis].min(p[axis]);
-                            high[axis] = high[axis].max(p[axis] + 1);
-                        }
+                for z in 0..nz {
+                    for y in 0..ny {
+                        let row = &image.data[(z * ny + y) * nx..(z * ny + y + 1) * nx];
+                        let Some(first) = row.iter().position(|&v| v != 0.0) else {
+                            continue;
+                        };
+                        let last = row.iter().rposition(|&v| v != 0.0).unwrap_or(first);
+                        low = [low[0].min(first), low[1].min(y), low[2].min(z)];
+                        high = [high[0].max(last + 1), high[1].max(y + 1), high[2].max(z + 1)];
                     }
                 }
             }
@@ -92,6 +107,87 @@ fn crop_box(case: &Case, crop: Crop) -> ([i64; 3], [usize; 3]) {
             )
         }
     }
+}
+
+/// A normalisation fitted to one whole volume, to apply to any part of it.
+enum Fitted {
+    /// `(v - low) / (high - low)`, or 0 when the volume is constant.
+    MinMax { low: f32, high: f32 },
+    /// One min-max per axial slice, by slice index in the whole volume.
+    SliceMinMax(Vec<(f32, f32)>),
+    /// Non-zero voxels: clip to `[low, high]`, subtract `mean`, divide by `std`.
+    ZScore { low: f32, high: f32, mean: f64, std: f64 },
+}
+
+impl Fitted {
+    fn fit(data: &[f32], shape: [usize; 3], mode: Normalization, clip_percentiles: [f64; 2]) -> Fitted {
+        match mode {
+            Normalization::VolumeMinMax => {
+                let (low, high) = min_max_of(data);
+                Fitted::MinMax { low, high }
+            }
+            Normalization::SliceMinMax => {
+                Fitted::SliceMinMax(data.chunks(shape[0] * shape[1]).map(min_max_of).collect())
+            }
+            Normalization::ZScore => {
+                let mut brain: Vec<f32> = data.iter().copied().filter(|&v| v != 0.0).collect();
+                if brain.len() < 2 {
+                    return Fitted::ZScore {
+                        low: f32::MIN,
+                        high: f32::MAX,
+                        mean: 0.0,
+                        std: 1.0,
+                    };
+                }
+                let low = percentile(&mut brain, clip_percentiles[0]);
+                let high = percentile(&mut brain, clip_percentiles[1]);
+                let (mut sum, mut sum_sq) = (0.0f64, 0.0f64);
+                for &v in &brain {
+                    let c = f64::from(v.clamp(low, high));
+                    sum += c;
+                    sum_sq += c * c;
+                }
+                let n = brain.len() as f64;
+                let mean = sum / n;
+                let std = (sum_sq / n - mean * mean).max(0.0).sqrt().max(1e-8);
+                Fitted::ZScore { low, high, mean, std }
+            }
+        }
+    }
+
+    /// Applies the normalisation to `data`, the box of `size` at `origin` of the volume.
+    fn apply(&self, data: &mut [f32], size: [usize; 3], origin: [i64; 3]) {
+        let scale = |v: &mut f32, (low, high): (f32, f32)| {
+            let range = high - low;
+            *v = if range > 0.0 { (*v - low) / range } else { 0.0 };
+        };
+        match self {
+            Fitted::MinMax { low, high } => data.iter_mut().for_each(|v| scale(v, (*low, *high))),
+            Fitted::SliceMinMax(slices) => {
+                for (z, slice) in data.chunks_mut(size[0] * size[1]).enumerate() {
+                    // A padded slice outside the volume has no fit: it stays as padded (0).
+                    let Some(&fit) = usize::try_from(origin[2] + z as i64).ok().and_then(|z| slices.get(z)) else {
+                        continue;
+                    };
+                    slice.iter_mut().for_each(|v| scale(v, fit));
+                }
+            }
+            Fitted::ZScore { low, high, mean, std } => {
+                let (low, high, mean, inv_std) = (*low, *high, *mean as f32, (1.0 / *std) as f32);
+                for v in data.iter_mut() {
+                    if *v != 0.0 {
+                        *v = (v.clamp(low, high) - mean) * inv_std;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn min_max_of(data: &[f32]) -> (f32, f32) {
+    data.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+        (lo.min(v), hi.max(v))
+    })
 }
 
 /// Copies the box at `origin` of `size` out of `data` (of `shape`), filling with `fill`
@@ -119,56 +215,9 @@ pub fn crop<T: Copy>(data: &[T], shape: [usize; 3], origin: [i64; 3], size: [usi
     out
 }
 
-/// Normalises one modality in place.
+/// Normalises one whole volume in place.
 pub fn normalize(data: &mut [f32], shape: [usize; 3], mode: Normalization, clip_percentiles: [f64; 2]) {
-    match mode {
-        Normalization::VolumeMinMax => min_max(data),
-        Normalization::SliceMinMax => {
-            let slice = shape[0] * shape[1];
-            for chunk in data.chunks_mut(slice.max(1)) {
-                min_max(chunk);
-            }
-        }
-        Normalization::ZScore => z_score(data, clip_percentiles),
-    }
-}
-
-/// Scales to [0, 1]; a constant region becomes 0 (as sklearn's MinMaxScaler does).
-fn min_max(data: &mut [f32]) {
-    let (lo, hi) = data.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-        (lo.min(v), hi.max(v))
-    });
-    let range = hi - lo;
-    for v in data.iter_mut() {
-        *v = if range > 0.0 { (*v - lo) / range } else { 0.0 };
-    }
-}
-
-/// nnU-Net's MRI normalisation: over the brain (non-zero voxels), clip to percentiles, then
-/// subtract the mean and divide by the standard deviation. Background stays 0.
-fn z_score(data: &mut [f32], clip_percentiles: [f64; 2]) {
-    let mut brain: Vec<f32> = data.iter().copied().filter(|&v| v != 0.0).collect();
-    if brain.len() < 2 {
-        return;
-    }
-    let lo = percentile(&mut brain, clip_percentiles[0]);
-    let hi = percentile(&mut brain, clip_percentiles[1]);
-    let (mut sum, mut sum_sq, mut n) = (0.0f64, 0.0f64, 0usize);
-    for &v in data.iter() {
-        if v != 0.0 {
-            let c = f64::from(v.clamp(lo, hi));
-            sum += c;
-            sum_sq += c * c;
-            n += 1;
-        }
-    }
-    let mean = sum / n as f64;
-    let std = (sum_sq / n as f64 - mean * mean).max(0.0).sqrt().max(1e-8);
-    for v in data.iter_mut() {
-        if *v != 0.0 {
-            *v = ((f64::from(v.clamp(lo, hi)) - mean) / std) as f32;
-        }
-    }
+    Fitted::fit(data, shape, mode, clip_percentiles).apply(data, shape, [0; 3]);
 }
 
 /// The `p`-th percentile (0-100) by selection, reordering `values`.

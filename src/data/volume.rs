@@ -8,8 +8,11 @@
 //! that says what was found.
 
 use std::fmt;
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+
+use flate2::read::MultiGzDecoder;
 
 use nifti::{Endianness, NiftiHeader};
 
@@ -275,37 +278,66 @@ pub fn same_affine(a: &[[f64; 4]; 3], b: &[[f64; 4]; 3], tolerance: f64) -> bool
         .all(|(x, y)| (x - y).abs() <= tolerance)
 }
 
-/// Reads the file and returns its checked header and its (decompressed) bytes. For gzip
-/// (recognised by content, whatever the name), the header is decompressed and checked first,
-/// so that absurd dims are refused before anything is allocated, and no more than the header
-/// promises is decompressed. With `header_only`, the voxel data is not decompressed at all.
-fn read_checked(path: &Path, header_only: bool) -> Result<(Header, Vec<u8>), VolumeError> {
-    let file = std::fs::read(path).map_err(VolumeError::Io)?;
-    if !file.starts_with(&[0x1f, 0x8b]) {
-        let header = parse_header(&file)?;
-        return Ok((header, file));
+/// The voxel bytes of a file, decompressed on the fly when it is gzip.
+enum Source {
+    Plain(BufReader<File>),
+    Gzip(Box<MultiGzDecoder<BufReader<File>>>),
+}
+
+impl Source {
+    /// Reads what it can into `buf`; errors say whether the file or its compression failed.
+    fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, VolumeError> {
+        match self {
+            Source::Plain(reader) => reader.read(buf).map_err(VolumeError::Io),
+            Source::Gzip(reader) => reader.read(buf).map_err(VolumeError::Gzip),
+        }
     }
-    let mut decoder = flate2::read::MultiGzDecoder::new(&file[..]);
-    let mut bytes = Vec::with_capacity(352);
-    (&mut decoder)
-        .take(352)
-        .read_to_end(&mut bytes)
-        .map_err(VolumeError::Gzip)?;
-    let header = parse_header(&bytes)?;
-    if !header_only {
-        let wanted = header.vox_offset.max(352) + header.voxel_bytes();
-        bytes.reserve_exact(wanted.saturating_sub(bytes.len()));
-        decoder
-            .take((wanted - bytes.len()) as u64)
-            .read_to_end(&mut bytes)
-            .map_err(VolumeError::Gzip)?;
+
+    /// Fills `buf` as far as the data goes; returns how much it filled.
+    fn read_full(&mut self, buf: &mut [u8]) -> Result<usize, VolumeError> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.read_some(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(VolumeError::Io(e) | VolumeError::Gzip(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(filled)
     }
-    Ok((header, bytes))
+}
+
+/// Opens a NIfTI file, reads and checks its header (gzip recognised by content, whatever the
+/// name), and leaves the source at the first voxel byte. Nothing the size of the volume is
+/// allocated before the header has passed its checks.
+fn open(path: &Path) -> Result<(Header, Source), VolumeError> {
+    let file = File::open(path).map_err(VolumeError::Io)?;
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let gzip = reader.fill_buf().map_err(VolumeError::Io)?.starts_with(&[0x1f, 0x8b]);
+    let mut source = if gzip {
+        Source::Gzip(Box::new(MultiGzDecoder::new(reader)))
+    } else {
+        Source::Plain(reader)
+    };
+    let mut head = [0u8; 352];
+    let got = source.read_full(&mut head)?;
+    let header = parse_header(&head[..got])?;
+    let mut skip = header.vox_offset.saturating_sub(352);
+    let mut scratch = [0u8; 4096];
+    while skip > 0 {
+        let n = source.read_full(&mut scratch[..skip.min(4096)])?;
+        if n == 0 {
+            break;
+        }
+        skip -= n;
+    }
+    Ok((header, source))
 }
 
 /// Reads and checks only the header.
 pub fn read_header(path: &Path) -> Result<Header, VolumeError> {
-    read_checked(path, true).map(|(header, _)| header)
+    open(path).map(|(header, _)| header)
 }
 
 fn parse_header(bytes: &[u8]) -> Result<Header, VolumeError> {
@@ -317,13 +349,18 @@ fn parse_header(bytes: &[u8]) -> Result<Header, VolumeError> {
     }
     let size_le = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let size_be = i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    let magic = &bytes[344..348];
     if size_le == 540 || size_be == 540 {
         return Err(VolumeError::NotNifti(
             "NIfTI-2, which segtop does not read; convert it to NIfTI-1".to_string(),
         ));
     }
-    if (size_le != 348 && size_be != 348) || (magic != b"n+1\0" && magic != b"ni1\0") {
+    let magic = &bytes[344..348];
+    if magic == b"ni1\0" {
+        return Err(VolumeError::NotNifti(
+            "the header of a .hdr/.img pair, which segtop does not read; convert it to .nii.gz".to_string(),
+        ));
+    }
+    if (size_le != 348 && size_be != 348) || magic != b"n+1\0" {
         let size = if size_be == 348 { size_be } else { size_le };
         return Err(VolumeError::NotNifti(format!(
             "header size {size}, magic '{}'",
@@ -334,33 +371,62 @@ fn parse_header(bytes: &[u8]) -> Result<Header, VolumeError> {
     Header::check(&raw)
 }
 
-/// A voxel type volumes can be read as.
-pub trait Voxel: Copy + Default {
-    fn from_f64(value: f64) -> Self;
+/// Reads the volume at `path` as float32, scaling applied. NaN or infinite voxels are an error.
+pub fn read_volume(path: &Path) -> Result<Volume<f32>, VolumeError> {
+    read_volume_map(path, |v| v)
 }
 
-impl Voxel for f32 {
-    fn from_f64(value: f64) -> f32 {
-        value as f32
-    }
-}
-
-impl Voxel for f64 {
-    fn from_f64(value: f64) -> f64 {
-        value
-    }
-}
-
-/// Reads the volume at `path` as `T`, scaling applied. NaN or infinite voxels are an error.
-pub fn read_volume<T: Voxel>(path: &Path) -> Result<Volume<T>, VolumeError> {
-    let (header, bytes) = read_checked(path, false)?;
-    let start = header.vox_offset.max(352);
+/// Reads the volume at `path`, passing every (scaled, finite) voxel value through `map`.
+/// Decompression and conversion run together in small chunks, so the raw bytes are never
+/// held whole.
+pub fn read_volume_map<T>(path: &Path, mut map: impl FnMut(f32) -> T) -> Result<Volume<T>, VolumeError> {
+    let (header, mut source) = open(path)?;
+    let voxel_bytes = header.datatype.bytes();
     let expected = header.voxel_bytes();
-    let found = bytes.len().saturating_sub(start);
-    if found < expected {
-        return Err(VolumeError::Truncated { found, expected });
+    let voxels = expected / voxel_bytes;
+    let mut data = Vec::with_capacity(voxels);
+    let mut buf = vec![0u8; 1 << 18];
+    let mut floats = Vec::with_capacity(buf.len());
+    let mut total = 0;
+    let mut non_finite = 0;
+    let mut first_bad = 0;
+    // Integers times a finite slope stay finite: only floats need the check.
+    let may_be_non_finite = matches!(header.datatype, DataType::F32 | DataType::F64)
+        || (header.slope * 2f64.powi(64)).abs() >= f64::from(f32::MAX);
+    while total < expected {
+        let want = (expected - total).min(buf.len());
+        let got = source.read_full(&mut buf[..want])?;
+        if got == 0 {
+            break;
+        }
+        // Chunks hold whole voxels: `want` is a multiple of the voxel size unless data ends.
+        decode_chunk(&buf[..got - got % voxel_bytes], &header, &mut floats);
+        if may_be_non_finite {
+            for (i, v) in floats.iter().enumerate() {
+                if !v.is_finite() {
+                    if non_finite == 0 {
+                        first_bad = data.len() + i;
+                    }
+                    non_finite += 1;
+                }
+            }
+        }
+        data.extend(floats.iter().map(|&v| map(v)));
+        total += got;
+        if got < want {
+            break;
+        }
     }
-    let data = convert::<T>(&bytes[start..start + expected], &header)?;
+    if total < expected {
+        return Err(VolumeError::Truncated { found: total, expected });
+    }
+    if non_finite > 0 {
+        let [nx, ny, _] = header.shape;
+        return Err(VolumeError::NonFinite {
+            count: non_finite,
+            first: [first_bad % nx, (first_bad / nx) % ny, first_bad / (nx * ny)],
+        });
+    }
     Ok(Volume {
         shape: header.shape,
         spacing: header.spacing,
@@ -369,61 +435,53 @@ pub fn read_volume<T: Voxel>(path: &Path) -> Result<Volume<T>, VolumeError> {
     })
 }
 
-/// Decodes voxels of `N` bytes each with `decode`, scales them, and refuses non-finite ones.
-fn decode_all<T: Voxel, const N: usize>(
-    raw: &[u8],
-    header: &Header,
-    decode: impl Fn([u8; N]) -> f64,
-) -> Result<Vec<T>, VolumeError> {
-    let (slope, inter) = (header.slope, header.inter);
-    let mut out = Vec::with_capacity(raw.len() / N);
-    let mut non_finite = 0;
-    let mut first = 0;
-    for (i, chunk) in raw.chunks_exact(N).enumerate() {
-        let mut bytes = [0u8; N];
-        bytes.copy_from_slice(chunk);
-        let value = decode(bytes) * slope + inter;
-        if !value.is_finite() {
-            if non_finite == 0 {
-                first = i;
-            }
-            non_finite += 1;
-        }
-        out.push(T::from_f64(value));
-    }
-    if non_finite > 0 {
-        let [nx, ny, _] = header.shape;
-        return Err(VolumeError::NonFinite {
-            count: non_finite,
-            first: [first % nx, (first / nx) % ny, first / (nx * ny)],
-        });
-    }
-    Ok(out)
-}
-
-fn convert<T: Voxel>(raw: &[u8], header: &Header) -> Result<Vec<T>, VolumeError> {
+/// Converts whole voxels of `raw` to scaled float32 in `floats` (cleared first), in simple
+/// loops the compiler vectorises.
+fn decode_chunk(raw: &[u8], header: &Header, floats: &mut Vec<f32>) {
+    floats.clear();
     let le = header.endianness == Endianness::Little;
-    macro_rules! decode {
-        ($ty:ty) => {
-            decode_all::<T, { std::mem::size_of::<$ty>() }>(raw, header, |b| {
+    macro_rules! each {
+        ($ty:ty) => {{
+            const N: usize = std::mem::size_of::<$ty>();
+            floats.extend(raw.chunks_exact(N).map(|chunk| {
+                let mut b = [0u8; N];
+                b.copy_from_slice(chunk);
                 (if le {
                     <$ty>::from_le_bytes(b)
                 } else {
                     <$ty>::from_be_bytes(b)
-                }) as f64
-            })
-        };
+                }) as f32
+            }));
+        }};
     }
     match header.datatype {
-        DataType::U8 => decode!(u8),
-        DataType::I8 => decode!(i8),
-        DataType::I16 => decode!(i16),
-        DataType::U16 => decode!(u16),
-        DataType::I32 => decode!(i32),
-        DataType::U32 => decode!(u32),
-        DataType::I64 => decode!(i64),
-        DataType::U64 => decode!(u64),
-        DataType::F32 => decode!(f32),
-        DataType::F64 => decode!(f64),
+        DataType::U8 => floats.extend(raw.iter().map(|&v| f32::from(v))),
+        DataType::I8 => floats.extend(raw.iter().map(|&v| f32::from(v as i8))),
+        DataType::I16 => each!(i16),
+        DataType::U16 => each!(u16),
+        DataType::I32 => each!(i32),
+        DataType::U32 => each!(u32),
+        DataType::I64 => each!(i64),
+        DataType::U64 => each!(u64),
+        DataType::F32 => each!(f32),
+        DataType::F64 => {
+            // Scale before narrowing, so large slopes keep float64's precision.
+            let (slope, inter) = (header.slope, header.inter);
+            floats.extend(raw.chunks_exact(8).map(|chunk| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(chunk);
+                let v = if le {
+                    f64::from_le_bytes(b)
+                } else {
+                    f64::from_be_bytes(b)
+                };
+                (v * slope + inter) as f32
+            }));
+            return;
+        }
+    }
+    if header.slope != 1.0 || header.inter != 0.0 {
+        let (slope, inter) = (header.slope as f32, header.inter as f32);
+        floats.iter_mut().for_each(|v| *v = *v * slope + inter);
     }
 }

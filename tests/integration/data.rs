@@ -521,3 +521,77 @@ fn bad_cases_stop_the_dataset_unless_skipped() {
         Err(DatasetError::NothingLeft(_))
     ));
 }
+
+/// A Python that has nibabel, if there is one: `python3`, with SEGTOP_TEST_PYTHONPATH (set by
+/// `quickstart.sh test`) on its path.
+fn python_with_nibabel() -> Option<std::process::Command> {
+    let make = || {
+        let mut command = std::process::Command::new("python3");
+        if let Some(path) = std::env::var_os("SEGTOP_TEST_PYTHONPATH") {
+            command.env("PYTHONPATH", path);
+        }
+        command
+    };
+    let probe = make().args(["-c", "import nibabel, numpy"]).output().ok()?;
+    probe.status.success().then(make)
+}
+
+#[test]
+fn synthetic_cases_read_the_same_in_nibabel() {
+    let Some(mut python) = python_with_nibabel() else {
+        println!("skipped: no python3 with nibabel and numpy (quickstart.sh test installs them)");
+        return;
+    };
+    let dir = dataset(1);
+    let files = only_case(dir.path());
+    let out = dir.path().join("nibabel");
+    fs::create_dir(&out).expect("dir");
+    let script = r#"
+import json, sys, nibabel as nib, numpy as np
+out = sys.argv[1]
+for i, path in enumerate(sys.argv[2:]):
+    image = nib.load(path)
+    data = np.asarray(image.get_fdata(dtype=np.float32))
+    data.ravel(order="F").tofile(f"{out}/{i}.f32")
+    json.dump({"shape": list(image.shape), "affine": image.affine[:3].tolist()}, open(f"{out}/{i}.json", "w"))
+"#;
+    let paths: Vec<PathBuf> = ALL
+        .iter()
+        .map(|m| file_of(&files, *m))
+        .chain(files.seg.clone())
+        .collect();
+    let status = python
+        .arg("-c")
+        .arg(script)
+        .arg(&out)
+        .args(&paths)
+        .status()
+        .expect("python runs");
+    assert!(status.success());
+    let loaded = case::load_case(&files, &ALL).expect("loads");
+    let labels = loaded.labels.as_ref().expect("labels");
+    for (i, path) in paths.iter().enumerate() {
+        let meta: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(out.join(format!("{i}.json"))).expect("json")).expect("parses");
+        assert_eq!(meta["shape"], serde_json::json!(SHAPE), "{}", path.display());
+        let affine: Vec<Vec<f64>> = serde_json::from_value(meta["affine"].clone()).expect("affine");
+        let ours = if i < 4 { loaded.images[i].affine } else { labels.affine };
+        assert_eq!(
+            affine,
+            ours.iter().map(|row| row.to_vec()).collect::<Vec<_>>(),
+            "{}",
+            path.display()
+        );
+        let bytes = fs::read(out.join(format!("{i}.f32"))).expect("voxels");
+        let theirs: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let ours: Vec<f32> = if i < 4 {
+            loaded.images[i].data.clone()
+        } else {
+            labels.data.iter().map(|&l| f32::from(l)).collect()
+        };
+        assert_eq!(theirs, ours, "{}", path.display());
+    }
+}
