@@ -99,6 +99,11 @@ enum DataCommand {
         #[arg(long, default_value = "t1n,t1c,t2f,t2w", value_delimiter = ',', value_parser = parse_choice::<Modality>)]
         modalities: Vec<Modality>,
     },
+    /// Preprocess an experiment's dataset into the cache now, and show its split.
+    Prepare {
+        /// The experiment file
+        experiment: PathBuf,
+    },
     /// Time loading and preprocessing one case, from NIfTI and from the cache (medians).
     Bench {
         /// The case's folder
@@ -185,6 +190,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         })) => {
             let ok = commands::data::scan(&root, layout, &modalities)?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Some(Command::Data(DataCommand::Prepare { experiment })) => {
+            let experiment = Experiment::load(&experiment, workspace.root())?;
+            commands::data::prepare(&experiment)?;
+            Ok(ExitCode::SUCCESS)
         }
         Some(Command::Data(DataCommand::Bench { case, repeats, json })) => {
             commands::data::bench(&case, repeats as usize, json)?;

@@ -283,3 +283,48 @@ pub fn bench(case_path: &Path, repeats: usize, json: bool) -> anyhow::Result<()>
     }
     Ok(())
 }
+
+/// `segtop data prepare`: builds (or checks) the cache of an experiment's dataset, generating
+/// synthetic data first where the experiment asks for it, and prints the split.
+pub fn prepare(experiment: &segtop::experiment::Experiment) -> anyhow::Result<()> {
+    use segtop::data::dataset;
+    let config = &experiment.data;
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if let Some(synthetic) = &config.synthetic {
+        let spec = synthetic.spec();
+        if !synth::is_complete(&config.root, &spec) {
+            synth(&config.root, spec.cases, spec.shape, spec.seed)?;
+        }
+    }
+    let bar = progress_bar(0, "preprocessing cases");
+    let opened = dataset::open(config, threads, &|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let ids: Vec<String> = opened.cases.iter().map(|c| c.header.id.clone()).collect();
+    let split = dataset::split(&ids, config.split, config.split_seed);
+    let bytes: u64 = opened
+        .cases
+        .iter()
+        .filter_map(|c| std::fs::metadata(&c.path).ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "{} cases cached in {} ({:.0} MB): {} train, {} validation, {} test (seed {})",
+        opened.cases.len(),
+        config.cache_dir.display(),
+        bytes as f64 / 1e6,
+        split.train.len(),
+        split.validation.len(),
+        split.test.len(),
+        split.seed
+    );
+    for line in &opened.excluded {
+        println!("  left out: {line}");
+    }
+    for line in &opened.skipped {
+        println!("  skipped: {line}");
+    }
+    Ok(())
+}

@@ -3,7 +3,7 @@
 //!
 //! A patch centre is a random tumour voxel with probability `foreground_fraction` (nnU-Net's
 //! oversampling), else any voxel; the patch may reach past the volume, which reads as 0.
-//! Spatial augmentation (rotation, zoom, mirroring) is folded into the mapping from patch
+//! Spatial augmentation (small and quarter-turn rotations, zoom, mirroring) is folded into the mapping from patch
 //! voxels to volume coordinates, so it costs one pass and never leaves empty corners: images
 //! are sampled trilinearly, labels by nearest neighbour (never interpolated). Intensity
 //! augmentation (brightness, gamma, noise) follows per channel. Everything is drawn from one
@@ -125,6 +125,14 @@ impl Sampler {
                 let angle = self.rng.random_range(-max..=max);
                 m = multiply(&rotation(axis, angle), &m);
             }
+        }
+        if self.rng.random_bool(a.rotate90_p) {
+            let axis = self.rng.random_range(0..3);
+            let turns = self.rng.random_range(1..=3);
+            m = multiply(
+                &rotation(axis, f64::from(turns) * PI / 2.0).map(|row| row.map(f64::round)),
+                &m,
+            );
         }
         if a.scale[0] != a.scale[1] && self.rng.random_bool(a.scale_p) {
             // Zooming in by s means sampling the volume 1/s as far from the centre.
@@ -443,6 +451,27 @@ mod tests {
         assert!(batch.labels.iter().all(|&l| l == 0 || l == 3));
         // Foreground sampling: every patch holds some tumour.
         assert!(batch.labels.chunks(64).all(|patch| patch.contains(&3)));
+    }
+
+    #[test]
+    fn quarter_turns_move_voxels_without_blending_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let augment = AugmentConfig {
+            rotate_p: 0.0,
+            rotate90_p: 1.0,
+            scale_p: 0.0,
+            flip_p: 0.0,
+            brightness_p: 0.0,
+            gamma_p: 0.0,
+            noise_p: 0.0,
+            ..AugmentConfig::default()
+        };
+        let mut sampler = Sampler::new(vec![case(dir.path())], [3, 3, 3], 0.0, augment, 3);
+        let mut batch = Batch::new(6, 2, [3, 3, 3]);
+        sampler.fill(&mut batch);
+        // Channel 0 holds voxel indices: every sampled value is a whole index (or 0 outside).
+        assert!(batch.images.iter().all(|v| v.fract() == 0.0), "{:?}", batch.images);
+        assert!(batch.images.iter().any(|v| *v != 0.0));
     }
 
     #[test]

@@ -279,12 +279,12 @@ pub fn same_affine(a: &[[f64; 4]; 3], b: &[[f64; 4]; 3], tolerance: f64) -> bool
 }
 
 /// The voxel bytes of a file, decompressed on the fly when it is gzip.
-enum Source {
-    Plain(BufReader<File>),
-    Gzip(Box<MultiGzDecoder<BufReader<File>>>),
+enum Source<R: BufRead> {
+    Plain(R),
+    Gzip(Box<MultiGzDecoder<R>>),
 }
 
-impl Source {
+impl<R: BufRead> Source<R> {
     /// Reads what it can into `buf`; errors say whether the file or its compression failed.
     fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, VolumeError> {
         match self {
@@ -308,12 +308,10 @@ impl Source {
     }
 }
 
-/// Opens a NIfTI file, reads and checks its header (gzip recognised by content, whatever the
-/// name), and leaves the source at the first voxel byte. Nothing the size of the volume is
-/// allocated before the header has passed its checks.
-fn open(path: &Path) -> Result<(Header, Source), VolumeError> {
-    let file = File::open(path).map_err(VolumeError::Io)?;
-    let mut reader = BufReader::with_capacity(1 << 16, file);
+/// Reads and checks the header of a NIfTI stream (gzip recognised by content, whatever the
+/// name), leaving it at the first voxel byte. Nothing the size of the volume is allocated
+/// before the header has passed its checks.
+fn open<R: BufRead>(mut reader: R) -> Result<(Header, Source<R>), VolumeError> {
     let gzip = reader.fill_buf().map_err(VolumeError::Io)?.starts_with(&[0x1f, 0x8b]);
     let mut source = if gzip {
         Source::Gzip(Box::new(MultiGzDecoder::new(reader)))
@@ -335,9 +333,15 @@ fn open(path: &Path) -> Result<(Header, Source), VolumeError> {
     Ok((header, source))
 }
 
+fn open_file(path: &Path) -> Result<BufReader<File>, VolumeError> {
+    File::open(path)
+        .map(|file| BufReader::with_capacity(1 << 16, file))
+        .map_err(VolumeError::Io)
+}
+
 /// Reads and checks only the header.
 pub fn read_header(path: &Path) -> Result<Header, VolumeError> {
-    open(path).map(|(header, _)| header)
+    open(open_file(path)?).map(|(header, _)| header)
 }
 
 fn parse_header(bytes: &[u8]) -> Result<Header, VolumeError> {
@@ -379,8 +383,17 @@ pub fn read_volume(path: &Path) -> Result<Volume<f32>, VolumeError> {
 /// Reads the volume at `path`, passing every (scaled, finite) voxel value through `map`.
 /// Decompression and conversion run together in small chunks, so the raw bytes are never
 /// held whole.
-pub fn read_volume_map<T>(path: &Path, mut map: impl FnMut(f32) -> T) -> Result<Volume<T>, VolumeError> {
-    let (header, mut source) = open(path)?;
+pub fn read_volume_map<T>(path: &Path, map: impl FnMut(f32) -> T) -> Result<Volume<T>, VolumeError> {
+    read_stream(open_file(path)?, map)
+}
+
+/// Reads a NIfTI volume (`.nii` or `.nii.gz` bytes) from memory, as [`read_volume`] does.
+pub fn read_bytes(bytes: &[u8]) -> Result<Volume<f32>, VolumeError> {
+    read_stream(bytes, |v| v)
+}
+
+fn read_stream<R: BufRead, T>(reader: R, mut map: impl FnMut(f32) -> T) -> Result<Volume<T>, VolumeError> {
+    let (header, mut source) = open(reader)?;
     let voxel_bytes = header.datatype.bytes();
     let expected = header.voxel_bytes();
     let voxels = expected / voxel_bytes;

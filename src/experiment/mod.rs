@@ -359,6 +359,8 @@ pub struct AugmentConfig {
     /// Rotation about each axis, up to this many degrees either way (labels: nearest).
     pub rotate_degrees: f64,
     pub rotate_p: f64,
+    /// Probability of a quarter turn (90, 180 or 270 degrees) in a random plane.
+    pub rotate90_p: f64,
     /// Isotropic zoom factor range.
     pub scale: [f64; 2],
     pub scale_p: f64,
@@ -380,6 +382,7 @@ impl Default for AugmentConfig {
             enabled: true,
             rotate_degrees: 15.0,
             rotate_p: 0.2,
+            rotate90_p: 0.0,
             scale: [0.85, 1.25],
             scale_p: 0.2,
             flip_axes: vec![0, 1, 2],
@@ -1035,6 +1038,7 @@ fn check_augment(check: &mut Checker, raw: raw::RawAugment) -> AugmentConfig {
             "must be between 0 and 180",
         ),
         rotate_p: check.value("augment.rotate_p", raw.rotate_p, d.rotate_p, probability, P_RULE),
+        rotate90_p: check.value("augment.rotate90_p", raw.rotate90_p, d.rotate90_p, probability, P_RULE),
         scale: range_pair(
             check,
             "augment.scale",

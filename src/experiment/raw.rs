@@ -100,6 +100,7 @@ pub struct RawAugment {
     pub enabled: Option<bool>,
     pub rotate_degrees: Option<f64>,
     pub rotate_p: Option<f64>,
+    pub rotate90_p: Option<f64>,
     pub scale: Option<[f64; 2]>,
     pub scale_p: Option<f64>,
     pub flip_axes: Option<Vec<u32>>,
