@@ -37,61 +37,106 @@ pub enum Outcome {
     Failed,
 }
 
+/// Version of the record format, written in `run_started`; bumped when a record changes
+/// incompatibly.
+pub const SCHEMA: u32 = 1;
+
+/// Scores of one validation case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseScores {
+    pub case: String,
+    pub dice: RegionScores,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     RunStarted {
         time: DateTime<Utc>,
+        schema: u32,
         pid: u32,
         host: String,
         /// Run name from the experiment.
         name: String,
+        /// Fingerprint of the frozen experiment file.
+        experiment_hash: String,
         epochs: u32,
+        steps_per_epoch: u32,
         parameters: u64,
         threads: u32,
+        libtorch: String,
         /// Epoch the run continues from, when resumed from a checkpoint.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resumed_from: Option<u32>,
     },
-    EpochFinished {
+    Step {
         time: DateTime<Utc>,
+        /// 1-based.
         epoch: u32,
-        /// Mean total training loss over the epoch.
+        /// 1-based within the epoch.
+        step: u32,
         loss: f64,
-        /// Mean of each weighted loss term (`dice`, `ce`, `focal`).
+        /// Each weighted loss term (`dice`, `ce`, `focal`).
         loss_parts: BTreeMap<String, f64>,
         lr: f64,
         patches_per_s: f64,
         seconds: f64,
     },
-    Validated {
+    EpochEnd {
         time: DateTime<Utc>,
         epoch: u32,
+        /// Mean total training loss over the epoch.
+        loss: f64,
+        loss_parts: BTreeMap<String, f64>,
+        lr: f64,
+        patches_per_s: f64,
+        seconds: f64,
+    },
+    Validation {
+        time: DateTime<Utc>,
+        epoch: u32,
+        /// Mean over validation cases.
         dice: RegionScores,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hd95: Option<RegionScores>,
-        /// The seed tutorial's Dice: mean over the 4 classes including background, on patches.
+        /// The seed tutorial's Dice: mean over the 4 classes including background, on the
+        /// last training batch. Not a BraTS metric; for comparison with the paper.
         seed_dice: f64,
+        cases: Vec<CaseScores>,
         seconds: f64,
     },
-    CheckpointSaved {
+    PreviewWritten {
+        time: DateTime<Utc>,
+        epoch: u32,
+        case: String,
+        /// Relative to the run directory.
+        path: String,
+    },
+    Checkpoint {
         time: DateTime<Utc>,
         epoch: u32,
         /// Relative to the run directory.
         path: String,
         best: bool,
     },
-    PreviewSaved {
+    EarlyStop {
         time: DateTime<Utc>,
         epoch: u32,
-        /// Relative to the run directory.
-        path: String,
+        /// Validations without improvement.
+        patience: u32,
     },
     RunFinished {
         time: DateTime<Utc>,
         outcome: Outcome,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        best_dice: Option<RegionScores>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        seconds: f64,
+    },
+    Error {
+        time: DateTime<Utc>,
+        message: String,
     },
 }
 
@@ -99,11 +144,14 @@ impl Event {
     pub fn time(&self) -> DateTime<Utc> {
         match self {
             Event::RunStarted { time, .. }
-            | Event::EpochFinished { time, .. }
-            | Event::Validated { time, .. }
-            | Event::CheckpointSaved { time, .. }
-            | Event::PreviewSaved { time, .. }
-            | Event::RunFinished { time, .. } => *time,
+            | Event::Step { time, .. }
+            | Event::EpochEnd { time, .. }
+            | Event::Validation { time, .. }
+            | Event::PreviewWritten { time, .. }
+            | Event::Checkpoint { time, .. }
+            | Event::EarlyStop { time, .. }
+            | Event::RunFinished { time, .. }
+            | Event::Error { time, .. } => *time,
         }
     }
 
@@ -121,6 +169,25 @@ impl Event {
     }
 }
 
+/// Appends events to a run's `events.jsonl`, one flushed line each, so a reader never waits
+/// for a buffer and a crash loses at most the line being written.
+pub struct EventLog {
+    file: std::fs::File,
+}
+
+impl EventLog {
+    pub fn open(path: &std::path::Path) -> std::io::Result<EventLog> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(EventLog { file })
+    }
+
+    pub fn emit(&mut self, event: &Event) -> std::io::Result<()> {
+        use std::io::Write;
+        self.file.write_all(event.to_line().as_bytes())?;
+        self.file.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,7 +198,7 @@ mod tests {
             .expect("valid date")
             .to_utc();
         let events = [
-            Event::EpochFinished {
+            Event::EpochEnd {
                 time,
                 epoch: 3,
                 loss: 0.42,
@@ -143,7 +210,13 @@ mod tests {
             Event::RunFinished {
                 time,
                 outcome: Outcome::EarlyStopped,
+                best_dice: Some(RegionScores {
+                    et: 0.5,
+                    tc: 0.6,
+                    wt: 0.8,
+                }),
                 reason: None,
+                seconds: 3600.0,
             },
         ];
         for event in events {
@@ -155,8 +228,7 @@ mod tests {
 
     #[test]
     fn the_kind_is_named_in_the_record() {
-        let line =
-            r#"{"event":"run_finished","time":"2026-11-26T10:00:00Z","outcome":"failed","reason":"out of memory"}"#;
+        let line = r#"{"event":"run_finished","time":"2026-11-26T10:00:00Z","outcome":"failed","reason":"out of memory","seconds":5}"#;
         let Event::RunFinished { outcome, reason, .. } = Event::from_line(line).expect("parses") else {
             panic!("wrong kind");
         };

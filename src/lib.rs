@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod data;
 pub mod events;
 pub mod experiment;
+pub mod metrics;
 pub mod render;
 pub mod rundir;
 pub mod theme;

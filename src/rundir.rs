@@ -1,12 +1,13 @@
 //! The run directory: everything one training run writes, in one folder under `runs/`.
 //!
 //! ```text
-//! runs/<name>-<YYYYMMDD-HHMMSS>/
+//! runs/<YYYYMMDD-HHMMSS>-<name>/
 //!   experiment.toml   the checked experiment with every default written out, as launched
+//!   split.json        which cases train, validate and test
 //!   events.jsonl      event records (crate::events), appended by the trainer
 //!   train.log         the trainer's stdout and stderr
 //!   checkpoints/      model and optimizer state, for resuming and predicting
-//!   previews/         predictions of the preview case, for the slice view
+//!   preview/          predictions of the preview case, for the slice view
 //! ```
 //!
 //! The trainer reads only `experiment.toml`, so a run started by hand with `segtop-train`
@@ -29,8 +30,9 @@ impl RunDir {
     pub const EXPERIMENT: &'static str = "experiment.toml";
     pub const EVENTS: &'static str = "events.jsonl";
     pub const LOG: &'static str = "train.log";
+    pub const SPLIT: &'static str = "split.json";
     pub const CHECKPOINTS: &'static str = "checkpoints";
-    pub const PREVIEWS: &'static str = "previews";
+    pub const PREVIEW: &'static str = "preview";
 
     /// An existing run directory.
     pub fn open(path: impl Into<PathBuf>) -> RunDir {
@@ -41,7 +43,7 @@ impl RunDir {
     /// the time, and writes the experiment into it. Never reuses an existing directory.
     pub fn create(runs: &Path, experiment: &Experiment, now: DateTime<Local>) -> io::Result<RunDir> {
         std::fs::create_dir_all(runs)?;
-        let stem = format!("{}-{}", experiment.run.name, now.format("%Y%m%d-%H%M%S"));
+        let stem = format!("{}-{}", now.format("%Y%m%d-%H%M%S"), experiment.run.name);
         let mut attempt = 1;
         let path = loop {
             let name = if attempt == 1 {
@@ -58,7 +60,7 @@ impl RunDir {
         };
         let run = RunDir { path };
         std::fs::create_dir(run.checkpoints())?;
-        std::fs::create_dir(run.previews())?;
+        std::fs::create_dir(run.preview())?;
         std::fs::write(run.experiment(), experiment.to_toml())?;
         Ok(run)
     }
@@ -91,8 +93,12 @@ impl RunDir {
         self.path.join(Self::CHECKPOINTS)
     }
 
-    pub fn previews(&self) -> PathBuf {
-        self.path.join(Self::PREVIEWS)
+    pub fn preview(&self) -> PathBuf {
+        self.path.join(Self::PREVIEW)
+    }
+
+    pub fn split(&self) -> PathBuf {
+        self.path.join(Self::SPLIT)
     }
 }
 
@@ -112,10 +118,10 @@ mod tests {
             .expect("valid time");
         let first = RunDir::create(runs.path(), &experiment, now).expect("created");
         let second = RunDir::create(runs.path(), &experiment, now).expect("created");
-        assert_eq!(first.id(), "quick-20261126-090500");
-        assert_eq!(second.id(), "quick-20261126-090500-2");
+        assert_eq!(first.id(), "20261126-090500-quick");
+        assert_eq!(second.id(), "20261126-090500-quick-2");
         let saved = Experiment::load(&second.experiment(), Path::new("/elsewhere")).expect("saved file parses");
         assert_eq!(saved, experiment);
-        assert!(second.checkpoints().is_dir() && second.previews().is_dir());
+        assert!(second.checkpoints().is_dir() && second.preview().is_dir());
     }
 }

@@ -4,7 +4,20 @@
 
 #![deny(clippy::unwrap_used)]
 
+mod checkpoint;
+mod infer;
+mod loss;
+mod model;
+mod optim;
+mod summary;
+mod train;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+use segtop::experiment::Experiment;
 
 #[derive(Parser)]
 #[command(
@@ -21,17 +34,114 @@ struct Cli {
 enum Command {
     /// Show the libtorch this trainer runs on: version, devices, threads, CPU back-ends.
     Info,
+    /// Describe an experiment's network: layers, parameters, work per patch, memory.
+    Summary {
+        /// The experiment file
+        experiment: PathBuf,
+    },
+    /// Train an experiment in a new run directory, or resume a run.
+    Train {
+        /// The experiment file (not with --resume)
+        #[arg(required_unless_present = "resume", conflicts_with = "resume")]
+        experiment: Option<PathBuf>,
+        /// Continue the run in this directory from its latest checkpoint
+        #[arg(long, value_name = "RUN_DIR")]
+        resume: Option<PathBuf>,
+        /// Where new run directories go
+        #[arg(long, default_value = "runs", value_name = "DIR")]
+        runs: PathBuf,
+    },
+}
+
+/// Exit codes, so a supervisor can tell how a run ended.
+mod exit {
+    /// Trained all epochs, or stopped early on a plateau.
+    pub const FINISHED: i32 = 0;
+    /// Failed: an error, reported in train.log and as an event.
+    pub const FAILED: i32 = 1;
+    /// Asked to stop (SIGINT, SIGTERM); a checkpoint was written.
+    pub const STOPPED: i32 = 3;
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Info => info(),
+        Command::Info => info().map(|()| exit::FINISHED),
+        Command::Summary { experiment } => summary(&experiment).map(|()| exit::FINISHED),
+        Command::Train {
+            experiment,
+            resume,
+            runs,
+        } => train(experiment.as_deref(), resume.as_deref(), &runs),
     };
-    if let Err(error) = result {
-        eprintln!("segtop-train: error: {error:#}");
-        std::process::exit(1);
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(error) => {
+            eprintln!("segtop-train: error: {error:#}");
+            std::process::exit(exit::FAILED);
+        }
     }
+}
+
+fn train(
+    experiment: Option<&std::path::Path>,
+    resume: Option<&std::path::Path>,
+    runs: &std::path::Path,
+) -> anyhow::Result<i32> {
+    use segtop::rundir::RunDir;
+    let (run, experiment) = match (resume, experiment) {
+        (Some(dir), _) => {
+            let run = RunDir::open(dir);
+            let experiment = Experiment::load(&run.experiment(), dir)
+                .with_context(|| format!("{} is not a run directory", dir.display()))?;
+            (run, experiment)
+        }
+        (None, Some(path)) => {
+            let experiment = load_experiment(path)?;
+            let run = RunDir::create(runs, &experiment, chrono::Local::now())
+                .with_context(|| format!("cannot create a run directory in {}", runs.display()))?;
+            println!("run directory: {}", run.path().display());
+            (run, experiment)
+        }
+        (None, None) => anyhow::bail!("give an experiment file or --resume RUN_DIR"),
+    };
+    // SIGINT and SIGTERM ask the loop to finish its step and checkpoint; a second one kills.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, std::sync::Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))?;
+    }
+    match train::run(&run, &experiment, resume.is_some(), &stop) {
+        Ok(train::Finish::Completed | train::Finish::EarlyStopped) => Ok(exit::FINISHED),
+        Ok(train::Finish::Stopped) => Ok(exit::STOPPED),
+        Err(error) => {
+            if let Ok(mut events) = segtop::events::EventLog::open(&run.events()) {
+                let _ = events.emit(&segtop::events::Event::Error {
+                    time: chrono::Utc::now(),
+                    message: format!("{error:#}"),
+                });
+                let _ = events.emit(&segtop::events::Event::RunFinished {
+                    time: chrono::Utc::now(),
+                    outcome: segtop::events::Outcome::Failed,
+                    best_dice: None,
+                    reason: Some(format!("{error:#}")),
+                    seconds: 0.0,
+                });
+            }
+            Err(error)
+        }
+    }
+}
+
+fn load_experiment(path: &std::path::Path) -> anyhow::Result<Experiment> {
+    let workspace = std::env::current_dir().context("cannot read the current directory")?;
+    Ok(Experiment::load(path, &workspace)?)
+}
+
+fn summary(path: &std::path::Path) -> anyhow::Result<()> {
+    let experiment = load_experiment(path)?;
+    print!("{}", summary::Summary::of(&experiment).render());
+    Ok(())
 }
 
 fn info() -> anyhow::Result<()> {

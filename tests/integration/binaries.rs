@@ -15,9 +15,17 @@ fn ldd(binary: &str) -> String {
 #[test]
 fn segtop_does_not_link_libtorch() {
     let libraries = ldd(env!("CARGO_BIN_EXE_segtop"));
-    assert!(libraries.contains("libc.so"), "{libraries}");
+    // Library names only: the load addresses ldd prints are random hex that can spell "c10".
+    let names: Vec<&str> = libraries
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("libc.so")), "{libraries}");
     for name in ["torch", "c10", "gomp", "cuda"] {
-        assert!(!libraries.contains(name), "segtop links {name}:\n{libraries}");
+        assert!(
+            !names.iter().any(|n| n.contains(name)),
+            "segtop links {name}:\n{libraries}"
+        );
     }
 }
 

@@ -5,6 +5,7 @@ mod check;
 mod data;
 mod screen;
 mod shipped;
+mod train;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,136 @@
+//! Whole-volume inference by sliding window: overlapping windows, each weighted by a
+//! Gaussian centred in it (nnU-Net's sigma of an eighth of the window), so that window edges,
+//! where the network sees least context, count least.
+
+use tch::nn::ModuleT;
+use tch::{Device, Kind, Tensor};
+
+use segtop::data::cache::CachedCase;
+use segtop::experiment::NUM_CLASSES;
+
+use crate::model::UNet;
+
+/// Start positions of windows of `window` voxels covering `size` with `overlap`.
+pub fn window_starts(size: i64, window: i64, overlap: f64) -> Vec<i64> {
+    if size <= window {
+        return vec![0];
+    }
+    let stride = ((window as f64 * (1.0 - overlap)).round() as i64).max(1);
+    let mut starts: Vec<i64> = (0..).map(|i| i * stride).take_while(|&s| s + window < size).collect();
+    starts.push(size - window);
+    starts
+}
+
+/// Per-voxel weights of one window, `[z, y, x]`.
+pub fn gaussian_weights(window: [i64; 3], gaussian: bool) -> Tensor {
+    if !gaussian {
+        return Tensor::ones(window, (Kind::Float, Device::Cpu));
+    }
+    let axis = |n: i64| {
+        let sigma = n as f64 / 8.0;
+        let centre = (n as f64 - 1.0) / 2.0;
+        let values: Vec<f32> = (0..n)
+            .map(|i| (-(i as f64 - centre).powi(2) / (2.0 * sigma * sigma)).exp() as f32)
+            .collect();
+        Tensor::from_slice(&values)
+    };
+    let [z, y, x] = window;
+    let weights = axis(z).view([z, 1, 1]) * axis(y).view([1, y, 1]) * axis(x).view([1, 1, x]);
+    // Keep every voxel's weight above zero so no voxel is left undivided.
+    let max = weights.max().double_value(&[]);
+    (&weights / max).clamp_min(1e-3)
+}
+
+/// The case's channels as a `[1, channels, z, y, x]` float tensor.
+pub fn case_tensor(case: &CachedCase) -> Tensor {
+    let [x, y, z] = case.header.shape.map(|n| n as i64);
+    let channels: Vec<Tensor> = (0..case.header.channels)
+        .map(|c| {
+            let floats: Vec<f32> = case.channel(c).iter().map(|v| v.to_f32()).collect();
+            Tensor::from_slice(&floats).view([z, y, x])
+        })
+        .collect();
+    Tensor::stack(&channels, 0).unsqueeze(0)
+}
+
+/// Class probabilities `[1, 4, z, y, x]` of a whole volume `[1, channels, z, y, x]`.
+pub fn sliding_window(net: &UNet, volume: &Tensor, window: [i64; 3], overlap: f64, weights: &Tensor) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let size = volume.size();
+    let (shape, channels) = ([size[2], size[3], size[4]], size[1]);
+    // Pad a volume smaller than the window up to it (at the end of each axis).
+    let padded_shape: [i64; 3] = std::array::from_fn(|i| shape[i].max(window[i]));
+    let padded = if padded_shape == shape {
+        volume.shallow_clone()
+    } else {
+        let out = Tensor::zeros(
+            [1, channels, padded_shape[0], padded_shape[1], padded_shape[2]],
+            (Kind::Float, Device::Cpu),
+        );
+        out.narrow(2, 0, shape[0])
+            .narrow(3, 0, shape[1])
+            .narrow(4, 0, shape[2])
+            .copy_(volume);
+        out
+    };
+    let classes = NUM_CLASSES as i64;
+    let sum = Tensor::zeros(
+        [1, classes, padded_shape[0], padded_shape[1], padded_shape[2]],
+        (Kind::Float, Device::Cpu),
+    );
+    let count = Tensor::zeros(
+        [1, 1, padded_shape[0], padded_shape[1], padded_shape[2]],
+        (Kind::Float, Device::Cpu),
+    );
+    let starts: Vec<Vec<i64>> = (0..3)
+        .map(|i| window_starts(padded_shape[i], window[i], overlap))
+        .collect();
+    let weights5 = weights.view([1, 1, window[0], window[1], window[2]]);
+    for &z in &starts[0] {
+        for &y in &starts[1] {
+            for &x in &starts[2] {
+                let crop = |t: &Tensor| {
+                    t.narrow(2, z, window[0])
+                        .narrow(3, y, window[1])
+                        .narrow(4, x, window[2])
+                };
+                let probs = net.forward_t(&crop(&padded), false).softmax(1, Kind::Float);
+                let _ = crop(&sum).g_add_(&(probs * &weights5));
+                let _ = crop(&count).g_add_(&weights5);
+            }
+        }
+    }
+    (sum / count)
+        .narrow(2, 0, shape[0])
+        .narrow(3, 0, shape[1])
+        .narrow(4, 0, shape[2])
+}
+
+/// Labels `x` fastest, as the cache stores them, from probabilities `[1, 4, z, y, x]`.
+pub fn labels_of(probabilities: &Tensor) -> Vec<u8> {
+    let labels = probabilities.argmax(1, false).to_kind(Kind::Uint8).flatten(0, -1);
+    let mut out = vec![0u8; labels.numel()];
+    labels.copy_data(&mut out, labels.numel());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_cover_the_axis_and_end_flush() {
+        assert_eq!(window_starts(10, 4, 0.5), [0, 2, 4, 6]);
+        assert_eq!(window_starts(4, 4, 0.5), [0]);
+        assert_eq!(window_starts(3, 4, 0.5), [0]);
+        assert_eq!(window_starts(11, 4, 0.0), [0, 4, 7]);
+    }
+
+    #[test]
+    fn gaussian_weights_peak_in_the_middle() {
+        let w = gaussian_weights([8, 8, 8], true);
+        assert!((w.double_value(&[4, 4, 4]) - w.max().double_value(&[])).abs() < 0.1);
+        assert!(w.double_value(&[0, 0, 0]) < 0.01);
+        assert!(w.min().double_value(&[]) > 0.0);
+    }
+}

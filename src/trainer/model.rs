@@ -1,0 +1,282 @@
+//! The 3D U-Net: the seed tutorial's network and its lighter variants.
+//!
+//! With `norm = "none"`, `residual = false`, transposed up-sampling and no deep supervision,
+//! the network is exactly the seed's: parameter names and shapes equal the PyTorch
+//! `state_dict` of `SeedUNet` in the reference benchmark (`enc.0.0.weight`, `up.0.weight`,
+//! `dec.3.3.bias`, `out.weight`, ...), so weights move between the two in safetensors. Each
+//! level is laid out like an `nn.Sequential`: conv, [norm], activation, dropout, conv, [norm],
+//! activation, and the indices of the parameters follow that order.
+
+use tch::Tensor;
+use tch::nn::{self, ModuleT};
+
+use segtop::experiment::{Activation, ModelConfig, NUM_CLASSES, Norm, Upsample};
+
+/// He-uniform weights (Keras's `he_uniform`), zero biases, as the seed initialises.
+fn conv_config(padding: i64, stride: i64) -> nn::ConvConfigND<i64> {
+    nn::ConvConfigND {
+        padding,
+        stride,
+        ws_init: nn::init::DEFAULT_KAIMING_UNIFORM,
+        bs_init: nn::Init::Const(0.0),
+        ..Default::default()
+    }
+}
+
+/// A normalisation layer over channels.
+#[derive(Debug)]
+enum NormLayer {
+    Batch(nn::BatchNorm),
+    /// Instance norm with a learned scale and shift per channel.
+    Instance {
+        weight: Tensor,
+        bias: Tensor,
+    },
+    Group(nn::GroupNorm),
+}
+
+impl NormLayer {
+    fn new(vs: nn::Path, norm: Norm, channels: i64, groups: i64) -> Option<NormLayer> {
+        match norm {
+            Norm::None => None,
+            Norm::Batch => Some(NormLayer::Batch(nn::batch_norm3d(vs, channels, Default::default()))),
+            Norm::Instance => Some(NormLayer::Instance {
+                weight: vs.var("weight", &[channels], nn::Init::Const(1.0)),
+                bias: vs.var("bias", &[channels], nn::Init::Const(0.0)),
+            }),
+            Norm::Group => Some(NormLayer::Group(nn::group_norm(
+                vs,
+                groups,
+                channels,
+                Default::default(),
+            ))),
+        }
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        match self {
+            NormLayer::Batch(bn) => bn.forward_t(x, train),
+            NormLayer::Instance { weight, bias } => Tensor::instance_norm(
+                x,
+                Some(weight),
+                Some(bias),
+                None::<&Tensor>,
+                None::<&Tensor>,
+                true,
+                0.1,
+                1e-5,
+                false,
+            ),
+            NormLayer::Group(gn) => gn.forward_t(x, train),
+        }
+    }
+}
+
+/// Two 3x3x3 convolutions with normalisation, activation and dropout between: one level.
+#[derive(Debug)]
+struct Block {
+    conv1: nn::Conv3D,
+    norm1: Option<NormLayer>,
+    conv2: nn::Conv3D,
+    norm2: Option<NormLayer>,
+    /// 1x1x1 projection of the input for residual blocks whose channels change.
+    skip: Option<nn::Conv3D>,
+    residual: bool,
+    dropout: f64,
+    activation: Activation,
+}
+
+impl Block {
+    fn new(vs: nn::Path, cin: i64, cout: i64, dropout: f64, config: &ModelConfig) -> Block {
+        let norm = config.norm != Norm::None;
+        let groups = i64::from(config.groups);
+        // Sequential indices: conv, [norm], act, dropout, conv, [norm], act.
+        let (conv1, norm1, conv2, norm2) = if norm { (0, 1, 4, 5) } else { (0, 0, 3, 0) };
+        Block {
+            conv1: nn::conv3d(&vs / conv1, cin, cout, 3, conv_config(1, 1)),
+            norm1: NormLayer::new(&vs / norm1, config.norm, cout, groups),
+            conv2: nn::conv3d(&vs / conv2, cout, cout, 3, conv_config(1, 1)),
+            norm2: NormLayer::new(&vs / norm2, config.norm, cout, groups),
+            skip: (config.residual && cin != cout).then(|| nn::conv3d(&vs / "skip", cin, cout, 1, conv_config(0, 1))),
+            residual: config.residual,
+            dropout,
+            activation: config.activation,
+        }
+    }
+
+    fn activate(&self, mut x: Tensor) -> Tensor {
+        match self.activation {
+            Activation::Relu => x.relu_(),
+            Activation::LeakyRelu => x.leaky_relu_(),
+        }
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let mut h = x.apply(&self.conv1);
+        if let Some(norm) = &self.norm1 {
+            h = norm.forward_t(&h, train);
+        }
+        h = self.activate(h);
+        if self.dropout > 0.0 {
+            h = h.dropout(self.dropout, train);
+        }
+        h = h.apply(&self.conv2);
+        if let Some(norm) = &self.norm2 {
+            h = norm.forward_t(&h, train);
+        }
+        if self.residual {
+            h = match &self.skip {
+                Some(skip) => h + x.apply(skip),
+                None => h + x,
+            };
+        }
+        self.activate(h)
+    }
+}
+
+/// Doubles the resolution and halves the channels.
+#[derive(Debug)]
+enum Up {
+    Transposed(nn::ConvTranspose3D),
+    /// Trilinear interpolation, then a 1x1x1 convolution.
+    Trilinear(nn::Conv3D),
+}
+
+/// The U-Net.
+#[derive(Debug)]
+pub struct UNet {
+    enc: Vec<Block>,
+    up: Vec<Up>,
+    dec: Vec<Block>,
+    out: nn::Conv3D,
+    /// 1x1x1 heads on the lower decoder levels, for deep supervision.
+    deep: Vec<nn::Conv3D>,
+}
+
+impl UNet {
+    /// Builds the network `config` describes for `in_channels` inputs, its parameters under `vs`.
+    pub fn new(vs: &nn::Path, config: &ModelConfig, in_channels: i64) -> UNet {
+        let filters: Vec<i64> = config.filters().iter().map(|&f| i64::from(f)).collect();
+        let depth = filters.len();
+        let mut enc = Vec::with_capacity(depth);
+        let mut cin = in_channels;
+        for (level, &f) in filters.iter().enumerate() {
+            enc.push(Block::new(vs / "enc" / level, cin, f, config.dropout[level], config));
+            cin = f;
+        }
+        let mut up = Vec::with_capacity(depth - 1);
+        let mut dec = Vec::with_capacity(depth - 1);
+        let mut deep = Vec::new();
+        for (i, level) in (1..depth).rev().enumerate() {
+            let (from, to) = (filters[level], filters[level - 1]);
+            up.push(match config.upsample {
+                Upsample::Transposed => Up::Transposed(nn::conv_transpose3d(
+                    vs / "up" / i,
+                    from,
+                    to,
+                    2,
+                    nn::ConvTransposeConfigND {
+                        stride: 2,
+                        ws_init: nn::init::DEFAULT_KAIMING_UNIFORM,
+                        bs_init: nn::Init::Const(0.0),
+                        ..Default::default()
+                    },
+                )),
+                Upsample::Trilinear => Up::Trilinear(nn::conv3d(vs / "up" / i, from, to, 1, conv_config(0, 1))),
+            });
+            dec.push(Block::new(
+                vs / "dec" / i,
+                2 * to,
+                to,
+                config.dropout[level - 1],
+                config,
+            ));
+            if config.deep_supervision && level > 1 {
+                deep.push(nn::conv3d(
+                    vs / "deep" / i,
+                    to,
+                    NUM_CLASSES as i64,
+                    1,
+                    conv_config(0, 1),
+                ));
+            }
+        }
+        let out = nn::conv3d(vs / "out", filters[0], NUM_CLASSES as i64, 1, conv_config(0, 1));
+        UNet {
+            enc,
+            up,
+            dec,
+            out,
+            deep,
+        }
+    }
+
+    /// Class logits `[batch, 4, z, y, x]` for input `[batch, channels, z, y, x]`, and, with deep
+    /// supervision, logits of the lower decoder levels (coarsest first).
+    pub fn forward_all(&self, x: &Tensor, train: bool) -> (Tensor, Vec<Tensor>) {
+        let mut skips = Vec::with_capacity(self.enc.len());
+        let mut h = x.shallow_clone();
+        for (level, block) in self.enc.iter().enumerate() {
+            h = block.forward_t(&h, train);
+            if level + 1 < self.enc.len() {
+                skips.push(h.shallow_clone());
+                h = h.max_pool3d([2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1], false);
+            }
+        }
+        let mut aux = Vec::new();
+        let mut deep = self.deep.iter();
+        for (i, (up, block)) in self.up.iter().zip(&self.dec).enumerate() {
+            let skip = skips.pop().unwrap_or_else(|| h.shallow_clone());
+            let upsampled = match up {
+                Up::Transposed(conv) => h.apply(conv),
+                Up::Trilinear(conv) => {
+                    let size = skip.size();
+                    h.upsample_trilinear3d([size[2], size[3], size[4]], false, None, None, None)
+                        .apply(conv)
+                }
+            };
+            h = block.forward_t(&Tensor::cat(&[upsampled, skip], 1), train);
+            if i + 1 < self.dec.len() {
+                if let Some(head) = deep.next() {
+                    aux.push(h.apply(head));
+                }
+            }
+        }
+        (h.apply(&self.out), aux)
+    }
+}
+
+impl nn::ModuleT for UNet {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.forward_all(x, train).0
+    }
+}
+
+/// Multiply-accumulates of one forward pass over one patch of `patch` voxels (`[x, y, z]`):
+/// convolutions and transposed convolutions, which are all but all of the work.
+pub fn macs_per_patch(config: &ModelConfig, in_channels: u64, patch: [u32; 3]) -> u64 {
+    let filters: Vec<u64> = config.filters().iter().map(|&f| u64::from(f)).collect();
+    let voxels = |level: usize| patch.iter().map(|&n| u64::from(n) >> level).product::<u64>();
+    let mut macs = 0;
+    let mut cin = in_channels;
+    for (level, &f) in filters.iter().enumerate() {
+        macs += voxels(level) * 27 * (cin * f + f * f);
+        if config.residual && cin != f {
+            macs += voxels(level) * cin * f;
+        }
+        cin = f;
+    }
+    for level in (1..filters.len()).rev() {
+        let (from, to) = (filters[level], filters[level - 1]);
+        macs += match config.upsample {
+            // Each input voxel feeds 8 outputs.
+            Upsample::Transposed => voxels(level) * 8 * from * to,
+            Upsample::Trilinear => voxels(level - 1) * from * to,
+        };
+        macs += voxels(level - 1) * 27 * (2 * to * to + to * to);
+        if config.residual {
+            macs += voxels(level - 1) * 2 * to * to;
+        }
+    }
+    macs + voxels(0) * filters[0] * NUM_CLASSES as u64
+}

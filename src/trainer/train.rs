@@ -1,0 +1,406 @@
+//! The training loop: patches from the prefetching sampler, loss, optimizer step; whole-case
+//! validation by sliding window; checkpoints; events for the dashboard.
+//!
+//! Determinism: the sampler of each epoch and libtorch's generator before each step are
+//! seeded from (seed, epoch, step), so a run resumed from a checkpoint at any step continues
+//! exactly as if it had never stopped (on the same machine, with the same threads).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use tch::{Device, Kind, Tensor, nn};
+
+use segtop::data::cache::CachedCase;
+use segtop::data::dataset::{self, Split};
+use segtop::data::sampler::{Batch, Prefetcher, Sampler};
+use segtop::data::synth;
+use segtop::events::{CaseScores, Event, EventLog, Outcome, RegionScores, SCHEMA};
+use segtop::experiment::Experiment;
+use segtop::metrics;
+use segtop::rundir::RunDir;
+
+use crate::checkpoint::{self, TrainState};
+use crate::infer;
+use crate::loss::Loss;
+use crate::model::UNet;
+use crate::optim::{Optimizer, Scheduler};
+
+/// How a training run ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Completed,
+    EarlyStopped,
+    Stopped,
+}
+
+/// A seed for (seed, epoch, step), mixed so that neighbours differ in every bit.
+fn mix(seed: u64, epoch: u32, step: u32) -> u64 {
+    let mut x = seed ^ (u64::from(epoch) << 32 | u64::from(step)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^ (x >> 29)
+}
+
+/// Torch threads: the experiment's, else the launcher's budget (SEGTOP_THREADS), else all cores.
+pub fn threads(experiment: &Experiment) -> u32 {
+    if experiment.train.threads > 0 {
+        return experiment.train.threads;
+    }
+    std::env::var("SEGTOP_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
+}
+
+fn say(line: &str) {
+    println!("{} {line}", chrono::Local::now().format("%H:%M:%S"));
+}
+
+/// Trains `experiment` in `run`, from its latest checkpoint when `resume`.
+pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBool) -> anyhow::Result<Finish> {
+    let started = Instant::now();
+    let threads = threads(experiment);
+    tch::set_num_threads(threads as i32);
+    let config = &experiment.train;
+    let mut events =
+        EventLog::open(&run.events()).with_context(|| format!("cannot write {}", run.events().display()))?;
+
+    // Data: synthetic cases first where asked for, then the cache.
+    let data = &experiment.data;
+    if let Some(synthetic) = &data.synthetic {
+        let spec = synthetic.spec();
+        if !synth::is_complete(&data.root, &spec) {
+            say(&format!(
+                "generating {} synthetic cases in {}",
+                spec.cases,
+                data.root.display()
+            ));
+            synth::write_dataset(&data.root, &spec, threads as usize, &|_, _| {})?;
+        }
+    }
+    say(&format!("preparing the dataset in {}", data.root.display()));
+    let opened = dataset::open(data, threads as usize, &|_, _| {})?;
+    for line in opened
+        .skipped
+        .iter()
+        .map(|l| format!("skipped: {l}"))
+        .chain(opened.excluded.iter().map(|l| format!("left out: {l}")))
+    {
+        say(&line);
+    }
+    let split: Split = if run.split().is_file() {
+        serde_json::from_slice(&std::fs::read(run.split())?).context("split.json is unreadable")?
+    } else {
+        let ids: Vec<String> = opened.cases.iter().map(|c| c.header.id.clone()).collect();
+        let split = dataset::split(&ids, data.split, data.split_seed);
+        std::fs::write(run.split(), serde_json::to_vec_pretty(&split)?)?;
+        split
+    };
+    let train_cases = dataset::select(&opened, &split.train);
+    let mut validation_cases = dataset::select(&opened, &split.validation);
+    if experiment.validate.cases > 0 {
+        validation_cases.truncate(experiment.validate.cases as usize);
+    }
+    if train_cases.is_empty() {
+        bail!("no training cases: the split left none (check data.split)");
+    }
+    say(&format!(
+        "{} training cases, {} validation cases",
+        train_cases.len(),
+        validation_cases.len()
+    ));
+
+    // Network, loss, optimizer.
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    tch::manual_seed(config.seed as i64);
+    let channels = data.modalities.len();
+    let net = UNet::new(&vs.root(), &experiment.model, channels as i64);
+    let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let parameter_count: u64 = params.iter().map(|(_, p)| p.numel() as u64).sum();
+    let mut optimizer = Optimizer::new(params, config);
+    let loss = Loss::new(&config.loss);
+    let mut state = TrainState {
+        epoch: 0,
+        step: 0,
+        global_step: 0,
+        epoch_loss: 0.0,
+        epoch_parts: BTreeMap::new(),
+        epoch_seconds: 0.0,
+        scheduler: Scheduler::new(config),
+        best_dice: None,
+        best_epoch: None,
+        seconds: 0.0,
+        optimizer: BTreeMap::new(),
+    };
+    let mut resumed_from = None;
+    if resume {
+        if let Some(dir) = checkpoint::latest(run) {
+            state = checkpoint::load(&dir, &mut vs, &mut optimizer)?;
+            resumed_from = Some(state.epoch);
+            say(&format!(
+                "resuming from {} (epoch {}, step {})",
+                dir.display(),
+                state.epoch + 1,
+                state.step
+            ));
+        } else {
+            say("no checkpoint yet: starting from the beginning");
+        }
+    }
+
+    let batch_size = config.batch_size as usize;
+    let steps_per_epoch = config.patches_per_epoch.div_ceil(config.batch_size);
+    let patch = config.patch_size.map(|n| n as usize);
+    events.emit(&Event::RunStarted {
+        time: Utc::now(),
+        schema: SCHEMA,
+        pid: std::process::id(),
+        host: sysinfo::System::host_name().unwrap_or_default(),
+        name: experiment.run.name.clone(),
+        experiment_hash: segtop::data::cache::fingerprint(&experiment.to_toml()),
+        epochs: config.epochs,
+        steps_per_epoch,
+        parameters: parameter_count,
+        threads,
+        libtorch: option_env!("SEGTOP_LIBTORCH_VERSION").unwrap_or("unknown").to_string(),
+        resumed_from,
+    })?;
+
+    let window = experiment.validate.window.map(i64::from);
+    let weights = infer::gaussian_weights([window[2], window[1], window[0]], experiment.validate.gaussian);
+    let mut last_batch: Option<(Vec<u8>, Vec<u8>)> = None;
+    let finish = |events: &mut EventLog, outcome: Outcome, state: &TrainState, reason: Option<String>| {
+        events.emit(&Event::RunFinished {
+            time: Utc::now(),
+            outcome,
+            best_dice: state.best_dice,
+            reason,
+            seconds: state.seconds + started.elapsed().as_secs_f64(),
+        })
+    };
+
+    while state.epoch < config.epochs {
+        let epoch = state.epoch;
+        optimizer.lr = state.scheduler.lr_for_epoch(config, epoch);
+        let sampler = Sampler::new(
+            train_cases.clone(),
+            patch,
+            config.foreground_fraction,
+            experiment.augment.clone(),
+            mix(config.seed, epoch, 0),
+        );
+        let prefetcher = Prefetcher::spawn(sampler, batch_size, channels, 2)?;
+        // A resumed epoch skips the batches it already trained on: the sampler is deterministic.
+        for _ in 0..state.step {
+            let batch = prefetcher.next().context("the sampler stopped")?;
+            prefetcher.recycle(batch);
+        }
+        let epoch_start = Instant::now() - std::time::Duration::from_secs_f64(state.epoch_seconds);
+        while state.step < steps_per_epoch {
+            let step_start = Instant::now();
+            let batch = prefetcher.next().context("the sampler stopped")?;
+            tch::manual_seed(mix(config.seed, epoch, state.step + 1) as i64);
+            let (value, parts) = train_step(&net, &loss, &mut optimizer, &batch, experiment.model.deep_supervision);
+            state.step += 1;
+            state.global_step += 1;
+            state.epoch_loss += value;
+            for (name, v) in &parts {
+                *state.epoch_parts.entry(name.clone()).or_default() += v;
+            }
+            if state.step == steps_per_epoch {
+                last_batch = Some((batch_labels_predicted(&net, &batch), batch.labels.clone()));
+            }
+            prefetcher.recycle(batch);
+            let seconds = step_start.elapsed().as_secs_f64();
+            events.emit(&Event::Step {
+                time: Utc::now(),
+                epoch: epoch + 1,
+                step: state.step,
+                loss: value,
+                loss_parts: parts,
+                lr: optimizer.lr,
+                patches_per_s: batch_size as f64 / seconds.max(1e-9),
+                seconds,
+            })?;
+            if stop.load(Ordering::Relaxed) {
+                state.epoch_seconds = epoch_start.elapsed().as_secs_f64();
+                state.seconds += started.elapsed().as_secs_f64();
+                let path = checkpoint::save(run, &vs, &optimizer, &state, false)?;
+                events.emit(&Event::Checkpoint {
+                    time: Utc::now(),
+                    epoch: epoch + 1,
+                    path,
+                    best: false,
+                })?;
+                say(&format!(
+                    "stopped at epoch {}, step {}: checkpoint written",
+                    epoch + 1,
+                    state.step
+                ));
+                state.seconds -= started.elapsed().as_secs_f64();
+                finish(&mut events, Outcome::Stopped, &state, Some("asked to stop".to_string()))?;
+                return Ok(Finish::Stopped);
+            }
+        }
+        let steps = f64::from(steps_per_epoch);
+        let seconds = epoch_start.elapsed().as_secs_f64();
+        let mean_parts: BTreeMap<String, f64> = state.epoch_parts.iter().map(|(k, v)| (k.clone(), v / steps)).collect();
+        let mean_loss = state.epoch_loss / steps;
+        events.emit(&Event::EpochEnd {
+            time: Utc::now(),
+            epoch: epoch + 1,
+            loss: mean_loss,
+            loss_parts: mean_parts.clone(),
+            lr: optimizer.lr,
+            patches_per_s: steps * batch_size as f64 / seconds.max(1e-9),
+            seconds,
+        })?;
+        let parts: Vec<String> = mean_parts.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+        say(&format!(
+            "epoch {}/{}  loss {mean_loss:.4} ({})  lr {:.2e}  {:.2} patches/s",
+            epoch + 1,
+            config.epochs,
+            parts.join(", "),
+            optimizer.lr,
+            steps * batch_size as f64 / seconds.max(1e-9)
+        ));
+
+        let mut best = false;
+        let mut stop_early = false;
+        let validate_now = (epoch + 1) % experiment.validate.every == 0 || epoch + 1 == config.epochs;
+        if validate_now && !validation_cases.is_empty() {
+            let validation_start = Instant::now();
+            let cases: Vec<CaseScores> = validation_cases
+                .iter()
+                .map(|case| CaseScores {
+                    case: case.header.id.clone(),
+                    dice: validate_case(&net, case, window, experiment.validate.overlap, &weights),
+                })
+                .collect();
+            let n = cases.len() as f64;
+            let dice = RegionScores {
+                et: cases.iter().map(|c| c.dice.et).sum::<f64>() / n,
+                tc: cases.iter().map(|c| c.dice.tc).sum::<f64>() / n,
+                wt: cases.iter().map(|c| c.dice.wt).sum::<f64>() / n,
+            };
+            let seed_dice = last_batch.as_ref().map_or(0.0, |(p, t)| metrics::seed_dice(p, t));
+            events.emit(&Event::Validation {
+                time: Utc::now(),
+                epoch: epoch + 1,
+                dice,
+                hd95: None,
+                seed_dice,
+                cases,
+                seconds: validation_start.elapsed().as_secs_f64(),
+            })?;
+            say(&format!(
+                "validation: Dice ET {:.3}  TC {:.3}  WT {:.3}  (seed Dice {seed_dice:.3})",
+                dice.et, dice.tc, dice.wt
+            ));
+            best = state.scheduler.observe(config, dice.mean());
+            if best {
+                state.best_dice = Some(dice);
+                state.best_epoch = Some(epoch + 1);
+            }
+            stop_early = state.scheduler.should_stop(config);
+        }
+        state.epoch += 1;
+        state.step = 0;
+        state.epoch_loss = 0.0;
+        state.epoch_parts.clear();
+        state.epoch_seconds = 0.0;
+        let elapsed = started.elapsed().as_secs_f64();
+        state.seconds += elapsed;
+        let path = checkpoint::save(run, &vs, &optimizer, &state, best)?;
+        state.seconds -= elapsed;
+        events.emit(&Event::Checkpoint {
+            time: Utc::now(),
+            epoch: epoch + 1,
+            path,
+            best,
+        })?;
+        if stop_early {
+            events.emit(&Event::EarlyStop {
+                time: Utc::now(),
+                epoch: epoch + 1,
+                patience: config.early_stopping_patience,
+            })?;
+            say(&format!(
+                "early stop: no improvement in {} validations",
+                config.early_stopping_patience
+            ));
+            finish(&mut events, Outcome::EarlyStopped, &state, None)?;
+            return Ok(Finish::EarlyStopped);
+        }
+    }
+    finish(&mut events, Outcome::Completed, &state, None)?;
+    Ok(Finish::Completed)
+}
+
+/// One optimizer step on a batch; returns the loss and its parts.
+fn train_step(
+    net: &UNet,
+    loss: &Loss,
+    optimizer: &mut Optimizer,
+    batch: &Batch,
+    deep_supervision: bool,
+) -> (f64, BTreeMap<String, f64>) {
+    let [x, y, z] = batch.patch.map(|n| n as i64);
+    let (b, c) = (batch.size as i64, batch.channels as i64);
+    let images = Tensor::from_slice(&batch.images).view([b, c, z, y, x]);
+    let labels = Tensor::from_slice(&batch.labels)
+        .to_kind(Kind::Int64)
+        .view([b, z, y, x]);
+    optimizer.zero_grad();
+    let (logits, aux) = net.forward_all(&images, true);
+    let main = loss.compute(&logits, &labels);
+    let total = if deep_supervision && !aux.is_empty() {
+        // nnU-Net's weighting: halve per level down, normalised; targets by nearest down-sampling.
+        let mut weighted = vec![main.total.shallow_clone()];
+        let mut weight_sum = 1.0;
+        for (i, out) in aux.iter().rev().enumerate() {
+            let stride = 2i64 << i;
+            let target = labels
+                .slice(1, 0, None, stride)
+                .slice(2, 0, None, stride)
+                .slice(3, 0, None, stride);
+            let w = 0.5f64.powi(i as i32 + 1);
+            weight_sum += w;
+            weighted.push(loss.compute(out, &target).total * w);
+        }
+        Tensor::stack(&weighted, 0).sum(Kind::Float) / weight_sum
+    } else {
+        main.total.shallow_clone()
+    };
+    total.backward();
+    optimizer.step();
+    let parts = main
+        .parts
+        .iter()
+        .map(|(name, t)| (name.to_string(), t.double_value(&[])))
+        .collect();
+    (total.double_value(&[]), parts)
+}
+
+/// The network's labels for a training batch, without gradients, for the seed Dice.
+fn batch_labels_predicted(net: &UNet, batch: &Batch) -> Vec<u8> {
+    let _guard = tch::no_grad_guard();
+    let [x, y, z] = batch.patch.map(|n| n as i64);
+    let images = Tensor::from_slice(&batch.images).view([batch.size as i64, batch.channels as i64, z, y, x]);
+    let logits = tch::nn::ModuleT::forward_t(net, &images, false);
+    infer::labels_of(&logits)
+}
+
+/// Whole-case Dice per region of one validation case.
+fn validate_case(net: &UNet, case: &Arc<CachedCase>, window: [i64; 3], overlap: f64, weights: &Tensor) -> RegionScores {
+    let volume = infer::case_tensor(case);
+    let probabilities = infer::sliding_window(net, &volume, [window[2], window[1], window[0]], overlap, weights);
+    let predicted = infer::labels_of(&probabilities);
+    metrics::region_dice(&predicted, case.labels().unwrap_or(&[]))
+}

@@ -1,0 +1,163 @@
+//! Training from the command line on small synthetic data: the run directory, the events,
+//! checkpoints, and an exact resume after SIGKILL.
+
+#![cfg(feature = "trainer")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use segtop::events::Event;
+
+/// A tiny experiment on 4 synthetic 48x48x32 cases, written into `dir`.
+fn experiment(dir: &Path, epochs: u32) -> PathBuf {
+    let text = format!(
+        "[data]\nroot = \"data\"\ncache_dir = \"cache\"\nsplit = [0.5, 0.5, 0.0]\n\
+         [data.synthetic]\ncases = 4\nseed = 3\nshape = [48, 48, 32]\n\
+         [model]\nbase_filters = 4\ndepth = 3\n\
+         [train]\npatch_size = [16, 16, 16]\nbatch_size = 2\nepochs = {epochs}\npatches_per_epoch = 8\nwarmup_epochs = 0\n\
+         [validate]\nevery = 1\n[run]\nname = \"tiny\"\n"
+    );
+    let path = dir.join("tiny.toml");
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+fn trainer(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_segtop-train"));
+    command.current_dir(dir).env("SEGTOP_THREADS", "1");
+    command
+}
+
+fn events(run: &Path) -> Vec<Event> {
+    let text = std::fs::read_to_string(run.join("events.jsonl")).unwrap_or_default();
+    text.lines().filter_map(|line| Event::from_line(line).ok()).collect()
+}
+
+fn only_run(dir: &Path) -> PathBuf {
+    let runs: Vec<PathBuf> = std::fs::read_dir(dir.join("runs"))
+        .expect("runs/")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs[0].clone()
+}
+
+fn last_validation(events: &[Event]) -> segtop::events::RegionScores {
+    events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::Validation { dice, .. } => Some(*dice),
+            _ => None,
+        })
+        .expect("a validation")
+}
+
+#[test]
+fn a_tiny_run_writes_a_complete_run_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = experiment(dir.path(), 2);
+    let output = trainer(dir.path()).arg("train").arg(&path).output().expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let run = only_run(dir.path());
+    assert!(run.file_name().expect("name").to_string_lossy().ends_with("-tiny"));
+    for file in [
+        "experiment.toml",
+        "split.json",
+        "events.jsonl",
+        "checkpoints/best.safetensors",
+    ] {
+        assert!(run.join(file).is_file(), "no {file}");
+    }
+    let events = events(&run);
+    assert!(matches!(
+        events.first(),
+        Some(Event::RunStarted {
+            epochs: 2,
+            steps_per_epoch: 4,
+            ..
+        })
+    ));
+    assert_eq!(events.iter().filter(|e| matches!(e, Event::Step { .. })).count(), 8);
+    assert_eq!(events.iter().filter(|e| matches!(e, Event::EpochEnd { .. })).count(), 2);
+    assert_eq!(
+        events.iter().filter(|e| matches!(e, Event::Validation { .. })).count(),
+        2
+    );
+    assert!(matches!(
+        events.last(),
+        Some(Event::RunFinished {
+            outcome: segtop::events::Outcome::Completed,
+            ..
+        })
+    ));
+    let dice = last_validation(&events);
+    assert!((0.0..=1.0).contains(&dice.wt));
+}
+
+#[test]
+fn a_run_killed_mid_training_resumes_to_the_same_result() {
+    // The uninterrupted run.
+    let straight = tempfile::tempdir().expect("temp dir");
+    let path = experiment(straight.path(), 3);
+    let output = trainer(straight.path()).arg("train").arg(&path).output().expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let expected = last_validation(&events(&only_run(straight.path())));
+
+    // The same, killed with SIGKILL after its first checkpoint, then resumed.
+    let broken = tempfile::tempdir().expect("temp dir");
+    let path = experiment(broken.path(), 3);
+    let mut child = trainer(broken.path())
+        .arg("train")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let checkpointed = broken
+            .path()
+            .join("runs")
+            .read_dir()
+            .ok()
+            .and_then(|mut runs| runs.next())
+            .and_then(|run| run.ok())
+            .is_some_and(|run| {
+                events(&run.path())
+                    .iter()
+                    .any(|e| matches!(e, Event::Checkpoint { .. }))
+            });
+        if checkpointed || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let run = only_run(broken.path());
+    assert!(
+        !events(&run).iter().any(|e| matches!(e, Event::RunFinished { .. })),
+        "finished before the kill"
+    );
+    let output = trainer(broken.path())
+        .arg("train")
+        .arg("--resume")
+        .arg(&run)
+        .output()
+        .expect("resumes");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let resumed = events(&run);
+    assert!(resumed.iter().any(|e| matches!(
+        e,
+        Event::RunStarted {
+            resumed_from: Some(_),
+            ..
+        }
+    )));
+    let got = last_validation(&resumed);
+    for (a, b) in [(got.et, expected.et), (got.tc, expected.tc), (got.wt, expected.wt)] {
+        assert!((a - b).abs() < 1e-6, "resumed {got:?} vs uninterrupted {expected:?}");
+    }
+}
