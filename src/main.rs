@@ -81,6 +81,9 @@ enum Command {
     /// Segment cases with a trained run (runs segtop-train).
     #[command(disable_help_flag = true)]
     Predict(TrainerArgs),
+    /// Describe an experiment's network: parameters, work per patch, memory (runs segtop-train).
+    #[command(disable_help_flag = true)]
+    Summary(TrainerArgs),
     /// Show the libtorch the trainer runs on (runs segtop-train).
     #[command(disable_help_flag = true)]
     Info(TrainerArgs),
@@ -221,6 +224,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Train(args)) => hand_over("train", args.args),
         Some(Command::Predict(args)) => hand_over("predict", args.args),
+        Some(Command::Summary(args)) => hand_over("summary", args.args),
         Some(Command::Info(args)) => hand_over("info", args.args),
     }
 }

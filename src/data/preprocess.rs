@@ -215,6 +215,33 @@ pub fn crop<T: Copy>(data: &[T], shape: [usize; 3], origin: [i64; 3], size: [usi
     out
 }
 
+/// Puts a cropped box back into a volume of `shape` (zeros elsewhere): the inverse of
+/// [`crop`], for writing predictions on the original grid.
+pub fn uncrop<T: Copy + Default>(box_data: &[T], size: [usize; 3], origin: [i64; 3], shape: [usize; 3]) -> Vec<T> {
+    let mut out = vec![T::default(); shape.iter().product()];
+    let [nx, ny, nz] = shape.map(|n| n as i64);
+    for z in 0..size[2] as i64 {
+        let vz = origin[2] + z;
+        if !(0..nz).contains(&vz) {
+            continue;
+        }
+        for y in 0..size[1] as i64 {
+            let vy = origin[1] + y;
+            if !(0..ny).contains(&vy) {
+                continue;
+            }
+            for x in 0..size[0] as i64 {
+                let vx = origin[0] + x;
+                if (0..nx).contains(&vx) {
+                    out[((vz * ny + vy) * nx + vx) as usize] =
+                        box_data[((z * size[1] as i64 + y) * size[0] as i64 + x) as usize];
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Normalises one whole volume in place.
 pub fn normalize(data: &mut [f32], shape: [usize; 3], mode: Normalization, clip_percentiles: [f64; 2]) {
     Fitted::fit(data, shape, mode, clip_percentiles).apply(data, shape, [0; 3]);
@@ -238,6 +265,19 @@ mod tests {
         assert_eq!(out, [-9, 3, 4, -9, -9, -9]);
         let inside = crop(&data, [3, 2, 1], [1, 0, 0], [2, 2, 1], -9);
         assert_eq!(inside, [1, 2, 4, 5]);
+    }
+
+    #[test]
+    fn uncrop_undoes_crop_inside_the_volume() {
+        let data: Vec<i32> = (1..=24).collect();
+        let (origin, size) = ([1, 0, 1], [2, 2, 1]);
+        let cropped = crop(&data, [3, 4, 2], origin, size, 0);
+        let back = uncrop(&cropped, size, origin, [3, 4, 2]);
+        for (i, (&b, &d)) in back.iter().zip(&data).enumerate() {
+            let (x, y, z) = (i % 3, (i / 3) % 4, i / 12);
+            let inside = (1..3).contains(&x) && y < 2 && z == 1;
+            assert_eq!(b, if inside { d } else { 0 }, "voxel {i}");
+        }
     }
 
     #[test]

@@ -270,6 +270,34 @@ fn affine(raw: &NiftiHeader, spacing: [f64; 3]) -> [[f64; 4]; 3] {
     })
 }
 
+/// Writes a label map (x fastest, `shape`) as a uint8 NIfTI with the geometry of the
+/// `reference` image (its qform, sform and spacing), so viewers overlay it on that image.
+/// Written under a temporary name and renamed, so readers never see half a file.
+pub fn write_labels_like(reference: &Path, out: &Path, shape: [usize; 3], labels: &[u8]) -> Result<(), VolumeError> {
+    use ndarray::ShapeBuilder;
+    let mut header = NiftiHeader::from_file(reference).map_err(|e| VolumeError::NotNifti(e.to_string()))?;
+    header.scl_slope = 1.0;
+    header.scl_inter = 0.0;
+    header.descrip = b"segtop segmentation".to_vec();
+    let array = ndarray::Array3::from_shape_vec((shape[0], shape[1], shape[2]).f(), labels.to_vec())
+        .map_err(|e| VolumeError::Io(std::io::Error::other(e)))?;
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = out.with_file_name(format!(
+        ".{}.tmp-{}{}",
+        name.trim_end_matches(".nii.gz").trim_end_matches(".nii"),
+        std::process::id(),
+        if name.ends_with(".gz") { ".nii.gz" } else { ".nii" }
+    ));
+    nifti::writer::WriterOptions::new(&temporary)
+        .reference_header(&header)
+        .write_nifti(&array)
+        .map_err(|e| VolumeError::Io(std::io::Error::other(e)))?;
+    std::fs::rename(&temporary, out).map_err(VolumeError::Io)
+}
+
 /// Whether two affines map voxels to the same places, to within `tolerance` mm.
 pub fn same_affine(a: &[[f64; 4]; 3], b: &[[f64; 4]; 3], tolerance: f64) -> bool {
     a.iter()

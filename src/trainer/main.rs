@@ -9,6 +9,7 @@ mod infer;
 mod loss;
 mod model;
 mod optim;
+mod predict;
 mod summary;
 mod train;
 
@@ -51,6 +52,37 @@ enum Command {
         #[arg(long, default_value = "runs", value_name = "DIR")]
         runs: PathBuf,
     },
+    /// Segment cases with a trained run (or a checkpoint and its experiment).
+    Predict {
+        /// The run whose best (else latest) checkpoint to use
+        #[arg(
+            long,
+            value_name = "RUN_DIR",
+            required_unless_present = "checkpoint",
+            conflicts_with = "checkpoint"
+        )]
+        run: Option<PathBuf>,
+        /// A model.safetensors or best.safetensors file (needs --experiment)
+        #[arg(long, value_name = "FILE", requires = "experiment")]
+        checkpoint: Option<PathBuf>,
+        /// The experiment the checkpoint was trained with
+        #[arg(long, value_name = "FILE")]
+        experiment: Option<PathBuf>,
+        /// One case folder
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "cases",
+            conflicts_with = "cases"
+        )]
+        case: Option<PathBuf>,
+        /// A dataset folder: every case in it
+        #[arg(long, value_name = "DIR")]
+        cases: Option<PathBuf>,
+        /// Where to write <case id>.nii.gz
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// Exit codes, so a supervisor can tell how a run ended.
@@ -73,6 +105,26 @@ fn main() {
             resume,
             runs,
         } => train(experiment.as_deref(), resume.as_deref(), &runs),
+        Command::Predict {
+            run,
+            checkpoint,
+            experiment,
+            case,
+            cases,
+            out,
+        } => {
+            let source = case.or(cases).unwrap_or_default();
+            let loaded = match (run, checkpoint, experiment) {
+                (Some(run), _, _) => predict::from_run(&run),
+                (None, Some(checkpoint), Some(experiment)) => load_experiment(&experiment).map(|e| (e, checkpoint)),
+                _ => Err(anyhow::anyhow!(
+                    "give --run RUN_DIR, or --checkpoint FILE with --experiment FILE"
+                )),
+            };
+            loaded
+                .and_then(|(experiment, weights)| predict::run(&experiment, &weights, &source, &out))
+                .map(|()| exit::FINISHED)
+        }
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -114,6 +114,18 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
         train_cases.len(),
         validation_cases.len()
     ));
+    // The case the dashboard previews: the configured one, else the first validation case.
+    let preview_case = match experiment.preview.case.as_str() {
+        "" => validation_cases.first().cloned(),
+        id => Some(
+            opened
+                .cases
+                .iter()
+                .find(|c| c.header.id == id)
+                .cloned()
+                .with_context(|| format!("preview.case = '{id}' is not a case of the dataset"))?,
+        ),
+    };
 
     // Network, loss, optimizer.
     let mut vs = nn::VarStore::new(Device::Cpu);
@@ -276,13 +288,18 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
         let validate_now = (epoch + 1) % experiment.validate.every == 0 || epoch + 1 == config.epochs;
         if validate_now && !validation_cases.is_empty() {
             let validation_start = Instant::now();
-            let cases: Vec<CaseScores> = validation_cases
-                .iter()
-                .map(|case| CaseScores {
+            let mut preview = None;
+            let mut cases = Vec::with_capacity(validation_cases.len());
+            for case in &validation_cases {
+                let predicted = predict_case(&net, case, window, experiment.validate.overlap, &weights);
+                cases.push(CaseScores {
                     case: case.header.id.clone(),
-                    dice: validate_case(&net, case, window, experiment.validate.overlap, &weights),
-                })
-                .collect();
+                    dice: metrics::region_dice(&predicted, case.labels().unwrap_or(&[])),
+                });
+                if preview_case.as_ref().is_some_and(|p| p.header.id == case.header.id) {
+                    preview = Some(predicted);
+                }
+            }
             let n = cases.len() as f64;
             let dice = RegionScores {
                 et: cases.iter().map(|c| c.dice.et).sum::<f64>() / n,
@@ -303,6 +320,22 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
                 "validation: Dice ET {:.3}  TC {:.3}  WT {:.3}  (seed Dice {seed_dice:.3})",
                 dice.et, dice.tc, dice.wt
             ));
+            if let Some(case) = preview_case
+                .as_ref()
+                .filter(|_| (epoch + 1) % experiment.preview.every == 0)
+            {
+                let predicted = match preview.take() {
+                    Some(p) => p,
+                    None => predict_case(&net, case, window, experiment.validate.overlap, &weights),
+                };
+                let path = write_preview(run, case, epoch + 1, &predicted)?;
+                events.emit(&Event::PreviewWritten {
+                    time: Utc::now(),
+                    epoch: epoch + 1,
+                    case: case.header.id.clone(),
+                    path,
+                })?;
+            }
             best = state.scheduler.observe(config, dice.mean());
             if best {
                 state.best_dice = Some(dice);
@@ -397,10 +430,25 @@ fn batch_labels_predicted(net: &UNet, batch: &Batch) -> Vec<u8> {
     infer::labels_of(&logits)
 }
 
-/// Whole-case Dice per region of one validation case.
-fn validate_case(net: &UNet, case: &Arc<CachedCase>, window: [i64; 3], overlap: f64, weights: &Tensor) -> RegionScores {
+/// The predicted labels of a whole cached case (cropped grid, x fastest).
+fn predict_case(net: &UNet, case: &Arc<CachedCase>, window: [i64; 3], overlap: f64, weights: &Tensor) -> Vec<u8> {
     let volume = infer::case_tensor(case);
     let probabilities = infer::sliding_window(net, &volume, [window[2], window[1], window[0]], overlap, weights);
-    let predicted = infer::labels_of(&probabilities);
-    metrics::region_dice(&predicted, case.labels().unwrap_or(&[]))
+    infer::labels_of(&probabilities)
+}
+
+/// Writes a preview prediction on the case's original grid, with its source geometry, as
+/// `preview/epoch-NNNN.nii.gz`; returns the path relative to the run directory.
+fn write_preview(run: &RunDir, case: &CachedCase, epoch: u32, predicted: &[u8]) -> anyhow::Result<String> {
+    let header = &case.header;
+    let full = segtop::data::preprocess::uncrop(predicted, header.shape, header.origin, header.original_shape);
+    let reference = header
+        .sources
+        .first()
+        .map(|s| s.path.clone())
+        .context("the cached case names no source file")?;
+    let name = format!("epoch-{epoch:04}.nii.gz");
+    segtop::data::volume::write_labels_like(&reference, &run.preview().join(&name), header.original_shape, &full)
+        .with_context(|| format!("cannot write the preview {name}"))?;
+    Ok(format!("{}/{name}", RunDir::PREVIEW))
 }

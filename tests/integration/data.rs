@@ -524,7 +524,7 @@ fn bad_cases_stop_the_dataset_unless_skipped() {
 
 /// A Python that has nibabel, if there is one: `python3`, with SEGTOP_TEST_PYTHONPATH (set by
 /// `quickstart.sh test`) on its path.
-fn python_with_nibabel() -> Option<std::process::Command> {
+pub fn python_with_nibabel() -> Option<std::process::Command> {
     let make = || {
         let mut command = std::process::Command::new("python3");
         if let Some(path) = std::env::var_os("SEGTOP_TEST_PYTHONPATH") {

@@ -95,6 +95,59 @@ fn a_tiny_run_writes_a_complete_run_directory() {
     ));
     let dice = last_validation(&events);
     assert!((0.0..=1.0).contains(&dice.wt));
+
+    // A preview per validation, on the source grid with the source's affine.
+    let previews: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PreviewWritten { case, path, .. } => Some((case.clone(), path.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(previews.len(), 2);
+    let (case, path) = &previews[1];
+    assert_eq!(path, "preview/epoch-0002.nii.gz");
+    let preview = segtop::data::volume::read_volume(&run.join(path)).expect("a readable NIfTI");
+    let source =
+        segtop::data::volume::read_volume(&dir.path().join(format!("data/{case}/{case}-t1n.nii.gz"))).expect("source");
+    assert_eq!(preview.shape, [48, 48, 32]);
+    assert_eq!(preview.affine, source.affine);
+    assert!(preview.data.iter().all(|&l| [0.0, 1.0, 2.0, 3.0].contains(&l)));
+
+    // predict writes one segmentation per case, on each case's grid, with its affine.
+    let out = dir.path().join("predictions");
+    let output = trainer(dir.path())
+        .args(["predict", "--run"])
+        .arg(&run)
+        .args(["--cases", "data", "--out"])
+        .arg(&out)
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for index in 1..=4 {
+        let id = format!("BraTS-SSA-9000{index}-000");
+        let written = out.join(format!("{id}.nii.gz"));
+        let labels = segtop::data::volume::read_volume(&written).expect("readable");
+        let source =
+            segtop::data::volume::read_volume(&dir.path().join(format!("data/{id}/{id}-t2f.nii.gz"))).expect("source");
+        assert_eq!((labels.shape, labels.affine), (source.shape, source.affine), "{id}");
+        assert!(labels.data.iter().all(|&l| [0.0, 1.0, 2.0, 3.0].contains(&l)), "{id}");
+        if let Some(mut python) = crate::data::python_with_nibabel() {
+            let script = "import sys, nibabel as nib, numpy as np\n\
+                p, s = nib.load(sys.argv[1]), nib.load(sys.argv[2])\n\
+                assert p.shape == s.shape and np.allclose(p.affine, s.affine), (p.shape, p.affine)\n\
+                assert set(np.unique(np.asarray(p.dataobj))) <= {0, 1, 2, 3}";
+            let source = dir.path().join(format!("data/{id}/{id}-t2f.nii.gz"));
+            let status = python
+                .arg("-c")
+                .arg(script)
+                .arg(&written)
+                .arg(&source)
+                .status()
+                .expect("python runs");
+            assert!(status.success(), "nibabel disagrees about {id}");
+        }
+    }
 }
 
 #[test]
@@ -160,4 +213,48 @@ fn a_run_killed_mid_training_resumes_to_the_same_result() {
     for (a, b) in [(got.et, expected.et), (got.tc, expected.tc), (got.wt, expected.wt)] {
         assert!((a - b).abs() < 1e-6, "resumed {got:?} vs uninterrupted {expected:?}");
     }
+}
+
+#[test]
+fn sigterm_checkpoints_and_stops_with_its_own_exit_code() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = experiment(dir.path(), 200);
+    let mut child = trainer(dir.path())
+        .arg("train")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        let stepping = dir
+            .path()
+            .join("runs")
+            .read_dir()
+            .ok()
+            .and_then(|mut runs| runs.next())
+            .and_then(|run| run.ok())
+            .is_some_and(|run| events(&run.path()).iter().any(|e| matches!(e, Event::Step { .. })));
+        if stepping {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let code = child.wait().expect("exits").code();
+    assert_eq!(code, Some(3));
+    let events = events(&only_run(dir.path()));
+    assert!(events.iter().any(|e| matches!(e, Event::Checkpoint { .. })));
+    assert!(matches!(
+        events.last(),
+        Some(Event::RunFinished {
+            outcome: segtop::events::Outcome::Stopped,
+            ..
+        })
+    ));
 }
