@@ -31,7 +31,7 @@ case "${1:-demo}" in
         # nibabel, for the test that reads synthetic cases with it too (skipped without it).
         pylib=target/test-python
         if [ ! -d "$pylib/nibabel" ]; then
-            python3 -m pip install --quiet --disable-pip-version-check --target "$pylib" 'nibabel==5.4.2' 'numpy<3' ||
+            PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --target "$pylib" 'nibabel==5.4.2' 'numpy<3' ||
                 echo "quickstart: could not install nibabel; the nibabel cross-check test will be skipped" >&2
         fi
         SEGTOP_TEST_PYTHONPATH="$PWD/$pylib" cargo test --release
