@@ -82,6 +82,15 @@ pub enum Event {
         patches_per_s: f64,
         seconds: f64,
     },
+    /// The trainer's own use of the machine, every few seconds, so runs on other machines
+    /// (a cluster node) show it too.
+    Resources {
+        time: DateTime<Utc>,
+        /// Percent of one core (200 = two cores busy).
+        cpu_percent: f64,
+        rss_mb: f64,
+        peak_rss_mb: f64,
+    },
     EpochEnd {
         time: DateTime<Utc>,
         epoch: u32,
@@ -145,6 +154,7 @@ impl Event {
         match self {
             Event::RunStarted { time, .. }
             | Event::Step { time, .. }
+            | Event::Resources { time, .. }
             | Event::EpochEnd { time, .. }
             | Event::Validation { time, .. }
             | Event::PreviewWritten { time, .. }

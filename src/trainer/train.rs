@@ -57,13 +57,59 @@ pub fn threads(experiment: &Experiment) -> u32 {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
 }
 
-fn say(line: &str) {
-    println!("{} {line}", chrono::Local::now().format("%H:%M:%S"));
+/// What the trainer shows in the foreground: timestamped lines, and on a terminal a progress
+/// bar for the current epoch (step, loss, patches/s, time left in the run).
+struct Console {
+    bar: indicatif::ProgressBar,
+}
+
+impl Console {
+    fn new() -> Console {
+        use std::io::IsTerminal;
+        let bar = if std::io::stdout().is_terminal() {
+            let style = indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:24}] {pos}/{len}  {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> ");
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stdout()).with_style(style)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        Console { bar }
+    }
+
+    fn line(&self, text: &str) {
+        let line = format!("{} {text}", chrono::Local::now().format("%H:%M:%S"));
+        if self.bar.is_hidden() {
+            println!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
+    fn epoch(&self, epoch: u32, epochs: u32, steps: u32) {
+        self.bar.set_prefix(format!("{epoch}/{epochs}"));
+        self.bar.set_length(u64::from(steps));
+        self.bar.set_position(0);
+    }
+
+    fn step(&self, step: u32, loss: f64, patches_per_s: f64, seconds_left: f64) {
+        self.bar.set_position(u64::from(step));
+        let left = seconds_left.max(0.0).round() as u64;
+        let left = if left < 3600 {
+            format!("{}m{:02}s", left / 60, left % 60)
+        } else {
+            format!("{}h{:02}m", left / 3600, left / 60 % 60)
+        };
+        self.bar
+            .set_message(format!("loss {loss:.4}  {patches_per_s:.2} patches/s  {left} left"));
+    }
 }
 
 /// Trains `experiment` in `run`, from its latest checkpoint when `resume`.
 pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBool) -> anyhow::Result<Finish> {
     let started = Instant::now();
+    let console = Console::new();
+    let say = |text: &str| console.line(text);
     let threads = threads(experiment);
     tch::set_num_threads(threads as i32);
     let config = &experiment.train;
@@ -184,6 +230,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
         resumed_from,
     })?;
 
+    let _resources = ResourceReporter::spawn(&run.events())?;
     let window = experiment.validate.window.map(i64::from);
     let weights = infer::gaussian_weights([window[2], window[1], window[0]], experiment.validate.gaussian);
     let mut last_batch: Option<(Vec<u8>, Vec<u8>)> = None;
@@ -214,6 +261,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
             prefetcher.recycle(batch);
         }
         let epoch_start = Instant::now() - std::time::Duration::from_secs_f64(state.epoch_seconds);
+        console.epoch(epoch + 1, config.epochs, steps_per_epoch);
         while state.step < steps_per_epoch {
             let step_start = Instant::now();
             let batch = prefetcher.next().context("the sampler stopped")?;
@@ -230,6 +278,14 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
             }
             prefetcher.recycle(batch);
             let seconds = step_start.elapsed().as_secs_f64();
+            let steps_left = u64::from(config.epochs - epoch) * u64::from(steps_per_epoch) - u64::from(state.step);
+            let mean_step = epoch_start.elapsed().as_secs_f64() / f64::from(state.step);
+            console.step(
+                state.step,
+                value,
+                batch_size as f64 / seconds.max(1e-9),
+                steps_left as f64 * mean_step,
+            );
             events.emit(&Event::Step {
                 time: Utc::now(),
                 epoch: epoch + 1,
@@ -451,4 +507,83 @@ fn write_preview(run: &RunDir, case: &CachedCase, epoch: u32, predicted: &[u8]) 
     segtop::data::volume::write_labels_like(&reference, &run.preview().join(&name), header.original_shape, &full)
         .with_context(|| format!("cannot write the preview {name}"))?;
     Ok(format!("{}/{name}", RunDir::PREVIEW))
+}
+
+/// How often the trainer reports its own CPU and memory.
+const RESOURCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A thread that appends a `resources` event every few seconds until dropped.
+struct ResourceReporter {
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ResourceReporter {
+    fn spawn(events: &std::path::Path) -> anyhow::Result<ResourceReporter> {
+        let mut log = EventLog::open(events)?;
+        let done = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&done);
+        let thread = std::thread::Builder::new().name("resources".into()).spawn(move || {
+            use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+            let pid = Pid::from_u32(std::process::id());
+            let Ok(mut system) = System::new() else {
+                return;
+            };
+            let refresh = |system: &mut System| {
+                system.refresh_processes_specifics(
+                    ProcessesToUpdate::Some(&[pid]),
+                    true,
+                    ProcessRefreshKind::nothing().with_cpu().with_memory(),
+                );
+            };
+            refresh(&mut system);
+            let mut peak = 0.0f64;
+            loop {
+                // Sleep in short slices so dropping the reporter ends the thread promptly.
+                let wake = Instant::now() + RESOURCE_INTERVAL;
+                while Instant::now() < wake {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                refresh(&mut system);
+                let Some(process) = system.process(pid) else {
+                    return;
+                };
+                let rss_mb = process.memory() as f64 / 1e6;
+                peak = peak.max(rss_mb).max(peak_rss_mb().unwrap_or(0.0));
+                let event = Event::Resources {
+                    time: Utc::now(),
+                    cpu_percent: f64::from(process.cpu_usage()),
+                    rss_mb,
+                    peak_rss_mb: peak,
+                };
+                if log.emit(&event).is_err() {
+                    return;
+                }
+            }
+        })?;
+        Ok(ResourceReporter {
+            done,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ResourceReporter {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The kernel's record of this process's peak resident size (Linux), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0 / 1e6)
 }
