@@ -44,6 +44,31 @@ fn only_run(dir: &Path) -> PathBuf {
     runs[0].clone()
 }
 
+/// Starts training `experiment` in `dir` in the background and waits (up to 5 minutes) until
+/// its events satisfy `ready`.
+fn start_and_wait(dir: &Path, experiment: &Path, ready: impl Fn(&[Event]) -> bool) -> std::process::Child {
+    let child = trainer(dir)
+        .arg("train")
+        .arg(experiment)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        let run = dir
+            .join("runs")
+            .read_dir()
+            .ok()
+            .and_then(|mut runs| runs.next())
+            .and_then(|run| run.ok());
+        if run.is_some_and(|run| ready(&events(&run.path()))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 fn last_validation(events: &[Event]) -> segtop::events::RegionScores {
     events
         .iter()
@@ -162,31 +187,9 @@ fn a_run_killed_mid_training_resumes_to_the_same_result() {
     // The same, killed with SIGKILL after its first checkpoint, then resumed.
     let broken = tempfile::tempdir().expect("temp dir");
     let path = experiment(broken.path(), 3);
-    let mut child = trainer(broken.path())
-        .arg("train")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let checkpointed = broken
-            .path()
-            .join("runs")
-            .read_dir()
-            .ok()
-            .and_then(|mut runs| runs.next())
-            .and_then(|run| run.ok())
-            .is_some_and(|run| {
-                events(&run.path())
-                    .iter()
-                    .any(|e| matches!(e, Event::Checkpoint { .. }))
-            });
-        if checkpointed || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = start_and_wait(broken.path(), &path, |events| {
+        events.iter().any(|e| matches!(e, Event::Checkpoint { .. }))
+    });
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     let run = only_run(broken.path());
@@ -219,27 +222,9 @@ fn a_run_killed_mid_training_resumes_to_the_same_result() {
 fn sigterm_checkpoints_and_stops_with_its_own_exit_code() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = experiment(dir.path(), 200);
-    let mut child = trainer(dir.path())
-        .arg("train")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while Instant::now() < deadline {
-        let stepping = dir
-            .path()
-            .join("runs")
-            .read_dir()
-            .ok()
-            .and_then(|mut runs| runs.next())
-            .and_then(|run| run.ok())
-            .is_some_and(|run| events(&run.path()).iter().any(|e| matches!(e, Event::Step { .. })));
-        if stepping {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = start_and_wait(dir.path(), &path, |events| {
+        events.iter().any(|e| matches!(e, Event::Step { .. }))
+    });
     let status = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
