@@ -198,6 +198,78 @@ impl EventLog {
     }
 }
 
+/// Reads a growing `events.jsonl` incrementally: each [`EventTail::poll`] returns the records
+/// appended since the last one, reading only the new bytes. A last line without its newline
+/// is kept until the rest arrives; a line that is not a record becomes a warning naming the
+/// file and line, and reading goes on.
+#[derive(Debug)]
+pub struct EventTail {
+    path: std::path::PathBuf,
+    offset: u64,
+    /// 1-based number of the next complete line.
+    line: u64,
+    partial: Vec<u8>,
+}
+
+impl EventTail {
+    pub fn new(path: impl Into<std::path::PathBuf>) -> EventTail {
+        EventTail {
+            path: path.into(),
+            offset: 0,
+            line: 1,
+            partial: Vec::new(),
+        }
+    }
+
+    /// New records, and warnings for lines that could not be read. A missing file is no
+    /// records yet; a file that shrank (replaced or truncated) is read again from the start.
+    pub fn poll(&mut self) -> std::io::Result<(Vec<Event>, Vec<String>)> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut warnings = Vec::new();
+        let mut file = match std::fs::File::open(&self.path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), warnings)),
+            Err(error) => return Err(error),
+        };
+        let length = file.metadata()?.len();
+        if length < self.offset {
+            warnings.push(format!(
+                "{}: the file shrank; reading it again from the start",
+                self.path.display()
+            ));
+            *self = EventTail::new(self.path.clone());
+        }
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut fresh = Vec::new();
+        file.take(length - self.offset).read_to_end(&mut fresh)?;
+        self.offset += fresh.len() as u64;
+        self.partial.extend_from_slice(&fresh);
+        let mut events = Vec::new();
+        let mut consumed = 0;
+        while let Some(end) = self.partial[consumed..].iter().position(|&b| b == b'\n') {
+            let line = &self.partial[consumed..consumed + end];
+            consumed += end + 1;
+            let number = self.line;
+            self.line += 1;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match std::str::from_utf8(line)
+                .map_err(|e| e.to_string())
+                .and_then(|text| Event::from_line(text).map_err(|e| e.to_string()))
+            {
+                Ok(event) => events.push(event),
+                Err(why) => warnings.push(format!(
+                    "{}:{number}: not an event record ({why}); skipped",
+                    self.path.display()
+                )),
+            }
+        }
+        self.partial.drain(..consumed);
+        Ok((events, warnings))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +316,57 @@ mod tests {
         };
         assert_eq!(outcome, Outcome::Failed);
         assert_eq!(reason.as_deref(), Some("out of memory"));
+    }
+
+    fn step(epoch: u32) -> Event {
+        Event::Step {
+            time: DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z")
+                .expect("valid date")
+                .to_utc(),
+            epoch,
+            step: 1,
+            loss: 0.5,
+            loss_parts: BTreeMap::new(),
+            lr: 1e-3,
+            patches_per_s: 1.0,
+            seconds: 2.0,
+        }
+    }
+
+    #[test]
+    fn the_tail_reads_only_what_was_appended_and_waits_for_half_lines() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("events.jsonl");
+        let mut tail = EventTail::new(&path);
+        assert_eq!(tail.poll().expect("no file yet").0, []);
+        let mut file = std::fs::File::create(&path).expect("create");
+        let second = step(2).to_line();
+        let (head, rest) = second.split_at(10);
+        write!(file, "{}{head}", step(1).to_line()).expect("write");
+        let (events, warnings) = tail.poll().expect("reads");
+        assert_eq!((events, warnings.len()), (vec![step(1)], 0));
+        write!(file, "{rest}not json\n{}", step(3).to_line()).expect("write");
+        let (events, warnings) = tail.poll().expect("reads");
+        assert_eq!(events, [step(2), step(3)]);
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].ends_with("events.jsonl:3: not an event record (expected ident at line 1 column 2); skipped"),
+            "{warnings:?}"
+        );
+        assert_eq!(tail.poll().expect("reads").0, []);
+    }
+
+    #[test]
+    fn a_replaced_file_is_read_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, format!("{}{}", step(1).to_line(), step(2).to_line())).expect("write");
+        let mut tail = EventTail::new(&path);
+        assert_eq!(tail.poll().expect("reads").0.len(), 2);
+        std::fs::write(&path, step(7).to_line()).expect("replace");
+        let (events, warnings) = tail.poll().expect("reads");
+        assert_eq!(events, [step(7)]);
+        assert_eq!(warnings.len(), 1);
     }
 }
