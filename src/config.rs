@@ -41,8 +41,8 @@ impl fmt::Display for Diagnostic {
 /// Why a configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: cannot read: {error}", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{}", join_lines(.0))]
     Invalid(Vec<Diagnostic>),
 }
@@ -104,9 +104,9 @@ impl<'a> Source<'a> {
 
     /// Reads and parses the file at `path` into the raw type `R`.
     pub fn read<R: DeserializeOwned>(path: &Path) -> Result<(R, String), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let (raw, _) = Source::parse::<R>(path, &text)?;
         Ok((raw, text))

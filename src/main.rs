@@ -241,7 +241,7 @@ fn check_experiments(workspace: &Workspace, files: &[PathBuf], quiet: bool) -> b
                     "{}",
                     ConfigError::Read {
                         path: path.clone(),
-                        source
+                        error: source
                     }
                 );
                 all_ok = false;
@@ -301,11 +301,28 @@ fn choose_theme(workspace: &Workspace, name: Option<&str>) -> anyhow::Result<The
         });
     };
     let as_path = Path::new(name);
-    let path = if as_path.extension().is_some_and(|e| e == "toml") || as_path.components().count() > 1 {
-        as_path.to_path_buf()
-    } else {
-        workspace.theme_file(name)
-    };
+    if as_path.extension().is_some_and(|e| e == "toml") || as_path.components().count() > 1 {
+        return Ok(Theme::load(as_path)?);
+    }
+    let path = workspace.theme_file(name);
+    if !path.exists() {
+        let mut names: Vec<String> = std::fs::read_dir(workspace.themes_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.path().file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .collect();
+        names.sort();
+        bail!(
+            "--theme '{name}': no {} (themes here: {})",
+            path.display(),
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+    }
     Ok(Theme::load(&path)?)
 }
 

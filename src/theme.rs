@@ -148,9 +148,9 @@ struct RawSeries {
 impl Theme {
     /// Reads and checks the theme file at `path`.
     pub fn load(path: &Path) -> Result<Theme, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Theme::parse(path, &text)
     }

@@ -70,8 +70,8 @@ pub struct CacheHeader {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{}: not a segtop cache file ({why}); delete it to rebuild", path.display())]
     Corrupt { path: PathBuf, why: String },
 }
@@ -88,7 +88,7 @@ impl CachedCase {
     pub fn open(path: &Path) -> Result<CachedCase, CacheError> {
         let io = |source| CacheError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         };
         let corrupt = |why: &str| CacheError::Corrupt {
             path: path.to_path_buf(),
@@ -152,7 +152,7 @@ impl CachedCase {
 pub fn write(path: &Path, case: &Prepared, settings: &str, sources: Vec<SourceStamp>) -> Result<(), CacheError> {
     let io = |source| CacheError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;

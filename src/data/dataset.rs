@@ -24,8 +24,8 @@ const PREPROCESS_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    #[error("{}: cannot list the dataset folder: {source}", root.display())]
-    Unreadable { root: PathBuf, source: std::io::Error },
+    #[error("{}: cannot list the dataset folder: {error}", root.display())]
+    Unreadable { root: PathBuf, error: std::io::Error },
     #[error("{}: no BraTS cases found (files named like BraTS-SSA-00002-000-t1n.nii.gz or BraTS2021_00000_t1.nii.gz)", .0.display())]
     Empty(PathBuf),
     #[error("{} of {total} cases cannot be used (set data.skip_bad_cases = true to train without them):\n  {}", problems.len(), problems.join("\n  "))]
@@ -74,7 +74,7 @@ pub fn open(
 ) -> Result<Dataset, DatasetError> {
     let found = case::discover(&config.root, config.layout).map_err(|source| DatasetError::Unreadable {
         root: config.root.clone(),
-        source,
+        error: source,
     })?;
     if found.cases.is_empty() {
         return Err(DatasetError::Empty(config.root.clone()));

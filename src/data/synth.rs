@@ -26,10 +26,10 @@ pub const MODALITIES: [Modality; 4] = [Modality::T1n, Modality::T1c, Modality::T
 
 #[derive(Debug, thiserror::Error)]
 pub enum SynthError {
-    #[error("{}: cannot write: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{}: cannot write NIfTI: {source}", path.display())]
-    Nifti { path: PathBuf, source: nifti::NiftiError },
+    #[error("{}: cannot write: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
+    #[error("{}: cannot write NIfTI: {error}", path.display())]
+    Nifti { path: PathBuf, error: nifti::NiftiError },
 }
 
 /// One generated case, voxels in NIfTI order (x fastest).
@@ -297,7 +297,7 @@ pub fn brats_header(shape: [usize; 3]) -> NiftiHeader {
 pub fn write_case(out: &Path, case: &SynthCase) -> Result<PathBuf, SynthError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| SynthError::Io { path, source }
+        move |error| SynthError::Io { path, error }
     };
     let final_dir = out.join(&case.id);
     // The process id keeps two writers of the same dataset (two dashboards) apart.
@@ -307,7 +307,7 @@ pub fn write_case(out: &Path, case: &SynthCase) -> Result<PathBuf, SynthError> {
     }
     std::fs::create_dir_all(&partial).map_err(io(&partial))?;
     let header = brats_header(case.shape);
-    let write = |path: PathBuf, result: nifti::Result<()>| result.map_err(|source| SynthError::Nifti { path, source });
+    let write = |path: PathBuf, result: nifti::Result<()>| result.map_err(|error| SynthError::Nifti { path, error });
     for (modality, image) in MODALITIES.iter().zip(&case.images) {
         let path = partial.join(format!("{}-{}.nii.gz", case.id, crate::config::Choice::name(*modality)));
         write(
@@ -361,7 +361,7 @@ pub fn write_dataset(
 ) -> Result<Vec<PathBuf>, SynthError> {
     let io = |source| SynthError::Io {
         path: out.to_path_buf(),
-        source,
+        error: source,
     };
     std::fs::create_dir_all(out).map_err(io)?;
     let next = std::sync::atomic::AtomicU32::new(0);
