@@ -57,6 +57,14 @@ impl ConfigError {
     }
 }
 
+/// The text of a configuration file, or an error naming it.
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
 fn join_lines(diagnostics: &[Diagnostic]) -> String {
     let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
     lines.join("\n")
@@ -100,16 +108,6 @@ impl<'a> Source<'a> {
                 Err(ConfigError::Invalid(vec![source.at_offset(offset, message)]))
             }
         }
-    }
-
-    /// Reads and parses the file at `path` into the raw type `R`.
-    pub fn read<R: DeserializeOwned>(path: &Path) -> Result<(R, String), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.to_path_buf(),
-            error,
-        })?;
-        let (raw, _) = Source::parse::<R>(path, &text)?;
-        Ok((raw, text))
     }
 
     /// The spans of a file already known to parse, for locating keys in it.

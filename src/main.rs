@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
-use segtop::config::{Choice, ConfigError, Source};
+use segtop::config::{Choice, Source};
 use segtop::experiment::{Axis, Experiment, Layout, Modality};
 use segtop::render::ColorMode;
 use segtop::theme::Theme;
@@ -234,16 +234,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn check_experiments(workspace: &Workspace, files: &[PathBuf], quiet: bool) -> bool {
     let mut all_ok = true;
     for (i, path) in files.iter().enumerate() {
-        let text = match std::fs::read_to_string(path) {
+        let text = match segtop::config::read_text(path) {
             Ok(text) => text,
-            Err(source) => {
-                eprintln!(
-                    "{}",
-                    ConfigError::Read {
-                        path: path.clone(),
-                        error: source
-                    }
-                );
+            Err(error) => {
+                eprintln!("{error}");
                 all_ok = false;
                 continue;
             }

@@ -148,11 +148,7 @@ struct RawSeries {
 impl Theme {
     /// Reads and checks the theme file at `path`.
     pub fn load(path: &Path) -> Result<Theme, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.to_path_buf(),
-            error,
-        })?;
-        Theme::parse(path, &text)
+        Theme::parse(path, &crate::config::read_text(path)?)
     }
 
     /// Parses and checks theme text that was read from `path`.

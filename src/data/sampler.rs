@@ -151,7 +151,7 @@ impl Sampler {
 
     /// Brightness, gamma and noise, each channel drawn separately.
     fn intensity(&mut self, images: &mut [f32]) {
-        let a = self.augment.clone();
+        let a = &self.augment;
         if !a.enabled {
             return;
         }

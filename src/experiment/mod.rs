@@ -446,11 +446,7 @@ impl Experiment {
     /// Reads, parses and checks the experiment file at `path`; relative paths inside it
     /// are resolved against `workspace`.
     pub fn load(path: &Path, workspace: &Path) -> Result<Experiment, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.to_path_buf(),
-            error,
-        })?;
-        Experiment::parse(path, &text, workspace)
+        Experiment::parse(path, &crate::config::read_text(path)?, workspace)
     }
 
     /// Parses and checks experiment text that was read from `path`.

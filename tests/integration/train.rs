@@ -29,6 +29,12 @@ fn trainer(dir: &Path) -> Command {
     command
 }
 
+/// Runs the trainer to its end and insists that it succeeded.
+fn succeed(command: &mut Command) {
+    let output = command.output().expect("the trainer runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
 fn events(run: &Path) -> Vec<Event> {
     let text = std::fs::read_to_string(run.join("events.jsonl")).unwrap_or_default();
     text.lines().filter_map(|line| Event::from_line(line).ok()).collect()
@@ -84,8 +90,7 @@ fn last_validation(events: &[Event]) -> segtop::events::RegionScores {
 fn a_tiny_run_writes_a_complete_run_directory() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = experiment(dir.path(), 2);
-    let output = trainer(dir.path()).arg("train").arg(&path).output().expect("runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    succeed(trainer(dir.path()).arg("train").arg(&path));
     let run = only_run(dir.path());
     assert!(run.file_name().expect("name").to_string_lossy().ends_with("-tiny"));
     for file in [
@@ -141,14 +146,13 @@ fn a_tiny_run_writes_a_complete_run_directory() {
 
     // predict writes one segmentation per case, on each case's grid, with its affine.
     let out = dir.path().join("predictions");
-    let output = trainer(dir.path())
-        .args(["predict", "--run"])
-        .arg(&run)
-        .args(["--cases", "data", "--out"])
-        .arg(&out)
-        .output()
-        .expect("runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    succeed(
+        trainer(dir.path())
+            .args(["predict", "--run"])
+            .arg(&run)
+            .args(["--cases", "data", "--out"])
+            .arg(&out),
+    );
     for index in 1..=4 {
         let id = format!("BraTS-SSA-9000{index}-000");
         let written = out.join(format!("{id}.nii.gz"));
@@ -180,8 +184,7 @@ fn a_run_killed_mid_training_resumes_to_the_same_result() {
     // The uninterrupted run.
     let straight = tempfile::tempdir().expect("temp dir");
     let path = experiment(straight.path(), 3);
-    let output = trainer(straight.path()).arg("train").arg(&path).output().expect("runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    succeed(trainer(straight.path()).arg("train").arg(&path));
     let expected = last_validation(&events(&only_run(straight.path())));
 
     // The same, killed with SIGKILL after its first checkpoint, then resumed.
@@ -197,13 +200,7 @@ fn a_run_killed_mid_training_resumes_to_the_same_result() {
         !events(&run).iter().any(|e| matches!(e, Event::RunFinished { .. })),
         "finished before the kill"
     );
-    let output = trainer(broken.path())
-        .arg("train")
-        .arg("--resume")
-        .arg(&run)
-        .output()
-        .expect("resumes");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    succeed(trainer(broken.path()).arg("train").arg("--resume").arg(&run));
     let resumed = events(&run);
     assert!(resumed.iter().any(|e| matches!(
         e,
@@ -253,12 +250,11 @@ fn training_learns_the_synthetic_tumours() {
                 [train]\npatch_size = [24, 24, 24]\nbatch_size = 2\nepochs = 10\npatches_per_epoch = 16\nlr = 3e-3\nwarmup_epochs = 0\n\
                 [validate]\nevery = 1\n[run]\nname = \"learn\"\n";
     std::fs::write(dir.path().join("learn.toml"), text).expect("write");
-    let output = trainer(dir.path())
-        .env("SEGTOP_THREADS", "2")
-        .args(["train", "learn.toml"])
-        .output()
-        .expect("runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    succeed(
+        trainer(dir.path())
+            .env("SEGTOP_THREADS", "2")
+            .args(["train", "learn.toml"]),
+    );
     let wt: Vec<f64> = events(&only_run(dir.path()))
         .iter()
         .filter_map(|e| match e {
