@@ -14,7 +14,7 @@ use segtop::data::synth;
 use segtop::experiment::{Axis, Layout, Modality};
 use segtop::render::{self, ColorMode, Palette};
 
-fn progress_bar(total: usize, what: &str) -> indicatif::ProgressBar {
+pub fn progress_bar(total: usize, what: &str) -> indicatif::ProgressBar {
     let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}, {elapsed} (eta {eta})")
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> ");

@@ -1,3 +1,4 @@
 //! The `segtop` commands other than the dashboard.
 
 pub mod data;
+pub mod eval;

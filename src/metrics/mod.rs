@@ -3,6 +3,17 @@
 
 use crate::events::RegionScores;
 
+pub mod brats;
+mod edt;
+pub mod grid;
+pub mod surface;
+
+use grid::Grid;
+
+/// The HD95 that a missed region or a region predicted where there is none scores (the BraTS
+/// reference's penalty).
+pub const HD95_PENALTY: f64 = 374.0;
+
 /// Whether a label belongs to a region.
 pub type InRegion = fn(u8) -> bool;
 
@@ -35,6 +46,32 @@ pub fn region_dice(prediction: &[u8], truth: &[u8]) -> RegionScores {
         et: dice(counts[0]),
         tc: dice(counts[1]),
         wt: dice(counts[2]),
+    }
+}
+
+/// HD95 in mm of each region on the plain region masks (no lesion grouping), the way the
+/// `surface_distance` package computes it: 0 when both are empty, [`HD95_PENALTY`] when one is.
+pub fn region_hd95(shape: [usize; 3], spacing: [f64; 3], prediction: &[u8], truth: &[u8]) -> RegionScores {
+    let grid = Grid::new(shape);
+    let hd95 = |inside: InRegion| {
+        let voxels = |map: &[u8]| -> Vec<(usize, u8)> {
+            map.iter()
+                .enumerate()
+                .filter(|(_, l)| inside(**l))
+                .map(|(i, _)| (i, 1))
+                .collect()
+        };
+        let (p, t) = (voxels(prediction), voxels(truth));
+        if p.is_empty() && t.is_empty() {
+            return 0.0;
+        }
+        let hd = surface::robust_hausdorff(&surface::surfel_distances(grid, spacing, &t, &p), 95.0);
+        if hd.is_finite() { hd } else { HD95_PENALTY }
+    };
+    RegionScores {
+        et: hd95(REGIONS[0].1),
+        tc: hd95(REGIONS[1].1),
+        wt: hd95(REGIONS[2].1),
     }
 }
 

@@ -1,0 +1,594 @@
+//! The BraTS 2024 evaluation: lesion-wise Dice, HD95 and NSD, and the "legacy" whole-region
+//! metrics, computed as the official reference code (`metrics_SSA.py` and its siblings for GLI,
+//! PED, MEN and MET) computes them, including its quirks, so that numbers compare with the
+//! leaderboards. Per region:
+//!
+//! 1. Lesions: the region's voxels grouped by 26-connected components of the region dilated
+//!    with the 18-neighbourhood (`dilation` times). In the prediction, lesions of at most
+//!    `pred_min_voxels` voxels are deleted first.
+//! 2. Some regions merge lesions that touch the same lesion of a partner region (ET lesions
+//!    around one necrotic core become one lesion).
+//! 3. Every ground-truth lesion is matched with the predicted lesions that meet its dilation;
+//!    Dice, HD95 and NSD are computed between the two. Unmatched predicted lesions are false
+//!    positives (Dice 0, HD95 at the penalty); ground-truth lesions of at most `gt_min_volume`
+//!    mm^3 are left out. The case score is the sum over lesions over (lesions + false positives).
+//!
+//! The legacy metrics are computed on the lesion maps after step 2, as the reference does:
+//! small predicted lesions no longer count, and its sensitivity and specificity compare
+//! lesion numbers (only voxels of lesion 1 count as true positives), as does its HD95 through
+//! an 8-bit copy of the lesion map. segtop reproduces those numbers rather than correcting them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use super::grid::{Bounds, BoxMask, Grid, NEIGHBOURS_18, lesions_by_dilation};
+use super::surface::{border_distances, normalised_surface_dice, robust_hausdorff, surfel_distances};
+
+/// The BraTS 2024 challenges whose evaluation parameters segtop knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Challenge {
+    /// Sub-Saharan Africa (BraTS-Africa): labels 1 NETC, 2 SNFH, 3 ET.
+    Ssa,
+    /// Adult glioma: adds 4 resection cavity.
+    Gli,
+    /// Paediatric tumours: 1 ET, 2 NETC, 3 cystic component, 4 ED.
+    Ped,
+    /// Meningioma.
+    Men,
+    /// Brain metastases: adds 4 resection cavity.
+    Met,
+}
+
+/// How one region is scored.
+#[derive(Debug, Clone)]
+struct RegionRule {
+    name: &'static str,
+    labels: &'static [u8],
+    /// Dilation steps used to group lesions and to match them.
+    dilation: usize,
+    /// Predicted lesions of at most this many voxels are deleted before matching.
+    pred_min_voxels: Option<usize>,
+    /// Ground-truth lesions of at most this volume (mm^3) are not scored.
+    gt_min_volume: f64,
+    /// Whether predicted voxels are grouped by dilation (otherwise plain components).
+    pred_grouped_by_dilation: bool,
+    /// Regions whose touching lesions merge this region's lesions, in order.
+    merge_with: &'static [&'static str],
+}
+
+/// What a missed lesion or false positive costs in HD95.
+#[derive(Debug, Clone, Copy)]
+enum Penalty {
+    Fixed(f64),
+    /// The diagonal of the image in voxels (MET).
+    Diagonal,
+}
+
+struct Rules {
+    regions: Vec<RegionRule>,
+    scored: &'static [&'static str],
+    penalty: Penalty,
+    /// MEN computes the legacy metrics on the plain region masks.
+    legacy_on_masks: bool,
+    labels: &'static [u8],
+}
+
+fn rule(name: &'static str, labels: &'static [u8], dilation: usize, min_voxels: usize, min_volume: f64) -> RegionRule {
+    RegionRule {
+        name,
+        labels,
+        dilation,
+        pred_min_voxels: Some(min_voxels),
+        gt_min_volume: min_volume,
+        pred_grouped_by_dilation: true,
+        merge_with: &[],
+    }
+}
+
+impl Challenge {
+    pub fn name(self) -> &'static str {
+        match self {
+            Challenge::Ssa => "BraTS-SSA",
+            Challenge::Gli => "BraTS-GLI",
+            Challenge::Ped => "BraTS-PED",
+            Challenge::Men => "BraTS-MEN",
+            Challenge::Met => "BraTS-MET",
+        }
+    }
+
+    /// Label values a segmentation may hold.
+    pub fn labels(self) -> &'static [u8] {
+        self.rules().labels
+    }
+
+    /// The scored regions, in the reference's order.
+    pub fn regions(self) -> &'static [&'static str] {
+        self.rules().scored
+    }
+
+    fn rules(self) -> Rules {
+        match self {
+            Challenge::Ssa => Rules {
+                regions: vec![
+                    rule("WT", &[1, 2, 3], 3, 50, 50.0),
+                    rule("TC", &[1, 3], 3, 50, 50.0),
+                    rule("NETC", &[1], 3, 50, 50.0),
+                    RegionRule {
+                        merge_with: &["NETC"],
+                        ..rule("ET", &[3], 3, 50, 50.0)
+                    },
+                ],
+                scored: &["WT", "TC", "ET"],
+                penalty: Penalty::Fixed(374.0),
+                legacy_on_masks: false,
+                labels: &[0, 1, 2, 3],
+            },
+            Challenge::Gli => Rules {
+                // The reference spells SNFH "SFNH" where it picks dilation 5, so SNFH gets 3.
+                regions: vec![
+                    rule("WT", &[1, 2, 3], 3, 20, 20.0),
+                    rule("TC", &[1, 3], 3, 20, 20.0),
+                    RegionRule {
+                        merge_with: &["ET", "RC"],
+                        ..rule("NETC", &[1], 5, 20, 20.0)
+                    },
+                    RegionRule {
+                        merge_with: &["ET", "RC", "NETC"],
+                        ..rule("SNFH", &[2], 3, 20, 20.0)
+                    },
+                    RegionRule {
+                        merge_with: &["NETC", "RC"],
+                        ..rule("ET", &[3], 3, 10, 10.0)
+                    },
+                    RegionRule {
+                        merge_with: &["ET", "NETC"],
+                        ..rule("RC", &[4], 5, 20, 20.0)
+                    },
+                ],
+                scored: &["WT", "TC", "NETC", "SNFH", "ET", "RC"],
+                penalty: Penalty::Fixed(337.0),
+                legacy_on_masks: false,
+                labels: &[0, 1, 2, 3, 4],
+            },
+            Challenge::Ped => Rules {
+                regions: vec![
+                    rule("WT", &[1, 2, 3, 4], 5, 10, 10.0),
+                    rule("TC", &[1, 2, 3], 5, 10, 10.0),
+                    rule("ET", &[1], 5, 10, 10.0),
+                    rule("NETC", &[2], 5, 10, 10.0),
+                    rule("CC", &[3], 5, 10, 10.0),
+                    rule("ED", &[4], 5, 10, 10.0),
+                ],
+                scored: &["WT", "TC", "ET", "NETC", "CC", "ED"],
+                penalty: Penalty::Fixed(374.0),
+                legacy_on_masks: false,
+                labels: &[0, 1, 2, 3, 4],
+            },
+            Challenge::Men => {
+                let plain = |name, labels| RegionRule {
+                    pred_min_voxels: None,
+                    pred_grouped_by_dilation: false,
+                    ..rule(name, labels, 1, 0, 50.0)
+                };
+                Rules {
+                    regions: vec![plain("WT", &[1, 2, 3]), plain("TC", &[1, 3]), plain("ET", &[3])],
+                    scored: &["WT", "TC", "ET"],
+                    penalty: Penalty::Fixed(374.0),
+                    legacy_on_masks: true,
+                    labels: &[0, 1, 2, 3],
+                }
+            }
+            Challenge::Met => Rules {
+                regions: vec![
+                    rule("WT", &[1, 2, 3], 1, 2, 2.0),
+                    rule("TC", &[1, 3], 1, 2, 2.0),
+                    rule("NETC", &[1], 1, 2, 2.0),
+                    RegionRule {
+                        merge_with: &["NETC"],
+                        ..rule("ET", &[3], 1, 2, 2.0)
+                    },
+                    rule("RC", &[4], 1, 2, 2.0),
+                ],
+                scored: &["WT", "TC", "ET", "RC"],
+                penalty: Penalty::Diagonal,
+                legacy_on_masks: false,
+                labels: &[0, 1, 2, 3, 4],
+            },
+        }
+    }
+}
+
+/// The scores of one region of one case, named as in the reference's results table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegionReport {
+    pub region: &'static str,
+    pub lesion_dice: f64,
+    pub lesion_hd95: f64,
+    pub lesion_nsd_05: f64,
+    pub lesion_nsd_10: f64,
+    pub num_tp: usize,
+    pub num_fp: usize,
+    pub num_fn: usize,
+    pub legacy_dice: f64,
+    pub legacy_hd95: f64,
+    pub legacy_nsd_05: f64,
+    pub legacy_nsd_10: f64,
+    pub sensitivity: f64,
+    pub specificity: f64,
+    /// Ground-truth volume in mm^3.
+    pub gt_volume: f64,
+    /// Predicted volume in mm^3, after small predicted lesions were deleted.
+    pub pred_volume: f64,
+    pub lesions: Vec<LesionScore>,
+}
+
+/// One ground-truth lesion and what matched it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LesionScore {
+    /// The lesion's number in the ground truth's lesion map.
+    pub lesion: u32,
+    pub volume: f64,
+    /// Numbers of the predicted lesions that meet its dilation.
+    pub matched: Vec<u32>,
+    pub dice: f64,
+    pub hd95: f64,
+    pub nsd_05: f64,
+    pub nsd_10: f64,
+    /// Whether it is scored (larger than the challenge's threshold).
+    pub counted: bool,
+}
+
+/// A labelled lesion: its number in the lesion map and its voxels (ascending indices).
+#[derive(Debug, Clone, PartialEq)]
+struct Lesion {
+    id: u32,
+    voxels: Vec<usize>,
+}
+
+/// Evaluates one case. `prediction` and `truth` are label maps on `grid` (x fastest) with
+/// voxel `spacing` in mm; labels outside the challenge's set are ignored, as the reference
+/// ignores them.
+pub fn evaluate(
+    challenge: Challenge,
+    grid: Grid,
+    spacing: [f64; 3],
+    prediction: &[u8],
+    truth: &[u8],
+) -> Vec<RegionReport> {
+    let rules = challenge.rules();
+    let penalty = match rules.penalty {
+        Penalty::Fixed(p) => p,
+        Penalty::Diagonal => grid.shape.iter().map(|&n| (n * n) as f64).sum::<f64>().sqrt(),
+    };
+    let masks = |labels: &[u8]| -> [Vec<usize>; 2] {
+        [prediction, truth].map(|map| {
+            map.iter()
+                .enumerate()
+                .filter(|(_, l)| labels.contains(l))
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>()
+        })
+    };
+    // Lesion maps of every region before merging (the reference's `_cc` files).
+    let mut raw: HashMap<&str, [Vec<Lesion>; 2]> = HashMap::new();
+    for region in &rules.regions {
+        let [pred_voxels, gt_voxels] = masks(region.labels);
+        let pred_dilation = if region.pred_grouped_by_dilation {
+            region.dilation
+        } else {
+            0
+        };
+        let mut pred = numbered(lesions_by_dilation(grid, &pred_voxels, pred_dilation));
+        if let Some(min) = region.pred_min_voxels {
+            pred.retain(|l| l.voxels.len() > min);
+        }
+        let gt = numbered(lesions_by_dilation(grid, &gt_voxels, region.dilation));
+        raw.insert(region.name, [pred, gt]);
+    }
+    let mut reports = Vec::new();
+    for name in rules.scored {
+        let Some(region) = rules.regions.iter().find(|r| r.name == *name) else {
+            continue;
+        };
+        let [pred, gt] = [0, 1].map(|side| {
+            let own = raw.get(region.name).map(|r| r[side].clone()).unwrap_or_default();
+            if region.merge_with.is_empty() {
+                return own;
+            }
+            let partners: Vec<&[Lesion]> = region
+                .merge_with
+                .iter()
+                .filter_map(|p| raw.get(p))
+                .map(|r| r[side].as_slice())
+                .collect();
+            merge_touching(grid, own, &partners)
+        });
+        let legacy_masks = rules.legacy_on_masks.then(|| {
+            let [p, t] = masks(region.labels);
+            [vec![Lesion { id: 1, voxels: p }], vec![Lesion { id: 1, voxels: t }]]
+        });
+        let (legacy_pred, legacy_gt) = match &legacy_masks {
+            Some([p, t]) => (p.as_slice(), t.as_slice()),
+            None => (pred.as_slice(), gt.as_slice()),
+        };
+        let mut report = legacy(grid, spacing, region.name, legacy_pred, legacy_gt, penalty);
+        lesion_wise(grid, spacing, region, &pred, &gt, penalty, &mut report);
+        reports.push(report);
+    }
+    reports
+}
+
+fn numbered(groups: Vec<Vec<usize>>) -> Vec<Lesion> {
+    groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, voxels)| Lesion {
+            id: i as u32 + 1,
+            voxels,
+        })
+        .collect()
+}
+
+/// Merges the lesions that touch a partner's lesions, step by step as the reference does:
+/// at each step, when more than one (lesion, partner lesion) pair touches, every touching
+/// lesion takes a new number shared by all lesions whose first touching partner (in sorted
+/// pair order) is the same; then the lesions are renumbered 1, 2, ... in order of number.
+fn merge_touching(grid: Grid, mut lesions: Vec<Lesion>, partners: &[&[Lesion]]) -> Vec<Lesion> {
+    for partner in partners {
+        let pairs = touching(grid, &lesions, partner);
+        if pairs.len() > 1 {
+            lesions = relabel(lesions, &pairs);
+        }
+    }
+    lesions.sort_by_key(|l| l.id);
+    for (i, lesion) in lesions.iter_mut().enumerate() {
+        lesion.id = i as u32 + 1;
+    }
+    lesions
+}
+
+/// The (lesion, partner lesion) pairs that are 18-neighbours somewhere.
+fn touching(grid: Grid, lesions: &[Lesion], partner: &[Lesion]) -> BTreeSet<(u32, u32)> {
+    let owner: HashMap<usize, u32> = partner
+        .iter()
+        .flat_map(|p| p.voxels.iter().map(move |&v| (v, p.id)))
+        .collect();
+    let mut pairs = BTreeSet::new();
+    if owner.is_empty() {
+        return pairs;
+    }
+    for lesion in lesions {
+        for &v in &lesion.voxels {
+            let [x, y, z] = grid.coords(v);
+            for (dx, dy, dz) in NEIGHBOURS_18 {
+                let n = [x as isize + dx, y as isize + dy, z as isize + dz];
+                if (0..3).any(|a| n[a] < 0 || n[a] as usize >= grid.shape[a]) {
+                    continue;
+                }
+                if let Some(&p) = owner.get(&grid.index(n.map(|c| c as usize))) {
+                    pairs.insert((lesion.id, p));
+                }
+            }
+        }
+    }
+    pairs
+}
+
+fn relabel(lesions: Vec<Lesion>, pairs: &BTreeSet<(u32, u32)>) -> Vec<Lesion> {
+    let mut next = lesions.iter().map(|l| l.id).max().unwrap_or(0) + 1;
+    let mut partner_label: HashMap<u32, u32> = HashMap::new();
+    let mut new_label: HashMap<u32, u32> = HashMap::new();
+    for &(lesion, partner) in pairs {
+        let label = *partner_label.entry(partner).or_insert_with(|| {
+            next += 1;
+            next - 1
+        });
+        new_label.entry(lesion).or_insert(label);
+    }
+    let mut merged: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for lesion in lesions {
+        let id = new_label.get(&lesion.id).copied().unwrap_or(lesion.id);
+        merged.entry(id).or_default().extend(lesion.voxels);
+    }
+    merged
+        .into_iter()
+        .map(|(id, mut voxels)| {
+            voxels.sort_unstable();
+            Lesion { id, voxels }
+        })
+        .collect()
+}
+
+fn voxel_volume(spacing: [f64; 3]) -> impl Fn(usize) -> f64 {
+    move |count| count as f64 * spacing[0] * spacing[1] * spacing[2]
+}
+
+fn dice(both: usize, a: usize, b: usize) -> f64 {
+    2.0 * both as f64 / (a + b) as f64
+}
+
+/// The whole-region ("legacy") metrics on two lesion maps.
+fn legacy(
+    grid: Grid,
+    spacing: [f64; 3],
+    region: &'static str,
+    pred: &[Lesion],
+    gt: &[Lesion],
+    penalty: f64,
+) -> RegionReport {
+    let label_of: HashMap<usize, u32> = pred
+        .iter()
+        .flat_map(|l| l.voxels.iter().map(move |&v| (v, l.id)))
+        .collect();
+    let (n_pred, n_gt) = (label_of.len(), gt.iter().map(|l| l.voxels.len()).sum::<usize>());
+    let mut both = 0;
+    let mut both_one = 0;
+    for lesion in gt {
+        for v in &lesion.voxels {
+            if let Some(&p) = label_of.get(v) {
+                both += 1;
+                both_one += usize::from(p == 1 && lesion.id == 1);
+            }
+        }
+    }
+    let (pred_all, gt_all) = (all_voxels(pred), all_voxels(gt));
+    let (dice_score, nsd_05, nsd_10, hd95) = match (n_pred, n_gt) {
+        (0, 0) => (1.0, 1.0, 1.0, 0.0),
+        _ => {
+            let (nsd_05, nsd_10) = if n_pred == 0 || n_gt == 0 {
+                (0.0, 0.0)
+            } else {
+                let (a, b) = border_distances(grid, spacing, &pred_all, &gt_all);
+                (
+                    normalised_surface_dice(&a, &b, 0.5),
+                    normalised_surface_dice(&a, &b, 1.0),
+                )
+            };
+            let bytes = |lesions: &[Lesion]| -> Vec<(usize, u8)> {
+                lesions
+                    .iter()
+                    .flat_map(|l| l.voxels.iter().map(move |&v| (v, l.id as u8)))
+                    .collect()
+            };
+            let hd = robust_hausdorff(&surfel_distances(grid, spacing, &bytes(gt), &bytes(pred)), 95.0);
+            (
+                dice(both, n_pred, n_gt),
+                nsd_05,
+                nsd_10,
+                if hd.is_finite() { hd } else { penalty },
+            )
+        }
+    };
+    // The reference's sensitivity and specificity sum lesion numbers and count only voxels
+    // where both maps say lesion 1 as true positives.
+    let label_sum = |lesions: &[Lesion]| lesions.iter().map(|l| l.id as f64 * l.voxels.len() as f64).sum::<f64>();
+    let (pred_sum, gt_sum) = (label_sum(pred), label_sum(gt));
+    let ones = |lesions: &[Lesion]| {
+        lesions
+            .iter()
+            .filter(|l| l.id == 1)
+            .map(|l| l.voxels.len())
+            .sum::<usize>()
+    };
+    let tp = both_one as f64;
+    let (fp, fn_) = (pred_sum - tp, gt_sum - tp);
+    let tn = (grid.len() - (ones(pred) + ones(gt) - both_one)) as f64;
+    let mut sensitivity = tp / (tp + fn_ + f64::MIN_POSITIVE);
+    let specificity = tn / (tn + fp + f64::MIN_POSITIVE);
+    if pred_sum == 0.0 && gt_sum == 0.0 {
+        sensitivity = 1.0;
+    }
+    let volume = voxel_volume(spacing);
+    RegionReport {
+        region,
+        lesion_dice: 1.0,
+        lesion_hd95: 0.0,
+        lesion_nsd_05: 1.0,
+        lesion_nsd_10: 1.0,
+        num_tp: 0,
+        num_fp: 0,
+        num_fn: 0,
+        legacy_dice: dice_score,
+        legacy_hd95: hd95,
+        legacy_nsd_05: nsd_05,
+        legacy_nsd_10: nsd_10,
+        sensitivity,
+        specificity,
+        gt_volume: volume(n_gt),
+        pred_volume: volume(n_pred),
+        lesions: Vec::new(),
+    }
+}
+
+fn all_voxels(lesions: &[Lesion]) -> Vec<usize> {
+    let mut all: Vec<usize> = lesions.iter().flat_map(|l| l.voxels.iter().copied()).collect();
+    all.sort_unstable();
+    all
+}
+
+/// Matches ground-truth lesions with predicted ones and fills in the lesion-wise scores.
+fn lesion_wise(
+    grid: Grid,
+    spacing: [f64; 3],
+    region: &RegionRule,
+    pred: &[Lesion],
+    gt: &[Lesion],
+    penalty: f64,
+    report: &mut RegionReport,
+) {
+    let label_of: HashMap<usize, u32> = pred
+        .iter()
+        .flat_map(|l| l.voxels.iter().map(move |&v| (v, l.id)))
+        .collect();
+    let by_id: HashMap<u32, &Lesion> = pred.iter().map(|l| (l.id, l)).collect();
+    let volume = voxel_volume(spacing);
+    let mut matched_any: BTreeSet<u32> = BTreeSet::new();
+    for lesion in gt {
+        let bounds = Bounds::of(grid, &lesion.voxels).grow(region.dilation, grid);
+        let mut reach = BoxMask::from_voxels(grid, bounds, &lesion.voxels);
+        reach.dilate18(region.dilation);
+        let matched: BTreeSet<u32> = reach
+            .voxels(grid)
+            .iter()
+            .filter_map(|v| label_of.get(v).copied())
+            .collect();
+        matched_any.extend(&matched);
+        let mut matched_voxels: Vec<usize> = matched
+            .iter()
+            .filter_map(|id| by_id.get(id))
+            .flat_map(|l| l.voxels.iter().copied())
+            .collect();
+        matched_voxels.sort_unstable();
+        let overlap = lesion
+            .voxels
+            .iter()
+            .filter(|v| label_of.get(v).is_some_and(|id| matched.contains(id)))
+            .count();
+        let dice_score = dice(overlap, matched_voxels.len(), lesion.voxels.len());
+        let (hd95, nsd_05, nsd_10) = if matched_voxels.is_empty() {
+            (penalty, 0.0, 0.0)
+        } else {
+            let ones = |voxels: &[usize]| voxels.iter().map(|&v| (v, 1u8)).collect::<Vec<_>>();
+            let hd = robust_hausdorff(
+                &surfel_distances(grid, spacing, &ones(&lesion.voxels), &ones(&matched_voxels)),
+                95.0,
+            );
+            let (a, b) = border_distances(grid, spacing, &matched_voxels, &lesion.voxels);
+            (
+                if hd.is_finite() { hd } else { penalty },
+                normalised_surface_dice(&a, &b, 0.5),
+                normalised_surface_dice(&a, &b, 1.0),
+            )
+        };
+        let lesion_volume = volume(lesion.voxels.len());
+        report.lesions.push(LesionScore {
+            lesion: lesion.id,
+            volume: lesion_volume,
+            matched: matched.into_iter().collect(),
+            dice: dice_score,
+            hd95,
+            nsd_05,
+            nsd_10,
+            counted: lesion_volume > region.gt_min_volume,
+        });
+    }
+    let false_positives = pred.iter().filter(|l| !matched_any.contains(&l.id)).count();
+    let counted: Vec<&LesionScore> = report.lesions.iter().filter(|l| l.counted).collect();
+    let denominator = (counted.len() + false_positives) as f64;
+    let mean_with = |score: fn(&LesionScore) -> f64, fp_value: f64, empty: f64| {
+        if denominator == 0.0 {
+            empty
+        } else {
+            (counted.iter().map(|l| score(l)).sum::<f64>() + false_positives as f64 * fp_value) / denominator
+        }
+    };
+    report.lesion_dice = mean_with(|l| l.dice, 0.0, 1.0);
+    report.lesion_hd95 = mean_with(|l| l.hd95, penalty, 0.0);
+    report.lesion_nsd_05 = mean_with(|l| l.nsd_05, 0.0, 1.0);
+    report.lesion_nsd_10 = mean_with(|l| l.nsd_10, 0.0, 1.0);
+    report.num_tp = counted.iter().filter(|l| !l.matched.is_empty()).count();
+    report.num_fn = counted.len() - report.num_tp;
+    report.num_fp = false_positives;
+}
