@@ -46,6 +46,30 @@ pub const SCHEMA: u32 = 1;
 pub struct CaseScores {
     pub case: String,
     pub dice: RegionScores,
+    /// HD95 in mm on the plain region masks (374 when one side is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hd95: Option<RegionScores>,
+}
+
+/// The official BraTS scores of one region of one case (see `segtop eval`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BratsScores {
+    pub region: String,
+    pub lesion_dice: f64,
+    pub lesion_hd95: f64,
+    pub lesion_nsd_10: f64,
+    pub legacy_dice: f64,
+    pub legacy_hd95: f64,
+    pub num_tp: usize,
+    pub num_fp: usize,
+    pub num_fn: usize,
+}
+
+/// A case's official BraTS scores, region by region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseEvaluation {
+    pub case: String,
+    pub regions: Vec<BratsScores>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +138,19 @@ pub enum Event {
         cases: Vec<CaseScores>,
         seconds: f64,
     },
+    /// The official lesion-wise and legacy BraTS metrics on the validation cases, computed
+    /// once at the end of a run with the best checkpoint's weights.
+    Evaluation {
+        time: DateTime<Utc>,
+        /// The epoch whose weights were evaluated.
+        epoch: u32,
+        /// The challenge whose parameters were used, e.g. `BraTS-SSA`.
+        challenge: String,
+        /// Per region, the mean over cases.
+        mean: Vec<BratsScores>,
+        cases: Vec<CaseEvaluation>,
+        seconds: f64,
+    },
     PreviewWritten {
         time: DateTime<Utc>,
         epoch: u32,
@@ -157,6 +194,7 @@ impl Event {
             | Event::Resources { time, .. }
             | Event::EpochEnd { time, .. }
             | Event::Validation { time, .. }
+            | Event::Evaluation { time, .. }
             | Event::PreviewWritten { time, .. }
             | Event::Checkpoint { time, .. }
             | Event::EarlyStop { time, .. }

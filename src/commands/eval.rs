@@ -51,7 +51,9 @@ struct Summary {
 }
 
 /// The metrics in the table, CSV and summary, in order, with how to read them off a report.
-const METRICS: [(&str, fn(&RegionReport) -> f64); 14] = [
+type Column<T> = (&'static str, fn(&T) -> f64);
+
+const METRICS: [Column<RegionReport>; 14] = [
     ("LesionWise_Dice", |r| r.lesion_dice),
     ("LesionWise_HD95", |r| r.lesion_hd95),
     ("LesionWise_NSD_0.5", |r| r.lesion_nsd_05),
@@ -381,7 +383,7 @@ fn write_csv(path: &Path, cases: &[CaseResult], summaries: &[Summary]) -> anyhow
         }
     }
     // Summary rows: one per statistic and region, like the leaderboards' tables.
-    let stats: [(&str, fn(&Summary) -> f64); 5] = [
+    let stats: [Column<Summary>; 5] = [
         ("Mean", |s| s.mean),
         ("StdDev", |s| s.std),
         ("Median", |s| s.median),

@@ -224,6 +224,22 @@ pub struct RegionReport {
     pub lesions: Vec<LesionScore>,
 }
 
+impl From<&RegionReport> for crate::events::BratsScores {
+    fn from(r: &RegionReport) -> Self {
+        crate::events::BratsScores {
+            region: r.region.to_string(),
+            lesion_dice: r.lesion_dice,
+            lesion_hd95: r.lesion_hd95,
+            lesion_nsd_10: r.lesion_nsd_10,
+            legacy_dice: r.legacy_dice,
+            legacy_hd95: r.legacy_hd95,
+            num_tp: r.num_tp,
+            num_fp: r.num_fp,
+            num_fn: r.num_fn,
+        }
+    }
+}
+
 /// One ground-truth lesion and what matched it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LesionScore {
@@ -591,4 +607,208 @@ fn lesion_wise(
     report.num_tp = counted.iter().filter(|l| !l.matched.is_empty()).count();
     report.num_fn = counted.len() - report.num_tp;
     report.num_fp = false_positives;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHAPE: [usize; 3] = [40, 40, 30];
+
+    fn grid() -> Grid {
+        Grid::new(SHAPE)
+    }
+
+    /// Voxels of the box at `origin` with `size` voxels per axis.
+    fn block(origin: [usize; 3], size: [usize; 3]) -> Vec<usize> {
+        let mut out = Vec::new();
+        for z in origin[2]..origin[2] + size[2] {
+            for y in origin[1]..origin[1] + size[1] {
+                for x in origin[0]..origin[0] + size[0] {
+                    out.push(grid().index([x, y, z]));
+                }
+            }
+        }
+        out
+    }
+
+    fn map(parts: &[(&[usize], u8)]) -> Vec<u8> {
+        let mut labels = vec![0; grid().len()];
+        for (voxels, label) in parts {
+            for &v in *voxels {
+                labels[v] = *label;
+            }
+        }
+        labels
+    }
+
+    fn wt(prediction: &[u8], truth: &[u8], spacing: [f64; 3]) -> RegionReport {
+        let reports = evaluate(Challenge::Ssa, grid(), spacing, prediction, truth);
+        assert_eq!(reports.iter().map(|r| r.region).collect::<Vec<_>>(), ["WT", "TC", "ET"]);
+        reports.into_iter().next().expect("three regions")
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn identical_masks_score_perfectly() {
+        let truth = map(&[(&block([5, 5, 5], [6, 6, 6]), 2), (&block([6, 6, 6], [4, 4, 4]), 3)]);
+        for r in evaluate(Challenge::Ssa, grid(), [1.0; 3], &truth, &truth) {
+            assert_eq!(
+                (r.lesion_dice, r.lesion_hd95, r.legacy_dice, r.legacy_hd95),
+                (1.0, 0.0, 1.0, 0.0),
+                "{r:?}"
+            );
+            // The reference adds 1e-8 to the NSD's denominator: 2 / (2 + 1e-8).
+            assert!(
+                close(r.lesion_nsd_10, 2.0 / (2.0 + 1e-8)) && close(r.legacy_nsd_05, 2.0 / (2.0 + 1e-8)),
+                "{r:?}"
+            );
+        }
+        let r = wt(&truth, &truth, [1.0; 3]);
+        assert_eq!((r.num_tp, r.num_fp, r.num_fn), (1, 0, 0));
+        assert_eq!(r.gt_volume, 216.0);
+    }
+
+    #[test]
+    fn disjoint_masks_are_a_miss_and_a_false_positive() {
+        let truth = map(&[(&block([2, 2, 2], [4, 4, 4]), 2)]);
+        let prediction = map(&[(&block([30, 30, 20], [4, 4, 4]), 2)]);
+        let r = wt(&prediction, &truth, [1.0; 3]);
+        assert_eq!((r.num_tp, r.num_fp, r.num_fn), (0, 1, 1));
+        assert_eq!(r.lesion_dice, 0.0);
+        assert_eq!(r.lesion_hd95, 374.0);
+        assert_eq!(r.legacy_dice, 0.0);
+        // Whole-region HD95 is a real distance here, both masks being non-empty.
+        assert!(r.legacy_hd95 > 30.0 && r.legacy_hd95 < 374.0, "{}", r.legacy_hd95);
+    }
+
+    #[test]
+    fn a_missed_lesion_halves_the_lesion_wise_score() {
+        let (a, b) = (block([2, 2, 2], [4, 4, 4]), block([30, 30, 20], [4, 4, 4]));
+        let truth = map(&[(&a, 2), (&b, 2)]);
+        let r = wt(&map(&[(&a, 2)]), &truth, [1.0; 3]);
+        assert_eq!((r.num_tp, r.num_fp, r.num_fn), (1, 0, 1));
+        assert!(close(r.lesion_dice, 0.5));
+        assert!(close(r.lesion_hd95, 187.0));
+        assert!(close(r.legacy_dice, 2.0 * 64.0 / 192.0));
+    }
+
+    #[test]
+    fn a_false_positive_lesion_counts_against_the_score() {
+        let (a, b) = (block([2, 2, 2], [4, 4, 4]), block([30, 30, 20], [4, 4, 4]));
+        let r = wt(&map(&[(&a, 2), (&b, 2)]), &map(&[(&a, 2)]), [1.0; 3]);
+        assert_eq!((r.num_tp, r.num_fp, r.num_fn), (1, 1, 0));
+        assert!(close(r.lesion_dice, 0.5));
+        assert!(close(r.lesion_hd95, 187.0));
+    }
+
+    #[test]
+    fn ground_truth_lesions_of_50_voxels_are_left_out_and_51_counted() {
+        let fifty = block([2, 2, 2], [5, 5, 2]);
+        let mut fifty_one = block([30, 30, 20], [5, 5, 2]);
+        fifty_one.push(grid().index([30, 30, 22]));
+        let truth = map(&[(&fifty, 2), (&fifty_one, 2)]);
+        // Nothing predicted: only the 51-voxel lesion counts as missed.
+        let r = wt(&vec![0; grid().len()], &truth, [1.0; 3]);
+        assert_eq!((r.num_tp, r.num_fp, r.num_fn), (0, 0, 1));
+        assert_eq!(r.lesion_dice, 0.0);
+        // Only the 50-voxel lesion missed: a perfect score.
+        let r = wt(&map(&[(&fifty_one, 2)]), &truth, [1.0; 3]);
+        assert_eq!((r.num_tp, r.num_fp, r.num_fn), (1, 0, 0));
+        assert_eq!(r.lesion_dice, 1.0);
+        assert_eq!(r.lesions.iter().filter(|l| l.counted).count(), 1);
+    }
+
+    #[test]
+    fn predicted_lesions_of_50_voxels_are_deleted_before_matching() {
+        let truth = map(&[(&block([2, 2, 2], [4, 4, 4]), 2)]);
+        let fifty = block([30, 30, 20], [5, 5, 2]);
+        let mut fifty_one = fifty.clone();
+        fifty_one.push(grid().index([30, 30, 22]));
+        let small = wt(
+            &map(&[(&block([2, 2, 2], [4, 4, 4]), 2), (&fifty, 2)]),
+            &truth,
+            [1.0; 3],
+        );
+        assert_eq!((small.num_fp, small.lesion_dice, small.legacy_dice), (0, 1.0, 1.0));
+        let large = wt(
+            &map(&[(&block([2, 2, 2], [4, 4, 4]), 2), (&fifty_one, 2)]),
+            &truth,
+            [1.0; 3],
+        );
+        assert_eq!(large.num_fp, 1);
+        assert!(close(large.lesion_dice, 0.5));
+    }
+
+    #[test]
+    fn lesions_within_the_dilation_merge_into_one() {
+        // Two 4x4x4 blocks 4 voxels apart: the dilation by 3 joins them.
+        let (a, b) = (block([5, 5, 5], [4, 4, 4]), block([13, 5, 5], [4, 4, 4]));
+        let truth = map(&[(&a, 2), (&b, 2)]);
+        let r = wt(&map(&[(&a, 2)]), &truth, [1.0; 3]);
+        assert_eq!(r.lesions.len(), 1);
+        assert_eq!((r.num_tp, r.num_fp, r.num_fn), (1, 0, 0));
+        assert!(close(r.lesion_dice, 2.0 * 64.0 / (64.0 + 128.0)));
+        // Ten voxels apart they stay two lesions, one of them missed.
+        let c = block([19, 5, 5], [4, 4, 4]);
+        let r = wt(&map(&[(&a, 2)]), &map(&[(&a, 2), (&c, 2)]), [1.0; 3]);
+        assert_eq!((r.lesions.len(), r.num_fn), (2, 1));
+    }
+
+    #[test]
+    fn empty_ground_truth_scores_one_when_nothing_is_predicted_and_zero_otherwise() {
+        let empty = vec![0; grid().len()];
+        let r = wt(&empty, &empty, [1.0; 3]);
+        assert_eq!(
+            (r.lesion_dice, r.lesion_hd95, r.legacy_dice, r.legacy_hd95),
+            (1.0, 0.0, 1.0, 0.0)
+        );
+        assert_eq!((r.sensitivity, r.lesion_nsd_05, r.legacy_nsd_10), (1.0, 1.0, 1.0));
+        let r = wt(&map(&[(&block([2, 2, 2], [4, 4, 4]), 2)]), &empty, [1.0; 3]);
+        assert_eq!(
+            (r.lesion_dice, r.lesion_hd95, r.legacy_dice, r.legacy_hd95),
+            (0.0, 374.0, 0.0, 374.0)
+        );
+        assert_eq!((r.num_tp, r.num_fp, r.num_fn), (0, 1, 0));
+    }
+
+    #[test]
+    fn anisotropic_spacing_sets_volumes_and_distances_in_mm() {
+        // 30 voxels of 1 x 1 x 2 mm are 60 mm^3: above the 50 mm^3 threshold.
+        let small = block([2, 2, 2], [5, 3, 2]);
+        let truth = map(&[(&small, 2)]);
+        let r = wt(&vec![0; grid().len()], &truth, [1.0, 1.0, 2.0]);
+        assert_eq!(r.gt_volume, 60.0);
+        assert_eq!(r.num_fn, 1);
+        let r = wt(&vec![0; grid().len()], &truth, [1.0; 3]);
+        assert_eq!(r.num_fn, 0, "30 mm^3 is under the threshold");
+        // A 6x6x6 block shifted by one slice along z: HD95 is one slice thickness.
+        let a = block([10, 10, 10], [6, 6, 6]);
+        let b = block([10, 10, 11], [6, 6, 6]);
+        let r = wt(&map(&[(&b, 2)]), &map(&[(&a, 2)]), [1.0, 1.0, 2.5]);
+        assert!(close(r.lesion_hd95, 2.5), "{}", r.lesion_hd95);
+        assert!(close(r.legacy_hd95, 2.5), "{}", r.legacy_hd95);
+    }
+
+    #[test]
+    fn enhancing_lesions_around_one_necrotic_core_become_one_lesion() {
+        // Two ET blocks far enough apart to be two lesions, each touching a different end of one
+        // NETC slab... merged into a single ET lesion as the reference does.
+        let netc = block([5, 5, 5], [20, 4, 4]);
+        let (e1, e2) = (block([5, 9, 5], [4, 4, 4]), block([21, 9, 5], [4, 4, 4]));
+        let truth = map(&[(&netc, 1), (&e1, 3), (&e2, 3)]);
+        let reports = evaluate(Challenge::Ssa, grid(), [1.0; 3], &truth, &truth);
+        let et = reports.iter().find(|r| r.region == "ET").expect("ET is scored");
+        assert_eq!(et.lesions.len(), 1);
+        // Without the core they are two lesions.
+        let apart = map(&[(&e1, 3), (&e2, 3)]);
+        let reports = evaluate(Challenge::Ssa, grid(), [1.0; 3], &apart, &apart);
+        assert_eq!(
+            reports.iter().find(|r| r.region == "ET").map(|r| r.lesions.len()),
+            Some(2)
+        );
+    }
 }

@@ -18,7 +18,7 @@ use segtop::data::cache::CachedCase;
 use segtop::data::dataset::{self, Split};
 use segtop::data::sampler::{Batch, Prefetcher, Sampler};
 use segtop::data::synth;
-use segtop::events::{CaseScores, Event, EventLog, Outcome, RegionScores, SCHEMA};
+use segtop::events::{BratsScores, CaseEvaluation, CaseScores, Event, EventLog, Outcome, RegionScores, SCHEMA};
 use segtop::experiment::Experiment;
 use segtop::metrics;
 use segtop::rundir::RunDir;
@@ -348,9 +348,16 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
             let mut cases = Vec::with_capacity(validation_cases.len());
             for case in &validation_cases {
                 let predicted = predict_case(&net, case, window, experiment.validate.overlap, &weights);
+                let truth = case.labels().unwrap_or(&[]);
                 cases.push(CaseScores {
                     case: case.header.id.clone(),
-                    dice: metrics::region_dice(&predicted, case.labels().unwrap_or(&[])),
+                    dice: metrics::region_dice(&predicted, truth),
+                    hd95: Some(metrics::region_hd95(
+                        case.header.shape,
+                        case.header.spacing,
+                        &predicted,
+                        truth,
+                    )),
                 });
                 if preview_case.as_ref().is_some_and(|p| p.header.id == case.header.id) {
                     preview = Some(predicted);
@@ -362,19 +369,24 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
                 tc: cases.iter().map(|c| c.dice.tc).sum::<f64>() / n,
                 wt: cases.iter().map(|c| c.dice.wt).sum::<f64>() / n,
             };
+            let hd95 = RegionScores {
+                et: cases.iter().filter_map(|c| c.hd95).map(|h| h.et).sum::<f64>() / n,
+                tc: cases.iter().filter_map(|c| c.hd95).map(|h| h.tc).sum::<f64>() / n,
+                wt: cases.iter().filter_map(|c| c.hd95).map(|h| h.wt).sum::<f64>() / n,
+            };
             let seed_dice = last_batch.as_ref().map_or(0.0, |(p, t)| metrics::seed_dice(p, t));
             events.emit(&Event::Validation {
                 time: Utc::now(),
                 epoch: epoch + 1,
                 dice,
-                hd95: None,
+                hd95: Some(hd95),
                 seed_dice,
                 cases,
                 seconds: validation_start.elapsed().as_secs_f64(),
             })?;
             say(&format!(
-                "validation: Dice ET {:.3}  TC {:.3}  WT {:.3}  (seed Dice {seed_dice:.3})",
-                dice.et, dice.tc, dice.wt
+                "validation: Dice ET {:.3}  TC {:.3}  WT {:.3}  HD95 ET {:.1}  TC {:.1}  WT {:.1} mm  (seed Dice {seed_dice:.3})",
+                dice.et, dice.tc, dice.wt, hd95.et, hd95.tc, hd95.wt
             ));
             if let Some(case) = preview_case
                 .as_ref()
@@ -424,10 +436,36 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
                 "early stop: no improvement in {} validations",
                 config.early_stopping_patience
             ));
+            let overlap = experiment.validate.overlap;
+            evaluate_best(
+                run,
+                &mut vs,
+                &net,
+                &validation_cases,
+                window,
+                overlap,
+                &weights,
+                &state,
+                &mut events,
+                &say,
+            )?;
             finish(&mut events, Outcome::EarlyStopped, &state, None)?;
             return Ok(Finish::EarlyStopped);
         }
     }
+    let overlap = experiment.validate.overlap;
+    evaluate_best(
+        run,
+        &mut vs,
+        &net,
+        &validation_cases,
+        window,
+        overlap,
+        &weights,
+        &state,
+        &mut events,
+        &say,
+    )?;
     finish(&mut events, Outcome::Completed, &state, None)?;
     Ok(Finish::Completed)
 }
@@ -487,6 +525,109 @@ fn batch_labels_predicted(net: &UNet, batch: &Batch) -> Vec<u8> {
 }
 
 /// The predicted labels of a whole cached case (cropped grid, x fastest).
+/// The official BraTS metrics (lesion-wise and legacy, BraTS-SSA parameters) on every
+/// validation case, with the best checkpoint's weights, on each case's original grid, so the
+/// numbers equal `segtop eval` on `segtop predict`'s output.
+#[allow(clippy::too_many_arguments)]
+fn evaluate_best(
+    run: &RunDir,
+    vs: &mut nn::VarStore,
+    net: &UNet,
+    cases: &[Arc<CachedCase>],
+    window: [i64; 3],
+    overlap: f64,
+    weights: &Tensor,
+    state: &TrainState,
+    events: &mut EventLog,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<()> {
+    use segtop::data::preprocess::uncrop;
+    use segtop::metrics::brats::{self, Challenge};
+    use segtop::metrics::grid::Grid;
+
+    let cases: Vec<&Arc<CachedCase>> = cases.iter().filter(|c| c.labels().is_some()).collect();
+    if cases.is_empty() {
+        return Ok(());
+    }
+    let start = Instant::now();
+    let best = run.checkpoints().join("best.safetensors");
+    let epoch = if best.exists() {
+        vs.load(&best)
+            .with_context(|| format!("cannot load {}", best.display()))?;
+        state.best_epoch.unwrap_or(state.epoch)
+    } else {
+        state.epoch
+    };
+    say(&format!(
+        "evaluating epoch {epoch}'s weights on {} validation case(s) with the BraTS metrics",
+        cases.len()
+    ));
+    let challenge = Challenge::Ssa;
+    let mut evaluations = Vec::new();
+    for case in cases {
+        let h = &case.header;
+        let predicted = predict_case(net, case, window, overlap, weights);
+        let truth = case.labels().unwrap_or(&[]);
+        let full_prediction = uncrop(&predicted, h.shape, h.origin, h.original_shape);
+        let full_truth = uncrop(truth, h.shape, h.origin, h.original_shape);
+        let reports = brats::evaluate(
+            challenge,
+            Grid::new(h.original_shape),
+            h.spacing,
+            &full_prediction,
+            &full_truth,
+        );
+        evaluations.push(CaseEvaluation {
+            case: h.id.clone(),
+            regions: reports.iter().map(BratsScores::from).collect(),
+        });
+    }
+    let n = evaluations.len() as f64;
+    let mean: Vec<BratsScores> = challenge
+        .regions()
+        .iter()
+        .enumerate()
+        .map(|(r, region)| {
+            let mean_of = |f: fn(&BratsScores) -> f64| {
+                evaluations.iter().filter_map(|c| c.regions.get(r)).map(f).sum::<f64>() / n
+            };
+            let count_of = |f: fn(&BratsScores) -> usize| {
+                evaluations
+                    .iter()
+                    .filter_map(|c| c.regions.get(r))
+                    .map(f)
+                    .sum::<usize>()
+            };
+            BratsScores {
+                region: region.to_string(),
+                lesion_dice: mean_of(|s| s.lesion_dice),
+                lesion_hd95: mean_of(|s| s.lesion_hd95),
+                lesion_nsd_10: mean_of(|s| s.lesion_nsd_10),
+                legacy_dice: mean_of(|s| s.legacy_dice),
+                legacy_hd95: mean_of(|s| s.legacy_hd95),
+                num_tp: count_of(|s| s.num_tp),
+                num_fp: count_of(|s| s.num_fp),
+                num_fn: count_of(|s| s.num_fn),
+            }
+        })
+        .collect();
+    for m in &mean {
+        say(&format!(
+            "  {:<3} lesion-wise Dice {:.3}  HD95 {:.1} mm   legacy Dice {:.3}  HD95 {:.1} mm   TP {} FP {} FN {}",
+            m.region, m.lesion_dice, m.lesion_hd95, m.legacy_dice, m.legacy_hd95, m.num_tp, m.num_fp, m.num_fn
+        ));
+    }
+    events.emit(&Event::Evaluation {
+        time: Utc::now(),
+        epoch,
+        challenge: challenge.name().to_string(),
+        mean,
+        cases: evaluations,
+        seconds: start.elapsed().as_secs_f64(),
+    })?;
+    Ok(())
+}
+
 fn predict_case(net: &UNet, case: &Arc<CachedCase>, window: [i64; 3], overlap: f64, weights: &Tensor) -> Vec<u8> {
     let volume = infer::case_tensor(case);
     let probabilities = infer::sliding_window(net, &volume, [window[2], window[1], window[0]], overlap, weights);

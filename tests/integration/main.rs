@@ -3,6 +3,7 @@
 mod binaries;
 mod check;
 mod data;
+mod eval;
 mod screen;
 mod shipped;
 mod train;

@@ -125,6 +125,30 @@ fn a_tiny_run_writes_a_complete_run_directory() {
     ));
     let dice = last_validation(&events);
     assert!((0.0..=1.0).contains(&dice.wt));
+    let Some(Event::Validation { hd95: Some(hd95), .. }) =
+        events.iter().rfind(|e| matches!(e, Event::Validation { .. }))
+    else {
+        panic!("the validation has no HD95");
+    };
+    assert!((0.0..=374.0).contains(&hd95.wt), "{hd95:?}");
+    // The official metrics once at the end, before run_finished.
+    let Some(Event::Evaluation {
+        challenge, mean, cases, ..
+    }) = events.iter().find(|e| matches!(e, Event::Evaluation { .. }))
+    else {
+        panic!("no evaluation event");
+    };
+    assert_eq!(challenge, "BraTS-SSA");
+    assert_eq!(
+        mean.iter().map(|m| m.region.as_str()).collect::<Vec<_>>(),
+        ["WT", "TC", "ET"]
+    );
+    assert!(!cases.is_empty() && cases.iter().all(|c| c.regions.len() == 3));
+    assert!(
+        mean.iter()
+            .all(|m| (0.0..=1.0).contains(&m.lesion_dice) && (0.0..=374.0).contains(&m.lesion_hd95))
+    );
+    assert!(matches!(events[events.len() - 2], Event::Evaluation { .. }));
 
     // A preview per validation, on the source grid with the source's affine.
     let previews: Vec<(String, String)> = events

@@ -1,0 +1,129 @@
+//! `segtop eval`: pairing predictions with ground truth, the table, CSV and JSON, and clear
+//! errors for predictions that are missing or on another grid.
+
+use std::fs;
+use std::path::Path;
+
+use segtop::data::synth;
+use segtop::data::volume;
+
+use crate::{segtop, stderr, stdout};
+
+/// Ground truth (synthetic BraTS case folders) under `gt/`, and under `pred/` each case's
+/// label map as a prediction named `<id>.nii.gz`, with voxels of label 2 changed as `edit` says.
+fn predictions_and_truth(dir: &Path, cases: u32, edit: impl Fn(&str, &mut Vec<u8>)) -> Vec<String> {
+    let spec = synth::SynthSpec {
+        cases,
+        shape: [48, 48, 32],
+        seed: 5,
+    };
+    synth::write_dataset(&dir.join("gt"), &spec, 2, &|_, _| {}).expect("synthesised");
+    fs::create_dir_all(dir.join("pred")).expect("mkdir");
+    let mut ids = Vec::new();
+    for index in 1..=cases {
+        let id = format!("BraTS-SSA-9{index:04}-000");
+        let seg = dir.join(format!("gt/{id}/{id}-seg.nii.gz"));
+        let truth = volume::read_volume(&seg).expect("readable");
+        let mut labels: Vec<u8> = truth.data.iter().map(|&v| v as u8).collect();
+        edit(&id, &mut labels);
+        volume::write_labels_like(&seg, &dir.join(format!("pred/{id}.nii.gz")), truth.shape, &labels).expect("written");
+        ids.push(id);
+    }
+    ids
+}
+
+#[test]
+fn perfect_predictions_score_one_and_the_csv_has_case_and_summary_rows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ids = predictions_and_truth(dir.path(), 3, |_, _| {});
+    let out = segtop(
+        dir.path(),
+        &["eval", "--pred", "pred", "--gt", "gt", "--csv", "scores.csv"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(table.contains("BraTS-SSA metrics, 3 case(s)"), "{table}");
+    for id in &ids {
+        assert!(table.contains(id.as_str()), "{table}");
+    }
+    let csv = fs::read_to_string(dir.path().join("scores.csv")).expect("csv written");
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(
+        rows[0].starts_with("case,region,LesionWise_Dice,LesionWise_HD95"),
+        "{}",
+        rows[0]
+    );
+    // 3 cases x 3 regions, then 5 statistics x 3 regions.
+    assert_eq!(rows.len(), 1 + 9 + 15, "{csv}");
+    let mean_wt: Vec<&str> = rows
+        .iter()
+        .find(|r| r.starts_with("Mean,WT"))
+        .expect("a mean row")
+        .split(',')
+        .collect();
+    assert_eq!(
+        (mean_wt[2], mean_wt[3]),
+        ("1", "0"),
+        "lesion-wise Dice and HD95 of perfect predictions"
+    );
+}
+
+#[test]
+fn json_lists_lesions_and_a_worse_prediction_scores_lower() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Every oedema voxel predicted as background: the whole tumour shrinks.
+    predictions_and_truth(dir.path(), 1, |_, labels| {
+        labels.iter_mut().filter(|l| **l == 2).for_each(|l| *l = 0)
+    });
+    let out = segtop(dir.path(), &["eval", "--pred", "pred", "--gt", "gt", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON on stdout");
+    let wt = &doc["cases"][0]["regions"][0];
+    assert_eq!(wt["region"], "WT");
+    let dice = wt["legacy_dice"].as_f64().expect("a number");
+    assert!(dice > 0.0 && dice < 1.0, "{wt}");
+    assert!(wt["lesions"].as_array().is_some_and(|l| !l.is_empty()), "{wt}");
+    // TC and ET are untouched.
+    assert_eq!(doc["cases"][0]["regions"][1]["legacy_dice"], 1.0);
+}
+
+#[test]
+fn a_case_without_prediction_is_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ids = predictions_and_truth(dir.path(), 2, |_, _| {});
+    fs::remove_file(dir.path().join(format!("pred/{}.nii.gz", ids[1]))).expect("removed");
+    let out = segtop(dir.path(), &["eval", "--pred", "pred", "--gt", "gt"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("1 case(s) in gt have no prediction in pred") && err.contains(ids[1].as_str()),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_prediction_on_another_grid_or_with_foreign_labels_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ids = predictions_and_truth(dir.path(), 2, |id, labels| {
+        if id.ends_with("90002-000") {
+            labels[0] = 7;
+        }
+    });
+    // The first case's prediction on a smaller grid.
+    let seg = dir.path().join(format!("gt/{0}/{0}-seg.nii.gz", ids[0]));
+    volume::write_labels_like(
+        &seg,
+        &dir.path().join(format!("pred/{}.nii.gz", ids[0])),
+        [40, 48, 32],
+        &[0; 40 * 48 * 32],
+    )
+    .expect("written");
+    let out = segtop(dir.path(), &["eval", "--pred", "pred", "--gt", "gt"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("is [40, 48, 32] voxels but ground truth"), "{err}");
+    assert!(
+        err.contains("label 7 at voxel (0, 0, 0) is not one of the challenge's labels"),
+        "{err}"
+    );
+}
