@@ -352,12 +352,10 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
                 cases.push(CaseScores {
                     case: case.header.id.clone(),
                     dice: metrics::region_dice(&predicted, truth),
-                    hd95: Some(metrics::region_hd95(
-                        case.header.shape,
-                        case.header.spacing,
-                        &predicted,
-                        truth,
-                    )),
+                    hd95: experiment
+                        .validate
+                        .hd95
+                        .then(|| metrics::region_hd95(case.header.shape, case.header.spacing, &predicted, truth)),
                 });
                 if preview_case.as_ref().is_some_and(|p| p.header.id == case.header.id) {
                     preview = Some(predicted);
@@ -369,24 +367,27 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
                 tc: cases.iter().map(|c| c.dice.tc).sum::<f64>() / n,
                 wt: cases.iter().map(|c| c.dice.wt).sum::<f64>() / n,
             };
-            let hd95 = RegionScores {
+            let hd95 = experiment.validate.hd95.then(|| RegionScores {
                 et: cases.iter().filter_map(|c| c.hd95).map(|h| h.et).sum::<f64>() / n,
                 tc: cases.iter().filter_map(|c| c.hd95).map(|h| h.tc).sum::<f64>() / n,
                 wt: cases.iter().filter_map(|c| c.hd95).map(|h| h.wt).sum::<f64>() / n,
-            };
+            });
             let seed_dice = last_batch.as_ref().map_or(0.0, |(p, t)| metrics::seed_dice(p, t));
             events.emit(&Event::Validation {
                 time: Utc::now(),
                 epoch: epoch + 1,
                 dice,
-                hd95: Some(hd95),
+                hd95,
                 seed_dice,
                 cases,
                 seconds: validation_start.elapsed().as_secs_f64(),
             })?;
+            let hd95_text = hd95.map_or(String::new(), |h| {
+                format!("  HD95 ET {:.1}  TC {:.1}  WT {:.1} mm", h.et, h.tc, h.wt)
+            });
             say(&format!(
-                "validation: Dice ET {:.3}  TC {:.3}  WT {:.3}  HD95 ET {:.1}  TC {:.1}  WT {:.1} mm  (seed Dice {seed_dice:.3})",
-                dice.et, dice.tc, dice.wt, hd95.et, hd95.tc, hd95.wt
+                "validation: Dice ET {:.3}  TC {:.3}  WT {:.3}{hd95_text}  (seed Dice {seed_dice:.3})",
+                dice.et, dice.tc, dice.wt
             ));
             if let Some(case) = preview_case
                 .as_ref()
