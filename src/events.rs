@@ -21,6 +21,30 @@ impl RegionScores {
     pub fn mean(&self) -> f64 {
         (self.et + self.tc + self.wt) / 3.0
     }
+
+    /// Each region's mean over several cases' scores (zeros when there are none).
+    pub fn average(scores: impl IntoIterator<Item = RegionScores>) -> RegionScores {
+        let (mut sum, mut n) = (
+            RegionScores {
+                et: 0.0,
+                tc: 0.0,
+                wt: 0.0,
+            },
+            0.0,
+        );
+        for s in scores {
+            sum.et += s.et;
+            sum.tc += s.tc;
+            sum.wt += s.wt;
+            n += 1.0;
+        }
+        if n > 0.0 {
+            sum.et /= n;
+            sum.tc /= n;
+            sum.wt /= n;
+        }
+        sum
+    }
 }
 
 /// How a run ended.

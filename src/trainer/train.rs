@@ -244,6 +244,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
         })
     };
 
+    let mut outcome = (Outcome::Completed, Finish::Completed);
     while state.epoch < config.epochs {
         let epoch = state.epoch;
         optimizer.lr = state.scheduler.lr_for_epoch(config, epoch);
@@ -361,17 +362,11 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
                     preview = Some(predicted);
                 }
             }
-            let n = cases.len() as f64;
-            let dice = RegionScores {
-                et: cases.iter().map(|c| c.dice.et).sum::<f64>() / n,
-                tc: cases.iter().map(|c| c.dice.tc).sum::<f64>() / n,
-                wt: cases.iter().map(|c| c.dice.wt).sum::<f64>() / n,
-            };
-            let hd95 = experiment.validate.hd95.then(|| RegionScores {
-                et: cases.iter().filter_map(|c| c.hd95).map(|h| h.et).sum::<f64>() / n,
-                tc: cases.iter().filter_map(|c| c.hd95).map(|h| h.tc).sum::<f64>() / n,
-                wt: cases.iter().filter_map(|c| c.hd95).map(|h| h.wt).sum::<f64>() / n,
-            });
+            let dice = RegionScores::average(cases.iter().map(|c| c.dice));
+            let hd95 = experiment
+                .validate
+                .hd95
+                .then(|| RegionScores::average(cases.iter().filter_map(|c| c.hd95)));
             let seed_dice = last_batch.as_ref().map_or(0.0, |(p, t)| metrics::seed_dice(p, t));
             events.emit(&Event::Validation {
                 time: Utc::now(),
@@ -437,21 +432,8 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
                 "early stop: no improvement in {} validations",
                 config.early_stopping_patience
             ));
-            let overlap = experiment.validate.overlap;
-            evaluate_best(
-                run,
-                &mut vs,
-                &net,
-                &validation_cases,
-                window,
-                overlap,
-                &weights,
-                &state,
-                &mut events,
-                &say,
-            )?;
-            finish(&mut events, Outcome::EarlyStopped, &state, None)?;
-            return Ok(Finish::EarlyStopped);
+            outcome = (Outcome::EarlyStopped, Finish::EarlyStopped);
+            break;
         }
     }
     let overlap = experiment.validate.overlap;
@@ -467,8 +449,8 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
         &mut events,
         &say,
     )?;
-    finish(&mut events, Outcome::Completed, &state, None)?;
-    Ok(Finish::Completed)
+    finish(&mut events, outcome.0, &state, None)?;
+    Ok(outcome.1)
 }
 
 /// One optimizer step on a batch; returns the loss and its parts.
