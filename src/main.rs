@@ -73,26 +73,7 @@ enum Command {
         seed: u64,
     },
     /// Score predictions against ground truth with the official BraTS 2024 metrics.
-    Eval {
-        /// Predicted label maps: a NIfTI file, or a folder of them named <case id>.nii.gz
-        #[arg(long, value_name = "DIR|FILE")]
-        pred: PathBuf,
-        /// Ground truth: a label map, a BraTS dataset folder, or a folder of label maps
-        #[arg(long, value_name = "DIR|FILE")]
-        gt: PathBuf,
-        /// Which challenge's parameters and labels to use
-        #[arg(long, value_enum, default_value = "ssa")]
-        challenge: segtop::metrics::brats::Challenge,
-        /// Also write every case's scores and the summary rows to this CSV file
-        #[arg(long, value_name = "OUT")]
-        csv: Option<PathBuf>,
-        /// Print JSON (cases, lesions, summary) instead of a table
-        #[arg(long)]
-        json: bool,
-        /// Cases evaluated at once [default: the number of cores]
-        #[arg(long)]
-        threads: Option<usize>,
-    },
+    Eval(commands::eval::EvalArgs),
     /// Look at a dataset folder: check its cases, show a slice.
     #[command(subcommand)]
     Data(DataCommand),
@@ -243,23 +224,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::data::show(&case, modality, axis, slice, width.map(usize::from), color)?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Eval {
-            pred,
-            gt,
-            challenge,
-            csv,
-            json,
-            threads,
-        }) => {
-            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-            let args = commands::eval::EvalArgs {
-                pred,
-                gt,
-                challenge,
-                csv,
-                json,
-                threads,
-            };
+        Some(Command::Eval(args)) => {
             let ok = commands::eval::eval(&args)?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

@@ -19,13 +19,26 @@ use segtop::metrics::grid::Grid;
 use super::data::progress_bar;
 
 /// What to evaluate and where the results go.
+#[derive(clap::Args)]
 pub struct EvalArgs {
-    pub pred: PathBuf,
-    pub gt: PathBuf,
-    pub challenge: Challenge,
-    pub csv: Option<PathBuf>,
-    pub json: bool,
-    pub threads: usize,
+    /// Predicted label maps: a NIfTI file, or a folder of them named <case id>.nii.gz
+    #[arg(long, value_name = "DIR|FILE")]
+    pred: PathBuf,
+    /// Ground truth: a label map, a BraTS dataset folder, or a folder of label maps
+    #[arg(long, value_name = "DIR|FILE")]
+    gt: PathBuf,
+    /// Which challenge's parameters and labels to use
+    #[arg(long, value_enum, default_value = "ssa")]
+    challenge: Challenge,
+    /// Also write every case's scores and the summary rows to this CSV file
+    #[arg(long, value_name = "OUT")]
+    csv: Option<PathBuf>,
+    /// Print JSON (cases, lesions, summary) instead of a table
+    #[arg(long)]
+    json: bool,
+    /// Cases evaluated at once [default: the number of cores]
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 /// One evaluated case.
@@ -76,7 +89,10 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<bool> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Result<CaseResult, String>>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
-        for _ in 0..args.threads.clamp(1, pairs.len().max(1)) {
+        let threads = args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        for _ in 0..threads.clamp(1, pairs.len().max(1)) {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -228,25 +244,15 @@ fn ground_truths(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
 }
 
 fn nifti_files(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut dirs = vec![(root.to_path_buf(), 0)];
-    while let Some((dir, depth)) = dirs.pop() {
-        let entries = std::fs::read_dir(&dir).with_context(|| format!("{}: cannot list", dir.display()))?;
-        for entry in entries {
-            let path = entry.with_context(|| format!("{}: cannot list", dir.display()))?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.starts_with('.') {
-                continue;
-            }
-            if path.is_dir() && depth < 4 {
-                dirs.push((path, depth + 1));
-            } else if name.ends_with(".nii") || name.ends_with(".nii.gz") {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    let files = case::files_under(root).with_context(|| format!("{}: cannot list", root.display()))?;
+    Ok(files
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".nii") || n.ends_with(".nii.gz"))
+        })
+        .collect())
 }
 
 /// A file's name without `.nii`/`.nii.gz` and without a trailing `-seg`/`_seg`.

@@ -119,9 +119,7 @@ pub struct Discovery {
 
 /// Finds every case under `root` (up to 4 folders deep; hidden folders are skipped).
 pub fn discover(root: &Path, layout: Layout) -> std::io::Result<Discovery> {
-    let mut files = Vec::new();
-    collect_files(root, 0, &mut files)?;
-    files.sort();
+    let files = files_under(root)?;
     let mut cases: BTreeMap<String, CaseFiles> = BTreeMap::new();
     let mut problems = Vec::new();
     for path in files {
@@ -176,6 +174,14 @@ pub fn discover(root: &Path, layout: Layout) -> std::io::Result<Discovery> {
         cases: cases.into_values().collect(),
         problems,
     })
+}
+
+/// Every file under `root`, up to 4 folders deep, hidden files and folders skipped, sorted.
+pub fn files_under(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    collect_files(root, 0, &mut files)?;
+    files.sort();
+    Ok(files)
 }
 
 fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
