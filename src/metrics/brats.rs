@@ -287,8 +287,8 @@ pub fn evaluate(
                 .collect::<Vec<_>>()
         })
     };
-    // Lesion maps of every region before merging (the reference's `_cc` files).
-    let mut raw: HashMap<&str, [Vec<Lesion>; 2]> = HashMap::new();
+    // Each region's voxels and lesion maps before merging (the reference's `_cc` files).
+    let mut raw: HashMap<&str, RegionLesions> = HashMap::new();
     for region in &rules.regions {
         let [pred_voxels, gt_voxels] = masks(region.labels);
         let pred_dilation = if region.pred_grouped_by_dilation {
@@ -301,39 +301,57 @@ pub fn evaluate(
             pred.retain(|l| l.voxels.len() > min);
         }
         let gt = numbered(lesions_by_dilation(grid, &gt_voxels, region.dilation));
-        raw.insert(region.name, [pred, gt]);
+        raw.insert(
+            region.name,
+            RegionLesions {
+                voxels: [pred_voxels, gt_voxels],
+                lesions: [pred, gt],
+            },
+        );
     }
     let mut reports = Vec::new();
     for name in rules.scored {
-        let Some(region) = rules.regions.iter().find(|r| r.name == *name) else {
+        let (Some(region), Some(own)) = (rules.regions.iter().find(|r| r.name == *name), raw.get(name)) else {
             continue;
         };
         let [pred, gt] = [0, 1].map(|side| {
-            let own = raw.get(region.name).map(|r| r[side].clone()).unwrap_or_default();
-            if region.merge_with.is_empty() {
-                return own;
-            }
             let partners: Vec<&[Lesion]> = region
                 .merge_with
                 .iter()
                 .filter_map(|p| raw.get(p))
-                .map(|r| r[side].as_slice())
+                .map(|r| r.lesions[side].as_slice())
                 .collect();
-            merge_touching(grid, own, &partners)
+            if partners.is_empty() {
+                own.lesions[side].clone()
+            } else {
+                merge_touching(grid, own.lesions[side].clone(), &partners)
+            }
         });
-        let legacy_masks = rules.legacy_on_masks.then(|| {
-            let [p, t] = masks(region.labels);
-            [vec![Lesion { id: 1, voxels: p }], vec![Lesion { id: 1, voxels: t }]]
-        });
-        let (legacy_pred, legacy_gt) = match &legacy_masks {
-            Some([p, t]) => (p.as_slice(), t.as_slice()),
-            None => (pred.as_slice(), gt.as_slice()),
+        let pred_numbers = numbers_by_voxel(&pred);
+        let mut report = if rules.legacy_on_masks {
+            let [p, t] = own.voxels.clone().map(|voxels| vec![Lesion { id: 1, voxels }]);
+            legacy(grid, spacing, region.name, &p, &numbers_by_voxel(&p), &t, penalty)
+        } else {
+            legacy(grid, spacing, region.name, &pred, &pred_numbers, &gt, penalty)
         };
-        let mut report = legacy(grid, spacing, region.name, legacy_pred, legacy_gt, penalty);
-        lesion_wise(grid, spacing, region, &pred, &gt, penalty, &mut report);
+        lesion_wise(grid, spacing, region, &pred, &pred_numbers, &gt, penalty, &mut report);
         reports.push(report);
     }
     reports
+}
+
+/// A region's voxels and its lesions, in the prediction and in the ground truth.
+struct RegionLesions {
+    voxels: [Vec<usize>; 2],
+    lesions: [Vec<Lesion>; 2],
+}
+
+/// The lesion number of every voxel that belongs to a lesion.
+fn numbers_by_voxel(lesions: &[Lesion]) -> HashMap<usize, u32> {
+    lesions
+        .iter()
+        .flat_map(|l| l.voxels.iter().map(move |&v| (v, l.id)))
+        .collect()
 }
 
 fn numbered(groups: Vec<Vec<usize>>) -> Vec<Lesion> {
@@ -367,10 +385,7 @@ fn merge_touching(grid: Grid, mut lesions: Vec<Lesion>, partners: &[&[Lesion]]) 
 
 /// The (lesion, partner lesion) pairs that are 18-neighbours somewhere.
 fn touching(grid: Grid, lesions: &[Lesion], partner: &[Lesion]) -> BTreeSet<(u32, u32)> {
-    let owner: HashMap<usize, u32> = partner
-        .iter()
-        .flat_map(|p| p.voxels.iter().map(move |&v| (v, p.id)))
-        .collect();
+    let owner = numbers_by_voxel(partner);
     let mut pairs = BTreeSet::new();
     if owner.is_empty() {
         return pairs;
@@ -431,13 +446,10 @@ fn legacy(
     spacing: [f64; 3],
     region: &'static str,
     pred: &[Lesion],
+    label_of: &HashMap<usize, u32>,
     gt: &[Lesion],
     penalty: f64,
 ) -> RegionReport {
-    let label_of: HashMap<usize, u32> = pred
-        .iter()
-        .flat_map(|l| l.voxels.iter().map(move |&v| (v, l.id)))
-        .collect();
     let (n_pred, n_gt) = (label_of.len(), gt.iter().map(|l| l.voxels.len()).sum::<usize>());
     let mut both = 0;
     let mut both_one = 0;
@@ -525,19 +537,17 @@ fn all_voxels(lesions: &[Lesion]) -> Vec<usize> {
 }
 
 /// Matches ground-truth lesions with predicted ones and fills in the lesion-wise scores.
+#[allow(clippy::too_many_arguments)]
 fn lesion_wise(
     grid: Grid,
     spacing: [f64; 3],
     region: &RegionRule,
     pred: &[Lesion],
+    label_of: &HashMap<usize, u32>,
     gt: &[Lesion],
     penalty: f64,
     report: &mut RegionReport,
 ) {
-    let label_of: HashMap<usize, u32> = pred
-        .iter()
-        .flat_map(|l| l.voxels.iter().map(move |&v| (v, l.id)))
-        .collect();
     let by_id: HashMap<u32, &Lesion> = pred.iter().map(|l| (l.id, l)).collect();
     let volume = voxel_volume(spacing);
     let mut matched_any: BTreeSet<u32> = BTreeSet::new();

@@ -19,8 +19,9 @@ pub fn distance_transform(dims: [usize; 3], spacing: [f64; 3], feature: &[bool])
             return Vec::new();
         }
         let stride = strides[axis];
-        // Every line along `axis` starts at a point whose coordinate on `axis` is 0.
-        for start in (0..len).filter(|&i| (i / stride) % n == 0) {
+        // Index = inner + stride * (k + n * outer): a line along `axis` for each (inner, outer).
+        let starts = (0..len / (n * stride)).flat_map(|outer| (0..stride).map(move |inner| outer * n * stride + inner));
+        for start in starts {
             for (k, value) in line[..n].iter_mut().enumerate() {
                 *value = squared[start + k * stride];
             }
