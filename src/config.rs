@@ -170,27 +170,27 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
 /// Rewrites serde's wording into segtop's: the dotted key first, "key" rather than "field".
 fn describe_serde_error(key: &str, message: &str) -> String {
     let message = message.trim_end();
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((name, allowed)) = rest.split_once('`') {
-            // serde_path_to_error's path already ends with the unknown key.
-            let full = if key.is_empty() || key == "." {
-                name.to_string()
-            } else if key == name || key.ends_with(&format!(".{name}")) {
-                key.to_string()
-            } else {
-                format!("{key}.{name}")
-            };
-            let allowed = allowed
-                .trim_start_matches(", expected one of ")
-                .trim_start_matches(", expected ")
-                .replace('`', "");
-            let allowed = if allowed.starts_with(", there are no fields") {
-                "none".to_string()
-            } else {
-                allowed
-            };
-            return format!("unknown key '{full}'; allowed here: {allowed}");
-        }
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((name, allowed)) = rest.split_once('`')
+    {
+        // serde_path_to_error's path already ends with the unknown key.
+        let full = if key.is_empty() || key == "." {
+            name.to_string()
+        } else if key == name || key.ends_with(&format!(".{name}")) {
+            key.to_string()
+        } else {
+            format!("{key}.{name}")
+        };
+        let allowed = allowed
+            .trim_start_matches(", expected one of ")
+            .trim_start_matches(", expected ")
+            .replace('`', "");
+        let allowed = if allowed.starts_with(", there are no fields") {
+            "none".to_string()
+        } else {
+            allowed
+        };
+        return format!("unknown key '{full}'; allowed here: {allowed}");
     }
     // Rust type names mean nothing to someone editing a TOML file.
     let message = message

@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use segtop::config::{Choice, Source};
+use segtop::dashboard::settings::Settings;
 use segtop::experiment::{Axis, Experiment, Layout, Modality};
 use segtop::render::ColorMode;
 use segtop::theme::Theme;
@@ -172,8 +173,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         None => {
-            let theme = choose_theme(&workspace, cli.theme.as_deref())?;
-            segtop::dashboard::run(workspace, theme)?;
+            let (settings, mut notice) = match Settings::path().map(|path| Settings::load(&path)) {
+                Some(Err(problem)) => (Settings::default(), Some(problem)),
+                Some(Ok(settings)) => (settings, None),
+                None => (Settings::default(), None),
+            };
+            let theme = match (cli.theme.as_deref(), settings.theme.as_deref()) {
+                (None, Some(saved)) if !no_color() => choose_theme(&workspace, Some(saved)).unwrap_or_else(|error| {
+                    notice = Some(format!("saved theme: {error:#}"));
+                    Theme::default()
+                }),
+                (name, _) => choose_theme(&workspace, name)?,
+            };
+            let themes = available_themes(&workspace, &theme);
+            segtop::dashboard::run(
+                workspace,
+                segtop::dashboard::Options {
+                    theme,
+                    themes,
+                    settings,
+                    notice,
+                },
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Check { files, themes, quiet }) => {
@@ -293,8 +314,7 @@ fn check_themes(files: &[PathBuf]) -> bool {
 /// NO_COLOR is set, else the built-in default.
 fn choose_theme(workspace: &Workspace, name: Option<&str>) -> anyhow::Result<Theme> {
     let Some(name) = name else {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        return Ok(if no_color {
+        return Ok(if no_color() {
             Theme::monochrome()
         } else {
             Theme::default()
@@ -324,6 +344,31 @@ fn choose_theme(workspace: &Workspace, name: Option<&str>) -> anyhow::Result<The
         );
     }
     Ok(Theme::load(&path)?)
+}
+
+/// Whether the user asked for no colour (https://no-color.org).
+fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// The themes `t` cycles through: the current one, the built-in default and mono, and every
+/// theme file in the workspace that loads.
+fn available_themes(workspace: &Workspace, current: &Theme) -> Vec<Theme> {
+    let mut themes = vec![current.clone(), Theme::default(), Theme::monochrome()];
+    let mut files: Vec<PathBuf> = std::fs::read_dir(workspace.themes_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    themes.extend(files.iter().filter_map(|path| Theme::load(path).ok()));
+    let mut seen = std::collections::HashSet::new();
+    themes.retain(|t| seen.insert(t.name.clone()));
+    // Cycle in a stable order, whatever the current one is.
+    themes.sort_by(|a, b| a.name.cmp(&b.name));
+    themes
 }
 
 /// Replaces this process with `segtop-train <subcommand> <args>`, found next to this binary.

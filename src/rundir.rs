@@ -6,6 +6,7 @@
 //!   split.json        which cases train, validate and test
 //!   events.jsonl      event records (crate::events), appended by the trainer
 //!   train.log         the trainer's stdout and stderr
+//!   launch.json       who started the trainer: pid, host, time, experiment file (dashboard only)
 //!   checkpoints/      model and optimizer state, for resuming and predicting
 //!   preview/          predictions of the preview case, for the slice view
 //! ```
@@ -33,6 +34,7 @@ impl RunDir {
     pub const SPLIT: &'static str = "split.json";
     pub const CHECKPOINTS: &'static str = "checkpoints";
     pub const PREVIEW: &'static str = "preview";
+    pub const LAUNCH: &'static str = "launch.json";
 
     /// An existing run directory.
     pub fn open(path: impl Into<PathBuf>) -> RunDir {
@@ -100,6 +102,35 @@ impl RunDir {
     pub fn split(&self) -> PathBuf {
         self.path.join(Self::SPLIT)
     }
+
+    pub fn launch(&self) -> PathBuf {
+        self.path.join(Self::LAUNCH)
+    }
+
+    /// The launch record, when the run was started by a launcher and the file reads.
+    pub fn read_launch(&self) -> Option<Launch> {
+        let text = std::fs::read_to_string(self.launch()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Writes the launch record atomically.
+    pub fn write_launch(&self, launch: &Launch) -> io::Result<()> {
+        let mut file = tempfile::NamedTempFile::new_in(&self.path)?;
+        serde_json::to_writer_pretty(&mut file, launch)?;
+        file.persist(self.launch()).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+/// Who started a run's trainer, so a later dashboard can find its process before the
+/// trainer writes `run_started` (it may spend a while preparing data first).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Launch {
+    pub pid: u32,
+    pub host: String,
+    pub time: DateTime<chrono::Utc>,
+    /// The experiment file the run was launched from, as given.
+    pub experiment: PathBuf,
 }
 
 #[cfg(test)]

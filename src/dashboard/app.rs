@@ -1,9 +1,20 @@
 //! Dashboard state and the one place it changes.
+//!
+//! `App::update` takes one [`Msg`] at a time. It never does I/O: what must happen outside
+//! (launching a trainer, signalling one, saving settings) is queued as an [`Effect`] that
+//! the loop carries out and answers with another message.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use chrono::{DateTime, Utc};
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEventKind};
 
+use super::history::History;
+use super::launch::Halt;
+use super::run::RunModel;
+use super::settings::{ChartMarker, Settings};
+use super::watch::{HostSample, Watch};
 use crate::experiment::Experiment;
 use crate::theme::Theme;
 use crate::workspace::Workspace;
@@ -16,7 +27,90 @@ pub enum Msg {
     Experiments(Vec<ExperimentEntry>),
     /// A line for the status bar about work in the background (`None` clears it).
     Notice(Option<String>),
+    /// What the watcher found in `runs/` and on the host.
+    Watch(Box<Watch>),
+    /// A trainer started from here.
+    Launched {
+        id: String,
+        dir: PathBuf,
+        pid: u32,
+    },
+    /// A trainer started from here exited (`None`: killed by a signal).
+    Exited {
+        id: String,
+        code: Option<i32>,
+    },
+    /// Something the loop was asked to do failed; the message says what.
+    Failed(String),
+    /// A signal asked the dashboard to end.
+    Quit,
 }
+
+/// Work for the loop: the only ways the dashboard acts on the world.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Create a run for this experiment file and start its trainer.
+    Launch(PathBuf),
+    Halt {
+        id: String,
+        pid: u32,
+        halt: Halt,
+    },
+    SaveSettings(Settings),
+}
+
+/// The dashboard's screens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    Experiments,
+    Runs,
+    /// One run's panels (the run is `App::open`).
+    Run,
+    /// Live runs side by side.
+    Grid,
+}
+
+/// The run list's sort order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunSort {
+    Started,
+    Name,
+    State,
+    Dice,
+    Speed,
+}
+
+impl RunSort {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunSort::Started => "started",
+            RunSort::Name => "name",
+            RunSort::State => "state",
+            RunSort::Dice => "best Dice",
+            RunSort::Speed => "patches/s",
+        }
+    }
+
+    fn next(self) -> RunSort {
+        match self {
+            RunSort::Started => RunSort::Name,
+            RunSort::Name => RunSort::State,
+            RunSort::State => RunSort::Dice,
+            RunSort::Dice => RunSort::Speed,
+            RunSort::Speed => RunSort::Started,
+        }
+    }
+}
+
+/// Panels of the run view; on terminals smaller than 80x24 they become tabs.
+pub const RUN_PANELS: [&str; 5] = ["loss", "dice", "speed", "resources", "log"];
+
+/// Seconds a notice stays in the key bar.
+const NOTICE_SECONDS: i64 = 8;
+
+/// The smallest terminal that shows every panel at once.
+pub const MIN_WIDTH: u16 = 80;
+pub const MIN_HEIGHT: u16 = 24;
 
 /// One experiment file and what checking it found.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,11 +189,42 @@ impl ExperimentEntry {
 pub struct App {
     pub workspace: Workspace,
     pub theme: Theme,
+    /// Themes to cycle through with `t`.
+    pub themes: Vec<Theme>,
+    pub settings: Settings,
+    pub screen: Screen,
     /// `None` until the first scan arrives.
     pub experiments: Option<Vec<ExperimentEntry>>,
     pub selected: usize,
+    pub runs: BTreeMap<String, RunModel>,
+    /// The selected run in the run list and grid, by id (it follows sorting).
+    pub selected_run: Option<String>,
+    /// The run shown in the run view.
+    pub open: Option<String>,
+    pub sort: RunSort,
+    pub sort_reverse: bool,
+    pub filter: String,
+    /// Typing into the filter.
+    pub filtering: bool,
+    pub log_scale: bool,
+    /// The panel shown in the run view when the terminal is too small for all of them.
+    pub run_tab: usize,
+    pub host: Option<HostSample>,
+    pub host_cpu: History,
+    /// Kill waits for a `y`.
+    pub confirm_kill: Option<String>,
     pub show_help: bool,
     pub notice: Option<String>,
+    /// When the notice was first shown, so it can fade after a while.
+    notice_since: Option<DateTime<Utc>>,
+    /// Progress from background work stays until it is replaced.
+    notice_sticky: bool,
+    pub now: DateTime<Utc>,
+    /// Terminal size, for mouse hits.
+    pub size: (u16, u16),
+    /// When the watcher first reported (x origin of the host chart).
+    since: Option<DateTime<Utc>>,
+    effects: Vec<Effect>,
     quit: bool,
     dirty: bool,
 }
@@ -108,14 +233,44 @@ impl App {
     pub fn new(workspace: Workspace, theme: Theme) -> App {
         App {
             workspace,
+            themes: vec![theme.clone()],
             theme,
+            settings: Settings::default(),
+            screen: Screen::Experiments,
             experiments: None,
             selected: 0,
+            runs: BTreeMap::new(),
+            selected_run: None,
+            open: None,
+            sort: RunSort::Started,
+            sort_reverse: false,
+            filter: String::new(),
+            filtering: false,
+            log_scale: false,
+            run_tab: 0,
+            host: None,
+            host_cpu: History::default(),
+            confirm_kill: None,
             show_help: false,
             notice: None,
+            notice_since: None,
+            notice_sticky: false,
+            now: DateTime::<Utc>::UNIX_EPOCH,
+            size: (MIN_WIDTH, MIN_HEIGHT),
+            since: None,
+            effects: Vec::new(),
             quit: false,
             dirty: true,
         }
+    }
+
+    /// Themes to cycle through (the current one included) and the remembered settings.
+    pub fn with_choices(mut self, themes: Vec<Theme>, settings: Settings) -> App {
+        if !themes.is_empty() {
+            self.themes = themes;
+        }
+        self.settings = settings;
+        self
     }
 
     pub fn should_quit(&self) -> bool {
@@ -131,17 +286,90 @@ impl App {
         self.dirty = false;
     }
 
+    /// The work `update` asked for since the last call.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    pub fn marker(&self) -> ChartMarker {
+        self.settings.chart_marker
+    }
+
     pub fn selected_experiment(&self) -> Option<&ExperimentEntry> {
         self.experiments.as_ref()?.get(self.selected)
+    }
+
+    /// The runs the run list shows, filtered and sorted.
+    pub fn visible_runs(&self) -> Vec<&RunModel> {
+        let needle = self.filter.to_lowercase();
+        let mut runs: Vec<&RunModel> = self
+            .runs
+            .values()
+            .filter(|run| {
+                needle.is_empty()
+                    || run.id.to_lowercase().contains(&needle)
+                    || run.name.to_lowercase().contains(&needle)
+                    || run.state().name().contains(&needle)
+            })
+            .collect();
+        let started = |run: &RunModel| run.started.or(run.created);
+        match self.sort {
+            // Newest first.
+            RunSort::Started => runs.sort_by(|a, b| started(b).cmp(&started(a)).then(b.id.cmp(&a.id))),
+            RunSort::Name => runs.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id))),
+            RunSort::State => runs.sort_by(|a, b| a.state().cmp(&b.state()).then(b.id.cmp(&a.id))),
+            RunSort::Dice => runs.sort_by(|a, b| {
+                let mean = |r: &RunModel| r.best.map_or(-1.0, |(_, d)| d.mean());
+                mean(b).total_cmp(&mean(a)).then(a.id.cmp(&b.id))
+            }),
+            RunSort::Speed => runs.sort_by(|a, b| {
+                let speed = |r: &RunModel| r.patches_per_s().unwrap_or(-1.0);
+                speed(b).total_cmp(&speed(a)).then(a.id.cmp(&b.id))
+            }),
+        }
+        if self.sort_reverse {
+            runs.reverse();
+        }
+        runs
+    }
+
+    /// Runs for the grid: live ones first, then the most recent.
+    pub fn grid_runs(&self) -> Vec<&RunModel> {
+        let mut runs: Vec<&RunModel> = self.runs.values().collect();
+        runs.sort_by(|a, b| {
+            let key = |r: &RunModel| (!r.state().is_live(), std::cmp::Reverse(r.started.or(r.created)));
+            key(a).cmp(&key(b)).then(b.id.cmp(&a.id))
+        });
+        runs
+    }
+
+    pub fn live_runs(&self) -> usize {
+        self.runs.values().filter(|r| r.state().is_live()).count()
+    }
+
+    /// The selected run's position in the run list.
+    pub fn selected_index(&self) -> Option<usize> {
+        let id = self.selected_run.as_ref()?;
+        self.visible_runs().iter().position(|r| &r.id == id)
+    }
+
+    pub fn open_run(&self) -> Option<&RunModel> {
+        self.runs.get(self.open.as_ref()?)
     }
 
     pub fn update(&mut self, msg: Msg) {
         match msg {
             Msg::Terminal(Event::Key(key)) if key.kind != KeyEventKind::Release => self.key(key),
-            Msg::Terminal(Event::Resize(..)) => self.dirty = true,
+            Msg::Terminal(Event::Mouse(mouse)) => self.mouse(mouse.kind, mouse.row),
+            Msg::Terminal(Event::Resize(width, height)) => {
+                self.size = (width, height);
+                self.dirty = true;
+            }
             Msg::Terminal(_) => {}
             Msg::Notice(notice) => {
                 self.notice = notice;
+                self.notice_since = None;
+                self.notice_sticky = true;
                 self.dirty = true;
             }
             Msg::Experiments(entries) => {
@@ -154,32 +382,408 @@ impl App {
                 self.experiments = Some(entries);
                 self.dirty = true;
             }
+            Msg::Watch(watch) => self.watch(*watch),
+            Msg::Launched { id, dir, pid } => {
+                let run = self
+                    .runs
+                    .entry(id.clone())
+                    .or_insert_with(|| RunModel::new(id.clone(), dir));
+                run.pid = run.pid.or(Some(pid));
+                self.say(format!("launched {id}"));
+                self.selected_run = Some(id.clone());
+                self.open = Some(id);
+                self.screen = Screen::Run;
+                self.dirty = true;
+            }
+            Msg::Exited { id, code } => {
+                let how = match code {
+                    Some(0) => "finished".to_string(),
+                    Some(3) => "stopped (checkpoint written)".to_string(),
+                    Some(code) => format!("exited with code {code}; see its train.log"),
+                    None => "was killed".to_string(),
+                };
+                self.say(format!("{id} {how}"));
+                self.dirty = true;
+            }
+            Msg::Failed(message) => {
+                self.say(message);
+                self.dirty = true;
+            }
+            Msg::Quit => self.quit = true,
         }
     }
 
+    fn watch(&mut self, watch: Watch) {
+        self.now = watch.time;
+        match self.notice_since {
+            _ if self.notice.is_none() || self.notice_sticky => self.notice_since = None,
+            None => self.notice_since = Some(watch.time),
+            Some(since) if (watch.time - since).num_seconds() >= NOTICE_SECONDS => {
+                self.notice = None;
+                self.notice_since = None;
+            }
+            Some(_) => {}
+        }
+        let since = *self.since.get_or_insert(watch.time);
+        if let Some(host) = watch.host {
+            self.host_cpu
+                .push((watch.time - since).as_seconds_f64(), host.cpu_percent);
+            self.host = Some(host);
+        }
+        for id in watch.removed {
+            self.runs.remove(&id);
+        }
+        for update in watch.runs {
+            let run = self
+                .runs
+                .entry(update.id.clone())
+                .or_insert_with(|| RunModel::new(update.id.clone(), update.dir.clone()));
+            if let Some(found) = update.found {
+                run.name = found.name;
+                run.created = found.created;
+                run.experiment = found.experiment;
+                run.pid = run.pid.or(found.pid);
+            }
+            if let Some(warning) = update.warnings.last() {
+                self.notice = Some(format!("⚠ {warning}"));
+                self.notice_since = None;
+                self.notice_sticky = false;
+            }
+            for warning in update.warnings {
+                run.warn(warning);
+            }
+            for event in &update.events {
+                run.apply(event);
+            }
+            if let Some(lines) = update.log_tail {
+                run.set_log_tail(lines);
+            }
+            if let Some(sample) = update.sample {
+                run.sample(sample);
+            }
+        }
+        if self.selected_run.as_ref().is_none_or(|id| !self.runs.contains_key(id)) {
+            self.selected_run = self.visible_runs().first().map(|r| r.id.clone());
+        }
+        // Clocks tick while runs are live; otherwise only news redraws.
+        self.dirty = true;
+    }
+
+    /// Shows a notice in the key bar for a few seconds.
+    fn say(&mut self, notice: String) {
+        self.notice = Some(notice);
+        self.notice_since = None;
+        self.notice_sticky = false;
+    }
+
     fn key(&mut self, key: KeyEvent) {
-        let count = self.experiments.as_ref().map_or(0, Vec::len);
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             self.quit = true;
             return;
         }
+        self.dirty = true;
         if self.show_help {
             // Any key closes the help; q still quits.
             self.show_help = false;
             self.quit = key.code == KeyCode::Char('q');
-            self.dirty = true;
+            return;
+        }
+        if let Some(id) = self.confirm_kill.take() {
+            if matches!(key.code, KeyCode::Char('y' | 'Y')) {
+                self.halt(&id, Halt::Kill);
+            } else {
+                self.say(format!("{id} not killed"));
+            }
+            return;
+        }
+        if self.filtering {
+            match key.code {
+                KeyCode::Enter => self.filtering = false,
+                KeyCode::Esc => {
+                    self.filtering = false;
+                    self.filter.clear();
+                }
+                KeyCode::Backspace => {
+                    self.filter.pop();
+                }
+                KeyCode::Char(c) if !c.is_control() => self.filter.push(c),
+                _ => {}
+            }
+            self.keep_selection_visible();
             return;
         }
         match key.code {
-            KeyCode::Char('q') | KeyCode::Esc => self.quit = true,
+            KeyCode::Char('q') => self.quit = true,
             KeyCode::Char('?') | KeyCode::F(1) => self.show_help = true,
+            KeyCode::Char('1') => self.screen = Screen::Experiments,
+            KeyCode::Char('2') => self.screen = Screen::Runs,
+            KeyCode::Char('3') => self.screen = Screen::Grid,
+            KeyCode::Tab => {
+                self.screen = match self.screen {
+                    Screen::Experiments => Screen::Runs,
+                    Screen::Runs | Screen::Run => Screen::Grid,
+                    Screen::Grid => Screen::Experiments,
+                }
+            }
+            KeyCode::Char('t') => self.next_theme(),
+            KeyCode::Char('m') => {
+                self.settings.chart_marker = self.settings.chart_marker.next();
+                self.say(format!("chart lines: {}", self.settings.chart_marker.name()));
+                self.effects.push(Effect::SaveSettings(self.settings.clone()));
+            }
+            KeyCode::Char('L') => self.log_scale = !self.log_scale,
+            _ => match self.screen {
+                Screen::Experiments => self.experiments_key(key.code),
+                Screen::Runs => self.runs_key(key.code),
+                Screen::Run => self.run_key(key.code),
+                Screen::Grid => self.grid_key(key.code),
+            },
+        }
+    }
+
+    fn experiments_key(&mut self, code: KeyCode) {
+        let count = self.experiments.as_ref().map_or(0, Vec::len);
+        match code {
+            KeyCode::Esc => self.quit = true,
             KeyCode::Down | KeyCode::Char('j') => self.selected = (self.selected + 1).min(count.saturating_sub(1)),
             KeyCode::Up | KeyCode::Char('k') => self.selected = self.selected.saturating_sub(1),
             KeyCode::Home | KeyCode::Char('g') => self.selected = 0,
             KeyCode::End | KeyCode::Char('G') => self.selected = count.saturating_sub(1),
-            _ => return,
+            KeyCode::Enter => self.launch_selected(),
+            _ => self.dirty = false,
         }
+    }
+
+    fn launch_selected(&mut self) {
+        let Some(entry) = self.selected_experiment() else {
+            return;
+        };
+        let name = entry.name.clone();
+        match &entry.status {
+            ExperimentStatus::Ready(_) => {
+                self.effects.push(Effect::Launch(entry.path.clone()));
+                self.say(format!("launching {name}…"));
+            }
+            ExperimentStatus::Missing(_, problems) => {
+                let why = problems.first().cloned().unwrap_or_default();
+                self.say(format!("cannot launch {name} yet: {why}"));
+            }
+            ExperimentStatus::Invalid(_) => {
+                self.say(format!("cannot launch {name}: fix the errors shown first"));
+            }
+        }
+    }
+
+    fn runs_key(&mut self, code: KeyCode) {
+        match code {
+            KeyCode::Down | KeyCode::Char('j') => self.move_run(1),
+            KeyCode::Up | KeyCode::Char('k') => self.move_run(-1),
+            KeyCode::PageDown => self.move_run(10),
+            KeyCode::PageUp => self.move_run(-10),
+            KeyCode::Home | KeyCode::Char('g') => self.move_run(isize::MIN),
+            KeyCode::End | KeyCode::Char('G') => self.move_run(isize::MAX),
+            KeyCode::Enter | KeyCode::Char('l') | KeyCode::Right => self.open_selected(),
+            KeyCode::Char('/') => self.filtering = true,
+            KeyCode::Char('s') => {
+                self.sort = self.sort.next();
+                self.say(format!("sorted by {}", self.sort.name()));
+            }
+            KeyCode::Char('S') => self.sort_reverse = !self.sort_reverse,
+            KeyCode::Esc if !self.filter.is_empty() => self.filter.clear(),
+            KeyCode::Esc => self.screen = Screen::Experiments,
+            KeyCode::Char('x') => self.stop_selected(),
+            KeyCode::Char('K') => self.ask_kill(),
+            _ => self.dirty = false,
+        }
+    }
+
+    fn run_key(&mut self, code: KeyCode) {
+        match code {
+            KeyCode::Esc | KeyCode::Backspace => self.screen = Screen::Runs,
+            KeyCode::Left | KeyCode::Char('h') => {
+                self.run_tab = (self.run_tab + RUN_PANELS.len() - 1) % RUN_PANELS.len()
+            }
+            KeyCode::Right | KeyCode::Char('l') => self.run_tab = (self.run_tab + 1) % RUN_PANELS.len(),
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.move_run(1);
+                self.open = self.selected_run.clone();
+            }
+            KeyCode::Up | KeyCode::Char('k') => {
+                self.move_run(-1);
+                self.open = self.selected_run.clone();
+            }
+            KeyCode::Char('x') => self.stop_selected(),
+            KeyCode::Char('K') => self.ask_kill(),
+            _ => self.dirty = false,
+        }
+    }
+
+    fn grid_key(&mut self, code: KeyCode) {
+        let runs: Vec<String> = self.grid_runs().iter().map(|r| r.id.clone()).collect();
+        let at = self
+            .selected_run
+            .as_ref()
+            .and_then(|id| runs.iter().position(|r| r == id))
+            .unwrap_or(0);
+        let columns = super::view::grid_columns(self.size.0).max(1);
+        let to = match code {
+            KeyCode::Right | KeyCode::Char('l') => at + 1,
+            KeyCode::Left | KeyCode::Char('h') => at.saturating_sub(1),
+            KeyCode::Down | KeyCode::Char('j') => at + columns,
+            KeyCode::Up | KeyCode::Char('k') => at.saturating_sub(columns),
+            KeyCode::Enter => {
+                self.open_selected();
+                return;
+            }
+            KeyCode::Esc => {
+                self.screen = Screen::Runs;
+                return;
+            }
+            KeyCode::Char('x') => return self.stop_selected(),
+            KeyCode::Char('K') => return self.ask_kill(),
+            _ => {
+                self.dirty = false;
+                return;
+            }
+        };
+        if let Some(id) = runs.get(to.min(runs.len().saturating_sub(1))) {
+            self.selected_run = Some(id.clone());
+        }
+    }
+
+    fn move_run(&mut self, by: isize) {
+        let runs: Vec<String> = self.visible_runs().iter().map(|r| r.id.clone()).collect();
+        if runs.is_empty() {
+            return;
+        }
+        let at = self.selected_index().unwrap_or(0) as isize;
+        let to = at.saturating_add(by).clamp(0, runs.len() as isize - 1) as usize;
+        self.selected_run = Some(runs[to].clone());
+    }
+
+    /// After filtering, select a run the list still shows.
+    fn keep_selection_visible(&mut self) {
+        if self.selected_index().is_none() {
+            self.selected_run = self.visible_runs().first().map(|r| r.id.clone());
+        }
+    }
+
+    fn open_selected(&mut self) {
+        if let Some(id) = &self.selected_run
+            && self.runs.contains_key(id)
+        {
+            self.open = Some(id.clone());
+            self.screen = Screen::Run;
+        }
+    }
+
+    /// The run a stop or kill applies to: the open one in the run view, else the selected one.
+    fn target_run(&self) -> Option<&RunModel> {
+        let id = if self.screen == Screen::Run {
+            self.open.as_ref()
+        } else {
+            self.selected_run.as_ref()
+        }?;
+        self.runs.get(id)
+    }
+
+    fn stop_selected(&mut self) {
+        if let Some(id) = self.target_run().map(|r| r.id.clone()) {
+            self.halt(&id, Halt::Stop);
+        }
+    }
+
+    fn ask_kill(&mut self) {
+        let Some(run) = self.target_run() else {
+            return;
+        };
+        if run.state().is_live() && run.pid.is_some() {
+            self.confirm_kill = Some(run.id.clone());
+        } else {
+            self.say(format!("{} is {}: nothing to kill", run.id, run.state().name()));
+        }
+    }
+
+    fn halt(&mut self, id: &str, halt: Halt) {
+        let Some(run) = self.runs.get(id) else {
+            return;
+        };
+        let state = run.state();
+        match (state.is_live(), run.pid) {
+            (true, Some(pid)) => {
+                self.effects.push(Effect::Halt {
+                    id: id.to_string(),
+                    pid,
+                    halt,
+                });
+                self.say(match halt {
+                    Halt::Stop => format!("asked {id} to stop; it writes a checkpoint first"),
+                    Halt::Kill => format!("killed {id}"),
+                });
+            }
+            (true, None) => self.say(format!("{id} has no known process yet")),
+            (false, _) => self.say(format!("{id} is {}: nothing to stop", state.name())),
+        }
+    }
+
+    fn next_theme(&mut self) {
+        let at = self.themes.iter().position(|t| t.name == self.theme.name).unwrap_or(0);
+        if let Some(theme) = self.themes.get((at + 1) % self.themes.len().max(1)) {
+            self.theme = theme.clone();
+            self.settings.theme = Some(theme.name.clone());
+            self.say(format!("theme: {}", theme.name));
+            self.effects.push(Effect::SaveSettings(self.settings.clone()));
+        }
+    }
+
+    /// Clicks select list rows; the wheel moves the selection.
+    fn mouse(&mut self, kind: MouseEventKind, row: u16) {
+        let step = match kind {
+            MouseEventKind::ScrollDown => 1,
+            MouseEventKind::ScrollUp => -1,
+            MouseEventKind::Down(MouseButton::Left) => 0,
+            _ => return,
+        };
         self.dirty = true;
+        let visible_rows = usize::from(self.size.1.saturating_sub(super::view::LIST_CHROME));
+        match (self.screen, step) {
+            (Screen::Experiments, 0) => {
+                let count = self.experiments.as_ref().map_or(0, Vec::len);
+                let offset = super::view::list_offset(self.selected, visible_rows);
+                if let Some(index) = usize::from(row)
+                    .checked_sub(usize::from(super::view::EXPERIMENT_ROW0))
+                    .map(|r| r + offset)
+                    && index < count
+                {
+                    self.selected = index;
+                }
+            }
+            (Screen::Experiments, step) => {
+                let count = self.experiments.as_ref().map_or(0, Vec::len);
+                self.selected = (self.selected as isize + step).clamp(0, count.saturating_sub(1) as isize) as usize;
+            }
+            (Screen::Runs, 0) => {
+                let offset = super::view::list_offset(self.selected_index().unwrap_or(0), visible_rows);
+                let ids: Vec<String> = self.visible_runs().iter().map(|r| r.id.clone()).collect();
+                if let Some(id) = usize::from(row)
+                    .checked_sub(usize::from(super::view::RUN_ROW0))
+                    .and_then(|r| ids.get(r + offset))
+                {
+                    if self.selected_run.as_ref() == Some(id) {
+                        self.open_selected();
+                    } else {
+                        self.selected_run = Some(id.clone());
+                    }
+                }
+            }
+            (Screen::Runs | Screen::Run, step) => {
+                self.move_run(step);
+                if self.screen == Screen::Run {
+                    self.open = self.selected_run.clone();
+                }
+            }
+            _ => self.dirty = false,
+        }
     }
 }
 

@@ -6,34 +6,66 @@
 //! and only when something changed.
 
 pub mod app;
+pub mod chart;
+pub mod history;
+pub mod launch;
+pub mod run;
+pub mod settings;
 pub mod view;
+pub mod watch;
 
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
 
 use crate::theme::Theme;
 use crate::workspace::Workspace;
-use app::{App, ExperimentEntry, Msg};
+use app::{App, Effect, ExperimentEntry, Msg};
+use settings::Settings;
 
 /// Shortest time between two frames.
 const FRAME_INTERVAL: Duration = Duration::from_millis(100);
 /// How often the experiment files are re-read.
 const SCAN_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How the dashboard starts.
+pub struct Options {
+    pub theme: Theme,
+    /// The themes `t` cycles through.
+    pub themes: Vec<Theme>,
+    /// Remembered choices, saved back when the user changes them.
+    pub settings: Settings,
+    /// A first line for the status bar (e.g. a settings file that did not read).
+    pub notice: Option<String>,
+}
+
 /// Opens the dashboard on `workspace` and runs it until the user quits.
-pub fn run(workspace: Workspace, theme: Theme) -> anyhow::Result<()> {
+pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel();
     spawn_input(tx.clone())?;
+    spawn_signals(tx.clone())?;
     spawn_scanner(workspace.clone(), tx.clone())?;
-    spawn_demo_data(workspace.clone(), tx)?;
+    let (look, requests) = mpsc::channel();
+    watch::spawn(workspace.clone(), tx.clone(), requests).context("cannot start the watcher thread")?;
+    spawn_demo_data(workspace.clone(), tx.clone())?;
 
-    let mut app = App::new(workspace, theme);
+    let mut app = App::new(workspace.clone(), options.theme).with_choices(options.themes, options.settings);
+    app.update(Msg::Notice(options.notice));
     // ratatui::try_init switches to the alternate screen and installs a panic hook that
-    // gives the terminal back before the panic message prints.
+    // gives the terminal back before the panic message prints; mouse capture is ours to undo.
     let mut terminal = ratatui::try_init().context("cannot open the terminal")?;
+    let ratatui_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
+        ratatui_hook(info);
+    }));
+    let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
+    if let Ok(size) = terminal.size() {
+        app.update(Msg::Terminal(crossterm::event::Event::Resize(size.width, size.height)));
+    }
     let result = (|| -> anyhow::Result<()> {
         let mut last_frame = Instant::now() - FRAME_INTERVAL;
         loop {
@@ -43,6 +75,7 @@ pub fn run(workspace: Workspace, theme: Theme) -> anyhow::Result<()> {
                 match rx.recv_timeout(wait) {
                     Ok(msg) => {
                         app.update(msg);
+                        perform(&mut app, &workspace, &tx, &look);
                         if app.should_quit() {
                             return Ok(());
                         }
@@ -59,13 +92,73 @@ pub fn run(workspace: Workspace, theme: Theme) -> anyhow::Result<()> {
                 return Ok(());
             };
             app.update(msg);
+            perform(&mut app, &workspace, &tx, &look);
             if app.should_quit() {
                 return Ok(());
             }
         }
     })();
+    let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
     ratatui::restore();
     result
+}
+
+/// Carries out the effects `update` asked for; outcomes come back as messages.
+fn perform(app: &mut App, workspace: &Workspace, tx: &Sender<Msg>, look: &Sender<watch::Request>) {
+    for effect in app.take_effects() {
+        match effect {
+            Effect::Launch(file) => match launch::launch(workspace, &file) {
+                Ok(launch::Launched { run, mut child }) => {
+                    let (id, pid) = (run.id(), child.id());
+                    app.update(Msg::Launched {
+                        id: id.clone(),
+                        dir: run.path().to_path_buf(),
+                        pid,
+                    });
+                    // Reap the trainer when it ends, and say how it ended.
+                    let tx = tx.clone();
+                    let spawned = thread::Builder::new().name(format!("reaper-{pid}")).spawn(move || {
+                        let code = child.wait().ok().and_then(|status| status.code());
+                        let _ = tx.send(Msg::Exited { id, code });
+                    });
+                    if let Err(error) = spawned {
+                        app.update(Msg::Failed(format!("cannot watch the trainer's exit: {error}")));
+                    }
+                }
+                Err(error) => app.update(Msg::Failed(format!("cannot launch {}: {error:#}", file.display()))),
+            },
+            Effect::Halt { id, pid, halt } => {
+                if let Err(error) = launch::halt(pid, halt) {
+                    app.update(Msg::Failed(format!("{id}: {error:#}")));
+                }
+            }
+            Effect::SaveSettings(settings) => {
+                if let Some(path) = Settings::path()
+                    && let Err(error) = settings.save(&path)
+                {
+                    app.update(Msg::Failed(error));
+                }
+            }
+        }
+        let _ = look.send(watch::Request::Look);
+    }
+}
+
+/// SIGTERM, SIGHUP (the SSH connection went away) and SIGINT end the dashboard cleanly,
+/// terminal restored; runs keep going.
+fn spawn_signals(tx: Sender<Msg>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGHUP, SIGINT]).context("cannot listen for signals")?;
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                let _ = tx.send(Msg::Quit);
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
 }
 
 fn spawn_input(tx: Sender<Msg>) -> anyhow::Result<()> {

@@ -400,10 +400,10 @@ impl<'a> CaseReader<'a> {
     /// Checks a modality against the first one read, and that it is not constant.
     fn check_image(&mut self, path: &Path, image: Volume<f32>) -> Result<Volume<f32>, CaseError> {
         check_geometry(self.reference.as_ref(), image.shape, &image.affine).map_err(|kind| self.error(path, kind))?;
-        if let Some(&first) = image.data.first() {
-            if image.data.iter().all(|&v| v == first) {
-                return Err(self.error(path, CaseErrorKind::Constant { value: first }));
-            }
+        if let Some(&first) = image.data.first()
+            && image.data.iter().all(|&v| v == first)
+        {
+            return Err(self.error(path, CaseErrorKind::Constant { value: first }));
         }
         if self.reference.is_none() {
             self.reference = Some(Reference {

@@ -155,10 +155,10 @@ fn cached_case(files: &CaseFiles, config: &DataConfig, settings: &str) -> Result
         sources.push(SourceStamp::of(path).map_err(|e| format!("{}: {}: cannot read: {e}", files.id, path.display()))?);
     }
     let path = cache_path(config, settings, &files.id);
-    if let Ok(cached) = CachedCase::open(&path) {
-        if cached.is_fresh(settings, &sources) {
-            return Ok(cached);
-        }
+    if let Ok(cached) = CachedCase::open(&path)
+        && cached.is_fresh(settings, &sources)
+    {
+        return Ok(cached);
     }
     let loaded = case::load_case(files, &config.modalities).map_err(|e| e.to_string())?;
     let prepared = preprocess::prepare(&loaded, config);

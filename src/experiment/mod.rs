@@ -779,7 +779,7 @@ fn check_model(check: &mut Checker, raw: raw::RawModel) -> ModelConfig {
         |g| g >= 1,
         "must be at least 1",
     );
-    if norm == Norm::Group && base_filters % groups != 0 {
+    if norm == Norm::Group && !base_filters.is_multiple_of(groups) {
         check.error(
             "model.groups",
             format!("model.groups = {groups} is out of range: must divide model.base_filters = {base_filters} for group norm"),

@@ -45,7 +45,7 @@ enum Command {
         /// The experiment file (not with --resume)
         #[arg(required_unless_present = "resume", conflicts_with = "resume")]
         experiment: Option<PathBuf>,
-        /// Continue the run in this directory from its latest checkpoint
+        /// Continue the run in this directory from its latest checkpoint (or start it there when it has none)
         #[arg(long, value_name = "RUN_DIR")]
         resume: Option<PathBuf>,
         /// Where new run directories go

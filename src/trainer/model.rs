@@ -236,10 +236,10 @@ impl UNet {
                 }
             };
             h = block.forward_t(&Tensor::cat(&[upsampled, skip], 1), train);
-            if i + 1 < self.dec.len() {
-                if let Some(head) = deep.next() {
-                    aux.push(h.apply(head));
-                }
+            if i + 1 < self.dec.len()
+                && let Some(head) = deep.next()
+            {
+                aux.push(h.apply(head));
             }
         }
         (h.apply(&self.out), aux)

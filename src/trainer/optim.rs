@@ -212,7 +212,7 @@ impl Scheduler {
             self.bad_validations = 0;
         } else {
             self.bad_validations += 1;
-            if config.schedule == Schedule::Plateau && self.bad_validations % config.plateau_patience == 0 {
+            if config.schedule == Schedule::Plateau && self.bad_validations.is_multiple_of(config.plateau_patience) {
                 self.lr = (self.lr * config.plateau_factor).max(config.min_lr);
             }
         }

@@ -208,7 +208,10 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
                 state.step
             ));
         } else {
-            say("no checkpoint yet: starting from the beginning");
+            say(&format!(
+                "no checkpoint in {} yet: training from the start",
+                run.path().display()
+            ));
         }
     }
 
@@ -342,7 +345,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
 
         let mut best = false;
         let mut stop_early = false;
-        let validate_now = (epoch + 1) % experiment.validate.every == 0 || epoch + 1 == config.epochs;
+        let validate_now = (epoch + 1).is_multiple_of(experiment.validate.every) || epoch + 1 == config.epochs;
         if validate_now && !validation_cases.is_empty() {
             let validation_start = Instant::now();
             let mut preview = None;
@@ -386,7 +389,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
             ));
             if let Some(case) = preview_case
                 .as_ref()
-                .filter(|_| (epoch + 1) % experiment.preview.every == 0)
+                .filter(|_| (epoch + 1).is_multiple_of(experiment.preview.every))
             {
                 let predicted = match preview.take() {
                     Some(p) => p,

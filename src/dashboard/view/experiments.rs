@@ -1,21 +1,20 @@
-//! Drawing the dashboard from its state. Nothing here changes state.
+//! The experiments screen: every `experiments/*.toml`, whether it checks, and what it trains.
 
 use std::path::Path;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Modifier, Style};
+use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragraph, Wrap};
+use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
 
-use super::app::{App, ExperimentEntry, ExperimentStatus};
+use super::{panel, selected_style};
+use crate::dashboard::app::{App, ExperimentEntry, ExperimentStatus};
 use crate::experiment::{Experiment, Norm};
 use crate::theme::Theme;
 
-pub fn draw(app: &App, frame: &mut Frame) {
-    let [title, body, keys] =
-        Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
-    frame.render_widget(title_bar(app), title);
+/// The experiment list and the selected experiment's summary.
+pub fn draw(app: &App, frame: &mut Frame, body: Rect) {
     // The list is as wide as its longest name (mark and borders included), within reason.
     let longest = app
         .experiments
@@ -28,44 +27,6 @@ pub fn draw(app: &App, frame: &mut Frame) {
     let [list, detail] = Layout::horizontal([Constraint::Length(list_width), Constraint::Min(20)]).areas(body);
     draw_list(app, frame, list);
     draw_detail(app, frame, detail);
-    frame.render_widget(key_bar(&app.theme, app.notice.as_deref()), keys);
-    if app.show_help {
-        draw_help(&app.theme, frame);
-    }
-}
-
-fn title_bar(app: &App) -> Line<'static> {
-    let theme = &app.theme;
-    let count = app.experiments.as_ref().map_or(0, Vec::len);
-    Line::from(vec![
-        Span::styled(" segtop ", Style::new().fg(theme.ui.title).add_modifier(Modifier::BOLD)),
-        Span::styled(format!(" experiments ({count})"), Style::new().fg(theme.ui.text)),
-        Span::styled(
-            format!("  {}", app.workspace.root().display()),
-            Style::new().fg(theme.ui.dim),
-        ),
-    ])
-}
-
-fn key_bar(theme: &Theme, notice: Option<&str>) -> Line<'static> {
-    let key = Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD);
-    let text = Style::new().fg(theme.ui.dim);
-    let mut spans = vec![Span::raw(" ")];
-    for (k, what) in [("↑↓", "select"), ("?", "help"), ("q", "quit")] {
-        spans.push(Span::styled(k, key));
-        spans.push(Span::styled(format!(" {what}  "), text));
-    }
-    if let Some(notice) = notice {
-        spans.push(Span::styled(notice.to_string(), Style::new().fg(theme.ui.accent)));
-    }
-    Line::from(spans)
-}
-
-fn panel<'a>(theme: &Theme, title: &'a str) -> Block<'a> {
-    Block::new()
-        .borders(Borders::ALL)
-        .border_style(Style::new().fg(theme.ui.border))
-        .title(Span::styled(format!(" {title} "), Style::new().fg(theme.ui.title)))
 }
 
 fn status_mark(theme: &Theme, status: &ExperimentStatus) -> Span<'static> {
@@ -97,12 +58,7 @@ fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
             ]))
         })
         .collect();
-    let highlight = if theme.monochrome {
-        Style::new().add_modifier(Modifier::REVERSED)
-    } else {
-        Style::new().fg(theme.ui.selection_fg).bg(theme.ui.selection_bg)
-    };
-    let list = List::new(items).block(block).highlight_style(highlight);
+    let list = List::new(items).block(block).highlight_style(selected_style(theme));
     let mut state = ListState::default().with_selected(Some(app.selected));
     frame.render_stateful_widget(list, area, &mut state);
 }
@@ -216,31 +172,4 @@ fn summary(theme: &Theme, e: &Experiment, workspace: &Path) -> Vec<Line<'static>
             )),
         ]),
     ]
-}
-
-fn draw_help(theme: &Theme, frame: &mut Frame) {
-    let area = frame.area();
-    let width = area.width.min(52);
-    let height = area.height.min(10);
-    let popup = Rect {
-        x: area.x + (area.width - width) / 2,
-        y: area.y + (area.height - height) / 2,
-        width,
-        height,
-    };
-    let key = Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD);
-    let rows = [
-        ("↑ ↓  j k", "select an experiment"),
-        ("g G  Home End", "first / last"),
-        ("?  F1", "this help"),
-        ("q  Esc  Ctrl-C", "quit"),
-    ];
-    let mut lines: Vec<Line> = rows
-        .iter()
-        .map(|(k, what)| Line::from(vec![Span::styled(format!("{k:<16}"), key), Span::raw(*what)]))
-        .collect();
-    lines.push(Line::raw(""));
-    lines.push(Line::styled("any key closes this help", Style::new().fg(theme.ui.dim)));
-    frame.render_widget(Clear, popup);
-    frame.render_widget(Paragraph::new(lines).block(panel(theme, "keys")), popup);
 }

@@ -1,0 +1,366 @@
+//! Line charts of run histories: braille (or block or dot) lines with y-axis labels, the
+//! latest values in the top border and the x range and best values in the bottom border,
+//! so the plot keeps every row of a small panel.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::Style;
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Widget};
+
+use super::history::History;
+use super::settings::ChartMarker;
+use crate::theme::Theme;
+
+/// One line of a chart.
+pub struct Series<'a> {
+    pub name: &'a str,
+    pub style: Style,
+    pub history: &'a History,
+}
+
+/// A bordered chart over one or more series.
+pub struct LineChart<'a> {
+    title: &'a str,
+    series: Vec<Series<'a>>,
+    marker: ChartMarker,
+    log_y: bool,
+    /// Fixed y range (e.g. 0-1 for Dice); else the data's.
+    y_range: Option<(f64, f64)>,
+    x_unit: &'a str,
+    /// Decimals of the values in the border; `None`: as precise as 6 characters allow.
+    decimals: Option<usize>,
+    bottom: Option<Line<'a>>,
+    theme: &'a Theme,
+}
+
+impl<'a> LineChart<'a> {
+    pub fn new(title: &'a str, theme: &'a Theme, marker: ChartMarker) -> LineChart<'a> {
+        LineChart {
+            title,
+            series: Vec::new(),
+            marker,
+            log_y: false,
+            y_range: None,
+            x_unit: "",
+            decimals: None,
+            bottom: None,
+            theme,
+        }
+    }
+
+    pub fn series(mut self, name: &'a str, style: Style, history: &'a History) -> Self {
+        self.series.push(Series { name, style, history });
+        self
+    }
+
+    pub fn log_y(mut self, log_y: bool) -> Self {
+        self.log_y = log_y;
+        self
+    }
+
+    pub fn y_range(mut self, low: f64, high: f64) -> Self {
+        self.y_range = Some((low, high));
+        self
+    }
+
+    /// The x axis's unit, shown with its range in the bottom border.
+    pub fn x_unit(mut self, unit: &'a str) -> Self {
+        self.x_unit = unit;
+        self
+    }
+
+    /// Shows the latest values with this many decimals.
+    pub fn decimals(mut self, decimals: usize) -> Self {
+        self.decimals = Some(decimals);
+        self
+    }
+
+    /// Extra text for the bottom border (best values, ...).
+    pub fn bottom(mut self, line: Line<'a>) -> Self {
+        self.bottom = Some(line);
+        self
+    }
+
+    fn marker(&self, index: usize) -> Marker {
+        // Without colour, series differ by their marks.
+        let base = match self.marker {
+            ChartMarker::Braille => Marker::Braille,
+            ChartMarker::Blocks => Marker::HalfBlock,
+            ChartMarker::Dots => Marker::Dot,
+        };
+        if self.theme.monochrome && index > 0 {
+            [Marker::Dot, Marker::Block, Marker::Bar][(index - 1) % 3]
+        } else {
+            base
+        }
+    }
+
+    fn y(&self, value: f64) -> f64 {
+        if self.log_y { value.max(1e-9).log10() } else { value }
+    }
+}
+
+impl Widget for LineChart<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let theme = self.theme;
+        let mut top = vec![Span::styled(
+            format!(" {}", self.title),
+            Style::new().fg(theme.ui.title),
+        )];
+        if self.log_y {
+            top.push(Span::styled(" (log)", Style::new().fg(theme.ui.dim)));
+        }
+        for series in &self.series {
+            if let Some(last) = series.history.last() {
+                let label = if series.name == self.title {
+                    " ".to_string()
+                } else {
+                    format!(" {} ", series.name)
+                };
+                let value = match self.decimals {
+                    Some(decimals) => format!("{last:.decimals$}"),
+                    None => format_value(last),
+                };
+                top.push(Span::styled(label, series.style));
+                top.push(Span::styled(value, Style::new().fg(theme.ui.text).bold()));
+            }
+        }
+        top.push(Span::raw(" "));
+        let x_range = self
+            .series
+            .iter()
+            .filter_map(|s| s.history.x_range())
+            .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
+        let mut bottom = Vec::new();
+        if let Some(line) = self.bottom.clone() {
+            bottom.extend(line.spans);
+        }
+        if let Some((low, high)) = x_range {
+            bottom.push(Span::styled(
+                format!(" {}–{} {} ", format_value(low), format_value(high), self.x_unit),
+                Style::new().fg(theme.ui.dim),
+            ));
+        }
+        let block = Block::new()
+            .borders(Borders::ALL)
+            .border_style(Style::new().fg(theme.ui.border))
+            .title_top(Line::from(top))
+            .title_bottom(Line::from(bottom).right_aligned());
+        let Some((x_low, x_high)) = x_range else {
+            let inner = block.inner(area);
+            block.render(area, buf);
+            Line::styled("no data yet", Style::new().fg(theme.ui.dim)).render(inner, buf);
+            return;
+        };
+        let data: Vec<Vec<(f64, f64)>> = self
+            .series
+            .iter()
+            .map(|s| s.history.points().into_iter().map(|(x, y)| (x, self.y(y))).collect())
+            .collect();
+        let (y_low, y_high) = match self.y_range {
+            Some((low, high)) => (self.y(low), self.y(high)),
+            None => {
+                let low = self
+                    .series
+                    .iter()
+                    .filter_map(|s| s.history.min())
+                    .reduce(f64::min)
+                    .unwrap_or(0.0);
+                let high = self
+                    .series
+                    .iter()
+                    .filter_map(|s| s.history.max())
+                    .reduce(f64::max)
+                    .unwrap_or(1.0);
+                padded(self.y(low), self.y(high))
+            }
+        };
+        let unlog = |v: f64| if self.log_y { 10f64.powf(v) } else { v };
+        let labels = vec![
+            Span::raw(format_value(unlog(y_low))),
+            Span::raw(format_value(unlog((y_low + y_high) / 2.0))),
+            Span::raw(format_value(unlog(y_high))),
+        ];
+        let datasets = self
+            .series
+            .iter()
+            .zip(&data)
+            .enumerate()
+            .map(|(i, (series, points))| {
+                Dataset::default()
+                    .marker(self.marker(i))
+                    .graph_type(GraphType::Line)
+                    .style(series.style)
+                    .data(points)
+            })
+            .collect();
+        let x_high = if x_high > x_low { x_high } else { x_low + 1.0 };
+        Chart::new(datasets)
+            .block(block)
+            .legend_position(None)
+            .x_axis(Axis::default().bounds([x_low, x_high]))
+            .y_axis(
+                Axis::default()
+                    .bounds([y_low, y_high])
+                    .labels(labels)
+                    .style(Style::new().fg(theme.ui.dim)),
+            )
+            .render(area, buf);
+    }
+}
+
+/// A y range with a little room, never empty.
+fn padded(low: f64, high: f64) -> (f64, f64) {
+    if high - low < 1e-12 {
+        let pad = (low.abs() * 0.1).max(1e-3);
+        (low - pad, high + pad)
+    } else {
+        let pad = (high - low) * 0.05;
+        (low - pad, high + pad)
+    }
+}
+
+/// A number in at most 6 characters, as precise as that allows.
+pub fn format_value(value: f64) -> String {
+    let magnitude = value.abs();
+    if magnitude == 0.0 {
+        "0".to_string()
+    } else if magnitude >= 100_000.0 {
+        format!("{:.0}k", value / 1000.0)
+    } else if magnitude >= 1000.0 {
+        format!("{:.1}k", value / 1000.0)
+    } else if magnitude >= 100.0 || value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else if magnitude >= 10.0 {
+        format!("{value:.1}")
+    } else if magnitude >= 0.01 {
+        format!("{value:.3}")
+    } else {
+        format!("{value:.0e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(chart: LineChart, width: u16, height: u16) -> Buffer {
+        let mut buf = Buffer::empty(Rect::new(0, 0, width, height));
+        chart.render(buf.area, &mut buf);
+        buf
+    }
+
+    fn text(buf: &Buffer) -> Vec<String> {
+        (0..buf.area.height)
+            .map(|y| (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect())
+            .collect()
+    }
+
+    fn falling() -> History {
+        let mut history = History::default();
+        for i in 0..=20 {
+            history.push(f64::from(i) / 4.0, 1.0 / (1.0 + f64::from(i)));
+        }
+        history
+    }
+
+    #[test]
+    fn a_braille_chart_shows_its_values_labels_and_range() {
+        let theme = Theme::monochrome();
+        let history = falling();
+        let rows = text(&render(
+            LineChart::new("loss", &theme, ChartMarker::Braille)
+                .series("loss", Style::new(), &history)
+                .x_unit("epochs"),
+            40,
+            8,
+        ));
+        assert!(rows[0].contains("loss 0.048"), "{rows:#?}");
+        assert!(rows[7].contains("0–5 epochs"), "{rows:#?}");
+        // y labels: the top is the maximum (plus padding), the bottom the minimum.
+        assert!(rows[1].contains("1.0"), "{rows:#?}");
+        let plot: String = rows[1..7].concat();
+        assert!(
+            plot.chars().any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)),
+            "{rows:#?}"
+        );
+        // The line falls: its first dots are in the top rows, its last ones at the bottom.
+        let first_dot_row = rows
+            .iter()
+            .position(|r| r.chars().any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)));
+        assert_eq!(first_dot_row, Some(1), "{rows:#?}");
+    }
+
+    #[test]
+    fn without_braille_the_line_is_drawn_in_blocks_or_dots() {
+        let theme = Theme::monochrome();
+        let history = falling();
+        for (marker, expect) in [
+            (ChartMarker::Blocks, ['▀', '▄', '█']),
+            (ChartMarker::Dots, ['•', '•', '•']),
+        ] {
+            let rows = text(&render(
+                LineChart::new("loss", &theme, marker).series("loss", Style::new(), &history),
+                40,
+                8,
+            ));
+            let plot: String = rows[1..7].concat();
+            assert!(
+                !plot.chars().any(|c| ('\u{2801}'..='\u{28ff}').contains(&c)),
+                "{rows:#?}"
+            );
+            assert!(plot.chars().any(|c| expect.contains(&c)), "{marker:?} {rows:#?}");
+        }
+    }
+
+    #[test]
+    fn log_scale_labels_show_real_values() {
+        let theme = Theme::monochrome();
+        let mut history = History::default();
+        for (i, loss) in [10.0, 1.0, 0.1, 0.01].iter().enumerate() {
+            history.push(i as f64, *loss);
+        }
+        let rows = text(&render(
+            LineChart::new("loss", &theme, ChartMarker::Braille)
+                .series("loss", Style::new(), &history)
+                .log_y(true),
+            40,
+            9,
+        ));
+        assert!(rows[0].contains("(log)"), "{rows:#?}");
+        // Between 0.01 and 10 on a log axis the middle label is about 0.3, not 5.
+        let labels: String = rows[1..8].iter().map(|r| r[..6].to_string()).collect();
+        assert!(labels.contains("0.3"), "{rows:#?}");
+        assert!(!labels.contains("5.0"), "{rows:#?}");
+    }
+
+    #[test]
+    fn an_empty_history_says_so() {
+        let theme = Theme::monochrome();
+        let history = History::default();
+        let rows = text(&render(
+            LineChart::new("Dice", &theme, ChartMarker::Braille).series("WT", Style::new(), &history),
+            30,
+            5,
+        ));
+        assert!(rows[1].contains("no data yet"), "{rows:#?}");
+    }
+
+    #[test]
+    fn values_fit_six_characters() {
+        for (value, shown) in [
+            (0.0, "0"),
+            (0.4123, "0.412"),
+            (1.23456, "1.235"),
+            (42.42, "42.4"),
+            (812.0, "812"),
+            (5.0, "5"),
+            (2048.0, "2.0k"),
+            (0.0005, "5e-4"),
+        ] {
+            assert_eq!(format_value(value), shown);
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! What the dashboard knows about one run: folded from its event records, its process
+//! samples and the tail of its log. Pure state, no I/O, so it is tested without a terminal.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+
+use super::history::History;
+use crate::events::{BratsScores, Event, Outcome, RegionScores};
+
+/// Lines of `train.log` kept for the run view.
+pub const LOG_LINES: usize = 40;
+/// Warnings kept per run (garbage lines in its event file, ...).
+const WARNINGS: usize = 8;
+
+/// Where a run stands, from the facts the dashboard has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RunState {
+    /// Launched; the trainer has not written `run_started` yet (it may be preparing data).
+    Starting,
+    Running,
+    Completed,
+    EarlyStopped,
+    Stopped,
+    Failed,
+    /// The process is gone without `run_finished` (killed, machine rebooted, ...).
+    Lost,
+}
+
+impl RunState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Starting => "starting",
+            RunState::Running => "running",
+            RunState::Completed => "done",
+            RunState::EarlyStopped => "early-stop",
+            RunState::Stopped => "stopped",
+            RunState::Failed => "failed",
+            RunState::Lost => "lost",
+        }
+    }
+
+    /// Whether a trainer process may still be working on the run.
+    pub fn is_live(self) -> bool {
+        matches!(self, RunState::Starting | RunState::Running)
+    }
+}
+
+/// Whether the run's process exists, as last sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Liveness {
+    /// Not sampled yet, or the run lives on another host.
+    #[default]
+    Unknown,
+    Alive,
+    Gone,
+}
+
+/// One sample of the run's process tree.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessSample {
+    pub time: DateTime<Utc>,
+    pub liveness: Liveness,
+    /// Percent of one core, summed over the process tree.
+    pub cpu_percent: f64,
+    pub rss_mb: f64,
+}
+
+/// The mean official scores of the end-of-run evaluation, per region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvaluationSummary {
+    pub challenge: String,
+    pub epoch: u32,
+    pub mean: Vec<BratsScores>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunModel {
+    /// The run directory's name.
+    pub id: String,
+    pub dir: PathBuf,
+    /// The experiment's run name (from the frozen experiment), until `run_started` says.
+    pub name: String,
+    /// When the directory was created (for sorting runs that have not started).
+    pub created: Option<DateTime<Utc>>,
+    /// The experiment file it was launched from, when the dashboard launched it.
+    pub experiment: Option<PathBuf>,
+    pub started: Option<DateTime<Utc>>,
+    pub pid: Option<u32>,
+    pub host: Option<String>,
+    pub epochs: u32,
+    pub steps_per_epoch: u32,
+    pub threads: Option<u32>,
+    pub epoch: u32,
+    pub step: u32,
+    /// Training loss per step, x in (fractional) epochs.
+    pub loss: History,
+    pub loss_parts: BTreeMap<String, History>,
+    /// Mean training loss per epoch.
+    pub epoch_loss: History,
+    pub lr: History,
+    pub throughput: History,
+    /// Validation Dice per region over epochs.
+    pub dice: [History; 3],
+    pub seed_dice: History,
+    pub best: Option<(u32, RegionScores)>,
+    pub hd95: Option<RegionScores>,
+    pub evaluation: Option<EvaluationSummary>,
+    /// CPU % and RSS of the process tree over time, x in seconds since the run started.
+    pub cpu: History,
+    pub rss: History,
+    pub liveness: Liveness,
+    pub last_sample: Option<ProcessSample>,
+    pub peak_rss_mb: Option<f64>,
+    pub finished: Option<(Outcome, Option<String>, f64)>,
+    pub last_error: Option<String>,
+    pub warnings: Vec<String>,
+    pub log_tail: Vec<String>,
+    pub previews: u32,
+    /// Smoothed seconds per training step, for the time left.
+    step_seconds: Option<f64>,
+    /// Seconds the trainer reported before the latest `run_started` (resumed runs).
+    seconds_before: f64,
+    last_event: Option<DateTime<Utc>>,
+}
+
+impl RunModel {
+    pub fn new(id: impl Into<String>, dir: impl Into<PathBuf>) -> RunModel {
+        let id = id.into();
+        RunModel {
+            name: id.clone(),
+            id,
+            dir: dir.into(),
+            created: None,
+            experiment: None,
+            started: None,
+            pid: None,
+            host: None,
+            epochs: 0,
+            steps_per_epoch: 0,
+            threads: None,
+            epoch: 0,
+            step: 0,
+            loss: History::default(),
+            loss_parts: BTreeMap::new(),
+            epoch_loss: History::default(),
+            lr: History::default(),
+            throughput: History::default(),
+            dice: Default::default(),
+            seed_dice: History::default(),
+            best: None,
+            hd95: None,
+            evaluation: None,
+            cpu: History::default(),
+            rss: History::default(),
+            liveness: Liveness::Unknown,
+            last_sample: None,
+            peak_rss_mb: None,
+            finished: None,
+            last_error: None,
+            warnings: Vec::new(),
+            log_tail: Vec::new(),
+            previews: 0,
+            step_seconds: None,
+            seconds_before: 0.0,
+            last_event: None,
+        }
+    }
+
+    /// Folds one event record into the model.
+    pub fn apply(&mut self, event: &Event) {
+        let previous = self.last_event.replace(event.time());
+        match event {
+            Event::RunStarted {
+                time,
+                pid,
+                host,
+                name,
+                epochs,
+                steps_per_epoch,
+                threads,
+                ..
+            } => {
+                if let Some(started) = self.started {
+                    // A resumed run: the time before counts towards elapsed.
+                    let end = previous.unwrap_or(started);
+                    self.seconds_before += (end - started).as_seconds_f64().max(0.0);
+                }
+                self.started = Some(*time);
+                self.pid = Some(*pid);
+                self.host = Some(host.clone());
+                self.name = name.clone();
+                self.epochs = *epochs;
+                self.steps_per_epoch = *steps_per_epoch;
+                self.threads = Some(*threads);
+                self.finished = None;
+                self.liveness = Liveness::Unknown;
+            }
+            Event::Step {
+                epoch,
+                step,
+                loss,
+                loss_parts,
+                lr,
+                patches_per_s,
+                seconds,
+                ..
+            } => {
+                self.epoch = *epoch;
+                self.step = *step;
+                let x = self.epoch_position(*epoch, *step);
+                self.loss.push(x, *loss);
+                for (part, value) in loss_parts {
+                    self.loss_parts.entry(part.clone()).or_default().push(x, *value);
+                }
+                self.lr.push(x, *lr);
+                self.throughput.push(x, *patches_per_s);
+                if seconds.is_finite() && *seconds > 0.0 {
+                    self.step_seconds = Some(match self.step_seconds {
+                        Some(s) => 0.9 * s + 0.1 * seconds,
+                        None => *seconds,
+                    });
+                }
+            }
+            Event::Resources {
+                time,
+                rss_mb,
+                peak_rss_mb,
+                cpu_percent,
+            } => {
+                self.peak_rss_mb = Some(*peak_rss_mb);
+                // Samples taken here are finer; the trainer's own are for runs elsewhere.
+                if self.liveness == Liveness::Unknown {
+                    let x = self.seconds_since_start(*time);
+                    self.cpu.push(x, *cpu_percent);
+                    self.rss.push(x, *rss_mb);
+                }
+            }
+            Event::EpochEnd { epoch, loss, .. } => {
+                self.epoch = *epoch;
+                self.step = self.steps_per_epoch;
+                self.epoch_loss.push(f64::from(*epoch), *loss);
+            }
+            Event::Validation {
+                epoch,
+                dice,
+                hd95,
+                seed_dice,
+                ..
+            } => {
+                let x = f64::from(*epoch);
+                for (history, value) in self.dice.iter_mut().zip([dice.et, dice.tc, dice.wt]) {
+                    history.push(x, value);
+                }
+                self.seed_dice.push(x, *seed_dice);
+                if self.best.is_none_or(|(_, best)| dice.mean() > best.mean()) {
+                    self.best = Some((*epoch, *dice));
+                }
+                self.hd95 = *hd95;
+            }
+            Event::Evaluation {
+                epoch, challenge, mean, ..
+            } => {
+                self.evaluation = Some(EvaluationSummary {
+                    challenge: challenge.clone(),
+                    epoch: *epoch,
+                    mean: mean.clone(),
+                });
+            }
+            Event::PreviewWritten { .. } => self.previews += 1,
+            Event::Checkpoint { .. } | Event::EarlyStop { .. } => {}
+            Event::RunFinished {
+                outcome,
+                reason,
+                seconds,
+                best_dice,
+                ..
+            } => {
+                self.finished = Some((*outcome, reason.clone(), *seconds));
+                if let (None, Some(best)) = (self.best, best_dice) {
+                    self.best = Some((self.epoch, *best));
+                }
+                if let Some(reason) = reason
+                    && *outcome == Outcome::Failed
+                {
+                    self.last_error = Some(reason.clone());
+                }
+            }
+            Event::Error { message, .. } => self.last_error = Some(message.clone()),
+        }
+    }
+
+    /// Records a sample of the run's process.
+    pub fn sample(&mut self, sample: ProcessSample) {
+        self.liveness = sample.liveness;
+        if sample.liveness == Liveness::Alive {
+            let x = self.seconds_since_start(sample.time);
+            self.cpu.push(x, sample.cpu_percent);
+            self.rss.push(x, sample.rss_mb);
+            self.peak_rss_mb = Some(self.peak_rss_mb.map_or(sample.rss_mb, |p| p.max(sample.rss_mb)));
+        }
+        self.last_sample = Some(sample);
+    }
+
+    pub fn warn(&mut self, warning: String) {
+        if self.warnings.len() == WARNINGS {
+            self.warnings.remove(0);
+        }
+        self.warnings.push(warning);
+    }
+
+    pub fn set_log_tail(&mut self, lines: Vec<String>) {
+        self.log_tail = lines;
+        if self.log_tail.len() > LOG_LINES {
+            self.log_tail.drain(..self.log_tail.len() - LOG_LINES);
+        }
+    }
+
+    pub fn state(&self) -> RunState {
+        if let Some((outcome, ..)) = &self.finished {
+            return match outcome {
+                Outcome::Completed => RunState::Completed,
+                Outcome::EarlyStopped => RunState::EarlyStopped,
+                Outcome::Stopped => RunState::Stopped,
+                Outcome::Failed => RunState::Failed,
+            };
+        }
+        match (self.started.is_some(), self.liveness) {
+            (_, Liveness::Gone) => RunState::Lost,
+            (true, _) => RunState::Running,
+            (false, _) => RunState::Starting,
+        }
+    }
+
+    /// Seconds of training so far, over every resumption.
+    pub fn elapsed(&self, now: DateTime<Utc>) -> Option<f64> {
+        if let Some((.., seconds)) = self.finished
+            && seconds > 0.0
+        {
+            return Some(seconds);
+        }
+        let started = self.started?;
+        let end = if self.state().is_live() {
+            now
+        } else {
+            self.last_event.unwrap_or(started)
+        };
+        Some(self.seconds_before + (end - started).as_seconds_f64().max(0.0))
+    }
+
+    /// Seconds of training left, from the recent step times (validations not included).
+    pub fn eta(&self) -> Option<f64> {
+        if self.state() != RunState::Running || self.steps_per_epoch == 0 {
+            return None;
+        }
+        let done = u64::from(self.epoch.saturating_sub(1)) * u64::from(self.steps_per_epoch) + u64::from(self.step);
+        let total = u64::from(self.epochs) * u64::from(self.steps_per_epoch);
+        Some(total.saturating_sub(done) as f64 * self.step_seconds?)
+    }
+
+    /// Latest patches per second.
+    pub fn patches_per_s(&self) -> Option<f64> {
+        self.throughput.last()
+    }
+
+    /// Epochs trained, as a fraction: where the loss chart's x axis ends.
+    pub fn progress(&self) -> f64 {
+        self.epoch_position(self.epoch, self.step)
+    }
+
+    fn epoch_position(&self, epoch: u32, step: u32) -> f64 {
+        let steps = f64::from(self.steps_per_epoch.max(1));
+        f64::from(epoch.saturating_sub(1)) + f64::from(step) / steps
+    }
+
+    fn seconds_since_start(&self, time: DateTime<Utc>) -> f64 {
+        let started = self.started.or(self.created).unwrap_or(time);
+        self.seconds_before + (time - started).as_seconds_f64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_790_000_000 + seconds, 0).expect("valid time")
+    }
+
+    fn started(seconds: i64) -> Event {
+        Event::RunStarted {
+            time: at(seconds),
+            schema: 1,
+            pid: 4242,
+            host: "node".into(),
+            name: "quick".into(),
+            experiment_hash: "abc".into(),
+            epochs: 2,
+            steps_per_epoch: 4,
+            parameters: 10,
+            threads: 2,
+            libtorch: "2.13.0".into(),
+            resumed_from: None,
+        }
+    }
+
+    fn step(seconds: i64, epoch: u32, step: u32, loss: f64) -> Event {
+        Event::Step {
+            time: at(seconds),
+            epoch,
+            step,
+            loss,
+            loss_parts: BTreeMap::from([("dice".into(), loss / 2.0)]),
+            lr: 1e-3,
+            patches_per_s: 2.0,
+            seconds: 10.0,
+        }
+    }
+
+    fn validation(epoch: u32, wt: f64) -> Event {
+        Event::Validation {
+            time: at(100),
+            epoch,
+            dice: RegionScores { et: 0.1, tc: 0.2, wt },
+            hd95: None,
+            seed_dice: 0.5,
+            cases: vec![],
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn steps_fill_the_charts_and_give_progress_and_time_left() {
+        let mut run = RunModel::new("r", "runs/r");
+        run.apply(&started(0));
+        for s in 1..=2 {
+            run.apply(&step(s * 10, 1, s as u32, 1.0 / s as f64));
+        }
+        assert_eq!(run.state(), RunState::Running);
+        assert_eq!(run.loss.points(), [(0.25, 1.0), (0.5, 0.5)]);
+        assert_eq!(run.loss_parts["dice"].last(), Some(0.25));
+        assert_eq!(run.progress(), 0.5);
+        // 6 of 8 steps left at 10 s each.
+        assert_eq!(run.eta(), Some(60.0));
+        assert_eq!(run.elapsed(at(30)), Some(30.0));
+    }
+
+    #[test]
+    fn the_best_validation_is_the_best_mean_dice() {
+        let mut run = RunModel::new("r", "runs/r");
+        run.apply(&started(0));
+        run.apply(&validation(1, 0.5));
+        run.apply(&validation(2, 0.9));
+        run.apply(&validation(3, 0.7));
+        assert_eq!(run.best.map(|(epoch, _)| epoch), Some(2));
+        assert_eq!(run.dice[2].points(), [(1.0, 0.5), (2.0, 0.9), (3.0, 0.7)]);
+    }
+
+    #[test]
+    fn states_follow_the_facts() {
+        let mut run = RunModel::new("r", "runs/r");
+        assert_eq!(run.state(), RunState::Starting);
+        run.apply(&started(0));
+        let sample = |liveness| ProcessSample {
+            time: at(5),
+            liveness,
+            cpu_percent: 190.0,
+            rss_mb: 800.0,
+        };
+        run.sample(sample(Liveness::Alive));
+        assert_eq!(run.state(), RunState::Running);
+        assert_eq!((run.cpu.last(), run.rss.last()), (Some(190.0), Some(800.0)));
+        run.sample(sample(Liveness::Gone));
+        assert_eq!(run.state(), RunState::Lost);
+        // Resumed: a new run_started brings it back; a failure keeps its reason.
+        run.apply(&started(50));
+        assert_eq!(run.state(), RunState::Running);
+        run.apply(&Event::RunFinished {
+            time: at(60),
+            outcome: Outcome::Failed,
+            best_dice: None,
+            reason: Some("out of memory".into()),
+            seconds: 0.0,
+        });
+        assert_eq!(run.state(), RunState::Failed);
+        assert_eq!(run.last_error.as_deref(), Some("out of memory"));
+        assert!(run.eta().is_none());
+    }
+
+    #[test]
+    fn a_resumed_run_counts_time_before_the_resume() {
+        let mut run = RunModel::new("r", "runs/r");
+        run.apply(&started(0));
+        run.apply(&step(40, 1, 1, 1.0));
+        run.apply(&started(1000));
+        assert_eq!(run.elapsed(at(1010)), Some(50.0));
+    }
+
+    #[test]
+    fn the_trainers_resource_records_chart_runs_not_sampled_here() {
+        let mut run = RunModel::new("r", "runs/r");
+        run.apply(&started(0));
+        run.apply(&Event::Resources {
+            time: at(5),
+            cpu_percent: 150.0,
+            rss_mb: 300.0,
+            peak_rss_mb: 320.0,
+        });
+        assert_eq!((run.cpu.last(), run.peak_rss_mb), (Some(150.0), Some(320.0)));
+    }
+}

@@ -1,0 +1,269 @@
+//! Drawing the dashboard from its state. Nothing here changes state.
+//!
+//! Every screen has the same frame: a title bar (screens, live runs, the host) on the first
+//! row, the screen's body, and a key bar with the keys that matter here (or a notice) on the
+//! last row. Help and the kill confirmation are drawn over it.
+
+mod experiments;
+mod grid;
+mod run;
+mod runs;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
+
+use super::app::{App, Screen};
+use crate::theme::Theme;
+
+pub use grid::grid_columns;
+
+/// Row of the first experiment in the list (title bar, list border).
+pub const EXPERIMENT_ROW0: u16 = 2;
+/// Row of the first run in the run list (title bar, border, header).
+pub const RUN_ROW0: u16 = 3;
+/// Rows of a list screen that are not list rows.
+pub const LIST_CHROME: u16 = 5;
+
+/// The scroll offset ratatui gives a list that starts at the top and must show `selected`.
+pub fn list_offset(selected: usize, visible_rows: usize) -> usize {
+    selected.saturating_sub(visible_rows.saturating_sub(1))
+}
+
+pub fn draw(app: &App, frame: &mut Frame) {
+    let [title, body, keys] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
+    frame.render_widget(title_bar(app, title.width), title);
+    match app.screen {
+        Screen::Experiments => experiments::draw(app, frame, body),
+        Screen::Runs => runs::draw(app, frame, body),
+        Screen::Run => run::draw(app, frame, body),
+        Screen::Grid => grid::draw(app, frame, body),
+    }
+    frame.render_widget(key_bar(app), keys);
+    if app.show_help {
+        draw_help(app, frame);
+    } else if let Some(id) = &app.confirm_kill {
+        draw_confirm(&app.theme, frame, id);
+    }
+}
+
+fn title_bar(app: &App, width: u16) -> Line<'static> {
+    let theme = &app.theme;
+    let tab = |key: &str, name: String, on: bool| {
+        let style = if on {
+            selected_style(theme).add_modifier(Modifier::BOLD)
+        } else {
+            Style::new().fg(theme.ui.text)
+        };
+        Span::styled(format!(" {key}:{name} "), style)
+    };
+    let experiments = app.experiments.as_ref().map_or(0, Vec::len);
+    let live = app.live_runs();
+    let experiments = format!("experiments ({experiments})");
+    let runs = if live > 0 {
+        format!("runs ({}, {live} live)", app.runs.len())
+    } else {
+        format!("runs ({})", app.runs.len())
+    };
+    let mut spans = vec![
+        Span::styled(" segtop ", Style::new().fg(theme.ui.title).add_modifier(Modifier::BOLD)),
+        tab("1", experiments, app.screen == Screen::Experiments),
+        tab("2", runs, matches!(app.screen, Screen::Runs | Screen::Run)),
+        tab("3", "grid".to_string(), app.screen == Screen::Grid),
+    ];
+    let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+    if let Some(host) = &app.host {
+        let text = format!(
+            " cpu {:.0}% · ram {:.1}/{:.0}G · load {:.1}",
+            host.cpu_percent,
+            host.used_memory_mb / 1000.0,
+            host.total_memory_mb / 1000.0,
+            host.load[0]
+        );
+        let room = usize::from(width).saturating_sub(used);
+        if text.chars().count() <= room {
+            spans.push(Span::raw(" ".repeat(room - text.chars().count())));
+            spans.push(Span::styled(text, Style::new().fg(theme.ui.dim)));
+        }
+    }
+    Line::from(spans)
+}
+
+/// The keys that matter on the current screen, or what is being typed into the filter.
+fn key_bar(app: &App) -> Line<'static> {
+    let theme = &app.theme;
+    let key = Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD);
+    let text = Style::new().fg(theme.ui.dim);
+    if app.filtering {
+        return Line::from(vec![
+            Span::styled(" filter: ", key),
+            Span::styled(format!("{}▏", app.filter), Style::new().fg(theme.ui.text)),
+            Span::styled("  Enter keep  Esc clear", text),
+        ]);
+    }
+    let keys: &[(&str, &str)] = match app.screen {
+        Screen::Experiments => &[
+            ("↑↓", "select"),
+            ("⏎", "launch"),
+            ("2", "runs"),
+            ("?", "help"),
+            ("q", "quit"),
+        ],
+        Screen::Runs => &[
+            ("⏎", "open"),
+            ("/", "filter"),
+            ("s", "sort"),
+            ("x", "stop"),
+            ("K", "kill"),
+            ("?", "help"),
+        ],
+        Screen::Run => &[
+            ("Esc", "back"),
+            ("↑↓", "run"),
+            ("L", "log"),
+            ("x", "stop"),
+            ("K", "kill"),
+            ("?", "help"),
+        ],
+        Screen::Grid => &[
+            ("←↑↓→", "select"),
+            ("⏎", "open"),
+            ("x", "stop"),
+            ("K", "kill"),
+            ("?", "help"),
+        ],
+    };
+    let mut spans = vec![Span::raw(" ")];
+    let notice = app.notice.as_deref();
+    // With a notice, only the first keys; the notice matters more.
+    let shown = if notice.is_some() { 2 } else { keys.len() };
+    for (k, what) in &keys[..shown] {
+        spans.push(Span::styled(*k, key));
+        spans.push(Span::styled(format!(" {what}  "), text));
+    }
+    if let Some(notice) = notice {
+        let style = if notice.starts_with('⚠') || notice.starts_with("cannot") {
+            Style::new().fg(theme.ui.warn)
+        } else {
+            Style::new().fg(theme.ui.accent)
+        };
+        spans.push(Span::styled(notice.to_string(), style));
+    }
+    Line::from(spans)
+}
+
+/// A bordered panel with a title.
+pub(super) fn panel<'a>(theme: &Theme, title: &'a str) -> Block<'a> {
+    Block::new()
+        .borders(Borders::ALL)
+        .border_style(Style::new().fg(theme.ui.border))
+        .title(Span::styled(format!(" {title} "), Style::new().fg(theme.ui.title)))
+}
+
+pub(super) fn selected_style(theme: &Theme) -> Style {
+    if theme.monochrome {
+        Style::new().add_modifier(Modifier::REVERSED)
+    } else {
+        Style::new().fg(theme.ui.selection_fg).bg(theme.ui.selection_bg)
+    }
+}
+
+/// Seconds as `42s`, `3m07s`, `2h05m`, `3d04h`.
+pub(super) fn format_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// A rectangle of at most `width` x `height` in the middle of `area`.
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let width = width.min(area.width);
+    let height = height.min(area.height);
+    Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    }
+}
+
+/// Every key, by screen.
+pub const HELP: &[(&str, &str)] = &[
+    ("1 2 3  Tab", "experiments · runs · grid"),
+    ("↑↓ j k  PgUp PgDn", "select (the wheel too)"),
+    ("g G  Home End", "first / last"),
+    ("⏎  click", "launch an experiment · open a run"),
+    ("/", "filter runs (Enter keeps, Esc clears)"),
+    ("s  S", "sort runs by the next column · reverse"),
+    ("x", "stop a run (it checkpoints first)"),
+    ("K", "kill a run (asks first)"),
+    ("← → h l", "run view: panel tabs on small screens"),
+    ("L", "log scale for the loss"),
+    ("m", "chart lines: braille, blocks, dots"),
+    ("t", "next theme (remembered)"),
+    ("Esc", "back"),
+    ("?  F1", "this help"),
+    ("q  Ctrl-C", "quit (runs keep going)"),
+];
+
+fn draw_help(app: &App, frame: &mut Frame) {
+    let theme = &app.theme;
+    let popup = centered(frame.area(), 62, HELP.len() as u16 + 4);
+    let key = Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD);
+    let mut lines: Vec<Line> = HELP
+        .iter()
+        .map(|(k, what)| Line::from(vec![Span::styled(format!("{k:<19}"), key), Span::raw(*what)]))
+        .collect();
+    lines.push(Line::styled(
+        format!(
+            "any key closes this help · theme {} · lines {}",
+            theme.name,
+            app.marker().name()
+        ),
+        Style::new().fg(theme.ui.dim),
+    ));
+    frame.render_widget(Clear, popup);
+    frame.render_widget(Paragraph::new(lines).block(panel(theme, "keys")), popup);
+}
+
+fn draw_confirm(theme: &Theme, frame: &mut Frame, id: &str) {
+    let popup = centered(frame.area(), 56, 6);
+    let lines = vec![
+        Line::styled(
+            format!("Kill {id}?"),
+            Style::new().fg(theme.ui.error).add_modifier(Modifier::BOLD),
+        ),
+        Line::raw("Work since its last checkpoint is lost."),
+        Line::from(vec![
+            Span::styled("y", Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD)),
+            Span::raw(" kill   any other key: keep it running"),
+        ]),
+    ];
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: true })
+            .block(panel(theme, "kill")),
+        popup,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(format_duration(42.4), "42s");
+        assert_eq!(format_duration(187.0), "3m07s");
+        assert_eq!(format_duration(7500.0), "2h05m");
+        assert_eq!(format_duration(273600.0), "3d04h");
+    }
+}

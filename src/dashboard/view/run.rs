@@ -1,0 +1,312 @@
+//! The run view: one run's loss, Dice, learning rate and speed over time, its process and
+//! the host, the end of its log, and (later) its slice preview.
+//!
+//! From 80x24 up every panel is on screen; at 120x36 and more the learning rate and speed
+//! get charts of their own and the log and preview a column. Below 80x24 the panels become
+//! tabs, one at a time, rather than squeezing.
+
+use ratatui::Frame;
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Sparkline, Widget, Wrap};
+
+use super::runs::{process_line, short_id, state_style};
+use super::{format_duration, panel};
+use crate::dashboard::app::{App, MIN_HEIGHT, MIN_WIDTH, RUN_PANELS};
+use crate::dashboard::chart::{LineChart, format_value};
+use crate::dashboard::run::RunModel;
+
+pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
+    let Some(run) = app.open_run() else {
+        let text = match &app.open {
+            Some(id) => format!("waiting for {id} to write its first records…"),
+            None => "no run open: press 2 and pick one".to_string(),
+        };
+        frame.render_widget(Paragraph::new(text).block(panel(&app.theme, "run")), area);
+        return;
+    };
+    let [header, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
+    frame.render_widget(header_line(app, run), header);
+    let buf = frame.buffer_mut();
+    // The body of an 80x24 terminal: everything but the title, key and header rows.
+    if area.width < MIN_WIDTH || area.height + 2 < MIN_HEIGHT {
+        draw_tabs(app, run, body, buf);
+    } else if area.width >= 120 && area.height >= 34 {
+        draw_wide(app, run, body, buf);
+    } else {
+        draw_compact(app, run, body, buf);
+    }
+}
+
+fn header_line<'a>(app: &App, run: &'a RunModel) -> Line<'a> {
+    let theme = &app.theme;
+    let state = run.state();
+    let dim = Style::new().fg(theme.ui.dim);
+    let mut spans = vec![
+        Span::styled(
+            format!(" {} ", short_id(&run.id)),
+            Style::new().fg(theme.ui.title).add_modifier(Modifier::BOLD),
+        ),
+        Span::styled(state.name(), state_style(theme, state)),
+    ];
+    if run.epochs > 0 {
+        spans.push(Span::styled(format!(" · epoch {}/{}", run.epoch, run.epochs), dim));
+    }
+    if let Some(elapsed) = run.elapsed(app.now) {
+        spans.push(Span::styled(format!(" · {}", format_duration(elapsed)), dim));
+    }
+    if let Some(eta) = run.eta() {
+        spans.push(Span::styled(format!(" · {} left", format_duration(eta)), dim));
+    }
+    let process = process_line(run);
+    if !process.is_empty() {
+        spans.push(Span::styled(format!(" · {process}"), dim));
+    }
+    Line::from(spans)
+}
+
+fn draw_compact(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
+    let bottom = if area.height >= 24 { 8 } else { 6 };
+    let [top, middle, lower] =
+        Layout::vertical([Constraint::Fill(1), Constraint::Fill(1), Constraint::Length(bottom)]).areas(area);
+    let [loss, dice] = Layout::horizontal([Constraint::Fill(1); 2]).areas(top);
+    let [speed, resources] = Layout::horizontal([Constraint::Fill(1); 2]).areas(middle);
+    let [log, preview] = Layout::horizontal([Constraint::Fill(3), Constraint::Fill(2)]).areas(lower);
+    loss_chart(app, run).render(loss, buf);
+    dice_chart(app, run).render(dice, buf);
+    speed_chart(app, run, true).render(speed, buf);
+    draw_resources(app, run, resources, buf);
+    draw_log(app, run, log, buf);
+    draw_preview(app, run, preview, buf);
+}
+
+fn draw_wide(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
+    let [left, right] = Layout::horizontal([Constraint::Percentage(62), Constraint::Fill(1)]).areas(area);
+    let [a, b, c] = Layout::vertical([Constraint::Fill(1); 3]).areas(left);
+    let [loss, dice] = Layout::horizontal([Constraint::Fill(1); 2]).areas(a);
+    let [lr, speed] = Layout::horizontal([Constraint::Fill(1); 2]).areas(b);
+    loss_chart(app, run).render(loss, buf);
+    dice_chart(app, run).render(dice, buf);
+    LineChart::new("lr", &app.theme, app.marker())
+        .series("lr", Style::new().fg(app.theme.series.lr), &run.lr)
+        .x_unit("epochs")
+        .render(lr, buf);
+    speed_chart(app, run, false).render(speed, buf);
+    draw_resources(app, run, c, buf);
+    let [preview, scores, log] =
+        Layout::vertical([Constraint::Fill(1), Constraint::Length(6), Constraint::Fill(1)]).areas(right);
+    draw_preview(app, run, preview, buf);
+    draw_scores(app, run, scores, buf);
+    draw_log(app, run, log, buf);
+}
+
+/// One panel at a time, chosen with ← →.
+fn draw_tabs(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
+    let [tabs, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
+    let mut spans = Vec::new();
+    for (i, name) in RUN_PANELS.iter().enumerate() {
+        let style = if i == app.run_tab {
+            super::selected_style(&app.theme)
+        } else {
+            Style::new().fg(app.theme.ui.dim)
+        };
+        spans.push(Span::styled(format!(" {name} "), style));
+    }
+    spans.push(Span::styled(" ← →", Style::new().fg(app.theme.ui.accent)));
+    Line::from(spans).render(tabs, buf);
+    match RUN_PANELS.get(app.run_tab).copied().unwrap_or("loss") {
+        "dice" => dice_chart(app, run).render(body, buf),
+        "speed" => speed_chart(app, run, true).render(body, buf),
+        "resources" => draw_resources(app, run, body, buf),
+        "log" => draw_log(app, run, body, buf),
+        _ => loss_chart(app, run).render(body, buf),
+    }
+}
+
+fn loss_chart<'a>(app: &'a App, run: &'a RunModel) -> LineChart<'a> {
+    let series = &app.theme.series;
+    let mut chart = LineChart::new("loss", &app.theme, app.marker())
+        .series("loss", Style::new().fg(series.loss), &run.loss)
+        .log_y(app.log_scale)
+        .x_unit("epochs");
+    for (part, color) in run.loss_parts.iter().zip([series.seed_dice, series.lr, series.ram]) {
+        chart = chart.series(part.0, Style::new().fg(color), part.1);
+    }
+    if let Some(min) = run.loss.min() {
+        chart = chart.bottom(Line::styled(
+            format!(" min {} ", format_value(min)),
+            Style::new().fg(app.theme.ui.dim),
+        ));
+    }
+    chart
+}
+
+fn dice_chart<'a>(app: &'a App, run: &'a RunModel) -> LineChart<'a> {
+    let series = &app.theme.series;
+    let mut chart = LineChart::new("Dice", &app.theme, app.marker())
+        .series("ET", Style::new().fg(series.dice_et), &run.dice[0])
+        .series("TC", Style::new().fg(series.dice_tc), &run.dice[1])
+        .series("WT", Style::new().fg(series.dice_wt), &run.dice[2])
+        .series("seed", Style::new().fg(series.seed_dice), &run.seed_dice)
+        .y_range(0.0, 1.0)
+        .decimals(2)
+        .x_unit("epochs");
+    if let Some((epoch, best)) = run.best {
+        chart = chart.bottom(Line::styled(
+            format!(" best {:.2}/{:.2}/{:.2} @{epoch} ", best.et, best.tc, best.wt),
+            Style::new().fg(app.theme.ui.dim),
+        ));
+    }
+    chart
+}
+
+/// Patches per second; in the compact layout the learning rate rides along in the border.
+fn speed_chart<'a>(app: &'a App, run: &'a RunModel, with_lr: bool) -> LineChart<'a> {
+    let mut chart = LineChart::new("patches/s", &app.theme, app.marker())
+        .series("patches/s", Style::new().fg(app.theme.series.cpu), &run.throughput)
+        .x_unit("epochs");
+    if with_lr && let Some(lr) = run.lr.last() {
+        chart = chart.bottom(Line::styled(
+            format!(" lr {lr:.1e} "),
+            Style::new().fg(app.theme.series.lr),
+        ));
+    }
+    chart
+}
+
+/// The run's CPU and memory over time, and the host's.
+fn draw_resources(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
+    let theme = &app.theme;
+    let block = panel(theme, "resources");
+    let inner = block.inner(area);
+    block.render(area, buf);
+    if inner.height == 0 || inner.width < 10 {
+        return;
+    }
+    let label_width = 16.min(inner.width / 2);
+    let spark_rows = inner.height.saturating_sub(1) / 2;
+    let rows = Layout::vertical([
+        Constraint::Length(spark_rows.max(1)),
+        Constraint::Length(spark_rows.max(1)),
+        Constraint::Fill(1),
+    ])
+    .split(inner);
+    let mut draw_series = |row: Rect, label: String, values: Vec<f64>, color, max: Option<f64>| {
+        let [text, spark] = Layout::horizontal([Constraint::Length(label_width), Constraint::Fill(1)]).areas(row);
+        Paragraph::new(label)
+            .style(Style::new().fg(theme.ui.text))
+            .wrap(Wrap { trim: true })
+            .render(text, buf);
+        let width = usize::from(spark.width);
+        let data: Vec<u64> = values[values.len().saturating_sub(width)..]
+            .iter()
+            .map(|v| v.max(0.0).round() as u64)
+            .collect();
+        let mut sparkline = Sparkline::default().data(&data).style(Style::new().fg(color));
+        if let Some(max) = max {
+            sparkline = sparkline.max(max.max(1.0) as u64);
+        }
+        sparkline.render(spark, buf);
+    };
+    let live = run.state().is_live();
+    let cores = app.host.map_or(1, |h| h.cores) as f64;
+    let cpu = match (run.cpu.last(), live) {
+        (Some(cpu), true) => format!("cpu {cpu:.0}%"),
+        _ => "cpu –".to_string(),
+    };
+    let rss = match (run.rss.last(), live, run.peak_rss_mb) {
+        (Some(rss), true, peak) => format!("rss {rss:.0} MB peak {:.0}", peak.unwrap_or(rss)),
+        (_, _, Some(peak)) => format!("peak rss {peak:.0} MB"),
+        _ => "rss –".to_string(),
+    };
+    draw_series(rows[0], cpu, run.cpu.tail(512), theme.series.cpu, Some(cores * 100.0));
+    draw_series(rows[1], rss, run.rss.tail(512), theme.series.ram, run.rss.max());
+    if let Some(host) = app.host {
+        Line::styled(
+            format!(
+                "host cpu {:.0}% · ram {:.1}/{:.0}G · load {:.1} {:.1} {:.1}",
+                host.cpu_percent,
+                host.used_memory_mb / 1000.0,
+                host.total_memory_mb / 1000.0,
+                host.load[0],
+                host.load[1],
+                host.load[2]
+            ),
+            Style::new().fg(theme.ui.dim),
+        )
+        .render(rows[2], buf);
+    }
+}
+
+/// The end of `train.log`, under the last error and any warnings about the event file.
+fn draw_log(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
+    let theme = &app.theme;
+    let block = panel(theme, "train.log");
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let mut lines = Vec::new();
+    if let Some(error) = &run.last_error {
+        lines.push(Line::styled(format!("✗ {error}"), Style::new().fg(theme.ui.error)));
+    }
+    for warning in &run.warnings {
+        lines.push(Line::styled(format!("⚠ {warning}"), Style::new().fg(theme.ui.warn)));
+    }
+    let room = usize::from(inner.height).saturating_sub(lines.len());
+    let log = &run.log_tail[run.log_tail.len().saturating_sub(room)..];
+    lines.extend(
+        log.iter()
+            .map(|l| Line::styled(l.as_str(), Style::new().fg(theme.ui.text))),
+    );
+    Paragraph::new(lines).render(inner, buf);
+}
+
+fn draw_preview(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
+    let theme = &app.theme;
+    let block = panel(theme, "preview");
+    let text = if run.previews > 0 {
+        format!(
+            "{} slice previews written; the slice viewer comes with the next release",
+            run.previews
+        )
+    } else {
+        "slice preview of prediction against ground truth: none written yet".to_string()
+    };
+    Paragraph::new(text)
+        .style(Style::new().fg(theme.ui.dim))
+        .wrap(Wrap { trim: true })
+        .block(block)
+        .render(area, buf);
+}
+
+/// The latest validation's HD95 and the end-of-run evaluation, when there are any.
+fn draw_scores(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
+    let theme = &app.theme;
+    let mut lines = Vec::new();
+    if let Some(hd95) = run.hd95 {
+        lines.push(Line::raw(format!(
+            "HD95 mm  ET {:.1}  TC {:.1}  WT {:.1}",
+            hd95.et, hd95.tc, hd95.wt
+        )));
+    }
+    if let Some(evaluation) = &run.evaluation {
+        lines.push(Line::styled(
+            format!("{} lesion-wise, epoch {}", evaluation.challenge, evaluation.epoch),
+            Style::new().fg(theme.ui.accent),
+        ));
+        for region in &evaluation.mean {
+            lines.push(Line::raw(format!(
+                "{:<3} Dice {:.3}  HD95 {:.1}",
+                region.region, region.lesion_dice, region.lesion_hd95
+            )));
+        }
+    }
+    if lines.is_empty() {
+        lines.push(Line::styled("no validation scores yet", Style::new().fg(theme.ui.dim)));
+    }
+    Paragraph::new(lines)
+        .style(Style::new().fg(theme.ui.text))
+        .block(panel(theme, "scores"))
+        .render(area, buf);
+}

@@ -1,0 +1,167 @@
+//! The run list: every run under `runs/` with its state, progress, best Dice and speed.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::Span;
+use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState, Wrap};
+
+use super::{format_duration, panel, selected_style};
+use crate::dashboard::app::App;
+use crate::dashboard::run::{RunModel, RunState};
+use crate::theme::Theme;
+
+pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
+    let theme = &app.theme;
+    let runs = app.visible_runs();
+    let mut title = format!("runs by {}", app.sort.name());
+    if app.sort_reverse {
+        title.push_str(" (reversed)");
+    }
+    if !app.filter.is_empty() {
+        title.push_str(&format!(
+            " · filter '{}' · {} of {}",
+            app.filter,
+            runs.len(),
+            app.runs.len()
+        ));
+    }
+    let block = panel(theme, &title);
+    if runs.is_empty() {
+        let text = if app.runs.is_empty() {
+            format!(
+                "No runs in {} yet.\nPress 1, pick an experiment and press Enter to launch one.",
+                app.workspace.runs_dir().display()
+            )
+        } else {
+            "No run matches the filter (Esc clears it).".to_string()
+        };
+        frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }).block(block), area);
+        return;
+    }
+    let wide = area.width >= 110;
+    let mut header = vec!["run", "state", "epoch", "ET", "TC", "WT", "p/s", "elapsed", "left"];
+    let mut widths = vec![
+        Constraint::Min(14),
+        Constraint::Length(10),
+        Constraint::Length(7),
+        Constraint::Length(4),
+        Constraint::Length(4),
+        Constraint::Length(4),
+        Constraint::Length(5),
+        Constraint::Length(7),
+        Constraint::Length(6),
+    ];
+    if wide {
+        header.insert(1, "experiment");
+        widths.insert(1, Constraint::Length(22));
+        header.extend(["cpu", "rss"]);
+        widths.extend([Constraint::Length(5), Constraint::Length(6)]);
+    }
+    let rows: Vec<Row> = runs.iter().map(|run| row(app, run, wide)).collect();
+    let header = Row::new(header).style(Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD));
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(block)
+        .column_spacing(1)
+        .row_highlight_style(selected_style(theme));
+    let mut state = TableState::default().with_selected(app.selected_index());
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+fn row<'a>(app: &App, run: &'a RunModel, wide: bool) -> Row<'a> {
+    let theme = &app.theme;
+    let state = run.state();
+    let dice = |value: Option<f64>| {
+        value.map_or("–".to_string(), |v| {
+            format!("{:.2}", v).trim_start_matches('0').to_string()
+        })
+    };
+    let best = run.best.map(|(_, d)| d);
+    let epoch = if run.epochs > 0 {
+        format!("{}/{}", run.epoch, run.epochs)
+    } else {
+        "–".to_string()
+    };
+    let mut cells = vec![
+        Cell::from(short_id(&run.id)),
+        Cell::from(Span::styled(state.name(), state_style(theme, state))),
+        Cell::from(epoch),
+        Cell::from(dice(best.map(|d| d.et))),
+        Cell::from(dice(best.map(|d| d.tc))),
+        Cell::from(dice(best.map(|d| d.wt))),
+        Cell::from(run.patches_per_s().map_or("–".to_string(), |p| format!("{p:.1}"))),
+        Cell::from(run.elapsed(app.now).map_or("–".to_string(), format_duration)),
+        Cell::from(run.eta().map_or("–".to_string(), format_duration)),
+    ];
+    if wide {
+        let experiment = run
+            .experiment
+            .as_ref()
+            .map_or_else(|| run.name.clone(), |e| e.display().to_string());
+        cells.insert(1, Cell::from(experiment));
+        let sample = run.last_sample.filter(|_| state.is_live());
+        cells.push(Cell::from(
+            sample.map_or("–".to_string(), |s| format!("{:.0}%", s.cpu_percent)),
+        ));
+        cells.push(Cell::from(
+            sample.map_or("–".to_string(), |s| format!("{:.0}M", s.rss_mb)),
+        ));
+    }
+    Row::new(cells).style(Style::new().fg(theme.ui.text))
+}
+
+/// A run id without its date (`20261126-090500-quick` -> `1126-0905 quick`), which the
+/// started column sorts by anyway.
+pub(super) fn short_id(id: &str) -> String {
+    let bytes = id.as_bytes();
+    let dated = bytes.len() > 16
+        && bytes[..8].iter().all(u8::is_ascii_digit)
+        && bytes[8] == b'-'
+        && bytes[9..15].iter().all(u8::is_ascii_digit)
+        && bytes[15] == b'-';
+    if dated {
+        format!("{}-{} {}", &id[4..8], &id[9..13], &id[16..])
+    } else {
+        id.to_string()
+    }
+}
+
+pub(super) fn state_style(theme: &Theme, state: RunState) -> Style {
+    let color = match state {
+        RunState::Running | RunState::Starting => theme.ui.accent,
+        RunState::Completed | RunState::EarlyStopped => theme.ui.ok,
+        RunState::Stopped => theme.ui.dim,
+        RunState::Failed | RunState::Lost => theme.ui.error,
+    };
+    let style = Style::new().fg(color);
+    if theme.monochrome && matches!(state, RunState::Failed | RunState::Lost) {
+        style.add_modifier(Modifier::BOLD)
+    } else {
+        style
+    }
+}
+
+/// A one-line summary of a run's process, for headers and cards.
+pub(super) fn process_line(run: &RunModel) -> String {
+    match run.last_sample {
+        Some(sample) if run.state().is_live() => {
+            format!("cpu {:.0}% · rss {:.0} MB", sample.cpu_percent, sample.rss_mb)
+        }
+        _ => match run.peak_rss_mb {
+            Some(peak) => format!("peak rss {peak:.0} MB"),
+            None => String::new(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_lose_their_date_but_keep_the_time() {
+        assert_eq!(short_id("20261126-090500-quick-demo"), "1126-0905 quick-demo");
+        assert_eq!(short_id("my-run"), "my-run");
+    }
+}

@@ -1,0 +1,409 @@
+//! The watcher: once a second, notices run directories under `runs/`, reads what each run's
+//! `events.jsonl` gained (only the new bytes), the end of its `train.log` when it grew, and
+//! samples the CPU and memory of live runs' processes and of the host. Everything it learns
+//! goes to the UI thread as one [`Watch`] message.
+//!
+//! Finished runs are re-read only every few seconds (a resume can append to them).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System};
+
+use super::launch::is_trainer_name;
+use super::run::{LOG_LINES, Liveness, ProcessSample};
+use crate::events::{Event, EventTail};
+use crate::experiment::Experiment;
+use crate::rundir::RunDir;
+use crate::workspace::Workspace;
+
+/// Time between two looks.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+/// Finished runs are looked at once in this many intervals.
+const FINISHED_EVERY: u64 = 10;
+/// The whole process table is read once in this many intervals, to find new child processes.
+const PROCESS_TABLE_EVERY: u64 = 10;
+/// Bytes read from the end of a grown `train.log`.
+const LOG_TAIL_BYTES: u64 = 8192;
+
+/// What one look found.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Watch {
+    pub time: DateTime<Utc>,
+    /// Runs with something new (every run, the first time).
+    pub runs: Vec<RunUpdate>,
+    /// Runs whose directory disappeared.
+    pub removed: Vec<String>,
+    pub host: Option<HostSample>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunUpdate {
+    pub id: String,
+    pub dir: PathBuf,
+    /// Set the first time a run is seen.
+    pub found: Option<RunFound>,
+    pub events: Vec<Event>,
+    pub warnings: Vec<String>,
+    /// The last lines of `train.log`, when it changed.
+    pub log_tail: Option<Vec<String>>,
+    pub sample: Option<ProcessSample>,
+}
+
+/// What a run directory says about itself before its events do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunFound {
+    pub name: String,
+    pub created: Option<DateTime<Utc>>,
+    /// The experiment file it was launched from (dashboard launches only).
+    pub experiment: Option<PathBuf>,
+    /// The launched trainer's pid (dashboard launches only).
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HostSample {
+    /// Percent of all cores (100 = every core busy).
+    pub cpu_percent: f64,
+    pub used_memory_mb: f64,
+    pub total_memory_mb: f64,
+    pub load: [f64; 3],
+    pub cores: usize,
+}
+
+/// Requests to the watcher thread.
+pub enum Request {
+    /// A run was just launched: look now.
+    Look,
+}
+
+struct Tracked {
+    run: RunDir,
+    tail: EventTail,
+    pid: Option<u32>,
+    /// The process lives on this host, so it can be sampled here.
+    local: bool,
+    finished: bool,
+    log_len: Option<u64>,
+}
+
+pub struct Watcher {
+    workspace: Workspace,
+    host: String,
+    runs: BTreeMap<String, Tracked>,
+    system: Option<System>,
+    looks: u64,
+}
+
+impl Watcher {
+    pub fn new(workspace: Workspace) -> Watcher {
+        Watcher {
+            workspace,
+            host: System::host_name().unwrap_or_default(),
+            runs: BTreeMap::new(),
+            system: System::new().ok(),
+            looks: 0,
+        }
+    }
+
+    /// Looks at every run and the host once.
+    pub fn look(&mut self) -> Watch {
+        let time = Utc::now();
+        let mut watch = Watch {
+            time,
+            ..Watch::default()
+        };
+        let ids = run_directories(&self.workspace.runs_dir());
+        let gone: Vec<String> = self.runs.keys().filter(|id| !ids.contains_key(*id)).cloned().collect();
+        for id in gone {
+            self.runs.remove(&id);
+            watch.removed.push(id);
+        }
+        let mut updates: BTreeMap<String, RunUpdate> = BTreeMap::new();
+        for (id, dir) in ids {
+            if self.runs.contains_key(&id) {
+                continue;
+            }
+            let run = RunDir::open(&dir);
+            let launch = run.read_launch();
+            let found = RunFound {
+                name: run_name(&run, &self.workspace),
+                created: created(&dir),
+                experiment: launch.as_ref().map(|l| l.experiment.clone()),
+                pid: launch.as_ref().map(|l| l.pid),
+            };
+            self.runs.insert(
+                id.clone(),
+                Tracked {
+                    tail: EventTail::new(run.events()),
+                    local: launch.as_ref().is_none_or(|l| l.host == self.host),
+                    pid: launch.map(|l| l.pid),
+                    run,
+                    finished: false,
+                    log_len: None,
+                },
+            );
+            updates.insert(
+                id.clone(),
+                RunUpdate {
+                    id,
+                    dir,
+                    found: Some(found),
+                    ..RunUpdate::default()
+                },
+            );
+        }
+        // Processes before events: a trainer writes run_finished before it exits, so a run
+        // whose process is gone here has its last record on disk for the read below.
+        let samples = self.sample_processes(time);
+        for (id, tracked) in &mut self.runs {
+            let fresh = updates.contains_key(id);
+            if tracked.finished && !fresh && !self.looks.is_multiple_of(FINISHED_EVERY) {
+                continue;
+            }
+            let update = updates.entry(id.clone()).or_insert_with(|| RunUpdate {
+                id: id.clone(),
+                dir: tracked.run.path().to_path_buf(),
+                ..RunUpdate::default()
+            });
+            match tracked.tail.poll() {
+                Ok((events, warnings)) => {
+                    for event in &events {
+                        match event {
+                            Event::RunStarted { pid, host, .. } => {
+                                tracked.pid = Some(*pid);
+                                tracked.local = *host == self.host;
+                                tracked.finished = false;
+                            }
+                            Event::RunFinished { .. } => tracked.finished = true,
+                            _ => {}
+                        }
+                    }
+                    update.events = events;
+                    update.warnings = warnings;
+                }
+                Err(error) => update
+                    .warnings
+                    .push(format!("{}: cannot read: {error}", tracked.run.events().display())),
+            }
+            let log = tracked.run.log();
+            let length = std::fs::metadata(&log).map(|m| m.len()).ok();
+            if length != tracked.log_len {
+                tracked.log_len = length;
+                update.log_tail = Some(length.map_or_else(Vec::new, |_| log_tail(&log)));
+            }
+            update.sample = samples.get(id).copied();
+        }
+        watch.runs = updates
+            .into_values()
+            .filter(|u| {
+                u.found.is_some()
+                    || !u.events.is_empty()
+                    || !u.warnings.is_empty()
+                    || u.log_tail.is_some()
+                    || u.sample.is_some()
+            })
+            .collect();
+        watch.host = self.sample_host();
+        self.looks += 1;
+        watch
+    }
+
+    /// CPU and RSS of the process tree of every unfinished local run with a known pid.
+    fn sample_processes(&mut self, time: DateTime<Utc>) -> BTreeMap<String, ProcessSample> {
+        let mut samples = BTreeMap::new();
+        let Some(system) = &mut self.system else {
+            return samples;
+        };
+        let watched: Vec<(String, Pid)> = self
+            .runs
+            .iter()
+            .filter(|(_, t)| !t.finished && t.local)
+            .filter_map(|(id, t)| Some((id.clone(), Pid::from_u32(t.pid?))))
+            .collect();
+        if watched.is_empty() {
+            return samples;
+        }
+        let kind = ProcessRefreshKind::nothing().with_cpu().with_memory();
+        if self.looks.is_multiple_of(PROCESS_TABLE_EVERY) {
+            system.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+        } else {
+            let mut pids: Vec<Pid> = watched.iter().map(|(_, pid)| *pid).collect();
+            pids.extend(descendants(system, &pids));
+            system.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, kind);
+        }
+        for (id, pid) in watched {
+            let alive = system
+                .process(pid)
+                .is_some_and(|p| p.status() != ProcessStatus::Zombie && is_trainer_name(&p.name().to_string_lossy()));
+            let mut sample = ProcessSample {
+                time,
+                liveness: if alive { Liveness::Alive } else { Liveness::Gone },
+                cpu_percent: 0.0,
+                rss_mb: 0.0,
+            };
+            if alive {
+                for member in std::iter::once(pid).chain(descendants(system, &[pid])) {
+                    if let Some(process) = system.process(member) {
+                        sample.cpu_percent += f64::from(process.cpu_usage());
+                        sample.rss_mb += process.memory() as f64 / 1e6;
+                    }
+                }
+            }
+            samples.insert(id, sample);
+        }
+        samples
+    }
+
+    fn sample_host(&mut self) -> Option<HostSample> {
+        let system = self.system.as_mut()?;
+        system.refresh_cpu_usage();
+        system.refresh_memory();
+        let load = System::load_average().map_or([0.0; 3], |l| [l.one, l.five, l.fifteen]);
+        Some(HostSample {
+            cpu_percent: f64::from(system.global_cpu_usage()),
+            used_memory_mb: system.used_memory() as f64 / 1e6,
+            total_memory_mb: system.total_memory() as f64 / 1e6,
+            load,
+            cores: system.cpus().len().max(1),
+        })
+    }
+}
+
+/// Every process below `roots` in the process table as last refreshed.
+fn descendants(system: &System, roots: &[Pid]) -> Vec<Pid> {
+    let mut found: HashSet<Pid> = roots.iter().copied().collect();
+    let mut members = Vec::new();
+    loop {
+        let before = members.len();
+        for (pid, process) in system.processes() {
+            if !found.contains(pid) && process.parent().is_some_and(|parent| found.contains(&parent)) {
+                found.insert(*pid);
+                members.push(*pid);
+            }
+        }
+        if members.len() == before {
+            return members;
+        }
+    }
+}
+
+/// Directories under `runs/` that look like runs (an experiment or event file inside).
+fn run_directories(runs: &Path) -> BTreeMap<String, PathBuf> {
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return BTreeMap::new();
+    };
+    entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.join(RunDir::EXPERIMENT).is_file() || path.join(RunDir::EVENTS).is_file())
+        .filter_map(|path| Some((path.file_name()?.to_string_lossy().into_owned(), path)))
+        .collect()
+}
+
+/// The run name from the frozen experiment, else the directory name.
+fn run_name(run: &RunDir, workspace: &Workspace) -> String {
+    Experiment::load(&run.experiment(), workspace.root())
+        .map(|e| e.run.name)
+        .unwrap_or_else(|_| run.id())
+}
+
+fn created(dir: &Path) -> Option<DateTime<Utc>> {
+    let metadata = std::fs::metadata(dir).ok()?;
+    let time = metadata.created().or_else(|_| metadata.modified()).ok()?;
+    Some(DateTime::<Utc>::from(time))
+}
+
+/// The last lines of a log: only its end is read. Progress-bar redraws (carriage returns)
+/// keep their latest state.
+pub fn log_tail(path: &Path) -> Vec<String> {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = length.saturating_sub(LOG_TAIL_BYTES);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<String> = text
+        .lines()
+        .skip(usize::from(start > 0)) // the first line may be cut
+        .map(|line| {
+            let shown = line.rsplit('\r').find(|part| !part.trim().is_empty()).unwrap_or("");
+            shown.chars().filter(|c| !c.is_control() || *c == '\t').collect()
+        })
+        .collect();
+    lines.drain(..lines.len().saturating_sub(LOG_LINES));
+    lines
+}
+
+/// Runs the watcher on its own thread until the UI goes away.
+pub fn spawn(workspace: Workspace, tx: Sender<super::app::Msg>, requests: Receiver<Request>) -> std::io::Result<()> {
+    std::thread::Builder::new().name("watcher".into()).spawn(move || {
+        let mut watcher = Watcher::new(workspace);
+        loop {
+            if tx.send(super::app::Msg::Watch(Box::new(watcher.look()))).is_err() {
+                return;
+            }
+            match requests.recv_timeout(INTERVAL) {
+                Ok(Request::Look) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watcher_finds_runs_and_sends_only_news() {
+        let workspace = tempfile::tempdir().expect("temp dir");
+        let run = workspace.path().join("runs/20261126-090000-quick");
+        std::fs::create_dir_all(&run).expect("mkdir");
+        let started = r#"{"event":"error","time":"2026-11-26T10:00:00Z","message":"boom"}"#;
+        std::fs::write(run.join("events.jsonl"), format!("{started}\nnot json\n")).expect("write");
+        std::fs::write(run.join("train.log"), "one\ntwo\rthree\n").expect("write");
+        let mut watcher = Watcher::new(Workspace::new(workspace.path()));
+        let first = watcher.look();
+        assert_eq!(first.runs.len(), 1);
+        let update = &first.runs[0];
+        assert_eq!(update.id, "20261126-090000-quick");
+        assert_eq!(
+            update.found.as_ref().map(|f| f.name.as_str()),
+            Some("20261126-090000-quick")
+        );
+        assert_eq!(update.events.len(), 1);
+        assert_eq!(update.warnings.len(), 1, "{:?}", update.warnings);
+        assert_eq!(
+            update.log_tail.as_deref(),
+            Some(&["one".to_string(), "three".to_string()][..])
+        );
+        // Nothing new: no update for the run.
+        assert!(watcher.look().runs.is_empty());
+        std::fs::remove_dir_all(&run).expect("rm");
+        assert_eq!(watcher.look().removed, ["20261126-090000-quick"]);
+    }
+
+    #[test]
+    fn a_long_log_is_read_from_its_end() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("train.log");
+        let text: String = (0..5000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, text).expect("write");
+        let tail = log_tail(&path);
+        assert_eq!(tail.len(), LOG_LINES);
+        assert_eq!(tail.last().map(String::as_str), Some("line 4999"));
+    }
+}
