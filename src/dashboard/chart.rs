@@ -174,7 +174,10 @@ impl Widget for LineChart<'_> {
                     .filter_map(|s| s.history.max())
                     .reduce(f64::max)
                     .unwrap_or(1.0);
-                padded(self.y(low), self.y(high))
+                let (padded_low, padded_high) = padded(self.y(low), self.y(high));
+                // Losses and speeds are never negative: no axis below zero for them.
+                let floor = if low >= 0.0 && !self.log_y { 0.0 } else { f64::NEG_INFINITY };
+                (padded_low.max(floor), padded_high)
             }
         };
         let unlog = |v: f64| if self.log_y { 10f64.powf(v) } else { v };
@@ -222,7 +225,7 @@ fn padded(low: f64, high: f64) -> (f64, f64) {
     }
 }
 
-/// A number in at most 6 characters, as precise as that allows.
+/// A number in at most 6 characters (7 when negative), as precise as that allows.
 pub fn format_value(value: f64) -> String {
     let magnitude = value.abs();
     if magnitude == 0.0 {
@@ -238,7 +241,7 @@ pub fn format_value(value: f64) -> String {
     } else if magnitude >= 0.01 {
         format!("{value:.3}")
     } else {
-        format!("{value:.0e}")
+        format!("{value:.1e}")
     }
 }
 
@@ -358,7 +361,7 @@ mod tests {
             (812.0, "812"),
             (5.0, "5"),
             (2048.0, "2.0k"),
-            (0.0005, "5e-4"),
+            (0.0005, "5.0e-4"),
         ] {
             assert_eq!(format_value(value), shown);
         }

@@ -1,15 +1,31 @@
-//! Whole-screen tests of the dashboard in an 80x24 terminal.
+//! Whole-screen tests of the dashboard at 80x24 and 160x48, and its state driven by keys,
+//! fed from recorded event files.
+//!
+//! `tests/data/runs/` holds the event records of four tiny synthetic runs, with host and
+//! paths anonymised: one completed, one stopped, one that failed on an empty dataset, and
+//! one cut mid-run (with a garbage line and a half-written last line) standing for a live run.
 
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Duration, Utc};
+use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
-use segtop::dashboard::app::{App, ExperimentEntry, ExperimentStatus, Msg};
+use segtop::dashboard::app::{App, Effect, ExperimentEntry, ExperimentStatus, Msg, Screen};
+use segtop::dashboard::launch::Halt;
+use segtop::dashboard::run::{Liveness, ProcessSample, RunState};
 use segtop::dashboard::view;
+use segtop::dashboard::watch::{HostSample, RunFound, RunUpdate, Watch, log_tail};
+use segtop::events::EventTail;
 use segtop::experiment::Experiment;
 use segtop::theme::Theme;
 use segtop::workspace::Workspace;
+
+use super::repo;
+
+const LIVE: &str = "20261126-204703-lite-lr1e-2";
+const FAILED: &str = "20261126-204742-bad-data";
 
 fn entry(name: &str, text: &str) -> ExperimentEntry {
     let path = PathBuf::from(format!("/ws/experiments/{name}.toml"));
@@ -25,9 +41,226 @@ fn entry(name: &str, text: &str) -> ExperimentEntry {
 }
 
 fn render(app: &App) -> String {
-    let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("test terminal");
+    render_at(app, 80, 24)
+}
+
+fn render_at(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
     terminal.draw(|frame| view::draw(app, frame)).expect("draws");
     terminal.backend().to_string()
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    app.update(Msg::Terminal(TermEvent::Key(KeyEvent::new(code, KeyModifiers::NONE))));
+}
+
+fn keys(app: &mut App, text: &str) {
+    for c in text.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+fn host() -> HostSample {
+    HostSample {
+        cpu_percent: 97.0,
+        used_memory_mb: 3100.0,
+        total_memory_mb: 24_000.0,
+        load: [2.1, 1.9, 1.5],
+        cores: 2,
+    }
+}
+
+/// A dashboard that has read the recorded runs, as the watcher would send them, and then
+/// sampled the live run's process for 30 seconds.
+fn dashboard_with_recorded_runs(width: u16, height: u16) -> App {
+    let recorded = repo().join("tests/data/runs");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&recorded)
+        .expect("recorded runs")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    dirs.sort();
+    let mut latest = DateTime::<Utc>::UNIX_EPOCH;
+    let mut runs = Vec::new();
+    for dir in dirs {
+        let id = dir.file_name().expect("name").to_string_lossy().into_owned();
+        let (events, warnings) = EventTail::new(dir.join("events.jsonl")).poll().expect("reads");
+        let first = events.first().map(|e| e.time());
+        latest = latest.max(events.last().map_or(latest, |e| e.time()));
+        let shown = recorded.display().to_string();
+        runs.push(RunUpdate {
+            dir: PathBuf::from("/ws/runs").join(&id),
+            found: Some(RunFound {
+                name: id[16..].to_string(),
+                created: first,
+                experiment: None,
+                pid: None,
+            }),
+            events,
+            warnings: warnings.iter().map(|w| w.replace(&shown, "/ws/runs")).collect(),
+            log_tail: Some(log_tail(&dir.join("train.log"))),
+            sample: None,
+            id,
+        });
+    }
+    let mut app = App::new(Workspace::new("/ws"), Theme::default());
+    app.update(Msg::Terminal(TermEvent::Resize(width, height)));
+    app.update(Msg::Experiments(vec![
+        entry("lite", "[data]\nroot = \"data/brats\"\n[model]\nbase_filters = 8\n"),
+        entry("seed-tutorial", "[data]\nroot = \"data/brats\"\n"),
+    ]));
+    app.update(Msg::Watch(Box::new(Watch {
+        time: latest,
+        runs,
+        removed: vec![],
+        host: Some(host()),
+    })));
+    for second in 1..=30 {
+        let time = latest + Duration::seconds(second);
+        app.update(Msg::Watch(Box::new(Watch {
+            time,
+            runs: vec![RunUpdate {
+                id: LIVE.to_string(),
+                dir: PathBuf::from("/ws/runs").join(LIVE),
+                sample: Some(ProcessSample {
+                    time,
+                    liveness: Liveness::Alive,
+                    cpu_percent: 150.0 + ((second * 7) % 40) as f64,
+                    rss_mb: 600.0 + 5.0 * second as f64,
+                }),
+                ..RunUpdate::default()
+            }],
+            removed: vec![],
+            host: Some(host()),
+        })));
+    }
+    app
+}
+
+/// The recorded runs on every screen at both sizes.
+#[test]
+fn screens_of_recorded_runs() {
+    for (width, height) in [(80, 24), (160, 48)] {
+        let mut app = dashboard_with_recorded_runs(width, height);
+        key(&mut app, KeyCode::Char('2'));
+        insta::assert_snapshot!(format!("runs_{width}x{height}"), render_at(&app, width, height));
+        // Newest first: wide-filters, bad-data, lite-lr1e-2 (live), unet-base8.
+        keys(&mut app, "jj");
+        key(&mut app, KeyCode::Enter);
+        assert_eq!(app.open.as_deref(), Some(LIVE));
+        insta::assert_snapshot!(format!("live_run_{width}x{height}"), render_at(&app, width, height));
+        key(&mut app, KeyCode::Char('3'));
+        insta::assert_snapshot!(format!("grid_{width}x{height}"), render_at(&app, width, height));
+    }
+}
+
+#[test]
+fn a_failed_run_shows_its_error_and_a_small_terminal_gets_tabs() {
+    let mut app = dashboard_with_recorded_runs(80, 24);
+    key(&mut app, KeyCode::Char('2'));
+    // Newest first: wide-filters, bad-data, ...
+    key(&mut app, KeyCode::Char('j'));
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.open.as_deref(), Some(FAILED));
+    let screen = render(&app);
+    assert!(screen.contains("failed"), "{screen}");
+    assert!(screen.contains("✗ /srv/segtop/nodata: no BraTS cases found"), "{screen}");
+
+    let mut app = dashboard_with_recorded_runs(60, 20);
+    key(&mut app, KeyCode::Char('2'));
+    keys(&mut app, "jj");
+    key(&mut app, KeyCode::Enter);
+    insta::assert_snapshot!("live_run_60x20_tabs", render_at(&app, 60, 20));
+    key(&mut app, KeyCode::Right);
+    key(&mut app, KeyCode::Right);
+    key(&mut app, KeyCode::Right);
+    let screen = render_at(&app, 60, 20);
+    assert!(screen.contains("cpu 18") || screen.contains("cpu 1"), "{screen}");
+    assert!(screen.contains("resources"), "{screen}");
+}
+
+#[test]
+fn the_help_lists_every_key() {
+    let mut app = dashboard_with_recorded_runs(80, 24);
+    key(&mut app, KeyCode::Char('?'));
+    let screen = render(&app);
+    for (keys, _) in view::HELP {
+        assert!(screen.contains(keys), "{keys} missing:\n{screen}");
+    }
+    insta::assert_snapshot!("help_80x24", screen);
+}
+
+#[test]
+fn garbage_in_an_event_file_is_a_visible_warning_and_the_rest_is_read() {
+    let app = dashboard_with_recorded_runs(80, 24);
+    let live = &app.runs[LIVE];
+    assert_eq!(live.state(), RunState::Running);
+    assert_eq!(live.epoch, 8, "records after the garbage line are read");
+    assert_eq!(live.warnings.len(), 1, "{:?}", live.warnings);
+    assert!(live.warnings[0].contains("events.jsonl:90: not an event record"), "{:?}", live.warnings);
+}
+
+#[test]
+fn keys_launch_stop_kill_filter_and_sort() {
+    let mut app = dashboard_with_recorded_runs(80, 24);
+    // Enter on a ready experiment asks for a launch.
+    key(&mut app, KeyCode::Char('1'));
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_effects(),
+        [Effect::Launch(PathBuf::from("/ws/experiments/lite.toml"))]
+    );
+    // The live run gets a pid once it is known; stop needs no confirmation, kill does.
+    key(&mut app, KeyCode::Char('2'));
+    keys(&mut app, "jj");
+    assert_eq!(app.selected_run.as_deref(), Some(LIVE));
+    key(&mut app, KeyCode::Char('x'));
+    let pid = app.runs[LIVE].pid.expect("pid from run_started");
+    let stop = Effect::Halt {
+        id: LIVE.into(),
+        pid,
+        halt: Halt::Stop,
+    };
+    assert_eq!(app.take_effects(), [stop]);
+    key(&mut app, KeyCode::Char('K'));
+    assert!(app.take_effects().is_empty(), "kill waits for a confirmation");
+    assert!(render(&app).contains("Work since its last checkpoint is lost."));
+    key(&mut app, KeyCode::Char('n'));
+    assert!(app.take_effects().is_empty() && app.confirm_kill.is_none());
+    key(&mut app, KeyCode::Char('K'));
+    key(&mut app, KeyCode::Char('y'));
+    let kill = Effect::Halt {
+        id: LIVE.into(),
+        pid,
+        halt: Halt::Kill,
+    };
+    assert_eq!(app.take_effects(), [kill]);
+    // A finished run cannot be stopped.
+    key(&mut app, KeyCode::Char('g'));
+    key(&mut app, KeyCode::Char('x'));
+    assert!(app.take_effects().is_empty());
+    assert!(app.notice.as_deref().is_some_and(|n| n.contains("nothing to stop")), "{:?}", app.notice);
+    // Filtering narrows the list; Esc clears it.
+    key(&mut app, KeyCode::Char('/'));
+    keys(&mut app, "wide");
+    key(&mut app, KeyCode::Enter);
+    let ids: Vec<&str> = app.visible_runs().iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["20261126-204747-wide-filters"]);
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.visible_runs().len(), 4);
+    // Sorting by best Dice puts the best mean first and runs without validations last.
+    keys(&mut app, "sss");
+    let means: Vec<f64> = app
+        .visible_runs()
+        .iter()
+        .map(|r| r.best.map_or(-1.0, |(_, d)| d.mean()))
+        .collect();
+    assert!(means.windows(2).all(|w| w[0] >= w[1]), "{means:?}");
+    assert_eq!(app.visible_runs().last().map(|r| r.id.as_str()), Some(FAILED));
+    // Views switch with their keys and Esc goes back.
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.screen, Screen::Run);
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.screen, Screen::Runs);
 }
 
 #[test]

@@ -16,7 +16,7 @@ fn every_shipped_experiment_and_theme_parses() {
     for path in experiments {
         Experiment::load(&path, workspace.root()).unwrap_or_else(|error| panic!("{error}"));
     }
-    let themes: Vec<_> = ["default", "light", "mono"]
+    let themes: Vec<_> = ["default", "light", "mono", "high-contrast"]
         .iter()
         .map(|name| workspace.theme_file(name))
         .collect();

@@ -135,7 +135,7 @@ fn labelled_sparkline(
 }
 
 /// Values mapped onto 1-100 over their own range, so a flat-lining loss still shows.
-fn scaled(values: &[f64]) -> Vec<u64> {
+pub(super) fn scaled(values: &[f64]) -> Vec<u64> {
     let low = values.iter().copied().fold(f64::INFINITY, f64::min);
     let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let span = (high - low).max(1e-12);

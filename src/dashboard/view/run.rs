@@ -52,7 +52,7 @@ fn header_line<'a>(app: &App, run: &'a RunModel) -> Line<'a> {
         Span::styled(state.name(), state_style(theme, state)),
     ];
     if run.epochs > 0 {
-        spans.push(Span::styled(format!(" · epoch {}/{}", run.epoch, run.epochs), dim));
+        spans.push(Span::styled(format!(" · {}/{}", run.epoch, run.epochs), dim));
     }
     if let Some(elapsed) = run.elapsed(app.now) {
         spans.push(Span::styled(format!(" · {}", format_duration(elapsed)), dim));
@@ -200,29 +200,31 @@ fn draw_resources(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
             .wrap(Wrap { trim: true })
             .render(text, buf);
         let width = usize::from(spark.width);
-        let data: Vec<u64> = values[values.len().saturating_sub(width)..]
-            .iter()
-            .map(|v| v.max(0.0).round() as u64)
-            .collect();
-        let mut sparkline = Sparkline::default().data(&data).style(Style::new().fg(color));
-        if let Some(max) = max {
-            sparkline = sparkline.max(max.max(1.0) as u64);
-        }
-        sparkline.render(spark, buf);
+        let values = &values[values.len().saturating_sub(width)..];
+        // CPU against the machine's cores; memory over its own range, so growth shows.
+        let (data, top) = match max {
+            Some(max) => (values.iter().map(|v| v.max(0.0).round() as u64).collect(), max.max(1.0) as u64),
+            None => (super::grid::scaled(values), 100),
+        };
+        Sparkline::default()
+            .data(&data)
+            .max(top)
+            .style(Style::new().fg(color))
+            .render(spark, buf);
     };
     let live = run.state().is_live();
     let cores = app.host.map_or(1, |h| h.cores) as f64;
     let cpu = match (run.cpu.last(), live) {
-        (Some(cpu), true) => format!("cpu {cpu:.0}%"),
+        (Some(cpu), true) => format!("cpu {cpu:.0}%\nof {:.0}%", cores * 100.0),
         _ => "cpu –".to_string(),
     };
     let rss = match (run.rss.last(), live, run.peak_rss_mb) {
-        (Some(rss), true, peak) => format!("rss {rss:.0} MB peak {:.0}", peak.unwrap_or(rss)),
-        (_, _, Some(peak)) => format!("peak rss {peak:.0} MB"),
+        (Some(rss), true, peak) => format!("rss {rss:.0} MB\npeak {:.0} MB", peak.unwrap_or(rss)),
+        (_, _, Some(peak)) => format!("peak rss\n{peak:.0} MB"),
         _ => "rss –".to_string(),
     };
     draw_series(rows[0], cpu, run.cpu.tail(512), theme.series.cpu, Some(cores * 100.0));
-    draw_series(rows[1], rss, run.rss.tail(512), theme.series.ram, run.rss.max());
+    draw_series(rows[1], rss, run.rss.tail(512), theme.series.ram, None);
     if let Some(host) = app.host {
         Line::styled(
             format!(
@@ -267,11 +269,11 @@ fn draw_preview(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
     let block = panel(theme, "preview");
     let text = if run.previews > 0 {
         format!(
-            "{} slice previews written; the slice viewer comes with the next release",
+            "{} previews of prediction against ground truth written; this version does not draw them yet",
             run.previews
         )
     } else {
-        "slice preview of prediction against ground truth: none written yet".to_string()
+        "no preview of prediction against ground truth written yet".to_string()
     };
     Paragraph::new(text)
         .style(Style::new().fg(theme.ui.dim))

@@ -146,7 +146,7 @@ pub(super) fn state_style(theme: &Theme, state: RunState) -> Style {
 pub(super) fn process_line(run: &RunModel) -> String {
     match run.last_sample {
         Some(sample) if run.state().is_live() => {
-            format!("cpu {:.0}% · rss {:.0} MB", sample.cpu_percent, sample.rss_mb)
+            format!("cpu {:.0}% · {:.0} MB", sample.cpu_percent, sample.rss_mb)
         }
         _ => match run.peak_rss_mb {
             Some(peak) => format!("peak rss {peak:.0} MB"),
