@@ -2,6 +2,7 @@
 
 mod binaries;
 mod check;
+mod dashboard;
 mod data;
 mod eval;
 mod screen;

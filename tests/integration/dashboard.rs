@@ -1,0 +1,145 @@
+//! The dashboard in a real pseudo-terminal: a user opens it at 80x24, waits for the demo
+//! data, launches a tiny experiment with Enter, sees its loss on screen, quits, and the run
+//! goes on to finish without the dashboard.
+
+#![cfg(feature = "trainer")]
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+
+use segtop::events::{Event, EventTail};
+
+/// A terminal screen fed by the program's output on a reader thread.
+struct Screen {
+    parser: Arc<Mutex<vt100::Parser>>,
+}
+
+impl Screen {
+    fn text(&self) -> String {
+        self.parser.lock().expect("parser lock").screen().contents()
+    }
+
+    /// Waits until `ready` holds for the screen's text; panics with the screen after `limit`.
+    fn wait_for(&self, what: &str, limit: Duration, ready: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.text();
+            if ready(&text) {
+                return text;
+            }
+            assert!(start.elapsed() < limit, "no {what} after {limit:?}; the screen:\n{text}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Whether the loss chart's title shows a number: `┌ loss 1.234`.
+fn shows_loss(screen: &str) -> bool {
+    screen
+        .split("┌ loss ")
+        .skip(1)
+        .any(|rest| rest.chars().next().is_some_and(|c| c.is_ascii_digit()))
+}
+
+#[test]
+fn a_user_launches_a_tiny_experiment_from_the_keyboard_and_sees_its_loss() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let workspace = dir.path();
+    std::fs::create_dir(workspace.join("experiments")).expect("mkdir");
+    std::fs::write(
+        workspace.join("experiments/tiny.toml"),
+        "[data]\nroot = \"data\"\ncache_dir = \"cache\"\nsplit = [0.5, 0.5, 0.0]\n\
+         [data.synthetic]\ncases = 4\nseed = 3\nshape = [48, 48, 32]\n\
+         [model]\nbase_filters = 4\ndepth = 3\n\
+         [train]\npatch_size = [16, 16, 16]\nbatch_size = 2\nepochs = 4\npatches_per_epoch = 8\nwarmup_epochs = 0\n\
+         [validate]\nevery = 1\n[run]\nname = \"tiny\"\n",
+    )
+    .expect("write");
+
+    let pty = native_pty_system()
+        .openpty(PtySize {
+            rows: 24,
+            cols: 80,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .expect("a pseudo-terminal");
+    let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_segtop"));
+    command.cwd(workspace);
+    command.env("TERM", "xterm-256color");
+    command.env("XDG_CONFIG_HOME", workspace.join("config"));
+    command.env_remove("NO_COLOR");
+    let mut child = pty.slave.spawn_command(command).expect("segtop starts");
+    drop(pty.slave);
+    let parser = Arc::new(Mutex::new(vt100::Parser::new(std::num::NonZero::new(24).expect("rows"), std::num::NonZero::new(80).expect("columns"), 0)));
+    let mut reader = pty.master.try_clone_reader().expect("reader");
+    let feed = Arc::clone(&parser);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            feed.lock().expect("parser lock").process(&buf[..n]);
+        }
+    });
+    let mut keys = pty.master.take_writer().expect("writer");
+    let screen = Screen { parser };
+
+    // The demo data is generated on first open; the experiment turns ready when it is there.
+    screen.wait_for("ready experiment", Duration::from_secs(120), |s| s.contains("✓ tiny"));
+    keys.write_all(b"\r").expect("Enter");
+    let shown = screen.wait_for("loss on screen", Duration::from_secs(180), shows_loss);
+    assert!(shown.contains("tiny"), "{shown}");
+    assert!(shown.contains("Dice"), "{shown}");
+
+    // Quitting gives the terminal back (alternate screen and mouse reporting off) ...
+    keys.write_all(b"q").expect("q");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "segtop did not quit");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    {
+        let parser = screen.parser.lock().expect("parser lock");
+        assert!(!parser.screen().alternate_screen(), "still on the alternate screen");
+        assert_eq!(parser.screen().mouse_protocol_mode(), vt100::MouseProtocolMode::None);
+    }
+
+    // ... and the run, detached from the dashboard, trains on to its end.
+    let runs: Vec<_> = std::fs::read_dir(workspace.join("runs"))
+        .expect("runs/")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let finished = wait_for_finish(&runs[0], Duration::from_secs(300));
+    assert!(
+        matches!(finished, Event::RunFinished { outcome: segtop::events::Outcome::Completed, .. }),
+        "{finished:?}"
+    );
+    let log = std::fs::read_to_string(runs[0].join("train.log")).expect("train.log");
+    assert!(log.contains("epoch 4/4"), "{log}");
+    assert!(runs[0].join("launch.json").is_file());
+}
+
+fn wait_for_finish(run: &Path, limit: Duration) -> Event {
+    let mut tail = EventTail::new(run.join("events.jsonl"));
+    let start = Instant::now();
+    loop {
+        let (events, _) = tail.poll().expect("events");
+        if let Some(finished) = events.into_iter().find(|e| matches!(e, Event::RunFinished { .. })) {
+            return finished;
+        }
+        assert!(start.elapsed() < limit, "the run did not finish in {limit:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
