@@ -176,7 +176,11 @@ impl Widget for LineChart<'_> {
                     .unwrap_or(1.0);
                 let (padded_low, padded_high) = padded(self.y(low), self.y(high));
                 // Losses and speeds are never negative: no axis below zero for them.
-                let floor = if low >= 0.0 && !self.log_y { 0.0 } else { f64::NEG_INFINITY };
+                let floor = if low >= 0.0 && !self.log_y {
+                    0.0
+                } else {
+                    f64::NEG_INFINITY
+                };
                 (padded_low.max(floor), padded_high)
             }
         };

@@ -31,7 +31,10 @@ impl Screen {
             if ready(&text) {
                 return text;
             }
-            assert!(start.elapsed() < limit, "no {what} after {limit:?}; the screen:\n{text}");
+            assert!(
+                start.elapsed() < limit,
+                "no {what} after {limit:?}; the screen:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -75,7 +78,11 @@ fn a_user_launches_a_tiny_experiment_from_the_keyboard_and_sees_its_loss() {
     command.env_remove("NO_COLOR");
     let mut child = pty.slave.spawn_command(command).expect("segtop starts");
     drop(pty.slave);
-    let parser = Arc::new(Mutex::new(vt100::Parser::new(std::num::NonZero::new(24).expect("rows"), std::num::NonZero::new(80).expect("columns"), 0)));
+    let parser = Arc::new(Mutex::new(vt100::Parser::new(
+        std::num::NonZero::new(24).expect("rows"),
+        std::num::NonZero::new(80).expect("columns"),
+        0,
+    )));
     let mut reader = pty.master.try_clone_reader().expect("reader");
     let feed = Arc::clone(&parser);
     std::thread::spawn(move || {
@@ -123,7 +130,13 @@ fn a_user_launches_a_tiny_experiment_from_the_keyboard_and_sees_its_loss() {
     assert_eq!(runs.len(), 1, "{runs:?}");
     let finished = wait_for_finish(&runs[0], Duration::from_secs(300));
     assert!(
-        matches!(finished, Event::RunFinished { outcome: segtop::events::Outcome::Completed, .. }),
+        matches!(
+            finished,
+            Event::RunFinished {
+                outcome: segtop::events::Outcome::Completed,
+                ..
+            }
+        ),
         "{finished:?}"
     );
     let log = std::fs::read_to_string(runs[0].join("train.log")).expect("train.log");

@@ -163,7 +163,10 @@ fn a_failed_run_shows_its_error_and_a_small_terminal_gets_tabs() {
     assert_eq!(app.open.as_deref(), Some(FAILED));
     let screen = render(&app);
     assert!(screen.contains("failed"), "{screen}");
-    assert!(screen.contains("✗ /srv/segtop/nodata: no BraTS cases found"), "{screen}");
+    assert!(
+        screen.contains("✗ /srv/segtop/nodata: no BraTS cases found"),
+        "{screen}"
+    );
 
     let mut app = dashboard_with_recorded_runs(60, 20);
     key(&mut app, KeyCode::Char('2'));
@@ -196,7 +199,11 @@ fn garbage_in_an_event_file_is_a_visible_warning_and_the_rest_is_read() {
     assert_eq!(live.state(), RunState::Running);
     assert_eq!(live.epoch, 8, "records after the garbage line are read");
     assert_eq!(live.warnings.len(), 1, "{:?}", live.warnings);
-    assert!(live.warnings[0].contains("events.jsonl:90: not an event record"), "{:?}", live.warnings);
+    assert!(
+        live.warnings[0].contains("events.jsonl:90: not an event record"),
+        "{:?}",
+        live.warnings
+    );
 }
 
 #[test]
@@ -238,7 +245,11 @@ fn keys_launch_stop_kill_filter_and_sort() {
     key(&mut app, KeyCode::Char('g'));
     key(&mut app, KeyCode::Char('x'));
     assert!(app.take_effects().is_empty());
-    assert!(app.notice.as_deref().is_some_and(|n| n.contains("nothing to stop")), "{:?}", app.notice);
+    assert!(
+        app.notice.as_deref().is_some_and(|n| n.contains("nothing to stop")),
+        "{:?}",
+        app.notice
+    );
     // Filtering narrows the list; Esc clears it.
     key(&mut app, KeyCode::Char('/'));
     keys(&mut app, "wide");
@@ -284,4 +295,48 @@ fn empty_workspace_says_where_it_looked() {
     let screen = render(&app);
     assert!(screen.contains("no *.toml files in"), "{screen}");
     assert!(screen.contains("/ws/experiments"), "{screen}");
+}
+
+#[test]
+fn every_screen_survives_tiny_terminals() {
+    let mut app = dashboard_with_recorded_runs(80, 24);
+    for screen in ["1", "2", "2jj\r", "3", "?"] {
+        for c in screen.chars() {
+            key(&mut app, if c == '\r' { KeyCode::Enter } else { KeyCode::Char(c) });
+        }
+        for (width, height) in [(1, 1), (10, 3), (20, 5), (40, 10), (79, 23)] {
+            app.update(Msg::Terminal(TermEvent::Resize(width, height)));
+            let text = render_at(&app, width, height);
+            assert_eq!(
+                text.lines().count(),
+                usize::from(height),
+                "{screen} at {width}x{height}"
+            );
+        }
+        key(&mut app, KeyCode::Esc);
+    }
+}
+
+#[test]
+fn the_mouse_selects_and_opens_runs_and_the_wheel_scrolls() {
+    use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let mut app = dashboard_with_recorded_runs(80, 24);
+    key(&mut app, KeyCode::Char('2'));
+    let mouse = |kind, row| {
+        Msg::Terminal(TermEvent::Mouse(MouseEvent {
+            kind,
+            column: 10,
+            row,
+            modifiers: KeyModifiers::NONE,
+        }))
+    };
+    // Rows: title, border, header, then wide-filters, bad-data, lite (row 5).
+    app.update(mouse(MouseEventKind::Down(MouseButton::Left), 5));
+    assert_eq!(app.selected_run.as_deref(), Some(LIVE));
+    app.update(mouse(MouseEventKind::ScrollDown, 5));
+    assert_eq!(app.selected_run.as_deref(), Some("20261126-204650-unet-base8"));
+    app.update(mouse(MouseEventKind::ScrollUp, 5));
+    // A click on the selected run opens it.
+    app.update(mouse(MouseEventKind::Down(MouseButton::Left), 5));
+    assert_eq!((app.screen, app.open.as_deref()), (Screen::Run, Some(LIVE)));
 }

@@ -203,7 +203,10 @@ fn draw_resources(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
         let values = &values[values.len().saturating_sub(width)..];
         // CPU against the machine's cores; memory over its own range, so growth shows.
         let (data, top) = match max {
-            Some(max) => (values.iter().map(|v| v.max(0.0).round() as u64).collect(), max.max(1.0) as u64),
+            Some(max) => (
+                values.iter().map(|v| v.max(0.0).round() as u64).collect(),
+                max.max(1.0) as u64,
+            ),
             None => (super::grid::scaled(values), 100),
         };
         Sparkline::default()
