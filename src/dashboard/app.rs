@@ -544,7 +544,6 @@ impl App {
     fn experiments_key(&mut self, code: KeyCode) {
         let count = self.experiments.as_ref().map_or(0, Vec::len);
         match code {
-            KeyCode::Esc => self.quit = true,
             KeyCode::Down | KeyCode::Char('j') => self.selected = (self.selected + 1).min(count.saturating_sub(1)),
             KeyCode::Up | KeyCode::Char('k') => self.selected = self.selected.saturating_sub(1),
             KeyCode::Home | KeyCode::Char('g') => self.selected = 0,

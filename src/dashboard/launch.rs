@@ -55,17 +55,23 @@ pub fn launch(workspace: &Workspace, file: &Path) -> anyhow::Result<Launched> {
         .stdout(log)
         .stderr(log_err);
     detach(&mut command);
-    let child = command
-        .spawn()
-        .with_context(|| format!("cannot start {}", trainer.display()))?;
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            // Nothing ran in it: leave no run directory behind that would look like a run.
+            let _ = std::fs::remove_dir_all(run.path());
+            return Err(error).with_context(|| format!("cannot start {}", trainer.display()));
+        }
+    };
     let record = Launch {
         pid: child.id(),
         host: sysinfo::System::host_name().unwrap_or_default(),
         time: chrono::Utc::now(),
         experiment: shown.to_path_buf(),
     };
-    run.write_launch(&record)
-        .with_context(|| format!("cannot write {}", run.launch().display()))?;
+    // The trainer runs either way; without the record a later dashboard only finds its
+    // process once it writes run_started.
+    let _ = run.write_launch(&record);
     Ok(Launched { run, child })
 }
 

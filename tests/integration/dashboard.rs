@@ -19,6 +19,13 @@ struct Screen {
 }
 
 impl Screen {
+    /// The program left the alternate screen and turned mouse reporting off.
+    fn assert_restored(&self) {
+        let parser = self.parser.lock().expect("parser lock");
+        assert!(!parser.screen().alternate_screen(), "still on the alternate screen");
+        assert_eq!(parser.screen().mouse_protocol_mode(), vt100::MouseProtocolMode::None);
+    }
+
     fn text(&self) -> String {
         self.parser.lock().expect("parser lock").screen().contents()
     }
@@ -63,39 +70,7 @@ fn a_user_launches_a_tiny_experiment_from_the_keyboard_and_sees_its_loss() {
     )
     .expect("write");
 
-    let pty = native_pty_system()
-        .openpty(PtySize {
-            rows: 24,
-            cols: 80,
-            pixel_width: 0,
-            pixel_height: 0,
-        })
-        .expect("a pseudo-terminal");
-    let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_segtop"));
-    command.cwd(workspace);
-    command.env("TERM", "xterm-256color");
-    command.env("XDG_CONFIG_HOME", workspace.join("config"));
-    command.env_remove("NO_COLOR");
-    let mut child = pty.slave.spawn_command(command).expect("segtop starts");
-    drop(pty.slave);
-    let parser = Arc::new(Mutex::new(vt100::Parser::new(
-        std::num::NonZero::new(24).expect("rows"),
-        std::num::NonZero::new(80).expect("columns"),
-        0,
-    )));
-    let mut reader = pty.master.try_clone_reader().expect("reader");
-    let feed = Arc::clone(&parser);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            feed.lock().expect("parser lock").process(&buf[..n]);
-        }
-    });
-    let mut keys = pty.master.take_writer().expect("writer");
-    let screen = Screen { parser };
+    let (screen, mut keys, mut child) = open_dashboard(workspace);
 
     // The demo data is generated on first open; the experiment turns ready when it is there.
     screen.wait_for("ready experiment", Duration::from_secs(120), |s| s.contains("✓ tiny"));
@@ -116,11 +91,7 @@ fn a_user_launches_a_tiny_experiment_from_the_keyboard_and_sees_its_loss() {
     };
     assert!(status.success(), "{status:?}");
     std::thread::sleep(Duration::from_millis(300));
-    {
-        let parser = screen.parser.lock().expect("parser lock");
-        assert!(!parser.screen().alternate_screen(), "still on the alternate screen");
-        assert_eq!(parser.screen().mouse_protocol_mode(), vt100::MouseProtocolMode::None);
-    }
+    screen.assert_restored();
 
     // ... and the run, detached from the dashboard, trains on to its end.
     let runs: Vec<_> = std::fs::read_dir(workspace.join("runs"))
@@ -142,6 +113,74 @@ fn a_user_launches_a_tiny_experiment_from_the_keyboard_and_sees_its_loss() {
     let log = std::fs::read_to_string(runs[0].join("train.log")).expect("train.log");
     assert!(log.contains("epoch 4/4"), "{log}");
     assert!(runs[0].join("launch.json").is_file());
+}
+
+#[test]
+fn sigterm_and_sighup_end_the_dashboard_with_the_terminal_restored() {
+    for signal in ["TERM", "HUP"] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (screen, _keys, mut child) = open_dashboard(dir.path());
+        screen.wait_for("first frame", Duration::from_secs(30), |s| s.contains("1:experiments"));
+        let pid = child.process_id().expect("pid");
+        let killed = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        let start = Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "SIG{signal} did not end segtop"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        screen.assert_restored();
+    }
+}
+
+/// Starts `segtop` in an 80x24 pseudo-terminal on `workspace`, with its own settings folder.
+fn open_dashboard(
+    workspace: &Path,
+) -> (
+    Screen,
+    Box<dyn Write + Send>,
+    Box<dyn portable_pty::Child + Send + Sync>,
+) {
+    let pty = native_pty_system()
+        .openpty(PtySize {
+            rows: 24,
+            cols: 80,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .expect("a pseudo-terminal");
+    let mut command = CommandBuilder::new(env!("CARGO_BIN_EXE_segtop"));
+    command.cwd(workspace);
+    command.env("TERM", "xterm-256color");
+    command.env("XDG_CONFIG_HOME", workspace.join("config"));
+    command.env_remove("NO_COLOR");
+    let child = pty.slave.spawn_command(command).expect("segtop starts");
+    drop(pty.slave);
+    let rows = std::num::NonZero::new(24).expect("rows");
+    let columns = std::num::NonZero::new(80).expect("columns");
+    let parser = Arc::new(Mutex::new(vt100::Parser::new(rows, columns, 0)));
+    let mut reader = pty.master.try_clone_reader().expect("reader");
+    let feed = Arc::clone(&parser);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            feed.lock().expect("parser lock").process(&buf[..n]);
+        }
+    });
+    let keys = pty.master.take_writer().expect("writer");
+    // The master must outlive the child, or the child gets a hangup.
+    std::mem::forget(pty.master);
+    (Screen { parser }, keys, child)
 }
 
 fn wait_for_finish(run: &Path, limit: Duration) -> Event {
