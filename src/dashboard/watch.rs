@@ -228,7 +228,9 @@ impl Watcher {
         if watched.is_empty() {
             return samples;
         }
-        let kind = ProcessRefreshKind::nothing().with_cpu().with_memory();
+        // Threads are listed as processes of their own unless told otherwise; their CPU and
+        // memory are already the process's.
+        let kind = ProcessRefreshKind::nothing().with_cpu().with_memory().without_tasks();
         if self.looks.is_multiple_of(PROCESS_TABLE_EVERY) {
             system.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
         } else {
@@ -281,7 +283,8 @@ fn descendants(system: &System, roots: &[Pid]) -> Vec<Pid> {
     loop {
         let before = members.len();
         for (pid, process) in system.processes() {
-            if !found.contains(pid) && process.parent().is_some_and(|parent| found.contains(&parent)) {
+            let child = process.thread_kind().is_none() && process.parent().is_some_and(|p| found.contains(&p));
+            if !found.contains(pid) && child {
                 found.insert(*pid);
                 members.push(*pid);
             }

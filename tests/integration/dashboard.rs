@@ -195,3 +195,54 @@ fn wait_for_finish(run: &Path, limit: Duration) -> Event {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// The watcher's sample of a live trainer counts the process once, not once per thread.
+#[test]
+fn the_watcher_samples_a_live_trainer_as_one_process() {
+    use segtop::dashboard::run::Liveness;
+    use segtop::dashboard::watch::Watcher;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let experiment = super::train::experiment(dir.path(), 200);
+    let mut child = super::train::start_and_wait(dir.path(), &experiment, |events| {
+        events.iter().any(|e| matches!(e, Event::Step { .. }))
+    });
+    let mut watcher = Watcher::new(segtop::workspace::Workspace::new(dir.path()));
+    // The watcher reads the whole process table every tenth look and only the run's
+    // processes in between: sample both ways.
+    let mut samples = Vec::new();
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(250));
+        samples.extend(watcher.look().runs.iter().filter_map(|u| u.sample));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("status");
+    let rss_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    let threads: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Threads");
+    let _ = child.kill();
+    let _ = child.wait();
+    // The first look learns the pid from the events; every later one samples.
+    assert_eq!(samples.len(), 11, "one sample per look: {samples:?}");
+    assert!(threads > 1, "the trainer should be multi-threaded ({threads})");
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let rss_mb = rss_kb * 1024.0 / 1e6;
+    for sample in samples {
+        assert_eq!(sample.liveness, Liveness::Alive);
+        assert!(
+            sample.cpu_percent <= 100.0 * cores + 20.0,
+            "cpu {}% on {cores} cores",
+            sample.cpu_percent
+        );
+        assert!(
+            sample.rss_mb > 0.5 * rss_mb && sample.rss_mb < 1.5 * rss_mb,
+            "sampled {} MB, the kernel says {rss_mb} MB",
+            sample.rss_mb
+        );
+    }
+}

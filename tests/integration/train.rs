@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use segtop::events::Event;
 
 /// A tiny experiment on 4 synthetic 48x48x32 cases, written into `dir`.
-fn experiment(dir: &Path, epochs: u32) -> PathBuf {
+pub fn experiment(dir: &Path, epochs: u32) -> PathBuf {
     let text = format!(
         "[data]\nroot = \"data\"\ncache_dir = \"cache\"\nsplit = [0.5, 0.5, 0.0]\n\
          [data.synthetic]\ncases = 4\nseed = 3\nshape = [48, 48, 32]\n\
@@ -52,7 +52,7 @@ fn only_run(dir: &Path) -> PathBuf {
 
 /// Starts training `experiment` in `dir` in the background and waits (up to 5 minutes) until
 /// its events satisfy `ready`.
-fn start_and_wait(dir: &Path, experiment: &Path, ready: impl Fn(&[Event]) -> bool) -> std::process::Child {
+pub fn start_and_wait(dir: &Path, experiment: &Path, ready: impl Fn(&[Event]) -> bool) -> std::process::Child {
     let child = trainer(dir)
         .arg("train")
         .arg(experiment)

@@ -271,8 +271,9 @@ fn draw_preview(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
     let theme = &app.theme;
     let block = panel(theme, "preview");
     let text = if run.previews > 0 {
+        let plural = if run.previews == 1 { "" } else { "s" };
         format!(
-            "{} previews of prediction against ground truth written; this version does not draw them yet",
+            "{} preview{plural} of prediction against ground truth written; this version does not draw them yet",
             run.previews
         )
     } else {
