@@ -120,7 +120,13 @@ impl Widget for LineChart<'_> {
                     format!(" {} ", series.name)
                 };
                 let value = match self.decimals {
-                    Some(decimals) => format!("{last:.decimals$}"),
+                    // Scores below 1 read as .87, as in papers' tables.
+                    Some(decimals) => {
+                        let text = format!("{last:.decimals$}");
+                        text.strip_prefix('0')
+                            .filter(|t| t.starts_with('.'))
+                            .map_or(text.clone(), str::to_string)
+                    }
                     None => format_value(last),
                 };
                 top.push(Span::styled(label, series.style));

@@ -75,6 +75,13 @@ pub struct EvaluationSummary {
     pub mean: Vec<BratsScores>,
 }
 
+/// A running exponential average.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct Smoothed {
+    biased: f64,
+    steps: i32,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunModel {
     /// The run directory's name.
@@ -94,7 +101,7 @@ pub struct RunModel {
     pub threads: Option<u32>,
     pub epoch: u32,
     pub step: u32,
-    /// Training loss per step, x in (fractional) epochs.
+    /// Training loss per step, smoothed, x in (fractional) epochs.
     pub loss: History,
     pub loss_parts: BTreeMap<String, History>,
     /// Mean training loss per epoch.
@@ -118,8 +125,10 @@ pub struct RunModel {
     pub warnings: Vec<String>,
     pub log_tail: Vec<String>,
     pub previews: u32,
-    /// Smoothed seconds per training step, for the time left.
-    step_seconds: Option<f64>,
+    /// Where and when the current trainer process started (epochs, time), for the time left.
+    session_start: Option<(f64, DateTime<Utc>)>,
+    /// Exponentially smoothed step loss and loss parts, for calm charts.
+    smoothed: BTreeMap<String, Smoothed>,
     /// Seconds the trainer reported before the latest `run_started` (resumed runs).
     seconds_before: f64,
     last_event: Option<DateTime<Utc>>,
@@ -162,7 +171,8 @@ impl RunModel {
             warnings: Vec::new(),
             log_tail: Vec::new(),
             previews: 0,
-            step_seconds: None,
+            session_start: None,
+            smoothed: BTreeMap::new(),
             seconds_before: 0.0,
             last_event: None,
         }
@@ -180,6 +190,7 @@ impl RunModel {
                 epochs,
                 steps_per_epoch,
                 threads,
+                resumed_from,
                 ..
             } => {
                 if let Some(started) = self.started {
@@ -194,6 +205,7 @@ impl RunModel {
                 self.epochs = *epochs;
                 self.steps_per_epoch = *steps_per_epoch;
                 self.threads = Some(*threads);
+                self.session_start = Some((f64::from(resumed_from.unwrap_or(0)), *time));
                 self.finished = None;
                 self.liveness = Liveness::Unknown;
             }
@@ -204,24 +216,19 @@ impl RunModel {
                 loss_parts,
                 lr,
                 patches_per_s,
-                seconds,
                 ..
             } => {
                 self.epoch = *epoch;
                 self.step = *step;
                 let x = self.epoch_position(*epoch, *step);
-                self.loss.push(x, *loss);
+                let loss = self.smooth("", *loss);
+                self.loss.push(x, loss);
                 for (part, value) in loss_parts {
-                    self.loss_parts.entry(part.clone()).or_default().push(x, *value);
+                    let value = self.smooth(part, *value);
+                    self.loss_parts.entry(part.clone()).or_default().push(x, value);
                 }
                 self.lr.push(x, *lr);
                 self.throughput.push(x, *patches_per_s);
-                if seconds.is_finite() && *seconds > 0.0 {
-                    self.step_seconds = Some(match self.step_seconds {
-                        Some(s) => 0.9 * s + 0.1 * seconds,
-                        None => *seconds,
-                    });
-                }
             }
             Event::Resources {
                 time,
@@ -349,14 +356,32 @@ impl RunModel {
         Some(self.seconds_before + (end - started).as_seconds_f64().max(0.0))
     }
 
-    /// Seconds of training left, from the recent step times (validations not included).
-    pub fn eta(&self) -> Option<f64> {
-        if self.state() != RunState::Running || self.steps_per_epoch == 0 {
+    /// Seconds of training left at the pace of the current trainer process so far,
+    /// validations included.
+    pub fn eta(&self, now: DateTime<Utc>) -> Option<f64> {
+        if self.state() != RunState::Running {
             return None;
         }
-        let done = u64::from(self.epoch.saturating_sub(1)) * u64::from(self.steps_per_epoch) + u64::from(self.step);
-        let total = u64::from(self.epochs) * u64::from(self.steps_per_epoch);
-        Some(total.saturating_sub(done) as f64 * self.step_seconds?)
+        let (start_epochs, start_time) = self.session_start?;
+        let done = self.progress() - start_epochs;
+        let seconds = (now - start_time).as_seconds_f64();
+        if done <= 0.0 || seconds <= 0.0 {
+            return None;
+        }
+        Some((f64::from(self.epochs) - self.progress()).max(0.0) * seconds / done)
+    }
+
+    /// Exponential smoothing of a noisy per-step value (TensorBoard's 0.9 weight, with
+    /// its debiasing so the first steps are not pulled towards zero).
+    fn smooth(&mut self, key: &str, value: f64) -> f64 {
+        const WEIGHT: f64 = 0.9;
+        if !value.is_finite() {
+            return value;
+        }
+        let state = self.smoothed.entry(key.to_string()).or_default();
+        state.biased = WEIGHT * state.biased + (1.0 - WEIGHT) * value;
+        state.steps += 1;
+        state.biased / (1.0 - WEIGHT.powi(state.steps))
     }
 
     /// Latest patches per second.
@@ -438,11 +463,15 @@ mod tests {
             run.apply(&step(s * 10, 1, s as u32, 1.0 / s as f64));
         }
         assert_eq!(run.state(), RunState::Running);
-        assert_eq!(run.loss.points(), [(0.25, 1.0), (0.5, 0.5)]);
-        assert_eq!(run.loss_parts["dice"].last(), Some(0.25));
+        // Smoothed: the first step as it is, then weighted towards the past.
+        let loss = run.loss.points();
+        assert_eq!(loss[0], (0.25, 1.0));
+        assert_eq!(loss[1].0, 0.5);
+        assert!((loss[1].1 - (0.09 * 1.0 + 0.1 * 0.5) / 0.19).abs() < 1e-12, "{loss:?}");
+        assert!(run.loss_parts["dice"].last().is_some_and(|d| d > 0.25 && d < 0.5));
         assert_eq!(run.progress(), 0.5);
-        // 6 of 8 steps left at 10 s each.
-        assert_eq!(run.eta(), Some(60.0));
+        // Half an epoch in 20 s: the remaining 1.5 epochs take 60 s.
+        assert_eq!(run.eta(at(20)), Some(60.0));
         assert_eq!(run.elapsed(at(30)), Some(30.0));
     }
 
@@ -485,7 +514,7 @@ mod tests {
         });
         assert_eq!(run.state(), RunState::Failed);
         assert_eq!(run.last_error.as_deref(), Some("out of memory"));
-        assert!(run.eta().is_none());
+        assert!(run.eta(at(70)).is_none());
     }
 
     #[test]

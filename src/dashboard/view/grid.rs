@@ -80,7 +80,7 @@ fn card(app: &App, run: &RunModel, selected: bool, area: Rect, buf: &mut Buffer)
     if run.epochs > 0 {
         progress.push_str(&format!("epoch {}/{}", run.epoch, run.epochs));
     }
-    if let Some(eta) = run.eta() {
+    if let Some(eta) = run.eta(app.now) {
         progress.push_str(&format!(" · {} left", format_duration(eta)));
     } else if let Some(elapsed) = run.elapsed(app.now) {
         progress.push_str(&format!(" · {}", format_duration(elapsed)));

@@ -57,7 +57,7 @@ fn header_line<'a>(app: &App, run: &'a RunModel) -> Line<'a> {
     if let Some(elapsed) = run.elapsed(app.now) {
         spans.push(Span::styled(format!(" · {}", format_duration(elapsed)), dim));
     }
-    if let Some(eta) = run.eta() {
+    if let Some(eta) = run.eta(app.now) {
         spans.push(Span::styled(format!(" · {} left", format_duration(eta)), dim));
     }
     let process = process_line(run);

@@ -92,7 +92,7 @@ fn row<'a>(app: &App, run: &'a RunModel, wide: bool) -> Row<'a> {
         Cell::from(dice(best.map(|d| d.wt))),
         Cell::from(run.patches_per_s().map_or("–".to_string(), |p| format!("{p:.1}"))),
         Cell::from(run.elapsed(app.now).map_or("–".to_string(), format_duration)),
-        Cell::from(run.eta().map_or("–".to_string(), format_duration)),
+        Cell::from(run.eta(app.now).map_or("–".to_string(), format_duration)),
     ];
     if wide {
         let experiment = run
