@@ -111,8 +111,8 @@ fn row<'a>(app: &App, run: &'a RunModel, wide: bool) -> Row<'a> {
     Row::new(cells).style(Style::new().fg(theme.ui.text))
 }
 
-/// A run id without its date (`20261126-090500-quick` -> `1126-0905 quick`), which the
-/// started column sorts by anyway.
+/// A run id without its year (`20261126-090512-quick` -> `1126-090512 quick`): runs of one
+/// experiment launched in the same minute stay apart.
 pub(super) fn short_id(id: &str) -> String {
     let bytes = id.as_bytes();
     let dated = bytes.len() > 16
@@ -121,7 +121,7 @@ pub(super) fn short_id(id: &str) -> String {
         && bytes[9..15].iter().all(u8::is_ascii_digit)
         && bytes[15] == b'-';
     if dated {
-        format!("{}-{} {}", &id[4..8], &id[9..13], &id[16..])
+        format!("{}-{} {}", &id[4..8], &id[9..15], &id[16..])
     } else {
         id.to_string()
     }
@@ -161,7 +161,7 @@ mod tests {
 
     #[test]
     fn run_ids_lose_their_date_but_keep_the_time() {
-        assert_eq!(short_id("20261126-090500-quick-demo"), "1126-0905 quick-demo");
+        assert_eq!(short_id("20261126-090512-quick-demo"), "1126-090512 quick-demo");
         assert_eq!(short_id("my-run"), "my-run");
     }
 }
