@@ -227,6 +227,14 @@ fn the_watcher_samples_a_live_trainer_as_one_process() {
         .expect("Threads");
     let _ = child.kill();
     let _ = child.wait();
+    // Killed without run_finished: the next look finds the process gone (the run is lost).
+    let gone = watcher
+        .look()
+        .runs
+        .iter()
+        .find_map(|u| u.sample)
+        .expect("a sample after the kill");
+    assert_eq!(gone.liveness, Liveness::Gone);
     // The first look learns the pid from the events; every later one samples.
     assert_eq!(samples.len(), 11, "one sample per look: {samples:?}");
     assert!(threads > 1, "the trainer should be multi-threaded ({threads})");
