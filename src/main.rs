@@ -75,6 +75,8 @@ enum Command {
     },
     /// Score predictions against ground truth with the official BraTS 2024 metrics.
     Eval(commands::eval::EvalArgs),
+    /// List the workspace's runs: state, progress, best Dice, speed (table or JSON).
+    Runs(commands::runs::RunsArgs),
     /// Look at a dataset folder: check its cases, show a slice.
     #[command(subcommand)]
     Data(DataCommand),
@@ -248,6 +250,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Eval(args)) => {
             let ok = commands::eval::eval(&args)?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Some(Command::Runs(args)) => {
+            commands::runs::runs(&workspace, &args)?;
+            Ok(ExitCode::SUCCESS)
         }
         Some(Command::Train(args)) => hand_over("train", args.args),
         Some(Command::Predict(args)) => hand_over("predict", args.args),

@@ -12,7 +12,7 @@ use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, Mou
 
 use super::history::History;
 use super::launch::Halt;
-use super::run::RunModel;
+use super::run::{RunModel, RunSort, sort_runs};
 use super::settings::{ChartMarker, Settings};
 use super::watch::{HostSample, Watch};
 use crate::experiment::Experiment;
@@ -68,38 +68,6 @@ pub enum Screen {
     Run,
     /// Live runs side by side.
     Grid,
-}
-
-/// The run list's sort order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunSort {
-    Started,
-    Name,
-    State,
-    Dice,
-    Speed,
-}
-
-impl RunSort {
-    pub fn name(self) -> &'static str {
-        match self {
-            RunSort::Started => "started",
-            RunSort::Name => "name",
-            RunSort::State => "state",
-            RunSort::Dice => "best Dice",
-            RunSort::Speed => "patches/s",
-        }
-    }
-
-    fn next(self) -> RunSort {
-        match self {
-            RunSort::Started => RunSort::Name,
-            RunSort::Name => RunSort::State,
-            RunSort::State => RunSort::Dice,
-            RunSort::Dice => RunSort::Speed,
-            RunSort::Speed => RunSort::Started,
-        }
-    }
 }
 
 /// Panels of the run view; on terminals smaller than 80x24 they become tabs.
@@ -312,21 +280,7 @@ impl App {
                     || run.state().name().contains(&needle)
             })
             .collect();
-        let started = |run: &RunModel| run.started.or(run.created);
-        match self.sort {
-            // Newest first.
-            RunSort::Started => runs.sort_by(|a, b| started(b).cmp(&started(a)).then(b.id.cmp(&a.id))),
-            RunSort::Name => runs.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id))),
-            RunSort::State => runs.sort_by(|a, b| a.state().cmp(&b.state()).then(b.id.cmp(&a.id))),
-            RunSort::Dice => runs.sort_by(|a, b| {
-                let mean = |r: &RunModel| r.best.map_or(-1.0, |(_, d)| d.mean());
-                mean(b).total_cmp(&mean(a)).then(a.id.cmp(&b.id))
-            }),
-            RunSort::Speed => runs.sort_by(|a, b| {
-                let speed = |r: &RunModel| r.patches_per_s().unwrap_or(-1.0);
-                speed(b).total_cmp(&speed(a)).then(a.id.cmp(&b.id))
-            }),
-        }
+        sort_runs(&mut runs, self.sort);
         if self.sort_reverse {
             runs.reverse();
         }
@@ -337,7 +291,7 @@ impl App {
     pub fn grid_runs(&self) -> Vec<&RunModel> {
         let mut runs: Vec<&RunModel> = self.runs.values().collect();
         runs.sort_by(|a, b| {
-            let key = |r: &RunModel| (!r.state().is_live(), std::cmp::Reverse(r.started.or(r.created)));
+            let key = |r: &RunModel| (!r.state().is_live(), std::cmp::Reverse(r.created_at()));
             key(a).cmp(&key(b)).then(b.id.cmp(&a.id))
         });
         runs
@@ -438,29 +392,12 @@ impl App {
                 .runs
                 .entry(update.id.clone())
                 .or_insert_with(|| RunModel::new(update.id.clone(), update.dir.clone()));
-            if let Some(found) = update.found {
-                run.name = found.name;
-                run.created = found.created;
-                run.experiment = found.experiment;
-                run.pid = run.pid.or(found.pid);
-            }
             if let Some(warning) = update.warnings.last() {
                 self.notice = Some(format!("⚠ {warning}"));
                 self.notice_since = None;
                 self.notice_sticky = false;
             }
-            for warning in update.warnings {
-                run.warn(warning);
-            }
-            for event in &update.events {
-                run.apply(event);
-            }
-            if let Some(lines) = update.log_tail {
-                run.set_log_tail(lines);
-            }
-            if let Some(sample) = update.sample {
-                run.sample(sample);
-            }
+            update.apply_to(run);
         }
         if self.selected_run.as_ref().is_none_or(|id| !self.runs.contains_key(id)) {
             self.selected_run = self.visible_runs().first().map(|r| r.id.clone());

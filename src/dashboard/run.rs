@@ -29,6 +29,21 @@ pub enum RunState {
 }
 
 impl RunState {
+    pub const ALL: [RunState; 7] = [
+        RunState::Starting,
+        RunState::Running,
+        RunState::Completed,
+        RunState::EarlyStopped,
+        RunState::Stopped,
+        RunState::Failed,
+        RunState::Lost,
+    ];
+
+    /// The state called `name` (as [`RunState::name`] spells it).
+    pub fn from_name(name: &str) -> Option<RunState> {
+        RunState::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             RunState::Starting => "starting",
@@ -44,6 +59,72 @@ impl RunState {
     /// Whether a trainer process may still be working on the run.
     pub fn is_live(self) -> bool {
         matches!(self, RunState::Starting | RunState::Running)
+    }
+}
+
+/// Orders for lists of runs, in the dashboard (`s` cycles) and `segtop runs --sort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunSort {
+    /// Newest first.
+    Started,
+    Name,
+    State,
+    /// Best mean Dice over ET, TC and WT, highest first.
+    Dice,
+    /// Best enhancing-tumour Dice.
+    Et,
+    /// Best tumour-core Dice.
+    Tc,
+    /// Best whole-tumour Dice.
+    Wt,
+    /// Latest patches per second, fastest first.
+    Speed,
+}
+
+impl RunSort {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunSort::Started => "started",
+            RunSort::Name => "name",
+            RunSort::State => "state",
+            RunSort::Dice => "best Dice",
+            RunSort::Et => "best ET",
+            RunSort::Tc => "best TC",
+            RunSort::Wt => "best WT",
+            RunSort::Speed => "patches/s",
+        }
+    }
+
+    pub fn next(self) -> RunSort {
+        match self {
+            RunSort::Started => RunSort::Name,
+            RunSort::Name => RunSort::State,
+            RunSort::State => RunSort::Dice,
+            RunSort::Dice => RunSort::Et,
+            RunSort::Et => RunSort::Tc,
+            RunSort::Tc => RunSort::Wt,
+            RunSort::Wt => RunSort::Speed,
+            RunSort::Speed => RunSort::Started,
+        }
+    }
+}
+
+/// Sorts runs by `sort`; ties (and runs without the value, which go last) by id.
+pub fn sort_runs(runs: &mut [&RunModel], sort: RunSort) {
+    let started = |run: &RunModel| run.created_at();
+    let best = |run: &RunModel, pick: fn(&RegionScores) -> f64| run.best.map_or(-1.0, |(_, d)| pick(&d));
+    let by_value = |runs: &mut [&RunModel], value: &dyn Fn(&RunModel) -> f64| {
+        runs.sort_by(|a, b| value(b).total_cmp(&value(a)).then(a.id.cmp(&b.id)));
+    };
+    match sort {
+        RunSort::Started => runs.sort_by(|a, b| started(b).cmp(&started(a)).then(b.id.cmp(&a.id))),
+        RunSort::Name => runs.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id))),
+        RunSort::State => runs.sort_by(|a, b| a.state().cmp(&b.state()).then(b.id.cmp(&a.id))),
+        RunSort::Dice => by_value(runs, &|r| best(r, RegionScores::mean)),
+        RunSort::Et => by_value(runs, &|r| best(r, |d| d.et)),
+        RunSort::Tc => by_value(runs, &|r| best(r, |d| d.tc)),
+        RunSort::Wt => by_value(runs, &|r| best(r, |d| d.wt)),
+        RunSort::Speed => by_value(runs, &|r| r.patches_per_s().unwrap_or(-1.0)),
     }
 }
 
@@ -382,6 +463,18 @@ impl RunModel {
         state.biased = WEIGHT * state.biased + (1.0 - WEIGHT) * value;
         state.steps += 1;
         state.biased / (1.0 - WEIGHT.powi(state.steps))
+    }
+
+    /// When the run was created: the time in its directory name (`RunDir::create` writes
+    /// `YYYYMMDD-HHMMSS-name`, local time), else its first start, else the directory's date.
+    pub fn created_at(&self) -> Option<DateTime<Utc>> {
+        self.id
+            .get(..15)
+            .and_then(|stamp| chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d-%H%M%S").ok())
+            .and_then(|local| local.and_local_timezone(chrono::Local).earliest())
+            .map(|time| time.with_timezone(&Utc))
+            .or(self.started)
+            .or(self.created)
     }
 
     /// Latest patches per second.

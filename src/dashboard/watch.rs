@@ -54,6 +54,30 @@ pub struct RunUpdate {
     pub sample: Option<ProcessSample>,
 }
 
+impl RunUpdate {
+    /// Folds what the watcher found into the run's model.
+    pub fn apply_to(self, run: &mut super::run::RunModel) {
+        if let Some(found) = self.found {
+            run.name = found.name;
+            run.created = found.created;
+            run.experiment = found.experiment;
+            run.pid = run.pid.or(found.pid);
+        }
+        for warning in self.warnings {
+            run.warn(warning);
+        }
+        for event in &self.events {
+            run.apply(event);
+        }
+        if let Some(lines) = self.log_tail {
+            run.set_log_tail(lines);
+        }
+        if let Some(sample) = self.sample {
+            run.sample(sample);
+        }
+    }
+}
+
 /// What a run directory says about itself before its events do.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunFound {

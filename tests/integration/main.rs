@@ -5,6 +5,7 @@ mod check;
 mod dashboard;
 mod data;
 mod eval;
+mod runs;
 mod screen;
 mod shipped;
 mod train;

@@ -172,7 +172,7 @@ pub(super) fn selected_style(theme: &Theme) -> Style {
 }
 
 /// Seconds as `42s`, `3m07s`, `2h05m`, `3d04h`.
-pub(super) fn format_duration(seconds: f64) -> String {
+pub fn format_duration(seconds: f64) -> String {
     let s = seconds.max(0.0).round() as u64;
     match s {
         0..60 => format!("{s}s"),

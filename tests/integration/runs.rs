@@ -1,0 +1,103 @@
+//! `segtop runs` over the recorded runs: states from facts, filters, sorting, JSON.
+
+use std::path::Path;
+
+use super::{repo, segtop, stdout};
+
+/// A workspace holding the recorded runs, plus a copy of the live one that claims this host
+/// and a process that no longer exists: a lost run.
+fn workspace_with_runs(dir: &Path) {
+    let recorded = repo().join("tests/data/runs");
+    for entry in std::fs::read_dir(&recorded).expect("recorded runs") {
+        let from = entry.expect("entry").path();
+        let to = dir.join("runs").join(from.file_name().expect("name"));
+        std::fs::create_dir_all(&to).expect("mkdir");
+        for file in std::fs::read_dir(&from).expect("run files") {
+            let file = file.expect("file").path();
+            std::fs::copy(&file, to.join(file.file_name().expect("name"))).expect("copy");
+        }
+    }
+    let mut gone = std::process::Command::new("true").spawn().expect("true runs");
+    let dead_pid = gone.id();
+    gone.wait().expect("true ends");
+    let host = sysinfo::System::host_name().unwrap_or_default();
+    let live = recorded.join("20261126-204703-lite-lr1e-2/events.jsonl");
+    let events = std::fs::read_to_string(live).expect("events");
+    let pid = events
+        .split("\"pid\":")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("a pid in run_started")
+        .to_string();
+    let lost = events
+        .replace("\"host\":\"node1\"", &format!("\"host\":\"{host}\""))
+        .replace(&format!("\"pid\":{pid},"), &format!("\"pid\":{dead_pid},"));
+    let dir = dir.join("runs/20261126-204800-lost");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("events.jsonl"), lost).expect("write");
+}
+
+fn json(dir: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["runs", "--json"];
+    all.extend(args);
+    let output = segtop(dir, &all);
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_str::<serde_json::Value>(&stdout(&output))
+        .expect("JSON")
+        .as_array()
+        .expect("an array")
+        .clone()
+}
+
+#[test]
+fn runs_lists_states_from_facts_filters_and_sorts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    workspace_with_runs(dir.path());
+    let runs = json(dir.path(), &[]);
+    let states: Vec<(&str, &str)> = runs
+        .iter()
+        .map(|r| (r["id"].as_str().expect("id"), r["state"].as_str().expect("state")))
+        .collect();
+    // Newest first. The cut-off run lives on another host, so it is running as far as anyone
+    // here can tell; its copy on this host with a dead process is lost.
+    assert_eq!(
+        states,
+        [
+            ("20261126-204800-lost", "lost"),
+            ("20261126-204747-wide-filters", "stopped"),
+            ("20261126-204742-bad-data", "failed"),
+            ("20261126-204703-lite-lr1e-2", "running"),
+            ("20261126-204650-unet-base8", "done"),
+        ]
+    );
+    let failed = json(dir.path(), &["--state", "failed"]);
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no BraTS cases found"))
+    );
+
+    let by_wt = json(dir.path(), &["--sort", "wt"]);
+    let wt: Vec<f64> = by_wt
+        .iter()
+        .map(|r| r["best_dice"]["wt"].as_f64().unwrap_or(-1.0))
+        .collect();
+    assert!(wt.windows(2).all(|w| w[0] >= w[1]), "{wt:?}");
+    assert_eq!(
+        by_wt.last().and_then(|r| r["id"].as_str()),
+        Some("20261126-204742-bad-data")
+    );
+
+    let table = stdout(&segtop(dir.path(), &["runs"]));
+    let first: Vec<&str> = table.lines().nth(1).expect("a row").split_whitespace().collect();
+    assert_eq!(first[..3], ["20261126-204800-lost", "lost", "8/12"], "{table}");
+    assert!(table.lines().all(|l| l.chars().count() <= 80), "{table}");
+
+    let bad = segtop(dir.path(), &["runs", "--state", "sleeping"]);
+    assert!(!bad.status.success());
+    assert!(
+        super::stderr(&bad).contains("'sleeping' is not one of: starting, running"),
+        "{bad:?}"
+    );
+}
