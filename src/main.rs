@@ -77,6 +77,27 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// List the workspace's runs: state, progress, best Dice, speed (table or JSON).
     Runs(commands::runs::RunsArgs),
+    /// Stop a run: it finishes its step and writes a checkpoint (--kill: at once).
+    Stop {
+        /// The run: its id, a part only it has, or its directory
+        run: String,
+        /// SIGKILL the trainer's process group instead (loses work since the last checkpoint)
+        #[arg(long)]
+        kill: bool,
+    },
+    /// Continue a stopped, failed or lost run from its latest checkpoint, in the background.
+    Resume {
+        /// The run: its id, a part only it has, or its directory
+        run: String,
+    },
+    /// Delete a run directory (asks first; never a live run).
+    Rm {
+        /// The run: its id, a part only it has, or its directory
+        run: String,
+        /// Do not ask
+        #[arg(long, short)]
+        yes: bool,
+    },
     /// Look at a dataset folder: check its cases, show a slice.
     #[command(subcommand)]
     Data(DataCommand),
@@ -254,6 +275,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Runs(args)) => {
             commands::runs::runs(&workspace, &args)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Stop { run, kill }) => {
+            commands::runs::stop(&workspace, &run, kill)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Resume { run }) => {
+            commands::runs::resume(&workspace, &run)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Rm { run, yes }) => {
+            let removed = commands::runs::remove(&workspace, &run, yes)?;
+            Ok(if removed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Some(Command::Train(args)) => hand_over("train", args.args),
         Some(Command::Predict(args)) => hand_over("predict", args.args),

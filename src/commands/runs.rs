@@ -2,14 +2,16 @@
 //! facts the dashboard uses (event files, launch records, live processes).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
+use anyhow::Context;
 use serde::Serialize;
 
+use segtop::dashboard::launch::Halt;
 use segtop::dashboard::run::{RunModel, RunSort, RunState, sort_runs};
 use segtop::dashboard::view::format_duration;
-use segtop::dashboard::watch::Watcher;
+use segtop::dashboard::watch::snapshot;
 use segtop::events::RegionScores;
+use segtop::rundir::RunDir;
 use segtop::workspace::Workspace;
 
 #[derive(clap::Args)]
@@ -53,25 +55,7 @@ struct RunRecord<'a> {
 }
 
 pub fn runs(workspace: &Workspace, args: &RunsArgs) -> anyhow::Result<()> {
-    let mut watcher = Watcher::new(workspace.clone());
-    let mut models: BTreeMap<String, RunModel> = BTreeMap::new();
-    // The first look reads the event files and learns the pids; a second one, a moment
-    // later, finds out which processes are alive.
-    for look in 0..2 {
-        let watch = watcher.look();
-        for update in watch.runs {
-            let run = models
-                .entry(update.id.clone())
-                .or_insert_with(|| RunModel::new(update.id.clone(), update.dir.clone()));
-            update.apply_to(run);
-        }
-        if look == 0 {
-            if !models.values().any(|r| r.state().is_live()) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
+    let models = snapshot(workspace);
     let now = chrono::Utc::now();
     let mut runs: Vec<&RunModel> = models
         .values()
@@ -142,4 +126,137 @@ fn table(runs: &[&RunModel], now: chrono::DateTime<chrono::Utc>) -> String {
         ));
     }
     out
+}
+
+/// The run a command names: its id, a part of the id that only it has, or its directory.
+pub fn find<'a>(runs: &'a BTreeMap<String, RunModel>, query: &str) -> anyhow::Result<&'a RunModel> {
+    if let Some(run) = runs.get(query) {
+        return Ok(run);
+    }
+    let as_path = std::path::Path::new(query);
+    if let Some(run) = runs
+        .values()
+        .find(|r| as_path.file_name().is_some_and(|n| n == r.id.as_str()) && as_path.is_dir())
+    {
+        return Ok(run);
+    }
+    let matches: Vec<&RunModel> = runs.values().filter(|r| r.id.contains(query)).collect();
+    match matches.as_slice() {
+        [run] => Ok(run),
+        [] => anyhow::bail!(
+            "no run '{query}' (runs: {})",
+            if runs.is_empty() {
+                "none".to_string()
+            } else {
+                runs.keys().cloned().collect::<Vec<_>>().join(", ")
+            }
+        ),
+        several => anyhow::bail!(
+            "'{query}' matches {} runs: {}; give more of the id",
+            several.len(),
+            several.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// `segtop stop RUN [--kill]`.
+pub fn stop(workspace: &Workspace, query: &str, kill: bool) -> anyhow::Result<()> {
+    let runs = snapshot(workspace);
+    let run = find(&runs, query)?;
+    let state = run.state();
+    anyhow::ensure!(state.is_live(), "{} is {}: nothing to stop", run.id, state.name());
+    let pid = run
+        .pid
+        .ok_or_else(|| anyhow::anyhow!("{} has no known process yet; try again in a moment", run.id))?;
+    if let Some(host) = &run.host {
+        let here = sysinfo::System::host_name().unwrap_or_default();
+        anyhow::ensure!(*host == here, "{} runs on {host}; stop it there", run.id);
+    }
+    let halt = if kill { Halt::Kill } else { Halt::Stop };
+    segtop::dashboard::launch::halt(pid, halt)?;
+    if kill {
+        println!(
+            "killed {} (pid {pid}); resume it from its last checkpoint with: segtop resume {}",
+            run.id, run.id
+        );
+    } else {
+        println!(
+            "asked {} (pid {pid}) to stop; it finishes its step and writes a checkpoint first",
+            run.id
+        );
+    }
+    Ok(())
+}
+
+/// `segtop resume RUN`: continue a stopped, failed or lost run, detached.
+pub fn resume(workspace: &Workspace, query: &str) -> anyhow::Result<()> {
+    let runs = snapshot(workspace);
+    let run = find(&runs, query)?;
+    match run.state() {
+        RunState::Stopped | RunState::Failed | RunState::Lost => {}
+        state if state.is_live() => anyhow::bail!("{} is {}: it is still going", run.id, state.name()),
+        state => anyhow::bail!("{} is {}: there is nothing left to train", run.id, state.name()),
+    }
+    let child = segtop::dashboard::launch::resume(workspace, &RunDir::open(&run.dir))?;
+    println!(
+        "resumed {} (pid {}); its output goes to {}",
+        run.id,
+        child.id(),
+        run.dir.join(RunDir::LOG).display()
+    );
+    Ok(())
+}
+
+/// `segtop rm RUN [--yes]`: deletes a run directory, never a live run's.
+pub fn remove(workspace: &Workspace, query: &str, yes: bool) -> anyhow::Result<bool> {
+    let runs = snapshot(workspace);
+    let run = find(&runs, query)?;
+    let state = run.state();
+    anyhow::ensure!(
+        !state.is_live(),
+        "{} is {}: stop it first (segtop stop {})",
+        run.id,
+        state.name(),
+        run.id
+    );
+    if !yes {
+        use std::io::IsTerminal;
+        anyhow::ensure!(
+            std::io::stdin().is_terminal(),
+            "not removing {} without a confirmation: run it in a terminal or pass --yes",
+            run.id
+        );
+        eprint!(
+            "remove {} ({}, {})? [y/N] ",
+            run.dir.display(),
+            state.name(),
+            size_of(&run.dir)
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("kept {}", run.id);
+            return Ok(false);
+        }
+    }
+    std::fs::remove_dir_all(&run.dir).with_context(|| format!("cannot remove {}", run.dir.display()))?;
+    println!("removed {}", run.id);
+    Ok(true)
+}
+
+/// A directory's size on disk, for the confirmation.
+fn size_of(dir: &std::path::Path) -> String {
+    fn walk(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => walk(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    }
+    format!("{:.1} MB", walk(dir) as f64 / 1e6)
 }

@@ -12,7 +12,7 @@ use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, Mou
 
 use super::history::History;
 use super::launch::Halt;
-use super::run::{RunModel, RunSort, sort_runs};
+use super::run::{RunModel, RunSort, RunState, sort_runs};
 use super::settings::{ChartMarker, Settings};
 use super::watch::{HostSample, Watch};
 use crate::experiment::Experiment;
@@ -55,6 +55,11 @@ pub enum Effect {
         id: String,
         pid: u32,
         halt: Halt,
+    },
+    /// Continue a stopped, failed or lost run from its latest checkpoint.
+    Resume {
+        id: String,
+        dir: PathBuf,
     },
     SaveSettings(Settings),
 }
@@ -342,8 +347,9 @@ impl App {
                     .runs
                     .entry(id.clone())
                     .or_insert_with(|| RunModel::new(id.clone(), dir));
-                run.pid = run.pid.or(Some(pid));
-                self.say(format!("launched {id}"));
+                // A resumed run has a new trainer process.
+                run.pid = Some(pid);
+                self.say(format!("started {id} (pid {pid})"));
                 self.selected_run = Some(id.clone());
                 self.open = Some(id);
                 self.screen = Screen::Run;
@@ -529,6 +535,7 @@ impl App {
             KeyCode::Esc => self.screen = Screen::Experiments,
             KeyCode::Char('x') => self.stop_selected(),
             KeyCode::Char('K') => self.ask_kill(),
+            KeyCode::Char('r') => self.resume_selected(),
             _ => self.dirty = false,
         }
     }
@@ -550,6 +557,7 @@ impl App {
             }
             KeyCode::Char('x') => self.stop_selected(),
             KeyCode::Char('K') => self.ask_kill(),
+            KeyCode::Char('r') => self.resume_selected(),
             _ => self.dirty = false,
         }
     }
@@ -626,6 +634,20 @@ impl App {
     fn stop_selected(&mut self) {
         if let Some(id) = self.target_run().map(|r| r.id.clone()) {
             self.halt(&id, Halt::Stop);
+        }
+    }
+
+    fn resume_selected(&mut self) {
+        let Some(run) = self.target_run() else {
+            return;
+        };
+        let (id, dir, state) = (run.id.clone(), run.dir.clone(), run.state());
+        match state {
+            RunState::Stopped | RunState::Failed | RunState::Lost => {
+                self.effects.push(Effect::Resume { id: id.clone(), dir });
+                self.say(format!("resuming {id} from its latest checkpoint…"));
+            }
+            state => self.say(format!("{id} is {}: nothing to resume", state.name())),
         }
     }
 

@@ -41,11 +41,43 @@ pub fn launch(workspace: &Workspace, file: &Path) -> anyhow::Result<Launched> {
     let runs = workspace.runs_dir();
     let run = RunDir::create(&runs, &experiment, chrono::Local::now())
         .with_context(|| format!("cannot create a run directory in {}", runs.display()))?;
-    let log = std::fs::File::create(run.log()).with_context(|| format!("cannot create {}", run.log().display()))?;
+    match start(workspace, &trainer, &run, shown, false) {
+        Ok(child) => Ok(Launched { run, child }),
+        Err(error) => {
+            // Nothing ran in it: leave no run directory behind that would look like a run.
+            let _ = std::fs::remove_dir_all(run.path());
+            Err(error)
+        }
+    }
+}
+
+/// Continues a stopped, failed or lost run from its latest checkpoint, detached.
+pub fn resume(workspace: &Workspace, run: &RunDir) -> anyhow::Result<Child> {
+    let trainer = trainer_path()?;
+    let experiment = run.read_launch().map_or_else(|| run.experiment(), |l| l.experiment);
+    start(workspace, &trainer, run, &experiment, true)
+}
+
+/// Starts `segtop-train train --resume DIR` detached, with its output appended to (or, for a
+/// new run, written to) `train.log`, and records the launch.
+fn start(
+    workspace: &Workspace,
+    trainer: &Path,
+    run: &RunDir,
+    experiment: &Path,
+    append: bool,
+) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .open(run.log())
+        .with_context(|| format!("cannot open {}", run.log().display()))?;
     let log_err = log
         .try_clone()
         .with_context(|| format!("cannot share {}", run.log().display()))?;
-    let mut command = Command::new(&trainer);
+    let mut command = Command::new(trainer);
     command
         .arg("train")
         .arg("--resume")
@@ -55,24 +87,19 @@ pub fn launch(workspace: &Workspace, file: &Path) -> anyhow::Result<Launched> {
         .stdout(log)
         .stderr(log_err);
     detach(&mut command);
-    let child = match command.spawn() {
-        Ok(child) => child,
-        Err(error) => {
-            // Nothing ran in it: leave no run directory behind that would look like a run.
-            let _ = std::fs::remove_dir_all(run.path());
-            return Err(error).with_context(|| format!("cannot start {}", trainer.display()));
-        }
-    };
+    let child = command
+        .spawn()
+        .with_context(|| format!("cannot start {}", trainer.display()))?;
     let record = Launch {
         pid: child.id(),
         host: sysinfo::System::host_name().unwrap_or_default(),
         time: chrono::Utc::now(),
-        experiment: shown.to_path_buf(),
+        experiment: experiment.to_path_buf(),
     };
     // The trainer runs either way; without the record a later dashboard only finds its
     // process once it writes run_started.
     let _ = run.write_launch(&record);
-    Ok(Launched { run, child })
+    Ok(child)
 }
 
 /// Puts the child in a session of its own, away from the terminal's hangup and Ctrl-C.

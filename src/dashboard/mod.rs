@@ -108,24 +108,28 @@ fn perform(app: &mut App, workspace: &Workspace, tx: &Sender<Msg>, look: &Sender
     for effect in app.take_effects() {
         match effect {
             Effect::Launch(file) => match launch::launch(workspace, &file) {
-                Ok(launch::Launched { run, mut child }) => {
+                Ok(launch::Launched { run, child }) => {
                     let (id, pid) = (run.id(), child.id());
                     app.update(Msg::Launched {
                         id: id.clone(),
                         dir: run.path().to_path_buf(),
                         pid,
                     });
-                    // Reap the trainer when it ends, and say how it ended.
-                    let tx = tx.clone();
-                    let spawned = thread::Builder::new().name(format!("reaper-{pid}")).spawn(move || {
-                        let code = child.wait().ok().and_then(|status| status.code());
-                        let _ = tx.send(Msg::Exited { id, code });
-                    });
-                    if let Err(error) = spawned {
-                        app.update(Msg::Failed(format!("cannot watch the trainer's exit: {error}")));
-                    }
+                    reap(app, tx, id, child);
                 }
                 Err(error) => app.update(Msg::Failed(format!("cannot launch {}: {error:#}", file.display()))),
+            },
+            Effect::Resume { id, dir } => match launch::resume(workspace, &crate::rundir::RunDir::open(&dir)) {
+                Ok(child) => {
+                    let pid = child.id();
+                    app.update(Msg::Launched {
+                        id: id.clone(),
+                        dir,
+                        pid,
+                    });
+                    reap(app, tx, id, child);
+                }
+                Err(error) => app.update(Msg::Failed(format!("cannot resume {id}: {error:#}"))),
             },
             Effect::Halt { id, pid, halt } => {
                 if let Err(error) = launch::halt(pid, halt) {
@@ -141,6 +145,21 @@ fn perform(app: &mut App, workspace: &Workspace, tx: &Sender<Msg>, look: &Sender
             }
         }
         let _ = look.send(watch::Request::Look);
+    }
+}
+
+/// Waits for a trainer started here on a thread of its own, so it leaves no zombie, and
+/// says how it ended.
+fn reap(app: &mut App, tx: &Sender<Msg>, id: String, mut child: std::process::Child) {
+    let tx = tx.clone();
+    let spawned = thread::Builder::new()
+        .name(format!("reaper-{}", child.id()))
+        .spawn(move || {
+            let code = child.wait().ok().and_then(|status| status.code());
+            let _ = tx.send(Msg::Exited { id, code });
+        });
+    if let Err(error) = spawned {
+        app.update(Msg::Failed(format!("cannot watch the trainer's exit: {error}")));
     }
 }
 

@@ -112,6 +112,8 @@ struct Tracked {
     /// The process lives on this host, so it can be sampled here.
     local: bool,
     finished: bool,
+    /// The process was gone at the last look: a resume may have started a new one.
+    gone: bool,
     log_len: Option<u64>,
 }
 
@@ -168,6 +170,7 @@ impl Watcher {
                     pid: launch.map(|l| l.pid),
                     run,
                     finished: false,
+                    gone: false,
                     log_len: None,
                 },
             );
@@ -181,9 +184,25 @@ impl Watcher {
                 },
             );
         }
+        // A run resumed elsewhere (another dashboard, `segtop resume`) has a new launch record.
+        for tracked in self.runs.values_mut().filter(|t| t.gone) {
+            if let Some(launch) = tracked.run.read_launch()
+                && Some(launch.pid) != tracked.pid
+            {
+                tracked.pid = Some(launch.pid);
+                tracked.local = launch.host == self.host;
+                tracked.finished = false;
+                tracked.gone = false;
+            }
+        }
         // Processes before events: a trainer writes run_finished before it exits, so a run
         // whose process is gone here has its last record on disk for the read below.
         let samples = self.sample_processes(time);
+        for (id, sample) in &samples {
+            if let Some(tracked) = self.runs.get_mut(id) {
+                tracked.gone = sample.liveness == Liveness::Gone;
+            }
+        }
         for (id, tracked) in &mut self.runs {
             let fresh = updates.contains_key(id);
             if tracked.finished && !fresh && !self.looks.is_multiple_of(FINISHED_EVERY) {
@@ -298,6 +317,30 @@ impl Watcher {
             cores: system.cpus().len().max(1),
         })
     }
+}
+
+/// The workspace's runs as the dashboard would show them after its first looks: for
+/// commands that print and exit.
+pub fn snapshot(workspace: &Workspace) -> BTreeMap<String, super::run::RunModel> {
+    let mut watcher = Watcher::new(workspace.clone());
+    let mut runs: BTreeMap<String, super::run::RunModel> = BTreeMap::new();
+    // The first look reads the event files and learns the pids; a second one, a moment
+    // later, finds out which processes are alive.
+    for look in 0..2 {
+        for update in watcher.look().runs {
+            let run = runs
+                .entry(update.id.clone())
+                .or_insert_with(|| super::run::RunModel::new(update.id.clone(), update.dir.clone()));
+            update.apply_to(run);
+        }
+        if look == 0 {
+            if !runs.values().any(|r| r.state().is_live()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    runs
 }
 
 /// Every process below `roots` in the process table as last refreshed.

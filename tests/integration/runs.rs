@@ -101,3 +101,91 @@ fn runs_lists_states_from_facts_filters_and_sorts() {
         "{bad:?}"
     );
 }
+
+fn state_of(dir: &Path, id: &str) -> String {
+    json(dir, &[])
+        .iter()
+        .find(|r| r["id"] == id)
+        .and_then(|r| r["state"].as_str())
+        .unwrap_or("absent")
+        .to_string()
+}
+
+/// Waits until `segtop runs` says the run is in `state`.
+fn wait_for_state(dir: &Path, id: &str, state: &str) {
+    let start = std::time::Instant::now();
+    while state_of(dir, id) != state {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "{id} never became {state} (is {})",
+            state_of(dir, id)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// Stop, resume, kill and remove a real run with the commands scripts use.
+#[cfg(feature = "trainer")]
+#[test]
+fn stop_resume_kill_and_remove_a_run_from_the_command_line() {
+    use segtop::events::Event;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let experiment = super::train::experiment(dir.path(), 500);
+    let mut child = super::train::start_and_wait(dir.path(), &experiment, |events| {
+        events.iter().any(|e| matches!(e, Event::Checkpoint { .. }))
+    });
+    let id = std::fs::read_dir(dir.path().join("runs"))
+        .expect("runs/")
+        .next()
+        .expect("a run")
+        .expect("entry")
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(state_of(dir.path(), &id), "running");
+
+    // A live run is never removed.
+    let refused = segtop(dir.path(), &["rm", "--yes", "tiny"]);
+    assert!(!refused.status.success());
+    assert!(
+        super::stderr(&refused).contains("is running: stop it first"),
+        "{refused:?}"
+    );
+
+    // Stop: the trainer checkpoints and exits with its stopped code.
+    let stopped = segtop(dir.path(), &["stop", "tiny"]);
+    assert!(stopped.status.success(), "{stopped:?}");
+    assert_eq!(child.wait().expect("trainer ends").code(), Some(3));
+    assert_eq!(state_of(dir.path(), &id), "stopped");
+    let again = segtop(dir.path(), &["stop", &id]);
+    assert!(
+        super::stderr(&again).contains("is stopped: nothing to stop"),
+        "{again:?}"
+    );
+
+    // Resume in the background, then kill: no run_finished, so the run is lost.
+    let resumed = segtop(dir.path(), &["resume", &id]);
+    assert!(resumed.status.success(), "{resumed:?}");
+    wait_for_state(dir.path(), &id, "running");
+    let killed = segtop(dir.path(), &["stop", "--kill", &id]);
+    assert!(killed.status.success(), "{killed:?}");
+    wait_for_state(dir.path(), &id, "lost");
+    let log = std::fs::read_to_string(dir.path().join("runs").join(&id).join("train.log")).expect("log");
+    assert!(log.contains("resuming from"), "{log}");
+
+    // Removing asks; without a terminal and without --yes it refuses.
+    let unasked = segtop(dir.path(), &["rm", &id]);
+    assert!(!unasked.status.success());
+    assert!(
+        super::stderr(&unasked).contains("without a confirmation"),
+        "{unasked:?}"
+    );
+    let removed = segtop(dir.path(), &["rm", "--yes", &id]);
+    assert!(removed.status.success(), "{removed:?}");
+    assert!(!dir.path().join("runs").join(&id).exists());
+    let missing = segtop(dir.path(), &["stop", "tiny"]);
+    assert!(
+        super::stderr(&missing).contains("no run 'tiny' (runs: none)"),
+        "{missing:?}"
+    );
+}

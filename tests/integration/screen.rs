@@ -241,6 +241,19 @@ fn keys_launch_stop_kill_filter_and_sort() {
         halt: Halt::Kill,
     };
     assert_eq!(app.take_effects(), [kill]);
+    // A failed run resumes from its checkpoint; a live one does not.
+    key(&mut app, KeyCode::Char('r'));
+    assert!(app.take_effects().is_empty(), "the live run is still going");
+    key(&mut app, KeyCode::Char('k'));
+    assert_eq!(app.selected_run.as_deref(), Some(FAILED));
+    key(&mut app, KeyCode::Char('r'));
+    assert_eq!(
+        app.take_effects(),
+        [Effect::Resume {
+            id: FAILED.into(),
+            dir: PathBuf::from("/ws/runs").join(FAILED)
+        }]
+    );
     // A finished run cannot be stopped.
     key(&mut app, KeyCode::Char('g'));
     key(&mut app, KeyCode::Char('x'));

@@ -204,6 +204,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("s  S", "sort runs by the next column · reverse"),
     ("x", "stop a run (it checkpoints first)"),
     ("K", "kill a run (asks first)"),
+    ("r", "resume a stopped, failed or lost run"),
     ("← → h l", "run view: panel tabs on small screens"),
     ("L", "log scale for the loss"),
     ("m", "chart lines: braille, blocks, dots"),
