@@ -90,6 +90,8 @@ enum Command {
         /// The run: its id, a part only it has, or its directory
         run: String,
     },
+    /// Write runs' metric histories (loss, learning rate, speed, Dice, HD95 per epoch) as CSV or JSON.
+    Export(commands::export::ExportArgs),
     /// Delete a run directory (asks first; never a live run).
     Rm {
         /// The run: its id, a part only it has, or its directory
@@ -282,6 +284,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Resume { run }) => {
             commands::runs::resume(&workspace, &run)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Export(args)) => {
+            commands::export::export(&workspace, &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Rm { run, yes }) => {

@@ -2,4 +2,5 @@
 
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod runs;

@@ -189,3 +189,51 @@ fn stop_resume_kill_and_remove_a_run_from_the_command_line() {
         "{missing:?}"
     );
 }
+
+#[test]
+fn export_writes_one_row_per_run_and_epoch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    workspace_with_runs(dir.path());
+    let out = dir.path().join("curves.csv");
+    let output = segtop(
+        dir.path(),
+        &[
+            "export",
+            "unet-base8",
+            "wide",
+            "--csv",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let text = std::fs::read_to_string(&out).expect("csv");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    assert_eq!(header[..5], ["run", "epoch", "loss", "loss_ce", "loss_dice"]);
+    assert_eq!(header.last(), Some(&"hd95_wt"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(rows.iter().all(|r| r.len() == header.len()), "{text}");
+    let unet: Vec<&Vec<&str>> = rows.iter().filter(|r| r[0] == "20261126-204650-unet-base8").collect();
+    let wide = rows.iter().filter(|r| r[0] == "20261126-204747-wide-filters").count();
+    // wide-filters was stopped in its 9th epoch: 8 epochs ended.
+    assert_eq!((unet.len(), wide), (12, 8), "one row per epoch trained");
+    // The last validation's whole-tumour Dice, as recorded.
+    let events =
+        std::fs::read_to_string(dir.path().join("runs/20261126-204650-unet-base8/events.jsonl")).expect("events");
+    let last_validation: serde_json::Value = events
+        .lines()
+        .rfind(|l| l.contains("\"event\":\"validation\""))
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .expect("a validation");
+    let column = header.iter().position(|h| *h == "dice_wt").expect("dice_wt");
+    let wt: f64 = unet[11][column].parse().expect("a number");
+    assert_eq!(Some(wt), last_validation["dice"]["wt"].as_f64());
+
+    let json = segtop(dir.path(), &["export", "bad-data", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&stdout(&json)).expect("json");
+    assert_eq!(value[0]["run"], "20261126-204742-bad-data");
+    assert_eq!(value[0]["epochs"].as_array().map(Vec::len), Some(0));
+    let neither = segtop(dir.path(), &["export", "unet"]);
+    assert!(!neither.status.success(), "--csv or --json is required");
+}

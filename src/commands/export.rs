@@ -1,0 +1,155 @@
+//! `segtop export RUN... --csv|--json`: runs' metric histories, one row per epoch, for
+//! spreadsheets, plots and papers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use segtop::dashboard::watch::snapshot;
+use segtop::events::{Event, EventTail, RegionScores};
+use segtop::rundir::RunDir;
+use segtop::workspace::Workspace;
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// Runs: ids, parts of ids only one run has, or run directories
+    #[arg(required = true, value_name = "RUN")]
+    pub runs: Vec<String>,
+    /// Comma-separated values, one row per run and epoch
+    #[arg(long, conflicts_with = "json", required_unless_present = "json")]
+    pub csv: bool,
+    /// One JSON object per run with its epochs
+    #[arg(long)]
+    pub json: bool,
+    /// Write here instead of standard output
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// One epoch of one run: its training means and, when it was validated, the scores.
+#[derive(Debug, Default, Clone, Serialize)]
+struct EpochRow {
+    epoch: u32,
+    loss: Option<f64>,
+    loss_parts: BTreeMap<String, f64>,
+    lr: Option<f64>,
+    patches_per_s: Option<f64>,
+    seconds: Option<f64>,
+    dice: Option<RegionScores>,
+    seed_dice: Option<f64>,
+    hd95: Option<RegionScores>,
+}
+
+#[derive(Serialize)]
+struct RunHistory {
+    run: String,
+    epochs: Vec<EpochRow>,
+}
+
+pub fn export(workspace: &Workspace, args: &ExportArgs) -> anyhow::Result<()> {
+    let runs = snapshot(workspace);
+    let mut histories = Vec::new();
+    for query in &args.runs {
+        let run = super::runs::find(&runs, query)?;
+        histories.push(RunHistory {
+            run: run.id.clone(),
+            epochs: history(&RunDir::open(&run.dir))?,
+        });
+    }
+    let text = if args.json {
+        let mut text = serde_json::to_string_pretty(&histories)?;
+        text.push('\n');
+        text
+    } else {
+        csv(&histories)
+    };
+    match &args.out {
+        Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+/// Epoch rows from a run's events; a resumed run's repeated epochs keep their latest values.
+fn history(run: &RunDir) -> anyhow::Result<Vec<EpochRow>> {
+    let (events, warnings) = EventTail::new(run.events())
+        .poll()
+        .with_context(|| format!("cannot read {}", run.events().display()))?;
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+    let mut rows: BTreeMap<u32, EpochRow> = BTreeMap::new();
+    for event in events {
+        match event {
+            Event::EpochEnd {
+                epoch,
+                loss,
+                loss_parts,
+                lr,
+                patches_per_s,
+                seconds,
+                ..
+            } => {
+                let row = rows.entry(epoch).or_default();
+                row.loss = Some(loss);
+                row.loss_parts = loss_parts;
+                row.lr = Some(lr);
+                row.patches_per_s = Some(patches_per_s);
+                row.seconds = Some(seconds);
+            }
+            Event::Validation {
+                epoch,
+                dice,
+                hd95,
+                seed_dice,
+                ..
+            } => {
+                let row = rows.entry(epoch).or_default();
+                row.dice = Some(dice);
+                row.hd95 = hd95;
+                row.seed_dice = Some(seed_dice);
+            }
+            _ => {}
+        }
+    }
+    Ok(rows.into_iter().map(|(epoch, row)| EpochRow { epoch, ..row }).collect())
+}
+
+fn csv(histories: &[RunHistory]) -> String {
+    let parts: BTreeSet<&str> = histories
+        .iter()
+        .flat_map(|h| h.epochs.iter().flat_map(|r| r.loss_parts.keys().map(String::as_str)))
+        .collect();
+    let mut out = String::from("run,epoch,loss");
+    for part in &parts {
+        let _ = write!(out, ",loss_{part}");
+    }
+    out.push_str(",lr,patches_per_s,seconds,dice_et,dice_tc,dice_wt,seed_dice,hd95_et,hd95_tc,hd95_wt\n");
+    let value = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+    for history in histories {
+        for row in &history.epochs {
+            let _ = write!(out, "{},{},{}", history.run, row.epoch, value(row.loss));
+            for part in &parts {
+                let _ = write!(out, ",{}", value(row.loss_parts.get(*part).copied()));
+            }
+            let scores =
+                |s: Option<RegionScores>| s.map_or(",,".to_string(), |s| format!("{},{},{}", s.et, s.tc, s.wt));
+            let _ = write!(
+                out,
+                ",{},{},{},{},{},{}",
+                value(row.lr),
+                value(row.patches_per_s),
+                value(row.seconds),
+                scores(row.dice),
+                value(row.seed_dice),
+                scores(row.hd95)
+            );
+            out.push('\n');
+        }
+    }
+    out
+}
