@@ -116,6 +116,10 @@ pub enum Event {
         /// Epoch the run continues from, when resumed from a checkpoint.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resumed_from: Option<u32>,
+        /// When the trainer process started (seconds since the UNIX epoch), so a reused pid
+        /// is never taken for this run's process.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid_start: Option<u64>,
     },
     Step {
         time: DateTime<Utc>,

@@ -122,11 +122,34 @@ impl RunDir {
     }
 }
 
+/// When process `pid` started, in seconds since the UNIX epoch; `None` when it does not exist.
+/// Together with the pid this names one process for good: pids are reused, start times not.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+    let mut system = System::new().ok()?;
+    let pid = Pid::from_u32(pid);
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        true,
+        ProcessRefreshKind::nothing().without_tasks(),
+    );
+    Some(system.process(pid)?.start_time())
+}
+
+/// Whether two readings of a process start time are the same process (they are computed
+/// from clock ticks since boot, so they may differ by rounding).
+pub fn same_start(a: u64, b: u64) -> bool {
+    a.abs_diff(b) <= 1
+}
+
 /// Who started a run's trainer, so a later dashboard can find its process before the
 /// trainer writes `run_started` (it may spend a while preparing data first).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Launch {
     pub pid: u32,
+    /// The process's start time (see [`process_start_time`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
     pub host: String,
     pub time: DateTime<chrono::Utc>,
     /// The experiment file the run was launched from, as given.

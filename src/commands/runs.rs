@@ -173,7 +173,7 @@ pub fn stop(workspace: &Workspace, query: &str, kill: bool) -> anyhow::Result<()
         anyhow::ensure!(*host == here, "{} runs on {host}; stop it there", run.id);
     }
     let halt = if kill { Halt::Kill } else { Halt::Stop };
-    segtop::dashboard::launch::halt(pid, halt)?;
+    segtop::dashboard::launch::halt(pid, run.pid_start, halt)?;
     if kill {
         println!(
             "killed {} (pid {pid}); resume it from its last checkpoint with: segtop resume {}",

@@ -54,6 +54,8 @@ pub enum Effect {
     Halt {
         id: String,
         pid: u32,
+        /// The process's start time, when known: a reused pid is not signalled.
+        pid_start: Option<u64>,
         halt: Halt,
     },
     /// Continue a stopped, failed or lost run from its latest checkpoint.
@@ -347,8 +349,9 @@ impl App {
                     .runs
                     .entry(id.clone())
                     .or_insert_with(|| RunModel::new(id.clone(), dir));
-                // A resumed run has a new trainer process.
+                // A resumed run has a new trainer process; its start time comes with run_started.
                 run.pid = Some(pid);
+                run.pid_start = None;
                 self.say(format!("started {id} (pid {pid})"));
                 self.selected_run = Some(id.clone());
                 self.open = Some(id);
@@ -672,6 +675,7 @@ impl App {
                 self.effects.push(Effect::Halt {
                     id: id.to_string(),
                     pid,
+                    pid_start: run.pid_start,
                     halt,
                 });
                 self.say(match halt {

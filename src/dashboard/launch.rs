@@ -92,6 +92,7 @@ fn start(
         .with_context(|| format!("cannot start {}", trainer.display()))?;
     let record = Launch {
         pid: child.id(),
+        pid_start: crate::rundir::process_start_time(child.id()),
         host: sysinfo::System::host_name().unwrap_or_default(),
         time: chrono::Utc::now(),
         experiment: experiment.to_path_buf(),
@@ -126,11 +127,14 @@ pub enum Halt {
 }
 
 /// Sends the signal for `halt` to the trainer with `pid`, after checking that `pid` is still
-/// a segtop trainer (pids are reused).
-pub fn halt(pid: u32, halt: Halt) -> anyhow::Result<()> {
+/// a segtop trainer, and the same process when its start time is known (pids are reused).
+pub fn halt(pid: u32, pid_start: Option<u64>, halt: Halt) -> anyhow::Result<()> {
+    let same = pid_start.is_none_or(|start| {
+        crate::rundir::process_start_time(pid).is_some_and(|now| crate::rundir::same_start(now, start))
+    });
     anyhow::ensure!(
-        is_trainer(pid),
-        "process {pid} is not a segtop trainer any more; nothing was signalled"
+        same && is_trainer(pid),
+        "process {pid} is not this run's trainer any more; nothing was signalled"
     );
     let pid = libc::pid_t::try_from(pid).context("process id out of range")?;
     // SAFETY: plain system calls on a checked process id.

@@ -131,8 +131,13 @@ fn perform(app: &mut App, workspace: &Workspace, tx: &Sender<Msg>, look: &Sender
                 }
                 Err(error) => app.update(Msg::Failed(format!("cannot resume {id}: {error:#}"))),
             },
-            Effect::Halt { id, pid, halt } => {
-                if let Err(error) = launch::halt(pid, halt) {
+            Effect::Halt {
+                id,
+                pid,
+                pid_start,
+                halt,
+            } => {
+                if let Err(error) = launch::halt(pid, pid_start, halt) {
                     app.update(Msg::Failed(format!("{id}: {error:#}")));
                 }
             }

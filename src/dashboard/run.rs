@@ -176,6 +176,8 @@ pub struct RunModel {
     pub experiment: Option<PathBuf>,
     pub started: Option<DateTime<Utc>>,
     pub pid: Option<u32>,
+    /// The trainer process's start time, when recorded (tells a reused pid apart).
+    pub pid_start: Option<u64>,
     pub host: Option<String>,
     pub epochs: u32,
     pub steps_per_epoch: u32,
@@ -226,6 +228,7 @@ impl RunModel {
             experiment: None,
             started: None,
             pid: None,
+            pid_start: None,
             host: None,
             epochs: 0,
             steps_per_epoch: 0,
@@ -272,6 +275,7 @@ impl RunModel {
                 steps_per_epoch,
                 threads,
                 resumed_from,
+                pid_start,
                 ..
             } => {
                 if let Some(started) = self.started {
@@ -281,6 +285,7 @@ impl RunModel {
                 }
                 self.started = Some(*time);
                 self.pid = Some(*pid);
+                self.pid_start = *pid_start;
                 self.host = Some(host.clone());
                 self.name = name.clone();
                 self.epochs = *epochs;
@@ -520,6 +525,7 @@ mod tests {
             threads: 2,
             libtorch: "2.13.0".into(),
             resumed_from: None,
+            pid_start: None,
         }
     }
 

@@ -61,7 +61,10 @@ impl RunUpdate {
             run.name = found.name;
             run.created = found.created;
             run.experiment = found.experiment;
-            run.pid = run.pid.or(found.pid);
+            if run.pid.is_none() {
+                run.pid = found.pid;
+                run.pid_start = found.pid_start;
+            }
         }
         for warning in self.warnings {
             run.warn(warning);
@@ -85,8 +88,9 @@ pub struct RunFound {
     pub created: Option<DateTime<Utc>>,
     /// The experiment file it was launched from (dashboard launches only).
     pub experiment: Option<PathBuf>,
-    /// The launched trainer's pid (dashboard launches only).
+    /// The launched trainer's pid and its start time (dashboard launches only).
     pub pid: Option<u32>,
+    pub pid_start: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -109,6 +113,9 @@ struct Tracked {
     run: RunDir,
     tail: EventTail,
     pid: Option<u32>,
+    /// The process's start time, when recorded: a process with the pid but another start
+    /// time is not the run's.
+    pid_start: Option<u64>,
     /// The process lives on this host, so it can be sampled here.
     local: bool,
     finished: bool,
@@ -161,12 +168,14 @@ impl Watcher {
                 created: created(&dir),
                 experiment: launch.as_ref().map(|l| l.experiment.clone()),
                 pid: launch.as_ref().map(|l| l.pid),
+                pid_start: launch.as_ref().and_then(|l| l.pid_start),
             };
             self.runs.insert(
                 id.clone(),
                 Tracked {
                     tail: EventTail::new(run.events()),
                     local: launch.as_ref().is_none_or(|l| l.host == self.host),
+                    pid_start: launch.as_ref().and_then(|l| l.pid_start),
                     pid: launch.map(|l| l.pid),
                     run,
                     finished: false,
@@ -190,6 +199,7 @@ impl Watcher {
                 && Some(launch.pid) != tracked.pid
             {
                 tracked.pid = Some(launch.pid);
+                tracked.pid_start = launch.pid_start;
                 tracked.local = launch.host == self.host;
                 tracked.finished = false;
                 tracked.gone = false;
@@ -217,8 +227,11 @@ impl Watcher {
                 Ok((events, warnings)) => {
                     for event in &events {
                         match event {
-                            Event::RunStarted { pid, host, .. } => {
+                            Event::RunStarted {
+                                pid, host, pid_start, ..
+                            } => {
                                 tracked.pid = Some(*pid);
+                                tracked.pid_start = *pid_start;
                                 tracked.local = *host == self.host;
                                 tracked.finished = false;
                             }
@@ -262,11 +275,11 @@ impl Watcher {
         let Some(system) = &mut self.system else {
             return samples;
         };
-        let watched: Vec<(String, Pid)> = self
+        let watched: Vec<(String, Pid, Option<u64>)> = self
             .runs
             .iter()
             .filter(|(_, t)| !t.finished && t.local)
-            .filter_map(|(id, t)| Some((id.clone(), Pid::from_u32(t.pid?))))
+            .filter_map(|(id, t)| Some((id.clone(), Pid::from_u32(t.pid?), t.pid_start)))
             .collect();
         if watched.is_empty() {
             return samples;
@@ -277,14 +290,16 @@ impl Watcher {
         if self.looks.is_multiple_of(PROCESS_TABLE_EVERY) {
             system.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
         } else {
-            let mut pids: Vec<Pid> = watched.iter().map(|(_, pid)| *pid).collect();
+            let mut pids: Vec<Pid> = watched.iter().map(|(_, pid, _)| *pid).collect();
             pids.extend(descendants(system, &pids));
             system.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, kind);
         }
-        for (id, pid) in watched {
-            let alive = system
-                .process(pid)
-                .is_some_and(|p| p.status() != ProcessStatus::Zombie && is_trainer_name(&p.name().to_string_lossy()));
+        for (id, pid, start) in watched {
+            let alive = system.process(pid).is_some_and(|p| {
+                p.status() != ProcessStatus::Zombie
+                    && is_trainer_name(&p.name().to_string_lossy())
+                    && start.is_none_or(|s| crate::rundir::same_start(p.start_time(), s))
+            });
             let mut sample = ProcessSample {
                 time,
                 liveness: if alive { Liveness::Alive } else { Liveness::Gone },

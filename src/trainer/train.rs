@@ -231,6 +231,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
         threads,
         libtorch: option_env!("SEGTOP_LIBTORCH_VERSION").unwrap_or("unknown").to_string(),
         resumed_from,
+        pid_start: segtop::rundir::process_start_time(std::process::id()),
     })?;
 
     let _resources = ResourceReporter::spawn(&run.events())?;

@@ -206,13 +206,40 @@ fn the_watcher_samples_a_live_trainer_as_one_process() {
     let mut child = super::train::start_and_wait(dir.path(), &experiment, |events| {
         events.iter().any(|e| matches!(e, Event::Step { .. }))
     });
+    // An impostor: a run whose record names the same pid but a process started earlier,
+    // as when a pid is reused. It must not be taken for alive.
+    let start = segtop::rundir::process_start_time(child.id()).expect("the trainer's start time");
+    let impostor = dir.path().join("runs/20261126-000000-impostor");
+    std::fs::create_dir_all(&impostor).expect("mkdir");
+    let record = Event::RunStarted {
+        time: chrono::Utc::now(),
+        schema: 1,
+        pid: child.id(),
+        host: sysinfo::System::host_name().unwrap_or_default(),
+        name: "impostor".into(),
+        experiment_hash: String::new(),
+        epochs: 1,
+        steps_per_epoch: 1,
+        parameters: 1,
+        threads: 1,
+        libtorch: String::new(),
+        resumed_from: None,
+        pid_start: Some(start - 1000),
+    };
+    std::fs::write(impostor.join("events.jsonl"), record.to_line()).expect("write");
     let mut watcher = Watcher::new(segtop::workspace::Workspace::new(dir.path()));
     // The watcher reads the whole process table every tenth look and only the run's
     // processes in between: sample both ways.
     let mut samples = Vec::new();
     for _ in 0..12 {
         std::thread::sleep(Duration::from_millis(250));
-        samples.extend(watcher.look().runs.iter().filter_map(|u| u.sample));
+        for update in watcher.look().runs {
+            match (update.id.as_str(), update.sample) {
+                ("20261126-000000-impostor", Some(sample)) => assert_eq!(sample.liveness, Liveness::Gone),
+                (_, Some(sample)) => samples.push(sample),
+                _ => {}
+            }
+        }
     }
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("status");
     let rss_kb: f64 = status
@@ -232,6 +259,7 @@ fn the_watcher_samples_a_live_trainer_as_one_process() {
         .look()
         .runs
         .iter()
+        .filter(|u| u.id != "20261126-000000-impostor")
         .find_map(|u| u.sample)
         .expect("a sample after the kill");
     assert_eq!(gone.liveness, Liveness::Gone);

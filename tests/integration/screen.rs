@@ -94,6 +94,7 @@ fn dashboard_with_recorded_runs(width: u16, height: u16) -> App {
                 created: first,
                 experiment: None,
                 pid: None,
+                pid_start: None,
             }),
             events,
             warnings: warnings.iter().map(|w| w.replace(&shown, "/ws/runs")).collect(),
@@ -225,6 +226,7 @@ fn keys_launch_stop_kill_filter_and_sort() {
     let stop = Effect::Halt {
         id: LIVE.into(),
         pid,
+        pid_start: None,
         halt: Halt::Stop,
     };
     assert_eq!(app.take_effects(), [stop]);
@@ -238,6 +240,7 @@ fn keys_launch_stop_kill_filter_and_sort() {
     let kill = Effect::Halt {
         id: LIVE.into(),
         pid,
+        pid_start: None,
         halt: Halt::Kill,
     };
     assert_eq!(app.take_effects(), [kill]);
