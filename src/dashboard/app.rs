@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEventKind};
 
-use super::history::History;
 use super::launch::Halt;
 use super::run::{RunModel, RunSort, RunState, sort_runs};
 use super::settings::{ChartMarker, Settings};
@@ -185,7 +184,6 @@ pub struct App {
     /// The panel shown in the run view when the terminal is too small for all of them.
     pub run_tab: usize,
     pub host: Option<HostSample>,
-    pub host_cpu: History,
     /// Kill waits for a `y`.
     pub confirm_kill: Option<String>,
     pub show_help: bool,
@@ -197,8 +195,6 @@ pub struct App {
     pub now: DateTime<Utc>,
     /// Terminal size, for mouse hits.
     pub size: (u16, u16),
-    /// When the watcher first reported (x origin of the host chart).
-    since: Option<DateTime<Utc>>,
     effects: Vec<Effect>,
     quit: bool,
     dirty: bool,
@@ -224,7 +220,6 @@ impl App {
             log_scale: false,
             run_tab: 0,
             host: None,
-            host_cpu: History::default(),
             confirm_kill: None,
             show_help: false,
             notice: None,
@@ -232,7 +227,6 @@ impl App {
             notice_sticky: false,
             now: DateTime::<Utc>::UNIX_EPOCH,
             size: (MIN_WIDTH, MIN_HEIGHT),
-            since: None,
             effects: Vec::new(),
             quit: false,
             dirty: true,
@@ -387,10 +381,7 @@ impl App {
             }
             Some(_) => {}
         }
-        let since = *self.since.get_or_insert(watch.time);
         if let Some(host) = watch.host {
-            self.host_cpu
-                .push((watch.time - since).as_seconds_f64(), host.cpu_percent);
             self.host = Some(host);
         }
         for id in watch.removed {

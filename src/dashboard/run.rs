@@ -181,14 +181,11 @@ pub struct RunModel {
     pub host: Option<String>,
     pub epochs: u32,
     pub steps_per_epoch: u32,
-    pub threads: Option<u32>,
     pub epoch: u32,
     pub step: u32,
     /// Training loss per step, smoothed, x in (fractional) epochs.
     pub loss: History,
     pub loss_parts: BTreeMap<String, History>,
-    /// Mean training loss per epoch.
-    pub epoch_loss: History,
     pub lr: History,
     pub throughput: History,
     /// Validation Dice per region over epochs.
@@ -232,12 +229,10 @@ impl RunModel {
             host: None,
             epochs: 0,
             steps_per_epoch: 0,
-            threads: None,
             epoch: 0,
             step: 0,
             loss: History::default(),
             loss_parts: BTreeMap::new(),
-            epoch_loss: History::default(),
             lr: History::default(),
             throughput: History::default(),
             dice: Default::default(),
@@ -273,7 +268,6 @@ impl RunModel {
                 name,
                 epochs,
                 steps_per_epoch,
-                threads,
                 resumed_from,
                 pid_start,
                 ..
@@ -290,7 +284,6 @@ impl RunModel {
                 self.name = name.clone();
                 self.epochs = *epochs;
                 self.steps_per_epoch = *steps_per_epoch;
-                self.threads = Some(*threads);
                 self.session_start = Some((f64::from(resumed_from.unwrap_or(0)), *time));
                 self.finished = None;
                 self.liveness = Liveness::Unknown;
@@ -330,10 +323,9 @@ impl RunModel {
                     self.rss.push(x, *rss_mb);
                 }
             }
-            Event::EpochEnd { epoch, loss, .. } => {
+            Event::EpochEnd { epoch, .. } => {
                 self.epoch = *epoch;
                 self.step = self.steps_per_epoch;
-                self.epoch_loss.push(f64::from(*epoch), *loss);
             }
             Event::Validation {
                 epoch,
