@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use anyhow::Context;
 use serde::Serialize;
 
-use segtop::dashboard::watch::snapshot;
+use segtop::dashboard::watch::run_directories;
 use segtop::events::{Event, EventTail, RegionScores};
 use segtop::rundir::RunDir;
 use segtop::workspace::Workspace;
@@ -49,13 +49,14 @@ struct RunHistory {
 }
 
 pub fn export(workspace: &Workspace, args: &ExportArgs) -> anyhow::Result<()> {
-    let runs = snapshot(workspace);
+    // Only the named runs' event files are read, each once.
+    let runs = run_directories(&workspace.runs_dir());
     let mut histories = Vec::new();
     for query in &args.runs {
-        let run = super::runs::find(&runs, query)?;
+        let id = super::runs::find_id(runs.keys().map(String::as_str), query)?;
         histories.push(RunHistory {
-            run: run.id.clone(),
-            epochs: history(&RunDir::open(&run.dir))?,
+            run: id.to_string(),
+            epochs: history(&RunDir::open(&runs[id]))?,
         });
     }
     let text = if args.json {

@@ -130,31 +130,36 @@ fn table(runs: &[&RunModel], now: chrono::DateTime<chrono::Utc>) -> String {
 
 /// The run a command names: its id, a part of the id that only it has, or its directory.
 pub fn find<'a>(runs: &'a BTreeMap<String, RunModel>, query: &str) -> anyhow::Result<&'a RunModel> {
-    if let Some(run) = runs.get(query) {
-        return Ok(run);
-    }
+    let id = find_id(runs.keys().map(String::as_str), query)?;
+    Ok(&runs[id])
+}
+
+/// Which of `ids` a command means by `query`: the id itself, its run directory, or a part
+/// of the id that no other run has.
+pub fn find_id<'a>(ids: impl Iterator<Item = &'a str> + Clone, query: &str) -> anyhow::Result<&'a str> {
     let as_path = std::path::Path::new(query);
-    if let Some(run) = runs
-        .values()
-        .find(|r| as_path.file_name().is_some_and(|n| n == r.id.as_str()) && as_path.is_dir())
-    {
-        return Ok(run);
+    let named = |id: &str| id == query || (as_path.file_name().is_some_and(|n| n == id) && as_path.is_dir());
+    if let Some(id) = ids.clone().find(|id| named(id)) {
+        return Ok(id);
     }
-    let matches: Vec<&RunModel> = runs.values().filter(|r| r.id.contains(query)).collect();
+    let matches: Vec<&str> = ids.clone().filter(|id| id.contains(query)).collect();
     match matches.as_slice() {
-        [run] => Ok(run),
-        [] => anyhow::bail!(
-            "no run '{query}' (runs: {})",
-            if runs.is_empty() {
-                "none".to_string()
-            } else {
-                runs.keys().cloned().collect::<Vec<_>>().join(", ")
-            }
-        ),
+        [id] => Ok(id),
+        [] => {
+            let all: Vec<&str> = ids.collect();
+            anyhow::bail!(
+                "no run '{query}' (runs: {})",
+                if all.is_empty() {
+                    "none".to_string()
+                } else {
+                    all.join(", ")
+                }
+            )
+        }
         several => anyhow::bail!(
             "'{query}' matches {} runs: {}; give more of the id",
             several.len(),
-            several.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+            several.join(", ")
         ),
     }
 }

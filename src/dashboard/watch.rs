@@ -378,7 +378,7 @@ fn descendants(system: &System, roots: &[Pid]) -> Vec<Pid> {
 }
 
 /// Directories under `runs/` that look like runs (an experiment or event file inside).
-fn run_directories(runs: &Path) -> BTreeMap<String, PathBuf> {
+pub fn run_directories(runs: &Path) -> BTreeMap<String, PathBuf> {
     let Ok(entries) = std::fs::read_dir(runs) else {
         return BTreeMap::new();
     };
