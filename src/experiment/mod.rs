@@ -13,6 +13,7 @@
 //! instance norm, Dice + cross-entropy). `experiments/seed-tutorial.toml` spells out the
 //! seed tutorial's recipe value for value instead.
 
+pub mod cost;
 pub mod raw;
 
 use std::fmt;

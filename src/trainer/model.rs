@@ -251,32 +251,3 @@ impl nn::ModuleT for UNet {
         self.forward_all(x, train).0
     }
 }
-
-/// Multiply-accumulates of one forward pass over one patch of `patch` voxels (`[x, y, z]`):
-/// convolutions and transposed convolutions, which are all but all of the work.
-pub fn macs_per_patch(config: &ModelConfig, in_channels: u64, patch: [u32; 3]) -> u64 {
-    let filters: Vec<u64> = config.filters().iter().map(|&f| u64::from(f)).collect();
-    let voxels = |level: usize| patch.iter().map(|&n| u64::from(n) >> level).product::<u64>();
-    let mut macs = 0;
-    let mut cin = in_channels;
-    for (level, &f) in filters.iter().enumerate() {
-        macs += voxels(level) * 27 * (cin * f + f * f);
-        if config.residual && cin != f {
-            macs += voxels(level) * cin * f;
-        }
-        cin = f;
-    }
-    for level in (1..filters.len()).rev() {
-        let (from, to) = (filters[level], filters[level - 1]);
-        macs += match config.upsample {
-            // Each input voxel feeds 8 outputs.
-            Upsample::Transposed => voxels(level) * 8 * from * to,
-            Upsample::Trilinear => voxels(level - 1) * from * to,
-        };
-        macs += voxels(level - 1) * 27 * (2 * to * to + to * to);
-        if config.residual {
-            macs += voxels(level - 1) * 2 * to * to;
-        }
-    }
-    macs + voxels(0) * filters[0] * NUM_CLASSES as u64
-}

@@ -4,12 +4,9 @@ use std::fmt::Write;
 
 use tch::nn;
 
-use segtop::experiment::Experiment;
+use segtop::experiment::{Experiment, cost};
 
-use crate::model::{self, UNet};
-
-/// Bytes per float32.
-const F32: u64 = 4;
+use crate::model::UNet;
 
 /// The network of an experiment, counted.
 pub struct Summary {
@@ -46,9 +43,9 @@ impl Summary {
         let patch = experiment.train.patch_size;
         let batch = experiment.train.batch_size;
         Summary {
-            macs_per_patch: model::macs_per_patch(&experiment.model, in_channels as u64, patch),
-            training_bytes: training_bytes(experiment, parameter_count),
-            validation_bytes: validation_bytes(experiment, parameter_count),
+            macs_per_patch: cost::macs_per_patch(&experiment.model, in_channels as u64, patch),
+            training_bytes: cost::training_bytes(experiment),
+            validation_bytes: cost::validation_bytes(experiment),
             window: experiment.validate.window,
             parameters,
             parameter_count,
@@ -141,70 +138,6 @@ fn group(n: u64) -> String {
     out
 }
 
-/// Peak memory of training: libtorch itself, the parameters with their gradients and two
-/// optimizer moments, and the activations the backward pass keeps (each convolution's and
-/// activation's output, the concatenations and the loss's softmax), plus the input batch.
-fn training_bytes(experiment: &Experiment, parameters: u64) -> u64 {
-    /// Resident size of a process that has run libtorch on the CPU (measured: about 117 MB).
-    const RUNTIME: u64 = 120_000_000;
-    let filters: Vec<u64> = experiment.model.filters().iter().map(|&f| u64::from(f)).collect();
-    let patch = experiment.train.patch_size;
-    let voxels = |level: usize| patch.iter().map(|&n| u64::from(n) >> level).product::<u64>();
-    // Tensors autograd keeps per block and channel: two convolution outputs and their
-    // activations; with normalisation, also the normalised outputs and their statistics
-    // (9 fits the measured lite network: 1140-1175 MB at 64^3, batch 2).
-    let kept_per_block = if experiment.model.norm == segtop::experiment::Norm::None {
-        4
-    } else {
-        9
-    };
-    let mut floats = 0;
-    for (level, &f) in filters.iter().enumerate() {
-        floats += voxels(level) * f * kept_per_block;
-        if level > 0 {
-            // Up-sampled tensor, concatenation, decoder block.
-            let to = filters[level - 1];
-            floats += voxels(level - 1) * (to + 2 * to + to * kept_per_block);
-        }
-    }
-    let channels = experiment.data.modalities.len() as u64;
-    floats += voxels(0) * (channels + 3 * segtop::experiment::NUM_CLASSES as u64);
-    // Calibration: the count above misses autograd's extra buffers, the allocator's slack and
-    // the mapped cache pages the sampler touches. Training the seed at 64^3, batch 2 peaked at
-    // 1229 MB RSS where this count gave 735 MB (120 runtime + 90 parameters + 525 per batch):
-    // the per-batch part is scaled to match.
-    const MEASURED_OVER_COUNTED: f64 = 1.9;
-    let activations = (floats * F32 * u64::from(experiment.train.batch_size)) as f64 * MEASURED_OVER_COUNTED;
-    RUNTIME + parameters * F32 * 4 + activations as u64
-}
-
-/// Voxels of a typical BraTS case after cropping to the brain (160 x 192 x 144).
-const BRATS_CROPPED_VOXELS: u64 = 160 * 192 * 144;
-
-/// Peak memory of a validation pass: libtorch, the parameters with the optimizer's state
-/// (still resident), one window's forward pass without autograd (the encoder's outputs kept for
-/// the skip connections plus the top decoder level's working tensors), and the whole-case
-/// tensors: the input, the weighted class-score sum, the weight sum and the probabilities.
-fn validation_bytes(experiment: &Experiment, parameters: u64) -> u64 {
-    const RUNTIME: u64 = 120_000_000;
-    let filters: Vec<u64> = experiment.model.filters().iter().map(|&f| u64::from(f)).collect();
-    let window = experiment.validate.window;
-    let voxels = |level: usize| window.iter().map(|&n| u64::from(n) >> level).product::<u64>();
-    let mut window_floats: u64 = filters.iter().enumerate().map(|(level, &f)| voxels(level) * f).sum();
-    let top = filters.first().copied().unwrap_or(0);
-    window_floats += voxels(0) * (5 * top + 2 * segtop::experiment::NUM_CLASSES as u64);
-    let channels = experiment.data.modalities.len() as u64;
-    let classes = segtop::experiment::NUM_CLASSES as u64;
-    let case_floats = BRATS_CROPPED_VOXELS * (channels + 2 * classes + 1);
-    // Calibration: validating the seed network with 128^3 windows peaked at 1814 MB RSS where
-    // this count gives 1357 MB (917 MB of it the window's tensors); the window part, which
-    // misses the convolution workspace and the allocator's slack, is scaled to match. One
-    // measurement only: treat the figure as a guide for admission, not a bound.
-    const MEASURED_OVER_COUNTED: f64 = 1.5;
-    let window_bytes = (window_floats * F32) as f64 * MEASURED_OVER_COUNTED;
-    RUNTIME + parameters * F32 * 4 + window_bytes as u64 + case_floats * F32
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +193,22 @@ mod tests {
         assert_eq!(shape("up.0.weight"), Some(vec![256, 128, 2, 2, 2]));
         assert_eq!(shape("dec.3.0.weight"), Some(vec![16, 32, 3, 3, 3]));
         assert_eq!(shape("out.weight"), Some(vec![4, 16, 1, 1, 1]));
+    }
+
+    #[test]
+    fn the_schema_counts_the_parameters_the_network_builds() {
+        for norm in ["none", "batch", "instance", "group"] {
+            for upsample in ["transposed", "trilinear"] {
+                for extra in ["", "residual = true\ndeep_supervision = true\n"] {
+                    let e = experiment(&format!(
+                        "[model]\nbase_filters = 4\ndepth = 4\nnorm = \"{norm}\"\ngroups = 2\nupsample = \"{upsample}\"\n{extra}"
+                    ));
+                    let built = Summary::of(&e).parameter_count;
+                    assert_eq!(cost::parameter_count(&e.model, 4), built, "{norm} {upsample} {extra}");
+                }
+            }
+        }
+        assert_eq!(cost::parameter_count(&seed().model, 4), 5_646_260);
     }
 
     #[test]

@@ -1,0 +1,148 @@
+//! What an experiment's network costs, from its configuration alone: parameters, work per
+//! patch and peak memory. The queue uses the memory estimate to admit runs, so this lives
+//! with the schema and needs no libtorch; the trainer's tests check the counts against the
+//! network it builds.
+
+use super::{Experiment, ModelConfig, NUM_CLASSES, Norm, Upsample};
+
+/// Bytes per float32.
+const F32: u64 = 4;
+
+/// Resident size of a process that has run libtorch on the CPU (measured: about 117 MB).
+const RUNTIME: u64 = 120_000_000;
+
+/// Values the network stores: weights and biases, and batch norm's running statistics, as
+/// libtorch's variable store holds them.
+pub fn parameter_count(config: &ModelConfig, in_channels: u64) -> u64 {
+    let filters: Vec<u64> = config.filters().iter().map(|&f| u64::from(f)).collect();
+    let conv = |cin: u64, cout: u64, k: u64| k * k * k * cin * cout + cout;
+    let norm = |c: u64| match config.norm {
+        Norm::None => 0,
+        Norm::Batch => 4 * c,
+        Norm::Instance | Norm::Group => 2 * c,
+    };
+    let block = |cin: u64, cout: u64| {
+        let skip = if config.residual && cin != cout {
+            conv(cin, cout, 1)
+        } else {
+            0
+        };
+        conv(cin, cout, 3) + conv(cout, cout, 3) + 2 * norm(cout) + skip
+    };
+    let mut count = 0;
+    let mut cin = in_channels;
+    for &f in &filters {
+        count += block(cin, f);
+        cin = f;
+    }
+    let classes = NUM_CLASSES as u64;
+    for level in (1..filters.len()).rev() {
+        let (from, to) = (filters[level], filters[level - 1]);
+        count += match config.upsample {
+            Upsample::Transposed => conv(from, to, 2),
+            Upsample::Trilinear => conv(from, to, 1),
+        };
+        count += block(2 * to, to);
+        if config.deep_supervision && level > 1 {
+            count += conv(to, classes, 1);
+        }
+    }
+    count + conv(filters[0], classes, 1)
+}
+
+/// Multiply-accumulates of one forward pass over one patch of `patch` voxels (`[x, y, z]`):
+/// convolutions and transposed convolutions, which are all but all of the work.
+pub fn macs_per_patch(config: &ModelConfig, in_channels: u64, patch: [u32; 3]) -> u64 {
+    let filters: Vec<u64> = config.filters().iter().map(|&f| u64::from(f)).collect();
+    let voxels = |level: usize| patch.iter().map(|&n| u64::from(n) >> level).product::<u64>();
+    let mut macs = 0;
+    let mut cin = in_channels;
+    for (level, &f) in filters.iter().enumerate() {
+        macs += voxels(level) * 27 * (cin * f + f * f);
+        if config.residual && cin != f {
+            macs += voxels(level) * cin * f;
+        }
+        cin = f;
+    }
+    for level in (1..filters.len()).rev() {
+        let (from, to) = (filters[level], filters[level - 1]);
+        macs += match config.upsample {
+            // Each input voxel feeds 8 outputs.
+            Upsample::Transposed => voxels(level) * 8 * from * to,
+            Upsample::Trilinear => voxels(level - 1) * from * to,
+        };
+        macs += voxels(level - 1) * 27 * (2 * to * to + to * to);
+        if config.residual {
+            macs += voxels(level - 1) * 2 * to * to;
+        }
+    }
+    macs + voxels(0) * filters[0] * NUM_CLASSES as u64
+}
+
+/// Peak memory of training: libtorch itself, the parameters with their gradients and two
+/// optimizer moments, and the activations the backward pass keeps (each convolution's and
+/// activation's output, the concatenations and the loss's softmax), plus the input batch.
+pub fn training_bytes(experiment: &Experiment) -> u64 {
+    let parameters = parameter_count(&experiment.model, experiment.data.modalities.len() as u64);
+    let filters: Vec<u64> = experiment.model.filters().iter().map(|&f| u64::from(f)).collect();
+    let patch = experiment.train.patch_size;
+    let voxels = |level: usize| patch.iter().map(|&n| u64::from(n) >> level).product::<u64>();
+    // Tensors autograd keeps per block and channel: two convolution outputs and their
+    // activations; with normalisation, also the normalised outputs and their statistics
+    // (9 fits the measured lite network: 1140-1175 MB at 64^3, batch 2).
+    let kept_per_block = if experiment.model.norm == Norm::None {
+        4
+    } else {
+        9
+    };
+    let mut floats = 0;
+    for (level, &f) in filters.iter().enumerate() {
+        floats += voxels(level) * f * kept_per_block;
+        if level > 0 {
+            // Up-sampled tensor, concatenation, decoder block.
+            let to = filters[level - 1];
+            floats += voxels(level - 1) * (to + 2 * to + to * kept_per_block);
+        }
+    }
+    let channels = experiment.data.modalities.len() as u64;
+    floats += voxels(0) * (channels + 3 * NUM_CLASSES as u64);
+    // Calibration: the count above misses autograd's extra buffers, the allocator's slack and
+    // the mapped cache pages the sampler touches. Training the seed at 64^3, batch 2 peaked at
+    // 1229 MB RSS where this count gave 735 MB (120 runtime + 90 parameters + 525 per batch):
+    // the per-batch part is scaled to match.
+    const MEASURED_OVER_COUNTED: f64 = 1.9;
+    let activations = (floats * F32 * u64::from(experiment.train.batch_size)) as f64 * MEASURED_OVER_COUNTED;
+    RUNTIME + parameters * F32 * 4 + activations as u64
+}
+
+/// Voxels of a typical BraTS case after cropping to the brain (160 x 192 x 144).
+const BRATS_CROPPED_VOXELS: u64 = 160 * 192 * 144;
+
+/// Peak memory of a validation pass: libtorch, the parameters with the optimizer's state
+/// (still resident), one window's forward pass without autograd (the encoder's outputs kept for
+/// the skip connections plus the top decoder level's working tensors), and the whole-case
+/// tensors: the input, the weighted class-score sum, the weight sum and the probabilities.
+pub fn validation_bytes(experiment: &Experiment) -> u64 {
+    let parameters = parameter_count(&experiment.model, experiment.data.modalities.len() as u64);
+    let filters: Vec<u64> = experiment.model.filters().iter().map(|&f| u64::from(f)).collect();
+    let window = experiment.validate.window;
+    let voxels = |level: usize| window.iter().map(|&n| u64::from(n) >> level).product::<u64>();
+    let mut window_floats: u64 = filters.iter().enumerate().map(|(level, &f)| voxels(level) * f).sum();
+    let top = filters.first().copied().unwrap_or(0);
+    window_floats += voxels(0) * (5 * top + 2 * NUM_CLASSES as u64);
+    let channels = experiment.data.modalities.len() as u64;
+    let classes = NUM_CLASSES as u64;
+    let case_floats = BRATS_CROPPED_VOXELS * (channels + 2 * classes + 1);
+    // Calibration: validating the seed network with 128^3 windows peaked at 1814 MB RSS where
+    // this count gives 1357 MB (917 MB of it the window's tensors); the window part, which
+    // misses the convolution workspace and the allocator's slack, is scaled to match. One
+    // measurement only: treat the figure as a guide for admission, not a bound.
+    const MEASURED_OVER_COUNTED: f64 = 1.5;
+    let window_bytes = (window_floats * F32) as f64 * MEASURED_OVER_COUNTED;
+    RUNTIME + parameters * F32 * 4 + window_bytes as u64 + case_floats * F32
+}
+
+/// What a run of `experiment` needs at its peak: the larger of training and validation.
+pub fn peak_bytes(experiment: &Experiment) -> u64 {
+    training_bytes(experiment).max(validation_bytes(experiment))
+}
