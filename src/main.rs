@@ -85,7 +85,9 @@ enum Command {
         #[arg(long)]
         kill: bool,
     },
-    /// Continue a stopped, failed or lost run from its latest checkpoint, in the background.
+    /// Queue experiments (a [sweep] queues all its runs), or list, hold, release, reorder the queue.
+    Queue(commands::queue::QueueArgs),
+    /// Continue a stopped, failed or lost run from its latest checkpoint, in the background (queued first).
     Resume {
         /// The run: its id, a part only it has, or its directory
         run: String,
@@ -100,6 +102,9 @@ enum Command {
         #[arg(long, short)]
         yes: bool,
     },
+    /// Start queued runs as cores and memory allow (started for you by queue, resume and the dashboard).
+    #[command(hide = true)]
+    Supervise,
     /// Look at a dataset folder: check its cases, show a slice.
     #[command(subcommand)]
     Data(DataCommand),
@@ -280,6 +285,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Stop { run, kill }) => {
             commands::runs::stop(&workspace, &run, kill)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Queue(args)) => {
+            commands::queue::queue(&workspace, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Supervise) => {
+            let launcher = segtop::launcher::Local::new()?;
+            segtop::supervisor::run(&workspace, &launcher, &Settings::queue)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Resume { run }) => {

@@ -6,7 +6,9 @@
 //!   split.json        which cases train, validate and test
 //!   events.jsonl      event records (crate::events), appended by the trainer
 //!   train.log         the trainer's stdout and stderr
-//!   launch.json       who started the trainer: pid, host, time, experiment file (dashboard only)
+//!   launch.json       who started the trainer: launcher, pid, host, time, threads (launched runs)
+//!   exit.json         how the trainer process ended: exit code or signal (when its launcher saw it)
+//!   sweep.json        the sweep the run belongs to and the values it varies (sweep runs)
 //!   checkpoints/      model and optimizer state, for resuming and predicting
 //!   preview/          predictions of the preview case, for the slice view
 //! ```
@@ -35,6 +37,8 @@ impl RunDir {
     pub const CHECKPOINTS: &'static str = "checkpoints";
     pub const PREVIEW: &'static str = "preview";
     pub const LAUNCH: &'static str = "launch.json";
+    pub const EXIT: &'static str = "exit.json";
+    pub const SWEEP: &'static str = "sweep.json";
 
     /// An existing run directory.
     pub fn open(path: impl Into<PathBuf>) -> RunDir {
@@ -107,19 +111,45 @@ impl RunDir {
         self.path.join(Self::LAUNCH)
     }
 
+    pub fn exit(&self) -> PathBuf {
+        self.path.join(Self::EXIT)
+    }
+
+    pub fn sweep(&self) -> PathBuf {
+        self.path.join(Self::SWEEP)
+    }
+
     /// The launch record, when the run was started by a launcher and the file reads.
     pub fn read_launch(&self) -> Option<Launch> {
-        let text = std::fs::read_to_string(self.launch()).ok()?;
-        serde_json::from_str(&text).ok()
+        read_json(&self.launch())
     }
 
     /// Writes the launch record atomically.
     pub fn write_launch(&self, launch: &Launch) -> io::Result<()> {
-        let mut file = tempfile::NamedTempFile::new_in(&self.path)?;
-        serde_json::to_writer_pretty(&mut file, launch)?;
-        file.persist(self.launch()).map_err(|e| e.error)?;
-        Ok(())
+        write_json(&self.path, &self.launch(), launch)
     }
+
+    /// How the last launched trainer ended, when its launcher saw it end.
+    pub fn read_exit(&self) -> Option<ExitRecord> {
+        read_json(&self.exit())
+    }
+
+    pub fn write_exit(&self, exit: &ExitRecord) -> io::Result<()> {
+        write_json(&self.path, &self.exit(), exit)
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Writes `value` to `path` atomically: a reader sees the old file or the new one.
+pub fn write_json<T: serde::Serialize>(dir: &Path, path: &Path, value: &T) -> io::Result<()> {
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    serde_json::to_writer_pretty(&mut file, value)?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// When process `pid` started, in seconds since the UNIX epoch; `None` when it does not exist.
@@ -154,6 +184,62 @@ pub struct Launch {
     pub time: DateTime<chrono::Utc>,
     /// The experiment file the run was launched from, as given.
     pub experiment: PathBuf,
+    /// Which launcher started it (`local`).
+    #[serde(default = "local")]
+    pub launcher: String,
+    /// Torch threads the launcher granted, when it chose them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+    /// The run's estimated peak memory when it was launched, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_bytes: Option<u64>,
+}
+
+fn local() -> String {
+    "local".to_string()
+}
+
+/// How a launched trainer process ended, as its parent saw it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ExitRecord {
+    pub pid: u32,
+    /// The exit code, when it exited.
+    pub code: Option<i32>,
+    /// The signal that ended it, when one did.
+    pub signal: Option<i32>,
+    pub time: DateTime<chrono::Utc>,
+}
+
+impl ExitRecord {
+    /// How it ended, in words: `exit code 1`, `killed by SIGKILL`.
+    pub fn describe(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(signal)) => format!("killed by {}", signal_name(signal)),
+            (None, None) => "ended".to_string(),
+        }
+    }
+
+    /// Whether the process ended the way a trainer ends when all went well or it was asked
+    /// to stop (0: finished, 3: stopped with a checkpoint).
+    pub fn clean(&self) -> bool {
+        matches!(self.code, Some(0 | 3))
+    }
+}
+
+/// The usual name of a signal number.
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGKILL => "SIGKILL (out of memory, or killed)".to_string(),
+        libc::SIGABRT => "SIGABRT (aborted; out of memory?)".to_string(),
+        libc::SIGSEGV => "SIGSEGV (crashed)".to_string(),
+        libc::SIGTERM => "SIGTERM".to_string(),
+        libc::SIGINT => "SIGINT".to_string(),
+        libc::SIGHUP => "SIGHUP".to_string(),
+        libc::SIGXFSZ => "SIGXFSZ (file size limit)".to_string(),
+        libc::SIGBUS => "SIGBUS".to_string(),
+        other => format!("signal {other}"),
+    }
 }
 
 #[cfg(test)]

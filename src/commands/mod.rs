@@ -3,4 +3,5 @@
 pub mod data;
 pub mod eval;
 pub mod export;
+pub mod queue;
 pub mod runs;

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use serde::Serialize;
 
-use segtop::dashboard::launch::Halt;
 use segtop::dashboard::run::{RunModel, RunSort, RunState, sort_runs};
 use segtop::dashboard::view::format_duration;
 use segtop::dashboard::watch::snapshot;
 use segtop::events::RegionScores;
+use segtop::launcher::Halt;
 use segtop::rundir::RunDir;
 use segtop::workspace::Workspace;
 
@@ -19,12 +19,15 @@ pub struct RunsArgs {
     /// Print a JSON array instead of a table
     #[arg(long)]
     pub json: bool,
-    /// Order of the list
-    #[arg(long, value_enum, default_value = "started")]
-    pub sort: RunSort,
-    /// Only runs in this state: starting, running, done, early-stop, stopped, failed or lost
+    /// Order of the list [default: started; dice with --sweep]
+    #[arg(long, value_enum)]
+    pub sort: Option<RunSort>,
+    /// Only runs in this state: queued, paused, starting, running, done, early-stop, stopped, failed or lost
     #[arg(long, value_parser = parse_state)]
     pub state: Option<RunState>,
+    /// Only the runs of this sweep (its id, or a part only it has), with the values each varies
+    #[arg(long, value_name = "ID")]
+    pub sweep: Option<String>,
 }
 
 fn parse_state(text: &str) -> Result<RunState, String> {
@@ -50,18 +53,48 @@ struct RunRecord<'a> {
     pid: Option<u32>,
     host: Option<&'a str>,
     peak_rss_mb: Option<f64>,
-    error: Option<&'a str>,
+    error: Option<String>,
+    /// Place in the queue and why it waits, while queued.
+    queue_place: Option<usize>,
+    waiting: Option<&'a str>,
+    sweep: Option<&'a segtop::experiment::sweep::SweepTag>,
     path: String,
 }
 
 pub fn runs(workspace: &Workspace, args: &RunsArgs) -> anyhow::Result<()> {
     let models = snapshot(workspace);
     let now = chrono::Utc::now();
+    let sweep = match &args.sweep {
+        Some(query) => {
+            let mut ids: Vec<&str> = models
+                .values()
+                .filter_map(|r| r.sweep.as_ref().map(|t| t.sweep.as_str()))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            Some(
+                find_id(ids.iter().copied(), query)
+                    .context("among the sweeps")?
+                    .to_string(),
+            )
+        }
+        None => None,
+    };
     let mut runs: Vec<&RunModel> = models
         .values()
         .filter(|r| args.state.is_none_or(|s| r.state() == s))
+        .filter(|r| {
+            sweep
+                .as_ref()
+                .is_none_or(|id| r.sweep.as_ref().is_some_and(|t| t.sweep == *id))
+        })
         .collect();
-    sort_runs(&mut runs, args.sort);
+    let default_sort = if sweep.is_some() {
+        RunSort::Dice
+    } else {
+        RunSort::Started
+    };
+    sort_runs(&mut runs, args.sort.unwrap_or(default_sort));
     if args.json {
         let records: Vec<RunRecord> = runs
             .iter()
@@ -79,7 +112,10 @@ pub fn runs(workspace: &Workspace, args: &RunsArgs) -> anyhow::Result<()> {
                 pid: r.pid,
                 host: r.host.as_deref(),
                 peak_rss_mb: r.peak_rss_mb,
-                error: r.last_error.as_deref(),
+                error: r.error(),
+                queue_place: r.queue.as_ref().map(|q| q.position),
+                waiting: r.queue.as_ref().and_then(|q| q.waiting.as_deref()),
+                sweep: r.sweep.as_ref(),
                 path: r.dir.display().to_string(),
             })
             .collect();
@@ -94,12 +130,15 @@ pub fn runs(workspace: &Workspace, args: &RunsArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    print!("{}", table(&runs, now));
+    if let Some(id) = &sweep {
+        println!("sweep {id}: {} runs", runs.len());
+    }
+    print!("{}", table(&runs, now, sweep.is_some()));
     Ok(())
 }
 
 /// The runs as a table that fits 80 columns for the usual run names.
-fn table(runs: &[&RunModel], now: chrono::DateTime<chrono::Utc>) -> String {
+fn table(runs: &[&RunModel], now: chrono::DateTime<chrono::Utc>, values: bool) -> String {
     let width = runs.iter().map(|r| r.id.chars().count()).max().unwrap_or(3).max(3);
     let mut out = format!(
         "{:<width$}  {:<10} {:>7}  {:>4} {:>4} {:>4} {:>6} {:>7}\n",
@@ -124,6 +163,10 @@ fn table(runs: &[&RunModel], now: chrono::DateTime<chrono::Utc>) -> String {
             run.patches_per_s().map_or(dash.clone(), |p| format!("{p:.1}")),
             run.eta(now).map_or(dash.clone(), format_duration),
         ));
+        if values && let Some(tag) = &run.sweep {
+            out.pop();
+            out.push_str(&format!("  {}\n", tag.describe()));
+        }
     }
     out
 }
@@ -169,6 +212,13 @@ pub fn stop(workspace: &Workspace, query: &str, kill: bool) -> anyhow::Result<()
     let runs = snapshot(workspace);
     let run = find(&runs, query)?;
     let state = run.state();
+    anyhow::ensure!(
+        !matches!(state, RunState::Queued | RunState::Paused),
+        "{} is {}: take it out of the queue with: segtop queue --remove {}",
+        run.id,
+        state.name(),
+        run.id
+    );
     anyhow::ensure!(state.is_live(), "{} is {}: nothing to stop", run.id, state.name());
     let pid = run
         .pid
@@ -178,7 +228,7 @@ pub fn stop(workspace: &Workspace, query: &str, kill: bool) -> anyhow::Result<()
         anyhow::ensure!(*host == here, "{} runs on {host}; stop it there", run.id);
     }
     let halt = if kill { Halt::Kill } else { Halt::Stop };
-    segtop::dashboard::launch::halt(pid, run.pid_start, halt)?;
+    segtop::launcher::halt(pid, run.pid_start, halt)?;
     if kill {
         println!(
             "killed {} (pid {pid}); resume it from its last checkpoint with: segtop resume {}",
@@ -193,7 +243,7 @@ pub fn stop(workspace: &Workspace, query: &str, kill: bool) -> anyhow::Result<()
     Ok(())
 }
 
-/// `segtop resume RUN`: continue a stopped, failed or lost run, detached.
+/// `segtop resume RUN`: queue a stopped, failed or lost run to continue, in the background.
 pub fn resume(workspace: &Workspace, query: &str) -> anyhow::Result<()> {
     let runs = snapshot(workspace);
     let run = find(&runs, query)?;
@@ -202,11 +252,13 @@ pub fn resume(workspace: &Workspace, query: &str) -> anyhow::Result<()> {
         state if state.is_live() => anyhow::bail!("{} is {}: it is still going", run.id, state.name()),
         state => anyhow::bail!("{} is {}: there is nothing left to train", run.id, state.name()),
     }
-    let child = segtop::dashboard::launch::resume(workspace, &RunDir::open(&run.dir))?;
+    let dir = RunDir::open(&run.dir);
+    let experiment = dir.read_launch().map_or_else(|| dir.experiment(), |l| l.experiment);
+    segtop::queue::Queue::new(workspace).add_resume(&dir, experiment)?;
+    segtop::supervisor::ensure(workspace)?;
     println!(
-        "resumed {} (pid {}); its output goes to {}",
+        "queued {} to resume from its last checkpoint; it starts when cores and memory allow (output: {})",
         run.id,
-        child.id(),
         run.dir.join(RunDir::LOG).display()
     );
     Ok(())
@@ -244,7 +296,12 @@ pub fn remove(workspace: &Workspace, query: &str, yes: bool) -> anyhow::Result<b
             return Ok(false);
         }
     }
-    std::fs::remove_dir_all(&run.dir).with_context(|| format!("cannot remove {}", run.dir.display()))?;
+    if run.queue.is_some() {
+        segtop::queue::Queue::new(workspace).remove(&run.id)?;
+    }
+    if run.dir.exists() {
+        std::fs::remove_dir_all(&run.dir).with_context(|| format!("cannot remove {}", run.dir.display()))?;
+    }
     println!("removed {}", run.id);
     Ok(true)
 }

@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEventKind};
 
-use super::launch::Halt;
 use super::run::{RunModel, RunSort, RunState, sort_runs};
 use super::settings::{ChartMarker, Settings};
 use super::watch::{HostSample, Watch};
 use crate::experiment::Experiment;
+use crate::launcher::Halt;
 use crate::theme::Theme;
 use crate::workspace::Workspace;
 
@@ -28,16 +28,11 @@ pub enum Msg {
     Notice(Option<String>),
     /// What the watcher found in `runs/` and on the host.
     Watch(Box<Watch>),
-    /// A trainer started from here.
-    Launched {
+    /// A run was queued from here (new, or a resume); the supervisor starts it.
+    Queued {
         id: String,
         dir: PathBuf,
-        pid: u32,
-    },
-    /// A trainer started from here exited (`None`: killed by a signal).
-    Exited {
-        id: String,
-        code: Option<i32>,
+        resume: bool,
     },
     /// Something the loop was asked to do failed; the message says what.
     Failed(String),
@@ -48,7 +43,7 @@ pub enum Msg {
 /// Work for the loop: the only ways the dashboard acts on the world.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Create a run for this experiment file and start its trainer.
+    /// Create a run for this experiment file and queue it (it starts at once when it fits).
     Launch(PathBuf),
     Halt {
         id: String,
@@ -57,12 +52,27 @@ pub enum Effect {
         pid_start: Option<u64>,
         halt: Halt,
     },
-    /// Continue a stopped, failed or lost run from its latest checkpoint.
+    /// Queue a stopped, failed or lost run to continue from its latest checkpoint.
     Resume {
         id: String,
         dir: PathBuf,
     },
+    /// Rearrange the queue.
+    Requeue {
+        id: String,
+        change: QueueChange,
+    },
     SaveSettings(Settings),
+}
+
+/// Changes to a queued run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueChange {
+    Earlier,
+    Later,
+    Hold,
+    Release,
+    Remove,
 }
 
 /// The dashboard's screens.
@@ -338,28 +348,15 @@ impl App {
                 self.dirty = true;
             }
             Msg::Watch(watch) => self.watch(*watch),
-            Msg::Launched { id, dir, pid } => {
-                let run = self
-                    .runs
+            Msg::Queued { id, dir, resume } => {
+                self.runs
                     .entry(id.clone())
                     .or_insert_with(|| RunModel::new(id.clone(), dir));
-                // A resumed run has a new trainer process; its start time comes with run_started.
-                run.pid = Some(pid);
-                run.pid_start = None;
-                self.say(format!("started {id} (pid {pid})"));
+                let what = if resume { "resume of" } else { "run" };
+                self.say(format!("queued {what} {id}: it starts when cores and memory allow"));
                 self.selected_run = Some(id.clone());
                 self.open = Some(id);
                 self.screen = Screen::Run;
-                self.dirty = true;
-            }
-            Msg::Exited { id, code } => {
-                let how = match code {
-                    Some(0) => "finished".to_string(),
-                    Some(3) => "stopped (checkpoint written)".to_string(),
-                    Some(code) => format!("exited with code {code}; see its train.log"),
-                    None => "was killed".to_string(),
-                };
-                self.say(format!("{id} {how}"));
                 self.dirty = true;
             }
             Msg::Failed(message) => {
@@ -398,6 +395,11 @@ impl App {
                 self.notice_sticky = false;
             }
             update.apply_to(run);
+        }
+        if let Some(queue) = watch.queue {
+            for run in self.runs.values_mut() {
+                run.queue = queue.get(&run.id).cloned();
+            }
         }
         if self.selected_run.as_ref().is_none_or(|id| !self.runs.contains_key(id)) {
             self.selected_run = self.visible_runs().first().map(|r| r.id.clone());
@@ -530,6 +532,9 @@ impl App {
             KeyCode::Char('x') => self.stop_selected(),
             KeyCode::Char('K') => self.ask_kill(),
             KeyCode::Char('r') => self.resume_selected(),
+            KeyCode::Char('+') => self.requeue(QueueChange::Earlier),
+            KeyCode::Char('-') => self.requeue(QueueChange::Later),
+            KeyCode::Char('p') => self.requeue(QueueChange::Hold),
             _ => self.dirty = false,
         }
     }
@@ -552,6 +557,9 @@ impl App {
             KeyCode::Char('x') => self.stop_selected(),
             KeyCode::Char('K') => self.ask_kill(),
             KeyCode::Char('r') => self.resume_selected(),
+            KeyCode::Char('+') => self.requeue(QueueChange::Earlier),
+            KeyCode::Char('-') => self.requeue(QueueChange::Later),
+            KeyCode::Char('p') => self.requeue(QueueChange::Hold),
             _ => self.dirty = false,
         }
     }
@@ -626,9 +634,39 @@ impl App {
     }
 
     fn stop_selected(&mut self) {
-        if let Some(id) = self.target_run().map(|r| r.id.clone()) {
+        let Some(run) = self.target_run() else {
+            return;
+        };
+        if run.queue.is_some() {
+            self.requeue(QueueChange::Remove);
+        } else {
+            let id = run.id.clone();
             self.halt(&id, Halt::Stop);
         }
+    }
+
+    /// Moves, holds, releases or removes the target run in the queue.
+    fn requeue(&mut self, change: QueueChange) {
+        let Some(run) = self.target_run() else {
+            return;
+        };
+        let id = run.id.clone();
+        let Some(place) = &run.queue else {
+            self.say(format!("{id} is {}: not in the queue", run.state().name()));
+            return;
+        };
+        let change = match change {
+            QueueChange::Hold if place.paused => QueueChange::Release,
+            change => change,
+        };
+        self.say(match change {
+            QueueChange::Earlier => format!("moving {id} up the queue"),
+            QueueChange::Later => format!("moving {id} down the queue"),
+            QueueChange::Hold => format!("holding {id}: the queue passes over it until p again"),
+            QueueChange::Release => format!("released {id}"),
+            QueueChange::Remove => format!("took {id} out of the queue"),
+        });
+        self.effects.push(Effect::Requeue { id, change });
     }
 
     fn resume_selected(&mut self) {

@@ -8,7 +8,6 @@
 pub mod app;
 pub mod chart;
 pub mod history;
-pub mod launch;
 pub mod run;
 pub mod settings;
 pub mod view;
@@ -75,7 +74,7 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
                 match rx.recv_timeout(wait) {
                     Ok(msg) => {
                         app.update(msg);
-                        perform(&mut app, &workspace, &tx, &look);
+                        perform(&mut app, &workspace, &look);
                         if app.should_quit() {
                             return Ok(());
                         }
@@ -92,7 +91,7 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
                 return Ok(());
             };
             app.update(msg);
-            perform(&mut app, &workspace, &tx, &look);
+            perform(&mut app, &workspace, &look);
             if app.should_quit() {
                 return Ok(());
             }
@@ -104,40 +103,46 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
 }
 
 /// Carries out the effects `update` asked for; outcomes come back as messages.
-fn perform(app: &mut App, workspace: &Workspace, tx: &Sender<Msg>, look: &Sender<watch::Request>) {
+fn perform(app: &mut App, workspace: &Workspace, look: &Sender<watch::Request>) {
     for effect in app.take_effects() {
         match effect {
-            Effect::Launch(file) => match launch::launch(workspace, &file) {
-                Ok(launch::Launched { run, child }) => {
-                    let (id, pid) = (run.id(), child.id());
-                    app.update(Msg::Launched {
-                        id: id.clone(),
-                        dir: run.path().to_path_buf(),
-                        pid,
-                    });
-                    reap(app, tx, id, child);
+            Effect::Launch(file) => {
+                let queue = crate::queue::Queue::new(workspace);
+                match queue.add(workspace, &file) {
+                    Ok(run) => {
+                        app.update(Msg::Queued {
+                            id: run.id(),
+                            dir: run.path().to_path_buf(),
+                            resume: false,
+                        });
+                        supervise(app, workspace);
+                    }
+                    Err(error) => app.update(Msg::Failed(format!("cannot queue {}: {error:#}", file.display()))),
                 }
-                Err(error) => app.update(Msg::Failed(format!("cannot launch {}: {error:#}", file.display()))),
-            },
-            Effect::Resume { id, dir } => match launch::resume(workspace, &crate::rundir::RunDir::open(&dir)) {
-                Ok(child) => {
-                    let pid = child.id();
-                    app.update(Msg::Launched {
-                        id: id.clone(),
-                        dir,
-                        pid,
-                    });
-                    reap(app, tx, id, child);
+            }
+            Effect::Resume { id, dir } => {
+                let run = crate::rundir::RunDir::open(&dir);
+                let experiment = run.read_launch().map_or_else(|| run.experiment(), |l| l.experiment);
+                match crate::queue::Queue::new(workspace).add_resume(&run, experiment) {
+                    Ok(()) => {
+                        app.update(Msg::Queued { id, dir, resume: true });
+                        supervise(app, workspace);
+                    }
+                    Err(error) => app.update(Msg::Failed(format!("cannot resume {id}: {error:#}"))),
                 }
-                Err(error) => app.update(Msg::Failed(format!("cannot resume {id}: {error:#}"))),
-            },
+            }
             Effect::Halt {
                 id,
                 pid,
                 pid_start,
                 halt,
             } => {
-                if let Err(error) = launch::halt(pid, pid_start, halt) {
+                if let Err(error) = crate::launcher::halt(pid, pid_start, halt) {
+                    app.update(Msg::Failed(format!("{id}: {error:#}")));
+                }
+            }
+            Effect::Requeue { id, change } => {
+                if let Err(error) = requeue(workspace, &id, change) {
                     app.update(Msg::Failed(format!("{id}: {error:#}")));
                 }
             }
@@ -153,18 +158,32 @@ fn perform(app: &mut App, workspace: &Workspace, tx: &Sender<Msg>, look: &Sender
     }
 }
 
-/// Waits for a trainer started here on a thread of its own, so it leaves no zombie, and
-/// says how it ended.
-fn reap(app: &mut App, tx: &Sender<Msg>, id: String, mut child: std::process::Child) {
-    let tx = tx.clone();
-    let spawned = thread::Builder::new()
-        .name(format!("reaper-{}", child.id()))
-        .spawn(move || {
-            let code = child.wait().ok().and_then(|status| status.code());
-            let _ = tx.send(Msg::Exited { id, code });
-        });
-    if let Err(error) = spawned {
-        app.update(Msg::Failed(format!("cannot watch the trainer's exit: {error}")));
+fn requeue(workspace: &Workspace, id: &str, change: app::QueueChange) -> anyhow::Result<()> {
+    use app::QueueChange;
+    let queue = crate::queue::Queue::new(workspace);
+    let place = || -> anyhow::Result<usize> {
+        let file = queue.read()?;
+        file.entries
+            .iter()
+            .position(|e| e.run == id)
+            .ok_or_else(|| anyhow::anyhow!("not in the queue any more"))
+    };
+    match change {
+        QueueChange::Earlier => queue.move_to(id, place()?.saturating_sub(1)).map(drop),
+        QueueChange::Later => queue.move_to(id, place()? + 1).map(drop),
+        QueueChange::Hold => queue.set_paused(id, true),
+        QueueChange::Release => {
+            queue.set_paused(id, false)?;
+            crate::supervisor::ensure(workspace).map(drop)
+        }
+        QueueChange::Remove => queue.remove(id).map(drop),
+    }
+}
+
+/// Makes sure the workspace's supervisor is running to start what was queued.
+fn supervise(app: &mut App, workspace: &Workspace) {
+    if let Err(error) = crate::supervisor::ensure(workspace) {
+        app.update(Msg::Failed(format!("cannot start the supervisor: {error:#}")));
     }
 }
 

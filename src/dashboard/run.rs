@@ -17,6 +17,10 @@ const WARNINGS: usize = 8;
 /// Where a run stands, from the facts the dashboard has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RunState {
+    /// Waiting in the queue for cores and memory.
+    Queued,
+    /// In the queue, held: the scheduler passes over it.
+    Paused,
     /// Launched; the trainer has not written `run_started` yet (it may be preparing data).
     Starting,
     Running,
@@ -29,7 +33,9 @@ pub enum RunState {
 }
 
 impl RunState {
-    pub const ALL: [RunState; 7] = [
+    pub const ALL: [RunState; 9] = [
+        RunState::Queued,
+        RunState::Paused,
         RunState::Starting,
         RunState::Running,
         RunState::Completed,
@@ -46,6 +52,8 @@ impl RunState {
 
     pub fn name(self) -> &'static str {
         match self {
+            RunState::Queued => "queued",
+            RunState::Paused => "paused",
             RunState::Starting => "starting",
             RunState::Running => "running",
             RunState::Completed => "done",
@@ -148,6 +156,18 @@ pub struct ProcessSample {
     pub rss_mb: f64,
 }
 
+/// Where a run waits in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePlace {
+    /// 1: the next to start.
+    pub position: usize,
+    pub paused: bool,
+    /// Continues from a checkpoint rather than starting.
+    pub resume: bool,
+    /// Why it waits, as the scheduler last saw it.
+    pub waiting: Option<String>,
+}
+
 /// The mean official scores of the end-of-run evaluation, per region.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvaluationSummary {
@@ -205,6 +225,12 @@ pub struct RunModel {
     pub warnings: Vec<String>,
     pub log_tail: Vec<String>,
     pub previews: u32,
+    /// Its place in the queue, while it waits there.
+    pub queue: Option<QueuePlace>,
+    /// How the last trainer process ended, when its launcher recorded it.
+    pub exit: Option<crate::rundir::ExitRecord>,
+    /// The sweep it belongs to, and the values it varies.
+    pub sweep: Option<crate::experiment::sweep::SweepTag>,
     /// Where and when the current trainer process started (epochs, time), for the time left.
     session_start: Option<(f64, DateTime<Utc>)>,
     /// Exponentially smoothed step loss and loss parts, for calm charts.
@@ -250,6 +276,9 @@ impl RunModel {
             warnings: Vec::new(),
             log_tail: Vec::new(),
             previews: 0,
+            queue: None,
+            exit: None,
+            sweep: None,
             session_start: None,
             smoothed: BTreeMap::new(),
             seconds_before: 0.0,
@@ -403,6 +432,13 @@ impl RunModel {
     }
 
     pub fn state(&self) -> RunState {
+        if let Some(place) = &self.queue {
+            return if place.paused {
+                RunState::Paused
+            } else {
+                RunState::Queued
+            };
+        }
         if let Some((outcome, ..)) = &self.finished {
             return match outcome {
                 Outcome::Completed => RunState::Completed,
@@ -412,10 +448,36 @@ impl RunModel {
             };
         }
         match (self.started.is_some(), self.liveness) {
+            (_, Liveness::Gone) if self.died().is_some() => RunState::Failed,
             (_, Liveness::Gone) => RunState::Lost,
             (true, _) => RunState::Running,
             (false, _) => RunState::Starting,
         }
+    }
+
+    /// How the current trainer process ended when it ended badly without saying so in its
+    /// events (out of memory, killed, crashed): the launcher's exit record for its pid.
+    fn died(&self) -> Option<&crate::rundir::ExitRecord> {
+        self.exit
+            .as_ref()
+            .filter(|exit| !exit.clean() && self.pid.is_none_or(|pid| pid == exit.pid))
+    }
+
+    /// What went wrong: the trainer's last error, else how its process died and the last
+    /// line of its log.
+    pub fn error(&self) -> Option<String> {
+        if let Some(error) = &self.last_error {
+            return Some(error.clone());
+        }
+        if self.finished.is_some() || self.liveness != Liveness::Gone {
+            return None;
+        }
+        let exit = self.died()?;
+        let last = self.log_tail.iter().rev().find(|l| !l.trim().is_empty());
+        Some(match last {
+            Some(line) => format!("trainer ended with {}; its log ends: {}", exit.describe(), line.trim()),
+            None => format!("trainer ended with {}", exit.describe()),
+        })
     }
 
     /// Seconds of training so far, over every resumption.

@@ -41,6 +41,8 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub theme: Option<String>,
     pub chart_marker: ChartMarker,
+    /// How the queue starts runs (`[queue]`: cores, max_concurrent, reserve_ram).
+    pub queue: crate::queue::QueueSettings,
 }
 
 impl Settings {
@@ -55,6 +57,14 @@ impl Settings {
                     .map(|h| Path::new(&h).join(".config"))
             })?;
         Some(config.join("segtop").join("settings.toml"))
+    }
+
+    /// The queue's settings from the settings file, defaults when it is missing or broken.
+    pub fn queue() -> crate::queue::QueueSettings {
+        Settings::path()
+            .and_then(|path| Settings::load(&path).ok())
+            .unwrap_or_default()
+            .queue
     }
 
     /// Reads the settings; a missing file is the defaults, a broken one an error naming it.
@@ -91,6 +101,10 @@ mod tests {
         let settings = Settings {
             theme: Some("light".into()),
             chart_marker: ChartMarker::Dots,
+            queue: crate::queue::QueueSettings {
+                max_concurrent: 2,
+                ..Default::default()
+            },
         };
         settings.save(&path).expect("saves");
         assert_eq!(Settings::load(&path), Ok(settings));

@@ -14,10 +14,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System};
 
-use super::launch::is_trainer_name;
-use super::run::{LOG_LINES, Liveness, ProcessSample};
+use super::run::{LOG_LINES, Liveness, ProcessSample, QueuePlace};
 use crate::events::{Event, EventTail};
 use crate::experiment::Experiment;
+use crate::experiment::sweep::SweepTag;
+use crate::launcher::is_trainer_name;
 use crate::rundir::RunDir;
 use crate::workspace::Workspace;
 
@@ -39,6 +40,8 @@ pub struct Watch {
     /// Runs whose directory disappeared.
     pub removed: Vec<String>,
     pub host: Option<HostSample>,
+    /// The queue's waiting runs by id, when `queue.json` changed (every run not in it has left).
+    pub queue: Option<BTreeMap<String, QueuePlace>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -52,6 +55,8 @@ pub struct RunUpdate {
     /// The last lines of `train.log`, when it changed.
     pub log_tail: Option<Vec<String>>,
     pub sample: Option<ProcessSample>,
+    /// How its trainer process ended, when its launcher recorded it.
+    pub exit: Option<crate::rundir::ExitRecord>,
 }
 
 impl RunUpdate {
@@ -61,6 +66,7 @@ impl RunUpdate {
             run.name = found.name;
             run.created = found.created;
             run.experiment = found.experiment;
+            run.sweep = found.sweep;
             if run.pid.is_none() {
                 run.pid = found.pid;
                 run.pid_start = found.pid_start;
@@ -74,6 +80,9 @@ impl RunUpdate {
         }
         if let Some(lines) = self.log_tail {
             run.set_log_tail(lines);
+        }
+        if let Some(exit) = self.exit {
+            run.exit = Some(exit);
         }
         if let Some(sample) = self.sample {
             run.sample(sample);
@@ -91,6 +100,8 @@ pub struct RunFound {
     /// The launched trainer's pid and its start time (dashboard launches only).
     pub pid: Option<u32>,
     pub pid_start: Option<u64>,
+    /// The sweep it belongs to (`sweep.json`).
+    pub sweep: Option<SweepTag>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -121,6 +132,8 @@ struct Tracked {
     finished: bool,
     /// The process was gone at the last look: a resume may have started a new one.
     gone: bool,
+    /// The exit record was read for the process that is gone.
+    exit_read: bool,
     log_len: Option<u64>,
 }
 
@@ -130,6 +143,8 @@ pub struct Watcher {
     runs: BTreeMap<String, Tracked>,
     system: Option<System>,
     looks: u64,
+    /// `queue.json`'s modification time and length at the last read.
+    queue_stamp: Option<(std::time::SystemTime, u64)>,
 }
 
 impl Watcher {
@@ -140,6 +155,7 @@ impl Watcher {
             runs: BTreeMap::new(),
             system: System::new().ok(),
             looks: 0,
+            queue_stamp: None,
         }
     }
 
@@ -169,6 +185,9 @@ impl Watcher {
                 experiment: launch.as_ref().map(|l| l.experiment.clone()),
                 pid: launch.as_ref().map(|l| l.pid),
                 pid_start: launch.as_ref().and_then(|l| l.pid_start),
+                sweep: std::fs::read_to_string(run.sweep())
+                    .ok()
+                    .and_then(|text| serde_json::from_str(&text).ok()),
             };
             self.runs.insert(
                 id.clone(),
@@ -180,6 +199,7 @@ impl Watcher {
                     run,
                     finished: false,
                     gone: false,
+                    exit_read: false,
                     log_len: None,
                 },
             );
@@ -193,8 +213,9 @@ impl Watcher {
                 },
             );
         }
-        // A run resumed elsewhere (another dashboard, `segtop resume`) has a new launch record.
-        for tracked in self.runs.values_mut().filter(|t| t.gone) {
+        // A run resumed elsewhere (another dashboard, `segtop resume`), or started from the
+        // queue, has a new launch record.
+        for tracked in self.runs.values_mut().filter(|t| t.gone || t.pid.is_none()) {
             if let Some(launch) = tracked.run.read_launch()
                 && Some(launch.pid) != tracked.pid
             {
@@ -203,6 +224,7 @@ impl Watcher {
                 tracked.local = launch.host == self.host;
                 tracked.finished = false;
                 tracked.gone = false;
+                tracked.exit_read = false;
             }
         }
         // Processes before events: a trainer writes run_finished before it exits, so a run
@@ -253,6 +275,10 @@ impl Watcher {
                 update.log_tail = Some(length.map_or_else(Vec::new, |_| log_tail(&log)));
             }
             update.sample = samples.get(id).copied();
+            if tracked.gone && !tracked.exit_read {
+                tracked.exit_read = true;
+                update.exit = tracked.run.read_exit();
+            }
         }
         watch.runs = updates
             .into_values()
@@ -262,11 +288,42 @@ impl Watcher {
                     || !u.warnings.is_empty()
                     || u.log_tail.is_some()
                     || u.sample.is_some()
+                    || u.exit.is_some()
             })
             .collect();
+        watch.queue = self.read_queue();
         watch.host = self.sample_host();
         self.looks += 1;
         watch
+    }
+
+    /// The queue's places by run id, when `queue.json` changed since the last look.
+    fn read_queue(&mut self) -> Option<BTreeMap<String, QueuePlace>> {
+        let queue = crate::queue::Queue::new(&self.workspace);
+        let stamp = std::fs::metadata(queue.path())
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        if stamp == self.queue_stamp && self.looks > 0 {
+            return None;
+        }
+        self.queue_stamp = stamp;
+        // A queue file that does not read changes nothing here; the supervisor reports it.
+        let file = queue.read().ok()?;
+        Some(
+            file.entries
+                .into_iter()
+                .enumerate()
+                .map(|(i, entry)| {
+                    let place = QueuePlace {
+                        position: i + 1,
+                        paused: entry.paused,
+                        resume: entry.resume,
+                        waiting: entry.waiting,
+                    };
+                    (entry.run, place)
+                })
+                .collect(),
+        )
     }
 
     /// CPU and RSS of the process tree of every unfinished local run with a known pid.
@@ -342,11 +399,17 @@ pub fn snapshot(workspace: &Workspace) -> BTreeMap<String, super::run::RunModel>
     // The first look reads the event files and learns the pids; a second one, a moment
     // later, finds out which processes are alive.
     for look in 0..2 {
-        for update in watcher.look().runs {
+        let watch = watcher.look();
+        for update in watch.runs {
             let run = runs
                 .entry(update.id.clone())
                 .or_insert_with(|| super::run::RunModel::new(update.id.clone(), update.dir.clone()));
             update.apply_to(run);
+        }
+        if let Some(queue) = watch.queue {
+            for run in runs.values_mut() {
+                run.queue = queue.get(&run.id).cloned();
+            }
         }
         if look == 0 {
             if !runs.values().any(|r| r.state().is_live()) {

@@ -90,11 +90,7 @@ pub fn training_bytes(experiment: &Experiment) -> u64 {
     // Tensors autograd keeps per block and channel: two convolution outputs and their
     // activations; with normalisation, also the normalised outputs and their statistics
     // (9 fits the measured lite network: 1140-1175 MB at 64^3, batch 2).
-    let kept_per_block = if experiment.model.norm == Norm::None {
-        4
-    } else {
-        9
-    };
+    let kept_per_block = if experiment.model.norm == Norm::None { 4 } else { 9 };
     let mut floats = 0;
     for (level, &f) in filters.iter().enumerate() {
         floats += voxels(level) * f * kept_per_block;

@@ -15,6 +15,7 @@
 
 pub mod cost;
 pub mod raw;
+pub mod sweep;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

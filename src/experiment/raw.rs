@@ -16,6 +16,8 @@ pub struct RawExperiment {
     pub validate: RawValidate,
     pub preview: RawPreview,
     pub run: RawRun,
+    /// Checked and expanded by [`super::sweep`]; a single run ignores it.
+    pub sweep: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -64,19 +64,10 @@ pub fn save(
     let name = format!("step-{:06}", state.global_step);
     let temporary = root.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&temporary);
-    std::fs::create_dir_all(&temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
-    let model = temporary.join("model.safetensors");
-    vs.save(&model)
-        .with_context(|| format!("cannot write {}", model.display()))?;
-    let (moments, scalars) = optimizer.state();
-    let optimizer_file = temporary.join("optimizer.safetensors");
-    Tensor::write_safetensors(&moments, &optimizer_file)
-        .with_context(|| format!("cannot write {}", optimizer_file.display()))?;
-    let mut state = state.clone();
-    state.optimizer = scalars;
-    std::fs::write(temporary.join("state.json"), serde_json::to_vec_pretty(&state)?)?;
-    for file in ["model.safetensors", "optimizer.safetensors", "state.json"] {
-        sync(&temporary.join(file))?;
+    if let Err(error) = write_files(&temporary, vs, optimizer, state) {
+        // A full disk or a size limit: the previous checkpoint stays the latest complete one.
+        let _ = std::fs::remove_dir_all(&temporary);
+        return Err(error);
     }
     let target = root.join(&name);
     let _ = std::fs::remove_dir_all(&target);
@@ -96,6 +87,27 @@ pub fn save(
         }
     }
     Ok(format!("{}/{name}", RunDir::CHECKPOINTS))
+}
+
+/// The checkpoint's files in `temporary`, each synced.
+fn write_files(temporary: &Path, vs: &nn::VarStore, optimizer: &Optimizer, state: &TrainState) -> anyhow::Result<()> {
+    std::fs::create_dir_all(temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
+    let model = temporary.join("model.safetensors");
+    vs.save(&model)
+        .with_context(|| format!("cannot write {}", model.display()))?;
+    let (moments, scalars) = optimizer.state();
+    let optimizer_file = temporary.join("optimizer.safetensors");
+    Tensor::write_safetensors(&moments, &optimizer_file)
+        .with_context(|| format!("cannot write {}", optimizer_file.display()))?;
+    let mut state = state.clone();
+    state.optimizer = scalars;
+    let state_file = temporary.join("state.json");
+    std::fs::write(&state_file, serde_json::to_vec_pretty(&state)?)
+        .with_context(|| format!("cannot write {}", state_file.display()))?;
+    for file in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+        sync(&temporary.join(file)).with_context(|| format!("cannot write {}", temporary.join(file).display()))?;
+    }
+    Ok(())
 }
 
 /// The newest complete checkpoint of a run, if any.

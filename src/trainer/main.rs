@@ -157,6 +157,12 @@ fn train(
         }
         (None, None) => anyhow::bail!("give an experiment file or --resume RUN_DIR"),
     };
+    // A file size limit (SIGXFSZ) makes writes fail with an error the run reports, like a
+    // full disk, instead of killing the trainer without a word.
+    // SAFETY: only changes the process-wide disposition of SIGXFSZ.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     // SIGINT and SIGTERM ask the loop to finish its step and checkpoint; a second one kills.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -13,18 +13,19 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
 use segtop::dashboard::app::{App, Effect, ExperimentEntry, ExperimentStatus, Msg, Screen};
-use segtop::dashboard::launch::Halt;
-use segtop::dashboard::run::{Liveness, ProcessSample, RunState};
+use segtop::dashboard::run::{Liveness, ProcessSample, QueuePlace, RunState};
 use segtop::dashboard::view;
 use segtop::dashboard::watch::{HostSample, RunFound, RunUpdate, Watch, log_tail};
 use segtop::events::EventTail;
 use segtop::experiment::Experiment;
+use segtop::launcher::Halt;
 use segtop::theme::Theme;
 use segtop::workspace::Workspace;
 
 use super::repo;
 
 const LIVE: &str = "20261126-204703-lite-lr1e-2";
+const QUEUED: &str = "20261126-205000-seed-tutorial";
 const FAILED: &str = "20261126-204742-bad-data";
 
 fn entry(name: &str, text: &str) -> ExperimentEntry {
@@ -95,14 +96,39 @@ fn dashboard_with_recorded_runs(width: u16, height: u16) -> App {
                 experiment: None,
                 pid: None,
                 pid_start: None,
+                sweep: None,
             }),
             events,
             warnings: warnings.iter().map(|w| w.replace(&shown, "/ws/runs")).collect(),
             log_tail: Some(log_tail(&dir.join("train.log"))),
             sample: None,
+            exit: None,
             id,
         });
     }
+    // A run waiting in the queue: a directory with its frozen experiment and nothing else yet.
+    runs.push(RunUpdate {
+        id: QUEUED.to_string(),
+        dir: PathBuf::from("/ws/runs").join(QUEUED),
+        found: Some(RunFound {
+            name: "seed-tutorial".to_string(),
+            created: Some(latest),
+            experiment: None,
+            pid: None,
+            pid_start: None,
+            sweep: None,
+        }),
+        ..RunUpdate::default()
+    });
+    let queue = [(
+        QUEUED.to_string(),
+        QueuePlace {
+            position: 1,
+            paused: false,
+            resume: false,
+            waiting: Some("needs 2.1 GB, 1.4 GB free (reserve 1.0 GB)".to_string()),
+        },
+    )];
     let mut app = App::new(Workspace::new("/ws"), Theme::default());
     app.update(Msg::Terminal(TermEvent::Resize(width, height)));
     app.update(Msg::Experiments(vec![
@@ -114,6 +140,7 @@ fn dashboard_with_recorded_runs(width: u16, height: u16) -> App {
         runs,
         removed: vec![],
         host: Some(host()),
+        queue: Some(queue.into_iter().collect()),
     })));
     for second in 1..=30 {
         let time = latest + Duration::seconds(second);
@@ -132,6 +159,7 @@ fn dashboard_with_recorded_runs(width: u16, height: u16) -> App {
             }],
             removed: vec![],
             host: Some(host()),
+            queue: None,
         })));
     }
     app

@@ -51,6 +51,12 @@ fn header_line<'a>(app: &App, run: &'a RunModel) -> Line<'a> {
         ),
         Span::styled(state.name(), state_style(theme, state)),
     ];
+    if let Some(place) = &run.queue {
+        spans.push(Span::styled(format!(" #{}", place.position), dim));
+        if let Some(why) = &place.waiting {
+            spans.push(Span::styled(format!(" · {why}"), Style::new().fg(theme.ui.warn)));
+        }
+    }
     if run.epochs > 0 {
         spans.push(Span::styled(format!(" · {}/{}", run.epoch, run.epochs), dim));
     }
@@ -252,7 +258,7 @@ fn draw_log(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
     let inner = block.inner(area);
     block.render(area, buf);
     let mut lines = Vec::new();
-    if let Some(error) = &run.last_error {
+    if let Some(error) = &run.error() {
         lines.push(Line::styled(format!("✗ {error}"), Style::new().fg(theme.ui.error)));
     }
     for warning in &run.warnings {

@@ -26,7 +26,23 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
             app.runs.len()
         ));
     }
-    let block = panel(theme, &title);
+    let mut block = panel(theme, &title);
+    if let Some(place) = app
+        .selected_run
+        .as_ref()
+        .and_then(|id| app.runs.get(id))
+        .and_then(|r| r.queue.as_ref())
+    {
+        let why = match (&place.waiting, place.paused) {
+            (_, true) => "held: p releases it".to_string(),
+            (Some(why), false) => format!("waits: {why}"),
+            (None, false) => "waits for the supervisor".to_string(),
+        };
+        block = block.title_bottom(Span::styled(
+            format!(" #{} {why} · + - move ", place.position),
+            Style::new().fg(theme.ui.warn),
+        ));
+    }
     if runs.is_empty() {
         let text = if app.runs.is_empty() {
             format!(
@@ -78,7 +94,9 @@ fn row<'a>(app: &App, run: &'a RunModel, wide: bool) -> Row<'a> {
         })
     };
     let best = run.best.map(|(_, d)| d);
-    let epoch = if run.epochs > 0 {
+    let epoch = if let Some(place) = &run.queue {
+        format!("#{}", place.position)
+    } else if run.epochs > 0 {
         format!("{}/{}", run.epoch, run.epochs)
     } else {
         "–".to_string()
@@ -131,7 +149,8 @@ pub(super) fn state_style(theme: &Theme, state: RunState) -> Style {
     let color = match state {
         RunState::Running | RunState::Starting => theme.ui.accent,
         RunState::Completed | RunState::EarlyStopped => theme.ui.ok,
-        RunState::Stopped => theme.ui.dim,
+        RunState::Queued => theme.ui.warn,
+        RunState::Stopped | RunState::Paused => theme.ui.dim,
         RunState::Failed | RunState::Lost => theme.ui.error,
     };
     let style = Style::new().fg(color);

@@ -1,0 +1,204 @@
+//! `segtop queue`: queue experiments (a sweep queues all its runs), and look at or rearrange
+//! the queue. The supervisor starts what was queued as cores and memory allow.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use segtop::dashboard::settings::Settings;
+use segtop::experiment::sweep;
+use segtop::experiment::{Experiment, cost};
+use segtop::queue::{ByteSize, Queue, QueueFile};
+use segtop::rundir::RunDir;
+use segtop::workspace::Workspace;
+
+use super::runs::find_id;
+
+#[derive(clap::Args)]
+pub struct QueueArgs {
+    /// Experiment files to queue; a file with a [sweep] table queues every run of the sweep.
+    /// Without files (and options), lists the queue.
+    #[arg(value_name = "EXPERIMENT")]
+    pub experiments: Vec<PathBuf>,
+    /// Hold a queued run: it keeps its place, the queue passes over it
+    #[arg(long, value_name = "RUN", group = "change")]
+    pub pause: Option<String>,
+    /// Let a held run start again
+    #[arg(long, value_name = "RUN", group = "change")]
+    pub release: Option<String>,
+    /// Take a run out of the queue (a run that never started is removed with its directory)
+    #[arg(long, value_name = "RUN", group = "change")]
+    pub remove: Option<String>,
+    /// Move a queued run to a place in the queue (1: the next to start)
+    #[arg(long = "move", value_names = ["RUN", "PLACE"], num_args = 2, group = "change")]
+    pub move_to: Option<Vec<String>>,
+    /// Print the queue as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn queue(workspace: &Workspace, args: &QueueArgs) -> anyhow::Result<()> {
+    let queue = Queue::new(workspace);
+    if !args.experiments.is_empty() {
+        for file in &args.experiments {
+            add(workspace, &queue, file)?;
+        }
+        start_supervisor(workspace);
+        return Ok(());
+    }
+    let find = |query: &str| -> anyhow::Result<String> {
+        let file = queue.read()?;
+        let ids: Vec<&str> = file.entries.iter().map(|e| e.run.as_str()).collect();
+        find_id(ids.iter().copied(), query)
+            .map(str::to_string)
+            .with_context(|| "in the queue".to_string())
+    };
+    if let Some(run) = &args.pause {
+        let id = find(run)?;
+        queue.set_paused(&id, true)?;
+        println!("held {id}; let it start again with: segtop queue --release {id}");
+    } else if let Some(run) = &args.release {
+        let id = find(run)?;
+        queue.set_paused(&id, false)?;
+        println!("released {id}");
+        start_supervisor(workspace);
+    } else if let Some(run) = &args.remove {
+        let id = find(run)?;
+        let entry = queue.remove(&id)?;
+        let kept = if entry.resume { " (the run is kept)" } else { "" };
+        println!("took {id} out of the queue{kept}");
+    } else if let Some([run, place]) = args.move_to.as_deref() {
+        let id = find(run)?;
+        let place: usize = place
+            .parse()
+            .ok()
+            .filter(|&p| p >= 1)
+            .ok_or_else(|| anyhow::anyhow!("'{place}' is not a place in the queue (1 is the next to start)"))?;
+        let at = queue.move_to(&id, place - 1)?;
+        println!("{id} is now number {} in the queue", at + 1);
+    } else {
+        list(workspace, &queue.read()?, args.json)?;
+    }
+    Ok(())
+}
+
+/// Queues the runs of one experiment file: one run, or every run of its sweep.
+fn add(workspace: &Workspace, queue: &Queue, file: &Path) -> anyhow::Result<()> {
+    let text = segtop::config::read_text(file)?;
+    let shown = segtop::launcher::shown(workspace.root(), file);
+    let Some(sweep) = sweep::expand(file, &text, workspace.root())? else {
+        let experiment = Experiment::parse(file, &text, workspace.root())?;
+        let run = queue.add_experiment(workspace, file, &experiment)?;
+        println!(
+            "queued {} ({}, needs about {})",
+            run.id(),
+            shown.display(),
+            needs(&experiment)
+        );
+        return Ok(());
+    };
+    let id = format!("{}-{}", chrono::Local::now().format("%Y%m%d-%H%M%S"), sweep.name);
+    println!("sweep {id}: {} runs of {}", sweep.members.len(), shown.display());
+    for member in &sweep.members {
+        let run = queue.add_experiment(workspace, file, &member.experiment)?;
+        let tag = sweep.tag(&id, member);
+        segtop::rundir::write_json(run.path(), &run.sweep(), &tag)
+            .with_context(|| format!("cannot write {}", run.sweep().display()))?;
+        println!("  queued {}  {}", run.id(), tag.describe());
+    }
+    println!("rank them as they finish with: segtop runs --sweep {id}");
+    Ok(())
+}
+
+fn needs(experiment: &Experiment) -> ByteSize {
+    ByteSize(cost::peak_bytes(experiment))
+}
+
+fn start_supervisor(workspace: &Workspace) {
+    match segtop::supervisor::ensure(workspace) {
+        Ok(_) => println!(
+            "the supervisor starts them as cores and memory allow; see: segtop queue, segtop runs (log: {})",
+            segtop::supervisor::log_path(workspace).display()
+        ),
+        Err(error) => eprintln!(
+            "segtop: warning: cannot start the supervisor ({error:#}); the runs wait until a dashboard or `segtop queue` starts it"
+        ),
+    }
+}
+
+#[derive(Serialize)]
+struct Row {
+    place: usize,
+    run: String,
+    experiment: PathBuf,
+    state: &'static str,
+    resume: bool,
+    needs_bytes: Option<u64>,
+    waiting: Option<String>,
+}
+
+fn list(workspace: &Workspace, file: &QueueFile, json: bool) -> anyhow::Result<()> {
+    let rows: Vec<Row> = file
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let run = RunDir::open(workspace.runs_dir().join(&entry.run));
+            let needs_bytes = Experiment::load(&run.experiment(), workspace.root())
+                .ok()
+                .map(|e| cost::peak_bytes(&e));
+            Row {
+                place: i + 1,
+                run: entry.run.clone(),
+                experiment: entry.experiment.clone(),
+                state: if entry.paused { "paused" } else { "queued" },
+                resume: entry.resume,
+                needs_bytes,
+                waiting: entry.waiting.clone(),
+            }
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let settings = Settings::queue();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let supervisor = if segtop::supervisor::is_running(workspace) {
+        "running"
+    } else {
+        "not running"
+    };
+    println!(
+        "budget {} cores, {} runs at once, {} threads each, {} kept free · supervisor {supervisor}",
+        settings.cores(cores),
+        settings.max_concurrent(cores),
+        settings.share(cores),
+        settings.reserve_ram
+    );
+    if rows.is_empty() {
+        println!("the queue is empty; queue a run with: segtop queue experiments/NAME.toml");
+        return Ok(());
+    }
+    println!("{:>3}  {:<34} {:<7} {:>8}  waiting for", "#", "run", "state", "needs");
+    for row in rows {
+        let needs = row
+            .needs_bytes
+            .map_or_else(|| "?".to_string(), |b| ByteSize(b).to_string());
+        let state = if row.resume && row.state == "queued" {
+            "resume"
+        } else {
+            row.state
+        };
+        println!(
+            "{:>3}  {:<34} {:<7} {:>8}  {}",
+            row.place,
+            row.run,
+            state,
+            needs,
+            row.waiting.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}

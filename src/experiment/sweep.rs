@@ -1,0 +1,460 @@
+//! Sweeps: one experiment file that stands for several runs.
+//!
+//! ```toml
+//! [sweep]
+//! method = "grid"                      # every combination (default); or "random"
+//! "train.lr" = [1e-3, 3e-3]  # a list of values
+//! "model.base_filters" = [8, 16]
+//! "train.weight_decay" = { min = 1e-5, max = 1e-3, steps = 3, log = true }  # a range
+//! # random only: samples = 8, seed = 1
+//! ```
+//!
+//! Keys are the experiment's dotted keys. A range gives `steps` evenly spaced values to a
+//! grid (log-spaced with `log = true`) and is drawn from uniformly (log-uniformly) by a random
+//! sweep; integer bounds give integers. Each run is the experiment with its values set and
+//! `run.name` numbered, checked like any experiment file, so a value out of range is an
+//! error naming the run and the values before anything is queued.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::Experiment;
+
+/// Runs one sweep may expand into, so a typo (a range with a million steps) fails early.
+pub const MAX_RUNS: usize = 512;
+
+/// What `sweep.json` in a run directory says: which sweep and which values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepTag {
+    /// The sweep's id: `<time>-<name>`, shared by its runs.
+    pub sweep: String,
+    /// 1-based number of this run in the sweep, and how many runs it has.
+    pub index: usize,
+    pub of: usize,
+    /// The dotted keys the sweep varies and this run's values.
+    pub values: BTreeMap<String, serde_json::Value>,
+}
+
+impl SweepTag {
+    /// `lr=0.003 base_filters=16`: the values, by the last part of their keys.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .values
+            .iter()
+            .map(|(key, value)| format!("{}={}", key.rsplit('.').next().unwrap_or(key), value))
+            .collect();
+        parts.join(" ")
+    }
+}
+
+/// One run of a sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub index: usize,
+    pub values: BTreeMap<String, serde_json::Value>,
+    pub experiment: Experiment,
+}
+
+/// A sweep expanded into checked experiments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    pub name: String,
+    pub members: Vec<Member>,
+}
+
+impl Sweep {
+    /// The tag of member `index` in the sweep `id`.
+    pub fn tag(&self, id: &str, member: &Member) -> SweepTag {
+        SweepTag {
+            sweep: id.to_string(),
+            index: member.index,
+            of: self.members.len(),
+            values: member.values.clone(),
+        }
+    }
+}
+
+/// A swept key's values.
+#[derive(Debug, Clone)]
+enum Axis {
+    List(Vec<toml_edit::Value>),
+    Range {
+        min: f64,
+        max: f64,
+        steps: Option<usize>,
+        log: bool,
+        integer: bool,
+    },
+}
+
+/// The sweep in experiment text read from `path`, expanded; `Ok(None)` when it has none.
+pub fn expand(path: &Path, text: &str, workspace: &Path) -> anyhow::Result<Option<Sweep>> {
+    let fail = |message: String| anyhow::anyhow!("{}: {message}", path.display());
+    let mut document: toml_edit::DocumentMut = text.parse().map_err(|e| fail(format!("{e}")))?;
+    let Some(item) = document.remove("sweep") else {
+        return Ok(None);
+    };
+    let table = item
+        .as_table_like()
+        .ok_or_else(|| fail("[sweep] must be a table of keys and values".into()))?;
+    let base = Experiment::parse(path, &document.to_string(), workspace)?;
+    let mut method = "grid".to_string();
+    let mut samples = None;
+    let mut seed = 0u64;
+    let mut axes: Vec<(String, Axis)> = Vec::new();
+    for (key, item) in table.iter() {
+        let value = item
+            .as_value()
+            .ok_or_else(|| fail(format!("sweep.{key}: give a list of values or a range {{ min, max }}")))?;
+        match key {
+            "method" => {
+                method = value
+                    .as_str()
+                    .filter(|m| ["grid", "random"].contains(m))
+                    .ok_or_else(|| fail("sweep.method: use \"grid\" or \"random\"".into()))?
+                    .to_string();
+            }
+            "samples" => {
+                let n = value.as_integer().filter(|&n| n >= 1 && n as usize <= MAX_RUNS);
+                samples = Some(
+                    n.ok_or_else(|| fail(format!("sweep.samples: a number of runs from 1 to {MAX_RUNS}")))? as usize,
+                );
+            }
+            "seed" => {
+                seed = value
+                    .as_integer()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(|| fail("sweep.seed: a whole number, 0 or more".into()))?;
+            }
+            key => {
+                let (section, name) = key
+                    .split_once('.')
+                    .ok_or_else(|| fail(format!("sweep.{key}: name a key with its table, like \"train.lr\"")))?;
+                if section.is_empty() || name.is_empty() || section == "sweep" {
+                    return Err(fail(format!("sweep.{key}: not a key of an experiment")));
+                }
+                axes.push((key.to_string(), axis(key, value).map_err(fail)?));
+            }
+        }
+    }
+    if axes.is_empty() {
+        return Err(fail(
+            "[sweep] varies nothing: add a key, like \"train.lr\" = [1e-3, 3e-3]".into(),
+        ));
+    }
+    let combinations = match method.as_str() {
+        "random" => {
+            let samples = samples.ok_or_else(|| fail("sweep.samples: a random sweep needs a number of runs".into()))?;
+            random(&axes, samples, seed)
+        }
+        _ => {
+            if samples.is_some() {
+                return Err(fail(
+                    "sweep.samples: only for method = \"random\" (a grid runs every combination)".into(),
+                ));
+            }
+            grid(&axes).map_err(fail)?
+        }
+    };
+    let width = combinations.len().to_string().len();
+    let mut members = Vec::with_capacity(combinations.len());
+    for (i, values) in combinations.into_iter().enumerate() {
+        let index = i + 1;
+        let mut run = document.clone();
+        for (key, value) in &values {
+            set(&mut run, key, value.clone());
+        }
+        set(
+            &mut run,
+            "run.name",
+            toml_edit::Value::from(format!("{}-{index:0width$}", base.run.name)),
+        );
+        let shown: Vec<String> = values
+            .iter()
+            .map(|(k, v)| format!("{k} = {}", v.to_string().trim()))
+            .collect();
+        let experiment = Experiment::parse(path, &run.to_string(), workspace)
+            .map_err(|error| fail(format!("sweep run {index} ({}): {error}", shown.join(", "))))?;
+        members.push(Member {
+            index,
+            values: values.iter().map(|(k, v)| (k.clone(), json(v))).collect(),
+            experiment,
+        });
+    }
+    Ok(Some(Sweep {
+        name: base.run.name,
+        members,
+    }))
+}
+
+fn axis(key: &str, value: &toml_edit::Value) -> Result<Axis, String> {
+    if let Some(array) = value.as_array() {
+        let values: Vec<toml_edit::Value> = array.iter().cloned().collect();
+        if values.is_empty() {
+            return Err(format!("sweep.{key}: the list is empty"));
+        }
+        return Ok(Axis::List(values));
+    }
+    let table = value
+        .as_inline_table()
+        .ok_or_else(|| format!("sweep.{key}: give a list of values or a range {{ min, max }}"))?;
+    let number = |name: &str| -> Result<Option<(f64, bool)>, String> {
+        match table.get(name) {
+            None => Ok(None),
+            Some(v) => match (v.as_integer(), v.as_float()) {
+                (Some(i), _) => Ok(Some((i as f64, true))),
+                (_, Some(f)) => Ok(Some((f, false))),
+                _ => Err(format!("sweep.{key}.{name}: a number")),
+            },
+        }
+    };
+    for name in table.iter().map(|(k, _)| k) {
+        if !["min", "max", "steps", "log"].contains(&name) {
+            return Err(format!("sweep.{key}.{name}: a range has min, max, steps and log"));
+        }
+    }
+    let (Some((min, min_int)), Some((max, max_int))) = (number("min")?, number("max")?) else {
+        return Err(format!("sweep.{key}: a range needs min and max"));
+    };
+    if min.is_nan() || max.is_nan() || min > max {
+        return Err(format!("sweep.{key}: min {min} is above max {max}"));
+    }
+    let log = match table.get("log") {
+        None => false,
+        Some(v) => v.as_bool().ok_or_else(|| format!("sweep.{key}.log: true or false"))?,
+    };
+    if log && min <= 0.0 {
+        return Err(format!("sweep.{key}: a log range needs min above 0"));
+    }
+    let steps = match number("steps")? {
+        None => None,
+        Some((n, true)) if n >= 1.0 && n as usize <= MAX_RUNS => Some(n as usize),
+        Some(_) => return Err(format!("sweep.{key}.steps: a whole number from 1 to {MAX_RUNS}")),
+    };
+    Ok(Axis::Range {
+        min,
+        max,
+        steps,
+        log,
+        integer: min_int && max_int,
+    })
+}
+
+fn number_value(x: f64, integer: bool) -> toml_edit::Value {
+    if integer {
+        toml_edit::Value::from(x.round() as i64)
+    } else {
+        // Short decimals (0.001, not 0.0010000000000000002) for names and files.
+        let short: f64 = format!("{x:.6e}").parse().unwrap_or(x);
+        toml_edit::Value::from(short)
+    }
+}
+
+fn grid(axes: &[(String, Axis)]) -> Result<Vec<Vec<(String, toml_edit::Value)>>, String> {
+    let mut lists = Vec::with_capacity(axes.len());
+    for (key, axis) in axes {
+        let values = match axis {
+            Axis::List(values) => values.clone(),
+            Axis::Range {
+                min,
+                max,
+                steps,
+                log,
+                integer,
+            } => {
+                let steps = steps.ok_or_else(|| format!("sweep.{key}: a grid over a range needs steps"))?;
+                let mut values: Vec<toml_edit::Value> = Vec::with_capacity(steps);
+                for i in 0..steps {
+                    let t = if steps == 1 { 0.0 } else { i as f64 / (steps - 1) as f64 };
+                    let x = if *log {
+                        (min.ln() + t * (max.ln() - min.ln())).exp()
+                    } else {
+                        min + t * (max - min)
+                    };
+                    let value = number_value(x, *integer);
+                    if !values.iter().any(|v| v.to_string() == value.to_string()) {
+                        values.push(value);
+                    }
+                }
+                values
+            }
+        };
+        lists.push((key.clone(), values));
+    }
+    let total = lists.iter().try_fold(1usize, |n, (_, v)| n.checked_mul(v.len()));
+    match total {
+        Some(n) if n <= MAX_RUNS => {}
+        _ => return Err(format!("the grid has more than {MAX_RUNS} runs; sweep fewer values")),
+    }
+    let mut combinations: Vec<Vec<(String, toml_edit::Value)>> = vec![Vec::new()];
+    for (key, values) in &lists {
+        combinations = combinations
+            .into_iter()
+            .flat_map(|prefix| {
+                values.iter().map(move |value| {
+                    let mut next = prefix.clone();
+                    next.push((key.clone(), value.clone()));
+                    next
+                })
+            })
+            .collect();
+    }
+    Ok(combinations)
+}
+
+fn random(axes: &[(String, Axis)], samples: usize, seed: u64) -> Vec<Vec<(String, toml_edit::Value)>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..samples)
+        .map(|_| {
+            axes.iter()
+                .map(|(key, axis)| {
+                    let value = match axis {
+                        Axis::List(values) => values[rng.random_range(0..values.len())].clone(),
+                        Axis::Range {
+                            min, max, log, integer, ..
+                        } => {
+                            let t: f64 = rng.random_range(0.0..=1.0);
+                            let x = if *log {
+                                (min.ln() + t * (max.ln() - min.ln())).exp()
+                            } else {
+                                min + t * (max - min)
+                            };
+                            number_value(x, *integer)
+                        }
+                    };
+                    (key.clone(), value)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Sets the dotted `key` in `document`, creating tables on the way.
+fn set(document: &mut toml_edit::DocumentMut, key: &str, value: toml_edit::Value) {
+    let parts: Vec<&str> = key.split('.').collect();
+    let Some((last, tables)) = parts.split_last() else {
+        return;
+    };
+    let mut table = document.as_table_mut() as &mut dyn toml_edit::TableLike;
+    for part in tables {
+        let entry = table.entry(part).or_insert(toml_edit::table());
+        let Some(next) = entry.as_table_like_mut() else {
+            // A key that is not a table here: the experiment check reports the bad value.
+            return;
+        };
+        table = next;
+    }
+    table.insert(last, toml_edit::Item::Value(value));
+}
+
+fn json(value: &toml_edit::Value) -> serde_json::Value {
+    match value {
+        toml_edit::Value::Integer(i) => serde_json::Value::from(*i.value()),
+        toml_edit::Value::Float(f) => serde_json::Value::from(*f.value()),
+        toml_edit::Value::Boolean(b) => serde_json::Value::from(*b.value()),
+        toml_edit::Value::String(s) => serde_json::Value::from(s.value().as_str()),
+        other => serde_json::Value::from(other.to_string().trim()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand_text(sweep: &str) -> anyhow::Result<Option<Sweep>> {
+        let text = format!("# the base\n[data]\nroot = \"d\"\n\n[train]\nepochs = 3\n\n{sweep}");
+        expand(Path::new("experiments/s.toml"), &text, Path::new("/ws"))
+    }
+
+    #[test]
+    fn a_grid_runs_every_combination_with_numbered_names() {
+        let sweep = expand_text(
+            "[sweep]\n\"train.lr\" = [1e-3, 3e-3]\n\"model.base_filters\" = { min = 8, max = 16, steps = 2 }\n",
+        )
+        .expect("valid")
+        .expect("a sweep");
+        assert_eq!(sweep.members.len(), 4);
+        let runs: Vec<(String, f64, u32)> = sweep
+            .members
+            .iter()
+            .map(|m| {
+                let e = &m.experiment;
+                (e.run.name.clone(), e.train.lr, e.model.base_filters)
+            })
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                ("s-1".to_string(), 1e-3, 8),
+                ("s-2".to_string(), 1e-3, 16),
+                ("s-3".to_string(), 3e-3, 8),
+                ("s-4".to_string(), 3e-3, 16),
+            ]
+        );
+        // Keys it does not sweep keep the base's values.
+        assert!(sweep.members.iter().all(|m| m.experiment.train.epochs == 3));
+        let tag = sweep.tag("20261126-120000-s", &sweep.members[1]);
+        assert_eq!(tag.describe(), "base_filters=16 lr=0.001");
+        assert_eq!((tag.index, tag.of), (2, 4));
+    }
+
+    #[test]
+    fn a_random_sweep_is_reproducible_from_its_seed_and_stays_in_range() {
+        let text = "[sweep]\nmethod = \"random\"\nsamples = 6\nseed = 3\n\"train.lr\" = { min = 1e-4, max = 1e-2, log = true }\n";
+        let a = expand_text(text).expect("valid").expect("a sweep");
+        let b = expand_text(text).expect("valid").expect("a sweep");
+        assert_eq!(a, b);
+        assert_eq!(a.members.len(), 6);
+        let rates: Vec<f64> = a.members.iter().map(|m| m.experiment.train.lr).collect();
+        assert!(rates.iter().all(|r| (1e-4..=1e-2).contains(r)), "{rates:?}");
+        assert!(rates.windows(2).any(|w| w[0] != w[1]), "{rates:?}");
+        let other = expand_text(&text.replace("seed = 3", "seed = 4"))
+            .expect("valid")
+            .expect("a sweep");
+        assert_ne!(a, other);
+    }
+
+    #[test]
+    fn files_without_a_sweep_expand_to_nothing() {
+        assert_eq!(expand_text("").expect("valid"), None);
+    }
+
+    #[test]
+    fn bad_sweeps_are_errors_that_name_the_file_and_key() {
+        for (sweep, expected) in [
+            ("[sweep]\n", "varies nothing"),
+            ("[sweep]\nlr = [1]\n", "sweep.lr: name a key with its table"),
+            ("[sweep]\n\"train.lr\" = []\n", "the list is empty"),
+            (
+                "[sweep]\nmethod = \"bayes\"\n\"train.lr\" = [1e-3]\n",
+                "use \"grid\" or \"random\"",
+            ),
+            (
+                "[sweep]\n\"train.lr\" = { min = 1, max = 0.1, steps = 2 }\n",
+                "above max",
+            ),
+            (
+                "[sweep]\n\"train.lr\" = { min = 0.1, max = 1 }\n",
+                "a grid over a range needs steps",
+            ),
+            (
+                "[sweep]\nmethod = \"random\"\n\"train.lr\" = [1e-3]\n",
+                "needs a number of runs",
+            ),
+            (
+                "[sweep]\n\"model.base_filters\" = { min = 1, max = 100000, steps = 600 }\n",
+                "steps: a whole number from 1 to 512",
+            ),
+            ("[sweep]\n\"train.epochs\" = [2, 0]\n", "sweep run 2 (train.epochs = 0)"),
+            ("[sweep]\n\"train.no_such_key\" = [1]\n", "no_such_key"),
+        ] {
+            let error = format!("{:#}", expand_text(sweep).expect_err(sweep));
+            assert!(error.contains("experiments/s.toml"), "{error}");
+            assert!(error.contains(expected), "{sweep}: {error}");
+        }
+    }
+}

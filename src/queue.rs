@@ -1,0 +1,669 @@
+//! The run queue: runs waiting for cores and memory, on disk so they survive every process.
+//!
+//! ```text
+//! runs/
+//!   queue.json        the waiting runs, in order (see README: "The queue file")
+//!   .queue.lock       advisory lock: whoever changes queue.json or starts a run holds it
+//! ```
+//!
+//! A queued run already has its run directory with the frozen `experiment.toml`, so editing
+//! the experiment file after queueing changes nothing. [`schedule`] starts the runs at the head
+//! of the queue that fit, under the lock: it reads the queue, starts, removes the started
+//! entries and writes the queue back before letting go, so two schedulers racing for one run
+//! start it once.
+//!
+//! Admission ([`plan`]): at most `max_concurrent` runs at once; each gets an equal share of the
+//! core budget as torch threads; a run starts only when its estimated peak memory
+//! ([`crate::experiment::cost::peak_bytes`]) fits in the available memory less `reserve_ram`
+//! and less what the runs already started have yet to allocate. Runs start in queue order: one
+//! that does not fit yet holds the ones behind it (so a large run is not starved by small
+//! ones), except a run that can never fit, which waits aside with its reason.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::experiment::Experiment;
+use crate::launcher::{Launcher, Request, Started};
+use crate::rundir::RunDir;
+use crate::workspace::Workspace;
+
+pub const QUEUE_FILE: &str = "queue.json";
+const LOCK_FILE: &str = ".queue.lock";
+
+/// How many runs the queue starts at once and what it leaves free (`[queue]` in settings.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// Cores the queue may use; 0: all of the machine's.
+    pub cores: u32,
+    /// Runs at once; 0: one per two cores of the budget (at least one).
+    pub max_concurrent: u32,
+    /// Memory left for everything else, e.g. `"1 GB"`.
+    pub reserve_ram: ByteSize,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            cores: 0,
+            max_concurrent: 0,
+            reserve_ram: ByteSize(1_000_000_000),
+        }
+    }
+}
+
+impl QueueSettings {
+    /// The core budget on a machine with `machine_cores`.
+    pub fn cores(&self, machine_cores: u32) -> u32 {
+        if self.cores == 0 {
+            machine_cores.max(1)
+        } else {
+            self.cores
+        }
+    }
+
+    pub fn max_concurrent(&self, machine_cores: u32) -> u32 {
+        if self.max_concurrent == 0 {
+            (self.cores(machine_cores) / 2).max(1)
+        } else {
+            self.max_concurrent
+        }
+    }
+
+    /// Torch threads for each run: an equal share of the budget.
+    pub fn share(&self, machine_cores: u32) -> u32 {
+        (self.cores(machine_cores) / self.max_concurrent(machine_cores)).max(1)
+    }
+}
+
+/// A number of bytes, written in settings as `"1.5 GB"`, `"512 MB"`, `"2 GiB"` or a plain integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("'{text}' is not a size like \"1.5 GB\" or \"512 MB\""))?;
+        let scale = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "kb" => 1e3,
+            "mb" => 1e6,
+            "gb" => 1e9,
+            "kib" => 1024.0,
+            "mib" => 1024.0 * 1024.0,
+            "gib" => 1024.0 * 1024.0 * 1024.0,
+            other => {
+                return Err(format!(
+                    "unknown unit '{other}' in '{text}' (use B, KB, MB, GB, KiB, MiB, GiB)"
+                ));
+            }
+        };
+        Ok(ByteSize((number * scale).round() as u64))
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bytes = self.0 as f64;
+        if bytes >= 1e9 {
+            write!(f, "{:.1} GB", bytes / 1e9)
+        } else {
+            write!(f, "{:.0} MB", bytes / 1e6)
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Bytes(n) => Ok(ByteSize(n)),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// `runs/queue.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueFile {
+    pub version: u32,
+    pub entries: Vec<Entry>,
+}
+
+impl Default for QueueFile {
+    fn default() -> Self {
+        QueueFile {
+            version: 1,
+            entries: Vec::new(),
+        }
+    }
+}
+
+/// One waiting run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The run directory's name under `runs/`.
+    pub run: String,
+    /// The experiment file it was queued from, for the record.
+    pub experiment: PathBuf,
+    pub added: DateTime<Utc>,
+    /// Held: the scheduler passes over it until it is released.
+    #[serde(default)]
+    pub paused: bool,
+    /// Continue from the run's checkpoint (a resume) rather than start it.
+    #[serde(default)]
+    pub resume: bool,
+    /// Why it is still waiting, as the scheduler last saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+}
+
+/// The queue of one workspace.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    runs: PathBuf,
+}
+
+/// Holds the queue's advisory lock until dropped.
+pub struct Locked {
+    _file: File,
+}
+
+impl Queue {
+    pub fn new(workspace: &Workspace) -> Queue {
+        Queue {
+            runs: workspace.runs_dir(),
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.runs.join(QUEUE_FILE)
+    }
+
+    /// Takes the queue's lock, waiting for whoever holds it.
+    pub fn lock(&self) -> anyhow::Result<Locked> {
+        std::fs::create_dir_all(&self.runs).with_context(|| format!("cannot create {}", self.runs.display()))?;
+        let path = self.runs.join(LOCK_FILE);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        flock(&file, libc::LOCK_EX).with_context(|| format!("cannot lock {}", path.display()))?;
+        Ok(Locked { _file: file })
+    }
+
+    /// Reads the queue; a missing file is an empty queue, a broken one an error naming it
+    /// (and left as it is, so nothing in it is lost).
+    pub fn read(&self) -> anyhow::Result<QueueFile> {
+        let path = self.path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a segtop queue file; fix or remove it", path.display())),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(QueueFile::default()),
+            Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    fn write(&self, queue: &QueueFile) -> anyhow::Result<()> {
+        crate::rundir::write_json(&self.runs, &self.path(), queue)
+            .with_context(|| format!("cannot write {}", self.path().display()))
+    }
+
+    /// Changes the queue under its lock; writes it back only when `change` changed it.
+    pub fn update<T>(&self, change: impl FnOnce(&mut QueueFile) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let _lock = self.lock()?;
+        let before = self.read()?;
+        let mut queue = before.clone();
+        let result = change(&mut queue)?;
+        if queue != before {
+            self.write(&queue)?;
+        }
+        Ok(result)
+    }
+
+    /// Queues a new run of the experiment in `file`: creates its run directory with the frozen
+    /// experiment now, so later edits of the file do not change it.
+    pub fn add(&self, workspace: &Workspace, file: &Path) -> anyhow::Result<RunDir> {
+        let experiment = Experiment::load(file, workspace.root())?;
+        self.add_experiment(workspace, file, &experiment)
+    }
+
+    /// Queues a new run of `experiment` (read from `file`).
+    pub fn add_experiment(
+        &self,
+        workspace: &Workspace,
+        file: &Path,
+        experiment: &Experiment,
+    ) -> anyhow::Result<RunDir> {
+        let runs = workspace.runs_dir();
+        let run = RunDir::create(&runs, experiment, chrono::Local::now())
+            .with_context(|| format!("cannot create a run directory in {}", runs.display()))?;
+        let entry = Entry {
+            run: run.id(),
+            experiment: crate::launcher::shown(workspace.root(), file),
+            added: Utc::now(),
+            paused: false,
+            resume: false,
+            waiting: None,
+        };
+        if let Err(error) = self.update(|queue| {
+            queue.entries.push(entry);
+            Ok(())
+        }) {
+            // Not queued: leave no directory behind that would look like a run.
+            let _ = std::fs::remove_dir_all(run.path());
+            return Err(error);
+        }
+        Ok(run)
+    }
+
+    /// Queues an existing run to continue from its checkpoint, at the head of the queue (a
+    /// resume is a run someone already waited for).
+    pub fn add_resume(&self, run: &RunDir, experiment: PathBuf) -> anyhow::Result<()> {
+        let id = run.id();
+        self.update(|queue| {
+            anyhow::ensure!(
+                !queue.entries.iter().any(|e| e.run == id),
+                "{id} is already in the queue"
+            );
+            queue.entries.insert(
+                0,
+                Entry {
+                    run: id.clone(),
+                    experiment,
+                    added: Utc::now(),
+                    paused: false,
+                    resume: true,
+                    waiting: None,
+                },
+            );
+            Ok(())
+        })
+    }
+
+    /// Takes `id` out of the queue. A run that never started has nothing in its directory but
+    /// the frozen experiment, which is removed with it; a resume keeps its run.
+    pub fn remove(&self, id: &str) -> anyhow::Result<Entry> {
+        self.update(|queue| {
+            let at = position(queue, id)?;
+            let entry = queue.entries.remove(at);
+            if !entry.resume {
+                let run = RunDir::open(self.runs.join(&entry.run));
+                if !run.events().exists() && !run.launch().exists() {
+                    std::fs::remove_dir_all(run.path())
+                        .with_context(|| format!("cannot remove {}", run.path().display()))?;
+                }
+            }
+            Ok(entry)
+        })
+    }
+
+    /// Holds (`true`) or releases a queued run.
+    pub fn set_paused(&self, id: &str, paused: bool) -> anyhow::Result<()> {
+        self.update(|queue| {
+            let at = position(queue, id)?;
+            queue.entries[at].paused = paused;
+            Ok(())
+        })
+    }
+
+    /// Moves a queued run to `to` (0: the head), clamped to the queue.
+    pub fn move_to(&self, id: &str, to: usize) -> anyhow::Result<usize> {
+        self.update(|queue| {
+            let at = position(queue, id)?;
+            let entry = queue.entries.remove(at);
+            let to = to.min(queue.entries.len());
+            queue.entries.insert(to, entry);
+            Ok(to)
+        })
+    }
+}
+
+fn position(queue: &QueueFile, id: &str) -> anyhow::Result<usize> {
+    queue
+        .entries
+        .iter()
+        .position(|e| e.run == id)
+        .ok_or_else(|| anyhow::anyhow!("{id} is not in the queue"))
+}
+
+/// `flock(2)` on an open file: an advisory lock every segtop process honours, released
+/// when the file is closed (also when the process dies).
+pub fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: a plain system call on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// What the machine has and what is running on it, for admission.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Machine {
+    pub cores: u32,
+    pub total_ram: u64,
+    pub available_ram: u64,
+    pub live: Vec<LiveRun>,
+}
+
+/// A run whose trainer is alive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveRun {
+    pub id: String,
+    /// Torch threads it was granted (or is assumed to use).
+    pub threads: u32,
+    /// Its estimated peak memory, and what it holds now.
+    pub peak_bytes: u64,
+    pub rss_bytes: u64,
+}
+
+/// A waiting run as admission sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub id: String,
+    pub paused: bool,
+    pub peak_bytes: u64,
+    /// Threads the experiment asks for itself (`train.threads`), if it does.
+    pub threads: Option<u32>,
+}
+
+/// What admission decides for one waiting run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Start { threads: u32 },
+    Wait(String),
+    Paused,
+}
+
+/// Decides, in queue order, which waiting runs start now and why the others wait.
+pub fn plan(candidates: &[Candidate], machine: &Machine, settings: &QueueSettings) -> Vec<Decision> {
+    let cores = settings.cores(machine.cores);
+    let max_concurrent = settings.max_concurrent(machine.cores);
+    let share = settings.share(machine.cores);
+    let reserve = settings.reserve_ram.0;
+    let mut running = machine.live.len() as u32;
+    let mut cores_used: u32 = machine.live.iter().map(|r| r.threads).sum();
+    // Memory the live runs will still take on their way to their peak.
+    let coming: u64 = machine
+        .live
+        .iter()
+        .map(|r| r.peak_bytes.saturating_sub(r.rss_bytes))
+        .sum();
+    let mut free = machine.available_ram.saturating_sub(coming);
+    let mut blocked: Option<&str> = None;
+    let mut decisions = Vec::with_capacity(candidates.len());
+    for candidate in candidates {
+        if candidate.paused {
+            decisions.push(Decision::Paused);
+            continue;
+        }
+        let threads = candidate.threads.unwrap_or(share).clamp(1, cores);
+        let needs = ByteSize(candidate.peak_bytes);
+        if candidate.peak_bytes + reserve > machine.total_ram {
+            decisions.push(Decision::Wait(format!(
+                "needs {needs}, more than this machine's {} less the {} reserve; make the patch or batch smaller",
+                ByteSize(machine.total_ram),
+                ByteSize(reserve)
+            )));
+            continue;
+        }
+        let reason = if let Some(first) = blocked {
+            Some(format!("after {first}"))
+        } else if running >= max_concurrent {
+            Some(format!("{running} of {max_concurrent} runs at once are running"))
+        } else if cores_used + threads > cores {
+            Some(format!(
+                "needs {threads} cores, {} of {cores} free",
+                cores.saturating_sub(cores_used)
+            ))
+        } else if candidate.peak_bytes + reserve > free {
+            Some(format!(
+                "needs {needs}, {} free (reserve {})",
+                ByteSize(free.saturating_sub(reserve)),
+                ByteSize(reserve)
+            ))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                blocked.get_or_insert(&candidate.id);
+                decisions.push(Decision::Wait(reason));
+            }
+            None => {
+                running += 1;
+                cores_used += threads;
+                free = free.saturating_sub(candidate.peak_bytes);
+                decisions.push(Decision::Start { threads });
+            }
+        }
+    }
+    decisions
+}
+
+/// One run the scheduler started or failed to start.
+pub enum Outcome {
+    Started {
+        run: RunDir,
+        started: Started,
+    },
+    /// The run could not start (its directory is gone, its experiment no longer reads, the
+    /// launcher failed); it left the queue with this reason.
+    Dropped {
+        run: String,
+        reason: String,
+    },
+}
+
+/// Starts what fits, under the queue's lock: reads the queue and the machine, starts the
+/// runs admission allows, takes them out of the queue and records why the rest wait.
+pub fn schedule(
+    workspace: &Workspace,
+    settings: &QueueSettings,
+    launcher: &dyn Launcher,
+    machine: &mut dyn FnMut() -> Machine,
+) -> anyhow::Result<Vec<Outcome>> {
+    let queue = Queue::new(workspace);
+    queue.update(|file| {
+        if file.entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let machine = machine();
+        let mut outcomes = Vec::new();
+        let mut candidates = Vec::with_capacity(file.entries.len());
+        let mut kept = Vec::with_capacity(file.entries.len());
+        for entry in file.entries.drain(..) {
+            let run = RunDir::open(workspace.runs_dir().join(&entry.run));
+            match Experiment::load(&run.experiment(), workspace.root()) {
+                Ok(experiment) => {
+                    candidates.push(Candidate {
+                        id: entry.run.clone(),
+                        paused: entry.paused,
+                        peak_bytes: crate::experiment::cost::peak_bytes(&experiment),
+                        threads: (experiment.train.threads > 0).then_some(experiment.train.threads),
+                    });
+                    kept.push(entry);
+                }
+                Err(error) => outcomes.push(Outcome::Dropped {
+                    run: entry.run,
+                    reason: format!("{error}"),
+                }),
+            }
+        }
+        let decisions = plan(&candidates, &machine, settings);
+        for ((mut entry, candidate), decision) in kept.into_iter().zip(&candidates).zip(decisions) {
+            match decision {
+                Decision::Start { threads } => {
+                    let run = RunDir::open(workspace.runs_dir().join(&entry.run));
+                    let request = Request {
+                        workspace: workspace.root().to_path_buf(),
+                        experiment: entry.experiment.clone(),
+                        threads: Some(threads),
+                        peak_bytes: Some(candidate.peak_bytes),
+                        append_log: entry.resume,
+                    };
+                    match launcher.start(&run, &request) {
+                        Ok(started) => outcomes.push(Outcome::Started { run, started }),
+                        Err(error) => outcomes.push(Outcome::Dropped {
+                            run: entry.run,
+                            reason: format!("{error:#}"),
+                        }),
+                    }
+                }
+                Decision::Wait(reason) => {
+                    entry.waiting = Some(reason);
+                    file.entries.push(entry);
+                }
+                Decision::Paused => {
+                    entry.waiting = None;
+                    file.entries.push(entry);
+                }
+            }
+        }
+        Ok(outcomes)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GB: u64 = 1_000_000_000;
+
+    fn candidate(id: &str, gb: f64) -> Candidate {
+        Candidate {
+            id: id.into(),
+            paused: false,
+            peak_bytes: (gb * GB as f64) as u64,
+            threads: None,
+        }
+    }
+
+    fn machine(cores: u32, total_gb: u64, available_gb: f64) -> Machine {
+        Machine {
+            cores,
+            total_ram: total_gb * GB,
+            available_ram: (available_gb * GB as f64) as u64,
+            live: Vec::new(),
+        }
+    }
+
+    fn settings(max_concurrent: u32) -> QueueSettings {
+        QueueSettings {
+            max_concurrent,
+            ..QueueSettings::default()
+        }
+    }
+
+    #[test]
+    fn cores_are_shared_and_runs_beyond_the_limit_wait() {
+        let queue = [candidate("a", 1.0), candidate("b", 1.0), candidate("c", 1.0)];
+        let decisions = plan(&queue, &machine(4, 24, 20.0), &settings(2));
+        assert_eq!(decisions[0], Decision::Start { threads: 2 });
+        assert_eq!(decisions[1], Decision::Start { threads: 2 });
+        assert_eq!(decisions[2], Decision::Wait("2 of 2 runs at once are running".into()));
+        // By default one run per two cores: on 2 cores, one run with both.
+        let decisions = plan(&queue, &machine(2, 24, 20.0), &QueueSettings::default());
+        assert_eq!(decisions[0], Decision::Start { threads: 2 });
+        assert!(
+            matches!(&decisions[1], Decision::Wait(r) if r.contains("1 of 1")),
+            "{decisions:?}"
+        );
+        assert_eq!(decisions[2], Decision::Wait("after b".into()));
+    }
+
+    #[test]
+    fn memory_admission_counts_what_live_runs_have_yet_to_take() {
+        let mut m = machine(8, 16, 4.0);
+        m.live.push(LiveRun {
+            id: "old".into(),
+            threads: 2,
+            peak_bytes: 3 * GB,
+            rss_bytes: GB / 2,
+        });
+        // 4 GB available, but the live run will take 2.5 GB more: 1.5 GB free, less the reserve.
+        let decisions = plan(&[candidate("big", 2.1)], &m, &settings(4));
+        assert_eq!(
+            decisions,
+            [Decision::Wait("needs 2.1 GB, 500 MB free (reserve 1.0 GB)".into())]
+        );
+        let decisions = plan(&[candidate("small", 0.4)], &m, &settings(4));
+        assert_eq!(decisions, [Decision::Start { threads: 2 }]);
+    }
+
+    #[test]
+    fn the_head_of_the_queue_holds_the_rest_unless_it_can_never_fit() {
+        let decisions = plan(
+            &[candidate("huge", 30.0), candidate("big", 5.0), candidate("small", 0.5)],
+            &machine(4, 24, 3.0),
+            &settings(2),
+        );
+        assert!(
+            matches!(&decisions[0], Decision::Wait(r) if r.contains("more than this machine's 24.0 GB")),
+            "{decisions:?}"
+        );
+        assert!(matches!(&decisions[1], Decision::Wait(r) if r.starts_with("needs 5.0 GB")));
+        assert_eq!(decisions[2], Decision::Wait("after big".into()));
+    }
+
+    #[test]
+    fn paused_runs_are_passed_over_and_experiment_threads_count() {
+        let mut paused = candidate("held", 0.5);
+        paused.paused = true;
+        let mut greedy = candidate("greedy", 0.5);
+        greedy.threads = Some(3);
+        let decisions = plan(
+            &[paused, greedy, candidate("next", 0.5)],
+            &machine(4, 24, 20.0),
+            &settings(2),
+        );
+        assert_eq!(decisions[0], Decision::Paused);
+        assert_eq!(decisions[1], Decision::Start { threads: 3 });
+        assert_eq!(decisions[2], Decision::Wait("needs 2 cores, 1 of 4 free".into()));
+    }
+
+    #[test]
+    fn sizes_read_and_print() {
+        assert_eq!("1.5 GB".parse(), Ok(ByteSize(1_500_000_000)));
+        assert_eq!("512MB".parse(), Ok(ByteSize(512_000_000)));
+        assert_eq!("2 GiB".parse(), Ok(ByteSize(2 << 30)));
+        assert!("lots".parse::<ByteSize>().is_err());
+        assert!("3 TB".parse::<ByteSize>().expect_err("unknown unit").contains("TB"));
+        assert_eq!(ByteSize(2_100_000_000).to_string(), "2.1 GB");
+        let settings: QueueSettings = toml::from_str("reserve_ram = \"2 GB\"\nmax_concurrent = 2\n").expect("reads");
+        assert_eq!(settings.reserve_ram, ByteSize(2_000_000_000));
+        assert!(toml::from_str::<QueueSettings>("reserve_ram = \"much\"\n").is_err());
+    }
+}

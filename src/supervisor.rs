@@ -1,0 +1,252 @@
+//! The supervisor: one background `segtop supervise` process per workspace that starts queued
+//! runs as resources allow, is the parent of the trainers it starts and records how each one
+//! ended (`exit.json`), so a run that dies without a word still reads as failed with a reason.
+//!
+//! Whoever queues a run (the dashboard, `segtop queue`, `segtop resume`) calls [`ensure`],
+//! which starts the supervisor when none holds `runs/.supervisor.lock`. It leaves when the
+//! queue holds nothing it could start and none of its trainers is alive, so nothing stays
+//! behind on a shared server. Closing the dashboard or the SSH session touches neither the
+//! supervisor nor the trainers: each has a session of its own. When the supervisor is killed,
+//! its trainers carry on; their exit is then known from their events only.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, RefreshKind, System};
+
+use crate::events::{Event, EventLog, Outcome as RunOutcome};
+use crate::launcher::{self, Launcher};
+use crate::queue::{self, LiveRun, Machine, Outcome, Queue, QueueSettings};
+use crate::rundir::RunDir;
+use crate::workspace::Workspace;
+
+const LOCK_FILE: &str = ".supervisor.lock";
+pub const LOG_FILE: &str = "supervisor.log";
+
+/// How often the supervisor looks at the queue and its trainers.
+const TICK: Duration = Duration::from_millis(500);
+
+fn lock_path(workspace: &Workspace) -> PathBuf {
+    workspace.runs_dir().join(LOCK_FILE)
+}
+
+/// Takes the supervisor lock without waiting; `None` when another supervisor holds it.
+fn try_lock(workspace: &Workspace) -> anyhow::Result<Option<File>> {
+    let runs = workspace.runs_dir();
+    std::fs::create_dir_all(&runs).with_context(|| format!("cannot create {}", runs.display()))?;
+    let path = lock_path(workspace);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match queue::flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+        Ok(()) => Ok(Some(file)),
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        Err(error) => Err(error).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+/// Whether a supervisor is running for the workspace.
+pub fn is_running(workspace: &Workspace) -> bool {
+    matches!(try_lock(workspace), Ok(None))
+}
+
+/// Starts the supervisor in the background unless one is running. Returns whether it started one.
+pub fn ensure(workspace: &Workspace) -> anyhow::Result<bool> {
+    if is_running(workspace) {
+        return Ok(false);
+    }
+    let exe = std::env::current_exe().context("cannot find the running segtop executable")?;
+    let log_path = workspace.runs_dir().join(LOG_FILE);
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let log_err = log.try_clone().context("cannot share the supervisor log")?;
+    let root = std::fs::canonicalize(workspace.root()).unwrap_or_else(|_| workspace.root().to_path_buf());
+    let mut command = Command::new(exe);
+    command
+        .arg("--workspace")
+        .arg(&root)
+        .arg("supervise")
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    launcher::detach(&mut command);
+    let mut child = command.spawn().context("cannot start the segtop supervisor")?;
+    // The supervisor outlives us; a thread waits for it so it leaves no zombie while we live.
+    std::thread::spawn(move || child.wait());
+    Ok(true)
+}
+
+/// The supervisor's loop: `segtop supervise`. Returns at once when another one is running.
+pub fn run(workspace: &Workspace, launcher: &dyn Launcher, settings: &dyn Fn() -> QueueSettings) -> anyhow::Result<()> {
+    let Some(_lock) = try_lock(workspace)? else {
+        return Ok(());
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    say(&format!("supervising {}", workspace.runs_dir().display()));
+    let mut system = System::new_with_specifics(RefreshKind::nothing())
+        .map_err(|e| anyhow::anyhow!("cannot read the process table: {e}"))?;
+    let host = System::host_name().unwrap_or_default();
+    let queue = Queue::new(workspace);
+    let mut children: Vec<(RunDir, Child)> = Vec::new();
+    let mut last_error = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        children.retain_mut(|(run, child)| match child.try_wait() {
+            Ok(Some(status)) => {
+                launcher::record_exit(run, child.id(), status);
+                let record = run.read_exit().map_or_else(|| format!("{status}"), |r| r.describe());
+                say(&format!("{} ended: {record}", run.id()));
+                false
+            }
+            Ok(None) => true,
+            Err(error) => {
+                say(&format!("{}: cannot wait for its trainer: {error}", run.id()));
+                false
+            }
+        });
+        let settings = settings();
+        let mut look = || machine(workspace, &mut system, &host, &settings);
+        match queue::schedule(workspace, &settings, launcher, &mut look) {
+            Ok(outcomes) => {
+                last_error.clear();
+                for outcome in outcomes {
+                    match outcome {
+                        Outcome::Started { run, started } => {
+                            let launch = &started.launch;
+                            say(&format!(
+                                "started {} (pid {}, {} threads, needs about {})",
+                                run.id(),
+                                launch.pid,
+                                launch.threads.map_or_else(|| "all".to_string(), |t| t.to_string()),
+                                queue::ByteSize(launch.peak_bytes.unwrap_or(0))
+                            ));
+                            if let Some(child) = started.child {
+                                children.push((run, child));
+                            }
+                        }
+                        Outcome::Dropped { run, reason } => {
+                            say(&format!("{run} cannot start: {reason}"));
+                            mark_failed(&RunDir::open(workspace.runs_dir().join(&run)), &reason);
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                // A broken queue file stays as it is for the user to fix; say so once.
+                let message = format!("{error:#}");
+                if message != last_error {
+                    say(&message);
+                    last_error = message;
+                }
+            }
+        }
+        let waiting = queue
+            .read()
+            .map(|q| q.entries.iter().any(|e| !e.paused))
+            .unwrap_or(true);
+        if !waiting && children.is_empty() {
+            break;
+        }
+        std::thread::sleep(TICK);
+    }
+    say("nothing left to start; supervisor done");
+    Ok(())
+}
+
+/// Writes a failure into a run that could not start, so it reads failed with the reason.
+fn mark_failed(run: &RunDir, reason: &str) {
+    if !run.path().is_dir() {
+        return;
+    }
+    if let Ok(mut events) = EventLog::open(&run.events()) {
+        let time = chrono::Utc::now();
+        let _ = events.emit(&Event::Error {
+            time,
+            message: reason.to_string(),
+        });
+        let _ = events.emit(&Event::RunFinished {
+            time,
+            outcome: RunOutcome::Failed,
+            best_dice: None,
+            reason: Some(reason.to_string()),
+            seconds: 0.0,
+        });
+    }
+}
+
+fn say(message: &str) {
+    println!("{} {message}", chrono::Local::now().format("%Y-%m-%d %H:%M:%S"));
+}
+
+/// The machine's cores and memory, and the runs alive on it that were launched here.
+pub fn machine(workspace: &Workspace, system: &mut System, host: &str, settings: &QueueSettings) -> Machine {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    system.refresh_memory();
+    let mut launched = Vec::new();
+    for dir in crate::dashboard::watch::run_directories(&workspace.runs_dir()).into_values() {
+        let run = RunDir::open(dir);
+        if let Some(launch) = run.read_launch()
+            && launch.host == host
+            && run.read_exit().is_none_or(|exit| exit.pid != launch.pid)
+        {
+            launched.push((run, launch));
+        }
+    }
+    let pids: Vec<Pid> = launched.iter().map(|(_, l)| Pid::from_u32(l.pid)).collect();
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&pids),
+        true,
+        ProcessRefreshKind::nothing().with_memory().without_tasks(),
+    );
+    let mut live = Vec::new();
+    for (run, launch) in launched {
+        let Some(process) = system.process(Pid::from_u32(launch.pid)) else {
+            continue;
+        };
+        let same = launch
+            .pid_start
+            .is_none_or(|start| crate::rundir::same_start(process.start_time(), start));
+        if !same || process.thread_kind().is_some() {
+            continue;
+        }
+        let peak_bytes = launch.peak_bytes.unwrap_or_else(|| {
+            crate::experiment::Experiment::load(&run.experiment(), workspace.root())
+                .map_or(0, |e| crate::experiment::cost::peak_bytes(&e))
+        });
+        live.push(LiveRun {
+            id: run.id(),
+            threads: launch.threads.unwrap_or_else(|| settings.share(cores)),
+            peak_bytes,
+            rss_bytes: process.memory(),
+        });
+    }
+    Machine {
+        cores,
+        total_ram: system.total_memory(),
+        available_ram: system.available_memory(),
+        live,
+    }
+}
+
+/// The workspace-relative path of the supervisor's log.
+pub fn log_path(workspace: &Workspace) -> PathBuf {
+    workspace.runs_dir().join(LOG_FILE)
+}
