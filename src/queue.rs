@@ -654,6 +654,117 @@ mod tests {
         assert_eq!(decisions[2], Decision::Wait("needs 2 cores, 1 of 4 free".into()));
     }
 
+    /// Starts nothing, slowly, and counts: a stand-in for a trainer launch.
+    struct Counting {
+        starts: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Launcher for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+
+        fn start(&self, run: &RunDir, request: &Request) -> anyhow::Result<Started> {
+            self.starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Wide enough a window for a second scheduler to read the queue meanwhile.
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            let launch = crate::rundir::Launch {
+                pid: 1,
+                pid_start: None,
+                host: "test".into(),
+                time: Utc::now(),
+                experiment: request.experiment.clone(),
+                launcher: self.name().into(),
+                threads: request.threads,
+                peak_bytes: request.peak_bytes,
+            };
+            run.write_launch(&launch)?;
+            Ok(Started { launch, child: None })
+        }
+
+        fn halt(&self, _: &crate::rundir::Launch, _: crate::launcher::Halt) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn workspace_with_experiment() -> (tempfile::TempDir, Workspace, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let workspace = Workspace::new(dir.path());
+        let file = dir.path().join("tiny.toml");
+        std::fs::write(&file, "[data]\nroot = \"data\"\n[model]\nbase_filters = 4\ndepth = 3\n").expect("write");
+        (dir, workspace, file)
+    }
+
+    #[test]
+    fn schedulers_racing_for_one_queued_run_start_it_once() {
+        let (_dir, workspace, file) = workspace_with_experiment();
+        let queue = Queue::new(&workspace);
+        let run = queue.add(&workspace, &file).expect("queued");
+        let launcher = Counting {
+            starts: std::sync::atomic::AtomicUsize::new(0),
+        };
+        let roomy = || machine(8, 24, 20.0);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    schedule(&workspace, &settings(4), &launcher, &mut || roomy()).expect("schedules");
+                });
+            }
+        });
+        assert_eq!(launcher.starts.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(queue.read().expect("reads").entries.is_empty());
+        assert!(run.read_launch().is_some());
+    }
+
+    #[test]
+    fn the_queue_file_keeps_order_holds_and_reasons_and_a_broken_one_is_kept() {
+        let (_dir, workspace, file) = workspace_with_experiment();
+        let queue = Queue::new(&workspace);
+        let a = queue.add(&workspace, &file).expect("queued").id();
+        let b = queue.add(&workspace, &file).expect("queued").id();
+        let c = queue.add(&workspace, &file).expect("queued").id();
+        queue.move_to(&c, 0).expect("moves");
+        queue.set_paused(&a, true).expect("holds");
+        let launcher = Counting {
+            starts: std::sync::atomic::AtomicUsize::new(0),
+        };
+        // Room for one run: c (now first) starts, a is held, b waits with its reason.
+        let started = schedule(&workspace, &settings(1), &launcher, &mut || machine(2, 24, 20.0)).expect("schedules");
+        assert!(matches!(started.as_slice(), [Outcome::Started { run, .. }] if run.id() == c));
+        let file_now = queue.read().expect("reads");
+        let left: Vec<(&str, bool, Option<&str>)> = file_now
+            .entries
+            .iter()
+            .map(|e| (e.run.as_str(), e.paused, e.waiting.as_deref()))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                (a.as_str(), true, None),
+                (b.as_str(), false, Some("1 of 1 runs at once are running"))
+            ]
+        );
+        // Removing a run that never started removes its directory; the queue is rewritten.
+        queue.remove(&b).expect("removes");
+        assert!(!workspace.runs_dir().join(&b).exists());
+        assert!(
+            queue
+                .remove(&b)
+                .expect_err("gone")
+                .to_string()
+                .contains("not in the queue")
+        );
+        // A broken queue file is an error naming it, and stays for the user to fix.
+        std::fs::write(queue.path(), "{ not json").expect("write");
+        let error = format!("{:#}", queue.read().expect_err("broken"));
+        assert!(
+            error.contains("queue.json") && error.contains("fix or remove it"),
+            "{error}"
+        );
+        assert!(queue.add(&workspace, &file).is_err());
+        assert_eq!(std::fs::read_to_string(queue.path()).expect("kept"), "{ not json");
+    }
+
     #[test]
     fn sizes_read_and_print() {
         assert_eq!("1.5 GB".parse(), Ok(ByteSize(1_500_000_000)));

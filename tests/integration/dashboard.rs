@@ -97,6 +97,7 @@ fn a_user_launches_a_tiny_experiment_from_the_keyboard_and_sees_its_loss() {
     let runs: Vec<_> = std::fs::read_dir(workspace.join("runs"))
         .expect("runs/")
         .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
         .collect();
     assert_eq!(runs.len(), 1, "{runs:?}");
     let finished = wait_for_finish(&runs[0], Duration::from_secs(300));

@@ -97,7 +97,7 @@ fn runs_lists_states_from_facts_filters_and_sorts() {
     let bad = segtop(dir.path(), &["runs", "--state", "sleeping"]);
     assert!(!bad.status.success());
     assert!(
-        super::stderr(&bad).contains("'sleeping' is not one of: starting, running"),
+        super::stderr(&bad).contains("'sleeping' is not one of: queued, paused, starting, running"),
         "{bad:?}"
     );
 }
@@ -169,7 +169,14 @@ fn stop_resume_kill_and_remove_a_run_from_the_command_line() {
     wait_for_state(dir.path(), &id, "running");
     let killed = segtop(dir.path(), &["stop", "--kill", &id]);
     assert!(killed.status.success(), "{killed:?}");
-    wait_for_state(dir.path(), &id, "lost");
+    // The supervisor that resumed it saw it die: failed, with the signal as the reason.
+    wait_for_state(dir.path(), &id, "failed");
+    let error = json(dir.path(), &[])
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .and_then(|r| r["error"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    assert!(error.contains("killed by SIGKILL"), "{error}");
     let log = std::fs::read_to_string(dir.path().join("runs").join(&id).join("train.log")).expect("log");
     assert!(log.contains("resuming from"), "{log}");
 

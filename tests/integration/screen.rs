@@ -25,7 +25,7 @@ use segtop::workspace::Workspace;
 use super::repo;
 
 const LIVE: &str = "20261126-204703-lite-lr1e-2";
-const QUEUED: &str = "20261126-205000-seed-tutorial";
+const QUEUED: &str = "20261126-204600-seed-tutorial";
 const FAILED: &str = "20261126-204742-bad-data";
 
 fn entry(name: &str, text: &str) -> ExperimentEntry {
@@ -301,7 +301,7 @@ fn keys_launch_stop_kill_filter_and_sort() {
     let ids: Vec<&str> = app.visible_runs().iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["20261126-204747-wide-filters"]);
     key(&mut app, KeyCode::Esc);
-    assert_eq!(app.visible_runs().len(), 4);
+    assert_eq!(app.visible_runs().len(), 5);
     // Sorting by best Dice puts the best mean first and runs without validations last.
     keys(&mut app, "sss");
     let means: Vec<f64> = app

@@ -92,8 +92,14 @@ fn card(app: &App, run: &RunModel, selected: bool, area: Rect, buf: &mut Buffer)
         Constraint::Fill(1),
     ])
     .areas(inner);
+    if let Some(place) = &run.queue {
+        progress = format!("#{} in the queue", place.position);
+    }
     Line::styled(progress, dim).render(info, buf);
-    Line::styled(process_line(run), dim).render(process, buf);
+    match run.queue.as_ref().and_then(|q| q.waiting.as_deref()) {
+        Some(why) => Line::styled(why, Style::new().fg(theme.ui.warn)).render(process, buf),
+        None => Line::styled(process_line(run), dim).render(process, buf),
+    }
     labelled_sparkline(
         app,
         buf,
