@@ -1,6 +1,7 @@
 //! The dashboard in a real pseudo-terminal: a user opens it at 80x24, waits for the demo
-//! data, launches a tiny experiment with Enter, sees its loss on screen, quits, and the run
-//! goes on to finish without the dashboard.
+//! data, launches a tiny experiment with Enter, sees its loss on screen; the dashboard is
+//! SIGKILLed, a new one finds the run still running, quits, and the run goes on to finish
+//! without any dashboard.
 
 #![cfg(feature = "trainer")]
 
@@ -65,7 +66,7 @@ fn a_user_launches_a_tiny_experiment_from_the_keyboard_and_sees_its_loss() {
         "[data]\nroot = \"data\"\ncache_dir = \"cache\"\nsplit = [0.5, 0.5, 0.0]\n\
          [data.synthetic]\ncases = 4\nseed = 3\nshape = [48, 48, 32]\n\
          [model]\nbase_filters = 4\ndepth = 3\n\
-         [train]\npatch_size = [16, 16, 16]\nbatch_size = 2\nepochs = 4\npatches_per_epoch = 8\nwarmup_epochs = 0\n\
+         [train]\npatch_size = [16, 16, 16]\nbatch_size = 2\nepochs = 12\npatches_per_epoch = 8\nwarmup_epochs = 0\n\
          [validate]\nevery = 1\n[run]\nname = \"tiny\"\n",
     )
     .expect("write");
@@ -78,6 +79,22 @@ fn a_user_launches_a_tiny_experiment_from_the_keyboard_and_sees_its_loss() {
     let shown = screen.wait_for("loss on screen", Duration::from_secs(180), shows_loss);
     assert!(shown.contains("tiny"), "{shown}");
     assert!(shown.contains("Dice"), "{shown}");
+
+    // The dashboard is SIGKILLed: no clean-up at all. The run trains on, and a new dashboard
+    // finds it running.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &child.process_id().expect("pid").to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    child.wait().expect("the killed dashboard is reaped");
+    let (screen, mut keys, mut child) = open_dashboard(workspace);
+    screen.wait_for("first frame", Duration::from_secs(30), |s| s.contains("1:experiments"));
+    keys.write_all(b"2").expect("2");
+    let list = screen.wait_for("the run, running", Duration::from_secs(30), |s| {
+        s.lines().any(|l| l.contains("tiny") && l.contains("running"))
+    });
+    assert!(list.contains("1 live"), "{list}");
 
     // Quitting gives the terminal back (alternate screen and mouse reporting off) ...
     keys.write_all(b"q").expect("q");
@@ -112,7 +129,7 @@ fn a_user_launches_a_tiny_experiment_from_the_keyboard_and_sees_its_loss() {
         "{finished:?}"
     );
     let log = std::fs::read_to_string(runs[0].join("train.log")).expect("train.log");
-    assert!(log.contains("epoch 4/4"), "{log}");
+    assert!(log.contains("epoch 12/12"), "{log}");
     assert!(runs[0].join("launch.json").is_file());
 }
 

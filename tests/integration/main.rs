@@ -5,6 +5,7 @@ mod check;
 mod dashboard;
 mod data;
 mod eval;
+mod queue;
 mod runs;
 mod screen;
 mod shipped;

@@ -1,0 +1,368 @@
+//! The queue and supervisor with real trainers: a sweep on two cores, an experiment edited
+//! while its run runs, a trainer out of memory and a disk that fills while checkpointing.
+
+#![cfg(feature = "trainer")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use segtop::events::{Event, Outcome};
+use segtop::rundir::RunDir;
+
+use super::stdout;
+
+/// `segtop ARGS` in `dir`, with settings (`[queue]`) from `dir/config`.
+fn segtop(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_segtop"))
+        .args(args)
+        .current_dir(dir)
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("segtop runs")
+}
+
+fn settings(dir: &Path, queue: &str) {
+    std::fs::create_dir_all(dir.join("config/segtop")).expect("mkdir");
+    std::fs::write(dir.join("config/segtop/settings.toml"), format!("[queue]\n{queue}")).expect("write");
+}
+
+fn events(run: &Path) -> Vec<Event> {
+    let text = std::fs::read_to_string(run.join("events.jsonl")).unwrap_or_default();
+    text.lines().filter_map(|line| Event::from_line(line).ok()).collect()
+}
+
+fn finished(run: &Path) -> Option<(Outcome, Option<String>)> {
+    events(run).into_iter().rev().find_map(|e| match e {
+        Event::RunFinished { outcome, reason, .. } => Some((outcome, reason)),
+        _ => None,
+    })
+}
+
+/// Waits until every run directory under `dir/runs` has finished and the supervisor is gone.
+fn wait_for_all(dir: &Path, runs: usize, limit: Duration) -> Vec<PathBuf> {
+    let start = Instant::now();
+    loop {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir.join("runs"))
+            .expect("runs/")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        let workspace = segtop::workspace::Workspace::new(dir);
+        if dirs.len() == runs
+            && dirs
+                .iter()
+                .all(|d| finished(d).is_some() && d.join(RunDir::EXIT).is_file())
+            && !segtop::supervisor::is_running(&workspace)
+        {
+            return dirs;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "runs unfinished after {limit:?}: {dirs:?}\n{}",
+            std::fs::read_to_string(dir.join("runs/supervisor.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn tiny_text(epochs: u32) -> String {
+    format!(
+        "[data]\nroot = \"data\"\ncache_dir = \"cache\"\nsplit = [0.5, 0.5, 0.0]\n\
+         [data.synthetic]\ncases = 4\nseed = 3\nshape = [48, 48, 32]\n\
+         [model]\nbase_filters = 4\ndepth = 3\n\
+         [train]\npatch_size = [16, 16, 16]\nbatch_size = 2\nepochs = {epochs}\npatches_per_epoch = 8\nwarmup_epochs = 0\n\
+         [validate]\nevery = 1\n[run]\nname = \"tiny\"\n"
+    )
+}
+
+/// A sweep of 4 runs on a 2-core budget, 2 at once: never more than 2 trainers alive, each
+/// with 1 thread; all finish; `runs --sweep` ranks them with the values they vary.
+#[test]
+fn a_sweep_of_four_runs_shares_two_cores_and_every_run_finishes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    settings(dir.path(), "cores = 2\nmax_concurrent = 2\nreserve_ram = 0\n");
+    let file = dir.path().join("sweep.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n[sweep]\n\"train.lr\" = [1e-3, 3e-3]\n\"model.base_filters\" = [4, 6]\n",
+            tiny_text(2)
+        ),
+    )
+    .expect("write");
+    let queued = segtop(dir.path(), &["queue", "sweep.toml"]);
+    assert!(queued.status.success(), "{queued:?}");
+    let said = stdout(&queued);
+    assert!(said.contains("4 runs of sweep.toml"), "{said}");
+    let sweep_id = said
+        .split_whitespace()
+        .nth(1)
+        .map(|s| s.trim_end_matches(':').to_string())
+        .expect("the sweep id");
+
+    let runs = wait_for_all(dir.path(), 4, Duration::from_secs(300));
+    let mut spans = Vec::new();
+    for run in &runs {
+        let run = RunDir::open(run);
+        assert!(
+            matches!(finished(run.path()), Some((Outcome::Completed, _))),
+            "{}",
+            run.id()
+        );
+        let launch = run.read_launch().expect("launch.json");
+        assert_eq!(launch.threads, Some(1));
+        let exit = run.read_exit().expect("exit.json");
+        assert_eq!((exit.pid, exit.code), (launch.pid, Some(0)));
+        spans.push((launch.time, exit.time));
+    }
+    // At most two trainers at once, and two did run together.
+    let most = spans
+        .iter()
+        .map(|(start, _)| spans.iter().filter(|(s, e)| s <= start && start < e).count())
+        .max();
+    assert_eq!(most, Some(2), "{spans:?}");
+
+    let ranked = segtop(dir.path(), &["runs", "--sweep", &sweep_id, "--json"]);
+    assert!(ranked.status.success(), "{ranked:?}");
+    let ranked: Vec<serde_json::Value> = serde_json::from_str(&stdout(&ranked)).expect("JSON");
+    assert_eq!(ranked.len(), 4);
+    let means: Vec<f64> = ranked
+        .iter()
+        .map(|r| {
+            let d = &r["best_dice"];
+            ["et", "tc", "wt"]
+                .iter()
+                .map(|k| d[k].as_f64().expect("dice"))
+                .sum::<f64>()
+                / 3.0
+        })
+        .collect();
+    assert!(means.windows(2).all(|w| w[0] >= w[1]), "{means:?}");
+    let mut values: Vec<String> = ranked
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["sweep"]["values"]["train.lr"], r["sweep"]["values"]["model.base_filters"]
+            )
+        })
+        .collect();
+    values.sort();
+    assert_eq!(values, ["0.001 4", "0.001 6", "0.003 4", "0.003 6"]);
+    let table = stdout(&segtop(dir.path(), &["runs", "--sweep", "tiny"]));
+    assert!(table.contains("base_filters=6 lr=0.003"), "{table}");
+    let queue = stdout(&segtop(dir.path(), &["queue"]));
+    assert!(queue.contains("the queue is empty"), "{queue}");
+}
+
+/// The run keeps the experiment it was queued with: editing the file meanwhile changes
+/// nothing about it.
+#[test]
+fn an_experiment_edited_while_its_run_runs_does_not_change_the_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    settings(dir.path(), "reserve_ram = 0\n");
+    let file = dir.path().join("tiny.toml");
+    std::fs::write(&file, tiny_text(6)).expect("write");
+    let queued = segtop(dir.path(), &["queue", "tiny.toml"]);
+    assert!(queued.status.success(), "{queued:?}");
+    let run = std::fs::read_dir(dir.path().join("runs"))
+        .expect("runs/")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("a run directory");
+    let frozen = std::fs::read_to_string(run.join("experiment.toml")).expect("frozen");
+    let start = Instant::now();
+    while !events(&run).iter().any(|e| matches!(e, Event::Step { .. })) {
+        assert!(start.elapsed() < Duration::from_secs(120), "the run never trained");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(
+        &file,
+        tiny_text(6)
+            .replace("epochs = 6", "epochs = 1")
+            .replace("base_filters = 4", "base_filters = 9"),
+    )
+    .expect("edit");
+    wait_for_all(dir.path(), 1, Duration::from_secs(300));
+    assert_eq!(
+        std::fs::read_to_string(run.join("experiment.toml")).expect("frozen"),
+        frozen
+    );
+    let epochs = events(&run)
+        .iter()
+        .filter(|e| matches!(e, Event::EpochEnd { .. }))
+        .count();
+    assert_eq!(epochs, 6);
+    assert!(matches!(finished(&run), Some((Outcome::Completed, _))));
+}
+
+/// A trainer that runs out of memory ends failed with the reason in plain words, and the
+/// queue moves on to the next run.
+#[test]
+fn a_trainer_out_of_memory_fails_with_a_reason_and_the_queue_moves_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    settings(dir.path(), "max_concurrent = 1\nreserve_ram = 0\n");
+    let workspace = segtop::workspace::Workspace::new(dir.path());
+    let big = dir.path().join("big.toml");
+    std::fs::write(
+        &big,
+        tiny_text(1)
+            .replace("base_filters = 4", "base_filters = 16")
+            .replace(
+                "patch_size = [16, 16, 16]\nbatch_size = 2",
+                "patch_size = [48, 48, 32]\nbatch_size = 8",
+            )
+            .replace("name = \"tiny\"", "name = \"big\""),
+    )
+    .expect("write");
+    let tiny = dir.path().join("tiny.toml");
+    std::fs::write(&tiny, tiny_text(2)).expect("write");
+    // Queued here, without a supervisor: the test starts its own under a memory limit.
+    let queue = segtop::queue::Queue::new(&workspace);
+    let big_run = queue.add(&workspace, &big).expect("queued");
+    let tiny_run = queue.add(&workspace, &tiny).expect("queued");
+    let mut supervisor = Command::new(env!("CARGO_BIN_EXE_segtop"));
+    supervisor
+        .args(["supervise"])
+        .current_dir(dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .stdout(std::fs::File::create(dir.path().join("supervisor.out")).expect("create"))
+        .stderr(std::process::Stdio::null());
+    limit(&mut supervisor, libc::RLIMIT_AS, 800 << 20);
+    let mut supervisor = supervisor.spawn().expect("the supervisor runs");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = supervisor.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            let _ = supervisor.kill();
+            panic!("the supervisor did not finish: a trainer hangs instead of failing");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(status.success(), "{status:?}");
+
+    let (outcome, reason) = finished(big_run.path()).expect("the big run finished");
+    assert_eq!(outcome, Outcome::Failed);
+    let reason = reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("out of memory: libtorch could not allocate"),
+        "{reason}"
+    );
+    assert_eq!(big_run.read_exit().and_then(|e| e.code), Some(1));
+    let runs = segtop(dir.path(), &["runs", "--json"]);
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&stdout(&runs)).expect("JSON");
+    let big_row = runs.iter().find(|r| r["id"] == big_run.id().as_str()).expect("listed");
+    assert_eq!(big_row["state"], "failed");
+    assert!(
+        big_row["error"].as_str().is_some_and(|e| e.contains("out of memory")),
+        "{big_row}"
+    );
+    assert!(matches!(finished(tiny_run.path()), Some((Outcome::Completed, _))));
+}
+
+/// A checkpoint that cannot be written (the file size limit stands in for a full disk)
+/// leaves the previous checkpoint complete, and the run failed with the reason; it resumes
+/// from that checkpoint once there is room.
+#[test]
+fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let experiment = dir.path().join("tiny.toml");
+    std::fs::write(&experiment, tiny_text(4)).expect("write");
+    let mut first = super::train::start_and_wait(dir.path(), &experiment, |events| {
+        events.iter().any(|e| matches!(e, Event::Checkpoint { .. }))
+    });
+    let stopped = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(stopped.success());
+    assert_eq!(first.wait().expect("stops").code(), Some(3));
+    let run = std::fs::read_dir(dir.path().join("runs"))
+        .expect("runs/")
+        .flatten()
+        .map(|e| e.path())
+        .next()
+        .expect("a run");
+    let checkpoints = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+            .expect("checkpoints/")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = checkpoints();
+    let step = before
+        .iter()
+        .find(|n| n.starts_with("step-"))
+        .expect("a checkpoint")
+        .clone();
+    let state_before = std::fs::read(run.join("checkpoints").join(&step).join("state.json")).expect("state");
+
+    // Resume with files limited to 60 kB: events and previews fit, the 90 kB model does not.
+    let mut resumed = Command::new(env!("CARGO_BIN_EXE_segtop-train"));
+    resumed
+        .args(["train", "--resume"])
+        .arg(&run)
+        .current_dir(dir.path())
+        .env("SEGTOP_THREADS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    limit(&mut resumed, libc::RLIMIT_FSIZE, 60_000);
+    let output = resumed.output().expect("runs");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (outcome, reason) = finished(&run).expect("finished");
+    assert_eq!(outcome, Outcome::Failed);
+    let reason = reason.unwrap_or_default();
+    assert!(
+        reason.contains("File too large") && reason.contains("model.safetensors"),
+        "{reason}"
+    );
+    assert_eq!(checkpoints(), before, "no half-written checkpoint left behind");
+    assert_eq!(
+        std::fs::read(run.join("checkpoints").join(&step).join("state.json")).expect("state"),
+        state_before
+    );
+
+    // With room again, it resumes from that checkpoint and finishes.
+    let done = Command::new(env!("CARGO_BIN_EXE_segtop-train"))
+        .args(["train", "--resume"])
+        .arg(&run)
+        .current_dir(dir.path())
+        .env("SEGTOP_THREADS", "1")
+        .output()
+        .expect("runs");
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(matches!(finished(&run), Some((Outcome::Completed, _))));
+}
+
+/// Sets a resource limit on the child before it runs.
+fn limit(command: &mut Command, resource: libc::__rlimit_resource_t, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(resource, &limit) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
