@@ -94,6 +94,8 @@ enum Command {
     },
     /// Write runs' metric histories (loss, learning rate, speed, Dice, HD95 per epoch) as CSV or JSON.
     Export(commands::export::ExportArgs),
+    /// Draw a run for slides and papers: PNG curves and a slice montage of prediction against ground truth.
+    Report(commands::report::ReportArgs),
     /// Delete a run directory (asks first; never a live run).
     Rm {
         /// The run: its id, a part only it has, or its directory
@@ -285,6 +287,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Stop { run, kill }) => {
             commands::runs::stop(&workspace, &run, kill)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Report(args)) => {
+            commands::report::report(&workspace, &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Queue(args)) => {

@@ -30,16 +30,16 @@ pub struct ExportArgs {
 
 /// One epoch of one run: its training means and, when it was validated, the scores.
 #[derive(Debug, Default, Clone, Serialize)]
-struct EpochRow {
-    epoch: u32,
-    loss: Option<f64>,
-    loss_parts: BTreeMap<String, f64>,
-    lr: Option<f64>,
-    patches_per_s: Option<f64>,
-    seconds: Option<f64>,
-    dice: Option<RegionScores>,
-    seed_dice: Option<f64>,
-    hd95: Option<RegionScores>,
+pub struct EpochRow {
+    pub epoch: u32,
+    pub loss: Option<f64>,
+    pub loss_parts: BTreeMap<String, f64>,
+    pub lr: Option<f64>,
+    pub patches_per_s: Option<f64>,
+    pub seconds: Option<f64>,
+    pub dice: Option<RegionScores>,
+    pub seed_dice: Option<f64>,
+    pub hd95: Option<RegionScores>,
 }
 
 #[derive(Serialize)]
@@ -76,7 +76,7 @@ pub fn export(workspace: &Workspace, args: &ExportArgs) -> anyhow::Result<()> {
 }
 
 /// Epoch rows from a run's events; a resumed run's repeated epochs keep their latest values.
-fn history(run: &RunDir) -> anyhow::Result<Vec<EpochRow>> {
+pub fn history(run: &RunDir) -> anyhow::Result<Vec<EpochRow>> {
     let (events, warnings) = EventTail::new(run.events())
         .poll()
         .with_context(|| format!("cannot read {}", run.events().display()))?;

@@ -157,6 +157,41 @@ fn a_sweep_of_four_runs_shares_two_cores_and_every_run_finishes() {
     assert!(table.contains("base_filters=6 lr=0.003"), "{table}");
     let queue = stdout(&segtop(dir.path(), &["queue"]));
     assert!(queue.contains("the queue is empty"), "{queue}");
+
+    // The report of the best run: curves and a montage whose truth and prediction columns
+    // carry label colours over the grey image.
+    let best = ranked[0]["id"].as_str().expect("id").to_string();
+    let out = dir.path().join("report");
+    let report = segtop(dir.path(), &["report", &best, "--out", out.to_str().expect("utf-8")]);
+    assert!(report.status.success(), "{report:?}");
+    let (width, height, _) = png_pixels(&out.join("curves.png"));
+    assert_eq!((width, height), (1800, 600));
+    let (width, height, pixels) = png_pixels(&out.join("montage.png"));
+    assert!(width >= 960 && height > 300, "{width}x{height}");
+    // Below the title, headings and colour legend.
+    let coloured = |x0: usize, x1: usize| {
+        (100..height)
+            .flat_map(|y| (x0..x1).map(move |x| (x, y)))
+            .filter(|&(x, y)| {
+                let p = &pixels[(y * width + x) * 3..][..3];
+                p.iter().max().unwrap_or(&0) - p.iter().min().unwrap_or(&0) > 40
+            })
+            .count()
+    };
+    let third = width / 3;
+    assert_eq!(coloured(0, third), 0, "the image column is grey");
+    assert!(coloured(third, 2 * third) > 100, "the ground truth is drawn in colour");
+}
+
+/// Width, height and RGB bytes of a PNG.
+fn png_pixels(path: &Path) -> (usize, usize, Vec<u8>) {
+    let decoder = png::Decoder::new(std::fs::File::open(path).expect("the PNG exists"));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).expect("decodes");
+    assert_eq!(info.color_type, png::ColorType::Rgb, "{path:?}");
+    pixels.truncate(info.buffer_size());
+    (info.width as usize, info.height as usize, pixels)
 }
 
 /// The run keeps the experiment it was queued with: editing the file meanwhile changes

@@ -1,0 +1,397 @@
+//! `segtop report RUN --out DIR`: pictures of a run for slides and papers.
+//!
+//! - `curves.png`: training loss (and its terms), validation Dice per region and the
+//!   learning rate, per epoch.
+//! - `montage.png`: the preview case's latest prediction against its ground truth, on the
+//!   axial, coronal and sagittal slices with the most tumour: the image, the ground truth
+//!   over it, and the prediction over it.
+//!
+//! Text is set in DejaVu Sans, compiled in, so a server without fonts draws the same PNGs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use plotters::prelude::*;
+
+use segtop::config::Choice;
+use segtop::data::case::{self, Case};
+use segtop::events::{Event, EventTail, RegionScores};
+use segtop::experiment::{Axis, Experiment, Modality};
+use segtop::render::{self, Slice};
+use segtop::rundir::RunDir;
+use segtop::theme::Theme;
+use segtop::workspace::Workspace;
+
+use super::export::{EpochRow, history};
+
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// The run: its id, a part only it has, or its directory
+    pub run: String,
+    /// Folder to write the pictures into (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Modality under the labels in the montage: t1n, t1c, t2w or t2f
+    #[arg(long, default_value = "t2f", value_parser = crate::parse_choice::<Modality>)]
+    pub modality: Modality,
+}
+
+const FONT: &str = "sans-serif";
+
+pub fn report(workspace: &Workspace, args: &ReportArgs) -> anyhow::Result<()> {
+    let runs = segtop::dashboard::watch::snapshot(workspace);
+    let model = super::runs::find(&runs, &args.run)?;
+    let run = RunDir::open(&model.dir);
+    register_font()?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let rows = history(&run)?;
+    anyhow::ensure!(
+        rows.iter().any(|r| r.loss.is_some()),
+        "{} has no finished epoch yet: nothing to draw",
+        model.id
+    );
+    let curves = args.out.join("curves.png");
+    draw_curves(&curves, &model.id, &rows).with_context(|| format!("cannot draw {}", curves.display()))?;
+    println!("wrote {}", curves.display());
+    let montage = args.out.join("montage.png");
+    match preview(workspace, &run, args.modality)? {
+        Some(preview) => {
+            draw_montage(&montage, &model.id, &preview, &Theme::default())
+                .with_context(|| format!("cannot draw {}", montage.display()))?;
+            println!("wrote {}", montage.display());
+        }
+        None => println!("no preview prediction in {} yet: no montage", run.preview().display()),
+    }
+    Ok(())
+}
+
+fn register_font() -> anyhow::Result<()> {
+    plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
+        .map_err(|_| anyhow::anyhow!("the compiled-in font does not load"))?;
+    plotters::style::register_font(FONT, FontStyle::Bold, dejavu::sans::bold())
+        .map_err(|_| anyhow::anyhow!("the compiled-in font does not load"))
+}
+
+fn draw_error<E: std::error::Error + Send + Sync + 'static>(error: DrawingAreaErrorKind<E>) -> anyhow::Error {
+    anyhow::anyhow!("{error}")
+}
+
+/// Loss, Dice and learning rate over epochs, side by side.
+fn draw_curves(path: &Path, title: &str, rows: &[EpochRow]) -> anyhow::Result<()> {
+    let root = BitMapBackend::new(path, (1800, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_error)?;
+    let root = root
+        .titled(title, (FONT, 28).into_font().style(FontStyle::Bold))
+        .map_err(draw_error)?;
+    let panels = root.split_evenly((1, 3));
+    let last = rows.iter().map(|r| r.epoch).max().unwrap_or(1).max(2);
+    let x = 1f64..f64::from(last);
+
+    // Loss and its terms.
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = vec![(
+        "total".to_string(),
+        rows.iter()
+            .filter_map(|r| Some((f64::from(r.epoch), r.loss?)))
+            .collect(),
+    )];
+    let mut terms: Vec<&String> = rows.iter().flat_map(|r| r.loss_parts.keys()).collect();
+    terms.sort();
+    terms.dedup();
+    for term in terms {
+        series.push((
+            term.clone(),
+            rows.iter()
+                .filter_map(|r| Some((f64::from(r.epoch), *r.loss_parts.get(term)?)))
+                .collect(),
+        ));
+    }
+    let top = series
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|p| p.1))
+        .fold(0.0f64, f64::max)
+        .max(1e-6)
+        * 1.05;
+    line_panel(&panels[0], "training loss", "loss", x.clone(), 0.0..top, &series, false)?;
+
+    // Validation Dice per region.
+    type Pick = fn(&RegionScores) -> f64;
+    let pick: [(&str, Pick); 3] = [("ET", |d| d.et), ("TC", |d| d.tc), ("WT", |d| d.wt)];
+    let dice: Vec<(String, Vec<(f64, f64)>)> = pick
+        .iter()
+        .map(|(name, f)| {
+            (
+                name.to_string(),
+                rows.iter()
+                    .filter_map(|r| Some((f64::from(r.epoch), f(r.dice.as_ref()?))))
+                    .collect(),
+            )
+        })
+        .collect();
+    line_panel(&panels[1], "validation Dice", "Dice", x.clone(), 0.0..1.0, &dice, true)?;
+
+    // Learning rate, on a log scale.
+    let lr: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| Some((f64::from(r.epoch), r.lr?)))
+        .filter(|p| p.1 > 0.0)
+        .collect();
+    let (lo, hi) = lr
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    if lr.is_empty() {
+        return root.present().map_err(draw_error);
+    }
+    let mut chart = ChartBuilder::on(&panels[2])
+        .caption("learning rate", (FONT, 22))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x, (lo * 0.8..hi * 1.25).log_scale())
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .label_style((FONT, 15))
+        .draw()
+        .map_err(draw_error)?;
+    chart
+        .draw_series(LineSeries::new(lr, BLUE.stroke_width(2)))
+        .map_err(draw_error)?;
+    root.present().map_err(draw_error)
+}
+
+const PALETTE: [RGBColor; 5] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x94, 0x67, 0xbd),
+];
+
+fn line_panel(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    caption: &str,
+    y_desc: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    series: &[(String, Vec<(f64, f64)>)],
+    points: bool,
+) -> anyhow::Result<()> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 22))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x, y)
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_desc(y_desc)
+        .label_style((FONT, 15))
+        .draw()
+        .map_err(draw_error)?;
+    for (i, (name, data)) in series.iter().enumerate() {
+        if data.is_empty() {
+            continue;
+        }
+        let color = PALETTE[i % PALETTE.len()];
+        chart
+            .draw_series(LineSeries::new(data.iter().copied(), color.stroke_width(2)))
+            .map_err(draw_error)?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        if points {
+            chart
+                .draw_series(data.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(draw_error)?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 15))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw_error)
+}
+
+/// The preview case with its ground truth and the run's latest preview prediction.
+struct Preview {
+    case: Case,
+    prediction: segtop::data::volume::Volume<u8>,
+    epoch: u32,
+    modality: Modality,
+}
+
+fn preview(workspace: &Workspace, run: &RunDir, modality: Modality) -> anyhow::Result<Option<Preview>> {
+    let (events, _) = EventTail::new(run.events()).poll()?;
+    let Some((epoch, case_id, path)) = events.into_iter().rev().find_map(|e| match e {
+        Event::PreviewWritten { epoch, case, path, .. } => Some((epoch, case, path)),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    let experiment = Experiment::load(&run.experiment(), workspace.root())?;
+    let found = case::discover(&experiment.data.root, experiment.data.layout)
+        .with_context(|| format!("cannot read {}", experiment.data.root.display()))?;
+    let files = found.cases.into_iter().find(|c| c.id == case_id).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the preview case {case_id} is not in {} any more",
+            experiment.data.root.display()
+        )
+    })?;
+    let case = case::load_case(&files, &[modality])?;
+    anyhow::ensure!(
+        case.labels.is_some(),
+        "the preview case {case_id} has no labels to compare with"
+    );
+    let prediction =
+        segtop::data::volume::read_volume_map(&run.path().join(&path), |v| v.round().clamp(0.0, 3.0) as u8)
+            .with_context(|| format!("cannot read the preview {path}"))?;
+    anyhow::ensure!(
+        prediction.shape == case.shape(),
+        "the preview {path} is {:?}, its case {:?}",
+        prediction.shape,
+        case.shape()
+    );
+    Ok(Some(Preview {
+        case,
+        prediction,
+        epoch,
+        modality,
+    }))
+}
+
+/// Rows: axial, coronal, sagittal through the most tumour; columns: image, ground truth,
+/// prediction.
+fn draw_montage(path: &Path, title: &str, preview: &Preview, theme: &Theme) -> anyhow::Result<()> {
+    const GAP: i32 = 12;
+    const HEADER: i32 = 100;
+    const LABEL: i32 = 28;
+    let image = &preview.case.images[0];
+    let truth = preview.case.labels.as_ref().context("no labels")?;
+    let window = render::auto_window(image, 0.5, 99.5);
+    let mut rows = Vec::new();
+    for axis in [Axis::Axial, Axis::Coronal, Axis::Sagittal] {
+        let index = render::slice_with_most_tumour(truth, axis);
+        let with_truth = render::slice(image, Some(truth), axis, index, window);
+        let with_prediction = render::slice(image, Some(&preview.prediction), axis, index, window);
+        rows.push((axis, index, with_truth, with_prediction));
+    }
+    // At least twice the voxels, and panels at least 300 pixels wide for small volumes.
+    let widest = rows.iter().map(|r| r.2.width.max(r.2.height)).max().unwrap_or(1) as f64;
+    let scale = (300.0 / widest).max(2.0);
+    let size = |s: &Slice| {
+        let min = s.pixel_mm[0].min(s.pixel_mm[1]).max(1e-6);
+        (
+            (s.width as f64 * s.pixel_mm[0] / min * scale).round() as i32,
+            (s.height as f64 * s.pixel_mm[1] / min * scale).round() as i32,
+        )
+    };
+    let column_width = rows.iter().map(|r| size(&r.2).0).max().unwrap_or(1);
+    let width = (3 * column_width + 4 * GAP).max(960);
+    let height = HEADER + rows.iter().map(|r| size(&r.2).1 + LABEL + GAP).sum::<i32>();
+    let root = BitMapBackend::new(path, (width as u32, height as u32)).into_drawing_area();
+    root.fill(&BLACK).map_err(draw_error)?;
+    let white = (FONT, 22).into_font().color(&WHITE);
+    let dice = region_dice(truth, &preview.prediction);
+    root.draw_text(
+        &format!(
+            "{title} · {} · epoch {} · Dice ET {:.2} TC {:.2} WT {:.2}",
+            preview.case.id, preview.epoch, dice.et, dice.tc, dice.wt
+        ),
+        &white,
+        (GAP, 12),
+    )
+    .map_err(draw_error)?;
+    let grey = (FONT, 18).into_font().color(&RGBColor(200, 200, 200));
+    for (column, heading) in [preview.modality.name(), "ground truth", "prediction"]
+        .into_iter()
+        .enumerate()
+    {
+        root.draw_text(heading, &grey, (GAP + column as i32 * (column_width + GAP), 42))
+            .map_err(draw_error)?;
+    }
+    // The label colours, on a line of their own.
+    let mut x = GAP;
+    let colors = label_colors(theme);
+    for (name, color) in ["necrosis", "oedema", "enhancing"].into_iter().zip(colors) {
+        root.draw(&Rectangle::new([(x, 72), (x + 14, 86)], color.filled()))
+            .map_err(draw_error)?;
+        root.draw_text(name, &grey, (x + 18, 68)).map_err(draw_error)?;
+        let (w, _) = root.estimate_text_size(name, &grey).map_err(draw_error)?;
+        x += w as i32 + 36;
+    }
+    let mut y = HEADER;
+    for (axis, index, with_truth, with_prediction) in &rows {
+        let (w, h) = size(with_truth);
+        root.draw_text(
+            &format!("{} slice {index}", axis.name()),
+            &(FONT, 18).into_font().color(&WHITE),
+            (GAP, y + 4),
+        )
+        .map_err(draw_error)?;
+        let top = y + LABEL;
+        for (column, (slice, overlay)) in [(with_truth, false), (with_truth, true), (with_prediction, true)]
+            .into_iter()
+            .enumerate()
+        {
+            let left = GAP + column as i32 * (column_width + GAP);
+            for py in 0..h {
+                let sy = ((f64::from(py) / f64::from(h)) * slice.height as f64) as usize;
+                for px in 0..w {
+                    let sx = ((f64::from(px) / f64::from(w)) * slice.width as f64) as usize;
+                    let i = sy.min(slice.height - 1) * slice.width + sx.min(slice.width - 1);
+                    let gray = (slice.intensity[i] * 255.0) as u8;
+                    let mut rgb = [gray; 3];
+                    let label = slice.labels[i];
+                    if overlay && (1..=3).contains(&label) {
+                        let c = colors[usize::from(label) - 1];
+                        for (channel, value) in rgb.iter_mut().zip([c.0, c.1, c.2]) {
+                            *channel = ((f32::from(*channel) + f32::from(value)) / 2.0) as u8;
+                        }
+                    }
+                    root.draw_pixel((left + px, top + py), &RGBColor(rgb[0], rgb[1], rgb[2]))
+                        .map_err(draw_error)?;
+                }
+            }
+        }
+        y = top + h + GAP;
+    }
+    root.present().map_err(draw_error)
+}
+
+fn label_colors(theme: &Theme) -> [RGBColor; 3] {
+    let rgb = |c: ratatui::style::Color| match c {
+        ratatui::style::Color::Rgb(r, g, b) => RGBColor(r, g, b),
+        _ => RGBColor(255, 255, 255),
+    };
+    [rgb(theme.labels.ncr), rgb(theme.labels.ed), rgb(theme.labels.et)]
+}
+
+/// Dice of the whole prediction against the ground truth per BraTS region.
+fn region_dice(truth: &segtop::data::volume::Volume<u8>, predicted: &segtop::data::volume::Volume<u8>) -> RegionScores {
+    let dice = |region: fn(u8) -> bool| {
+        let (mut both, mut t, mut p) = (0u64, 0u64, 0u64);
+        for (&a, &b) in truth.data.iter().zip(&predicted.data) {
+            let (a, b) = (region(a), region(b));
+            both += u64::from(a && b);
+            t += u64::from(a);
+            p += u64::from(b);
+        }
+        if t + p == 0 {
+            1.0
+        } else {
+            2.0 * both as f64 / (t + p) as f64
+        }
+    };
+    RegionScores {
+        et: dice(|l| l == 3),
+        tc: dice(|l| l == 1 || l == 3),
+        wt: dice(|l| l > 0),
+    }
+}
