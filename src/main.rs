@@ -342,6 +342,14 @@ fn check_experiments(workspace: &Workspace, files: &[PathBuf], quiet: bool) -> b
                 continue;
             }
         };
+        let sweep = match segtop::experiment::sweep::expand(path, &text, workspace.root()) {
+            Ok(sweep) => sweep,
+            Err(error) => {
+                eprintln!("{error:#}");
+                all_ok = false;
+                continue;
+            }
+        };
         let spans = Source::spans(path, &text);
         let mut usable = true;
         for problem in experiment.check_paths() {
@@ -359,6 +367,13 @@ fn check_experiments(workspace: &Workspace, files: &[PathBuf], quiet: bool) -> b
                 println!("{}# {}", if i > 0 { "\n" } else { "" }, path.display());
             }
             print!("{}", experiment.to_toml());
+            if let Some(sweep) = sweep {
+                println!("\n# [sweep]: {} runs, each checked", sweep.members.len());
+                for member in &sweep.members {
+                    let values: Vec<String> = member.values.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                    println!("#   {}: {}", member.experiment.run.name, values.join(", "));
+                }
+            }
         }
     }
     all_ok

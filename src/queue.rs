@@ -28,6 +28,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::experiment::Experiment;
+use crate::experiment::sweep::{self, SweepTag};
 use crate::launcher::{Launcher, Request, Started};
 use crate::rundir::RunDir;
 use crate::workspace::Workspace;
@@ -182,6 +183,16 @@ pub struct Entry {
     pub waiting: Option<String>,
 }
 
+/// A run that was queued.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub run: RunDir,
+    /// Its estimated peak memory.
+    pub peak_bytes: u64,
+    /// The sweep it belongs to, when its file has one.
+    pub sweep: Option<SweepTag>,
+}
+
 /// The queue of one workspace.
 #[derive(Debug, Clone)]
 pub struct Queue {
@@ -247,40 +258,65 @@ impl Queue {
         Ok(result)
     }
 
-    /// Queues a new run of the experiment in `file`: creates its run directory with the frozen
-    /// experiment now, so later edits of the file do not change it.
-    pub fn add(&self, workspace: &Workspace, file: &Path) -> anyhow::Result<RunDir> {
-        let experiment = Experiment::load(file, workspace.root())?;
-        self.add_experiment(workspace, file, &experiment)
-    }
-
-    /// Queues a new run of `experiment` (read from `file`).
-    pub fn add_experiment(
-        &self,
-        workspace: &Workspace,
-        file: &Path,
-        experiment: &Experiment,
-    ) -> anyhow::Result<RunDir> {
-        let runs = workspace.runs_dir();
-        let run = RunDir::create(&runs, experiment, chrono::Local::now())
-            .with_context(|| format!("cannot create a run directory in {}", runs.display()))?;
-        let entry = Entry {
-            run: run.id(),
-            experiment: crate::launcher::shown(workspace.root(), file),
-            added: Utc::now(),
-            paused: false,
-            resume: false,
-            waiting: None,
+    /// Queues the runs of the experiment file `file`: one run, or every run of its `[sweep]`.
+    /// Each run directory is created now with its frozen experiment (and `sweep.json`), so
+    /// later edits of the file change none of them; all of them join the queue at once.
+    pub fn add(&self, workspace: &Workspace, file: &Path) -> anyhow::Result<Vec<Queued>> {
+        let text = crate::config::read_text(file)?;
+        let now = chrono::Local::now();
+        let members: Vec<(Experiment, Option<SweepTag>)> = match sweep::expand(file, &text, workspace.root())? {
+            None => vec![(Experiment::parse(file, &text, workspace.root())?, None)],
+            Some(sweep) => {
+                let id = format!("{}-{}", now.format("%Y%m%d-%H%M%S"), sweep.name);
+                sweep
+                    .members
+                    .iter()
+                    .map(|m| (m.experiment.clone(), Some(sweep.tag(&id, m))))
+                    .collect()
+            }
         };
-        if let Err(error) = self.update(|queue| {
-            queue.entries.push(entry);
-            Ok(())
-        }) {
-            // Not queued: leave no directory behind that would look like a run.
-            let _ = std::fs::remove_dir_all(run.path());
+        let runs = workspace.runs_dir();
+        let mut queued: Vec<Queued> = Vec::with_capacity(members.len());
+        let created = members
+            .into_iter()
+            .try_for_each(|(experiment, tag)| -> anyhow::Result<()> {
+                let run = RunDir::create(&runs, &experiment, now)
+                    .with_context(|| format!("cannot create a run directory in {}", runs.display()))?;
+                queued.push(Queued {
+                    run: run.clone(),
+                    peak_bytes: crate::experiment::cost::peak_bytes(&experiment),
+                    sweep: tag.clone(),
+                });
+                if let Some(tag) = &tag {
+                    crate::rundir::write_json(run.path(), &run.sweep(), tag)
+                        .with_context(|| format!("cannot write {}", run.sweep().display()))?;
+                }
+                Ok(())
+            });
+        let shown = crate::launcher::shown(workspace.root(), file);
+        let result = created.and_then(|()| {
+            self.update(|queue| {
+                for q in &queued {
+                    queue.entries.push(Entry {
+                        run: q.run.id(),
+                        experiment: shown.clone(),
+                        added: Utc::now(),
+                        paused: false,
+                        resume: false,
+                        waiting: None,
+                    });
+                }
+                Ok(())
+            })
+        });
+        if let Err(error) = result {
+            // Not queued: leave no directories behind that would look like runs.
+            for q in &queued {
+                let _ = std::fs::remove_dir_all(q.run.path());
+            }
             return Err(error);
         }
-        Ok(run)
+        Ok(queued)
     }
 
     /// Queues an existing run to continue from its checkpoint, at the head of the queue (a
@@ -699,7 +735,7 @@ mod tests {
     fn schedulers_racing_for_one_queued_run_start_it_once() {
         let (_dir, workspace, file) = workspace_with_experiment();
         let queue = Queue::new(&workspace);
-        let run = queue.add(&workspace, &file).expect("queued");
+        let run = queue.add(&workspace, &file).expect("queued").remove(0).run;
         let launcher = Counting {
             starts: std::sync::atomic::AtomicUsize::new(0),
         };
@@ -720,9 +756,9 @@ mod tests {
     fn the_queue_file_keeps_order_holds_and_reasons_and_a_broken_one_is_kept() {
         let (_dir, workspace, file) = workspace_with_experiment();
         let queue = Queue::new(&workspace);
-        let a = queue.add(&workspace, &file).expect("queued").id();
-        let b = queue.add(&workspace, &file).expect("queued").id();
-        let c = queue.add(&workspace, &file).expect("queued").id();
+        let a = queue.add(&workspace, &file).expect("queued")[0].run.id();
+        let b = queue.add(&workspace, &file).expect("queued")[0].run.id();
+        let c = queue.add(&workspace, &file).expect("queued")[0].run.id();
         queue.move_to(&c, 0).expect("moves");
         queue.set_paused(&a, true).expect("holds");
         let launcher = Counting {

@@ -7,7 +7,6 @@ use anyhow::Context;
 use serde::Serialize;
 
 use segtop::dashboard::settings::Settings;
-use segtop::experiment::sweep;
 use segtop::experiment::{Experiment, cost};
 use segtop::queue::{ByteSize, Queue, QueueFile};
 use segtop::rundir::RunDir;
@@ -85,34 +84,27 @@ pub fn queue(workspace: &Workspace, args: &QueueArgs) -> anyhow::Result<()> {
 
 /// Queues the runs of one experiment file: one run, or every run of its sweep.
 fn add(workspace: &Workspace, queue: &Queue, file: &Path) -> anyhow::Result<()> {
-    let text = segtop::config::read_text(file)?;
+    let queued = queue.add(workspace, file)?;
     let shown = segtop::launcher::shown(workspace.root(), file);
-    let Some(sweep) = sweep::expand(file, &text, workspace.root())? else {
-        let experiment = Experiment::parse(file, &text, workspace.root())?;
-        let run = queue.add_experiment(workspace, file, &experiment)?;
-        println!(
-            "queued {} ({}, needs about {})",
-            run.id(),
-            shown.display(),
-            needs(&experiment)
-        );
-        return Ok(());
-    };
-    let id = format!("{}-{}", chrono::Local::now().format("%Y%m%d-%H%M%S"), sweep.name);
-    println!("sweep {id}: {} runs of {}", sweep.members.len(), shown.display());
-    for member in &sweep.members {
-        let run = queue.add_experiment(workspace, file, &member.experiment)?;
-        let tag = sweep.tag(&id, member);
-        segtop::rundir::write_json(run.path(), &run.sweep(), &tag)
-            .with_context(|| format!("cannot write {}", run.sweep().display()))?;
-        println!("  queued {}  {}", run.id(), tag.describe());
+    let sweep = queued.first().and_then(|q| q.sweep.as_ref()).map(|t| t.sweep.clone());
+    if let Some(id) = &sweep {
+        println!("sweep {id}: {} runs of {}", queued.len(), shown.display());
     }
-    println!("rank them as they finish with: segtop runs --sweep {id}");
+    for q in &queued {
+        match &q.sweep {
+            Some(tag) => println!("  queued {}  {}", q.run.id(), tag.describe()),
+            None => println!(
+                "queued {} ({}, needs about {})",
+                q.run.id(),
+                shown.display(),
+                ByteSize(q.peak_bytes)
+            ),
+        }
+    }
+    if let Some(id) = sweep {
+        println!("rank them as they finish with: segtop runs --sweep {id}");
+    }
     Ok(())
-}
-
-fn needs(experiment: &Experiment) -> ByteSize {
-    ByteSize(cost::peak_bytes(experiment))
 }
 
 fn start_supervisor(workspace: &Workspace) {

@@ -28,11 +28,13 @@ pub enum Msg {
     Notice(Option<String>),
     /// What the watcher found in `runs/` and on the host.
     Watch(Box<Watch>),
-    /// A run was queued from here (new, or a resume); the supervisor starts it.
+    /// Runs were queued from here (a new run, a sweep's runs, or a resume): ids and
+    /// directories; the supervisor starts them.
     Queued {
-        id: String,
-        dir: PathBuf,
+        runs: Vec<(String, PathBuf)>,
         resume: bool,
+        /// The sweep's id, when the experiment file has one.
+        sweep: Option<String>,
     },
     /// Something the loop was asked to do failed; the message says what.
     Failed(String),
@@ -348,15 +350,30 @@ impl App {
                 self.dirty = true;
             }
             Msg::Watch(watch) => self.watch(*watch),
-            Msg::Queued { id, dir, resume } => {
-                self.runs
-                    .entry(id.clone())
-                    .or_insert_with(|| RunModel::new(id.clone(), dir));
-                let what = if resume { "resume of" } else { "run" };
-                self.say(format!("queued {what} {id}: it starts when cores and memory allow"));
-                self.selected_run = Some(id.clone());
-                self.open = Some(id);
-                self.screen = Screen::Run;
+            Msg::Queued { runs, resume, sweep } => {
+                for (id, dir) in &runs {
+                    self.runs
+                        .entry(id.clone())
+                        .or_insert_with(|| RunModel::new(id.clone(), dir.clone()));
+                }
+                match (runs.as_slice(), sweep) {
+                    ([(id, _)], None) => {
+                        let what = if resume { "resume of" } else { "run" };
+                        self.say(format!("queued {what} {id}: it starts when cores and memory allow"));
+                        self.selected_run = Some(id.clone());
+                        self.open = Some(id.clone());
+                        self.screen = Screen::Run;
+                    }
+                    (runs, sweep) => {
+                        self.say(format!(
+                            "queued {} runs of sweep {}: they start as cores and memory allow",
+                            runs.len(),
+                            sweep.unwrap_or_default()
+                        ));
+                        self.selected_run = runs.first().map(|(id, _)| id.clone());
+                        self.screen = Screen::Runs;
+                    }
+                }
                 self.dirty = true;
             }
             Msg::Failed(message) => {

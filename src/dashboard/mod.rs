@@ -109,11 +109,14 @@ fn perform(app: &mut App, workspace: &Workspace, look: &Sender<watch::Request>) 
             Effect::Launch(file) => {
                 let queue = crate::queue::Queue::new(workspace);
                 match queue.add(workspace, &file) {
-                    Ok(run) => {
+                    Ok(queued) => {
                         app.update(Msg::Queued {
-                            id: run.id(),
-                            dir: run.path().to_path_buf(),
+                            runs: queued
+                                .iter()
+                                .map(|q| (q.run.id(), q.run.path().to_path_buf()))
+                                .collect(),
                             resume: false,
+                            sweep: queued.first().and_then(|q| q.sweep.as_ref()).map(|t| t.sweep.clone()),
                         });
                         supervise(app, workspace);
                     }
@@ -125,7 +128,11 @@ fn perform(app: &mut App, workspace: &Workspace, look: &Sender<watch::Request>) 
                 let experiment = run.read_launch().map_or_else(|| run.experiment(), |l| l.experiment);
                 match crate::queue::Queue::new(workspace).add_resume(&run, experiment) {
                     Ok(()) => {
-                        app.update(Msg::Queued { id, dir, resume: true });
+                        app.update(Msg::Queued {
+                            runs: vec![(id, dir)],
+                            resume: true,
+                            sweep: None,
+                        });
                         supervise(app, workspace);
                     }
                     Err(error) => app.update(Msg::Failed(format!("cannot resume {id}: {error:#}"))),

@@ -177,8 +177,18 @@ pub fn expand(path: &Path, text: &str, workspace: &Path) -> anyhow::Result<Optio
             .iter()
             .map(|(k, v)| format!("{k} = {}", v.to_string().trim()))
             .collect();
-        let experiment = Experiment::parse(path, &run.to_string(), workspace)
-            .map_err(|error| fail(format!("sweep run {index} ({}): {error}", shown.join(", "))))?;
+        // The messages only: their line numbers would point into the generated run, not the file.
+        let experiment = Experiment::parse(path, &run.to_string(), workspace).map_err(|error| {
+            let messages: Vec<String> = match error.diagnostics() {
+                [] => vec![error.to_string()],
+                diagnostics => diagnostics.iter().map(|d| d.message.clone()).collect(),
+            };
+            fail(format!(
+                "sweep run {index} ({}): {}",
+                shown.join(", "),
+                messages.join("; ")
+            ))
+        })?;
         members.push(Member {
             index,
             values: values.iter().map(|(k, v)| (k.clone(), json(v))).collect(),

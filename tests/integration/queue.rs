@@ -259,8 +259,8 @@ fn a_trainer_out_of_memory_fails_with_a_reason_and_the_queue_moves_on() {
     std::fs::write(&tiny, tiny_text(2)).expect("write");
     // Queued here, without a supervisor: the test starts its own under a memory limit.
     let queue = segtop::queue::Queue::new(&workspace);
-    let big_run = queue.add(&workspace, &big).expect("queued");
-    let tiny_run = queue.add(&workspace, &tiny).expect("queued");
+    let big_run = queue.add(&workspace, &big).expect("queued").remove(0).run;
+    let tiny_run = queue.add(&workspace, &tiny).expect("queued").remove(0).run;
     let mut supervisor = Command::new(env!("CARGO_BIN_EXE_segtop"));
     supervisor
         .args(["supervise"])

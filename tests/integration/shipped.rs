@@ -26,6 +26,35 @@ fn every_shipped_experiment_and_theme_parses() {
 }
 
 #[test]
+fn the_shipped_sweep_expands_into_four_checked_runs() {
+    let path = repo().join("experiments/quick-sweep.toml");
+    let text = std::fs::read_to_string(&path).expect("shipped");
+    let sweep = segtop::experiment::sweep::expand(&path, &text, Path::new("/ws"))
+        .expect("valid")
+        .expect("a sweep");
+    let runs: Vec<(String, f64, u32)> = sweep
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.experiment.run.name.clone(),
+                m.experiment.train.lr,
+                m.experiment.model.base_filters,
+            )
+        })
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            ("quick-sweep-1".to_string(), 1e-3, 6),
+            ("quick-sweep-2".to_string(), 1e-3, 8),
+            ("quick-sweep-3".to_string(), 3e-3, 6),
+            ("quick-sweep-4".to_string(), 3e-3, 8),
+        ]
+    );
+}
+
+#[test]
 fn theme_files_match_the_built_in_themes() {
     let default = Theme::load(&repo().join("themes/default.toml")).expect("valid");
     assert_eq!(default, Theme::default());
