@@ -217,15 +217,8 @@ impl Queue {
 
     /// Takes the queue's lock, waiting for whoever holds it.
     pub fn lock(&self) -> anyhow::Result<Locked> {
-        std::fs::create_dir_all(&self.runs).with_context(|| format!("cannot create {}", self.runs.display()))?;
-        let path = self.runs.join(LOCK_FILE);
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        flock(&file, libc::LOCK_EX).with_context(|| format!("cannot lock {}", path.display()))?;
+        let file = lock_file(&self.runs.join(LOCK_FILE), libc::LOCK_EX)?;
+        let file = file.ok_or_else(|| anyhow::anyhow!("cannot lock the queue"))?;
         Ok(Locked { _file: file })
     }
 
@@ -387,6 +380,25 @@ fn position(queue: &QueueFile, id: &str) -> anyhow::Result<usize> {
         .iter()
         .position(|e| e.run == id)
         .ok_or_else(|| anyhow::anyhow!("{id} is not in the queue"))
+}
+
+/// Opens the lock file `path` (creating it and its folder) and takes `flock(operation)` on
+/// it; `None` when `LOCK_NB` was asked for and another process holds the lock.
+pub fn lock_file(path: &Path, operation: libc::c_int) -> anyhow::Result<Option<File>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match flock(&file, operation) {
+        Ok(()) => Ok(Some(file)),
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(error) => Err(error).with_context(|| format!("cannot lock {}", path.display())),
+    }
 }
 
 /// `flock(2)` on an open file: an advisory lock every segtop process honours, released

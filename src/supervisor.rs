@@ -37,20 +37,7 @@ fn lock_path(workspace: &Workspace) -> PathBuf {
 
 /// Takes the supervisor lock without waiting; `None` when another supervisor holds it.
 fn try_lock(workspace: &Workspace) -> anyhow::Result<Option<File>> {
-    let runs = workspace.runs_dir();
-    std::fs::create_dir_all(&runs).with_context(|| format!("cannot create {}", runs.display()))?;
-    let path = lock_path(workspace);
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    match queue::flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
-        Ok(()) => Ok(Some(file)),
-        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
-        Err(error) => Err(error).with_context(|| format!("cannot lock {}", path.display())),
-    }
+    queue::lock_file(&lock_path(workspace), libc::LOCK_EX | libc::LOCK_NB)
 }
 
 /// Whether a supervisor is running for the workspace.
