@@ -104,6 +104,8 @@ pub struct ExperimentEntry {
     pub path: PathBuf,
     pub name: String,
     pub status: ExperimentStatus,
+    /// What its `[sweep]` expands into (`4 runs: train.lr × model.base_filters`), if it has one.
+    pub sweep: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +135,7 @@ impl ExperimentEntry {
                 return vec![ExperimentEntry {
                     path: workspace.experiments_dir(),
                     name: "experiments/".to_string(),
+                    sweep: None,
                     status: ExperimentStatus::Invalid(vec![format!(
                         "{}: cannot list: {error}",
                         workspace.experiments_dir().display()
@@ -152,8 +155,25 @@ impl ExperimentEntry {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let shown = path.strip_prefix(workspace.root()).unwrap_or(path);
+        let mut sweep = None;
+        let expanded = crate::config::read_text(shown)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                crate::experiment::sweep::expand(shown, &text, workspace.root()).map_err(|e| format!("{e:#}"))
+            });
         let status = match Experiment::load(shown, workspace.root()) {
+            Ok(_) if let Err(error) = &expanded => {
+                ExperimentStatus::Invalid(error.lines().map(str::to_string).collect())
+            }
             Ok(experiment) => {
+                if let Ok(Some(expanded)) = &expanded {
+                    let keys: Vec<&str> = expanded
+                        .members
+                        .first()
+                        .map(|m| m.values.keys().map(String::as_str).collect())
+                        .unwrap_or_default();
+                    sweep = Some(format!("{} runs: {}", expanded.members.len(), keys.join(" × ")));
+                }
                 let problems = experiment.check_paths();
                 if problems.is_empty() {
                     ExperimentStatus::Ready(Box::new(experiment))
@@ -168,6 +188,7 @@ impl ExperimentEntry {
             path: path.to_path_buf(),
             name,
             status,
+            sweep,
         }
     }
 }

@@ -38,6 +38,7 @@ fn entry(name: &str, text: &str) -> ExperimentEntry {
         path,
         name: name.to_string(),
         status,
+        sweep: None,
     }
 }
 

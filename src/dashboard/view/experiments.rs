@@ -81,9 +81,13 @@ fn detail_lines(app: &App, entry: &ExperimentEntry) -> Vec<Line<'static>> {
     let shown = entry.path.strip_prefix(app.workspace.root()).unwrap_or(&entry.path);
     let mut lines = vec![Line::styled(shown.display().to_string(), Style::new().fg(theme.ui.dim))];
     match &entry.status {
-        ExperimentStatus::Ready(experiment) => lines.extend(summary(theme, experiment, app.workspace.root())),
+        ExperimentStatus::Ready(experiment) => {
+            lines.extend(summary(theme, experiment, app.workspace.root()));
+            lines.extend(sweep_line(theme, entry));
+        }
         ExperimentStatus::Missing(experiment, problems) => {
             lines.extend(summary(theme, experiment, app.workspace.root()));
+            lines.extend(sweep_line(theme, entry));
             lines.push(Line::raw(""));
             for problem in problems {
                 lines.push(Line::styled(format!("! {problem}"), Style::new().fg(theme.ui.warn)));
@@ -96,6 +100,17 @@ fn detail_lines(app: &App, entry: &ExperimentEntry) -> Vec<Line<'static>> {
         }
     }
     lines
+}
+
+fn sweep_line(theme: &Theme, entry: &ExperimentEntry) -> Option<Line<'static>> {
+    let sweep = entry.sweep.as_ref()?;
+    Some(Line::from(vec![
+        Span::styled(format!("{:<9}", "sweep"), Style::new().fg(theme.ui.accent)),
+        Span::styled(
+            format!("{sweep} · Enter queues them all"),
+            Style::new().fg(theme.ui.text),
+        ),
+    ]))
 }
 
 /// The experiment in a few lines: what a user scans to tell experiments apart.

@@ -56,6 +56,8 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         return;
     }
     let wide = area.width >= 110;
+    // Below 100 columns the run's name needs the room more than the elapsed time does.
+    let elapsed = area.width >= 100;
     let mut header = vec!["run", "state", "epoch", "ET", "TC", "WT", "p/s", "elapsed", "left"];
     let mut widths = vec![
         Constraint::Min(14),
@@ -68,13 +70,17 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         Constraint::Length(7),
         Constraint::Length(6),
     ];
+    if !elapsed {
+        header.remove(7);
+        widths.remove(7);
+    }
     if wide {
         header.insert(1, "experiment");
         widths.insert(1, Constraint::Length(22));
         header.extend(["cpu", "rss"]);
         widths.extend([Constraint::Length(5), Constraint::Length(6)]);
     }
-    let rows: Vec<Row> = runs.iter().map(|run| row(app, run, wide)).collect();
+    let rows: Vec<Row> = runs.iter().map(|run| row(app, run, wide, elapsed)).collect();
     let header = Row::new(header).style(Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD));
     let table = Table::new(rows, widths)
         .header(header)
@@ -85,7 +91,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_stateful_widget(table, area, &mut state);
 }
 
-fn row<'a>(app: &App, run: &'a RunModel, wide: bool) -> Row<'a> {
+fn row<'a>(app: &App, run: &'a RunModel, wide: bool, elapsed: bool) -> Row<'a> {
     let theme = &app.theme;
     let state = run.state();
     let dice = |value: Option<f64>| {
@@ -112,6 +118,9 @@ fn row<'a>(app: &App, run: &'a RunModel, wide: bool) -> Row<'a> {
         Cell::from(run.elapsed(app.now).map_or("–".to_string(), format_duration)),
         Cell::from(run.eta(app.now).map_or("–".to_string(), format_duration)),
     ];
+    if !elapsed {
+        cells.remove(7);
+    }
     if wide {
         let experiment = run
             .experiment
