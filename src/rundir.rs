@@ -211,11 +211,11 @@ pub struct ExitRecord {
 }
 
 impl ExitRecord {
-    /// How it ended, in words: `exit code 1`, `killed by SIGKILL`.
+    /// How it ended, in words: `exited with code 1`, `was killed by SIGKILL (...)`.
     pub fn describe(&self) -> String {
         match (self.code, self.signal) {
-            (Some(code), _) => format!("exit code {code}"),
-            (None, Some(signal)) => format!("killed by {}", signal_name(signal)),
+            (Some(code), _) => format!("exited with code {code}"),
+            (None, Some(signal)) => format!("was killed by {}", signal_name(signal)),
             (None, None) => "ended".to_string(),
         }
     }

@@ -829,6 +829,7 @@ mod tests {
             path: PathBuf::from(format!("experiments/{name}.toml")),
             name: name.to_string(),
             status: ExperimentStatus::Invalid(vec![]),
+            sweep: None,
         }
     }
 

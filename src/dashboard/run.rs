@@ -475,8 +475,8 @@ impl RunModel {
         let exit = self.died()?;
         let last = self.log_tail.iter().rev().find(|l| !l.trim().is_empty());
         Some(match last {
-            Some(line) => format!("trainer ended with {}; its log ends: {}", exit.describe(), line.trim()),
-            None => format!("trainer ended with {}", exit.describe()),
+            Some(line) => format!("the trainer {}; its log ends: {}", exit.describe(), line.trim()),
+            None => format!("the trainer {}", exit.describe()),
         })
     }
 
