@@ -154,13 +154,6 @@ pub fn trainer_path() -> anyhow::Result<PathBuf> {
     Ok(trainer)
 }
 
-/// Waits for a started trainer and records how it ended in the run's `exit.json`.
-pub fn wait_and_record(run: &RunDir, mut child: Child) -> std::io::Result<ExitStatus> {
-    let status = child.wait()?;
-    record_exit(run, child.id(), status);
-    Ok(status)
-}
-
 /// Records how the trainer `pid` of `run` ended.
 pub fn record_exit(run: &RunDir, pid: u32, status: ExitStatus) {
     use std::os::unix::process::ExitStatusExt;
