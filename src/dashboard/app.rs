@@ -36,6 +36,13 @@ pub enum Msg {
         /// The sweep's id, when the experiment file has one.
         sweep: Option<String>,
     },
+    /// A run's preview was loaded (`None`: it has none yet), or could not be.
+    Preview {
+        run: String,
+        previews: u32,
+        modality: crate::experiment::Modality,
+        result: Result<Option<Box<super::preview::PreviewData>>, String>,
+    },
     /// Something the loop was asked to do failed; the message says what.
     Failed(String),
     /// A signal asked the dashboard to end.
@@ -58,6 +65,13 @@ pub enum Effect {
     Resume {
         id: String,
         dir: PathBuf,
+    },
+    /// Load the latest preview of a run (on a thread; answered by `Msg::Preview`).
+    LoadPreview {
+        run: String,
+        dir: PathBuf,
+        previews: u32,
+        modality: crate::experiment::Modality,
     },
     /// Rearrange the queue.
     Requeue {
@@ -216,6 +230,15 @@ pub struct App {
     pub log_scale: bool,
     /// The panel shown in the run view when the terminal is too small for all of them.
     pub run_tab: usize,
+    /// The open run's latest preview, once loaded.
+    pub preview: Option<super::preview::PreviewData>,
+    pub preview_view: super::preview::PreviewView,
+    /// Why there is no preview to draw (loading, an error), when there is none.
+    pub preview_status: Option<String>,
+    /// The run view shows the preview over its whole body (`v`).
+    pub preview_full: bool,
+    /// The preview asked for last: run, previews written then, modality.
+    preview_asked: Option<(String, u32, crate::experiment::Modality)>,
     pub host: Option<HostSample>,
     /// Kill waits for a `y`.
     pub confirm_kill: Option<String>,
@@ -252,6 +275,11 @@ impl App {
             filtering: false,
             log_scale: false,
             run_tab: 0,
+            preview: None,
+            preview_view: super::preview::PreviewView::new(crate::render::ColorMode::detect()),
+            preview_status: None,
+            preview_full: false,
+            preview_asked: None,
             host: None,
             confirm_kill: None,
             show_help: false,
@@ -346,6 +374,43 @@ impl App {
     }
 
     pub fn update(&mut self, msg: Msg) {
+        self.handle(msg);
+        self.ask_for_preview();
+    }
+
+    /// Asks for the open run's latest preview when the run view shows one it does not have:
+    /// another run, a newer preview, or another modality.
+    fn ask_for_preview(&mut self) {
+        if self.screen != Screen::Run {
+            return;
+        }
+        let Some((id, dir, previews)) = self.open_run().map(|r| (r.id.clone(), r.dir.clone(), r.previews)) else {
+            return;
+        };
+        if previews == 0 {
+            return;
+        }
+        let wanted = (id.clone(), previews, self.preview_view.modality);
+        if self.preview_asked.as_ref() == Some(&wanted) {
+            return;
+        }
+        if self.preview.as_ref().is_some_and(|p| p.run != id) {
+            self.preview = None;
+            self.preview_view.slice = None;
+        }
+        if self.preview.is_none() {
+            self.preview_status = Some("loading the preview…".to_string());
+        }
+        self.effects.push(Effect::LoadPreview {
+            run: id,
+            dir,
+            previews,
+            modality: self.preview_view.modality,
+        });
+        self.preview_asked = Some(wanted);
+    }
+
+    fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Terminal(Event::Key(key)) if key.kind != KeyEventKind::Release => self.key(key),
             Msg::Terminal(Event::Mouse(mouse)) => self.mouse(mouse.kind, mouse.row),
@@ -396,6 +461,24 @@ impl App {
                     }
                 }
                 self.dirty = true;
+            }
+            Msg::Preview {
+                run,
+                previews,
+                modality,
+                result,
+            } => {
+                if self.preview_asked.as_ref() == Some(&(run.clone(), previews, modality)) {
+                    match result {
+                        Ok(Some(data)) => {
+                            self.preview = Some(*data);
+                            self.preview_status = None;
+                        }
+                        Ok(None) => self.preview_status = Some("no preview written yet".to_string()),
+                        Err(error) => self.preview_status = Some(error),
+                    }
+                    self.dirty = true;
+                }
             }
             Msg::Failed(message) => {
                 self.say(message);
@@ -578,6 +661,9 @@ impl App {
     }
 
     fn run_key(&mut self, code: KeyCode) {
+        if self.preview_key(code) {
+            return;
+        }
         match code {
             KeyCode::Esc | KeyCode::Backspace => self.screen = Screen::Runs,
             KeyCode::Left | KeyCode::Char('h') => {
@@ -600,6 +686,72 @@ impl App {
             KeyCode::Char('p') => self.requeue(QueueChange::Hold),
             _ => self.dirty = false,
         }
+    }
+
+    /// The preview's keys in the run view; whether `code` was one.
+    fn preview_key(&mut self, code: KeyCode) -> bool {
+        use crate::experiment::{Axis, Modality};
+        let full = self.preview_full;
+        let slices = self
+            .preview
+            .as_ref()
+            .map(|p| (p.slice_index(&self.preview_view), p.slices(self.preview_view.axis)));
+        let view = &mut self.preview_view;
+        let mut step = |by: isize| {
+            if let Some((at, count)) = slices {
+                view.slice = Some((at as isize + by).clamp(0, count.saturating_sub(1) as isize) as usize);
+            }
+        };
+        match code {
+            KeyCode::Char('v') => {
+                self.preview_full = !self.preview_full;
+                if self.open_run().is_some_and(|r| r.previews == 0) {
+                    self.say("no preview written yet: the trainer writes one at each validation".to_string());
+                }
+            }
+            KeyCode::Char(']') => step(1),
+            KeyCode::Char('[') => step(-1),
+            KeyCode::Right | KeyCode::Char('l') if full => step(1),
+            KeyCode::Left | KeyCode::Char('h') if full => step(-1),
+            KeyCode::PageDown | KeyCode::Char('}') => step(10),
+            KeyCode::PageUp | KeyCode::Char('{') => step(-10),
+            KeyCode::Char('T') => view.slice = None,
+            KeyCode::Char('a') => {
+                view.axis = match view.axis {
+                    Axis::Axial => Axis::Coronal,
+                    Axis::Coronal => Axis::Sagittal,
+                    Axis::Sagittal => Axis::Axial,
+                };
+                view.slice = None;
+            }
+            KeyCode::Char('o') => view.side_by_side = !view.side_by_side,
+            KeyCode::Char('M') => {
+                view.modality = match view.modality {
+                    Modality::T1n => Modality::T1c,
+                    Modality::T1c => Modality::T2w,
+                    Modality::T2w => Modality::T2f,
+                    Modality::T2f => Modality::T1n,
+                };
+            }
+            KeyCode::Char('c') => {
+                use crate::render::ColorMode;
+                view.mode = match view.mode {
+                    ColorMode::TrueColor => ColorMode::Indexed256,
+                    ColorMode::Indexed256 => ColorMode::Ansi16,
+                    ColorMode::Ansi16 => ColorMode::Ascii,
+                    ColorMode::Ascii => ColorMode::TrueColor,
+                };
+                let name = match view.mode {
+                    ColorMode::TrueColor => "24-bit colour",
+                    ColorMode::Indexed256 => "256 colours",
+                    ColorMode::Ansi16 => "16 colours",
+                    ColorMode::Ascii => "ASCII",
+                };
+                self.say(format!("preview in {name}"));
+            }
+            _ => return false,
+        }
+        true
     }
 
     fn grid_key(&mut self, code: KeyCode) {

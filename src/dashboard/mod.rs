@@ -8,6 +8,7 @@
 pub mod app;
 pub mod chart;
 pub mod history;
+pub mod preview;
 pub mod run;
 pub mod settings;
 pub mod view;
@@ -74,7 +75,7 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
                 match rx.recv_timeout(wait) {
                     Ok(msg) => {
                         app.update(msg);
-                        perform(&mut app, &workspace, &look);
+                        perform(&mut app, &workspace, &tx, &look);
                         if app.should_quit() {
                             return Ok(());
                         }
@@ -91,7 +92,7 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
                 return Ok(());
             };
             app.update(msg);
-            perform(&mut app, &workspace, &look);
+            perform(&mut app, &workspace, &tx, &look);
             if app.should_quit() {
                 return Ok(());
             }
@@ -103,7 +104,7 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
 }
 
 /// Carries out the effects `update` asked for; outcomes come back as messages.
-fn perform(app: &mut App, workspace: &Workspace, look: &Sender<watch::Request>) {
+fn perform(app: &mut App, workspace: &Workspace, tx: &Sender<Msg>, look: &Sender<watch::Request>) {
     for effect in app.take_effects() {
         match effect {
             Effect::Launch(file) => {
@@ -146,6 +147,28 @@ fn perform(app: &mut App, workspace: &Workspace, look: &Sender<watch::Request>) 
             } => {
                 if let Err(error) = crate::launcher::halt(pid, pid_start, halt) {
                     app.update(Msg::Failed(format!("{id}: {error:#}")));
+                }
+            }
+            Effect::LoadPreview {
+                run,
+                dir,
+                previews,
+                modality,
+            } => {
+                let (tx, root) = (tx.clone(), workspace.root().to_path_buf());
+                let spawned = thread::Builder::new().name("preview".into()).spawn(move || {
+                    let result = preview::load(&root, &dir, modality)
+                        .map(|p| p.map(Box::new))
+                        .map_err(|e| format!("{e:#}"));
+                    let _ = tx.send(Msg::Preview {
+                        run,
+                        previews,
+                        modality,
+                        result,
+                    });
+                });
+                if let Err(error) = spawned {
+                    app.update(Msg::Failed(format!("cannot load the preview: {error}")));
                 }
             }
             Effect::Requeue { id, change } => {

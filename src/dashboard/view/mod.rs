@@ -208,6 +208,8 @@ pub const HELP: &[(&str, &str)] = &[
     ("+ -  p", "queued run: earlier · later · hold"),
     ("← → h l", "run view: panel tabs on small screens"),
     ("L", "log scale for the loss"),
+    ("v  [ ]  PgUp PgDn", "preview: full view · slice ∓1 · ∓10"),
+    ("a T o M c", "axis, tumour, overlay, modality, colours"),
     ("m", "chart lines: braille, blocks, dots"),
     ("t", "next theme (remembered)"),
     ("Esc", "back"),

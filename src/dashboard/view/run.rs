@@ -1,5 +1,5 @@
 //! The run view: one run's loss, Dice, learning rate and speed over time, its process and
-//! the host, the end of its log, and (later) its slice preview.
+//! the host, the end of its log, and its slice preview (`v`: over the whole view).
 //!
 //! From 80x24 up every panel is on screen; at 120x36 and more the learning rate and speed
 //! get charts of their own and the log and preview a column. Below 80x24 the panels become
@@ -14,6 +14,7 @@ use ratatui::widgets::{Paragraph, Sparkline, Widget, Wrap};
 
 use super::runs::{process_line, short_id, state_style};
 use super::{format_duration, panel};
+use crate::config::Choice;
 use crate::dashboard::app::{App, MIN_HEIGHT, MIN_WIDTH, RUN_PANELS};
 use crate::dashboard::chart::{LineChart, format_value};
 use crate::dashboard::run::RunModel;
@@ -31,7 +32,9 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(header_line(app, run), header);
     let buf = frame.buffer_mut();
     // The body of an 80x24 terminal: everything but the title, key and header rows.
-    if area.width < MIN_WIDTH || area.height + 2 < MIN_HEIGHT {
+    if app.preview_full {
+        draw_preview(app, run, body, buf);
+    } else if area.width < MIN_WIDTH || area.height + 2 < MIN_HEIGHT {
         draw_tabs(app, run, body, buf);
     } else if area.width >= 120 && area.height >= 34 {
         draw_wide(app, run, body, buf);
@@ -273,23 +276,70 @@ fn draw_log(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
     Paragraph::new(lines).render(inner, buf);
 }
 
+/// The preview case's latest prediction against its ground truth, or why there is none.
 fn draw_preview(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
     let theme = &app.theme;
-    let block = panel(theme, "preview");
-    let text = if run.previews > 0 {
-        let plural = if run.previews == 1 { "" } else { "s" };
-        format!(
-            "{} preview{plural} of prediction against ground truth written; this version does not draw them yet",
-            run.previews
-        )
-    } else {
-        "no preview of prediction against ground truth written yet".to_string()
+    let view = &app.preview_view;
+    let Some(preview) = app.preview.as_ref().filter(|p| p.run == run.id) else {
+        let text = match (&app.preview_status, run.previews) {
+            (_, 0) => "no preview yet: the trainer writes one at each validation".to_string(),
+            (Some(status), _) => status.clone(),
+            (None, _) => "loading the preview…".to_string(),
+        };
+        Paragraph::new(text)
+            .style(Style::new().fg(theme.ui.dim))
+            .wrap(Wrap { trim: true })
+            .block(panel(theme, "preview"))
+            .render(area, buf);
+        return;
     };
-    Paragraph::new(text)
-        .style(Style::new().fg(theme.ui.dim))
-        .wrap(Wrap { trim: true })
-        .block(block)
-        .render(area, buf);
+    let index = preview.slice_index(view);
+    let sides = if view.side_by_side && preview.truth.is_some() {
+        "truth | prediction"
+    } else {
+        "prediction"
+    };
+    let title = format!(
+        "{} {} {}/{} · epoch {} · {sides}",
+        preview.modality.name(),
+        view.axis.name(),
+        index + 1,
+        preview.slices(view.axis),
+        preview.epoch
+    );
+    let mut block = panel(theme, &title);
+    let (truth, predicted) = preview.slice_pair(view);
+    if let Some(truth) = truth {
+        let d = crate::dashboard::preview::region_dice(&truth.labels, &predicted.labels);
+        let mut scores = format!(" slice {:.2}/{:.2}/{:.2}", d.et, d.tc, d.wt);
+        if let Some(v) = preview.dice {
+            scores.push_str(&format!(" · case {:.2}/{:.2}/{:.2}", v.et, v.tc, v.wt));
+        }
+        block = block.title_bottom(Line::styled(
+            format!("{scores} ET/TC/WT "),
+            Style::new().fg(theme.ui.dim),
+        ));
+    }
+    let inner = block.inner(area);
+    block.render(area, buf);
+    preview.draw(view, &palette(theme), inner, buf);
+}
+
+/// The theme's label colours for the slice renderer.
+fn palette(theme: &crate::theme::Theme) -> crate::render::Palette {
+    let rgb = |c: ratatui::style::Color, fallback: [u8; 3]| match c {
+        ratatui::style::Color::Rgb(r, g, b) => [r, g, b],
+        _ => fallback,
+    };
+    let default = crate::render::Palette::default();
+    crate::render::Palette {
+        labels: [
+            rgb(theme.labels.ncr, default.labels[0]),
+            rgb(theme.labels.ed, default.labels[1]),
+            rgb(theme.labels.et, default.labels[2]),
+        ],
+        ..default
+    }
 }
 
 /// The latest validation's HD95 and the end-of-run evaluation, when there are any.
