@@ -14,9 +14,9 @@ use anyhow::Context;
 use plotters::prelude::*;
 
 use segtop::config::Choice;
-use segtop::data::case::{self, Case};
-use segtop::events::{Event, EventTail, RegionScores};
-use segtop::experiment::{Axis, Experiment, Modality};
+use segtop::dashboard::preview::{self, PreviewData};
+use segtop::events::RegionScores;
+use segtop::experiment::{Axis, Modality};
 use segtop::render::{self, Slice};
 use segtop::rundir::RunDir;
 use segtop::theme::Theme;
@@ -54,7 +54,7 @@ pub fn report(workspace: &Workspace, args: &ReportArgs) -> anyhow::Result<()> {
     draw_curves(&curves, &model.id, &rows).with_context(|| format!("cannot draw {}", curves.display()))?;
     println!("wrote {}", curves.display());
     let montage = args.out.join("montage.png");
-    match preview(workspace, &run, args.modality)? {
+    match preview::load(workspace.root(), run.path(), args.modality)? {
         Some(preview) => {
             draw_montage(&montage, &model.id, &preview, &Theme::default())
                 .with_context(|| format!("cannot draw {}", montage.display()))?;
@@ -219,62 +219,18 @@ fn line_panel(
         .map_err(draw_error)
 }
 
-/// The preview case with its ground truth and the run's latest preview prediction.
-struct Preview {
-    case: Case,
-    prediction: segtop::data::volume::Volume<u8>,
-    epoch: u32,
-    modality: Modality,
-}
-
-fn preview(workspace: &Workspace, run: &RunDir, modality: Modality) -> anyhow::Result<Option<Preview>> {
-    let (events, _) = EventTail::new(run.events()).poll()?;
-    let Some((epoch, case_id, path)) = events.into_iter().rev().find_map(|e| match e {
-        Event::PreviewWritten { epoch, case, path, .. } => Some((epoch, case, path)),
-        _ => None,
-    }) else {
-        return Ok(None);
-    };
-    let experiment = Experiment::load(&run.experiment(), workspace.root())?;
-    let found = case::discover(&experiment.data.root, experiment.data.layout)
-        .with_context(|| format!("cannot read {}", experiment.data.root.display()))?;
-    let files = found.cases.into_iter().find(|c| c.id == case_id).ok_or_else(|| {
-        anyhow::anyhow!(
-            "the preview case {case_id} is not in {} any more",
-            experiment.data.root.display()
-        )
-    })?;
-    let case = case::load_case(&files, &[modality])?;
-    anyhow::ensure!(
-        case.labels.is_some(),
-        "the preview case {case_id} has no labels to compare with"
-    );
-    let prediction =
-        segtop::data::volume::read_volume_map(&run.path().join(&path), |v| v.round().clamp(0.0, 3.0) as u8)
-            .with_context(|| format!("cannot read the preview {path}"))?;
-    anyhow::ensure!(
-        prediction.shape == case.shape(),
-        "the preview {path} is {:?}, its case {:?}",
-        prediction.shape,
-        case.shape()
-    );
-    Ok(Some(Preview {
-        case,
-        prediction,
-        epoch,
-        modality,
-    }))
-}
-
 /// Rows: axial, coronal, sagittal through the most tumour; columns: image, ground truth,
 /// prediction.
-fn draw_montage(path: &Path, title: &str, preview: &Preview, theme: &Theme) -> anyhow::Result<()> {
+fn draw_montage(path: &Path, title: &str, preview: &PreviewData, theme: &Theme) -> anyhow::Result<()> {
     const GAP: i32 = 12;
     const HEADER: i32 = 100;
     const LABEL: i32 = 28;
-    let image = &preview.case.images[0];
-    let truth = preview.case.labels.as_ref().context("no labels")?;
-    let window = render::auto_window(image, 0.5, 99.5);
+    let image = &preview.image;
+    let truth = preview
+        .truth
+        .as_ref()
+        .with_context(|| format!("the preview case {} has no labels to compare with", preview.case))?;
+    let window = preview.window;
     let mut rows = Vec::new();
     for axis in [Axis::Axial, Axis::Coronal, Axis::Sagittal] {
         let index = render::slice_with_most_tumour(truth, axis);
@@ -298,11 +254,11 @@ fn draw_montage(path: &Path, title: &str, preview: &Preview, theme: &Theme) -> a
     let root = BitMapBackend::new(path, (width as u32, height as u32)).into_drawing_area();
     root.fill(&BLACK).map_err(draw_error)?;
     let white = (FONT, 22).into_font().color(&WHITE);
-    let dice = region_dice(truth, &preview.prediction);
+    let dice = preview::region_dice(&truth.data, &preview.prediction.data);
     root.draw_text(
         &format!(
             "{title} · {} · epoch {} · Dice ET {:.2} TC {:.2} WT {:.2}",
-            preview.case.id, preview.epoch, dice.et, dice.tc, dice.wt
+            preview.case, preview.epoch, dice.et, dice.tc, dice.wt
         ),
         &white,
         (GAP, 12),
@@ -371,27 +327,4 @@ fn label_colors(theme: &Theme) -> [RGBColor; 3] {
         _ => RGBColor(255, 255, 255),
     };
     [rgb(theme.labels.ncr), rgb(theme.labels.ed), rgb(theme.labels.et)]
-}
-
-/// Dice of the whole prediction against the ground truth per BraTS region.
-fn region_dice(truth: &segtop::data::volume::Volume<u8>, predicted: &segtop::data::volume::Volume<u8>) -> RegionScores {
-    let dice = |region: fn(u8) -> bool| {
-        let (mut both, mut t, mut p) = (0u64, 0u64, 0u64);
-        for (&a, &b) in truth.data.iter().zip(&predicted.data) {
-            let (a, b) = (region(a), region(b));
-            both += u64::from(a && b);
-            t += u64::from(a);
-            p += u64::from(b);
-        }
-        if t + p == 0 {
-            1.0
-        } else {
-            2.0 * both as f64 / (t + p) as f64
-        }
-    };
-    RegionScores {
-        et: dice(|l| l == 3),
-        tc: dice(|l| l == 1 || l == 3),
-        wt: dice(|l| l > 0),
-    }
 }
