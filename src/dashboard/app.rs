@@ -100,6 +100,8 @@ pub enum Screen {
     Run,
     /// Live runs side by side.
     Grid,
+    /// Marked runs compared: curves overlaid and the keys they differ in.
+    Compare,
 }
 
 /// Panels of the run view; on terminals smaller than 80x24 they become tabs.
@@ -230,6 +232,11 @@ pub struct App {
     pub log_scale: bool,
     /// The panel shown in the run view when the terminal is too small for all of them.
     pub run_tab: usize,
+    /// Runs marked for the compare view (space in the run list).
+    pub marked: std::collections::BTreeSet<String>,
+    /// The compare table's sort column and direction.
+    pub compare_sort: usize,
+    pub compare_reverse: bool,
     /// The open run's latest preview, once loaded.
     pub preview: Option<super::preview::PreviewData>,
     pub preview_view: super::preview::PreviewView,
@@ -275,6 +282,9 @@ impl App {
             filtering: false,
             log_scale: false,
             run_tab: 0,
+            marked: std::collections::BTreeSet::new(),
+            compare_sort: 0,
+            compare_reverse: false,
             preview: None,
             preview_view: super::preview::PreviewView::new(crate::render::ColorMode::detect()),
             preview_status: None,
@@ -578,11 +588,13 @@ impl App {
             KeyCode::Char('1') => self.screen = Screen::Experiments,
             KeyCode::Char('2') => self.screen = Screen::Runs,
             KeyCode::Char('3') => self.screen = Screen::Grid,
+            KeyCode::Char('4') => self.screen = Screen::Compare,
             KeyCode::Tab => {
                 self.screen = match self.screen {
                     Screen::Experiments => Screen::Runs,
                     Screen::Runs | Screen::Run => Screen::Grid,
-                    Screen::Grid => Screen::Experiments,
+                    Screen::Grid => Screen::Compare,
+                    Screen::Compare => Screen::Experiments,
                 }
             }
             KeyCode::Char('t') => self.next_theme(),
@@ -597,6 +609,7 @@ impl App {
                 Screen::Runs => self.runs_key(key.code),
                 Screen::Run => self.run_key(key.code),
                 Screen::Grid => self.grid_key(key.code),
+                Screen::Compare => self.compare_key(key.code),
             },
         }
     }
@@ -656,8 +669,58 @@ impl App {
             KeyCode::Char('+') => self.requeue(QueueChange::Earlier),
             KeyCode::Char('-') => self.requeue(QueueChange::Later),
             KeyCode::Char('p') => self.requeue(QueueChange::Hold),
+            KeyCode::Char(' ') => {
+                if let Some(id) = self.selected_run.clone()
+                    && !self.marked.remove(&id)
+                {
+                    self.marked.insert(id);
+                }
+                self.move_run(1);
+                self.say(format!("{} marked: 4 compares them", self.marked.len()));
+            }
+            KeyCode::Char('w') => self.mark_sweep(),
             _ => self.dirty = false,
         }
+    }
+
+    /// Marks every run of the selected run's sweep.
+    fn mark_sweep(&mut self) {
+        let Some(sweep) = self
+            .selected_run
+            .as_ref()
+            .and_then(|id| self.runs.get(id))
+            .and_then(|r| r.sweep.as_ref())
+            .map(|t| t.sweep.clone())
+        else {
+            self.say("the selected run is not part of a sweep".to_string());
+            return;
+        };
+        let ids: Vec<String> = self
+            .runs
+            .values()
+            .filter(|r| r.sweep.as_ref().is_some_and(|t| t.sweep == sweep))
+            .map(|r| r.id.clone())
+            .collect();
+        self.say(format!(
+            "marked the {} runs of sweep {sweep}: 4 compares them",
+            ids.len()
+        ));
+        self.marked.extend(ids);
+    }
+
+    fn compare_key(&mut self, code: KeyCode) {
+        match code {
+            KeyCode::Char('s') => self.compare_sort += 1,
+            KeyCode::Char('S') => self.compare_reverse = !self.compare_reverse,
+            KeyCode::Char('u') => self.marked.clear(),
+            KeyCode::Esc => self.screen = Screen::Runs,
+            _ => self.dirty = false,
+        }
+    }
+
+    /// The marked runs that still exist, by id.
+    pub fn marked_runs(&self) -> Vec<&RunModel> {
+        self.marked.iter().filter_map(|id| self.runs.get(id)).collect()
     }
 
     fn run_key(&mut self, code: KeyCode) {

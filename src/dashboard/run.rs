@@ -231,6 +231,8 @@ pub struct RunModel {
     pub exit: Option<crate::rundir::ExitRecord>,
     /// The sweep it belongs to, and the values it varies.
     pub sweep: Option<crate::experiment::sweep::SweepTag>,
+    /// Its frozen experiment as dotted keys and values, for comparing runs.
+    pub config: BTreeMap<String, String>,
     /// Where and when the current trainer process started (epochs, time), for the time left.
     session_start: Option<(f64, DateTime<Utc>)>,
     /// Exponentially smoothed step loss and loss parts, for calm charts.
@@ -279,6 +281,7 @@ impl RunModel {
             queue: None,
             exit: None,
             sweep: None,
+            config: BTreeMap::new(),
             session_start: None,
             smoothed: BTreeMap::new(),
             seconds_before: 0.0,

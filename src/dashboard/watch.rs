@@ -67,6 +67,7 @@ impl RunUpdate {
             run.created = found.created;
             run.experiment = found.experiment;
             run.sweep = found.sweep;
+            run.config = found.config;
             if run.pid.is_none() {
                 run.pid = found.pid;
                 run.pid_start = found.pid_start;
@@ -102,6 +103,8 @@ pub struct RunFound {
     pub pid_start: Option<u64>,
     /// The sweep it belongs to (`sweep.json`).
     pub sweep: Option<SweepTag>,
+    /// The frozen experiment as dotted keys and values.
+    pub config: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -188,6 +191,11 @@ impl Watcher {
                 sweep: std::fs::read_to_string(run.sweep())
                     .ok()
                     .and_then(|text| serde_json::from_str(&text).ok()),
+                config: std::fs::read_to_string(run.experiment())
+                    .ok()
+                    .and_then(|text| text.parse::<toml::Table>().ok())
+                    .map(|table| flatten(&table))
+                    .unwrap_or_default(),
             };
             self.runs.insert(
                 id.clone(),
@@ -451,6 +459,31 @@ pub fn run_directories(runs: &Path) -> BTreeMap<String, PathBuf> {
         .filter(|path| path.join(RunDir::EXPERIMENT).is_file() || path.join(RunDir::EVENTS).is_file())
         .filter_map(|path| Some((path.file_name()?.to_string_lossy().into_owned(), path)))
         .collect()
+}
+
+/// A TOML table as dotted keys and values (`train.lr` = `0.003`).
+pub fn flatten(table: &toml::Table) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>) {
+        for (key, value) in table {
+            let key = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                toml::Value::Table(inner) => walk(&key, inner, out),
+                toml::Value::String(s) => {
+                    out.insert(key, s.clone());
+                }
+                other => {
+                    out.insert(key, other.to_string());
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk("", table, &mut out);
+    out
 }
 
 /// The run name from the frozen experiment, else the directory name.

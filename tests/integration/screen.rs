@@ -28,6 +28,24 @@ const LIVE: &str = "20261126-204703-lite-lr1e-2";
 const QUEUED: &str = "20261126-204600-seed-tutorial";
 const FAILED: &str = "20261126-204742-bad-data";
 
+/// What the recorded runs' frozen experiments say about the keys they differ in.
+fn recorded_config(id: &str) -> std::collections::BTreeMap<String, String> {
+    let (lr, filters) = match id {
+        "20261126-204703-lite-lr1e-2" => ("0.01", "8"),
+        "20261126-204747-wide-filters" => ("0.003", "16"),
+        _ => ("0.003", "8"),
+    };
+    [
+        ("train.lr", lr),
+        ("model.base_filters", filters),
+        ("train.epochs", "12"),
+        ("run.name", &id[16..]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 fn entry(name: &str, text: &str) -> ExperimentEntry {
     let path = PathBuf::from(format!("/ws/experiments/{name}.toml"));
     let status = match Experiment::parse(Path::new(&format!("experiments/{name}.toml")), text, Path::new("/ws")) {
@@ -98,6 +116,7 @@ fn dashboard_with_recorded_runs(width: u16, height: u16) -> App {
                 pid: None,
                 pid_start: None,
                 sweep: None,
+                config: recorded_config(&id),
             }),
             events,
             warnings: warnings.iter().map(|w| w.replace(&shown, "/ws/runs")).collect(),
@@ -118,6 +137,7 @@ fn dashboard_with_recorded_runs(width: u16, height: u16) -> App {
             pid: None,
             pid_start: None,
             sweep: None,
+            config: Default::default(),
         }),
         ..RunUpdate::default()
     });
@@ -345,7 +365,7 @@ fn empty_workspace_says_where_it_looked() {
 #[test]
 fn every_screen_survives_tiny_terminals() {
     let mut app = dashboard_with_recorded_runs(80, 24);
-    for screen in ["1", "2", "2jj\r", "3", "?"] {
+    for screen in ["1", "2", "2jj\r", "2jj\rv", "3", "2 j 4", "?"] {
         for c in screen.chars() {
             key(&mut app, if c == '\r' { KeyCode::Enter } else { KeyCode::Char(c) });
         }
@@ -384,4 +404,38 @@ fn the_mouse_selects_and_opens_runs_and_the_wheel_scrolls() {
     // A click on the selected run opens it.
     app.update(mouse(MouseEventKind::Down(MouseButton::Left), 5));
     assert_eq!((app.screen, app.open.as_deref()), (Screen::Run, Some(LIVE)));
+}
+
+#[test]
+fn the_compare_view_overlays_marked_runs_and_shows_the_keys_they_differ_in() {
+    let mut app = dashboard_with_recorded_runs(80, 24);
+    key(&mut app, KeyCode::Char('2'));
+    // Newest first: wide-filters, bad-data, lite-lr1e-2, unet-base8; mark all but bad-data.
+    key(&mut app, KeyCode::Char(' '));
+    key(&mut app, KeyCode::Char('j'));
+    key(&mut app, KeyCode::Char(' '));
+    key(&mut app, KeyCode::Char(' '));
+    assert_eq!(app.marked.len(), 3, "{:?}", app.marked);
+    key(&mut app, KeyCode::Char('4'));
+    let screen = render(&app);
+    assert!(screen.contains("4:compare (3)"), "{screen}");
+    assert!(screen.contains("3 runs · 2 keys differ"), "{screen}");
+    assert!(screen.contains("base_filters") && screen.contains("lr"), "{screen}");
+    assert!(
+        !screen.contains("epochs  "),
+        "a key all runs share is not a column:\n{screen}"
+    );
+    insta::assert_snapshot!("compare_80x24", screen);
+    // Sorting by the best WT Dice puts the best first.
+    for _ in 0..6 {
+        key(&mut app, KeyCode::Char('s'));
+    }
+    let sorted = render(&app);
+    assert!(sorted.contains("sorted by WT"), "{sorted}");
+    let rows: Vec<&str> = sorted
+        .lines()
+        .filter(|l| l.contains("│") && l.contains(" 1126-20"))
+        .collect();
+    assert!(rows.len() >= 3, "{sorted}");
+    assert!(rows[0].contains("wide-filters"), "WT .90 first:\n{sorted}");
 }

@@ -4,6 +4,7 @@
 //! row, the screen's body, and a key bar with the keys that matter here (or a notice) on the
 //! last row. Help and the kill confirmation are drawn over it.
 
+mod compare;
 mod experiments;
 mod grid;
 mod run;
@@ -41,6 +42,7 @@ pub fn draw(app: &App, frame: &mut Frame) {
         Screen::Runs => runs::draw(app, frame, body),
         Screen::Run => run::draw(app, frame, body),
         Screen::Grid => grid::draw(app, frame, body),
+        Screen::Compare => compare::draw(app, frame, body),
     }
     frame.render_widget(key_bar(app), keys);
     if app.show_help {
@@ -73,6 +75,11 @@ fn title_bar(app: &App, width: u16) -> Line<'static> {
         tab("1", experiments, app.screen == Screen::Experiments),
         tab("2", runs, matches!(app.screen, Screen::Runs | Screen::Run)),
         tab("3", "grid".to_string(), app.screen == Screen::Grid),
+        tab(
+            "4",
+            format!("compare ({})", app.marked.len()),
+            app.screen == Screen::Compare,
+        ),
     ];
     let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
     if let Some(host) = &app.host {
@@ -114,10 +121,10 @@ fn key_bar(app: &App) -> Line<'static> {
         ],
         Screen::Runs => &[
             ("⏎", "open"),
+            ("␣", "mark"),
             ("/", "filter"),
             ("s", "sort"),
             ("x", "stop"),
-            ("K", "kill"),
             ("?", "help"),
         ],
         Screen::Run => &[
@@ -126,6 +133,13 @@ fn key_bar(app: &App) -> Line<'static> {
             ("L", "log"),
             ("x", "stop"),
             ("K", "kill"),
+            ("?", "help"),
+        ],
+        Screen::Compare => &[
+            ("s", "sort"),
+            ("S", "reverse"),
+            ("u", "unmark all"),
+            ("Esc", "runs"),
             ("?", "help"),
         ],
         Screen::Grid => &[
@@ -196,9 +210,9 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
 
 /// Every key, by screen.
 pub const HELP: &[(&str, &str)] = &[
-    ("1 2 3  Tab", "experiments · runs · grid"),
-    ("↑↓ j k  PgUp PgDn", "select (the wheel too)"),
-    ("g G  Home End", "first / last"),
+    ("1 2 3 4  Tab", "experiments · runs · grid · compare"),
+    ("space  w", "mark a run · its whole sweep, to compare"),
+    ("↑↓ j k g G PgUp/Dn", "select, first, last (the wheel too)"),
     ("⏎  click", "queue an experiment · open a run"),
     ("/", "filter runs (Enter keeps, Esc clears)"),
     ("s  S", "sort runs by the next column · reverse"),
@@ -210,8 +224,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("L", "log scale for the loss"),
     ("v  [ ]  PgUp PgDn", "preview: full view · slice ∓1 · ∓10"),
     ("a T o M c", "axis, tumour, overlay, modality, colours"),
-    ("m", "chart lines: braille, blocks, dots"),
-    ("t", "next theme (remembered)"),
+    ("m  t", "chart lines · next theme (both remembered)"),
     ("Esc", "back"),
     ("?  F1", "this help"),
     ("q  Ctrl-C", "quit (runs keep going)"),

@@ -1,0 +1,182 @@
+//! The compare view: the marked runs' loss and whole-tumour Dice overlaid, one colour per run,
+//! and a table of only the experiment keys they differ in, with their best and last scores,
+//! sortable by any column.
+
+use std::collections::BTreeSet;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::Span;
+use ratatui::widgets::{Cell, Paragraph, Row, Table, Widget, Wrap};
+
+use super::panel;
+use super::runs::short_id;
+use crate::dashboard::app::App;
+use crate::dashboard::chart::{LineChart, format_value};
+use crate::dashboard::run::RunModel;
+
+/// Run colours, in marking order; they repeat after eight runs.
+const COLOURS: [Color; 8] = [
+    Color::Cyan,
+    Color::Magenta,
+    Color::Yellow,
+    Color::Green,
+    Color::LightRed,
+    Color::LightBlue,
+    Color::White,
+    Color::LightMagenta,
+];
+
+/// Keys that differ between runs by nature, not by choice.
+const IGNORED: [&str; 3] = ["run.name", "run.notes", "run.tags"];
+
+pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
+    let theme = &app.theme;
+    let runs = app.marked_runs();
+    if runs.len() < 2 {
+        let text = format!(
+            "{} run(s) marked. In the run list (2), space marks a run and w marks every run of the \
+             selected run's sweep; come back here (4) to see them side by side.",
+            runs.len()
+        );
+        frame.render_widget(
+            Paragraph::new(text)
+                .wrap(Wrap { trim: true })
+                .block(panel(theme, "compare")),
+            area,
+        );
+        return;
+    }
+    let [charts, table] = Layout::vertical([Constraint::Fill(1), Constraint::Fill(1)]).areas(area);
+    let [loss, dice] = Layout::horizontal([Constraint::Fill(1); 2]).areas(charts);
+    let buf = frame.buffer_mut();
+    let names: Vec<String> = (1..=runs.len()).map(|i| i.to_string()).collect();
+    let mut loss_chart = LineChart::new("loss", theme, app.marker()).x_unit("epochs");
+    let mut dice_chart = LineChart::new("WT Dice", theme, app.marker()).x_unit("epochs");
+    for (i, run) in runs.iter().enumerate() {
+        let style = Style::new().fg(COLOURS[i % COLOURS.len()]);
+        loss_chart = loss_chart.series(&names[i], style, &run.loss);
+        dice_chart = dice_chart.series(&names[i], style, &run.dice[2]);
+    }
+    loss_chart.render(loss, buf);
+    dice_chart.render(dice, buf);
+    draw_table(app, &runs, table, buf);
+}
+
+/// The experiment keys whose values are not the same in every run.
+pub fn differing_keys(runs: &[&RunModel]) -> Vec<String> {
+    let keys: BTreeSet<&String> = runs.iter().flat_map(|r| r.config.keys()).collect();
+    keys.into_iter()
+        .filter(|key| !IGNORED.contains(&key.as_str()))
+        .filter(|key| {
+            let first = runs[0].config.get(*key);
+            runs.iter().any(|r| r.config.get(*key) != first)
+        })
+        .cloned()
+        .collect()
+}
+
+/// A table cell's value, for sorting: numbers as numbers, else text.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+enum Value {
+    Number(f64),
+    Text(String),
+    Missing,
+}
+
+fn draw_table(app: &App, runs: &[&RunModel], area: Rect, buf: &mut ratatui::buffer::Buffer) {
+    let theme = &app.theme;
+    let keys = differing_keys(runs);
+    let mut header: Vec<String> = vec!["#".into(), "run".into()];
+    header.extend(keys.iter().map(|k| k.rsplit('.').next().unwrap_or(k).to_string()));
+    header.extend(["ET", "TC", "WT", "loss"].map(String::from));
+    let rows: Vec<(usize, Vec<Value>)> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, run)| {
+            let mut values = vec![Value::Number(i as f64 + 1.0), Value::Text(short_id(&run.id))];
+            for key in &keys {
+                values.push(match run.config.get(key) {
+                    Some(v) => v.parse::<f64>().map_or_else(|_| Value::Text(v.clone()), Value::Number),
+                    None => Value::Missing,
+                });
+            }
+            let best = run.best.map(|(_, d)| d);
+            for score in [best.map(|d| d.et), best.map(|d| d.tc), best.map(|d| d.wt)] {
+                values.push(score.map_or(Value::Missing, Value::Number));
+            }
+            values.push(run.loss.last().map_or(Value::Missing, Value::Number));
+            (i, values)
+        })
+        .collect();
+    let text = |v: &Value| match v {
+        Value::Number(n) => format_value(*n),
+        Value::Text(t) => t.clone(),
+        Value::Missing => "–".to_string(),
+    };
+    let column = app.compare_sort % header.len();
+    let mut order: Vec<&(usize, Vec<Value>)> = rows.iter().collect();
+    order.sort_by(|a, b| {
+        let (x, y) = (&a.1[column], &b.1[column]);
+        // Missing values last whatever the direction; scores best first by default.
+        let ordering = match (x, y) {
+            (Value::Missing, Value::Missing) => std::cmp::Ordering::Equal,
+            (Value::Missing, _) => return std::cmp::Ordering::Greater,
+            (_, Value::Missing) => return std::cmp::Ordering::Less,
+            _ => x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal),
+        };
+        let descending = header[column] == "ET" || header[column] == "TC" || header[column] == "WT";
+        let ordering = if descending { ordering.reverse() } else { ordering };
+        if app.compare_reverse {
+            ordering.reverse()
+        } else {
+            ordering
+        }
+    });
+    let table_rows: Vec<Row> = order
+        .iter()
+        .map(|(i, values)| {
+            let mut cells: Vec<Cell> = values.iter().map(|v| Cell::from(text(v))).collect();
+            cells[0] = Cell::from(Span::styled(
+                format!("{}", i + 1),
+                Style::new().fg(COLOURS[i % COLOURS.len()]).add_modifier(Modifier::BOLD),
+            ));
+            Row::new(cells).style(Style::new().fg(theme.ui.text))
+        })
+        .collect();
+    let mut widths = vec![Constraint::Length(2), Constraint::Min(12)];
+    // Each key's column as wide as its name or widest value (up to 14).
+    for (k, name) in header.iter().enumerate().skip(2).take(keys.len()) {
+        let widest = rows.iter().map(|(_, v)| text(&v[k]).chars().count()).max().unwrap_or(0);
+        widths.push(Constraint::Length(widest.max(name.chars().count()).min(14) as u16));
+    }
+    widths.extend([Constraint::Length(5); 3]);
+    widths.push(Constraint::Length(6));
+    let header_row = Row::new(header.iter().enumerate().map(|(i, h)| {
+        let mut style = Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD);
+        if i == column {
+            style = style.add_modifier(Modifier::UNDERLINED);
+        }
+        Cell::from(h.clone()).style(style)
+    }));
+    let title = if keys.is_empty() {
+        format!(
+            "{} runs · same experiment settings · sorted by {}",
+            runs.len(),
+            header[column]
+        )
+    } else {
+        format!(
+            "{} runs · {} keys differ · sorted by {}",
+            runs.len(),
+            keys.len(),
+            header[column]
+        )
+    };
+    Table::new(table_rows, widths)
+        .header(header_row)
+        .column_spacing(1)
+        .block(panel(theme, &title))
+        .render(area, buf);
+}
