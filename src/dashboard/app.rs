@@ -41,6 +41,7 @@ pub enum Msg {
         run: String,
         previews: u32,
         modality: crate::experiment::Modality,
+        epoch: Option<u32>,
         result: Result<Option<Box<super::preview::PreviewData>>, String>,
     },
     /// Something the loop was asked to do failed; the message says what.
@@ -72,6 +73,7 @@ pub enum Effect {
         dir: PathBuf,
         previews: u32,
         modality: crate::experiment::Modality,
+        epoch: Option<u32>,
     },
     /// Rearrange the queue.
     Requeue {
@@ -245,7 +247,7 @@ pub struct App {
     /// The run view shows the preview over its whole body (`v`).
     pub preview_full: bool,
     /// The preview asked for last: run, previews written then, modality.
-    preview_asked: Option<(String, u32, crate::experiment::Modality)>,
+    preview_asked: Option<(String, u32, crate::experiment::Modality, Option<u32>)>,
     pub host: Option<HostSample>,
     /// Kill waits for a `y`.
     pub confirm_kill: Option<String>,
@@ -400,13 +402,19 @@ impl App {
         if previews == 0 {
             return;
         }
-        let wanted = (id.clone(), previews, self.preview_view.modality);
+        let wanted = (
+            id.clone(),
+            previews,
+            self.preview_view.modality,
+            self.preview_view.epoch,
+        );
         if self.preview_asked.as_ref() == Some(&wanted) {
             return;
         }
         if self.preview.as_ref().is_some_and(|p| p.run != id) {
             self.preview = None;
             self.preview_view.slice = None;
+            self.preview_view.epoch = None;
         }
         if self.preview.is_none() {
             self.preview_status = Some("loading the preview…".to_string());
@@ -416,6 +424,7 @@ impl App {
             dir,
             previews,
             modality: self.preview_view.modality,
+            epoch: self.preview_view.epoch,
         });
         self.preview_asked = Some(wanted);
     }
@@ -476,9 +485,10 @@ impl App {
                 run,
                 previews,
                 modality,
+                epoch,
                 result,
             } => {
-                if self.preview_asked.as_ref() == Some(&(run.clone(), previews, modality)) {
+                if self.preview_asked.as_ref() == Some(&(run.clone(), previews, modality, epoch)) {
                     match result {
                         Ok(Some(data)) => {
                             self.preview = Some(*data);
@@ -779,6 +789,24 @@ impl App {
             KeyCode::PageDown | KeyCode::Char('}') => step(10),
             KeyCode::PageUp | KeyCode::Char('{') => step(-10),
             KeyCode::Char('T') => view.slice = None,
+            // Earlier and later previews of the run: one validation back or forward.
+            KeyCode::Char('<') | KeyCode::Char(',') | KeyCode::Char('>') | KeyCode::Char('.') => {
+                let back = matches!(code, KeyCode::Char('<') | KeyCode::Char(','));
+                let shown = self.preview.as_ref().map(|p| p.epoch);
+                let epochs = self
+                    .runs
+                    .get(self.open.as_deref().unwrap_or_default())
+                    .map(|r| r.preview_epochs.clone())
+                    .unwrap_or_default();
+                let at = shown.and_then(|e| epochs.iter().position(|&x| x == e));
+                let to = match (at, back) {
+                    (Some(i), true) => epochs.get(i.saturating_sub(1)).copied(),
+                    (Some(i), false) => epochs.get(i + 1).copied(),
+                    (None, _) => None,
+                };
+                // The latest preview is asked for as "latest", so new ones keep coming.
+                self.preview_view.epoch = to.filter(|e| Some(e) != epochs.last());
+            }
             KeyCode::Char('a') => {
                 view.axis = match view.axis {
                     Axis::Axial => Axis::Coronal,

@@ -154,16 +154,18 @@ fn perform(app: &mut App, workspace: &Workspace, tx: &Sender<Msg>, look: &Sender
                 dir,
                 previews,
                 modality,
+                epoch,
             } => {
                 let (tx, root) = (tx.clone(), workspace.root().to_path_buf());
                 let spawned = thread::Builder::new().name("preview".into()).spawn(move || {
-                    let result = preview::load(&root, &dir, modality)
+                    let result = preview::load_epoch(&root, &dir, modality, epoch)
                         .map(|p| p.map(Box::new))
                         .map_err(|e| format!("{e:#}"));
                     let _ = tx.send(Msg::Preview {
                         run,
                         previews,
                         modality,
+                        epoch,
                         result,
                     });
                 });

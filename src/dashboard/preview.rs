@@ -59,6 +59,8 @@ pub struct PreviewView {
     pub side_by_side: bool,
     pub modality: Modality,
     pub mode: ColorMode,
+    /// Step back through earlier previews: the epoch to show (`None`: the latest).
+    pub epoch: Option<u32>,
 }
 
 impl PreviewView {
@@ -69,6 +71,7 @@ impl PreviewView {
             side_by_side: true,
             modality: Modality::T2f,
             mode,
+            epoch: None,
         }
     }
 }
@@ -76,14 +79,29 @@ impl PreviewView {
 /// Loads the latest preview of the run in `dir`: its predicted labels, and the preview
 /// case's `modality` and labels from the experiment's dataset. `None` before any preview.
 pub fn load(workspace: &Path, dir: &Path, modality: Modality) -> anyhow::Result<Option<PreviewData>> {
+    load_epoch(workspace, dir, modality, None)
+}
+
+/// Loads the preview written at `epoch` (the latest at or before it; `None`: the latest).
+pub fn load_epoch(
+    workspace: &Path,
+    dir: &Path,
+    modality: Modality,
+    epoch: Option<u32>,
+) -> anyhow::Result<Option<PreviewData>> {
     let run = RunDir::open(dir);
     let (events, _) = EventTail::new(run.events())
         .poll()
         .with_context(|| format!("cannot read {}", run.events().display()))?;
-    let Some((epoch, case_id, path)) = events.into_iter().rev().find_map(|e| match e {
-        Event::PreviewWritten { epoch, case, path, .. } => Some((epoch, case, path)),
-        _ => None,
-    }) else {
+    let Some((epoch, case_id, path)) = events
+        .into_iter()
+        .rev()
+        .filter_map(|e| match e {
+            Event::PreviewWritten { epoch, case, path, .. } => Some((epoch, case, path)),
+            _ => None,
+        })
+        .find(|(e, ..)| epoch.is_none_or(|wanted| *e <= wanted))
+    else {
         return Ok(None);
     };
     let experiment = Experiment::load(&run.experiment(), workspace)?;

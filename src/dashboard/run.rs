@@ -225,6 +225,8 @@ pub struct RunModel {
     pub warnings: Vec<String>,
     pub log_tail: Vec<String>,
     pub previews: u32,
+    /// The epochs previews were written at, in order.
+    pub preview_epochs: Vec<u32>,
     /// Its place in the queue, while it waits there.
     pub queue: Option<QueuePlace>,
     /// How the last trainer process ended, when its launcher recorded it.
@@ -278,6 +280,7 @@ impl RunModel {
             warnings: Vec::new(),
             log_tail: Vec::new(),
             previews: 0,
+            preview_epochs: Vec::new(),
             queue: None,
             exit: None,
             sweep: None,
@@ -385,7 +388,10 @@ impl RunModel {
                     mean: mean.clone(),
                 });
             }
-            Event::PreviewWritten { .. } => self.previews += 1,
+            Event::PreviewWritten { epoch, .. } => {
+                self.previews += 1;
+                self.preview_epochs.push(*epoch);
+            }
             Event::Checkpoint { .. } | Event::EarlyStop { .. } => {}
             Event::RunFinished {
                 outcome,
