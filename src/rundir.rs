@@ -129,6 +129,11 @@ impl RunDir {
         write_json(&self.path, &self.launch(), launch)
     }
 
+    /// The sweep the run belongs to, when it does.
+    pub fn read_sweep(&self) -> Option<crate::experiment::sweep::SweepTag> {
+        read_json(&self.sweep())
+    }
+
     /// How the last launched trainer ended, when its launcher saw it end.
     pub fn read_exit(&self) -> Option<ExitRecord> {
         read_json(&self.exit())

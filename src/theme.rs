@@ -145,6 +145,26 @@ struct RawSeries {
     ram: Option<String>,
 }
 
+impl LabelColors {
+    /// The colours for the slice renderer; a colour that is not RGB (a named terminal
+    /// colour) keeps the renderer's default for that label.
+    pub fn palette(&self) -> crate::render::Palette {
+        let default = crate::render::Palette::default();
+        let rgb = |c: Color, fallback: [u8; 3]| match c {
+            Color::Rgb(r, g, b) => [r, g, b],
+            _ => fallback,
+        };
+        crate::render::Palette {
+            labels: [
+                rgb(self.ncr, default.labels[0]),
+                rgb(self.ed, default.labels[1]),
+                rgb(self.et, default.labels[2]),
+            ],
+            ..default
+        }
+    }
+}
+
 impl Theme {
     /// Reads and checks the theme file at `path`.
     pub fn load(path: &Path) -> Result<Theme, ConfigError> {

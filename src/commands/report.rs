@@ -254,7 +254,7 @@ fn draw_montage(path: &Path, title: &str, preview: &PreviewData, theme: &Theme) 
     let root = BitMapBackend::new(path, (width as u32, height as u32)).into_drawing_area();
     root.fill(&BLACK).map_err(draw_error)?;
     let white = (FONT, 22).into_font().color(&WHITE);
-    let dice = preview::region_dice(&truth.data, &preview.prediction.data);
+    let dice = preview.dice.context("no ground truth to score against")?;
     root.draw_text(
         &format!(
             "{title} · {} · epoch {} · Dice ET {:.2} TC {:.2} WT {:.2}",
@@ -322,9 +322,5 @@ fn draw_montage(path: &Path, title: &str, preview: &PreviewData, theme: &Theme) 
 }
 
 fn label_colors(theme: &Theme) -> [RGBColor; 3] {
-    let rgb = |c: ratatui::style::Color| match c {
-        ratatui::style::Color::Rgb(r, g, b) => RGBColor(r, g, b),
-        _ => RGBColor(255, 255, 255),
-    };
-    [rgb(theme.labels.ncr), rgb(theme.labels.ed), rgb(theme.labels.et)]
+    theme.labels.palette().labels.map(|[r, g, b]| RGBColor(r, g, b))
 }

@@ -174,32 +174,30 @@ impl ExperimentEntry {
             .unwrap_or_default();
         let shown = path.strip_prefix(workspace.root()).unwrap_or(path);
         let mut sweep = None;
-        let expanded = crate::config::read_text(shown)
-            .map_err(|e| e.to_string())
-            .and_then(|text| {
-                crate::experiment::sweep::expand(shown, &text, workspace.root()).map_err(|e| format!("{e:#}"))
-            });
-        let status = match Experiment::load(shown, workspace.root()) {
-            Ok(_) if let Err(error) = &expanded => {
-                ExperimentStatus::Invalid(error.lines().map(str::to_string).collect())
-            }
-            Ok(experiment) => {
-                if let Ok(Some(expanded)) = &expanded {
-                    let keys: Vec<&str> = expanded
-                        .members
-                        .first()
-                        .map(|m| m.values.keys().map(String::as_str).collect())
-                        .unwrap_or_default();
-                    sweep = Some(format!("{} runs: {}", expanded.members.len(), keys.join(" × ")));
+        // Read once: the experiment, then what its [sweep] expands into.
+        let parsed = crate::config::read_text(shown)
+            .and_then(|text| Experiment::parse(shown, &text, workspace.root()).map(|e| (e, text)));
+        let status = match parsed {
+            Ok((experiment, text)) => match crate::experiment::sweep::expand(shown, &text, workspace.root()) {
+                Err(error) => ExperimentStatus::Invalid(format!("{error:#}").lines().map(str::to_string).collect()),
+                Ok(expanded) => {
+                    if let Some(expanded) = expanded {
+                        let keys: Vec<&str> = expanded
+                            .members
+                            .first()
+                            .map(|m| m.values.keys().map(String::as_str).collect())
+                            .unwrap_or_default();
+                        sweep = Some(format!("{} runs: {}", expanded.members.len(), keys.join(" × ")));
+                    }
+                    let problems = experiment.check_paths();
+                    if problems.is_empty() {
+                        ExperimentStatus::Ready(Box::new(experiment))
+                    } else {
+                        let messages = problems.into_iter().map(|p| p.message).collect();
+                        ExperimentStatus::Missing(Box::new(experiment), messages)
+                    }
                 }
-                let problems = experiment.check_paths();
-                if problems.is_empty() {
-                    ExperimentStatus::Ready(Box::new(experiment))
-                } else {
-                    let messages = problems.into_iter().map(|p| p.message).collect();
-                    ExperimentStatus::Missing(Box::new(experiment), messages)
-                }
-            }
+            },
             Err(error) => ExperimentStatus::Invalid(error.to_string().lines().map(str::to_string).collect()),
         };
         ExperimentEntry {

@@ -126,7 +126,7 @@ pub fn load_epoch(
     let dice = loaded
         .labels
         .as_ref()
-        .map(|truth| region_dice(&truth.data, &prediction.data));
+        .map(|truth| crate::metrics::region_dice(&prediction.data, &truth.data));
     Ok(Some(PreviewData {
         run: run.id(),
         epoch,
@@ -139,29 +139,6 @@ pub fn load_epoch(
         dice,
         cache: RefCell::new(None),
     }))
-}
-
-/// Dice of `predicted` against `truth` per BraTS region (1 when both are empty).
-pub fn region_dice(truth: &[u8], predicted: &[u8]) -> RegionScores {
-    let dice = |region: fn(u8) -> bool| {
-        let (mut both, mut t, mut p) = (0u64, 0u64, 0u64);
-        for (&a, &b) in truth.iter().zip(predicted) {
-            let (a, b) = (region(a), region(b));
-            both += u64::from(a && b);
-            t += u64::from(a);
-            p += u64::from(b);
-        }
-        if t + p == 0 {
-            1.0
-        } else {
-            2.0 * both as f64 / (t + p) as f64
-        }
-    };
-    RegionScores {
-        et: dice(|l| l == 3),
-        tc: dice(|l| l == 1 || l == 3),
-        wt: dice(|l| l > 0),
-    }
 }
 
 impl PreviewData {
@@ -305,7 +282,7 @@ mod tests {
             case: "c".into(),
             modality: Modality::T2f,
             window: (0.0, 3.0),
-            dice: Some(region_dice(&truth, &predicted)),
+            dice: Some(crate::metrics::region_dice(&predicted, &truth)),
             truth: Some(Volume {
                 data: truth,
                 shape,
@@ -331,7 +308,7 @@ mod tests {
     }
 
     #[test]
-    fn region_dice_counts_each_region() {
+    fn the_case_dice_counts_each_region() {
         let d = data().dice.expect("truth");
         // WT: 4 truth voxels, 3 predicted, all 3 right: 2*3/7.
         assert!((d.wt - 6.0 / 7.0).abs() < 1e-9, "{d:?}");

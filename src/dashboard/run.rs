@@ -162,8 +162,6 @@ pub struct QueuePlace {
     /// 1: the next to start.
     pub position: usize,
     pub paused: bool,
-    /// Continues from a checkpoint rather than starting.
-    pub resume: bool,
     /// Why it waits, as the scheduler last saw it.
     pub waiting: Option<String>,
 }

@@ -16,7 +16,6 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System}
 
 use super::run::{LOG_LINES, Liveness, ProcessSample, QueuePlace};
 use crate::events::{Event, EventTail};
-use crate::experiment::Experiment;
 use crate::experiment::sweep::SweepTag;
 use crate::launcher::is_trainer_name;
 use crate::rundir::RunDir;
@@ -182,20 +181,20 @@ impl Watcher {
             }
             let run = RunDir::open(&dir);
             let launch = run.read_launch();
+            // The frozen experiment, read once: its keys for comparing, its run name for the list.
+            let config: BTreeMap<String, String> = std::fs::read_to_string(run.experiment())
+                .ok()
+                .and_then(|text| text.parse::<toml::Table>().ok())
+                .map(|table| flatten(&table))
+                .unwrap_or_default();
             let found = RunFound {
-                name: run_name(&run, &self.workspace),
+                name: config.get("run.name").cloned().unwrap_or_else(|| run.id()),
                 created: created(&dir),
                 experiment: launch.as_ref().map(|l| l.experiment.clone()),
                 pid: launch.as_ref().map(|l| l.pid),
                 pid_start: launch.as_ref().and_then(|l| l.pid_start),
-                sweep: std::fs::read_to_string(run.sweep())
-                    .ok()
-                    .and_then(|text| serde_json::from_str(&text).ok()),
-                config: std::fs::read_to_string(run.experiment())
-                    .ok()
-                    .and_then(|text| text.parse::<toml::Table>().ok())
-                    .map(|table| flatten(&table))
-                    .unwrap_or_default(),
+                sweep: run.read_sweep(),
+                config,
             };
             self.runs.insert(
                 id.clone(),
@@ -325,7 +324,6 @@ impl Watcher {
                     let place = QueuePlace {
                         position: i + 1,
                         paused: entry.paused,
-                        resume: entry.resume,
                         waiting: entry.waiting,
                     };
                     (entry.run, place)
@@ -484,13 +482,6 @@ pub fn flatten(table: &toml::Table) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     walk("", table, &mut out);
     out
-}
-
-/// The run name from the frozen experiment, else the directory name.
-fn run_name(run: &RunDir, workspace: &Workspace) -> String {
-    Experiment::load(&run.experiment(), workspace.root())
-        .map(|e| e.run.name)
-        .unwrap_or_else(|_| run.id())
 }
 
 fn created(dir: &Path) -> Option<DateTime<Utc>> {

@@ -146,7 +146,6 @@ fn dashboard_with_recorded_runs(width: u16, height: u16) -> App {
         QueuePlace {
             position: 1,
             paused: false,
-            resume: false,
             waiting: Some("needs 2.1 GB, 1.4 GB free (reserve 1.0 GB)".to_string()),
         },
     )];

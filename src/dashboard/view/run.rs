@@ -310,7 +310,7 @@ fn draw_preview(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
     let mut block = panel(theme, &title);
     let (truth, predicted) = preview.slice_pair(view);
     if let Some(truth) = truth {
-        let d = crate::dashboard::preview::region_dice(&truth.labels, &predicted.labels);
+        let d = crate::metrics::region_dice(&predicted.labels, &truth.labels);
         let mut scores = format!(" slice {:.2}/{:.2}/{:.2}", d.et, d.tc, d.wt);
         if let Some(v) = preview.dice {
             scores.push_str(&format!(" · case {:.2}/{:.2}/{:.2}", v.et, v.tc, v.wt));
@@ -322,24 +322,7 @@ fn draw_preview(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
     }
     let inner = block.inner(area);
     block.render(area, buf);
-    preview.draw(view, &palette(theme), inner, buf);
-}
-
-/// The theme's label colours for the slice renderer.
-fn palette(theme: &crate::theme::Theme) -> crate::render::Palette {
-    let rgb = |c: ratatui::style::Color, fallback: [u8; 3]| match c {
-        ratatui::style::Color::Rgb(r, g, b) => [r, g, b],
-        _ => fallback,
-    };
-    let default = crate::render::Palette::default();
-    crate::render::Palette {
-        labels: [
-            rgb(theme.labels.ncr, default.labels[0]),
-            rgb(theme.labels.ed, default.labels[1]),
-            rgb(theme.labels.et, default.labels[2]),
-        ],
-        ..default
-    }
+    preview.draw(view, &theme.labels.palette(), inner, buf);
 }
 
 /// The latest validation's HD95 and the end-of-run evaluation, when there are any.
