@@ -44,6 +44,13 @@ pub enum Msg {
         epoch: Option<u32>,
         result: Result<Option<Box<super::preview::PreviewData>>, String>,
     },
+    /// The experiment editor is ready on a clone (or the source could not be read).
+    Editor(Result<Box<super::editor::Editor>, String>),
+    /// How saving the editor's file went.
+    Saved {
+        path: PathBuf,
+        outcome: super::editor::SaveOutcome,
+    },
     /// Something the loop was asked to do failed; the message says what.
     Failed(String),
     /// A signal asked the dashboard to end.
@@ -81,6 +88,21 @@ pub enum Effect {
         change: QueueChange,
     },
     SaveSettings(Settings),
+    /// Open the experiment editor on a clone of this file (an experiment or a run's frozen
+    /// copy): `from` is how the form names it, `base` the name the clone's is made from.
+    Clone {
+        source: PathBuf,
+        from: String,
+        base: String,
+    },
+    /// Write the editor's file; a file already there is replaced only when `overwrite`.
+    SaveExperiment {
+        path: PathBuf,
+        text: String,
+        overwrite: bool,
+    },
+    /// Hand the terminal to `$VISUAL`/`$EDITOR` on this experiment file, then check it.
+    EditFile(PathBuf),
 }
 
 /// Changes to a queued run.
@@ -247,6 +269,8 @@ pub struct App {
     /// The preview asked for last: run, previews written then, modality.
     preview_asked: Option<(String, u32, crate::experiment::Modality, Option<u32>)>,
     pub host: Option<HostSample>,
+    /// The experiment editor, while it is open (over any screen).
+    pub editor: Option<super::editor::Editor>,
     /// Kill waits for a `y`.
     pub confirm_kill: Option<String>,
     pub show_help: bool,
@@ -291,6 +315,7 @@ impl App {
             preview_full: false,
             preview_asked: None,
             host: None,
+            editor: None,
             confirm_kill: None,
             show_help: false,
             notice: None,
@@ -498,6 +523,20 @@ impl App {
                     self.dirty = true;
                 }
             }
+            Msg::Editor(Ok(editor)) => {
+                self.editor = Some(*editor);
+                self.dirty = true;
+            }
+            Msg::Editor(Err(error)) => {
+                self.say(error);
+                self.dirty = true;
+            }
+            Msg::Saved { path, outcome } => {
+                if let Some(editor) = &mut self.editor {
+                    editor.saved(path, outcome);
+                }
+                self.dirty = true;
+            }
             Msg::Failed(message) => {
                 self.say(message);
                 self.dirty = true;
@@ -574,6 +613,22 @@ impl App {
             }
             return;
         }
+        if let Some(editor) = &mut self.editor {
+            use super::editor::Action;
+            match editor.key(key) {
+                Action::None => {}
+                Action::Close => self.editor = None,
+                Action::Save { path, text, overwrite } => {
+                    self.effects.push(Effect::SaveExperiment { path, text, overwrite })
+                }
+                Action::Launch(path) => {
+                    self.editor = None;
+                    self.say(format!("launching {}…", path.display()));
+                    self.effects.push(Effect::Launch(path));
+                }
+            }
+            return;
+        }
         if self.filtering {
             match key.code {
                 KeyCode::Enter => self.filtering = false,
@@ -630,6 +685,21 @@ impl App {
             KeyCode::Home | KeyCode::Char('g') => self.selected = 0,
             KeyCode::End | KeyCode::Char('G') => self.selected = count.saturating_sub(1),
             KeyCode::Enter => self.launch_selected(),
+            KeyCode::Char('c') => {
+                if let Some(entry) = self.selected_experiment() {
+                    let shown = entry.path.strip_prefix(self.workspace.root()).unwrap_or(&entry.path);
+                    self.effects.push(Effect::Clone {
+                        source: entry.path.clone(),
+                        from: shown.display().to_string(),
+                        base: entry.name.clone(),
+                    });
+                }
+            }
+            KeyCode::Char('e') => {
+                if let Some(entry) = self.selected_experiment() {
+                    self.effects.push(Effect::EditFile(entry.path.clone()));
+                }
+            }
             _ => self.dirty = false,
         }
     }
@@ -687,6 +757,8 @@ impl App {
                 self.say(format!("{} marked: 4 compares them", self.marked.len()));
             }
             KeyCode::Char('w') => self.mark_sweep(),
+            KeyCode::Char('c') => self.clone_run(),
+            KeyCode::Char('e') => self.say_frozen(),
             _ => self.dirty = false,
         }
     }
@@ -755,8 +827,27 @@ impl App {
             KeyCode::Char('+') => self.requeue(QueueChange::Earlier),
             KeyCode::Char('-') => self.requeue(QueueChange::Later),
             KeyCode::Char('p') => self.requeue(QueueChange::Hold),
+            KeyCode::Char('c') => self.clone_run(),
+            KeyCode::Char('e') => self.say_frozen(),
             _ => self.dirty = false,
         }
+    }
+
+    /// Opens the editor on a clone of the target run's frozen experiment.
+    fn clone_run(&mut self) {
+        let Some(run) = self.target_run() else {
+            return;
+        };
+        let effect = Effect::Clone {
+            source: run.dir.join(crate::rundir::RunDir::EXPERIMENT),
+            from: format!("run {}", run.id),
+            base: run.name.clone(),
+        };
+        self.effects.push(effect);
+    }
+
+    fn say_frozen(&mut self) {
+        self.say("a run's experiment is frozen as it was launched: c clones it into a new experiment".to_string());
     }
 
     /// The preview's keys in the run view; whether `code` was one.
@@ -822,7 +913,7 @@ impl App {
                     Modality::T2f => Modality::T1n,
                 };
             }
-            KeyCode::Char('c') => {
+            KeyCode::Char('C') => {
                 use crate::render::ColorMode;
                 view.mode = match view.mode {
                     ColorMode::TrueColor => ColorMode::Indexed256,

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod chart;
+pub mod editor;
 pub mod history;
 pub mod preview;
 pub mod run;
@@ -45,8 +46,9 @@ pub struct Options {
 /// Opens the dashboard on `workspace` and runs it until the user quits.
 pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel();
-    spawn_input(tx.clone())?;
-    spawn_signals(tx.clone())?;
+    let gate = std::sync::Arc::new(InputGate::default());
+    spawn_input(tx.clone(), gate.clone())?;
+    spawn_signals(tx.clone(), gate.clone())?;
     spawn_scanner(workspace.clone(), tx.clone())?;
     let (look, requests) = mpsc::channel();
     watch::spawn(workspace.clone(), tx.clone(), requests).context("cannot start the watcher thread")?;
@@ -75,7 +77,7 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
                 match rx.recv_timeout(wait) {
                     Ok(msg) => {
                         app.update(msg);
-                        perform(&mut app, &workspace, &tx, &look);
+                        perform(&mut app, &workspace, &tx, &look, &mut terminal, &gate);
                         if app.should_quit() {
                             return Ok(());
                         }
@@ -92,7 +94,7 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
                 return Ok(());
             };
             app.update(msg);
-            perform(&mut app, &workspace, &tx, &look);
+            perform(&mut app, &workspace, &tx, &look, &mut terminal, &gate);
             if app.should_quit() {
                 return Ok(());
             }
@@ -104,9 +106,53 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
 }
 
 /// Carries out the effects `update` asked for; outcomes come back as messages.
-fn perform(app: &mut App, workspace: &Workspace, tx: &Sender<Msg>, look: &Sender<watch::Request>) {
+fn perform(
+    app: &mut App,
+    workspace: &Workspace,
+    tx: &Sender<Msg>,
+    look: &Sender<watch::Request>,
+    terminal: &mut ratatui::DefaultTerminal,
+    gate: &InputGate,
+) {
     for effect in app.take_effects() {
         match effect {
+            Effect::Clone { source, from, base } => {
+                let taken: Vec<String> = app.experiments.iter().flatten().map(|e| e.name.clone()).collect();
+                let editor = crate::config::read_text(&source)
+                    .map_err(|e| format!("cannot clone {from}: {e}"))
+                    .and_then(|text| editor::Editor::new(from, &text, &base, taken, workspace.root()))
+                    .map(Box::new);
+                app.update(Msg::Editor(editor));
+            }
+            Effect::SaveExperiment { path, text, overwrite } => {
+                let outcome = save_experiment(&path, &text, overwrite);
+                if outcome == editor::SaveOutcome::Saved {
+                    app.update(Msg::Experiments(ExperimentEntry::scan(workspace)));
+                }
+                app.update(Msg::Saved { path, outcome });
+            }
+            Effect::EditFile(path) => {
+                let notice = match edit_file(terminal, gate, &path) {
+                    Ok(()) => {
+                        let entry = ExperimentEntry::check(&path, workspace);
+                        let shown = path
+                            .strip_prefix(workspace.root())
+                            .unwrap_or(&path)
+                            .display()
+                            .to_string();
+                        match &entry.status {
+                            app::ExperimentStatus::Invalid(problems) => {
+                                format!("{shown}: {} problem(s), shown in its details", problems.len())
+                            }
+                            app::ExperimentStatus::Missing(..) => format!("{shown} checks, but see its details"),
+                            app::ExperimentStatus::Ready(_) => format!("{shown} checks: ⏎ launches it"),
+                        }
+                    }
+                    Err(error) => format!("{error:#}"),
+                };
+                app.update(Msg::Experiments(ExperimentEntry::scan(workspace)));
+                app.update(Msg::Failed(notice));
+            }
             Effect::Launch(file) => {
                 let queue = crate::queue::Queue::new(workspace);
                 match queue.add(workspace, &file) {
@@ -190,6 +236,99 @@ fn perform(app: &mut App, workspace: &Workspace, tx: &Sender<Msg>, look: &Sender
     }
 }
 
+/// Writes a new experiment file whole or not at all; an existing file is replaced only
+/// when `overwrite`.
+fn save_experiment(path: &std::path::Path, text: &str, overwrite: bool) -> editor::SaveOutcome {
+    use std::io::Write;
+    let write = || -> std::io::Result<Result<(), tempfile::PersistError>> {
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let mut file = tempfile::Builder::new().prefix(".segtop-edit").tempfile_in(dir)?;
+        file.write_all(text.as_bytes())?;
+        file.as_file().sync_all()?;
+        Ok(if overwrite {
+            file.persist(path).map(drop)
+        } else {
+            file.persist_noclobber(path).map(drop)
+        })
+    };
+    match write() {
+        Ok(Ok(())) => editor::SaveOutcome::Saved,
+        Ok(Err(error)) if error.error.kind() == std::io::ErrorKind::AlreadyExists => editor::SaveOutcome::Exists,
+        Ok(Err(error)) => editor::SaveOutcome::Failed(format!("{}: {}", path.display(), error.error)),
+        Err(error) => editor::SaveOutcome::Failed(format!("{}: {error}", path.display())),
+    }
+}
+
+/// Gives the terminal to the user's editor on `path` and takes it back afterwards.
+fn edit_file(terminal: &mut ratatui::DefaultTerminal, gate: &InputGate, path: &std::path::Path) -> anyhow::Result<()> {
+    let editor = std::env::var("VISUAL")
+        .ok()
+        .or_else(|| std::env::var("EDITOR").ok())
+        .filter(|e| !e.trim().is_empty())
+        .unwrap_or_else(|| "vi".to_string());
+    // The input thread must not read the keys meant for the editor.
+    let _paused = gate.pause();
+    let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
+    ratatui::restore();
+    // Through the shell, as git does, so EDITOR may carry arguments ("code -w").
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(path)
+        .status();
+    crossterm::terminal::enable_raw_mode().context("cannot take the terminal back")?;
+    crossterm::execute!(
+        std::io::stdout(),
+        crossterm::terminal::EnterAlternateScreen,
+        EnableMouseCapture
+    )
+    .context("cannot take the terminal back")?;
+    terminal.clear().context("cannot redraw")?;
+    let status = status.with_context(|| format!("cannot run the editor '{editor}'"))?;
+    if !status.success() {
+        anyhow::bail!("the editor '{editor}' ended with {status}; the file is as it left it");
+    }
+    Ok(())
+}
+
+/// Lets the dashboard stop the input thread reading the terminal while another program
+/// has it.
+#[derive(Default)]
+struct InputGate {
+    paused: std::sync::atomic::AtomicBool,
+    reading: std::sync::Mutex<()>,
+}
+
+impl InputGate {
+    /// Holds the input thread until the returned guard is dropped.
+    fn pause(&self) -> impl Drop + '_ {
+        self.paused.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The input thread holds the lock only while it polls; it waits at most one poll.
+        let guard = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        Paused {
+            gate: self,
+            _guard: guard,
+        }
+    }
+
+    fn is_paused(&self) -> bool {
+        self.paused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+struct Paused<'a> {
+    gate: &'a InputGate,
+    _guard: std::sync::MutexGuard<'a, ()>,
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        self.gate.paused.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 fn requeue(workspace: &Workspace, id: &str, change: app::QueueChange) -> anyhow::Result<()> {
     use app::QueueChange;
     let queue = crate::queue::Queue::new(workspace);
@@ -221,26 +360,49 @@ fn supervise(app: &mut App, workspace: &Workspace) {
 
 /// SIGTERM, SIGHUP (the SSH connection went away) and SIGINT end the dashboard cleanly,
 /// terminal restored; runs keep going.
-fn spawn_signals(tx: Sender<Msg>) -> anyhow::Result<()> {
+fn spawn_signals(tx: Sender<Msg>, gate: std::sync::Arc<InputGate>) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals =
         signal_hook::iterator::Signals::new([SIGTERM, SIGHUP, SIGINT]).context("cannot listen for signals")?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if signals.forever().next().is_some() {
+            for signal in signals.forever() {
+                // Ctrl-C in the user's editor is the editor's.
+                if signal == SIGINT && gate.is_paused() {
+                    continue;
+                }
                 let _ = tx.send(Msg::Quit);
+                break;
             }
         })
         .context("cannot start the signal thread")?;
     Ok(())
 }
 
-fn spawn_input(tx: Sender<Msg>) -> anyhow::Result<()> {
+/// How long the input thread waits for a key before it checks whether to let go of the
+/// terminal.
+const INPUT_POLL: Duration = Duration::from_millis(250);
+
+fn spawn_input(tx: Sender<Msg>, gate: std::sync::Arc<InputGate>) -> anyhow::Result<()> {
     thread::Builder::new()
         .name("input".into())
         .spawn(move || {
-            while let Ok(event) = crossterm::event::read() {
+            loop {
+                if gate.is_paused() {
+                    thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                let reading = gate.reading.lock().unwrap_or_else(|e| e.into_inner());
+                let event = match crossterm::event::poll(INPUT_POLL) {
+                    Ok(true) => crossterm::event::read(),
+                    Ok(false) => continue,
+                    Err(error) => Err(error),
+                };
+                drop(reading);
+                let Ok(event) = event else {
+                    break;
+                };
                 if tx.send(Msg::Terminal(event)).is_err() {
                     break;
                 }

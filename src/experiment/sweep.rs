@@ -166,9 +166,9 @@ pub fn expand(path: &Path, text: &str, workspace: &Path) -> anyhow::Result<Optio
         let index = i + 1;
         let mut run = document.clone();
         for (key, value) in &values {
-            set(&mut run, key, value.clone());
+            super::set_value(&mut run, key, value.clone());
         }
-        set(
+        super::set_value(
             &mut run,
             "run.name",
             toml_edit::Value::from(format!("{}-{index:0width$}", base.run.name)),
@@ -344,23 +344,6 @@ fn random(axes: &[(String, Axis)], samples: usize, seed: u64) -> Vec<Vec<(String
 }
 
 /// Sets the dotted `key` in `document`, creating tables on the way.
-fn set(document: &mut toml_edit::DocumentMut, key: &str, value: toml_edit::Value) {
-    let parts: Vec<&str> = key.split('.').collect();
-    let Some((last, tables)) = parts.split_last() else {
-        return;
-    };
-    let mut table = document.as_table_mut() as &mut dyn toml_edit::TableLike;
-    for part in tables {
-        let entry = table.entry(part).or_insert(toml_edit::table());
-        let Some(next) = entry.as_table_like_mut() else {
-            // A key that is not a table here: the experiment check reports the bad value.
-            return;
-        };
-        table = next;
-    }
-    table.insert(last, toml_edit::Item::Value(value));
-}
-
 fn json(value: &toml_edit::Value) -> serde_json::Value {
     match value {
         toml_edit::Value::Integer(i) => serde_json::Value::from(*i.value()),

@@ -438,3 +438,100 @@ fn the_compare_view_overlays_marked_runs_and_shows_the_keys_they_differ_in() {
     assert!(rows.len() >= 3, "{sorted}");
     assert!(rows[0].contains("wide-filters"), "WT .90 first:\n{sorted}");
 }
+
+#[test]
+fn the_editor_clones_an_experiment_and_shows_what_the_check_finds_in_the_form() {
+    use segtop::dashboard::editor::Editor;
+    let mut app = dashboard_with_recorded_runs(80, 24);
+    // c asks for a clone of the selected experiment, or of a run's frozen copy; e on a run
+    // explains that a frozen copy is not edited.
+    key(&mut app, KeyCode::Char('1'));
+    app.update(Msg::Experiments(vec![entry(
+        "quick-demo",
+        "[data]\nroot = \"data/demo\"\n",
+    )]));
+    key(&mut app, KeyCode::Char('c'));
+    let effects = app.take_effects();
+    assert!(
+        matches!(effects.as_slice(), [Effect::Clone { source, base, .. }]
+            if source == Path::new("/ws/experiments/quick-demo.toml") && base == "quick-demo"),
+        "{effects:?}"
+    );
+    key(&mut app, KeyCode::Char('2'));
+    key(&mut app, KeyCode::Char('c'));
+    let effects = app.take_effects();
+    assert!(
+        matches!(effects.as_slice(), [Effect::Clone { source, from, .. }]
+            if source.ends_with("experiment.toml") && from.starts_with("run ")),
+        "{effects:?}"
+    );
+    key(&mut app, KeyCode::Char('e'));
+    assert!(
+        app.notice.as_deref().is_some_and(|n| n.contains("frozen")),
+        "{:?}",
+        app.notice
+    );
+
+    let text = std::fs::read_to_string(repo().join("experiments/quick-demo.toml")).expect("shipped experiment");
+    let editor = Editor::new(
+        "experiments/quick-demo.toml".to_string(),
+        &text,
+        "quick-demo",
+        vec!["quick-demo".to_string()],
+        Path::new("/ws"),
+    )
+    .expect("the shipped experiment is TOML");
+    app.update(Msg::Editor(Ok(Box::new(editor))));
+    // Base filters 12, then find train.lr, type a negative rate and keep it.
+    keys(&mut app, "/filters");
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Backspace);
+    keys(&mut app, "12");
+    key(&mut app, KeyCode::Enter);
+    keys(&mut app, "/lr");
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Enter);
+    app.update(Msg::Terminal(TermEvent::Key(KeyEvent::new(
+        KeyCode::Char('u'),
+        KeyModifiers::CONTROL,
+    ))));
+    keys(&mut app, "-1");
+    key(&mut app, KeyCode::Enter);
+    keys(&mut app, "s");
+    assert!(app.take_effects().is_empty(), "a form with a problem is not saved");
+    let screen = render(&app);
+    assert!(
+        screen.contains("✗ train.lr = -1 is out of range: must be above 0"),
+        "{screen}"
+    );
+    assert!(screen.contains("not saved: 1 problem(s)"), "{screen}");
+    assert!(screen.contains("✗train.lr") && screen.contains("2 changed"), "{screen}");
+    insta::assert_snapshot!("editor_80x24", screen);
+    // Fixed, it saves into experiments/, the source's comments kept.
+    keys(&mut app, "/lr");
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Enter);
+    app.update(Msg::Terminal(TermEvent::Key(KeyEvent::new(
+        KeyCode::Char('u'),
+        KeyModifiers::CONTROL,
+    ))));
+    keys(&mut app, "0.002");
+    key(&mut app, KeyCode::Enter);
+    keys(&mut app, "s");
+    let effects = app.take_effects();
+    let [
+        Effect::SaveExperiment {
+            path,
+            text,
+            overwrite: false,
+        },
+    ] = effects.as_slice()
+    else {
+        panic!("s saves a valid form: {effects:?}");
+    };
+    assert_eq!(path, Path::new("/ws/experiments/quick-demo-2.toml"));
+    assert!(
+        text.starts_with("# A small U-Net") && text.contains("lr = 0.002\n") && text.contains("base_filters = 12\n")
+    );
+}

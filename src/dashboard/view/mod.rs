@@ -5,6 +5,7 @@
 //! last row. Help and the kill confirmation are drawn over it.
 
 mod compare;
+mod editor;
 mod experiments;
 mod grid;
 mod run;
@@ -38,6 +39,11 @@ pub fn draw(app: &App, frame: &mut Frame) {
         Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
     frame.render_widget(title_bar(app, title.width), title);
     match app.screen {
+        _ if app.editor.is_some() => {
+            if let Some(form) = &app.editor {
+                editor::draw(form, &app.theme, frame, body);
+            }
+        }
         Screen::Experiments => experiments::draw(app, frame, body),
         Screen::Runs => runs::draw(app, frame, body),
         Screen::Run => run::draw(app, frame, body),
@@ -111,10 +117,43 @@ fn key_bar(app: &App) -> Line<'static> {
             Span::styled("  Enter keep  Esc clear", text),
         ]);
     }
+    if let Some(form) = &app.editor {
+        use crate::dashboard::editor::Stage;
+        let keys: &[(&str, &str)] = match (&form.input, &form.search, &form.stage) {
+            (_, _, Stage::Saved(_)) => &[("⏎", "queue it now"), ("Esc", "later")],
+            (_, _, Stage::ConfirmOverwrite(_)) => &[("y", "replace the file"), ("n", "back")],
+            (Some(_), _, _) => &[("⏎", "keep"), ("Esc", "cancel"), ("^U", "clear")],
+            (None, Some(_), _) => &[("find: ", ""), ("⏎", "done")],
+            (None, None, _) => &[
+                ("↑↓", "key"),
+                ("⏎", "edit"),
+                ("←→", "change"),
+                ("/", "find"),
+                ("u", "undo"),
+                ("s", "save"),
+                ("Esc", "close"),
+            ],
+        };
+        let mut spans = vec![Span::raw(" ")];
+        for (k, what) in keys {
+            spans.push(Span::styled(*k, key));
+            if *k == "find: " {
+                spans.push(Span::styled(
+                    format!("{}▏  ", form.search.as_deref().unwrap_or_default()),
+                    text,
+                ));
+            } else {
+                spans.push(Span::styled(format!(" {what}  "), text));
+            }
+        }
+        return Line::from(spans);
+    }
     let keys: &[(&str, &str)] = match app.screen {
         Screen::Experiments => &[
             ("↑↓", "select"),
             ("⏎", "launch"),
+            ("c", "clone"),
+            ("e", "edit"),
             ("2", "runs"),
             ("?", "help"),
             ("q", "quit"),
@@ -223,7 +262,8 @@ pub const HELP: &[(&str, &str)] = &[
     ("← → h l", "run view: panel tabs on small screens"),
     ("L", "log scale for the loss"),
     ("v  [ ]  PgUp PgDn", "preview: full view · slice ∓1 · ∓10"),
-    ("a T o M c", "axis, tumour, overlay, modality, colours"),
+    ("a T o M C", "axis, tumour, overlay, modality, colours"),
+    ("c  e", "clone into a form · open in $EDITOR"),
     ("m  t", "chart lines · next theme (both remembered)"),
     ("Esc", "back"),
     ("?  F1", "this help"),
