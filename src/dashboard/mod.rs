@@ -282,10 +282,14 @@ fn edit_file(terminal: &mut ratatui::DefaultTerminal, gate: &InputGate, path: &s
     crossterm::execute!(
         std::io::stdout(),
         crossterm::terminal::EnterAlternateScreen,
+        crossterm::terminal::Clear(crossterm::terminal::ClearType::All),
         EnableMouseCapture
     )
     .context("cannot take the terminal back")?;
-    terminal.clear().context("cannot redraw")?;
+    // A new terminal has empty buffers, so the next frame is drawn whole. (Terminal::clear
+    // would ask the terminal where its cursor is, and not every terminal answers.)
+    *terminal = ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))
+        .context("cannot take the terminal back")?;
     let status = status.with_context(|| format!("cannot run the editor '{editor}'"))?;
     if !status.success() {
         anyhow::bail!("the editor '{editor}' ended with {status}; the file is as it left it");

@@ -134,6 +134,91 @@ fn a_user_launches_a_tiny_experiment_from_the_keyboard_and_sees_its_loss() {
 }
 
 #[test]
+fn a_user_edits_an_experiment_clones_it_with_new_values_and_launches_the_clone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let workspace = dir.path();
+    std::fs::create_dir(workspace.join("experiments")).expect("mkdir");
+    let source = "# Tiny: trains in seconds.\n[data]\nroot = \"data\"\ncache_dir = \"cache\"\nsplit = [0.5, 0.5, 0.0]\n\
+         [data.synthetic]\ncases = 4\nseed = 3\nshape = [48, 48, 32]\n\
+         [model]\nbase_filters = 4 # small\ndepth = 3\n\
+         [train]\npatch_size = [16, 16, 16]\nbatch_size = 2\nepochs = 2\npatches_per_epoch = 4\nwarmup_epochs = 0\nlr = 3e-3\n\
+         [validate]\nevery = 1\n[run]\nname = \"tiny\"\n";
+    std::fs::write(workspace.join("experiments/tiny.toml"), source).expect("write");
+    // The user's editor, standing in for vi: it changes the epochs in place.
+    let (screen, mut keys, mut child) = open_dashboard_with(workspace, &[("EDITOR", "sed -i s/^epochs.=.2/epochs=3/")]);
+    screen.wait_for("ready experiment", Duration::from_secs(120), |s| s.contains("✓ tiny"));
+
+    // e: the editor has the terminal, then the dashboard takes it back and checks the file.
+    keys.write_all(b"e").expect("e");
+    screen.wait_for("the check after editing", Duration::from_secs(20), |s| {
+        s.contains("tiny.toml checks")
+    });
+    let edited = std::fs::read_to_string(workspace.join("experiments/tiny.toml")).expect("read");
+    assert!(edited.contains("\nepochs=3\n"), "{edited}");
+
+    // c: a form over a clone; the keys still reach the dashboard after the editor.
+    keys.write_all(b"c").expect("c");
+    screen.wait_for("the form", Duration::from_secs(20), |s| {
+        s.contains("clone experiments/tiny.toml → experiments/tiny-2.toml")
+    });
+    // The learning rate, typed over (Ctrl-U clears), and the base filters.
+    keys.write_all(b"/lr\r\r\x150.002\r").expect("keys");
+    keys.write_all(b"/base_f\r\r\x156\r").expect("keys");
+    screen.wait_for("the new values", Duration::from_secs(10), |s| {
+        s.contains("model.base_filters") && s.contains("3 changed")
+    });
+    keys.write_all(b"s").expect("s");
+    screen.wait_for("saved", Duration::from_secs(10), |s| {
+        s.contains("saved experiments/tiny-2.toml")
+    });
+    let saved = std::fs::read_to_string(workspace.join("experiments/tiny-2.toml")).expect("the clone");
+    assert!(saved.starts_with("# Tiny: trains in seconds."), "{saved}");
+    assert!(
+        saved.contains("base_filters = 6 # small\n") && saved.contains("lr = 0.002\n"),
+        "{saved}"
+    );
+    assert!(saved.contains("name = \"tiny-2\""), "{saved}");
+    // Enter queues it now; the run view opens on it.
+    keys.write_all(b"\r").expect("Enter");
+    screen.wait_for("the new run's view", Duration::from_secs(30), |s| {
+        !s.contains("clone experiments") && s.contains("tiny-2")
+    });
+
+    let runs: Vec<_> = std::fs::read_dir(workspace.join("runs"))
+        .expect("runs/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(runs[0].to_string_lossy().ends_with("-tiny-2"), "{runs:?}");
+    let frozen: toml::Table = std::fs::read_to_string(runs[0].join("experiment.toml"))
+        .expect("frozen experiment")
+        .parse()
+        .expect("TOML");
+    assert_eq!(frozen["train"]["lr"].as_float(), Some(0.002));
+    assert_eq!(frozen["model"]["base_filters"].as_integer(), Some(6));
+    assert_eq!(frozen["train"]["epochs"].as_integer(), Some(3));
+    assert_eq!(frozen["run"]["name"].as_str(), Some("tiny-2"));
+    let finished = wait_for_finish(&runs[0], Duration::from_secs(300));
+    assert!(
+        matches!(
+            finished,
+            Event::RunFinished {
+                outcome: segtop::events::Outcome::Completed,
+                ..
+            }
+        ),
+        "{finished:?}"
+    );
+    keys.write_all(b"q").expect("q");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10), "segtop did not quit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn sigterm_and_sighup_end_the_dashboard_with_the_terminal_restored() {
     for signal in ["TERM", "HUP"] {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -166,6 +251,18 @@ fn open_dashboard(
     Box<dyn Write + Send>,
     Box<dyn portable_pty::Child + Send + Sync>,
 ) {
+    open_dashboard_with(workspace, &[])
+}
+
+/// As [`open_dashboard`], with more environment variables.
+fn open_dashboard_with(
+    workspace: &Path,
+    env: &[(&str, &str)],
+) -> (
+    Screen,
+    Box<dyn Write + Send>,
+    Box<dyn portable_pty::Child + Send + Sync>,
+) {
     let pty = native_pty_system()
         .openpty(PtySize {
             rows: 24,
@@ -179,6 +276,9 @@ fn open_dashboard(
     command.env("TERM", "xterm-256color");
     command.env("XDG_CONFIG_HOME", workspace.join("config"));
     command.env_remove("NO_COLOR");
+    for (name, value) in env {
+        command.env(name, value);
+    }
     let child = pty.slave.spawn_command(command).expect("segtop starts");
     drop(pty.slave);
     let rows = std::num::NonZero::new(24).expect("rows");
