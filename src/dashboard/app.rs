@@ -266,6 +266,12 @@ pub struct App {
     pub preview_status: Option<String>,
     /// The run view shows the preview over its whole body (`v`).
     pub preview_full: bool,
+    /// The compare view shows the first two marked runs' previews on one slice (`v`).
+    pub compare_previews: bool,
+    /// Their latest previews, by run.
+    pub compared: BTreeMap<String, super::preview::PreviewData>,
+    /// The compared previews asked for: run, previews written then, modality.
+    compared_asked: Vec<(String, u32, crate::experiment::Modality)>,
     /// The preview asked for last: run, previews written then, modality.
     preview_asked: Option<(String, u32, crate::experiment::Modality, Option<u32>)>,
     pub host: Option<HostSample>,
@@ -313,6 +319,9 @@ impl App {
             preview_view: super::preview::PreviewView::new(crate::render::ColorMode::detect()),
             preview_status: None,
             preview_full: false,
+            compare_previews: false,
+            compared: BTreeMap::new(),
+            compared_asked: Vec::new(),
             preview_asked: None,
             host: None,
             editor: None,
@@ -416,6 +425,9 @@ impl App {
     /// Asks for the open run's latest preview when the run view shows one it does not have:
     /// another run, a newer preview, or another modality.
     fn ask_for_preview(&mut self) {
+        if self.screen == Screen::Compare && self.compare_previews {
+            self.ask_for_compared();
+        }
         if self.screen != Screen::Run {
             return;
         }
@@ -450,6 +462,39 @@ impl App {
             epoch: self.preview_view.epoch,
         });
         self.preview_asked = Some(wanted);
+    }
+
+    /// The two runs the compare view's previews show: the first two marked.
+    pub fn compared_runs(&self) -> Vec<&RunModel> {
+        self.marked_runs().into_iter().take(2).collect()
+    }
+
+    /// Asks for the latest previews of the compared runs that are not loaded or are stale.
+    fn ask_for_compared(&mut self) {
+        let modality = self.preview_view.modality;
+        let wanted: Vec<(String, PathBuf, u32)> = self
+            .compared_runs()
+            .iter()
+            .filter(|r| r.previews > 0)
+            .map(|r| (r.id.clone(), r.dir.clone(), r.previews))
+            .collect();
+        self.compared
+            .retain(|id, p| p.modality == modality && wanted.iter().any(|w| &w.0 == id));
+        for (run, dir, previews) in wanted {
+            let asked = (run.clone(), previews, modality);
+            if self.compared_asked.contains(&asked) {
+                continue;
+            }
+            self.compared_asked.retain(|a| a.0 != run);
+            self.compared_asked.push(asked);
+            self.effects.push(Effect::LoadPreview {
+                run,
+                dir,
+                previews,
+                modality,
+                epoch: None,
+            });
+        }
     }
 
     fn handle(&mut self, msg: Msg) {
@@ -511,17 +556,22 @@ impl App {
                 epoch,
                 result,
             } => {
-                if self.preview_asked.as_ref() == Some(&(run.clone(), previews, modality, epoch)) {
-                    match result {
-                        Ok(Some(data)) => {
-                            self.preview = Some(*data);
-                            self.preview_status = None;
-                        }
-                        Ok(None) => self.preview_status = Some("no preview written yet".to_string()),
-                        Err(error) => self.preview_status = Some(error),
+                let for_run = self.preview_asked.as_ref() == Some(&(run.clone(), previews, modality, epoch));
+                let compared = epoch.is_none() && self.compared_asked.contains(&(run.clone(), previews, modality));
+                match result {
+                    Ok(Some(data)) if for_run => {
+                        self.preview = Some(*data);
+                        self.preview_status = None;
                     }
-                    self.dirty = true;
+                    Ok(Some(data)) if compared => {
+                        self.compared.insert(run, *data);
+                    }
+                    Ok(None) if for_run => self.preview_status = Some("no preview written yet".to_string()),
+                    Err(error) if for_run => self.preview_status = Some(error),
+                    Err(error) if compared => self.say(format!("{run}: {error}")),
+                    _ => {}
                 }
+                self.dirty |= for_run || compared;
             }
             Msg::Editor(Ok(editor)) => {
                 self.editor = Some(*editor);
@@ -789,6 +839,16 @@ impl App {
     }
 
     fn compare_key(&mut self, code: KeyCode) {
+        if code == KeyCode::Char('v') {
+            self.compare_previews = !self.compare_previews;
+            if self.compare_previews && self.compared_runs().len() < 2 {
+                self.say("mark two runs to see their previews side by side".to_string());
+            }
+            return;
+        }
+        if self.compare_previews && self.preview_key(code) {
+            return;
+        }
         match code {
             KeyCode::Char('s') => self.compare_sort += 1,
             KeyCode::Char('S') => self.compare_reverse = !self.compare_reverse,
@@ -854,10 +914,11 @@ impl App {
     fn preview_key(&mut self, code: KeyCode) -> bool {
         use crate::experiment::{Axis, Modality};
         let full = self.preview_full;
-        let slices = self
-            .preview
-            .as_ref()
-            .map(|p| (p.slice_index(&self.preview_view), p.slices(self.preview_view.axis)));
+        let shown = match self.screen {
+            Screen::Compare => self.compared_runs().first().and_then(|r| self.compared.get(&r.id)),
+            _ => self.preview.as_ref(),
+        };
+        let slices = shown.map(|p| (p.slice_index(&self.preview_view), p.slices(self.preview_view.axis)));
         let view = &mut self.preview_view;
         let mut step = |by: isize| {
             if let Some((at, count)) = slices {

@@ -32,6 +32,9 @@ pub struct LineChart<'a> {
     /// Decimals of the values in the border; `None`: as precise as 6 characters allow.
     decimals: Option<usize>,
     bottom: Option<Line<'a>>,
+    /// One marker per series, overriding the chosen one (the compare view tells runs apart
+    /// by marker as well as colour).
+    markers: Option<Vec<Marker>>,
     theme: &'a Theme,
 }
 
@@ -46,6 +49,7 @@ impl<'a> LineChart<'a> {
             x_unit: "",
             decimals: None,
             bottom: None,
+            markers: None,
             theme,
         }
     }
@@ -83,7 +87,16 @@ impl<'a> LineChart<'a> {
         self
     }
 
+    /// Draws series `i` with `markers[i]` (cycling).
+    pub fn markers(mut self, markers: Vec<Marker>) -> Self {
+        self.markers = Some(markers).filter(|m| !m.is_empty());
+        self
+    }
+
     fn marker(&self, index: usize) -> Marker {
+        if let Some(markers) = &self.markers {
+            return markers[index % markers.len()];
+        }
         // Without colour, series differ by their marks.
         let base = match self.marker {
             ChartMarker::Braille => Marker::Braille,

@@ -123,25 +123,46 @@ pub fn load_epoch(
         prediction.shape,
         image.shape
     );
-    let dice = loaded
-        .labels
-        .as_ref()
-        .map(|truth| crate::metrics::region_dice(&prediction.data, &truth.data));
-    Ok(Some(PreviewData {
-        run: run.id(),
+    Ok(Some(PreviewData::new(
+        run.id(),
         epoch,
-        case: case_id,
+        case_id,
         modality,
-        window: render::auto_window(&image, 0.5, 99.5),
         image,
-        truth: loaded.labels,
+        loaded.labels,
         prediction,
-        dice,
-        cache: RefCell::new(None),
-    }))
+    )))
 }
 
 impl PreviewData {
+    /// A preview of `prediction` over `image` (one modality), with the ground truth when
+    /// there is one; the intensity window and the case's Dice are computed here.
+    pub fn new(
+        run: String,
+        epoch: u32,
+        case: String,
+        modality: Modality,
+        image: Volume<f32>,
+        truth: Option<Volume<u8>>,
+        prediction: Volume<u8>,
+    ) -> PreviewData {
+        let dice = truth
+            .as_ref()
+            .map(|truth| crate::metrics::region_dice(&prediction.data, &truth.data));
+        PreviewData {
+            run,
+            epoch,
+            case,
+            modality,
+            window: render::auto_window(&image, 0.5, 99.5),
+            image,
+            truth,
+            prediction,
+            dice,
+            cache: RefCell::new(None),
+        }
+    }
+
     /// Slices along `axis`.
     pub fn slices(&self, axis: Axis) -> usize {
         render::slice_count(&self.image, axis)

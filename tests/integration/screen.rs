@@ -535,3 +535,82 @@ fn the_editor_clones_an_experiment_and_shows_what_the_check_finds_in_the_form() 
         text.starts_with("# A small U-Net") && text.contains("lr = 0.002\n") && text.contains("base_filters = 12\n")
     );
 }
+
+#[test]
+fn the_compare_view_shows_two_runs_predictions_on_one_slice_beside_the_truth() {
+    use segtop::dashboard::preview::PreviewData;
+    use segtop::data::volume::Volume;
+    use segtop::experiment::Modality;
+    let mut app = dashboard_with_recorded_runs(80, 24);
+    app.preview_view.mode = segtop::render::ColorMode::TrueColor;
+    key(&mut app, KeyCode::Char('2'));
+    // Mark wide-filters and bad-data; say each has written a preview.
+    keys(&mut app, "  ");
+    let marked: Vec<String> = app.marked.iter().cloned().collect();
+    for id in &marked {
+        app.runs.get_mut(id).expect("marked run").previews = 2;
+    }
+    key(&mut app, KeyCode::Char('4'));
+    key(&mut app, KeyCode::Char('v'));
+    let asked: Vec<String> = app
+        .take_effects()
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::LoadPreview { run, epoch: None, .. } => Some(run),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, marked, "both runs' latest previews are asked for");
+    // A 12x12x3 case: a 6x6 tumour on slice 1 only; run 1 gets it all, run 2 its left half.
+    fn volume<T>(data: Vec<T>) -> Volume<T> {
+        Volume {
+            shape: [12, 12, 3],
+            spacing: [1.0; 3],
+            affine: [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
+            data,
+        }
+    }
+    let index = |x: usize, y: usize, z: usize| x + 12 * (y + 12 * z);
+    let mut truth = vec![0u8; 432];
+    let mut half = vec![0u8; 432];
+    for x in 3..9 {
+        for y in 3..9 {
+            truth[index(x, y, 1)] = 2;
+            if x < 6 {
+                half[index(x, y, 1)] = 2;
+            }
+        }
+    }
+    let image: Vec<f32> = (0..432).map(|i| (i % 12) as f32).collect();
+    for (run, prediction, epoch) in [(&marked[0], truth.clone(), 4), (&marked[1], half, 6)] {
+        let data = PreviewData::new(
+            run.clone(),
+            epoch,
+            "case-1".into(),
+            Modality::T2f,
+            volume(image.clone()),
+            Some(volume(truth.clone())),
+            volume(prediction),
+        );
+        app.update(Msg::Preview {
+            run: run.clone(),
+            previews: 2,
+            modality: Modality::T2f,
+            epoch: None,
+            result: Ok(Some(Box::new(data))),
+        });
+    }
+    let screen = render(&app);
+    assert!(
+        screen.contains("t2f axial 2/3 · truth | 1⣿ epoch 4 | 2• epoch 6"),
+        "{screen}"
+    );
+    assert!(screen.contains("slice WT 1⣿ 1.00 2• 0.67"), "{screen}");
+    // The slice keys move both: slice 3 has no tumour, and no run predicted any there.
+    key(&mut app, KeyCode::Char(']'));
+    let screen = render(&app);
+    assert!(screen.contains("t2f axial 3/3"), "{screen}");
+    assert!(screen.contains("slice WT 1⣿ 1.00 2• 1.00"), "{screen}");
+    key(&mut app, KeyCode::Char('v'));
+    assert!(render(&app).contains("keys differ"), "v goes back to the table");
+}

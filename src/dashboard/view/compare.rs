@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
-use ratatui::text::Span;
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, Widget, Wrap};
 
 use super::panel;
@@ -27,6 +28,20 @@ const COLOURS: [Color; 8] = [
     Color::White,
     Color::LightMagenta,
 ];
+
+/// Run markers, in marking order, with the glyph that stands for each in the legend: runs
+/// differ by mark too, for 16-colour and monochrome terminals.
+const MARKERS: [(Marker, char); 4] = [
+    (Marker::Braille, '⣿'),
+    (Marker::Dot, '•'),
+    (Marker::HalfBlock, '▀'),
+    (Marker::Bar, '▄'),
+];
+
+/// A run's number and mark, `1⣿`, as the charts' legend and the table show it.
+fn label(i: usize) -> String {
+    format!("{}{}", i + 1, MARKERS[i % MARKERS.len()].1)
+}
 
 /// Keys that differ between runs by nature, not by choice.
 const IGNORED: [&str; 3] = ["run.name", "run.notes", "run.tags"];
@@ -51,9 +66,14 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let [charts, table] = Layout::vertical([Constraint::Fill(1), Constraint::Fill(1)]).areas(area);
     let [loss, dice] = Layout::horizontal([Constraint::Fill(1); 2]).areas(charts);
     let buf = frame.buffer_mut();
-    let names: Vec<String> = (1..=runs.len()).map(|i| i.to_string()).collect();
-    let mut loss_chart = LineChart::new("loss", theme, app.marker()).x_unit("epochs");
-    let mut dice_chart = LineChart::new("WT Dice", theme, app.marker()).x_unit("epochs");
+    let names: Vec<String> = (0..runs.len()).map(label).collect();
+    let markers: Vec<Marker> = MARKERS.iter().map(|(m, _)| *m).collect();
+    let mut loss_chart = LineChart::new("loss", theme, app.marker())
+        .x_unit("epochs")
+        .markers(markers.clone());
+    let mut dice_chart = LineChart::new("WT Dice", theme, app.marker())
+        .x_unit("epochs")
+        .markers(markers);
     for (i, run) in runs.iter().enumerate() {
         let style = Style::new().fg(COLOURS[i % COLOURS.len()]);
         loss_chart = loss_chart.series(&names[i], style, &run.loss);
@@ -61,7 +81,83 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     }
     loss_chart.render(loss, buf);
     dice_chart.render(dice, buf);
-    draw_table(app, &runs, table, buf);
+    if app.compare_previews {
+        draw_previews(app, table, buf);
+    } else {
+        draw_table(app, &runs, table, buf);
+    }
+}
+
+/// The first two marked runs' latest predictions on one slice of the preview case, beside
+/// its ground truth: truth | run 1 | run 2.
+fn draw_previews(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
+    let theme = &app.theme;
+    let runs = app.compared_runs();
+    let loaded: Vec<_> = runs.iter().filter_map(|r| app.compared.get(&r.id)).collect();
+    let [first, second] = loaded.as_slice() else {
+        let waiting: Vec<String> = runs
+            .iter()
+            .filter(|r| !app.compared.contains_key(&r.id))
+            .map(|r| match r.previews {
+                0 => format!("{} has no preview yet", short_id(&r.id)),
+                _ => format!("loading {}…", short_id(&r.id)),
+            })
+            .collect();
+        Paragraph::new(waiting.join(" · "))
+            .style(Style::new().fg(theme.ui.dim))
+            .wrap(Wrap { trim: true })
+            .block(panel(theme, "previews"))
+            .render(area, buf);
+        return;
+    };
+    // One slice for both: the shown one, else the first run's most tumour.
+    let mut view = app.preview_view;
+    view.slice = Some(first.slice_index(&view).min(second.slices(view.axis).saturating_sub(1)));
+    let index = first.slice_index(&view);
+    let mut title = format!(
+        "{} {} {}/{} · truth",
+        first.modality,
+        view.axis,
+        index + 1,
+        first.slices(view.axis)
+    );
+    let mut scores = String::from(" slice WT");
+    for (i, preview) in [first, second].iter().enumerate() {
+        title.push_str(&format!(" | {} epoch {}", label(i), preview.epoch));
+        if let (Some(truth), predicted) = preview.slice_pair(&view) {
+            let d = crate::metrics::region_dice(&predicted.labels, &truth.labels);
+            scores.push_str(&format!(" {} {:.2}", label(i), d.wt));
+        }
+    }
+    if first.case != second.case {
+        title.push_str(&format!(" · cases differ: {} / {}", first.case, second.case));
+    }
+    let block = panel(theme, &title).title_bottom(Line::styled(
+        format!("{scores} · [ ] slice · a axis · M modality "),
+        Style::new().fg(theme.ui.dim),
+    ));
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let [pair, right] = Layout::horizontal([Constraint::Fill(2), Constraint::Fill(1)]).areas(inner);
+    let palette = theme.labels.palette();
+    first.draw(
+        &crate::dashboard::preview::PreviewView {
+            side_by_side: true,
+            ..view
+        },
+        &palette,
+        pair,
+        buf,
+    );
+    second.draw(
+        &crate::dashboard::preview::PreviewView {
+            side_by_side: false,
+            ..view
+        },
+        &palette,
+        right,
+        buf,
+    );
 }
 
 /// The experiment keys whose values are not the same in every run.
@@ -139,13 +235,13 @@ fn draw_table(app: &App, runs: &[&RunModel], area: Rect, buf: &mut ratatui::buff
         .map(|(i, values)| {
             let mut cells: Vec<Cell> = values.iter().map(|v| Cell::from(text(v))).collect();
             cells[0] = Cell::from(Span::styled(
-                format!("{}", i + 1),
+                label(*i),
                 Style::new().fg(COLOURS[i % COLOURS.len()]).add_modifier(Modifier::BOLD),
             ));
             Row::new(cells).style(Style::new().fg(theme.ui.text))
         })
         .collect();
-    let mut widths = vec![Constraint::Length(2), Constraint::Min(12)];
+    let mut widths = vec![Constraint::Length(3), Constraint::Min(12)];
     // Each key's column as wide as its name or widest value (up to 14).
     for (k, name) in header.iter().enumerate().skip(2).take(keys.len()) {
         let widest = rows.iter().map(|(_, v)| text(&v[k]).chars().count()).max().unwrap_or(0);
