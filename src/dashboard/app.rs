@@ -556,8 +556,13 @@ impl App {
                 epoch,
                 result,
             } => {
-                let for_run = self.preview_asked.as_ref() == Some(&(run.clone(), previews, modality, epoch));
+                let mut for_run = self.preview_asked.as_ref() == Some(&(run.clone(), previews, modality, epoch));
                 let compared = epoch.is_none() && self.compared_asked.contains(&(run.clone(), previews, modality));
+                // Asked for by both views: the one on screen has it, the other asks again.
+                if for_run && compared && self.screen == Screen::Compare {
+                    for_run = false;
+                    self.preview_asked = None;
+                }
                 match result {
                     Ok(Some(data)) if for_run => {
                         self.preview = Some(*data);

@@ -134,7 +134,7 @@ impl Editor {
             document,
             name,
             fields: Vec::new(),
-            selected: 1,
+            selected: 0,
             input: None,
             search: None,
             problems: Vec::new(),

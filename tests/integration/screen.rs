@@ -550,6 +550,12 @@ fn the_compare_view_shows_two_runs_predictions_on_one_slice_beside_the_truth() {
     for id in &marked {
         app.runs.get_mut(id).expect("marked run").previews = 2;
     }
+    // The run view on the first asked for its preview already: the compare view's answer
+    // must still reach the compare view.
+    app.open = Some(marked[0].clone());
+    app.screen = Screen::Run;
+    app.update(Msg::Notice(None));
+    assert!(matches!(app.take_effects().as_slice(), [Effect::LoadPreview { .. }]));
     key(&mut app, KeyCode::Char('4'));
     key(&mut app, KeyCode::Char('v'));
     let asked: Vec<String> = app
