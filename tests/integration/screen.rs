@@ -80,6 +80,19 @@ fn keys(app: &mut App, text: &str) {
     }
 }
 
+/// In the editor form: finds the key containing `search`, and types `value` over its value.
+fn retype(app: &mut App, search: &str, value: &str) {
+    keys(app, &format!("/{search}"));
+    key(app, KeyCode::Enter);
+    key(app, KeyCode::Enter);
+    app.update(Msg::Terminal(TermEvent::Key(KeyEvent::new(
+        KeyCode::Char('u'),
+        KeyModifiers::CONTROL,
+    ))));
+    keys(app, value);
+    key(app, KeyCode::Enter);
+}
+
 fn host() -> HostSample {
     HostSample {
         cpu_percent: 97.0,
@@ -489,15 +502,7 @@ fn the_editor_clones_an_experiment_and_shows_what_the_check_finds_in_the_form() 
     key(&mut app, KeyCode::Backspace);
     keys(&mut app, "12");
     key(&mut app, KeyCode::Enter);
-    keys(&mut app, "/lr");
-    key(&mut app, KeyCode::Enter);
-    key(&mut app, KeyCode::Enter);
-    app.update(Msg::Terminal(TermEvent::Key(KeyEvent::new(
-        KeyCode::Char('u'),
-        KeyModifiers::CONTROL,
-    ))));
-    keys(&mut app, "-1");
-    key(&mut app, KeyCode::Enter);
+    retype(&mut app, "lr", "-1");
     keys(&mut app, "s");
     assert!(app.take_effects().is_empty(), "a form with a problem is not saved");
     let screen = render(&app);
@@ -509,15 +514,7 @@ fn the_editor_clones_an_experiment_and_shows_what_the_check_finds_in_the_form() 
     assert!(screen.contains("✗train.lr") && screen.contains("2 changed"), "{screen}");
     insta::assert_snapshot!("editor_80x24", screen);
     // Fixed, it saves into experiments/, the source's comments kept.
-    keys(&mut app, "/lr");
-    key(&mut app, KeyCode::Enter);
-    key(&mut app, KeyCode::Enter);
-    app.update(Msg::Terminal(TermEvent::Key(KeyEvent::new(
-        KeyCode::Char('u'),
-        KeyModifiers::CONTROL,
-    ))));
-    keys(&mut app, "0.002");
-    key(&mut app, KeyCode::Enter);
+    retype(&mut app, "lr", "0.002");
     keys(&mut app, "s");
     let effects = app.take_effects();
     let [
