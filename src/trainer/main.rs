@@ -4,6 +4,7 @@
 
 #![deny(clippy::unwrap_used)]
 
+mod bench;
 mod checkpoint;
 mod infer;
 mod loss;
@@ -39,6 +40,33 @@ enum Command {
     Summary {
         /// The experiment file
         experiment: PathBuf,
+    },
+    /// Measure how fast this machine trains an experiment's network (random batches of its
+    /// patch and batch size) and segments one full case with its sliding window
+    Bench {
+        /// The experiment file
+        experiment: PathBuf,
+        /// Training steps to time (the first, a warm-up, is left out of the median)
+        #[arg(long, default_value_t = 6)]
+        steps: usize,
+        /// Cubic patch size instead of the experiment's
+        #[arg(long)]
+        patch: Option<u32>,
+        /// Batch size instead of the experiment's
+        #[arg(long)]
+        batch: Option<u32>,
+        /// Torch threads [default: the experiment's, else all cores]
+        #[arg(long)]
+        threads: Option<u32>,
+        /// Shape of the case segmented with the sliding window, XxYxZ
+        #[arg(long, default_value = "240x240x155", value_name = "XxYxZ")]
+        case: String,
+        /// Time training only
+        #[arg(long)]
+        no_inference: bool,
+        /// Print one JSON line instead of text
+        #[arg(long)]
+        json: bool,
     },
     /// Train an experiment in a new run directory, or resume a run.
     Train {
@@ -100,6 +128,16 @@ fn main() {
     let result = match cli.command {
         Command::Info => info().map(|()| exit::FINISHED),
         Command::Summary { experiment } => summary(&experiment).map(|()| exit::FINISHED),
+        Command::Bench {
+            experiment,
+            steps,
+            patch,
+            batch,
+            threads,
+            case,
+            no_inference,
+            json,
+        } => bench(&experiment, steps, patch, batch, threads, &case, no_inference, json).map(|()| exit::FINISHED),
         Command::Train {
             experiment,
             resume,
@@ -260,6 +298,48 @@ fn load_experiment(path: &std::path::Path) -> anyhow::Result<Experiment> {
 fn summary(path: &std::path::Path) -> anyhow::Result<()> {
     let experiment = load_experiment(path)?;
     print!("{}", summary::Summary::of(&experiment).render());
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    path: &std::path::Path,
+    steps: usize,
+    patch: Option<u32>,
+    batch: Option<u32>,
+    threads: Option<u32>,
+    case: &str,
+    no_inference: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let experiment = load_experiment(path)?;
+    let shape: Vec<i64> = case
+        .split('x')
+        .map(|n| n.trim().parse::<i64>().ok().filter(|&n| n > 0))
+        .collect::<Option<_>>()
+        .filter(|v: &Vec<i64>| v.len() == 3)
+        .ok_or_else(|| anyhow::anyhow!("--case {case}: give three sizes, like 240x240x155"))?;
+    // Every level halves the patch: it must divide by 2^(depth - 1), as the experiment check asks.
+    let multiple = 1u32 << experiment.model.depth.saturating_sub(1);
+    anyhow::ensure!(
+        patch.is_none_or(|p| (8..=512).contains(&p) && p % multiple == 0),
+        "--patch: a size from 8 to 512 that divides by {multiple} (the network has {} levels)",
+        experiment.model.depth
+    );
+    let options = bench::Options {
+        steps,
+        patch,
+        batch,
+        threads,
+        case: (!no_inference).then(|| [shape[0], shape[1], shape[2]]),
+    };
+    // Progress on stderr, so --json's stdout stays one line.
+    let report = bench::run(&experiment, &options, &|line| eprintln!("{line}"))?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
     Ok(())
 }
 

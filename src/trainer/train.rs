@@ -458,7 +458,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
 }
 
 /// One optimizer step on a batch; returns the loss and its parts.
-fn train_step(
+pub(crate) fn train_step(
     net: &UNet,
     loss: &Loss,
     optimizer: &mut Optimizer,

@@ -291,3 +291,41 @@ fn training_learns_the_synthetic_tumours() {
     let (first, last) = (wt[0], wt[9]);
     assert!(last > 0.6 && last > first + 0.3, "whole-tumour Dice by epoch: {wt:?}");
 }
+
+#[test]
+fn bench_times_training_steps_and_a_sliding_window_case_and_reports_json() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let experiment = experiment(dir.path(), 1);
+    let output = trainer(dir.path())
+        .args(["bench", "tiny.toml", "--steps", "3", "--case", "40x24x20", "--json"])
+        .output()
+        .expect("the trainer runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    let checked = segtop::experiment::Experiment::load(&experiment, dir.path()).expect("experiment");
+    let params = segtop::experiment::cost::parameter_count(&checked.model, 4);
+    assert_eq!(report["params"].as_u64(), Some(params), "{report}");
+    assert_eq!(report["patch"], serde_json::json!([16, 16, 16]));
+    assert_eq!((report["batch"].as_u64(), report["steps"].as_u64()), (Some(2), Some(3)));
+    for key in ["median_step_s", "patches_per_s", "gflops", "peak_rss_mb"] {
+        assert!(report[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {report}");
+    }
+    // Windows of 16 with overlap 0.5 (stride 8), the last flush with the end:
+    // x 0 8 16 24, y 0 8, z 0 4.
+    let inference = &report["inference"];
+    assert_eq!(inference["windows"].as_u64(), Some(16), "{report}");
+    assert!(inference["voxels_per_s"].as_f64().is_some_and(|v| v > 0.0), "{report}");
+    // Nothing was read from the dataset: the tiny experiment's data does not exist.
+    assert!(!dir.path().join("data").exists());
+    // A patch the network cannot halve down to its bottom level is refused with the reason.
+    let output = trainer(dir.path())
+        .args(["bench", "tiny.toml", "--patch", "18", "--no-inference"])
+        .output()
+        .expect("the trainer runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--patch: a size from 8 to 512 that divides by 4"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,229 @@
+//! `segtop-train bench`: how fast this machine trains and runs an experiment's network.
+//!
+//! Training steps go through the trainer's own step (forward, loss, backward, clipping,
+//! optimizer) on random batches of the experiment's patch and batch size; inference is the
+//! validation's sliding window over one full BraTS-sized case. Nothing is read from the
+//! dataset, so the numbers measure the network and libtorch alone, and compare with
+//! `bench/pytorch_seed_unet.py` run the same way.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use tch::{Device, Kind, Tensor, nn};
+
+use segtop::data::sampler::Batch;
+use segtop::experiment::{Experiment, cost};
+
+use crate::infer;
+use crate::loss::Loss;
+use crate::model::UNet;
+use crate::optim::Optimizer;
+
+/// What to measure; `None` takes the experiment's value.
+pub struct Options {
+    pub steps: usize,
+    pub patch: Option<u32>,
+    pub batch: Option<u32>,
+    pub threads: Option<u32>,
+    /// Also time sliding-window inference over a case of this shape (`[x, y, z]`).
+    pub case: Option<[i64; 3]>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    #[serde(rename = "impl")]
+    pub implementation: &'static str,
+    pub params: u64,
+    pub threads: i32,
+    pub patch: [u32; 3],
+    pub batch: u32,
+    pub steps: usize,
+    /// Median over the steps after the first.
+    pub median_step_s: f64,
+    pub patches_per_s: f64,
+    /// Forward and backward work per second: 6 FLOP per forward multiply-accumulate.
+    pub gflops: f64,
+    /// Peak resident memory of the process after the training steps, in MB.
+    pub peak_rss_mb: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inference: Option<InferenceReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InferenceReport {
+    pub case: [i64; 3],
+    pub window: [u32; 3],
+    pub overlap: f64,
+    pub gaussian: bool,
+    pub windows: usize,
+    pub seconds: f64,
+    pub voxels_per_s: f64,
+    /// Peak resident memory after inference, in MB.
+    pub peak_rss_mb: f64,
+}
+
+pub fn run(experiment: &Experiment, options: &Options, progress: &dyn Fn(&str)) -> anyhow::Result<Report> {
+    let threads = options
+        .threads
+        .unwrap_or_else(|| crate::train::threads(experiment))
+        .max(1);
+    tch::set_num_threads(threads as i32);
+    let patch = options.patch.map_or(experiment.train.patch_size, |p| [p; 3]);
+    let batch_size = options.batch.unwrap_or(experiment.train.batch_size).max(1);
+    let channels = experiment.data.modalities.len();
+
+    tch::manual_seed(experiment.train.seed as i64);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = UNet::new(&vs.root(), &experiment.model, channels as i64);
+    let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let parameter_count: u64 = params.iter().map(|(_, p)| p.numel() as u64).sum();
+    let mut optimizer = Optimizer::new(params, &experiment.train);
+    let loss = Loss::new(&experiment.train.loss);
+
+    let batch = random_batch(
+        batch_size as usize,
+        channels,
+        patch.map(|n| n as usize),
+        experiment.train.seed,
+    );
+    let steps = options.steps.max(2);
+    let mut times = Vec::with_capacity(steps);
+    for step in 0..steps {
+        let start = Instant::now();
+        crate::train::train_step(&net, &loss, &mut optimizer, &batch, experiment.model.deep_supervision);
+        let seconds = start.elapsed().as_secs_f64();
+        times.push(seconds);
+        progress(&format!("training step {}/{steps}: {seconds:.2} s", step + 1));
+    }
+    let median = median(&times[1..]);
+    let macs = cost::macs_per_patch(&experiment.model, channels as u64, patch) as f64;
+    let peak_rss_mb = peak_rss_mb();
+
+    let inference = match options.case {
+        None => None,
+        Some(case) => Some(infer_case(&net, experiment, channels, case, progress)),
+    };
+    Ok(Report {
+        implementation: "segtop",
+        params: parameter_count,
+        threads: tch::get_num_threads(),
+        patch,
+        batch: batch_size,
+        steps,
+        median_step_s: median,
+        patches_per_s: f64::from(batch_size) / median,
+        gflops: 6.0 * macs * f64::from(batch_size) / median / 1e9,
+        peak_rss_mb,
+        inference,
+    })
+}
+
+/// Sliding-window inference, as validation runs it, over one random case of `shape`.
+fn infer_case(
+    net: &UNet,
+    experiment: &Experiment,
+    channels: usize,
+    shape: [i64; 3],
+    progress: &dyn Fn(&str),
+) -> InferenceReport {
+    let [x, y, z] = shape;
+    let volume = Tensor::randn([1, channels as i64, z, y, x], (Kind::Float, Device::Cpu));
+    let window = experiment.validate.window;
+    let w = window.map(i64::from);
+    let weights = infer::gaussian_weights([w[2], w[1], w[0]], experiment.validate.gaussian);
+    let overlap = experiment.validate.overlap;
+    let windows: usize = [(z, w[2]), (y, w[1]), (x, w[0])]
+        .iter()
+        .map(|&(n, k)| infer::window_starts(n.max(k), k, overlap).len())
+        .product();
+    progress(&format!("inference: {windows} windows over {x}x{y}x{z}"));
+    let start = Instant::now();
+    let probabilities = infer::sliding_window(net, &volume, [w[2], w[1], w[0]], overlap, &weights);
+    let labels = infer::labels_of(&probabilities);
+    let seconds = start.elapsed().as_secs_f64();
+    debug_assert_eq!(labels.len() as i64, x * y * z);
+    InferenceReport {
+        case: shape,
+        window,
+        overlap,
+        gaussian: experiment.validate.gaussian,
+        windows,
+        seconds,
+        voxels_per_s: (x * y * z) as f64 / seconds,
+        peak_rss_mb: peak_rss_mb(),
+    }
+}
+
+/// A batch of normally distributed images and uniformly drawn labels.
+fn random_batch(size: usize, channels: usize, patch: [usize; 3], seed: u64) -> Batch {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut batch = Batch::new(size, channels, patch);
+    for v in &mut batch.images {
+        // Sum of uniforms: close enough to normal for timing, no extra dependency.
+        *v = (0..4).map(|_| rng.random::<f32>()).sum::<f32>() - 2.0;
+    }
+    for l in &mut batch.labels {
+        *l = rng.random_range(0..4u8);
+    }
+    batch
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The process's peak resident memory so far (VmHWM), in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+impl Report {
+    /// The report as a person reads it.
+    pub fn render(&self) -> String {
+        let mut text = format!(
+            "network      {} parameters, {} threads\n\
+             training     batch {} of {}x{}x{}: {:.3} s/step (median of {}), {:.2} patches/s, {:.1} GFLOP/s\n\
+             peak RSS     {:.0} MB after training\n",
+            self.params,
+            self.threads,
+            self.batch,
+            self.patch[0],
+            self.patch[1],
+            self.patch[2],
+            self.median_step_s,
+            self.steps - 1,
+            self.patches_per_s,
+            self.gflops,
+            self.peak_rss_mb,
+        );
+        if let Some(i) = &self.inference {
+            text.push_str(&format!(
+                "inference    {}x{}x{} case, {} windows of {}x{}x{} (overlap {}): {:.1} s, {:.2} Mvoxels/s, peak RSS {:.0} MB\n",
+                i.case[0],
+                i.case[1],
+                i.case[2],
+                i.windows,
+                i.window[0],
+                i.window[1],
+                i.window[2],
+                i.overlap,
+                i.seconds,
+                i.voxels_per_s / 1e6,
+                i.peak_rss_mb
+            ));
+        }
+        text
+    }
+}
