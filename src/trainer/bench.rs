@@ -100,10 +100,9 @@ pub fn run(experiment: &Experiment, options: &Options, progress: &dyn Fn(&str)) 
     let macs = cost::macs_per_patch(&experiment.model, channels as u64, patch) as f64;
     let peak_rss_mb = peak_rss_mb();
 
-    let inference = match options.case {
-        None => None,
-        Some(case) => Some(infer_case(&net, experiment, channels, case, progress)),
-    };
+    let inference = options
+        .case
+        .map(|case| infer_case(&net, experiment, channels, case, progress));
     Ok(Report {
         implementation: "segtop",
         params: parameter_count,
