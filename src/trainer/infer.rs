@@ -108,7 +108,12 @@ pub fn sliding_window(net: &UNet, volume: &Tensor, window: [i64; 3], overlap: f6
 
 /// Labels `x` fastest, as the cache stores them, from probabilities `[1, 4, z, y, x]`.
 pub fn labels_of(probabilities: &Tensor) -> Vec<u8> {
-    let labels = probabilities.argmax(1, false).to_kind(Kind::Uint8).flatten(0, -1);
+    // Contiguous first, so the copy is x-fastest whatever layout the network's output has.
+    let labels = probabilities
+        .argmax(1, false)
+        .to_kind(Kind::Uint8)
+        .contiguous()
+        .flatten(0, -1);
     let mut out = vec![0u8; labels.numel()];
     labels.copy_data(&mut out, labels.numel());
     out
@@ -124,6 +129,18 @@ mod tests {
         assert_eq!(window_starts(4, 4, 0.5), [0]);
         assert_eq!(window_starts(3, 4, 0.5), [0]);
         assert_eq!(window_starts(11, 4, 0.0), [0, 4, 7]);
+    }
+
+    #[test]
+    fn labels_read_the_same_from_either_memory_layout() {
+        let probabilities = Tensor::rand([1, 4, 3, 4, 5], (Kind::Float, Device::Cpu));
+        let channels_last = crate::model::channels_last(&probabilities);
+        assert!(!channels_last.is_contiguous());
+        let labels = labels_of(&probabilities);
+        assert_eq!(labels_of(&channels_last), labels);
+        // x fastest: voxel (x 1, y 2, z 0) is at 1 + 5 * 2.
+        let at = probabilities.argmax(1, false).int64_value(&[0, 0, 2, 1]);
+        assert_eq!(i64::from(labels[11]), at);
     }
 
     #[test]
