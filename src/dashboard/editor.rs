@@ -278,7 +278,7 @@ impl Editor {
         let text = input.clone();
         let kept = (self.document.clone(), self.name.clone());
         let applied = self.apply(&text);
-        self.check();
+        let _ = self.check();
         if let Err(message) = applied {
             let key = self.selected_field().map(|f| f.key.clone());
             self.problems.insert(0, Problem { key, message });
@@ -408,13 +408,12 @@ impl Editor {
 
     /// Re-reads every field from the document and checks it.
     fn refresh(&mut self) {
-        self.check();
-        let text = self.document.to_string();
-        let path = self.path();
         // The defaults come from the checked document; while it does not check, from the
         // source's (so every key still shows a value).
-        let checked = Experiment::parse(&path, &text, &self.workspace)
-            .or_else(|_| Experiment::parse(&path, &self.original.to_string(), &self.workspace));
+        let checked = self.check().or_else(|| {
+            let path = self.path();
+            Experiment::parse(&path, &self.original.to_string(), &self.workspace).ok()
+        });
         let defaults: DocumentMut = checked
             .map(|e| e.to_toml())
             .unwrap_or_default()
@@ -440,8 +439,9 @@ impl Editor {
         self.selected = self.selected.min(self.rows() - 1);
     }
 
-    /// Checks the document as `segtop check` would check the saved file.
-    fn check(&mut self) {
+    /// Checks the document as `segtop check` would check the saved file; the checked
+    /// experiment when it checks.
+    fn check(&mut self) -> Option<Experiment> {
         let path = self.path();
         let shown = path.strip_prefix(&self.workspace).unwrap_or(&path).to_path_buf();
         let text = self.document.to_string();
@@ -455,14 +455,15 @@ impl Editor {
                 ),
             });
         }
-        match Experiment::parse(&shown, &text, &self.workspace) {
-            Ok(_) => {
+        let checked = match Experiment::parse(&shown, &text, &self.workspace) {
+            Ok(checked) => {
                 if let Err(error) = experiment::sweep::expand(&shown, &text, &self.workspace) {
                     problems.push(Problem {
                         key: None,
                         message: format!("{error:#}"),
                     });
                 }
+                Some(checked)
             }
             Err(error) => {
                 let messages: Vec<String> = match error.diagnostics() {
@@ -475,13 +476,15 @@ impl Editor {
                         message,
                     });
                 }
+                None
             }
-        }
+        };
         if self.taken.contains(&self.name) && self.stage == Stage::Editing {
             self.message
                 .get_or_insert_with(|| format!("experiments/{}.toml exists: saving asks first", self.name));
         }
         self.problems = problems;
+        checked
     }
 
     /// The longest field key a check message is about (`train.lr = -1 is out of range`).

@@ -132,25 +132,26 @@ fn perform(
                 app.update(Msg::Saved { path, outcome });
             }
             Effect::EditFile(path) => {
-                let notice = match edit_file(terminal, gate, &path) {
-                    Ok(()) => {
-                        let entry = ExperimentEntry::check(&path, workspace);
-                        let shown = path
-                            .strip_prefix(workspace.root())
-                            .unwrap_or(&path)
-                            .display()
-                            .to_string();
-                        match &entry.status {
-                            app::ExperimentStatus::Invalid(problems) => {
-                                format!("{shown}: {} problem(s), shown in its details", problems.len())
-                            }
-                            app::ExperimentStatus::Missing(..) => format!("{shown} checks, but see its details"),
-                            app::ExperimentStatus::Ready(_) => format!("{shown} checks: ⏎ launches it"),
-                        }
+                let edited = edit_file(terminal, gate, &path);
+                // One reading of the files: the list, and the edited file's status from it.
+                let entries = ExperimentEntry::scan(workspace);
+                let shown = path
+                    .strip_prefix(workspace.root())
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string();
+                let notice = match (edited, entries.iter().find(|e| e.path == path).map(|e| &e.status)) {
+                    (Err(error), _) => format!("{error:#}"),
+                    (Ok(()), None) => format!("{shown} is not in experiments/ any more"),
+                    (Ok(()), Some(app::ExperimentStatus::Invalid(problems))) => {
+                        format!("{shown}: {} problem(s), shown in its details", problems.len())
                     }
-                    Err(error) => format!("{error:#}"),
+                    (Ok(()), Some(app::ExperimentStatus::Missing(..))) => {
+                        format!("{shown} checks, but see its details")
+                    }
+                    (Ok(()), Some(app::ExperimentStatus::Ready(_))) => format!("{shown} checks: ⏎ launches it"),
                 };
-                app.update(Msg::Experiments(ExperimentEntry::scan(workspace)));
+                app.update(Msg::Experiments(entries));
                 app.update(Msg::Failed(notice));
             }
             Effect::Launch(file) => {

@@ -9,15 +9,13 @@
 use std::time::Instant;
 
 use serde::Serialize;
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Device, Kind, Tensor};
 
 use segtop::data::sampler::Batch;
 use segtop::experiment::{Experiment, cost};
 
 use crate::infer;
-use crate::loss::Loss;
 use crate::model::UNet;
-use crate::optim::Optimizer;
 
 /// What to measure; `None` takes the experiment's value.
 pub struct Options {
@@ -72,14 +70,13 @@ pub fn run(experiment: &Experiment, options: &Options, progress: &dyn Fn(&str)) 
     let batch_size = options.batch.unwrap_or(experiment.train.batch_size).max(1);
     let channels = experiment.data.modalities.len();
 
-    tch::manual_seed(experiment.train.seed as i64);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let net = UNet::new(&vs.root(), &experiment.model, channels as i64);
-    let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    params.sort_by(|a, b| a.0.cmp(&b.0));
-    let parameter_count: u64 = params.iter().map(|(_, p)| p.numel() as u64).sum();
-    let mut optimizer = Optimizer::new(params, &experiment.train);
-    let loss = Loss::new(&experiment.train.loss);
+    let crate::train::Network {
+        net,
+        mut optimizer,
+        loss,
+        parameter_count,
+        ..
+    } = crate::train::Network::build(experiment);
 
     let batch = random_batch(
         batch_size as usize,
@@ -175,17 +172,10 @@ fn median(values: &[f64]) -> f64 {
     sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// The process's peak resident memory so far (VmHWM), in MB.
+/// The process's peak resident memory so far, in MiB (as Python's `ru_maxrss / 1024`, so the
+/// reference's figures compare).
 fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    crate::train::peak_rss_kib().map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 impl Report {

@@ -173,16 +173,14 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
         ),
     };
 
-    // Network, loss, optimizer.
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    tch::manual_seed(config.seed as i64);
+    let Network {
+        mut vs,
+        net,
+        mut optimizer,
+        loss,
+        parameter_count,
+    } = Network::build(experiment);
     let channels = data.modalities.len();
-    let net = UNet::new(&vs.root(), &experiment.model, channels as i64);
-    let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    params.sort_by(|a, b| a.0.cmp(&b.0));
-    let parameter_count: u64 = params.iter().map(|(_, p)| p.numel() as u64).sum();
-    let mut optimizer = Optimizer::new(params, config);
-    let loss = Loss::new(&config.loss);
     let mut state = TrainState {
         epoch: 0,
         step: 0,
@@ -457,6 +455,36 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
     Ok(outcome.1)
 }
 
+/// The experiment's network (seeded), its parameters, optimizer and loss.
+pub(crate) struct Network {
+    pub vs: nn::VarStore,
+    pub net: UNet,
+    pub optimizer: Optimizer,
+    pub loss: Loss,
+    pub parameter_count: u64,
+}
+
+impl Network {
+    pub fn build(experiment: &Experiment) -> Network {
+        let vs = nn::VarStore::new(Device::Cpu);
+        tch::manual_seed(experiment.train.seed as i64);
+        let channels = experiment.data.modalities.len();
+        let net = UNet::new(&vs.root(), &experiment.model, channels as i64);
+        let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let parameter_count: u64 = params.iter().map(|(_, p)| p.numel() as u64).sum();
+        let optimizer = Optimizer::new(params, &experiment.train);
+        let loss = Loss::new(&experiment.train.loss);
+        Network {
+            vs,
+            net,
+            optimizer,
+            loss,
+            parameter_count,
+        }
+    }
+}
+
 /// One optimizer step on a batch; returns the loss and its parts.
 pub(crate) fn train_step(
     net: &UNet,
@@ -710,8 +738,12 @@ impl Drop for ResourceReporter {
 
 /// The kernel's record of this process's peak resident size (Linux), in MB.
 fn peak_rss_mb() -> Option<f64> {
+    Some(peak_rss_kib()? * 1024.0 / 1e6)
+}
+
+/// The kernel's record of this process's peak resident size (VmHWM, Linux), in KiB.
+pub(crate) fn peak_rss_kib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024.0 / 1e6)
+    line.split_whitespace().nth(1)?.parse().ok()
 }

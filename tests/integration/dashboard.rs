@@ -111,26 +111,11 @@ fn a_user_launches_a_tiny_experiment_from_the_keyboard_and_sees_its_loss() {
     screen.assert_restored();
 
     // ... and the run, detached from the dashboard, trains on to its end.
-    let runs: Vec<_> = std::fs::read_dir(workspace.join("runs"))
-        .expect("runs/")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    let finished = wait_for_finish(&runs[0], Duration::from_secs(300));
-    assert!(
-        matches!(
-            finished,
-            Event::RunFinished {
-                outcome: segtop::events::Outcome::Completed,
-                ..
-            }
-        ),
-        "{finished:?}"
-    );
-    let log = std::fs::read_to_string(runs[0].join("train.log")).expect("train.log");
+    let run = only_run(workspace);
+    assert_completes(&run);
+    let log = std::fs::read_to_string(run.join("train.log")).expect("train.log");
     assert!(log.contains("epoch 12/12"), "{log}");
-    assert!(runs[0].join("launch.json").is_file());
+    assert!(run.join("launch.json").is_file());
 }
 
 #[test]
@@ -184,14 +169,9 @@ fn a_user_edits_an_experiment_clones_it_with_new_values_and_launches_the_clone()
         !s.contains("clone experiments") && s.contains("tiny-2")
     });
 
-    let runs: Vec<_> = std::fs::read_dir(workspace.join("runs"))
-        .expect("runs/")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    assert!(runs[0].to_string_lossy().ends_with("-tiny-2"), "{runs:?}");
-    let frozen: toml::Table = std::fs::read_to_string(runs[0].join("experiment.toml"))
+    let run = only_run(workspace);
+    assert!(run.to_string_lossy().ends_with("-tiny-2"), "{run:?}");
+    let frozen: toml::Table = std::fs::read_to_string(run.join("experiment.toml"))
         .expect("frozen experiment")
         .parse()
         .expect("TOML");
@@ -199,17 +179,7 @@ fn a_user_edits_an_experiment_clones_it_with_new_values_and_launches_the_clone()
     assert_eq!(frozen["model"]["base_filters"].as_integer(), Some(6));
     assert_eq!(frozen["train"]["epochs"].as_integer(), Some(3));
     assert_eq!(frozen["run"]["name"].as_str(), Some("tiny-2"));
-    let finished = wait_for_finish(&runs[0], Duration::from_secs(300));
-    assert!(
-        matches!(
-            finished,
-            Event::RunFinished {
-                outcome: segtop::events::Outcome::Completed,
-                ..
-            }
-        ),
-        "{finished:?}"
-    );
+    assert_completes(&run);
     keys.write_all(b"q").expect("q");
     let start = Instant::now();
     while child.try_wait().expect("wait").is_none() {
@@ -299,6 +269,32 @@ fn open_dashboard_with(
     // The master must outlive the child, or the child gets a hangup.
     std::mem::forget(pty.master);
     (Screen { parser }, keys, child)
+}
+
+/// The workspace's one run directory.
+fn only_run(workspace: &Path) -> std::path::PathBuf {
+    let runs: Vec<_> = std::fs::read_dir(workspace.join("runs"))
+        .expect("runs/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs.into_iter().next().expect("one run")
+}
+
+/// Waits for the run to finish and insists that it completed.
+fn assert_completes(run: &Path) {
+    let finished = wait_for_finish(run, Duration::from_secs(300));
+    assert!(
+        matches!(
+            finished,
+            Event::RunFinished {
+                outcome: segtop::events::Outcome::Completed,
+                ..
+            }
+        ),
+        "{finished:?}"
+    );
 }
 
 fn wait_for_finish(run: &Path, limit: Duration) -> Event {

@@ -38,17 +38,13 @@ pub fn draw(app: &App, frame: &mut Frame) {
     let [title, body, keys] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
     frame.render_widget(title_bar(app, title.width), title);
-    match app.screen {
-        _ if app.editor.is_some() => {
-            if let Some(form) = &app.editor {
-                editor::draw(form, &app.theme, frame, body);
-            }
-        }
-        Screen::Experiments => experiments::draw(app, frame, body),
-        Screen::Runs => runs::draw(app, frame, body),
-        Screen::Run => run::draw(app, frame, body),
-        Screen::Grid => grid::draw(app, frame, body),
-        Screen::Compare => compare::draw(app, frame, body),
+    match (&app.editor, app.screen) {
+        (Some(form), _) => editor::draw(form, &app.theme, frame, body),
+        (None, Screen::Experiments) => experiments::draw(app, frame, body),
+        (None, Screen::Runs) => runs::draw(app, frame, body),
+        (None, Screen::Run) => run::draw(app, frame, body),
+        (None, Screen::Grid) => grid::draw(app, frame, body),
+        (None, Screen::Compare) => compare::draw(app, frame, body),
     }
     frame.render_widget(key_bar(app), keys);
     if app.show_help {
@@ -119,12 +115,18 @@ fn key_bar(app: &App) -> Line<'static> {
     }
     if let Some(form) = &app.editor {
         use crate::dashboard::editor::Stage;
-        let keys: &[(&str, &str)] = match (&form.input, &form.search, &form.stage) {
-            (_, _, Stage::Saved(_)) => &[("⏎", "queue it now"), ("Esc", "later")],
-            (_, _, Stage::ConfirmOverwrite(_)) => &[("y", "replace the file"), ("n", "back")],
-            (Some(_), _, _) => &[("⏎", "keep"), ("Esc", "cancel"), ("^U", "clear")],
-            (None, Some(_), _) => &[("find: ", ""), ("⏎", "done")],
-            (None, None, _) => &[
+        if let Some(search) = &form.search {
+            return Line::from(vec![
+                Span::styled(" find: ", key),
+                Span::styled(format!("{search}▏"), Style::new().fg(theme.ui.text)),
+                Span::styled("  Enter done", text),
+            ]);
+        }
+        let keys: &[(&str, &str)] = match (&form.input, &form.stage) {
+            (_, Stage::Saved(_)) => &[("⏎", "queue it now"), ("Esc", "later")],
+            (_, Stage::ConfirmOverwrite(_)) => &[("y", "replace the file"), ("n", "back")],
+            (Some(_), _) => &[("⏎", "keep"), ("Esc", "cancel"), ("^U", "clear")],
+            (None, _) => &[
                 ("↑↓", "key"),
                 ("⏎", "edit"),
                 ("←→", "change"),
@@ -137,14 +139,7 @@ fn key_bar(app: &App) -> Line<'static> {
         let mut spans = vec![Span::raw(" ")];
         for (k, what) in keys {
             spans.push(Span::styled(*k, key));
-            if *k == "find: " {
-                spans.push(Span::styled(
-                    format!("{}▏  ", form.search.as_deref().unwrap_or_default()),
-                    text,
-                ));
-            } else {
-                spans.push(Span::styled(format!(" {what}  "), text));
-            }
+            spans.push(Span::styled(format!(" {what}  "), text));
         }
         return Line::from(spans);
     }
