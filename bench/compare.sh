@@ -7,8 +7,9 @@
 # Each round runs, one after the other:
 #   - training, batch 2 of 64^3 (seed-tutorial): segtop, PyTorch, PyTorch --channels-last;
 #   - training, batch 1 of 128^3: the same three;
-#   - sliding-window inference of one 240x240x155 case with seed-tutorial's windows: segtop,
-#     PyTorch, PyTorch --channels-last;
+#   - sliding-window inference of one 240x240x155 case with seed-tutorial's windows and
+#     overlap: segtop; PyTorch and PyTorch --channels-last, one window at a time (the plain
+#     loop); and PyTorch --channels-last with segtop's window batch;
 #   - training of experiments/lite.toml in segtop (no PyTorch twin: listed, no ratio).
 # Needs a Python with torch 2.13 (CPU) and numpy: PYTHON=/path/to/python; see the README.
 set -euo pipefail
@@ -32,8 +33,8 @@ measure() {
     "$@" | "$python" -c 'import json, sys; r = json.loads(sys.stdin.read()); r["case_tag"] = sys.argv[1]; print(json.dumps(r))' "$tag" >> "$results"
 }
 # segtop's inference settings for the seed experiment, for the reference to use the same.
-read -r window overlap gaussian < <("$trainer" bench "$seed" --steps 2 --patch 16 --case 16x16x16 --json 2>/dev/null |
-    "$python" -c 'import json, sys; i = json.load(sys.stdin)["inference"]; print(i["window"][0], i["overlap"], int(i["gaussian"]))')
+read -r window overlap gaussian window_batch < <("$trainer" bench "$seed" --steps 2 --patch 16 --case 16x16x16 --json 2>/dev/null |
+    "$python" -c 'import json, sys; i = json.load(sys.stdin)["inference"]; print(i["window"][0], i["overlap"], int(i["gaussian"]), i["window_batch"])')
 for round in $(seq "$rounds"); do
     echo "bench/compare.sh: round $round of $rounds" >&2
     # patch, batch, steps (the first step of each is a warm-up left out of the median)
@@ -47,6 +48,9 @@ for round in $(seq "$rounds"); do
     measure infer "$trainer" bench "$seed" --steps 2 --patch 16 --threads "$threads" --json
     measure infer "$python" "$reference" --infer --window "$window" --overlap "$overlap" --gaussian "$gaussian" --threads "$threads"
     measure infer "$python" "$reference" --infer --window "$window" --overlap "$overlap" --gaussian "$gaussian" --threads "$threads" --channels-last
+    if [ "$window_batch" -gt 1 ]; then
+        measure infer "$python" "$reference" --infer --window "$window" --overlap "$overlap" --gaussian "$gaussian" --threads "$threads" --channels-last --window-batch "$window_batch"
+    fi
     measure lite "$trainer" bench experiments/lite.toml --threads "$threads" --no-inference --json
 done
 "$python" - "$results" <<'PY'
@@ -63,11 +67,13 @@ def median(tag, impl, key):
         values.append(r[key])
     return statistics.median(values) if values else None
 
-print(f"{'case':<16}{'implementation':<28}{'median':>10}{'rate':>14}{'peak RSS':>10}{'segtop ×':>12}")
+print(f"{'case':<16}{'implementation':<44}{'median':>10}{'rate':>14}{'peak RSS':>10}{'segtop ×':>12}")
 for tag, what in [("train-64-b2", "s/step"), ("train-128-b1", "s/step"), ("infer", "s/case"), ("lite", "s/step")]:
     key, rate = ("seconds", "voxels_per_s") if tag == "infer" else ("median_step_s", "patches_per_s")
     ours = median(tag, "segtop", key)
     impls = ["segtop"] if tag == "lite" else ["segtop", "pytorch-eager", "pytorch-eager-channels-last"]
+    if tag == "infer":
+        impls += sorted({r["impl"] for r in rows if "window-batch" in r["impl"]})
     for impl in impls:
         t = median(tag, impl, key)
         if t is None:
@@ -76,7 +82,7 @@ for tag, what in [("train-64-b2", "s/step"), ("train-128-b1", "s/step"), ("infer
         rss = median(tag, impl, "peak_rss_mb")
         shown_rate = f"{r / 1e6:.2f} Mvox/s" if tag == "infer" else f"{r:.3f} p/s"
         speed = "" if impl == "segtop" or ours is None else f"{t / ours:.2f}x"
-        print(f"{tag:<16}{impl:<28}{t:>8.3f} s{shown_rate:>14}{rss:>7.0f} MB{speed:>12}")
+        print(f"{tag:<16}{impl:<44}{t:>8.3f} s{shown_rate:>14}{rss:>7.0f} MB{speed:>12}")
     print()
 seg = [r for r in rows if r["impl"] == "segtop" and r["case_tag"] == "train-64-b2"]
 ref = [r for r in rows if r["impl"] == "pytorch-eager" and r["case_tag"] == "train-64-b2"]

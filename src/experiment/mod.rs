@@ -409,6 +409,8 @@ pub struct ValidateConfig {
     pub overlap: f64,
     /// Weight each window's voxels by a Gaussian centred in the window.
     pub gaussian: bool,
+    /// Windows run through the network at once.
+    pub window_batch: u32,
     /// Validation cases used during training (0: all of them).
     pub cases: u32,
     /// Compute HD95 at every validation, not only at the end.
@@ -1169,6 +1171,13 @@ fn check_validate(
             "must be at least 0 and below 0.95",
         ),
         gaussian: raw.gaussian.unwrap_or(true),
+        window_batch: check.value(
+            "validate.window_batch",
+            raw.window_batch,
+            2,
+            |n| (1..=64).contains(&n),
+            "must be between 1 and 64",
+        ),
         cases: raw.cases.unwrap_or(0),
         hd95: raw.hd95.unwrap_or(true),
     }

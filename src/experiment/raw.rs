@@ -122,6 +122,7 @@ pub struct RawValidate {
     pub window: Option<[u32; 3]>,
     pub overlap: Option<f64>,
     pub gaussian: Option<bool>,
+    pub window_batch: Option<u32>,
     pub cases: Option<u32>,
     pub hd95: Option<bool>,
 }

@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 use segtop::data::sampler::Batch;
 use segtop::experiment::{Experiment, cost};
 
-use crate::infer;
+use crate::infer::SlidingWindow;
 use crate::model::UNet;
 
 /// What to measure; `None` takes the experiment's value.
@@ -54,6 +54,8 @@ pub struct InferenceReport {
     pub overlap: f64,
     pub gaussian: bool,
     pub windows: usize,
+    /// Windows per forward pass.
+    pub window_batch: u32,
     pub seconds: f64,
     pub voxels_per_s: f64,
     /// Peak resident memory after inference, in MB.
@@ -125,26 +127,24 @@ fn infer_case(
 ) -> InferenceReport {
     let [x, y, z] = shape;
     let volume = Tensor::randn([1, channels as i64, z, y, x], (Kind::Float, Device::Cpu));
-    let window = experiment.validate.window;
-    let w = window.map(i64::from);
-    let weights = infer::gaussian_weights([w[2], w[1], w[0]], experiment.validate.gaussian);
-    let overlap = experiment.validate.overlap;
-    let windows: usize = [(z, w[2]), (y, w[1]), (x, w[0])]
-        .iter()
-        .map(|&(n, k)| infer::window_starts(n.max(k), k, overlap).len())
-        .product();
-    progress(&format!("inference: {windows} windows over {x}x{y}x{z}"));
+    let validate = &experiment.validate;
+    let sliding = SlidingWindow::new(validate);
+    let windows = sliding.count([z, y, x]);
+    progress(&format!(
+        "inference: {windows} windows over {x}x{y}x{z}, {} at a time",
+        validate.window_batch
+    ));
     let start = Instant::now();
-    let probabilities = infer::sliding_window(net, &volume, [w[2], w[1], w[0]], overlap, &weights);
-    let labels = infer::labels_of(&probabilities);
+    let labels = sliding.labels(net, &volume);
     let seconds = start.elapsed().as_secs_f64();
     debug_assert_eq!(labels.len() as i64, x * y * z);
     InferenceReport {
         case: shape,
-        window,
-        overlap,
-        gaussian: experiment.validate.gaussian,
+        window: validate.window,
+        overlap: validate.overlap,
+        gaussian: validate.gaussian,
         windows,
+        window_batch: validate.window_batch,
         seconds,
         voxels_per_s: (x * y * z) as f64 / seconds,
         peak_rss_mb: peak_rss_mb(),
@@ -199,7 +199,7 @@ impl Report {
         );
         if let Some(i) = &self.inference {
             text.push_str(&format!(
-                "inference    {}x{}x{} case, {} windows of {}x{}x{} (overlap {}): {:.1} s, {:.2} Mvoxels/s, peak RSS {:.0} MB\n",
+                "inference    {}x{}x{} case, {} windows of {}x{}x{} (overlap {}, {} at a time): {:.1} s, {:.2} Mvoxels/s, peak RSS {:.0} MB\n",
                 i.case[0],
                 i.case[1],
                 i.case[2],
@@ -208,6 +208,7 @@ impl Report {
                 i.window[1],
                 i.window[2],
                 i.overlap,
+                i.window_batch,
                 i.seconds,
                 i.voxels_per_s / 1e6,
                 i.peak_rss_mb

@@ -6,7 +6,7 @@ use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
 
 use segtop::data::cache::CachedCase;
-use segtop::experiment::NUM_CLASSES;
+use segtop::experiment::{NUM_CLASSES, ValidateConfig};
 
 use crate::model::UNet;
 
@@ -53,57 +53,97 @@ pub fn case_tensor(case: &CachedCase) -> Tensor {
     Tensor::stack(&channels, 0).unsqueeze(0)
 }
 
-/// Class probabilities `[1, 4, z, y, x]` of a whole volume `[1, channels, z, y, x]`.
-pub fn sliding_window(net: &UNet, volume: &Tensor, window: [i64; 3], overlap: f64, weights: &Tensor) -> Tensor {
-    let _guard = tch::no_grad_guard();
-    let size = volume.size();
-    let (shape, channels) = ([size[2], size[3], size[4]], size[1]);
-    // Pad a volume smaller than the window up to it (at the end of each axis).
-    let padded_shape: [i64; 3] = std::array::from_fn(|i| shape[i].max(window[i]));
-    let padded = if padded_shape == shape {
-        volume.shallow_clone()
-    } else {
-        let out = Tensor::zeros(
-            [1, channels, padded_shape[0], padded_shape[1], padded_shape[2]],
-            (Kind::Float, Device::Cpu),
-        );
-        out.narrow(2, 0, shape[0])
-            .narrow(3, 0, shape[1])
-            .narrow(4, 0, shape[2])
-            .copy_(volume);
-        out
-    };
-    let classes = NUM_CLASSES as i64;
-    let sum = Tensor::zeros(
-        [1, classes, padded_shape[0], padded_shape[1], padded_shape[2]],
-        (Kind::Float, Device::Cpu),
-    );
-    let count = Tensor::zeros(
-        [1, 1, padded_shape[0], padded_shape[1], padded_shape[2]],
-        (Kind::Float, Device::Cpu),
-    );
-    let starts: Vec<Vec<i64>> = (0..3)
-        .map(|i| window_starts(padded_shape[i], window[i], overlap))
-        .collect();
-    let weights5 = weights.view([1, 1, window[0], window[1], window[2]]);
-    for &z in &starts[0] {
-        for &y in &starts[1] {
-            for &x in &starts[2] {
-                let crop = |t: &Tensor| {
-                    t.narrow(2, z, window[0])
-                        .narrow(3, y, window[1])
-                        .narrow(4, x, window[2])
-                };
-                let probs = net.forward_t(&crop(&padded), false).softmax(1, Kind::Float);
-                let _ = crop(&sum).g_add_(&(probs * &weights5));
-                let _ = crop(&count).g_add_(&weights5);
-            }
+/// Sliding-window inference as an experiment's `[validate]` table sets it.
+pub struct SlidingWindow {
+    /// Window size `[z, y, x]`.
+    size: [i64; 3],
+    /// Overlap of neighbouring windows, as a fraction of the window.
+    overlap: f64,
+    /// Windows run through the network at once.
+    batch: usize,
+    /// Per-voxel weights of one window, `[1, 1, z, y, x]`.
+    weights: Tensor,
+}
+
+impl SlidingWindow {
+    pub fn new(config: &ValidateConfig) -> SlidingWindow {
+        let [x, y, z] = config.window.map(i64::from);
+        let size = [z, y, x];
+        SlidingWindow {
+            size,
+            overlap: config.overlap,
+            batch: config.window_batch.max(1) as usize,
+            weights: gaussian_weights(size, config.gaussian).view([1, 1, z, y, x]),
         }
     }
-    (sum / count)
-        .narrow(2, 0, shape[0])
-        .narrow(3, 0, shape[1])
-        .narrow(4, 0, shape[2])
+
+    /// Windows over a volume of `shape` (`[z, y, x]`).
+    pub fn count(&self, shape: [i64; 3]) -> usize {
+        (0..3)
+            .map(|i| window_starts(shape[i].max(self.size[i]), self.size[i], self.overlap).len())
+            .product()
+    }
+
+    /// Class probabilities `[1, 4, z, y, x]` of a whole volume `[1, channels, z, y, x]`.
+    pub fn probabilities(&self, net: &UNet, volume: &Tensor) -> Tensor {
+        let _guard = tch::no_grad_guard();
+        let window = self.size;
+        let size = volume.size();
+        let (shape, channels) = ([size[2], size[3], size[4]], size[1]);
+        // Pad a volume smaller than the window up to it (at the end of each axis).
+        let padded_shape: [i64; 3] = std::array::from_fn(|i| shape[i].max(window[i]));
+        let padded = if padded_shape == shape {
+            volume.shallow_clone()
+        } else {
+            let out = Tensor::zeros(
+                [1, channels, padded_shape[0], padded_shape[1], padded_shape[2]],
+                (Kind::Float, Device::Cpu),
+            );
+            out.narrow(2, 0, shape[0])
+                .narrow(3, 0, shape[1])
+                .narrow(4, 0, shape[2])
+                .copy_(volume);
+            out
+        };
+        let classes = NUM_CLASSES as i64;
+        let sum = Tensor::zeros(
+            [1, classes, padded_shape[0], padded_shape[1], padded_shape[2]],
+            (Kind::Float, Device::Cpu),
+        );
+        let count = Tensor::zeros(
+            [1, 1, padded_shape[0], padded_shape[1], padded_shape[2]],
+            (Kind::Float, Device::Cpu),
+        );
+        let [zs, ys, xs] = [0, 1, 2].map(|i| window_starts(padded_shape[i], window[i], self.overlap));
+        let mut corners = Vec::with_capacity(zs.len() * ys.len() * xs.len());
+        for &z in &zs {
+            for &y in &ys {
+                corners.extend(xs.iter().map(|&x| [z, y, x]));
+            }
+        }
+        let crop = |t: &Tensor, [z, y, x]: [i64; 3]| {
+            t.narrow(2, z, window[0])
+                .narrow(3, y, window[1])
+                .narrow(4, x, window[2])
+        };
+        for group in corners.chunks(self.batch) {
+            let crops: Vec<Tensor> = group.iter().map(|&c| crop(&padded, c)).collect();
+            let probs = net.forward_t(&Tensor::cat(&crops, 0), false).softmax(1, Kind::Float);
+            for (i, &corner) in group.iter().enumerate() {
+                let _ = crop(&sum, corner).g_add_(&(probs.narrow(0, i as i64, 1) * &self.weights));
+                let _ = crop(&count, corner).g_add_(&self.weights);
+            }
+        }
+        (sum / count)
+            .narrow(2, 0, shape[0])
+            .narrow(3, 0, shape[1])
+            .narrow(4, 0, shape[2])
+    }
+
+    /// Labels, `x` fastest, of a whole volume `[1, channels, z, y, x]`.
+    pub fn labels(&self, net: &UNet, volume: &Tensor) -> Vec<u8> {
+        labels_of(&self.probabilities(net, volume))
+    }
 }
 
 /// Labels `x` fastest, as the cache stores them, from probabilities `[1, 4, z, y, x]`.
@@ -141,6 +181,33 @@ mod tests {
         // x fastest: voxel (x 1, y 2, z 0) is at 1 + 5 * 2.
         let at = probabilities.argmax(1, false).int64_value(&[0, 0, 2, 1]);
         assert_eq!(i64::from(labels[11]), at);
+    }
+
+    #[test]
+    fn windows_batched_give_the_probabilities_of_windows_one_at_a_time() {
+        use segtop::experiment::Experiment;
+        use std::path::Path;
+        let text = "[data]\nroot = \"d\"\n[model]\nbase_filters = 4\ndepth = 2\n\
+                    [train]\npatch_size = [8, 8, 8]\n[validate]\nwindow_batch = 1\n";
+        let mut experiment = Experiment::parse(Path::new("x.toml"), text, Path::new("/ws")).expect("valid");
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let net = UNet::new(&vs.root(), &experiment.model, 4);
+        // z 12, y 10, x 9 with 8^3 windows: 2 x 2 x 2 windows, and an odd batch of 3 leaves a
+        // last batch of 2.
+        let volume = Tensor::randn([1, 4, 12, 10, 9], (Kind::Float, Device::Cpu));
+        let one = SlidingWindow::new(&experiment.validate);
+        assert_eq!(one.count([12, 10, 9]), 8);
+        let single = one.probabilities(&net, &volume);
+        assert_eq!(single.size(), [1, 4, 12, 10, 9]);
+        for batch in [2, 3, 8] {
+            experiment.validate.window_batch = batch;
+            let batched = SlidingWindow::new(&experiment.validate).probabilities(&net, &volume);
+            let difference = (&batched - &single).abs().max().double_value(&[]);
+            assert!(difference < 1e-5, "window batch {batch}: differs by {difference}");
+        }
+        // Probabilities: the classes sum to one everywhere.
+        let total = single.sum_dim_intlist(1, false, Kind::Float);
+        assert!((total - 1.0).abs().max().double_value(&[]) < 1e-5);
     }
 
     #[test]

@@ -43,31 +43,7 @@ enum Command {
     },
     /// Measure how fast this machine trains an experiment's network (random batches of its
     /// patch and batch size) and segments one full case with its sliding window
-    Bench {
-        /// The experiment file
-        experiment: PathBuf,
-        /// Training steps to time (the first, a warm-up, is left out of the median)
-        #[arg(long, default_value_t = 6)]
-        steps: usize,
-        /// Cubic patch size instead of the experiment's
-        #[arg(long)]
-        patch: Option<u32>,
-        /// Batch size instead of the experiment's
-        #[arg(long)]
-        batch: Option<u32>,
-        /// Torch threads [default: the experiment's, else all cores]
-        #[arg(long)]
-        threads: Option<u32>,
-        /// Shape of the case segmented with the sliding window, XxYxZ
-        #[arg(long, default_value = "240x240x155", value_name = "XxYxZ")]
-        case: String,
-        /// Time training only
-        #[arg(long)]
-        no_inference: bool,
-        /// Print one JSON line instead of text
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(BenchArgs),
     /// Train an experiment in a new run directory, or resume a run.
     Train {
         /// The experiment file (not with --resume)
@@ -128,16 +104,7 @@ fn main() {
     let result = match cli.command {
         Command::Info => info().map(|()| exit::FINISHED),
         Command::Summary { experiment } => summary(&experiment).map(|()| exit::FINISHED),
-        Command::Bench {
-            experiment,
-            steps,
-            patch,
-            batch,
-            threads,
-            case,
-            no_inference,
-            json,
-        } => bench(&experiment, steps, patch, batch, threads, &case, no_inference, json).map(|()| exit::FINISHED),
+        Command::Bench(args) => bench(&args).map(|()| exit::FINISHED),
         Command::Train {
             experiment,
             resume,
@@ -301,18 +268,52 @@ fn summary(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn bench(
-    path: &std::path::Path,
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The experiment file
+    experiment: PathBuf,
+    /// Training steps to time (the first, a warm-up, is left out of the median)
+    #[arg(long, default_value_t = 6)]
     steps: usize,
+    /// Cubic patch size instead of the experiment's
+    #[arg(long)]
     patch: Option<u32>,
+    /// Batch size instead of the experiment's
+    #[arg(long)]
     batch: Option<u32>,
+    /// Torch threads [default: the experiment's, else all cores]
+    #[arg(long)]
     threads: Option<u32>,
-    case: &str,
+    /// Shape of the case segmented with the sliding window, XxYxZ
+    #[arg(long, default_value = "240x240x155", value_name = "XxYxZ")]
+    case: String,
+    /// Windows per forward pass instead of the experiment's validate.window_batch
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    window_batch: Option<u32>,
+    /// Time training only
+    #[arg(long)]
     no_inference: bool,
+    /// Print one JSON line instead of text
+    #[arg(long)]
     json: bool,
-) -> anyhow::Result<()> {
-    let experiment = load_experiment(path)?;
+}
+
+fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    let BenchArgs {
+        steps,
+        patch,
+        batch,
+        threads,
+        ref case,
+        window_batch,
+        no_inference,
+        json,
+        ..
+    } = *args;
+    let mut experiment = load_experiment(&args.experiment)?;
+    if let Some(n) = window_batch {
+        experiment.validate.window_batch = n;
+    }
     let shape: Vec<i64> = case
         .split('x')
         .map(|n| n.trim().parse::<i64>().ok().filter(|&n| n > 0))

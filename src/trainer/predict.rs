@@ -13,7 +13,7 @@ use segtop::data::volume;
 use segtop::experiment::{Experiment, Layout};
 use segtop::rundir::RunDir;
 
-use crate::infer;
+use crate::infer::SlidingWindow;
 use crate::model::UNet;
 
 /// The weights and experiment of a run: its best checkpoint, else its latest.
@@ -46,9 +46,7 @@ pub fn run(experiment: &Experiment, weights: &Path, cases: &Path, out: &Path) ->
     let net = UNet::new(&vs.root(), &experiment.model, experiment.data.modalities.len() as i64);
     vs.load(weights)
         .with_context(|| format!("cannot load {} into this experiment's network", weights.display()))?;
-    let window = experiment.validate.window.map(i64::from);
-    let window = [window[2], window[1], window[0]];
-    let weights_window = infer::gaussian_weights(window, experiment.validate.gaussian);
+    let window = SlidingWindow::new(&experiment.validate);
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(found.cases.len() as u64)
     } else {
@@ -56,7 +54,7 @@ pub fn run(experiment: &Experiment, weights: &Path, cases: &Path, out: &Path) ->
     };
     for (i, files) in found.cases.iter().enumerate() {
         bar.set_message(files.id.clone());
-        let written = predict_case(experiment, &net, files, window, &weights_window, out)?;
+        let written = predict_case(experiment, &net, files, &window, out)?;
         if bar.is_hidden() {
             println!("{}/{} {}", i + 1, found.cases.len(), written.display());
         }
@@ -71,8 +69,7 @@ fn predict_case(
     experiment: &Experiment,
     net: &UNet,
     files: &CaseFiles,
-    window: [i64; 3],
-    weights: &Tensor,
+    window: &SlidingWindow,
     out: &Path,
 ) -> anyhow::Result<PathBuf> {
     let images_only = CaseFiles {
@@ -88,8 +85,7 @@ fn predict_case(
         .map(|c| Tensor::from_slice(c).view([z, y, x]))
         .collect();
     let volume = Tensor::stack(&channels, 0).unsqueeze(0);
-    let probabilities = infer::sliding_window(net, &volume, window, experiment.validate.overlap, weights);
-    let labels = infer::labels_of(&probabilities);
+    let labels = window.labels(net, &volume);
     let full = preprocess::uncrop(&labels, prepared.shape, prepared.origin, prepared.original_shape);
     let reference = files.image(experiment.data.modalities[0]).context("no image file")?;
     let path = out.join(format!("{}.nii.gz", files.id));

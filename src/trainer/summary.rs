@@ -19,6 +19,7 @@ pub struct Summary {
     /// Estimated peak memory of a validation pass (sliding window over a whole case), in bytes.
     pub validation_bytes: u64,
     window: [u32; 3],
+    window_batch: u32,
     patch: [u32; 3],
     batch: u32,
     depth: u32,
@@ -47,6 +48,7 @@ impl Summary {
             training_bytes: cost::training_bytes(experiment),
             validation_bytes: cost::validation_bytes(experiment),
             window: experiment.validate.window,
+            window_batch: experiment.validate.window_batch,
             parameters,
             parameter_count,
             patch,
@@ -85,8 +87,9 @@ impl Summary {
         let [wx, wy, wz] = self.window;
         let _ = writeln!(
             out,
-            "validation memory   about {:.0} MB with {wx}x{wy}x{wz} windows over a BraTS-sized case (estimate)",
-            self.validation_bytes as f64 / 1e6
+            "validation memory   about {:.0} MB with {wx}x{wy}x{wz} windows, {} at a time, over a BraTS-sized case (estimate)",
+            self.validation_bytes as f64 / 1e6,
+            self.window_batch
         );
         let _ = writeln!(
             out,
@@ -160,11 +163,16 @@ mod tests {
         let small = Summary::of(&seed);
         let mut large_window = seed.clone();
         large_window.validate.window = [128, 128, 128];
+        large_window.validate.window_batch = 1;
         let large = Summary::of(&large_window);
         assert!(large.validation_bytes > small.validation_bytes);
-        // The one calibration point: 1814 MB measured for the seed network with 128^3 windows.
+        // The calibration points: 1814 MB measured for the seed network with one 128^3
+        // window at a time, and 742 MB more with two.
         let mb = large.validation_bytes as f64 / 1e6;
         assert!((1650.0..2000.0).contains(&mb), "{mb} MB");
+        large_window.validate.window_batch = 2;
+        let two = Summary::of(&large_window).validation_bytes as f64 / 1e6;
+        assert!((650.0..850.0).contains(&(two - mb)), "{two} MB with two windows");
         assert_eq!(large.peak_bytes(), large.training_bytes.max(large.validation_bytes));
         assert!(large.render().contains("validation memory"));
     }

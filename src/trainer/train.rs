@@ -24,7 +24,7 @@ use segtop::metrics;
 use segtop::rundir::RunDir;
 
 use crate::checkpoint::{self, TrainState};
-use crate::infer;
+use crate::infer::{self, SlidingWindow};
 use crate::loss::Loss;
 use crate::model::UNet;
 use crate::optim::{Optimizer, Scheduler};
@@ -233,8 +233,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
     })?;
 
     let _resources = ResourceReporter::spawn(&run.events())?;
-    let window = experiment.validate.window.map(i64::from);
-    let weights = infer::gaussian_weights([window[2], window[1], window[0]], experiment.validate.gaussian);
+    let window = SlidingWindow::new(&experiment.validate);
     let mut last_batch: Option<(Vec<u8>, Vec<u8>)> = None;
     let finish = |events: &mut EventLog, outcome: Outcome, state: &TrainState, reason: Option<String>| {
         events.emit(&Event::RunFinished {
@@ -350,7 +349,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
             let mut preview = None;
             let mut cases = Vec::with_capacity(validation_cases.len());
             for case in &validation_cases {
-                let predicted = predict_case(&net, case, window, experiment.validate.overlap, &weights);
+                let predicted = window.labels(&net, &infer::case_tensor(case));
                 let truth = case.labels().unwrap_or(&[]);
                 cases.push(CaseScores {
                     case: case.header.id.clone(),
@@ -392,7 +391,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
             {
                 let predicted = match preview.take() {
                     Some(p) => p,
-                    None => predict_case(&net, case, window, experiment.validate.overlap, &weights),
+                    None => window.labels(&net, &infer::case_tensor(case)),
                 };
                 let path = write_preview(run, case, epoch + 1, &predicted)?;
                 events.emit(&Event::PreviewWritten {
@@ -438,15 +437,12 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
             break;
         }
     }
-    let overlap = experiment.validate.overlap;
     evaluate_best(
         run,
         &mut vs,
         &net,
         &validation_cases,
-        window,
-        overlap,
-        &weights,
+        &window,
         &state,
         &mut events,
         &say,
@@ -549,9 +545,7 @@ fn evaluate_best(
     vs: &mut nn::VarStore,
     net: &UNet,
     cases: &[Arc<CachedCase>],
-    window: [i64; 3],
-    overlap: f64,
-    weights: &Tensor,
+    window: &SlidingWindow,
     state: &TrainState,
     events: &mut EventLog,
     say: &dyn Fn(&str),
@@ -581,7 +575,7 @@ fn evaluate_best(
     let mut evaluations = Vec::new();
     for case in cases {
         let h = &case.header;
-        let predicted = predict_case(net, case, window, overlap, weights);
+        let predicted = window.labels(net, &infer::case_tensor(case));
         let truth = case.labels().unwrap_or(&[]);
         let full_prediction = uncrop(&predicted, h.shape, h.origin, h.original_shape);
         let full_truth = uncrop(truth, h.shape, h.origin, h.original_shape);
@@ -641,12 +635,6 @@ fn evaluate_best(
         seconds: start.elapsed().as_secs_f64(),
     })?;
     Ok(())
-}
-
-fn predict_case(net: &UNet, case: &Arc<CachedCase>, window: [i64; 3], overlap: f64, weights: &Tensor) -> Vec<u8> {
-    let volume = infer::case_tensor(case);
-    let probabilities = infer::sliding_window(net, &volume, [window[2], window[1], window[0]], overlap, weights);
-    infer::labels_of(&probabilities)
 }
 
 /// Writes a preview prediction on the case's original grid, with its source geometry, as
