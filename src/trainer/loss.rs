@@ -35,15 +35,17 @@ impl Loss {
             .one_hot(NUM_CLASSES as i64)
             .permute([0, 4, 1, 2, 3])
             .to_kind(Kind::Float);
-        if c.dice > 0.0 {
-            parts.push(("dice", self.soft_dice(&log_probs.exp(), &one_hot) * c.dice));
+        // One exponential for both the Dice and the focal term.
+        let probs = (c.dice > 0.0 || c.focal > 0.0).then(|| log_probs.exp());
+        if let Some(probs) = probs.as_ref().filter(|_| c.dice > 0.0) {
+            parts.push(("dice", self.soft_dice(probs, &one_hot) * c.dice));
         }
         if c.ce > 0.0 {
             let ce = logits.cross_entropy_loss(target, Some(&self.class_weights), Reduction::Mean, -100, 0.0);
             parts.push(("ce", ce * c.ce));
         }
-        if c.focal > 0.0 {
-            parts.push(("focal", self.focal(&log_probs, &one_hot) * c.focal));
+        if let Some(probs) = probs.as_ref().filter(|_| c.focal > 0.0) {
+            parts.push(("focal", self.focal(probs, &log_probs, &one_hot) * c.focal));
         }
         let total = parts
             .iter()
@@ -73,8 +75,7 @@ impl Loss {
     }
 
     /// Categorical focal loss: `-sum_c w_c y_c (1 - p_c)^gamma log p_c`, averaged over voxels.
-    fn focal(&self, log_probs: &Tensor, one_hot: &Tensor) -> Tensor {
-        let probs = log_probs.exp();
+    fn focal(&self, probs: &Tensor, log_probs: &Tensor, one_hot: &Tensor) -> Tensor {
         let modulation = (probs.neg() + 1.0).pow_tensor_scalar(self.config.focal_gamma);
         let weights = self.class_weights.view([1, NUM_CLASSES as i64, 1, 1, 1]);
         (one_hot * modulation * log_probs * weights)
