@@ -89,15 +89,23 @@ pub fn save(
     Ok(format!("{}/{name}", RunDir::CHECKPOINTS))
 }
 
+/// Named tensors in the standard (row-major) layout that safetensors files hold; the network
+/// keeps its weights channels-last in memory.
+fn contiguous(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = tensors.into_iter().map(|(n, t)| (n, t.contiguous())).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
 /// The checkpoint's files in `temporary`, each synced.
 fn write_files(temporary: &Path, vs: &nn::VarStore, optimizer: &Optimizer, state: &TrainState) -> anyhow::Result<()> {
     std::fs::create_dir_all(temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
     let model = temporary.join("model.safetensors");
-    vs.save(&model)
+    Tensor::write_safetensors(&contiguous(vs.variables()), &model)
         .with_context(|| format!("cannot write {}", model.display()))?;
     let (moments, scalars) = optimizer.state();
     let optimizer_file = temporary.join("optimizer.safetensors");
-    Tensor::write_safetensors(&moments, &optimizer_file)
+    Tensor::write_safetensors(&contiguous(moments), &optimizer_file)
         .with_context(|| format!("cannot write {}", optimizer_file.display()))?;
     let mut state = state.clone();
     state.optimizer = scalars;
@@ -136,4 +144,67 @@ pub fn load(dir: &Path, vs: &mut nn::VarStore, optimizer: &mut Optimizer) -> any
         .collect();
     optimizer.restore(&moments, &state.optimizer)?;
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::UNet;
+    use segtop::experiment::Experiment;
+
+    fn network(seed: i64) -> (Experiment, nn::VarStore, UNet, Optimizer) {
+        let text = "[data]\nroot = \"d\"\n[model]\nbase_filters = 4\ndepth = 2\n";
+        let experiment = Experiment::parse(Path::new("x.toml"), text, Path::new("/ws")).expect("valid");
+        tch::manual_seed(seed);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let net = UNet::new(&vs.root(), &experiment.model, 4);
+        let optimizer = Optimizer::new(vs.variables().into_iter().collect(), &experiment.train);
+        (experiment, vs, net, optimizer)
+    }
+
+    #[test]
+    fn channels_last_weights_are_saved_in_the_standard_layout_and_load_back() {
+        let (experiment, vs, net, optimizer) = network(1);
+        let weight = &vs.variables()["enc.0.0.weight"];
+        assert_eq!(weight.size(), [4, 4, 3, 3, 3]);
+        assert_eq!(weight.stride()[1], 1, "weights are kept channels-last");
+        let state = TrainState {
+            epoch: 0,
+            step: 0,
+            global_step: 0,
+            epoch_loss: 0.0,
+            epoch_parts: BTreeMap::new(),
+            epoch_seconds: 0.0,
+            scheduler: Scheduler::new(&experiment.train),
+            best_dice: None,
+            best_epoch: None,
+            seconds: 0.0,
+            optimizer: BTreeMap::new(),
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        write_files(dir.path(), &vs, &optimizer, &state).expect("written");
+        // The file holds the weights row-major, as PyTorch's state_dict would.
+        let saved: BTreeMap<String, Tensor> = Tensor::read_safetensors(dir.path().join("model.safetensors"))
+            .expect("readable")
+            .into_iter()
+            .collect();
+        let file_weight = &saved["enc.0.0.weight"];
+        assert!(file_weight.is_contiguous());
+        assert!(file_weight.equal(weight));
+        let (_, mut other_vs, other_net, mut other_optimizer) = network(2);
+        let input = Tensor::randn([1, 4, 8, 8, 8], (tch::Kind::Float, tch::Device::Cpu));
+        let before = tch::nn::ModuleT::forward_t(&net, &input, false);
+        assert!(!tch::nn::ModuleT::forward_t(&other_net, &input, false).equal(&before));
+        load(dir.path(), &mut other_vs, &mut other_optimizer).expect("loaded");
+        let after = tch::nn::ModuleT::forward_t(&other_net, &input, false);
+        assert!(
+            after.allclose(&before, 1e-6, 1e-6, false),
+            "the loaded network computes the same"
+        );
+        assert_eq!(
+            other_vs.variables()["enc.0.0.weight"].stride()[1],
+            1,
+            "still channels-last"
+        );
+    }
 }

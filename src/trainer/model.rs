@@ -25,6 +25,37 @@ fn conv_config(padding: i64, stride: i64) -> nn::ConvConfigND<i64> {
     }
 }
 
+/// A 3D convolution with channels-last weights (see [`channels_last`]).
+fn conv3d(vs: nn::Path, cin: i64, cout: i64, kernel: i64, config: nn::ConvConfigND<i64>) -> nn::Conv3D {
+    let mut conv = nn::conv3d(vs, cin, cout, kernel, config);
+    store_channels_last(&mut conv.ws);
+    conv
+}
+
+/// A 3D transposed convolution with channels-last weights.
+fn conv_transpose3d(
+    vs: nn::Path,
+    cin: i64,
+    cout: i64,
+    kernel: i64,
+    config: nn::ConvTransposeConfigND<i64>,
+) -> nn::ConvTranspose3D {
+    let mut conv = nn::conv_transpose3d(vs, cin, cout, kernel, config);
+    store_channels_last(&mut conv.ws);
+    conv
+}
+
+/// Re-lays a parameter's storage channels-last, in place: the variable store sees the same
+/// tensor, and gradients and optimizer moments (`zeros_like`) follow its layout. With the
+/// activations alone channels-last, oneDNN reorders the weights and their gradients at every
+/// call; for the seed U-Net at 128^3 batch 1 that cost 9.1 s a step in PyTorch against 6.6-7.5 s
+/// with both channels-last. Checkpoints are written contiguous, so files do not change.
+fn store_channels_last(weight: &mut Tensor) {
+    let _guard = tch::no_grad_guard();
+    let relaid = channels_last(weight);
+    weight.set_data(&relaid);
+}
+
 /// A normalisation layer over channels.
 #[derive(Debug)]
 enum NormLayer {
@@ -95,11 +126,11 @@ impl Block {
         // Sequential indices: conv, [norm], act, dropout, conv, [norm], act.
         let (conv1, norm1, conv2, norm2) = if norm { (0, 1, 4, 5) } else { (0, 0, 3, 0) };
         Block {
-            conv1: nn::conv3d(&vs / conv1, cin, cout, 3, conv_config(1, 1)),
+            conv1: conv3d(&vs / conv1, cin, cout, 3, conv_config(1, 1)),
             norm1: NormLayer::new(&vs / norm1, config.norm, cout, groups),
-            conv2: nn::conv3d(&vs / conv2, cout, cout, 3, conv_config(1, 1)),
+            conv2: conv3d(&vs / conv2, cout, cout, 3, conv_config(1, 1)),
             norm2: NormLayer::new(&vs / norm2, config.norm, cout, groups),
-            skip: (config.residual && cin != cout).then(|| nn::conv3d(&vs / "skip", cin, cout, 1, conv_config(0, 1))),
+            skip: (config.residual && cin != cout).then(|| conv3d(&vs / "skip", cin, cout, 1, conv_config(0, 1))),
             residual: config.residual,
             dropout,
             activation: config.activation,
@@ -176,7 +207,7 @@ impl UNet {
         for (i, level) in (1..depth).rev().enumerate() {
             let (from, to) = (filters[level], filters[level - 1]);
             up.push(match config.upsample {
-                Upsample::Transposed => Up::Transposed(nn::conv_transpose3d(
+                Upsample::Transposed => Up::Transposed(conv_transpose3d(
                     vs / "up" / i,
                     from,
                     to,
@@ -188,7 +219,7 @@ impl UNet {
                         ..Default::default()
                     },
                 )),
-                Upsample::Trilinear => Up::Trilinear(nn::conv3d(vs / "up" / i, from, to, 1, conv_config(0, 1))),
+                Upsample::Trilinear => Up::Trilinear(conv3d(vs / "up" / i, from, to, 1, conv_config(0, 1))),
             });
             dec.push(Block::new(
                 vs / "dec" / i,
@@ -198,16 +229,10 @@ impl UNet {
                 config,
             ));
             if config.deep_supervision && level > 1 {
-                deep.push(nn::conv3d(
-                    vs / "deep" / i,
-                    to,
-                    NUM_CLASSES as i64,
-                    1,
-                    conv_config(0, 1),
-                ));
+                deep.push(conv3d(vs / "deep" / i, to, NUM_CLASSES as i64, 1, conv_config(0, 1)));
             }
         }
-        let out = nn::conv3d(vs / "out", filters[0], NUM_CLASSES as i64, 1, conv_config(0, 1));
+        let out = conv3d(vs / "out", filters[0], NUM_CLASSES as i64, 1, conv_config(0, 1));
         UNet {
             enc,
             up,
