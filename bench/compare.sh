@@ -10,7 +10,8 @@
 #   - sliding-window inference of one 240x240x155 case with seed-tutorial's windows and
 #     overlap: segtop; PyTorch and PyTorch --channels-last, one window at a time (the plain
 #     loop); and PyTorch --channels-last with segtop's window batch;
-#   - training of experiments/lite.toml in segtop (no PyTorch twin: listed, no ratio).
+#   - training of experiments/lite.toml (64^3 batch 2): segtop, its twin in PyTorch
+#     (pytorch_reference.py --lite), and the twin --channels-last.
 # Needs a Python with torch 2.13 (CPU) and numpy: PYTHON=/path/to/python; see the README.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -51,7 +52,9 @@ for round in $(seq "$rounds"); do
     if [ "$window_batch" -gt 1 ]; then
         measure infer "$python" "$reference" --infer --window "$window" --overlap "$overlap" --gaussian "$gaussian" --threads "$threads" --channels-last --window-batch "$window_batch"
     fi
-    measure lite "$trainer" bench experiments/lite.toml --threads "$threads" --no-inference --json
+    measure lite "$trainer" bench experiments/lite.toml --steps 6 --threads "$threads" --no-inference --json
+    measure lite "$python" "$reference" --lite --patch 64 --batch 2 --steps 6 --threads "$threads"
+    measure lite "$python" "$reference" --lite --patch 64 --batch 2 --steps 6 --threads "$threads" --channels-last
 done
 "$python" - "$results" <<'PY'
 import json, statistics, sys
@@ -71,7 +74,7 @@ print(f"{'case':<16}{'implementation':<44}{'median':>10}{'rate':>14}{'peak RSS':
 for tag, what in [("train-64-b2", "s/step"), ("train-128-b1", "s/step"), ("infer", "s/case"), ("lite", "s/step")]:
     key, rate = ("seconds", "voxels_per_s") if tag == "infer" else ("median_step_s", "patches_per_s")
     ours = median(tag, "segtop", key)
-    impls = ["segtop"] if tag == "lite" else ["segtop", "pytorch-eager", "pytorch-eager-channels-last"]
+    impls = ["segtop", "pytorch-eager", "pytorch-eager-channels-last"]
     if tag == "infer":
         impls += sorted({r["impl"] for r in rows if "window-batch" in r["impl"]})
     for impl in impls:

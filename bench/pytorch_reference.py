@@ -9,6 +9,10 @@ ReLU (16 to 256 filters), dropout 0.1/0.1/0.2/0.2/0.3 after the first convolutio
 block, 2x2x2 max-pool, 2x2x2 transposed convolution up, skip concatenation, 1x1x1 convolution
 to 4 classes: 5,646,260 parameters.
 
+--lite: experiments/lite.toml's network instead: 8 to 128 filters, instance norm (affine)
+after each convolution, leaky ReLU (slope 0.01), no dropout; AdamW (lr 1e-3, weight decay
+1e-4) as segtop's default: 1,413,916 parameters.
+
 --infer: sliding-window inference over one random case, as segtop validates: windows of W^3
 with the given overlap, the last window flush with the end of each axis, softmax
 probabilities weighted by a Gaussian (sigma = W/8, floored at 1e-3) and averaged, then argmax.
@@ -27,30 +31,32 @@ import torch.nn.functional as F
 
 FILTERS = (16, 32, 64, 128, 256)
 DROPOUT = (0.1, 0.1, 0.2, 0.2, 0.3)
-# Forward multiply-accumulates per 64^3 patch (convolutions and transposed convolutions);
-# training counts 6 FLOP per forward MAC (forward, and twice the work backward).
-FORWARD_GMAC_PER_64_PATCH = 15.273
 
 
-def block(cin, cout, p):
+def block(cin, cout, p, lite):
+    if lite:
+        return nn.Sequential(
+            nn.Conv3d(cin, cout, 3, padding=1), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(inplace=True),
+            nn.Conv3d(cout, cout, 3, padding=1), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(inplace=True))
     return nn.Sequential(
         nn.Conv3d(cin, cout, 3, padding=1), nn.ReLU(inplace=True), nn.Dropout(p),
         nn.Conv3d(cout, cout, 3, padding=1), nn.ReLU(inplace=True))
 
 
 class SeedUNet(nn.Module):
-    def __init__(self, channels=4, classes=4):
+    def __init__(self, channels=4, classes=4, lite=False):
         super().__init__()
+        filters = [f // 2 for f in FILTERS] if lite else FILTERS
         self.down = nn.ModuleList()
         c = channels
-        for f, p in zip(FILTERS, DROPOUT):
-            self.down.append(block(c, f, p))
+        for f, p in zip(filters, DROPOUT):
+            self.down.append(block(c, f, p, lite))
             c = f
         self.up = nn.ModuleList(
-            nn.ConvTranspose3d(FILTERS[i], FILTERS[i - 1], 2, stride=2) for i in range(len(FILTERS) - 1, 0, -1))
+            nn.ConvTranspose3d(filters[i], filters[i - 1], 2, stride=2) for i in range(len(filters) - 1, 0, -1))
         self.merge = nn.ModuleList(
-            block(FILTERS[i - 1] * 2, FILTERS[i - 1], DROPOUT[i - 1]) for i in range(len(FILTERS) - 1, 0, -1))
-        self.head = nn.Conv3d(FILTERS[0], classes, 1)
+            block(filters[i - 1] * 2, filters[i - 1], DROPOUT[i - 1], lite) for i in range(len(filters) - 1, 0, -1))
+        self.head = nn.Conv3d(filters[0], classes, 1)
 
     def forward(self, x):
         skips = []
@@ -74,6 +80,25 @@ def dice_ce(logits, target, classes=4):
     return dice + F.cross_entropy(logits, target)
 
 
+def forward_macs(model, patch):
+    """Multiply-accumulates of one forward pass of a 4 x patch^3 input, from the layers' shapes."""
+    macs = []
+
+    def count(module, inputs, output):
+        k = module.weight[0, 0].numel()
+        if isinstance(module, nn.ConvTranspose3d):
+            macs.append(inputs[0].numel() * module.out_channels * k)
+        else:
+            macs.append(output.numel() * module.in_channels * k)
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))]
+    with torch.no_grad():
+        model(torch.zeros(1, 4, patch, patch, patch))
+    for h in hooks:
+        h.remove()
+    return sum(macs)
+
+
 def channels_last(t):
     return t.to(memory_format=torch.channels_last_3d)
 
@@ -83,7 +108,11 @@ def peak_rss_mb():
 
 
 def train(a, model):
-    opt = torch.optim.NAdam(model.parameters(), 1e-3)
+    macs = forward_macs(model, a.patch)
+    if a.lite:
+        opt = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=1e-4)
+    else:
+        opt = torch.optim.NAdam(model.parameters(), 1e-3)
     x = torch.randn(a.batch, 4, a.patch, a.patch, a.patch)
     y = torch.randint(0, 4, (a.batch, a.patch, a.patch, a.patch))
     if a.channels_last:
@@ -99,7 +128,8 @@ def train(a, model):
         times.append(time.perf_counter() - start)
     counted = sorted(times[1:])
     median = counted[len(counted) // 2]
-    gflop = 6 * FORWARD_GMAC_PER_64_PATCH * (a.patch / 64) ** 3 * a.batch
+    # 6 FLOP per forward multiply-accumulate: the forward pass, and twice its work backward.
+    gflop = 6 * macs * a.batch / 1e9
     return {"patch": [a.patch] * 3, "batch": a.batch, "steps": a.steps, "median_step_s": median,
             "patches_per_s": a.batch / median, "gflops": gflop / median, "peak_rss_mb": peak_rss_mb()}
 
@@ -161,6 +191,7 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="0: PyTorch's default")
     ap.add_argument("--channels-last", action="store_true", help="channels_last_3d memory format")
     ap.add_argument("--infer", action="store_true", help="sliding-window inference instead of training")
+    ap.add_argument("--lite", action="store_true", help="experiments/lite.toml's network instead of the seed's")
     ap.add_argument("--case", type=int, nargs=3, default=[240, 240, 155], metavar=("X", "Y", "Z"))
     ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--overlap", type=float, default=0.5)
@@ -170,7 +201,7 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = SeedUNet()
+    model = SeedUNet(lite=a.lite)
     if a.channels_last:
         model = channels_last(model)
     result = infer(a, model) if a.infer else train(a, model)

@@ -152,7 +152,7 @@ impl Block {
         // Dropout before the activation: with a mask of 0 and 1/(1-p) the two commute (ReLU and
         // leaky ReLU are positively homogeneous), and in this order the activation runs in
         // place on dropout's output, so the backward pass keeps one tensor for the activation
-        // and the next convolution, and the byte mask.
+        // and the next convolution, besides the mask.
         if train && self.dropout > 0.0 {
             h = dropout(&h, self.dropout);
         }
@@ -278,32 +278,26 @@ impl UNet {
 }
 
 /// Element-wise dropout: each value is kept with probability `1 - p` and scaled by `1 / (1 - p)`,
-/// as libtorch's `dropout` does, in less time and memory. libtorch draws a float mask with
-/// `bernoulli_` (~16 ns a value here: a sixth of a seed U-Net training step at 64^3) and
-/// multiplies, so autograd keeps the float mask and the product. Here the mask is one byte a
-/// value from xoshiro256++, applied with `masked_fill_` on the scaled values, which keeps only
-/// the byte mask for the backward pass. The generator is seeded from libtorch's, so
-/// `tch::manual_seed` fixes the masks.
+/// as libtorch's `dropout` does, in less time. libtorch draws its mask with `bernoulli_` (~16 ns
+/// a value here: a sixth of a seed U-Net training step at 64^3); here the mask comes from
+/// xoshiro256++, seeded from libtorch's generator so that `tch::manual_seed` fixes it.
 fn dropout(x: &Tensor, p: f64) -> Tensor {
     if p >= 1.0 {
         return x * 0.0;
     }
     let (size, stride) = (x.size(), x.stride());
-    if !is_dense(&size, &stride) {
+    if x.kind() != Kind::Float || !is_dense(&size, &stride) {
         return x.dropout(p, true);
     }
     let seed = Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]);
-    // The mask in `x`'s own memory layout, so that the fill below runs in one layout.
-    let dropped = Tensor::empty_strided(&size, &stride, (Kind::Bool, Device::Cpu));
-    let len = dropped.numel();
-    // SAFETY: `dropped` was just allocated, dense (its strides are `x`'s, which are dense), of
-    // `len` one-byte booleans; nothing else refers to it while the slice lives, and only 0 and
-    // 1 are written.
-    let bytes = unsafe { std::slice::from_raw_parts_mut(dropped.data_ptr().cast::<u8>(), len) };
-    fill_dropout_mask(bytes, p, seed as u64);
-    let mut y = x * (1.0 / (1.0 - p));
-    let _ = y.masked_fill_(&dropped, 0.0);
-    y
+    // The mask in `x`'s own memory layout, so that the product runs in one layout.
+    let mask = Tensor::empty_strided(&size, &stride, (Kind::Float, Device::Cpu));
+    let len = mask.numel();
+    // SAFETY: `mask` was just allocated, dense (its strides are `x`'s, which are dense), of `len`
+    // floats; nothing else refers to it while the slice lives.
+    let values = unsafe { std::slice::from_raw_parts_mut(mask.data_ptr().cast::<f32>(), len) };
+    fill_dropout_mask(values, p, seed as u64);
+    x * mask
 }
 
 /// Whether a tensor of `size` and `stride` covers its storage exactly once, in some axis order.
@@ -320,21 +314,23 @@ fn is_dense(size: &[i64], stride: &[i64]) -> bool {
     true
 }
 
-/// Fills `dropped` with 1 (dropped, probability `p`) or 0 (kept), two values per 64-bit draw
-/// of a generator seeded with `seed`.
-fn fill_dropout_mask(dropped: &mut [u8], p: f64, seed: u64) {
+/// Fills `mask` with `1 / (1 - p)` (kept, probability `1 - p`) or 0 (dropped), two values per
+/// 64-bit draw of a generator seeded with `seed`. One thread: splitting the fill over threads
+/// measured slower, as libtorch's idle intra-op threads spin on the other cores meanwhile.
+fn fill_dropout_mask(mask: &mut [f32], p: f64, seed: u64) {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     // A value is kept when its 32 random bits fall below (1 - p) * 2^32.
     let threshold = ((1.0 - p) * 4_294_967_296.0).round().min(u32::MAX as f64) as u32;
-    let drop = |bits: u32| u8::from(bits >= threshold);
-    let mut pairs = dropped.chunks_exact_mut(2);
+    let scale = (1.0 / (1.0 - p)) as f32;
+    let keep = |bits: u32| if bits < threshold { scale } else { 0.0 };
+    let mut pairs = mask.chunks_exact_mut(2);
     for pair in &mut pairs {
         let bits = rng.next_u64();
-        pair[0] = drop(bits as u32);
-        pair[1] = drop((bits >> 32) as u32);
+        pair[0] = keep(bits as u32);
+        pair[1] = keep((bits >> 32) as u32);
     }
     if let [last] = pairs.into_remainder() {
-        *last = drop(rng.next_u64() as u32);
+        *last = keep(rng.next_u64() as u32);
     }
 }
 
@@ -360,21 +356,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dropout_masks_drop_p_of_the_values_independently() {
-        let mut dropped = vec![0u8; 200_001];
-        fill_dropout_mask(&mut dropped, 0.3, 11);
-        assert!(dropped.iter().all(|&d| d <= 1), "bytes other than 0 and 1");
-        let fraction = dropped.iter().filter(|&&d| d == 1).count() as f64 / dropped.len() as f64;
+    fn dropout_masks_keep_one_minus_p_of_the_values_independently_scaled_to_keep_the_mean() {
+        let mut mask = vec![0f32; 200_001];
+        fill_dropout_mask(&mut mask, 0.3, 11);
+        let scale = (1.0 / 0.7) as f32;
+        assert!(
+            mask.iter().all(|&m| m == 0.0 || m == scale),
+            "values other than 0 and 1/(1-p)"
+        );
+        let kept = mask.iter().filter(|&&m| m > 0.0).count() as f64 / mask.len() as f64;
         // Binomial standard deviation at n = 200001 is 0.001.
-        assert!((fraction - 0.3).abs() < 0.005, "dropped {fraction}");
+        assert!((kept - 0.7).abs() < 0.005, "kept {kept}");
+        let mean = mask.iter().map(|&m| f64::from(m)).sum::<f64>() / mask.len() as f64;
+        assert!((mean - 1.0).abs() < 0.01, "mean {mean}");
         // Neighbouring values (the two halves of one draw) are independent.
-        let both = dropped.chunks_exact(2).filter(|p| p == &[1, 1]).count() as f64 / 100_000.0;
-        assert!((both - 0.09).abs() < 0.005, "both dropped {both}");
-        let mut again = vec![0u8; dropped.len()];
+        let both = mask.chunks_exact(2).filter(|p| p[0] > 0.0 && p[1] > 0.0).count() as f64 / 100_000.0;
+        assert!((both - 0.49).abs() < 0.01, "both kept {both}");
+        let mut again = vec![0f32; mask.len()];
         fill_dropout_mask(&mut again, 0.3, 11);
-        assert_eq!(dropped, again, "same seed, same mask");
+        assert_eq!(mask, again, "same seed, same mask");
         fill_dropout_mask(&mut again, 0.3, 12);
-        assert_ne!(dropped, again);
+        assert_ne!(mask, again);
     }
 
     #[test]
