@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Tensor, nn};
 
 use segtop::events::RegionScores;
+use segtop::experiment::TrainConfig;
 use segtop::rundir::RunDir;
 
 use crate::optim::{Optimizer, Scheduler};
@@ -45,6 +46,25 @@ pub struct TrainState {
     /// Training time before this process, for the total.
     pub seconds: f64,
     pub optimizer: BTreeMap<String, f64>,
+}
+
+impl TrainState {
+    /// Before the first step.
+    pub fn new(config: &TrainConfig) -> TrainState {
+        TrainState {
+            epoch: 0,
+            step: 0,
+            global_step: 0,
+            epoch_loss: 0.0,
+            epoch_parts: BTreeMap::new(),
+            epoch_seconds: 0.0,
+            scheduler: Scheduler::new(config),
+            best_dice: None,
+            best_epoch: None,
+            seconds: 0.0,
+            optimizer: BTreeMap::new(),
+        }
+    }
 }
 
 fn sync(path: &Path) -> std::io::Result<()> {
@@ -168,19 +188,7 @@ mod tests {
         let weight = &vs.variables()["enc.0.0.weight"];
         assert_eq!(weight.size(), [4, 4, 3, 3, 3]);
         assert_eq!(weight.stride()[1], 1, "weights are kept channels-last");
-        let state = TrainState {
-            epoch: 0,
-            step: 0,
-            global_step: 0,
-            epoch_loss: 0.0,
-            epoch_parts: BTreeMap::new(),
-            epoch_seconds: 0.0,
-            scheduler: Scheduler::new(&experiment.train),
-            best_dice: None,
-            best_epoch: None,
-            seconds: 0.0,
-            optimizer: BTreeMap::new(),
-        };
+        let state = TrainState::new(&experiment.train);
         let dir = tempfile::tempdir().expect("temp dir");
         write_files(dir.path(), &vs, &optimizer, &state).expect("written");
         // The file holds the weights row-major, as PyTorch's state_dict would.

@@ -27,7 +27,7 @@ use crate::checkpoint::{self, TrainState};
 use crate::infer::{self, SlidingWindow};
 use crate::loss::Loss;
 use crate::model::UNet;
-use crate::optim::{Optimizer, Scheduler};
+use crate::optim::Optimizer;
 
 /// How a training run ended, when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,19 +181,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
         parameter_count,
     } = Network::build(experiment);
     let channels = data.modalities.len();
-    let mut state = TrainState {
-        epoch: 0,
-        step: 0,
-        global_step: 0,
-        epoch_loss: 0.0,
-        epoch_parts: BTreeMap::new(),
-        epoch_seconds: 0.0,
-        scheduler: Scheduler::new(config),
-        best_dice: None,
-        best_epoch: None,
-        seconds: 0.0,
-        optimizer: BTreeMap::new(),
-    };
+    let mut state = TrainState::new(config);
     let mut resumed_from = None;
     if resume {
         if let Some(dir) = checkpoint::latest(run) {
