@@ -89,17 +89,12 @@ impl NormLayer {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         match self {
             NormLayer::Batch(bn) => bn.forward_t(x, train),
-            NormLayer::Instance { weight, bias } => Tensor::instance_norm(
-                x,
-                Some(weight),
-                Some(bias),
-                None::<&Tensor>,
-                None::<&Tensor>,
-                true,
-                0.1,
-                1e-5,
-                false,
-            ),
+            // Instance norm as group norm with one group per channel: the same function, but
+            // libtorch's group norm keeps channels-last, where its instance norm makes the
+            // tensor contiguous and the next convolution converts it back.
+            NormLayer::Instance { weight, bias } => {
+                x.group_norm(weight.size()[0], Some(weight), Some(bias), 1e-5, false)
+            }
             NormLayer::Group(gn) => gn.forward_t(x, train),
         }
     }
@@ -354,6 +349,7 @@ impl nn::ModuleT for UNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use segtop::experiment::Norm;
 
     #[test]
     fn dropout_masks_keep_one_minus_p_of_the_values_independently_scaled_to_keep_the_mean() {
@@ -377,6 +373,38 @@ mod tests {
         assert_eq!(mask, again, "same seed, same mask");
         fill_dropout_mask(&mut again, 0.3, 12);
         assert_ne!(mask, again);
+    }
+
+    #[test]
+    fn instance_norm_as_one_group_per_channel_equals_libtorch_instance_norm() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let norm = NormLayer::new(vs.root(), Norm::Instance, 6, 8).expect("a norm");
+        let NormLayer::Instance { weight, bias } = &norm else {
+            panic!("an instance norm")
+        };
+        tch::no_grad(|| {
+            weight
+                .shallow_clone()
+                .copy_(&Tensor::from_slice(&[0.5f32, 1.0, 2.0, -1.0, 0.0, 3.0]));
+            bias.shallow_clone()
+                .copy_(&Tensor::from_slice(&[0.0f32, 1.0, -1.0, 0.5, 2.0, 0.0]));
+        });
+        let x = channels_last(&(Tensor::randn([2, 6, 5, 4, 3], (Kind::Float, Device::Cpu)) * 3.0 + 1.0));
+        let ours = norm.forward_t(&x, true);
+        let reference = Tensor::instance_norm(
+            &x.contiguous(),
+            Some(weight),
+            Some(bias),
+            None::<&Tensor>,
+            None::<&Tensor>,
+            true,
+            0.1,
+            1e-5,
+            false,
+        );
+        let difference = (&ours - &reference).abs().max().double_value(&[]);
+        assert!(difference < 1e-5, "differs by {difference}");
+        assert_eq!(ours.stride(), x.stride(), "the output stays channels-last");
     }
 
     #[test]
