@@ -280,33 +280,19 @@ fn dropout(x: &Tensor, p: f64) -> Tensor {
     if p >= 1.0 {
         return x * 0.0;
     }
-    let (size, stride) = (x.size(), x.stride());
-    if x.kind() != Kind::Float || !is_dense(&size, &stride) {
+    if x.kind() != Kind::Float {
         return x.dropout(p, true);
     }
     let seed = Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]);
-    // The mask in `x`'s own memory layout, so that the product runs in one layout.
-    let mask = Tensor::empty_strided(&size, &stride, (Kind::Float, Device::Cpu));
+    // `empty_like` keeps `x`'s memory layout when `x` is dense (so the product runs in one
+    // layout) and is dense in any case.
+    let mask = x.empty_like();
     let len = mask.numel();
-    // SAFETY: `mask` was just allocated, dense (its strides are `x`'s, which are dense), of `len`
-    // floats; nothing else refers to it while the slice lives.
+    // SAFETY: `mask` was just allocated, dense, of `len` floats; nothing else refers to it while
+    // the slice lives.
     let values = unsafe { std::slice::from_raw_parts_mut(mask.data_ptr().cast::<f32>(), len) };
     fill_dropout_mask(values, p, seed as u64);
     x * mask
-}
-
-/// Whether a tensor of `size` and `stride` covers its storage exactly once, in some axis order.
-fn is_dense(size: &[i64], stride: &[i64]) -> bool {
-    let mut axes: Vec<(i64, i64)> = stride.iter().copied().zip(size.iter().copied()).collect();
-    axes.sort_unstable();
-    let mut expected = 1;
-    for (stride, size) in axes {
-        if size != 1 && stride != expected {
-            return false;
-        }
-        expected *= size;
-    }
-    true
 }
 
 /// Fills `mask` with `1 / (1 - p)` (kept, probability `1 - p`) or 0 (dropped), two values per
@@ -408,17 +394,6 @@ mod tests {
     }
 
     #[test]
-    fn dense_layouts_are_told_from_views() {
-        assert!(is_dense(&[2, 3, 4], &[12, 4, 1]));
-        // channels-last 3D
-        assert!(is_dense(&[2, 3, 4, 5, 6], &[360, 1, 90, 18, 3]));
-        // every other element, and a broadcast axis
-        assert!(!is_dense(&[2, 3], &[6, 2]));
-        assert!(!is_dense(&[2, 3], &[0, 1]));
-        assert!(is_dense(&[1, 3], &[99, 1]));
-    }
-
-    #[test]
     fn dropout_follows_the_torch_seed_and_keeps_the_layout_and_gradient() {
         let x = channels_last(&Tensor::ones([2, 3, 4, 5, 6], (Kind::Float, Device::Cpu))).set_requires_grad(true);
         tch::manual_seed(5);
@@ -433,7 +408,7 @@ mod tests {
         a.sum(Kind::Float).backward();
         // The gradient is the scaled mask: 2 where kept, 0 where dropped.
         assert!(x.grad().equal(&a), "gradient equals the mask");
-        // A view that is not dense takes libtorch's dropout, with the same statistics.
+        // A view that is not dense gets a dense mask, with the same statistics.
         let strided = Tensor::ones([40, 40], (Kind::Float, Device::Cpu)).slice(1, 0, 40, 2);
         let kept = dropout(&strided, 0.5).gt(0.0).sum(Kind::Int64).int64_value(&[]);
         assert!((300..500).contains(&kept), "kept {kept} of 800");
