@@ -15,6 +15,7 @@
 
 pub mod cost;
 pub mod raw;
+pub mod slurm;
 pub mod sweep;
 
 use std::fmt;
@@ -25,6 +26,7 @@ use serde::{Serialize, Serializer};
 use crate::choice_enum;
 use crate::config::{Checker, Choice, ConfigError, Source};
 use raw::RawExperiment;
+pub use slurm::SlurmConfig;
 
 /// Number of output classes: background, NCR/NETC, ED/SNFH, ET.
 pub const NUM_CLASSES: usize = 4;
@@ -39,6 +41,9 @@ pub struct Experiment {
     pub validate: ValidateConfig,
     pub preview: PreviewConfig,
     pub run: RunConfig,
+    /// Written out only when it differs from the defaults (runs on this machine ignore it).
+    #[serde(skip_serializing_if = "SlurmConfig::is_default")]
+    pub slurm: SlurmConfig,
 }
 
 choice_enum! {
@@ -444,6 +449,18 @@ pub struct RunConfig {
     pub name: String,
     pub tags: Vec<String>,
     pub notes: String,
+    /// Where its runs train: on this machine, or as Slurm jobs (see `[slurm]`).
+    pub launcher: LauncherKind,
+}
+
+choice_enum! {
+    /// Where runs train.
+    pub enum LauncherKind {
+        /// On this machine, started by segtop's queue as cores and memory allow.
+        Local => "local",
+        /// As Slurm batch jobs, submitted with `sbatch` (settings in `[slurm]`).
+        Slurm => "slurm",
+    }
 }
 
 impl Experiment {
@@ -570,6 +587,7 @@ pub fn choices(key: &str) -> Option<&'static [&'static str]> {
         "train.schedule" => Schedule::NAMES,
         "preview.modality" => Modality::NAMES,
         "preview.axis" => Axis::NAMES,
+        "run.launcher" => LauncherKind::NAMES,
         _ => return None,
     })
 }
@@ -592,6 +610,7 @@ fn check_experiment(check: &mut Checker, raw: RawExperiment, workspace: &Path) -
     let validate = check_validate(check, raw.validate, &train, &model);
     let preview = check_preview(check, raw.preview);
     let run = check_run(check, raw.run);
+    let slurm = slurm::check(check, raw.slurm, &train);
     Experiment {
         data,
         model,
@@ -600,6 +619,7 @@ fn check_experiment(check: &mut Checker, raw: RawExperiment, workspace: &Path) -
         validate,
         preview,
         run,
+        slurm,
     }
 }
 
@@ -1227,6 +1247,7 @@ fn check_run(check: &mut Checker, raw: raw::RawRun) -> RunConfig {
         name,
         tags: raw.tags.unwrap_or_default(),
         notes: raw.notes.unwrap_or_default(),
+        launcher: check.choice("run.launcher", raw.launcher.as_deref(), LauncherKind::Local),
     }
 }
 

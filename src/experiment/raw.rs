@@ -16,6 +16,7 @@ pub struct RawExperiment {
     pub validate: RawValidate,
     pub preview: RawPreview,
     pub run: RawRun,
+    pub slurm: RawSlurm,
     /// Checked and expanded by [`super::sweep`]; a single run ignores it.
     pub sweep: Option<toml::Value>,
 }
@@ -142,4 +143,19 @@ pub struct RawRun {
     pub name: Option<String>,
     pub tags: Option<Vec<String>>,
     pub notes: Option<String>,
+    pub launcher: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSlurm {
+    pub partition: Option<String>,
+    pub cpus_per_task: Option<u32>,
+    pub mem: Option<String>,
+    pub time: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    pub extra_args: Option<Vec<String>>,
+    pub signal_seconds: Option<u32>,
+    pub trainer: Option<String>,
 }
