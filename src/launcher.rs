@@ -119,7 +119,7 @@ impl Launcher for Local {
             .spawn()
             .with_context(|| format!("cannot start {}", self.trainer.display()))?;
         let launch = Launch {
-            pid: child.id(),
+            pid: Some(child.id()),
             pid_start: crate::rundir::process_start_time(child.id()),
             host: sysinfo::System::host_name().unwrap_or_default(),
             time: chrono::Utc::now(),
@@ -127,6 +127,9 @@ impl Launcher for Local {
             launcher: self.name().to_string(),
             threads: request.threads,
             peak_bytes: request.peak_bytes,
+            job: None,
+            job_name: None,
+            script: None,
         };
         // The trainer runs either way; without the record a later look only finds its
         // process once it writes run_started.
@@ -138,7 +141,10 @@ impl Launcher for Local {
     }
 
     fn halt(&self, launch: &Launch, how: Halt) -> anyhow::Result<()> {
-        halt(launch.pid, launch.pid_start, how)
+        let pid = launch
+            .pid
+            .ok_or_else(|| anyhow::anyhow!("the launch record names no process"))?;
+        halt(pid, launch.pid_start, how)
     }
 }
 
@@ -179,6 +185,25 @@ pub fn detach(command: &mut Command) {
             Ok(())
         });
     }
+}
+
+/// Ends the run in `dir`: through Slurm when its latest launch was a Slurm job, else by
+/// signalling its trainer `pid` (from its events or launch record). Returns what was done,
+/// in words.
+pub fn halt_run(dir: &Path, pid: Option<u32>, pid_start: Option<u64>, how: Halt) -> anyhow::Result<String> {
+    let launch = RunDir::open(dir).read_launch();
+    if let Some(launch) = launch.filter(|l| l.launcher == crate::slurm::NAME)
+        && let Some(job) = &launch.job
+    {
+        crate::slurm::cancel(job, how)?;
+        return Ok(match how {
+            Halt::Stop => format!("Slurm job {job}: its trainer stops with a checkpoint (a pending job is cancelled)"),
+            Halt::Kill => format!("cancelled Slurm job {job}"),
+        });
+    }
+    let pid = pid.ok_or_else(|| anyhow::anyhow!("no known process yet; try again in a moment"))?;
+    halt(pid, pid_start, how)?;
+    Ok(format!("pid {pid}"))
 }
 
 /// Sends the signal for `halt` to the trainer with `pid`, after checking that `pid` is still

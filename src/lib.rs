@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod queue;
 pub mod render;
 pub mod rundir;
+pub mod slurm;
 pub mod supervisor;
 pub mod theme;
 pub mod workspace;

@@ -27,8 +27,8 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::Experiment;
 use crate::experiment::sweep::{self, SweepTag};
+use crate::experiment::{Experiment, LauncherKind};
 use crate::launcher::{Launcher, Request, Started};
 use crate::rundir::RunDir;
 use crate::workspace::Workspace;
@@ -183,7 +183,7 @@ pub struct Entry {
     pub waiting: Option<String>,
 }
 
-/// A run that was queued.
+/// A run that was queued, or submitted to Slurm.
 #[derive(Debug, Clone)]
 pub struct Queued {
     pub run: RunDir,
@@ -191,6 +191,16 @@ pub struct Queued {
     pub peak_bytes: u64,
     /// The sweep it belongs to, when its file has one.
     pub sweep: Option<SweepTag>,
+    /// Its launch record, when it went to Slurm rather than into the local queue.
+    pub submitted: Option<crate::rundir::Launch>,
+}
+
+/// How a run was resumed.
+pub enum Resumed {
+    /// At the head of the local queue.
+    Queued,
+    /// Resubmitted to Slurm.
+    Submitted(crate::rundir::Launch),
 }
 
 /// The queue of one workspace.
@@ -254,13 +264,22 @@ impl Queue {
     /// Queues the runs of the experiment file `file`: one run, or every run of its `[sweep]`.
     /// Each run directory is created now with its frozen experiment (and `sweep.json`), so
     /// later edits of the file change none of them; all of them join the queue at once.
-    pub fn add(&self, workspace: &Workspace, file: &Path) -> anyhow::Result<Vec<Queued>> {
+    /// Runs whose launcher (`run.launcher`, or `launcher` when given) is Slurm are submitted
+    /// to it instead, a sweep as one job array where its runs ask for the same resources.
+    pub fn add(
+        &self,
+        workspace: &Workspace,
+        file: &Path,
+        launcher: Option<LauncherKind>,
+    ) -> anyhow::Result<Vec<Queued>> {
         let text = crate::config::read_text(file)?;
         let now = chrono::Local::now();
-        let members: Vec<(Experiment, Option<SweepTag>)> = match sweep::expand(file, &text, workspace.root())? {
+        let mut sweep_id = None;
+        let mut members: Vec<(Experiment, Option<SweepTag>)> = match sweep::expand(file, &text, workspace.root())? {
             None => vec![(Experiment::parse(file, &text, workspace.root())?, None)],
             Some(sweep) => {
                 let id = format!("{}-{}", now.format("%Y%m%d-%H%M%S"), sweep.name);
+                sweep_id = Some(id.clone());
                 sweep
                     .members
                     .iter()
@@ -268,48 +287,100 @@ impl Queue {
                     .collect()
             }
         };
+        if let Some(kind) = launcher {
+            for (experiment, _) in &mut members {
+                experiment.run.launcher = kind;
+            }
+        }
         let runs = workspace.runs_dir();
         let mut queued: Vec<Queued> = Vec::with_capacity(members.len());
-        let created = members
-            .into_iter()
-            .try_for_each(|(experiment, tag)| -> anyhow::Result<()> {
-                let run = RunDir::create(&runs, &experiment, now)
-                    .with_context(|| format!("cannot create a run directory in {}", runs.display()))?;
-                queued.push(Queued {
-                    run: run.clone(),
-                    peak_bytes: crate::experiment::cost::peak_bytes(&experiment),
-                    sweep: tag.clone(),
-                });
-                if let Some(tag) = &tag {
-                    crate::rundir::write_json(run.path(), &run.sweep(), tag)
-                        .with_context(|| format!("cannot write {}", run.sweep().display()))?;
-                }
-                Ok(())
+        let created = members.iter().try_for_each(|(experiment, tag)| -> anyhow::Result<()> {
+            let run = RunDir::create(&runs, experiment, now)
+                .with_context(|| format!("cannot create a run directory in {}", runs.display()))?;
+            queued.push(Queued {
+                run: run.clone(),
+                peak_bytes: crate::experiment::cost::peak_bytes(experiment),
+                sweep: tag.clone(),
+                submitted: None,
             });
+            if let Some(tag) = &tag {
+                crate::rundir::write_json(run.path(), &run.sweep(), tag)
+                    .with_context(|| format!("cannot write {}", run.sweep().display()))?;
+            }
+            Ok(())
+        });
         let shown = crate::launcher::shown(workspace.root(), file);
-        let result = created.and_then(|()| {
-            self.update(|queue| {
-                for q in &queued {
-                    queue.entries.push(Entry {
-                        run: q.run.id(),
-                        experiment: shown.clone(),
-                        added: Utc::now(),
-                        paused: false,
-                        resume: false,
-                        waiting: None,
-                    });
+        let slurm: Vec<usize> = members
+            .iter()
+            .enumerate()
+            .filter(|(_, (e, _))| e.run.launcher == LauncherKind::Slurm)
+            .map(|(i, _)| i)
+            .collect();
+        let result = created
+            .and_then(|()| {
+                if slurm.is_empty() {
+                    return Ok(());
+                }
+                let batch: Vec<(RunDir, Experiment, u64)> = slurm
+                    .iter()
+                    .map(|&i| (queued[i].run.clone(), members[i].0.clone(), queued[i].peak_bytes))
+                    .collect();
+                let name = sweep_id.clone().unwrap_or_else(|| queued[slurm[0]].run.id());
+                let launches = crate::slurm::Slurm::new().submit_all(workspace.root(), &batch, &name, &shown)?;
+                for (&i, launch) in slurm.iter().zip(launches) {
+                    queued[i].submitted = Some(launch);
                 }
                 Ok(())
             })
-        });
+            .and_then(|()| {
+                self.update(|queue| {
+                    for q in queued.iter().filter(|q| q.submitted.is_none()) {
+                        queue.entries.push(Entry {
+                            run: q.run.id(),
+                            experiment: shown.clone(),
+                            added: Utc::now(),
+                            paused: false,
+                            resume: false,
+                            waiting: None,
+                        });
+                    }
+                    Ok(())
+                })
+            });
         if let Err(error) = result {
-            // Not queued: leave no directories behind that would look like runs.
-            for q in &queued {
+            // Not queued: leave no directories behind that would look like runs (a job
+            // that was submitted keeps its run).
+            for q in queued.iter().filter(|q| q.submitted.is_none()) {
                 let _ = std::fs::remove_dir_all(q.run.path());
             }
             return Err(error);
         }
         Ok(queued)
+    }
+
+    /// Continues a stopped, failed or lost run from its checkpoint: resubmitted to Slurm when
+    /// its frozen experiment says so, else at the head of the local queue.
+    pub fn resume(&self, workspace: &Workspace, run: &RunDir) -> anyhow::Result<Resumed> {
+        let launch = run.read_launch();
+        let experiment = launch
+            .as_ref()
+            .map_or_else(|| run.experiment(), |l| l.experiment.clone());
+        let frozen = Experiment::load(&run.experiment(), workspace.root())?;
+        let slurm = frozen.run.launcher == LauncherKind::Slurm
+            || launch.as_ref().is_some_and(|l| l.launcher == crate::slurm::NAME);
+        if !slurm {
+            self.add_resume(run, experiment)?;
+            return Ok(Resumed::Queued);
+        }
+        let request = Request {
+            workspace: workspace.root().to_path_buf(),
+            experiment,
+            threads: None,
+            peak_bytes: Some(crate::experiment::cost::peak_bytes(&frozen)),
+            append_log: true,
+        };
+        let started = crate::slurm::Slurm::new().start(run, &request)?;
+        Ok(Resumed::Submitted(started.launch))
     }
 
     /// Queues an existing run to continue from its checkpoint, at the head of the queue (a

@@ -6,7 +6,8 @@
 //!   split.json        which cases train, validate and test
 //!   events.jsonl      event records (crate::events), appended by the trainer
 //!   train.log         the trainer's stdout and stderr
-//!   launch.json       who started the trainer: launcher, pid, host, time, threads (launched runs)
+//!   launch.json       who started the trainer: launcher, pid or Slurm job, host, time, threads
+//!   slurm.sh          the job script of a run submitted to Slurm
 //!   exit.json         how the trainer process ended: exit code or signal (when its launcher saw it)
 //!   sweep.json        the sweep the run belongs to and the values it varies (sweep runs)
 //!   checkpoints/      model and optimizer state, for resuming and predicting
@@ -181,7 +182,9 @@ pub fn same_start(a: u64, b: u64) -> bool {
 /// trainer writes `run_started` (it may spend a while preparing data first).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Launch {
-    pub pid: u32,
+    /// The trainer's process id, for launchers that start it themselves (`local`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
     /// The process's start time (see [`process_start_time`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_start: Option<u64>,
@@ -189,7 +192,7 @@ pub struct Launch {
     pub time: DateTime<chrono::Utc>,
     /// The experiment file the run was launched from, as given.
     pub experiment: PathBuf,
-    /// Which launcher started it (`local`).
+    /// Which launcher started it (`local`, `slurm`).
     #[serde(default = "local")]
     pub launcher: String,
     /// Torch threads the launcher granted, when it chose them.
@@ -198,6 +201,25 @@ pub struct Launch {
     /// The run's estimated peak memory when it was launched, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_bytes: Option<u64>,
+    /// The Slurm job id (`123`, or `123_4` for a task of an array).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// The Slurm job's name: the run's id, or the sweep's for an array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// The job script that was submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<PathBuf>,
+}
+
+impl Launch {
+    /// The Slurm job, for runs submitted to Slurm.
+    pub fn slurm_job(&self) -> Option<crate::slurm::JobRef> {
+        Some(crate::slurm::JobRef {
+            name: self.job_name.clone()?,
+            id: self.job.clone()?,
+        })
+    }
 }
 
 fn local() -> String {

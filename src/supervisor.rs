@@ -119,9 +119,12 @@ pub fn run(workspace: &Workspace, launcher: &dyn Launcher, settings: &dyn Fn() -
                         Outcome::Started { run, started } => {
                             let launch = &started.launch;
                             say(&format!(
-                                "started {} (pid {}, {} threads, needs about {})",
+                                "started {} ({}, {} threads, needs about {})",
                                 run.id(),
-                                launch.pid,
+                                launch.pid.map_or_else(
+                                    || format!("Slurm job {}", launch.job.as_deref().unwrap_or("?")),
+                                    |p| format!("pid {p}")
+                                ),
                                 launch.threads.map_or_else(|| "all".to_string(), |t| t.to_string()),
                                 queue::ByteSize(launch.peak_bytes.unwrap_or(0))
                             ));
@@ -192,20 +195,21 @@ pub fn machine(workspace: &Workspace, system: &mut System, host: &str, settings:
         let run = RunDir::open(dir);
         if let Some(launch) = run.read_launch()
             && launch.host == host
-            && run.read_exit().is_none_or(|exit| exit.pid != launch.pid)
+            && let Some(pid) = launch.pid
+            && run.read_exit().is_none_or(|exit| exit.pid != pid)
         {
-            launched.push((run, launch));
+            launched.push((run, launch, pid));
         }
     }
-    let pids: Vec<Pid> = launched.iter().map(|(_, l)| Pid::from_u32(l.pid)).collect();
+    let pids: Vec<Pid> = launched.iter().map(|(.., pid)| Pid::from_u32(*pid)).collect();
     system.refresh_processes_specifics(
         ProcessesToUpdate::Some(&pids),
         true,
         ProcessRefreshKind::nothing().with_memory().without_tasks(),
     );
     let mut live = Vec::new();
-    for (run, launch) in launched {
-        let Some(process) = system.process(Pid::from_u32(launch.pid)) else {
+    for (run, launch, pid) in launched {
+        let Some(process) = system.process(Pid::from_u32(pid)) else {
             continue;
         };
         let same = launch

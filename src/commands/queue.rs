@@ -7,7 +7,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use segtop::dashboard::settings::Settings;
-use segtop::experiment::{Experiment, cost};
+use segtop::experiment::{Experiment, LauncherKind, cost};
 use segtop::queue::{ByteSize, Queue, QueueFile};
 use segtop::rundir::RunDir;
 use segtop::workspace::Workspace;
@@ -32,18 +32,29 @@ pub struct QueueArgs {
     /// Move a queued run to a place in the queue (1: the next to start)
     #[arg(long = "move", value_names = ["RUN", "PLACE"], num_args = 2, group = "change")]
     pub move_to: Option<Vec<String>>,
+    /// Where the runs train: local (this machine's queue) or slurm (sbatch) [default: the experiment's run.launcher]
+    #[arg(long, value_parser = parse_launcher, value_name = "LAUNCHER")]
+    pub launcher: Option<LauncherKind>,
     /// Print the queue as JSON
     #[arg(long)]
     pub json: bool,
 }
 
+fn parse_launcher(text: &str) -> Result<LauncherKind, String> {
+    use segtop::config::Choice;
+    LauncherKind::from_name(text).ok_or_else(|| format!("'{text}' is not one of: {}", LauncherKind::NAMES.join(", ")))
+}
+
 pub fn queue(workspace: &Workspace, args: &QueueArgs) -> anyhow::Result<()> {
     let queue = Queue::new(workspace);
     if !args.experiments.is_empty() {
+        let mut local = false;
         for file in &args.experiments {
-            add(workspace, &queue, file)?;
+            local |= add(workspace, &queue, file, args.launcher)?;
         }
-        start_supervisor(workspace);
+        if local {
+            start_supervisor(workspace);
+        }
         return Ok(());
     }
     let find = |query: &str| -> anyhow::Result<String> {
@@ -82,18 +93,27 @@ pub fn queue(workspace: &Workspace, args: &QueueArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Queues the runs of one experiment file: one run, or every run of its sweep.
-fn add(workspace: &Workspace, queue: &Queue, file: &Path) -> anyhow::Result<()> {
-    let queued = queue.add(workspace, file)?;
+/// Queues the runs of one experiment file: one run, or every run of its sweep. Returns
+/// whether any joined the local queue (rather than Slurm's).
+fn add(workspace: &Workspace, queue: &Queue, file: &Path, launcher: Option<LauncherKind>) -> anyhow::Result<bool> {
+    let queued = queue.add(workspace, file, launcher)?;
     let shown = segtop::launcher::shown(workspace.root(), file);
     let sweep = queued.first().and_then(|q| q.sweep.as_ref()).map(|t| t.sweep.clone());
     if let Some(id) = &sweep {
         println!("sweep {id}: {} runs of {}", queued.len(), shown.display());
     }
     for q in &queued {
-        match &q.sweep {
-            Some(tag) => println!("  queued {}  {}", q.run.id(), tag.describe()),
-            None => println!(
+        let job = q.submitted.as_ref().and_then(|l| l.job.as_deref());
+        match (&q.sweep, job) {
+            (Some(tag), Some(job)) => println!("  submitted {} as Slurm job {job}  {}", q.run.id(), tag.describe()),
+            (None, Some(job)) => println!(
+                "submitted {} ({}) as Slurm job {job}; its output: {}",
+                q.run.id(),
+                shown.display(),
+                q.run.log().display()
+            ),
+            (Some(tag), None) => println!("  queued {}  {}", q.run.id(), tag.describe()),
+            (None, None) => println!(
                 "queued {} ({}, needs about {})",
                 q.run.id(),
                 shown.display(),
@@ -104,7 +124,7 @@ fn add(workspace: &Workspace, queue: &Queue, file: &Path) -> anyhow::Result<()> 
     if let Some(id) = sweep {
         println!("rank them as they finish with: segtop runs --sweep {id}");
     }
-    Ok(())
+    Ok(queued.iter().any(|q| q.submitted.is_none()))
 }
 
 fn start_supervisor(workspace: &Workspace) {

@@ -54,9 +54,11 @@ struct RunRecord<'a> {
     host: Option<&'a str>,
     peak_rss_mb: Option<f64>,
     error: Option<String>,
-    /// Place in the queue and why it waits, while queued.
+    /// Place in the queue, while queued; why it waits (in the queue, or in Slurm's).
     queue_place: Option<usize>,
-    waiting: Option<&'a str>,
+    waiting: Option<String>,
+    /// Its Slurm job as last seen, for runs submitted to Slurm.
+    job: Option<&'a segtop::slurm::JobStatus>,
     sweep: Option<&'a segtop::experiment::sweep::SweepTag>,
     path: String,
 }
@@ -114,7 +116,8 @@ pub fn runs(workspace: &Workspace, args: &RunsArgs) -> anyhow::Result<()> {
                 peak_rss_mb: r.peak_rss_mb,
                 error: r.error(),
                 queue_place: r.queue.as_ref().map(|q| q.position),
-                waiting: r.queue.as_ref().and_then(|q| q.waiting.as_deref()),
+                waiting: r.waiting(),
+                job: r.job.as_ref(),
                 sweep: r.sweep.as_ref(),
                 path: r.dir.display().to_string(),
             })
@@ -166,6 +169,10 @@ fn table(runs: &[&RunModel], now: chrono::DateTime<chrono::Utc>, values: bool) -
         if values && let Some(tag) = &run.sweep {
             out.pop();
             out.push_str(&format!("  {}\n", tag.describe()));
+        }
+        if let Some(job) = run.job_line() {
+            out.pop();
+            out.push_str(&format!("  {job}\n"));
         }
     }
     out
@@ -219,24 +226,23 @@ pub fn stop(workspace: &Workspace, query: &str, kill: bool) -> anyhow::Result<()
         state.name(),
         run.id
     );
-    anyhow::ensure!(state.is_live(), "{} is {}: nothing to stop", run.id, state.name());
-    let pid = run
-        .pid
-        .ok_or_else(|| anyhow::anyhow!("{} has no known process yet; try again in a moment", run.id))?;
-    if let Some(host) = &run.host {
+    anyhow::ensure!(state.is_active(), "{} is {}: nothing to stop", run.id, state.name());
+    let slurm = run.job.is_some();
+    if let Some(host) = run.host.as_ref().filter(|_| !slurm) {
         let here = sysinfo::System::host_name().unwrap_or_default();
         anyhow::ensure!(*host == here, "{} runs on {host}; stop it there", run.id);
     }
     let halt = if kill { Halt::Kill } else { Halt::Stop };
-    segtop::launcher::halt(pid, run.pid_start, halt)?;
-    if kill {
+    let how = segtop::launcher::halt_run(&run.dir, run.pid, run.pid_start, halt)
+        .with_context(|| format!("cannot stop {}", run.id))?;
+    if kill || state == RunState::Pending {
         println!(
-            "killed {} (pid {pid}); resume it from its last checkpoint with: segtop resume {}",
+            "ended {} ({how}); resume it from its last checkpoint with: segtop resume {}",
             run.id, run.id
         );
     } else {
         println!(
-            "asked {} (pid {pid}) to stop; it finishes its step and writes a checkpoint first",
+            "asked {} ({how}) to stop; it finishes its step and writes a checkpoint first",
             run.id
         );
     }
@@ -249,18 +255,26 @@ pub fn resume(workspace: &Workspace, query: &str) -> anyhow::Result<()> {
     let run = find(&runs, query)?;
     match run.state() {
         RunState::Stopped | RunState::Failed | RunState::Lost => {}
-        state if state.is_live() => anyhow::bail!("{} is {}: it is still going", run.id, state.name()),
+        state if state.is_active() => anyhow::bail!("{} is {}: it is still going", run.id, state.name()),
         state => anyhow::bail!("{} is {}: there is nothing left to train", run.id, state.name()),
     }
     let dir = RunDir::open(&run.dir);
-    let experiment = dir.read_launch().map_or_else(|| dir.experiment(), |l| l.experiment);
-    segtop::queue::Queue::new(workspace).add_resume(&dir, experiment)?;
-    segtop::supervisor::ensure(workspace)?;
-    println!(
-        "queued {} to resume from its last checkpoint; it starts when cores and memory allow (output: {})",
-        run.id,
-        run.dir.join(RunDir::LOG).display()
-    );
+    match segtop::queue::Queue::new(workspace).resume(workspace, &dir)? {
+        segtop::queue::Resumed::Queued => {
+            segtop::supervisor::ensure(workspace)?;
+            println!(
+                "queued {} to resume from its last checkpoint; it starts when cores and memory allow (output: {})",
+                run.id,
+                dir.log().display()
+            );
+        }
+        segtop::queue::Resumed::Submitted(launch) => println!(
+            "resubmitted {} to Slurm as job {} to resume from its last checkpoint (output: {})",
+            run.id,
+            launch.job.unwrap_or_default(),
+            dir.log().display()
+        ),
+    }
     Ok(())
 }
 
@@ -270,7 +284,7 @@ pub fn remove(workspace: &Workspace, query: &str, yes: bool) -> anyhow::Result<b
     let run = find(&runs, query)?;
     let state = run.state();
     anyhow::ensure!(
-        !state.is_live(),
+        !state.is_active(),
         "{} is {}: stop it first (segtop stop {})",
         run.id,
         state.name(),

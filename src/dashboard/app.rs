@@ -35,6 +35,8 @@ pub enum Msg {
         resume: bool,
         /// The sweep's id, when the experiment file has one.
         sweep: Option<String>,
+        /// The Slurm job they were submitted as, instead of queued here (`12`, `12_0`).
+        job: Option<String>,
     },
     /// A run's preview was loaded (`None`: it has none yet), or could not be.
     Preview {
@@ -62,9 +64,13 @@ pub enum Msg {
 pub enum Effect {
     /// Create a run for this experiment file and queue it (it starts at once when it fits).
     Launch(PathBuf),
+    /// Launch with this launcher, whatever the experiment's `run.launcher` says.
+    LaunchOn(PathBuf, crate::experiment::LauncherKind),
     Halt {
         id: String,
-        pid: u32,
+        dir: PathBuf,
+        /// The trainer's pid, when known (a Slurm run's job is in its launch record).
+        pid: Option<u32>,
         /// The process's start time, when known: a reused pid is not signalled.
         pid_start: Option<u64>,
         halt: Halt,
@@ -523,7 +529,12 @@ impl App {
                 self.dirty = true;
             }
             Msg::Watch(watch) => self.watch(*watch),
-            Msg::Queued { runs, resume, sweep } => {
+            Msg::Queued {
+                runs,
+                resume,
+                sweep,
+                job,
+            } => {
                 for (id, dir) in &runs {
                     self.runs
                         .entry(id.clone())
@@ -532,17 +543,26 @@ impl App {
                 match (runs.as_slice(), sweep) {
                     ([(id, _)], None) => {
                         let what = if resume { "resume of" } else { "run" };
-                        self.say(format!("queued {what} {id}: it starts when cores and memory allow"));
+                        match &job {
+                            Some(job) => self.say(format!("submitted {what} {id} to Slurm as job {job}")),
+                            None => self.say(format!("queued {what} {id}: it starts when cores and memory allow")),
+                        }
                         self.selected_run = Some(id.clone());
                         self.open = Some(id.clone());
                         self.screen = Screen::Run;
                     }
                     (runs, sweep) => {
-                        self.say(format!(
-                            "queued {} runs of sweep {}: they start as cores and memory allow",
-                            runs.len(),
-                            sweep.unwrap_or_default()
-                        ));
+                        let sweep = sweep.unwrap_or_default();
+                        match &job {
+                            Some(job) => self.say(format!(
+                                "submitted {} runs of sweep {sweep} to Slurm (job {job})",
+                                runs.len()
+                            )),
+                            None => self.say(format!(
+                                "queued {} runs of sweep {sweep}: they start as cores and memory allow",
+                                runs.len()
+                            )),
+                        }
                         self.selected_run = runs.first().map(|(id, _)| id.clone());
                         self.screen = Screen::Runs;
                     }
@@ -739,7 +759,8 @@ impl App {
             KeyCode::Up | KeyCode::Char('k') => self.selected = self.selected.saturating_sub(1),
             KeyCode::Home | KeyCode::Char('g') => self.selected = 0,
             KeyCode::End | KeyCode::Char('G') => self.selected = count.saturating_sub(1),
-            KeyCode::Enter => self.launch_selected(),
+            KeyCode::Enter => self.launch_selected(None),
+            KeyCode::Char('b') => self.launch_selected(Some(crate::experiment::LauncherKind::Slurm)),
             KeyCode::Char('c') => {
                 if let Some(entry) = self.selected_experiment() {
                     let shown = entry.path.strip_prefix(self.workspace.root()).unwrap_or(&entry.path);
@@ -759,15 +780,24 @@ impl App {
         }
     }
 
-    fn launch_selected(&mut self) {
+    fn launch_selected(&mut self, launcher: Option<crate::experiment::LauncherKind>) {
         let Some(entry) = self.selected_experiment() else {
             return;
         };
         let name = entry.name.clone();
         match &entry.status {
             ExperimentStatus::Ready(_) => {
-                self.effects.push(Effect::Launch(entry.path.clone()));
-                self.say(format!("launching {name}…"));
+                let path = entry.path.clone();
+                match launcher {
+                    Some(kind) => {
+                        self.effects.push(Effect::LaunchOn(path, kind));
+                        self.say(format!("submitting {name} to Slurm…"));
+                    }
+                    None => {
+                        self.effects.push(Effect::Launch(path));
+                        self.say(format!("launching {name}…"));
+                    }
+                }
             }
             ExperimentStatus::Missing(_, problems) => {
                 let why = problems.first().cloned().unwrap_or_default();
@@ -1123,7 +1153,7 @@ impl App {
         let Some(run) = self.target_run() else {
             return;
         };
-        if run.state().is_live() && run.pid.is_some() {
+        if run.state().is_active() && (run.pid.is_some() || run.job.is_some()) {
             self.confirm_kill = Some(run.id.clone());
         } else {
             self.say(format!("{} is {}: nothing to kill", run.id, run.state().name()));
@@ -1135,20 +1165,22 @@ impl App {
             return;
         };
         let state = run.state();
-        match (state.is_live(), run.pid) {
-            (true, Some(pid)) => {
+        match (state.is_active(), run.pid.is_some() || run.job.is_some()) {
+            (true, true) => {
                 self.effects.push(Effect::Halt {
                     id: id.to_string(),
-                    pid,
+                    dir: run.dir.clone(),
+                    pid: run.pid,
                     pid_start: run.pid_start,
                     halt,
                 });
-                self.say(match halt {
-                    Halt::Stop => format!("asked {id} to stop; it writes a checkpoint first"),
-                    Halt::Kill => format!("killed {id}"),
+                self.say(match (halt, state) {
+                    (_, RunState::Pending) => format!("cancelling {id}'s Slurm job"),
+                    (Halt::Stop, _) => format!("asked {id} to stop; it writes a checkpoint first"),
+                    (Halt::Kill, _) => format!("killed {id}"),
                 });
             }
-            (true, None) => self.say(format!("{id} has no known process yet")),
+            (true, false) => self.say(format!("{id} has no known process yet")),
             (false, _) => self.say(format!("{id} is {}: nothing to stop", state.name())),
         }
     }

@@ -154,45 +154,38 @@ fn perform(
                 app.update(Msg::Experiments(entries));
                 app.update(Msg::Failed(notice));
             }
-            Effect::Launch(file) => {
-                let queue = crate::queue::Queue::new(workspace);
-                match queue.add(workspace, &file) {
-                    Ok(queued) => {
-                        app.update(Msg::Queued {
-                            runs: queued
-                                .iter()
-                                .map(|q| (q.run.id(), q.run.path().to_path_buf()))
-                                .collect(),
-                            resume: false,
-                            sweep: queued.first().and_then(|q| q.sweep.as_ref()).map(|t| t.sweep.clone()),
-                        });
-                        supervise(app, workspace);
-                    }
-                    Err(error) => app.update(Msg::Failed(format!("cannot queue {}: {error:#}", file.display()))),
-                }
-            }
+            Effect::Launch(file) => launch(app, workspace, &file, None),
+            Effect::LaunchOn(file, kind) => launch(app, workspace, &file, Some(kind)),
             Effect::Resume { id, dir } => {
                 let run = crate::rundir::RunDir::open(&dir);
-                let experiment = run.read_launch().map_or_else(|| run.experiment(), |l| l.experiment);
-                match crate::queue::Queue::new(workspace).add_resume(&run, experiment) {
-                    Ok(()) => {
+                match crate::queue::Queue::new(workspace).resume(workspace, &run) {
+                    Ok(resumed) => {
+                        let job = match resumed {
+                            crate::queue::Resumed::Submitted(launch) => launch.job,
+                            crate::queue::Resumed::Queued => None,
+                        };
+                        let queued = job.is_none();
                         app.update(Msg::Queued {
                             runs: vec![(id, dir)],
                             resume: true,
                             sweep: None,
+                            job,
                         });
-                        supervise(app, workspace);
+                        if queued {
+                            supervise(app, workspace);
+                        }
                     }
                     Err(error) => app.update(Msg::Failed(format!("cannot resume {id}: {error:#}"))),
                 }
             }
             Effect::Halt {
                 id,
+                dir,
                 pid,
                 pid_start,
                 halt,
             } => {
-                if let Err(error) = crate::launcher::halt(pid, pid_start, halt) {
+                if let Err(error) = crate::launcher::halt_run(&dir, pid, pid_start, halt) {
                     app.update(Msg::Failed(format!("{id}: {error:#}")));
                 }
             }
@@ -353,6 +346,41 @@ fn requeue(workspace: &Workspace, id: &str, change: app::QueueChange) -> anyhow:
             crate::supervisor::ensure(workspace).map(drop)
         }
         QueueChange::Remove => queue.remove(id).map(drop),
+    }
+}
+
+/// Queues the runs of an experiment file, or submits them to Slurm.
+fn launch(
+    app: &mut App,
+    workspace: &Workspace,
+    file: &std::path::Path,
+    launcher: Option<crate::experiment::LauncherKind>,
+) {
+    match crate::queue::Queue::new(workspace).add(workspace, file, launcher) {
+        Ok(queued) => {
+            let job = queued
+                .iter()
+                .filter_map(|q| q.submitted.as_ref()?.job.clone())
+                .next()
+                .map(|job| match queued.len() {
+                    1 => job,
+                    _ => job.split('_').next().unwrap_or_default().to_string(),
+                });
+            let local = queued.iter().any(|q| q.submitted.is_none());
+            app.update(Msg::Queued {
+                runs: queued
+                    .iter()
+                    .map(|q| (q.run.id(), q.run.path().to_path_buf()))
+                    .collect(),
+                resume: false,
+                sweep: queued.first().and_then(|q| q.sweep.as_ref()).map(|t| t.sweep.clone()),
+                job,
+            });
+            if local {
+                supervise(app, workspace);
+            }
+        }
+        Err(error) => app.update(Msg::Failed(format!("cannot launch {}: {error:#}", file.display()))),
     }
 }
 

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::history::History;
 use crate::events::{BratsScores, Event, Outcome, RegionScores};
+use crate::slurm::Phase;
 
 /// Lines of `train.log` kept for the run view.
 pub const LOG_LINES: usize = 40;
@@ -21,6 +22,8 @@ pub enum RunState {
     Queued,
     /// In the queue, held: the scheduler passes over it.
     Paused,
+    /// Submitted to Slurm; its job waits in the cluster's queue.
+    Pending,
     /// Launched; the trainer has not written `run_started` yet (it may be preparing data).
     Starting,
     Running,
@@ -33,9 +36,10 @@ pub enum RunState {
 }
 
 impl RunState {
-    pub const ALL: [RunState; 9] = [
+    pub const ALL: [RunState; 10] = [
         RunState::Queued,
         RunState::Paused,
+        RunState::Pending,
         RunState::Starting,
         RunState::Running,
         RunState::Completed,
@@ -54,6 +58,7 @@ impl RunState {
         match self {
             RunState::Queued => "queued",
             RunState::Paused => "paused",
+            RunState::Pending => "pending",
             RunState::Starting => "starting",
             RunState::Running => "running",
             RunState::Completed => "done",
@@ -67,6 +72,12 @@ impl RunState {
     /// Whether a trainer process may still be working on the run.
     pub fn is_live(self) -> bool {
         matches!(self, RunState::Starting | RunState::Running)
+    }
+
+    /// Whether the run is live or its Slurm job waits to start: something to stop, nothing
+    /// to remove or resume.
+    pub fn is_active(self) -> bool {
+        self.is_live() || self == RunState::Pending
     }
 }
 
@@ -229,6 +240,11 @@ pub struct RunModel {
     pub queue: Option<QueuePlace>,
     /// How the last trainer process ended, when its launcher recorded it.
     pub exit: Option<crate::rundir::ExitRecord>,
+    /// When it was last launched (its launch record), and its Slurm job as last seen.
+    pub launched: Option<DateTime<Utc>>,
+    pub job: Option<crate::slurm::JobStatus>,
+    /// When the trainer last wrote `run_finished`.
+    pub finished_at: Option<DateTime<Utc>>,
     /// The sweep it belongs to, and the values it varies.
     pub sweep: Option<crate::experiment::sweep::SweepTag>,
     /// Its frozen experiment as dotted keys and values, for comparing runs.
@@ -281,6 +297,9 @@ impl RunModel {
             preview_epochs: Vec::new(),
             queue: None,
             exit: None,
+            launched: None,
+            job: None,
+            finished_at: None,
             sweep: None,
             config: BTreeMap::new(),
             session_start: None,
@@ -392,13 +411,14 @@ impl RunModel {
             }
             Event::Checkpoint { .. } | Event::EarlyStop { .. } => {}
             Event::RunFinished {
+                time,
                 outcome,
                 reason,
                 seconds,
                 best_dice,
-                ..
             } => {
                 self.finished = Some((*outcome, reason.clone(), *seconds));
+                self.finished_at = Some(*time);
                 if let (None, Some(best)) = (self.best, best_dice) {
                     self.best = Some((self.epoch, *best));
                 }
@@ -446,7 +466,17 @@ impl RunModel {
                 RunState::Queued
             };
         }
-        if let Some((outcome, ..)) = &self.finished {
+        let job = self.current_job();
+        match job.map(crate::slurm::JobStatus::phase) {
+            Some(Phase::Pending) => return RunState::Pending,
+            // The trainer's own records once it has started under this job.
+            Some(Phase::Running) if self.started_since_launch() => return RunState::Running,
+            Some(Phase::Running) => return RunState::Starting,
+            Some(Phase::Ended) | None => {}
+        }
+        if let Some((outcome, ..)) = &self.finished
+            && job.is_none()
+        {
             return match outcome {
                 Outcome::Completed => RunState::Completed,
                 Outcome::EarlyStopped => RunState::EarlyStopped,
@@ -454,11 +484,68 @@ impl RunModel {
                 Outcome::Failed => RunState::Failed,
             };
         }
+        if let Some(job) = job {
+            // The job ended and the trainer did not say how.
+            return match job.state.as_str() {
+                "CANCELLED" => RunState::Stopped,
+                crate::slurm::UNKNOWN => RunState::Lost,
+                _ => RunState::Failed,
+            };
+        }
         match (self.started.is_some(), self.liveness) {
             (_, Liveness::Gone) if self.died().is_some() => RunState::Failed,
             (_, Liveness::Gone) => RunState::Lost,
             (true, _) => RunState::Running,
             (false, _) => RunState::Starting,
+        }
+    }
+
+    /// The Slurm job of the latest launch, unless the trainer finished under it: then its
+    /// events tell.
+    fn current_job(&self) -> Option<&crate::slurm::JobStatus> {
+        let job = self.job.as_ref()?;
+        let finished_under_it = match (self.finished_at, self.launched) {
+            (Some(finished), Some(launched)) => finished >= launched,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        (!finished_under_it).then_some(job)
+    }
+
+    /// Its Slurm job in words, while the job decides its state: `Slurm job 12 pending
+    /// (Resources)`, `Slurm job 12 on node3`.
+    pub fn job_line(&self) -> Option<String> {
+        let job = self.current_job()?;
+        Some(match job.phase() {
+            Phase::Pending => format!(
+                "Slurm job {} pending ({})",
+                job.id,
+                job.reason.as_deref().unwrap_or("queued")
+            ),
+            Phase::Running => match &job.nodes {
+                Some(nodes) => format!("Slurm job {} on {nodes}", job.id),
+                None => format!("Slurm job {} {}", job.id, job.state),
+            },
+            Phase::Ended => format!("Slurm job {} {}", job.id, job.describe()),
+        })
+    }
+
+    /// Why the run waits, in the local queue or in Slurm's.
+    pub fn waiting(&self) -> Option<String> {
+        if let Some(place) = &self.queue {
+            return place.waiting.clone();
+        }
+        self.current_job()
+            .filter(|j| j.phase() == Phase::Pending)
+            .map(|j| j.reason.clone().unwrap_or_else(|| "queued".to_string()))
+    }
+
+    /// Whether the trainer wrote `run_started` after the latest launch.
+    fn started_since_launch(&self) -> bool {
+        match (self.started, self.launched) {
+            (Some(started), Some(launched)) => started >= launched,
+            (started, None) => started.is_some(),
+            (None, Some(_)) => false,
         }
     }
 
@@ -473,6 +560,20 @@ impl RunModel {
     /// What went wrong: the trainer's last error, else how its process died and the last
     /// line of its log.
     pub fn error(&self) -> Option<String> {
+        if let Some(job) = self
+            .current_job()
+            .filter(|j| j.phase() == Phase::Ended && j.state != "CANCELLED")
+        {
+            let last = self.log_tail.iter().rev().find(|l| !l.trim().is_empty());
+            let said = match job.state.as_str() {
+                crate::slurm::UNKNOWN => format!("Slurm no longer knows job {}", job.id),
+                _ => format!("Slurm job {} ended {}", job.id, job.describe()),
+            };
+            return Some(match last {
+                Some(line) => format!("{said}; its log ends: {}", line.trim()),
+                None => said,
+            });
+        }
         if let Some(error) = &self.last_error {
             return Some(error.clone());
         }

@@ -19,6 +19,7 @@ use crate::events::{Event, EventTail};
 use crate::experiment::sweep::SweepTag;
 use crate::launcher::is_trainer_name;
 use crate::rundir::RunDir;
+use crate::slurm::{JobRef, JobStatus, Phase};
 use crate::workspace::Workspace;
 
 /// Time between two looks.
@@ -27,6 +28,9 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 const FINISHED_EVERY: u64 = 10;
 /// The whole process table is read once in this many intervals, to find new child processes.
 const PROCESS_TABLE_EVERY: u64 = 10;
+/// Slurm is asked about unfinished jobs once in this many intervals (and at once about a
+/// job just submitted): a shared cluster's controller is not to be polled every second.
+const SLURM_EVERY: u64 = 10;
 /// Bytes read from the end of a grown `train.log`.
 const LOG_TAIL_BYTES: u64 = 8192;
 
@@ -56,6 +60,10 @@ pub struct RunUpdate {
     pub sample: Option<ProcessSample>,
     /// How its trainer process ended, when its launcher recorded it.
     pub exit: Option<crate::rundir::ExitRecord>,
+    /// Its launch record, when it is new (a first launch, a resume).
+    pub launch: Option<crate::rundir::Launch>,
+    /// Its Slurm job's state, when it changed.
+    pub job: Option<JobStatus>,
 }
 
 impl RunUpdate {
@@ -83,6 +91,15 @@ impl RunUpdate {
         }
         if let Some(exit) = self.exit {
             run.exit = Some(exit);
+        }
+        if let Some(launch) = self.launch {
+            run.launched = Some(launch.time);
+            if launch.job != run.job.as_ref().map(|j| j.id.clone()) {
+                run.job = None;
+            }
+        }
+        if let Some(job) = self.job {
+            run.job = Some(job);
         }
         if let Some(sample) = self.sample {
             run.sample(sample);
@@ -137,6 +154,9 @@ struct Tracked {
     /// The exit record was read for the process that is gone.
     exit_read: bool,
     log_len: Option<u64>,
+    /// Its Slurm job, and its state at the last poll.
+    job: Option<JobRef>,
+    job_status: Option<JobStatus>,
 }
 
 pub struct Watcher {
@@ -147,6 +167,8 @@ pub struct Watcher {
     looks: u64,
     /// `queue.json`'s modification time and length at the last read.
     queue_stamp: Option<(std::time::SystemTime, u64)>,
+    /// What Slurm's commands said when they last failed.
+    slurm_error: Option<String>,
 }
 
 impl Watcher {
@@ -158,6 +180,7 @@ impl Watcher {
             system: System::new().ok(),
             looks: 0,
             queue_stamp: None,
+            slurm_error: None,
         }
     }
 
@@ -191,7 +214,7 @@ impl Watcher {
                 name: config.get("run.name").cloned().unwrap_or_else(|| run.id()),
                 created: created(&dir),
                 experiment: launch.as_ref().map(|l| l.experiment.clone()),
-                pid: launch.as_ref().map(|l| l.pid),
+                pid: launch.as_ref().and_then(|l| l.pid),
                 pid_start: launch.as_ref().and_then(|l| l.pid_start),
                 sweep: run.read_sweep(),
                 config,
@@ -202,7 +225,9 @@ impl Watcher {
                     tail: EventTail::new(run.events()),
                     local: launch.as_ref().is_none_or(|l| l.host == self.host),
                     pid_start: launch.as_ref().and_then(|l| l.pid_start),
-                    pid: launch.map(|l| l.pid),
+                    pid: launch.as_ref().and_then(|l| l.pid),
+                    job: launch.as_ref().and_then(|l| l.slurm_job()),
+                    job_status: None,
                     run,
                     finished: false,
                     gone: false,
@@ -216,24 +241,45 @@ impl Watcher {
                     id,
                     dir,
                     found: Some(found),
+                    launch,
                     ..RunUpdate::default()
                 },
             );
         }
         // A run resumed elsewhere (another dashboard, `segtop resume`), or started from the
-        // queue, has a new launch record.
-        for tracked in self.runs.values_mut().filter(|t| t.gone || t.pid.is_none()) {
-            if let Some(launch) = tracked.run.read_launch()
-                && Some(launch.pid) != tracked.pid
-            {
-                tracked.pid = Some(launch.pid);
-                tracked.pid_start = launch.pid_start;
-                tracked.local = launch.host == self.host;
+        // queue, has a new launch record: a new process, or a new Slurm job.
+        let recheck = self.looks.is_multiple_of(SLURM_EVERY);
+        for (id, tracked) in &mut self.runs {
+            if !(tracked.gone || tracked.pid.is_none() || (tracked.job.is_some() && recheck)) {
+                continue;
+            }
+            let Some(launch) = tracked.run.read_launch() else {
+                continue;
+            };
+            let job = launch.slurm_job();
+            let new_process = launch.pid.is_some() && launch.pid != tracked.pid;
+            if new_process || job != tracked.job {
+                if launch.pid.is_some() {
+                    tracked.pid = launch.pid;
+                    tracked.pid_start = launch.pid_start;
+                    tracked.local = launch.host == self.host;
+                }
+                tracked.job = job;
+                tracked.job_status = None;
                 tracked.finished = false;
                 tracked.gone = false;
                 tracked.exit_read = false;
+                updates
+                    .entry(id.clone())
+                    .or_insert_with(|| RunUpdate {
+                        id: id.clone(),
+                        dir: tracked.run.path().to_path_buf(),
+                        ..RunUpdate::default()
+                    })
+                    .launch = Some(launch);
             }
         }
+        let jobs = self.poll_slurm(recheck);
         // Processes before events: a trainer writes run_finished before it exits, so a run
         // whose process is gone here has its last record on disk for the read below.
         let samples = self.sample_processes(time);
@@ -282,6 +328,12 @@ impl Watcher {
                 update.log_tail = Some(length.map_or_else(Vec::new, |_| log_tail(&log)));
             }
             update.sample = samples.get(id).copied();
+            if let Some(job) = jobs.get(id) {
+                match job {
+                    Ok(status) => update.job = Some(status.clone()),
+                    Err(warning) => update.warnings.push(warning.clone()),
+                }
+            }
             if tracked.gone && !tracked.exit_read {
                 tracked.exit_read = true;
                 update.exit = tracked.run.read_exit();
@@ -296,12 +348,69 @@ impl Watcher {
                     || u.log_tail.is_some()
                     || u.sample.is_some()
                     || u.exit.is_some()
+                    || u.launch.is_some()
+                    || u.job.is_some()
             })
             .collect();
         watch.queue = self.read_queue();
         watch.host = self.sample_host();
         self.looks += 1;
         watch
+    }
+
+    /// The Slurm jobs of unfinished runs, by run id, when their state changed; a job Slurm
+    /// no longer knows reads `UNKNOWN`. Asks Slurm every [`SLURM_EVERY`] looks (`due`), and at
+    /// once about a job not asked about yet. A failing Slurm command is a warning on the runs,
+    /// once per message.
+    fn poll_slurm(&mut self, due: bool) -> BTreeMap<String, Result<JobStatus, String>> {
+        let mut changed = BTreeMap::new();
+        let open = |t: &Tracked| {
+            !t.finished && t.job.is_some() && t.job_status.as_ref().is_none_or(|s| s.phase() != Phase::Ended)
+        };
+        let fresh = self.runs.values().any(|t| open(t) && t.job_status.is_none());
+        if !(due || fresh) {
+            return changed;
+        }
+        let asked: Vec<(String, JobRef)> = self
+            .runs
+            .iter()
+            .filter(|(_, t)| open(t))
+            .filter_map(|(id, t)| Some((id.clone(), t.job.clone()?)))
+            .collect();
+        if asked.is_empty() {
+            return changed;
+        }
+        let refs: Vec<JobRef> = asked.iter().map(|(_, j)| j.clone()).collect();
+        match crate::slurm::poll(&refs) {
+            Ok(states) => {
+                self.slurm_error = None;
+                for (id, job) in asked {
+                    let status = states.get(&job.id).cloned().unwrap_or_else(|| JobStatus {
+                        id: job.id.clone(),
+                        state: crate::slurm::UNKNOWN.to_string(),
+                        reason: None,
+                        exit_code: None,
+                        nodes: None,
+                    });
+                    if let Some(tracked) = self.runs.get_mut(&id)
+                        && tracked.job_status.as_ref() != Some(&status)
+                    {
+                        tracked.job_status = Some(status.clone());
+                        changed.insert(id, Ok(status));
+                    }
+                }
+            }
+            Err(error) => {
+                let message = format!("cannot ask Slurm about its jobs: {error:#}");
+                if self.slurm_error.as_ref() != Some(&message) {
+                    for (id, _) in asked {
+                        changed.insert(id, Err(message.clone()));
+                    }
+                    self.slurm_error = Some(message);
+                }
+            }
+        }
+        changed
     }
 
     /// The queue's places by run id, when `queue.json` changed since the last look.

@@ -177,7 +177,9 @@ pub(super) fn check(check: &mut Checker, raw: super::raw::RawSlurm, train: &Trai
     if !time.is_empty() && limit.is_none() {
         check.error(
             "slurm.time",
-            format!("slurm.time = '{time}' is not a Slurm time limit like \"90\" (minutes), \"4:00:00\" or \"1-12:00:00\""),
+            format!(
+                "slurm.time = '{time}' is not a Slurm time limit like \"90\" (minutes), \"4:00:00\" or \"1-12:00:00\""
+            ),
         );
     }
     let signal_seconds = check.value(
@@ -243,7 +245,11 @@ mod tests {
     use std::path::Path;
 
     fn parse(text: &str) -> Result<Experiment, crate::config::ConfigError> {
-        Experiment::parse(Path::new("x.toml"), &format!("[data]\nroot = \"d\"\n{text}"), Path::new("/ws"))
+        Experiment::parse(
+            Path::new("x.toml"),
+            &format!("[data]\nroot = \"d\"\n{text}"),
+            Path::new("/ws"),
+        )
     }
 
     #[test]
@@ -296,6 +302,9 @@ mod tests {
             ]
         );
         let short = parse("[slurm]\ntime = \"2\"\n").expect_err("too short");
-        assert!(short.to_string().contains("not longer than slurm.signal_seconds = 180"), "{short}");
+        assert!(
+            short.to_string().contains("not longer than slurm.signal_seconds = 180"),
+            "{short}"
+        );
     }
 }

@@ -96,7 +96,12 @@ fn card(app: &App, run: &RunModel, selected: bool, area: Rect, buf: &mut Buffer)
         progress = format!("#{} in the queue", place.position);
     }
     Line::styled(progress, dim).render(info, buf);
-    match run.queue.as_ref().and_then(|q| q.waiting.as_deref()) {
+    match run
+        .queue
+        .as_ref()
+        .and_then(|q| q.waiting.clone())
+        .or_else(|| run.job_line())
+    {
         Some(why) => Line::styled(why, Style::new().fg(theme.ui.warn)).render(process, buf),
         None => Line::styled(process_line(run), dim).render(process, buf),
     }

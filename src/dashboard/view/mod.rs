@@ -147,6 +147,7 @@ fn key_bar(app: &App) -> Line<'static> {
         Screen::Experiments => &[
             ("↑↓", "select"),
             ("⏎", "launch"),
+            ("b", "on Slurm"),
             ("c", "clone"),
             ("e", "edit"),
             ("2", "runs"),
@@ -247,7 +248,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("1 2 3 4  Tab", "experiments · runs · grid · compare"),
     ("space  w", "mark a run · its whole sweep, to compare"),
     ("↑↓ j k g G PgUp/Dn", "select, first, last (the wheel too)"),
-    ("⏎  click", "queue an experiment · open a run"),
+    ("⏎  b  click", "launch an experiment · on Slurm · open a run"),
     ("/", "filter runs (Enter keeps, Esc clears)"),
     ("s  S", "sort runs by the next column · reverse"),
     ("x", "stop a run (checkpoints first) · unqueue"),

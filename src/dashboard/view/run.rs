@@ -60,6 +60,9 @@ fn header_line<'a>(app: &App, run: &'a RunModel) -> Line<'a> {
             spans.push(Span::styled(format!(" · {why}"), Style::new().fg(theme.ui.warn)));
         }
     }
+    if let Some(job) = run.job_line() {
+        spans.push(Span::styled(format!(" · {job}"), Style::new().fg(theme.ui.warn)));
+    }
     if run.epochs > 0 {
         spans.push(Span::styled(format!(" · {}/{}", run.epoch, run.epochs), dim));
     }

@@ -42,6 +42,13 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
             format!(" #{} {why} · + - move ", place.position),
             Style::new().fg(theme.ui.warn),
         ));
+    } else if let Some(job) = app
+        .selected_run
+        .as_ref()
+        .and_then(|id| app.runs.get(id))
+        .and_then(RunModel::job_line)
+    {
+        block = block.title_bottom(Span::styled(format!(" {job} "), Style::new().fg(theme.ui.warn)));
     }
     if runs.is_empty() {
         let text = if app.runs.is_empty() {
@@ -158,7 +165,7 @@ pub(super) fn state_style(theme: &Theme, state: RunState) -> Style {
     let color = match state {
         RunState::Running | RunState::Starting => theme.ui.accent,
         RunState::Completed | RunState::EarlyStopped => theme.ui.ok,
-        RunState::Queued => theme.ui.warn,
+        RunState::Queued | RunState::Pending => theme.ui.warn,
         RunState::Stopped | RunState::Paused => theme.ui.dim,
         RunState::Failed | RunState::Lost => theme.ui.error,
     };
