@@ -196,10 +196,7 @@ pub fn halt_run(dir: &Path, pid: Option<u32>, pid_start: Option<u64>, how: Halt)
         && let Some(job) = &launch.job
     {
         crate::slurm::cancel(job, how)?;
-        return Ok(match how {
-            Halt::Stop => format!("Slurm job {job}: its trainer stops with a checkpoint (a pending job is cancelled)"),
-            Halt::Kill => format!("cancelled Slurm job {job}"),
-        });
+        return Ok(format!("Slurm job {job}"));
     }
     let pid = pid.ok_or_else(|| anyhow::anyhow!("no known process yet; try again in a moment"))?;
     halt(pid, pid_start, how)?;

@@ -788,7 +788,7 @@ mod tests {
             // Wide enough a window for a second scheduler to read the queue meanwhile.
             std::thread::sleep(std::time::Duration::from_millis(150));
             let launch = crate::rundir::Launch {
-                pid: 1,
+                pid: Some(1),
                 pid_start: None,
                 host: "test".into(),
                 time: Utc::now(),
@@ -796,6 +796,9 @@ mod tests {
                 launcher: self.name().into(),
                 threads: request.threads,
                 peak_bytes: request.peak_bytes,
+                job: None,
+                job_name: None,
+                script: None,
             };
             run.write_launch(&launch)?;
             Ok(Started { launch, child: None })
@@ -818,7 +821,7 @@ mod tests {
     fn schedulers_racing_for_one_queued_run_start_it_once() {
         let (_dir, workspace, file) = workspace_with_experiment();
         let queue = Queue::new(&workspace);
-        let run = queue.add(&workspace, &file).expect("queued").remove(0).run;
+        let run = queue.add(&workspace, &file, None).expect("queued").remove(0).run;
         let launcher = Counting {
             starts: std::sync::atomic::AtomicUsize::new(0),
         };
@@ -839,9 +842,9 @@ mod tests {
     fn the_queue_file_keeps_order_holds_and_reasons_and_a_broken_one_is_kept() {
         let (_dir, workspace, file) = workspace_with_experiment();
         let queue = Queue::new(&workspace);
-        let a = queue.add(&workspace, &file).expect("queued")[0].run.id();
-        let b = queue.add(&workspace, &file).expect("queued")[0].run.id();
-        let c = queue.add(&workspace, &file).expect("queued")[0].run.id();
+        let a = queue.add(&workspace, &file, None).expect("queued")[0].run.id();
+        let b = queue.add(&workspace, &file, None).expect("queued")[0].run.id();
+        let c = queue.add(&workspace, &file, None).expect("queued")[0].run.id();
         queue.move_to(&c, 0).expect("moves");
         queue.set_paused(&a, true).expect("holds");
         let launcher = Counting {
@@ -880,7 +883,7 @@ mod tests {
             error.contains("queue.json") && error.contains("fix or remove it"),
             "{error}"
         );
-        assert!(queue.add(&workspace, &file).is_err());
+        assert!(queue.add(&workspace, &file, None).is_err());
         assert_eq!(std::fs::read_to_string(queue.path()).expect("kept"), "{ not json");
     }
 

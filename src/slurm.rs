@@ -82,7 +82,7 @@ impl Slurm {
     ) -> anyhow::Result<Vec<Launch>> {
         let headers: Vec<Vec<String>> = runs
             .iter()
-            .map(|(run, experiment, peak)| options(workspace, experiment, *peak, &run.id(), &run.log()))
+            .map(|(run, experiment, peak)| options(workspace, experiment, *peak, &job_name(&run.id()), &run.log()))
             .collect::<anyhow::Result<_>>()?;
         let trainers: Vec<PathBuf> = runs
             .iter()
@@ -117,7 +117,8 @@ impl Slurm {
                 .with_context(|| format!("cannot link {} to {}", link.display(), run.path().display()))?;
         }
         let (_, experiment, peak) = &runs[0];
-        let mut header = options(workspace, experiment, *peak, name, &dir.join("%a").join(RunDir::LOG))?;
+        let name = job_name(name);
+        let mut header = options(workspace, experiment, *peak, &name, &dir.join("%a").join(RunDir::LOG))?;
         header.push(format!("--array=0-{}", runs.len() - 1));
         let dirs: Vec<String> = runs
             .iter()
@@ -142,7 +143,7 @@ impl Slurm {
         for (index, (run, experiment, peak)) in runs.iter().enumerate() {
             let launch = launch_record(
                 format!("{job}_{index}"),
-                name,
+                &name,
                 &script,
                 now,
                 experiment_file,
@@ -162,7 +163,8 @@ impl Slurm {
             .peak_bytes
             .unwrap_or_else(|| crate::experiment::cost::peak_bytes(experiment));
         let trainer = self.trainer(experiment)?;
-        let header = options(&request.workspace, experiment, peak, &run.id(), &run.log())?;
+        let name = job_name(&run.id());
+        let header = options(&request.workspace, experiment, peak, &name, &run.log())?;
         let body = format!(
             "export SEGTOP_THREADS=\"${{SLURM_CPUS_PER_TASK:-{}}}\"\nexec {} train --resume {}\n",
             experiment.slurm.cpus_per_task,
@@ -181,7 +183,7 @@ impl Slurm {
         let job = sbatch(&script, &request.workspace)?;
         let launch = launch_record(
             job,
-            &run.id(),
+            &name,
             &script,
             chrono::Utc::now(),
             &request.experiment,
@@ -238,6 +240,22 @@ fn launch_record(
         job: Some(job),
         job_name: Some(name.to_string()),
         script: Some(script.to_path_buf()),
+    }
+}
+
+/// The job name for a run or sweep id: its name first, as `squeue` shows only the first
+/// characters (`20261127-081453-sw-2` -> `sw-2-20261127-081453`). Unique as the id is.
+pub fn job_name(id: &str) -> String {
+    let bytes = id.as_bytes();
+    let dated = bytes.len() > 16
+        && bytes[..8].iter().all(u8::is_ascii_digit)
+        && bytes[8] == b'-'
+        && bytes[9..15].iter().all(u8::is_ascii_digit)
+        && bytes[15] == b'-';
+    if dated {
+        format!("{}-{}", &id[16..], &id[..15])
+    } else {
+        id.to_string()
     }
 }
 
@@ -687,7 +705,9 @@ mod tests {
     }
 
     #[test]
-    fn memory_has_a_margin_and_a_floor() {
+    fn job_names_lead_with_the_run_and_memory_has_a_margin_and_a_floor() {
+        assert_eq!(job_name("20261127-081453-sw-2"), "sw-2-20261127-081453");
+        assert_eq!(job_name("my-run"), "my-run");
         assert_eq!(memory(0), "1000M");
         assert_eq!(memory(2_000_000_000), "2400M");
         assert_eq!(quote("it's"), r"'it'\''s'");

@@ -9,6 +9,7 @@ mod queue;
 mod runs;
 mod screen;
 mod shipped;
+mod slurm;
 mod train;
 
 use std::path::{Path, PathBuf};

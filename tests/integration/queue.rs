@@ -116,7 +116,7 @@ fn a_sweep_of_four_runs_shares_two_cores_and_every_run_finishes() {
         let launch = run.read_launch().expect("launch.json");
         assert_eq!(launch.threads, Some(1));
         let exit = run.read_exit().expect("exit.json");
-        assert_eq!((exit.pid, exit.code), (launch.pid, Some(0)));
+        assert_eq!((Some(exit.pid), exit.code), (launch.pid, Some(0)));
         spans.push((launch.time, exit.time));
     }
     // At most two trainers at once, and two did run together.
@@ -259,8 +259,8 @@ fn a_trainer_out_of_memory_fails_with_a_reason_and_the_queue_moves_on() {
     std::fs::write(&tiny, tiny_text(2)).expect("write");
     // Queued here, without a supervisor: the test starts its own under a memory limit.
     let queue = segtop::queue::Queue::new(&workspace);
-    let big_run = queue.add(&workspace, &big).expect("queued").remove(0).run;
-    let tiny_run = queue.add(&workspace, &tiny).expect("queued").remove(0).run;
+    let big_run = queue.add(&workspace, &big, None).expect("queued").remove(0).run;
+    let tiny_run = queue.add(&workspace, &tiny, None).expect("queued").remove(0).run;
     let mut supervisor = Command::new(env!("CARGO_BIN_EXE_segtop"));
     supervisor
         .args(["supervise"])

@@ -136,6 +136,8 @@ fn dashboard_with_recorded_runs(width: u16, height: u16) -> App {
             log_tail: Some(log_tail(&dir.join("train.log"))),
             sample: None,
             exit: None,
+            launch: None,
+            job: None,
             id,
         });
     }
@@ -284,9 +286,11 @@ fn keys_launch_stop_kill_filter_and_sort() {
     assert_eq!(app.selected_run.as_deref(), Some(LIVE));
     key(&mut app, KeyCode::Char('x'));
     let pid = app.runs[LIVE].pid.expect("pid from run_started");
+    let dir = app.runs[LIVE].dir.clone();
     let stop = Effect::Halt {
         id: LIVE.into(),
-        pid,
+        dir: dir.clone(),
+        pid: Some(pid),
         pid_start: None,
         halt: Halt::Stop,
     };
@@ -300,7 +304,8 @@ fn keys_launch_stop_kill_filter_and_sort() {
     key(&mut app, KeyCode::Char('y'));
     let kill = Effect::Halt {
         id: LIVE.into(),
-        pid,
+        dir,
+        pid: Some(pid),
         pid_start: None,
         halt: Halt::Kill,
     };

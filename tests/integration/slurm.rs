@@ -1,0 +1,328 @@
+//! Runs on a real Slurm cluster: submitted, pending, running, completed, cancelled with a
+//! checkpoint, resumed by resubmission, a sweep as a job array.
+//!
+//! They need Slurm's client commands and a cluster that answers; on CI that is the one-node
+//! cluster `scripts/slurm-test-cluster.sh` starts on localhost. Without one they say so
+//! loudly and pass, unless SEGTOP_TEST_SLURM=1 demands the cluster (as `.ci/run` does when it
+//! started it). The workspace is under the current directory (a shared filesystem on a real
+//! cluster), and the tests take the cluster one at a time.
+
+#![cfg(feature = "trainer")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use segtop::events::{Event, Outcome};
+use segtop::rundir::RunDir;
+
+use super::{stderr, stdout};
+
+static CLUSTER: Mutex<()> = Mutex::new(());
+
+/// Whether a Slurm cluster answers; a loud skip (or a failure, when demanded) otherwise.
+fn cluster() -> bool {
+    let demanded = std::env::var("SEGTOP_TEST_SLURM").is_ok_and(|v| v == "1");
+    let state = Command::new("sinfo").args(["-h", "-o", "%t"]).output();
+    let why = match state {
+        Ok(out) if out.status.success() && !stdout(&out).trim().is_empty() => return true,
+        Ok(out) => format!("sinfo failed: {}", stderr(&out).trim()),
+        Err(error) => format!("sinfo cannot run ({error}): Slurm's client commands are not installed"),
+    };
+    assert!(!demanded, "SEGTOP_TEST_SLURM=1 but no Slurm cluster answers: {why}");
+    eprintln!(
+        "\n*** SKIPPED: the Slurm tests need a Slurm cluster ({why}).\n\
+         *** As root: scripts/slurm-test-cluster.sh install && scripts/slurm-test-cluster.sh start\n"
+    );
+    false
+}
+
+/// A workspace for one test, under the target directory (a path the job sees as we do).
+fn workspace(name: &str) -> tempfile::TempDir {
+    let parent = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    tempfile::Builder::new()
+        .prefix(&format!("slurm-{name}-"))
+        .tempdir_in(parent)
+        .expect("temp dir")
+}
+
+fn segtop(dir: &Path, args: &[&str]) -> std::process::Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_segtop"))
+        .args(args)
+        .current_dir(dir)
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .output()
+        .expect("segtop runs");
+    assert!(output.status.success(), "segtop {args:?}: {}", stderr(&output));
+    output
+}
+
+fn tiny(dir: &Path, file: &str, epochs: u32, extra: &str) {
+    let text = format!(
+        "[data]\nroot = \"data\"\ncache_dir = \"cache\"\nsplit = [0.5, 0.5, 0.0]\n\
+         [data.synthetic]\ncases = 4\nseed = 3\nshape = [48, 48, 32]\n\
+         [model]\nbase_filters = 4\ndepth = 3\n\
+         [train]\npatch_size = [16, 16, 16]\nbatch_size = 2\nepochs = {epochs}\npatches_per_epoch = 8\nwarmup_epochs = 0\n\
+         early_stopping_patience = 0\n\
+         [validate]\nevery = 1\n[run]\nname = \"tiny\"\nlauncher = \"slurm\"\n[slurm]\ncpus_per_task = 1\n{extra}"
+    );
+    std::fs::write(dir.join(file), text).expect("write");
+}
+
+/// `segtop runs --json`, by run id.
+fn runs(dir: &Path) -> Vec<serde_json::Value> {
+    serde_json::from_str(&stdout(&segtop(dir, &["runs", "--json"]))).expect("JSON")
+}
+
+fn run_state(dir: &Path, id: &str) -> Option<serde_json::Value> {
+    runs(dir).into_iter().find(|r| r["id"] == id)
+}
+
+/// Polls `segtop runs` until `id` is in `state` (and `also` holds); every state seen, in order.
+fn wait_for(
+    dir: &Path,
+    id: &str,
+    state: &str,
+    also: impl Fn(&serde_json::Value) -> bool,
+    seen: &mut Vec<String>,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        if let Some(run) = run_state(dir, id) {
+            let now = run["state"].as_str().unwrap_or_default().to_string();
+            if seen.last() != Some(&now) {
+                seen.push(now.clone());
+            }
+            if now == state && also(&run) {
+                return run;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "{id} not {state} after 3 minutes; states seen: {seen:?}\nsqueue: {}\nlog: {}",
+            stdout(&Command::new("squeue").output().expect("squeue")),
+            std::fs::read_to_string(dir.join("runs").join(id).join("train.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn events(run: &RunDir) -> Vec<Event> {
+    let text = std::fs::read_to_string(run.events()).unwrap_or_default();
+    text.lines().filter_map(|line| Event::from_line(line).ok()).collect()
+}
+
+/// The one id of the run `segtop queue` printed.
+fn submitted_id(said: &str) -> String {
+    said.split_whitespace().nth(1).expect("an id").to_string()
+}
+
+/// A job that takes every core of the node, so the next one waits; cancelled on drop.
+struct Blocker(String);
+
+impl Blocker {
+    fn new() -> Blocker {
+        let cpus = stdout(&Command::new("sinfo").args(["-h", "-o", "%c"]).output().expect("sinfo"));
+        let out = Command::new("sbatch")
+            .args(["--parsable", "-J", "segtop-test-blocker", "-o", "/dev/null"])
+            .arg(format!("--cpus-per-task={}", cpus.trim()))
+            .args(["--wrap", "sleep 600"])
+            .output()
+            .expect("sbatch");
+        assert!(out.status.success(), "{}", stderr(&out));
+        Blocker(stdout(&out).trim().to_string())
+    }
+}
+
+impl Drop for Blocker {
+    fn drop(&mut self) {
+        let _ = Command::new("scancel").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_run_submitted_to_slurm_is_seen_pending_then_running_then_completed() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    if !cluster() {
+        return;
+    }
+    let dir = workspace("states");
+    tiny(dir.path(), "tiny.toml", 60, "");
+    let blocker = Blocker::new();
+    let said = stdout(&segtop(dir.path(), &["queue", "tiny.toml"]));
+    assert!(said.contains("as Slurm job"), "{said}");
+    let id = submitted_id(&said);
+    let mut seen = Vec::new();
+    let pending = wait_for(dir.path(), &id, "pending", |r| r["waiting"].is_string(), &mut seen);
+    let why = pending["waiting"].as_str().unwrap_or_default();
+    assert!(matches!(why, "Resources" | "Priority"), "{pending}");
+    let table = stdout(&segtop(dir.path(), &["runs"]));
+    assert!(
+        table.contains("pending") && table.contains(&format!("pending ({why})")),
+        "{table}"
+    );
+
+    drop(blocker);
+    let running = wait_for(dir.path(), &id, "running", |r| r["epoch"].as_u64() > Some(0), &mut seen);
+    assert_eq!(running["job"]["state"], "RUNNING", "{running}");
+    let done = wait_for(dir.path(), &id, "done", |_| true, &mut seen);
+    assert_eq!(done["epoch"], 60);
+    // Starting may pass between two looks; the rest may not.
+    seen.retain(|s| s != "starting");
+    assert_eq!(seen, ["pending", "running", "done"]);
+
+    let run = RunDir::open(dir.path().join("runs").join(&id));
+    let launch = run.read_launch().expect("launch.json");
+    assert_eq!(launch.launcher, "slurm");
+    let job = launch.job.expect("a job id");
+    assert!(job.bytes().all(|b| b.is_ascii_digit()), "{job}");
+    let script = std::fs::read_to_string(run.path().join("slurm.sh")).expect("the job script");
+    for line in [
+        "#SBATCH --cpus-per-task=1",
+        "#SBATCH --signal=B:TERM@180",
+        "#SBATCH --open-mode=append",
+    ] {
+        assert!(script.contains(line), "{script}");
+    }
+    // The trainer's output went into the run directory; it used the cores Slurm granted.
+    let log = std::fs::read_to_string(run.log()).expect("train.log");
+    assert!(log.contains("epoch 60/60"), "{log}");
+    let threads = events(&run).iter().find_map(|e| match e {
+        Event::RunStarted { threads, .. } => Some(*threads),
+        _ => None,
+    });
+    assert_eq!(threads, Some(1));
+}
+
+#[test]
+fn a_run_cancelled_mid_run_stops_with_a_checkpoint_and_resumes_by_resubmission() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    if !cluster() {
+        return;
+    }
+    let dir = workspace("cancel");
+    tiny(dir.path(), "long.toml", 5000, "");
+    let id = submitted_id(&stdout(&segtop(dir.path(), &["queue", "long.toml"])));
+    let run = RunDir::open(dir.path().join("runs").join(&id));
+    let mut seen = Vec::new();
+    wait_for(
+        dir.path(),
+        &id,
+        "running",
+        |r| r["epoch"].as_u64() >= Some(2),
+        &mut seen,
+    );
+    let first = run.read_launch().and_then(|l| l.job).expect("a job");
+
+    // Cancelled from outside segtop, as a user or an administrator would.
+    let cancelled = Command::new("scancel").arg(&first).output().expect("scancel");
+    assert!(cancelled.status.success(), "{}", stderr(&cancelled));
+    let stopped = wait_for(dir.path(), &id, "stopped", |_| true, &mut seen);
+    let epoch = stopped["epoch"].as_u64().expect("an epoch");
+    let said_stopped = events(&run).iter().any(|e| {
+        matches!(
+            e,
+            Event::RunFinished {
+                outcome: Outcome::Stopped,
+                ..
+            }
+        )
+    });
+    assert!(said_stopped, "no run_finished stopped: {:?}", events(&run));
+    assert!(
+        std::fs::read_dir(run.checkpoints()).expect("checkpoints/").count() > 0,
+        "no checkpoint"
+    );
+
+    // Resumed: a new job, and the trainer goes on from the checkpoint.
+    let said = stdout(&segtop(dir.path(), &["resume", &id]));
+    assert!(
+        said.contains("resubmitted") && said.contains("to Slurm as job"),
+        "{said}"
+    );
+    let second = run.read_launch().and_then(|l| l.job).expect("a job");
+    assert_ne!(first, second);
+    wait_for(
+        dir.path(),
+        &id,
+        "running",
+        |r| r["epoch"].as_u64() > Some(epoch),
+        &mut seen,
+    );
+    let resumed = events(&run).iter().any(|e| {
+        matches!(e, Event::RunStarted { resumed_from: Some(from), .. } if u64::from(*from) >= epoch.saturating_sub(1))
+    });
+    assert!(resumed, "no run_started resumed from the checkpoint");
+
+    // segtop's own stop: the trainer alone gets SIGTERM and stops in its own time.
+    let said = stdout(&segtop(dir.path(), &["stop", &id]));
+    assert!(said.contains(&format!("Slurm job {second}")), "{said}");
+    wait_for(dir.path(), &id, "stopped", |_| true, &mut seen);
+    let log = std::fs::read_to_string(run.log()).expect("train.log");
+    assert!(log.matches("checkpoint written").count() >= 2, "{log}");
+}
+
+#[test]
+fn a_sweep_goes_to_slurm_as_one_job_array_unless_its_runs_ask_for_different_resources() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    if !cluster() {
+        return;
+    }
+    let dir = workspace("array");
+    tiny(dir.path(), "sweep.toml", 3, "[sweep]\n\"train.lr\" = [1e-3, 3e-3]\n");
+    let said = stdout(&segtop(dir.path(), &["queue", "sweep.toml"]));
+    let sweep = said
+        .split_whitespace()
+        .nth(1)
+        .map(|s| s.trim_end_matches(':').to_string())
+        .expect("the sweep id");
+    let ids: Vec<String> = said
+        .lines()
+        .filter(|l| l.trim_start().starts_with("submitted"))
+        .map(|l| l.split_whitespace().nth(1).expect("an id").to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "{said}");
+    let jobs: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            RunDir::open(dir.path().join("runs").join(id))
+                .read_launch()
+                .and_then(|l| l.job)
+                .expect("a job")
+        })
+        .collect();
+    let array = jobs[0].split('_').next().expect("an array id").to_string();
+    assert_eq!(jobs, [format!("{array}_0"), format!("{array}_1")]);
+    let mut seen = Vec::new();
+    for id in &ids {
+        wait_for(dir.path(), id, "done", |_| true, &mut seen);
+        let log = std::fs::read_to_string(dir.path().join("runs").join(id).join("train.log")).expect("train.log");
+        assert!(
+            log.contains(id.as_str()),
+            "each task writes into its own run's log: {log}"
+        );
+    }
+    let ranked: Vec<serde_json::Value> =
+        serde_json::from_str(&stdout(&segtop(dir.path(), &["runs", "--sweep", &sweep, "--json"]))).expect("JSON");
+    assert_eq!(ranked.len(), 2);
+
+    // Runs that differ in what they ask of Slurm go as separate jobs.
+    tiny(
+        dir.path(),
+        "mem.toml",
+        1,
+        "[sweep]\n\"slurm.mem\" = [\"1000M\", \"1100M\"]\n",
+    );
+    let said = stdout(&segtop(dir.path(), &["queue", "mem.toml"]));
+    let jobs: Vec<&str> = said
+        .lines()
+        .filter_map(|l| l.split("as Slurm job ").nth(1)?.split_whitespace().next())
+        .collect();
+    assert_eq!(jobs.len(), 2, "{said}");
+    assert!(jobs.iter().all(|j| !j.contains('_')) && jobs[0] != jobs[1], "{said}");
+    for id in said.lines().filter(|l| l.contains("as Slurm job")) {
+        let id = id.split_whitespace().nth(1).expect("an id");
+        wait_for(dir.path(), id, "done", |_| true, &mut seen);
+    }
+}
