@@ -25,6 +25,8 @@ case "${1:-demo}" in
         fi
         if cargo clippy --version >/dev/null 2>&1; then
             cargo clippy --release --all-targets -- -D warnings
+            # The login-node build: segtop alone, without the trainer and libtorch.
+            cargo clippy --release --no-default-features --lib --bin segtop -- -D warnings
         else
             echo "quickstart: clippy is not installed (rustup component add clippy): lints skipped" >&2
         fi

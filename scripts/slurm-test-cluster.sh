@@ -32,7 +32,8 @@ start)
     if [ -f "$conf" ] && ! grep -qF "$marker" "$conf"; then
         die "$conf exists and was not written by this script: this machine has a Slurm of its own; not touching it"
     fi
-    if [ "$(sinfo -h -o %t 2>/dev/null)" = idle ]; then
+    if sinfo -h -o %t >/dev/null 2>&1; then
+        say "a cluster already answers: $(sinfo -h -o '%P %t')"
         exit 0
     fi
     if [ ! -f /etc/munge/munge.key ]; then

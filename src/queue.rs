@@ -199,8 +199,8 @@ pub struct Queued {
 pub enum Resumed {
     /// At the head of the local queue.
     Queued,
-    /// Resubmitted to Slurm.
-    Submitted(crate::rundir::Launch),
+    /// Resubmitted to Slurm as this job.
+    Submitted { job: String },
 }
 
 /// The queue of one workspace.
@@ -380,7 +380,9 @@ impl Queue {
             append_log: true,
         };
         let started = crate::slurm::Slurm::new().start(run, &request)?;
-        Ok(Resumed::Submitted(started.launch))
+        Ok(Resumed::Submitted {
+            job: started.launch.job.unwrap_or_default(),
+        })
     }
 
     /// Queues an existing run to continue from its checkpoint, at the head of the queue (a
@@ -596,7 +598,7 @@ pub fn plan(candidates: &[Candidate], machine: &Machine, settings: &QueueSetting
 pub enum Outcome {
     Started {
         run: RunDir,
-        started: Started,
+        started: Box<Started>,
     },
     /// The run could not start (its directory is gone, its experiment no longer reads, the
     /// launcher failed); it left the queue with this reason.
@@ -654,7 +656,10 @@ pub fn schedule(
                         append_log: entry.resume,
                     };
                     match launcher.start(&run, &request) {
-                        Ok(started) => outcomes.push(Outcome::Started { run, started }),
+                        Ok(started) => outcomes.push(Outcome::Started {
+                            run,
+                            started: Box::new(started),
+                        }),
                         Err(error) => outcomes.push(Outcome::Dropped {
                             run: entry.run,
                             reason: format!("{error:#}"),

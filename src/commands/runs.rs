@@ -268,10 +268,9 @@ pub fn resume(workspace: &Workspace, query: &str) -> anyhow::Result<()> {
                 dir.log().display()
             );
         }
-        segtop::queue::Resumed::Submitted(launch) => println!(
-            "resubmitted {} to Slurm as job {} to resume from its last checkpoint (output: {})",
+        segtop::queue::Resumed::Submitted { job } => println!(
+            "resubmitted {} to Slurm as job {job} to resume from its last checkpoint (output: {})",
             run.id,
-            launch.job.unwrap_or_default(),
             dir.log().display()
         ),
     }

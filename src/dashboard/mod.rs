@@ -161,7 +161,7 @@ fn perform(
                 match crate::queue::Queue::new(workspace).resume(workspace, &run) {
                     Ok(resumed) => {
                         let job = match resumed {
-                            crate::queue::Resumed::Submitted(launch) => launch.job,
+                            crate::queue::Resumed::Submitted { job } => Some(job),
                             crate::queue::Resumed::Queued => None,
                         };
                         let queued = job.is_none();
