@@ -248,7 +248,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("1 2 3 4  Tab", "experiments · runs · grid · compare"),
     ("space  w", "mark a run · its whole sweep, to compare"),
     ("↑↓ j k g G PgUp/Dn", "select, first, last (the wheel too)"),
-    ("⏎  b  click", "launch an experiment · on Slurm · open a run"),
+    ("⏎  b  click", "launch · launch on Slurm · open a run"),
     ("/", "filter runs (Enter keeps, Esc clears)"),
     ("s  S", "sort runs by the next column · reverse"),
     ("x", "stop a run (checkpoints first) · unqueue"),
