@@ -145,6 +145,18 @@ impl RunDir {
     }
 }
 
+/// A run or sweep id's time and name (`20261126-090512-quick` -> `20261126-090512`, `quick`);
+/// `None` for an id not made by [`RunDir::create`].
+pub fn split_id(id: &str) -> Option<(&str, &str)> {
+    let bytes = id.as_bytes();
+    let dated = bytes.len() > 16
+        && bytes[..8].iter().all(u8::is_ascii_digit)
+        && bytes[8] == b'-'
+        && bytes[9..15].iter().all(u8::is_ascii_digit)
+        && bytes[15] == b'-';
+    dated.then(|| (&id[..15], &id[16..]))
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     let text = std::fs::read_to_string(path).ok()?;
     serde_json::from_str(&text).ok()

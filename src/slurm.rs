@@ -246,16 +246,9 @@ fn launch_record(
 /// The job name for a run or sweep id: its name first, as `squeue` shows only the first
 /// characters (`20261127-081453-sw-2` -> `sw-2-20261127-081453`). Unique as the id is.
 pub fn job_name(id: &str) -> String {
-    let bytes = id.as_bytes();
-    let dated = bytes.len() > 16
-        && bytes[..8].iter().all(u8::is_ascii_digit)
-        && bytes[8] == b'-'
-        && bytes[9..15].iter().all(u8::is_ascii_digit)
-        && bytes[15] == b'-';
-    if dated {
-        format!("{}-{}", &id[16..], &id[..15])
-    } else {
-        id.to_string()
+    match crate::rundir::split_id(id) {
+        Some((time, name)) => format!("{name}-{time}"),
+        None => id.to_string(),
     }
 }
 

@@ -148,16 +148,9 @@ fn row<'a>(app: &App, run: &'a RunModel, wide: bool, elapsed: bool) -> Row<'a> {
 /// A run id without its year (`20261126-090512-quick` -> `1126-090512 quick`): runs of one
 /// experiment launched in the same minute stay apart.
 pub(super) fn short_id(id: &str) -> String {
-    let bytes = id.as_bytes();
-    let dated = bytes.len() > 16
-        && bytes[..8].iter().all(u8::is_ascii_digit)
-        && bytes[8] == b'-'
-        && bytes[9..15].iter().all(u8::is_ascii_digit)
-        && bytes[15] == b'-';
-    if dated {
-        format!("{}-{} {}", &id[4..8], &id[9..15], &id[16..])
-    } else {
-        id.to_string()
+    match crate::rundir::split_id(id) {
+        Some((time, name)) => format!("{} {name}", &time[4..]),
+        None => id.to_string(),
     }
 }
 
