@@ -22,7 +22,7 @@ pub struct RunsArgs {
     /// Order of the list [default: started; dice with --sweep]
     #[arg(long, value_enum)]
     pub sort: Option<RunSort>,
-    /// Only runs in this state: queued, paused, starting, running, done, early-stop, stopped, failed or lost
+    /// Only runs in this state: queued, paused, pending, starting, running, done, early-stop, stopped, failed or lost
     #[arg(long, value_parser = parse_state)]
     pub state: Option<RunState>,
     /// Only the runs of this sweep (its id, or a part only it has), with the values each varies

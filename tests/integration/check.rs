@@ -29,7 +29,7 @@ fn broken_files_give_exact_located_messages() {
         (
             "unknown section",
             format!("{VALID_HEAD}[trian]\nlr = 1.0\n"),
-            "x.toml:3:2: unknown key 'trian'; allowed here: data, model, train, augment, validate, preview, run, sweep"
+            "x.toml:3:2: unknown key 'trian'; allowed here: data, model, train, augment, validate, preview, run, slurm, sweep"
                 .to_string(),
         ),
         (

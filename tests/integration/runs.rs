@@ -97,7 +97,7 @@ fn runs_lists_states_from_facts_filters_and_sorts() {
     let bad = segtop(dir.path(), &["runs", "--state", "sleeping"]);
     assert!(!bad.status.success());
     assert!(
-        super::stderr(&bad).contains("'sleeping' is not one of: queued, paused, starting, running"),
+        super::stderr(&bad).contains("'sleeping' is not one of: queued, paused, pending, starting, running"),
         "{bad:?}"
     );
 }
