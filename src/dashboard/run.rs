@@ -778,6 +778,64 @@ mod tests {
         assert!(run.eta(at(70)).is_none());
     }
 
+    fn job(state: &str, reason: Option<&str>) -> crate::slurm::JobStatus {
+        crate::slurm::JobStatus {
+            id: "12".into(),
+            state: state.into(),
+            reason: reason.map(Into::into),
+            exit_code: (state == "TIMEOUT").then(|| "0:15".into()),
+            nodes: (state != "PENDING").then(|| "node3".into()),
+        }
+    }
+
+    fn stopped(seconds: i64) -> Event {
+        Event::RunFinished {
+            time: at(seconds),
+            outcome: Outcome::Stopped,
+            best_dice: None,
+            reason: None,
+            seconds: 10.0,
+        }
+    }
+
+    #[test]
+    fn a_slurm_runs_state_follows_its_job_until_the_trainer_speaks() {
+        let mut run = RunModel::new("r", "runs/r");
+        run.launched = Some(at(0));
+        run.job = Some(job("PENDING", Some("Resources")));
+        assert_eq!(run.state(), RunState::Pending);
+        assert_eq!(run.waiting().as_deref(), Some("Resources"));
+        assert_eq!(run.job_line().as_deref(), Some("Slurm job 12 pending (Resources)"));
+        run.job = Some(job("RUNNING", None));
+        assert_eq!(run.state(), RunState::Starting, "running, no run_started yet");
+        run.apply(&started(5));
+        assert_eq!(run.state(), RunState::Running);
+        assert_eq!(run.job_line().as_deref(), Some("Slurm job 12 on node3"));
+        // The trainer stops with a checkpoint; its events decide, whatever the job says.
+        run.apply(&stopped(20));
+        assert_eq!(run.state(), RunState::Stopped);
+        assert_eq!(run.job_line(), None);
+
+        // Resubmitted: the new job decides, although the last session said it stopped.
+        run.launched = Some(at(30));
+        run.job = Some(job("PENDING", None));
+        assert_eq!(run.state(), RunState::Pending);
+        assert_eq!(run.waiting().as_deref(), Some("queued"));
+        run.job = Some(job("RUNNING", None));
+        assert_eq!(run.state(), RunState::Starting, "the old run_started is not this job's");
+        // The job runs out of time before the trainer could say anything.
+        run.job = Some(job("TIMEOUT", None));
+        assert_eq!(run.state(), RunState::Failed);
+        assert_eq!(
+            run.error().as_deref(),
+            Some("Slurm job 12 ended TIMEOUT, exit code 0:15")
+        );
+        run.job = Some(job("CANCELLED", None));
+        assert_eq!((run.state(), run.error()), (RunState::Stopped, None));
+        run.job = Some(job(crate::slurm::UNKNOWN, None));
+        assert_eq!(run.state(), RunState::Lost);
+    }
+
     #[test]
     fn a_resumed_run_counts_time_before_the_resume() {
         let mut run = RunModel::new("r", "runs/r");
