@@ -326,7 +326,7 @@ impl Queue {
                     .map(|&i| (queued[i].run.clone(), members[i].0.clone(), queued[i].peak_bytes))
                     .collect();
                 let name = sweep_id.clone().unwrap_or_else(|| queued[slurm[0]].run.id());
-                let launches = crate::slurm::Slurm::new().submit_all(workspace.root(), &batch, &name, &shown)?;
+                let launches = crate::slurm::Slurm::new().submit_all(workspace, &batch, &name, &shown)?;
                 for (&i, launch) in slurm.iter().zip(launches) {
                     queued[i].submitted = Some(launch);
                 }

@@ -75,11 +75,12 @@ impl Slurm {
     /// the array (the sweep's id). Writes each run's launch record; returns them in order.
     pub fn submit_all(
         &self,
-        workspace: &Path,
+        workspace: &crate::workspace::Workspace,
         runs: &[(RunDir, Experiment, u64)],
         name: &str,
         experiment_file: &Path,
     ) -> anyhow::Result<Vec<Launch>> {
+        let (runs_dir, workspace) = (workspace.runs_dir(), workspace.root());
         let headers: Vec<Vec<String>> = runs
             .iter()
             .map(|(run, experiment, peak)| options(workspace, experiment, *peak, &job_name(&run.id()), &run.log()))
@@ -108,7 +109,7 @@ impl Slurm {
         }
         // The array's script and one link per task to its run, so that `--output` can name
         // each run's log by the task index.
-        let dir = workspace.join("runs").join(ARRAYS).join(name);
+        let dir = runs_dir.join(ARRAYS).join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         for (index, (run, ..)) in runs.iter().enumerate() {
             let link = dir.join(index.to_string());
@@ -394,6 +395,11 @@ pub fn cancel(job: &str, halt: Halt) -> anyhow::Result<()> {
     }
 }
 
+/// Holds a pending job (`scontrol hold`: Slurm passes over it) or releases it.
+pub fn hold(job: &str, hold: bool) -> anyhow::Result<()> {
+    run("scontrol", &[if hold { "hold" } else { "release" }, job]).map(drop)
+}
+
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -429,6 +435,11 @@ impl JobStatus {
             }
             _ => Phase::Ended,
         }
+    }
+
+    /// Whether the job is held (`scontrol hold`, by its user or an administrator).
+    pub fn is_held(&self) -> bool {
+        self.phase() == Phase::Pending && self.reason.as_deref().is_some_and(|r| r.starts_with("JobHeld"))
     }
 
     /// In words: `pending (Resources)`, `TIMEOUT, exit code 0:15`.

@@ -20,7 +20,7 @@ pub struct QueueArgs {
     /// Without files (and options), lists the queue.
     #[arg(value_name = "EXPERIMENT")]
     pub experiments: Vec<PathBuf>,
-    /// Hold a queued run: it keeps its place, the queue passes over it
+    /// Hold a queued run: it keeps its place, the queue passes over it (a pending Slurm job: scontrol hold)
     #[arg(long, value_name = "RUN", group = "change")]
     pub pause: Option<String>,
     /// Let a held run start again
@@ -65,10 +65,23 @@ pub fn queue(workspace: &Workspace, args: &QueueArgs) -> anyhow::Result<()> {
             .with_context(|| "in the queue".to_string())
     };
     if let Some(run) = &args.pause {
+        if let Some(job) = slurm_job(workspace, run, &queue)? {
+            segtop::slurm::hold(&job.1, true)?;
+            println!(
+                "held {}'s Slurm job {}; release it with: segtop queue --release {}",
+                job.0, job.1, job.0
+            );
+            return Ok(());
+        }
         let id = find(run)?;
         queue.set_paused(&id, true)?;
         println!("held {id}; let it start again with: segtop queue --release {id}");
     } else if let Some(run) = &args.release {
+        if let Some(job) = slurm_job(workspace, run, &queue)? {
+            segtop::slurm::hold(&job.1, false)?;
+            println!("released {}'s Slurm job {}", job.0, job.1);
+            return Ok(());
+        }
         let id = find(run)?;
         queue.set_paused(&id, false)?;
         println!("released {id}");
@@ -91,6 +104,28 @@ pub fn queue(workspace: &Workspace, args: &QueueArgs) -> anyhow::Result<()> {
         list(workspace, &queue.read()?, args.json)?;
     }
     Ok(())
+}
+
+/// The run `query` names and its Slurm job, when it is not in the local queue but waits in
+/// Slurm's (a pending job is held and released there).
+fn slurm_job(workspace: &Workspace, query: &str, queue: &Queue) -> anyhow::Result<Option<(String, String)>> {
+    let queued = queue.read()?;
+    if find_id(queued.entries.iter().map(|e| e.run.as_str()), query).is_ok() {
+        return Ok(None);
+    }
+    let runs = segtop::dashboard::watch::snapshot(workspace);
+    let Ok(run) = super::runs::find(&runs, query) else {
+        return Ok(None);
+    };
+    match (&run.job, run.state()) {
+        (Some(job), segtop::dashboard::run::RunState::Pending) => Ok(Some((run.id.clone(), job.id.clone()))),
+        (Some(_), state) => anyhow::bail!(
+            "{} is {}: only a pending Slurm job can be held or released",
+            run.id,
+            state.name()
+        ),
+        (None, _) => Ok(None),
+    }
 }
 
 /// Queues the runs of one experiment file: one run, or every run of its sweep. Returns

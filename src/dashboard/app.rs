@@ -64,6 +64,12 @@ pub enum Msg {
 pub enum Effect {
     /// Create a run for this experiment file and queue it (it starts at once when it fits).
     Launch(PathBuf),
+    /// Hold (or release) a run's pending Slurm job.
+    HoldJob {
+        id: String,
+        job: String,
+        hold: bool,
+    },
     /// Launch with this launcher, whatever the experiment's `run.launcher` says.
     LaunchOn(PathBuf, crate::experiment::LauncherKind),
     Halt {
@@ -1118,7 +1124,22 @@ impl App {
         };
         let id = run.id.clone();
         let Some(place) = &run.queue else {
-            self.say(format!("{id} is {}: not in the queue", run.state().name()));
+            match (run.job.clone(), run.state(), change) {
+                (Some(job), RunState::Pending, QueueChange::Hold) => {
+                    let hold = !job.is_held();
+                    self.say(if hold {
+                        format!(
+                            "holding {id}'s Slurm job {}: Slurm passes over it until p again",
+                            job.id
+                        )
+                    } else {
+                        format!("releasing {id}'s Slurm job {}", job.id)
+                    });
+                    self.effects.push(Effect::HoldJob { id, job: job.id, hold });
+                }
+                (Some(_), RunState::Pending, _) => self.say(format!("{id} waits in Slurm's queue, which Slurm orders")),
+                (_, state, _) => self.say(format!("{id} is {}: not in the queue", state.name())),
+            }
             return;
         };
         let change = match change {

@@ -213,6 +213,11 @@ fn perform(
                     app.update(Msg::Failed(format!("cannot load the preview: {error}")));
                 }
             }
+            Effect::HoldJob { id, job, hold } => {
+                if let Err(error) = crate::slurm::hold(&job, hold) {
+                    app.update(Msg::Failed(format!("{id}: {error:#}")));
+                }
+            }
             Effect::Requeue { id, change } => {
                 if let Err(error) = requeue(workspace, &id, change) {
                     app.update(Msg::Failed(format!("{id}: {error:#}")));

@@ -157,6 +157,8 @@ struct Tracked {
     /// Its Slurm job, and its state at the last poll.
     job: Option<JobRef>,
     job_status: Option<JobStatus>,
+    /// Its events were read at least once (a finished run is not asked about).
+    read: bool,
 }
 
 pub struct Watcher {
@@ -169,6 +171,8 @@ pub struct Watcher {
     queue_stamp: Option<(std::time::SystemTime, u64)>,
     /// What Slurm's commands said when they last failed.
     slurm_error: Option<String>,
+    /// Ask Slurm at the next look, whether due or not (the user just did something).
+    pub slurm_now: bool,
 }
 
 impl Watcher {
@@ -181,6 +185,7 @@ impl Watcher {
             looks: 0,
             queue_stamp: None,
             slurm_error: None,
+            slurm_now: false,
         }
     }
 
@@ -228,6 +233,7 @@ impl Watcher {
                     pid: launch.as_ref().and_then(|l| l.pid),
                     job: launch.as_ref().and_then(|l| l.slurm_job()),
                     job_status: None,
+                    read: false,
                     run,
                     finished: false,
                     gone: false,
@@ -279,7 +285,8 @@ impl Watcher {
                     .launch = Some(launch);
             }
         }
-        let jobs = self.poll_slurm(recheck);
+        let now = std::mem::take(&mut self.slurm_now);
+        let jobs = self.poll_slurm(recheck || now);
         // Processes before events: a trainer writes run_finished before it exits, so a run
         // whose process is gone here has its last record on disk for the read below.
         let samples = self.sample_processes(time);
@@ -298,6 +305,7 @@ impl Watcher {
                 dir: tracked.run.path().to_path_buf(),
                 ..RunUpdate::default()
             });
+            tracked.read = true;
             match tracked.tail.poll() {
                 Ok((events, warnings)) => {
                     for event in &events {
@@ -365,7 +373,7 @@ impl Watcher {
     fn poll_slurm(&mut self, due: bool) -> BTreeMap<String, Result<JobStatus, String>> {
         let mut changed = BTreeMap::new();
         let open = |t: &Tracked| {
-            !t.finished && t.job.is_some() && t.job_status.as_ref().is_none_or(|s| s.phase() != Phase::Ended)
+            t.read && !t.finished && t.job.is_some() && t.job_status.as_ref().is_none_or(|s| s.phase() != Phase::Ended)
         };
         let fresh = self.runs.values().any(|t| open(t) && t.job_status.is_none());
         if !(due || fresh) {
@@ -636,7 +644,8 @@ pub fn spawn(workspace: Workspace, tx: Sender<super::app::Msg>, requests: Receiv
                 return;
             }
             match requests.recv_timeout(INTERVAL) {
-                Ok(Request::Look) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(Request::Look) => watcher.slurm_now = true,
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
