@@ -8,6 +8,8 @@
 #   scripts/slurm-test-cluster.sh stop      stop them
 #   scripts/slurm-test-cluster.sh status    sinfo
 set -euo pipefail
+# The daemons and munge's tools live in sbin, which not every root shell has on its PATH.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 conf=/etc/slurm/slurm.conf
 marker="# written by segtop's scripts/slurm-test-cluster.sh"
