@@ -120,6 +120,9 @@ pub enum Event {
         /// is never taken for this run's process.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pid_start: Option<u64>,
+        /// The Slurm job the trainer runs in (`123`, or `123_4` for an array task).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slurm_job: Option<String>,
     },
     Step {
         time: DateTime<Utc>,

@@ -395,6 +395,16 @@ pub fn cancel(job: &str, halt: Halt) -> anyhow::Result<()> {
     }
 }
 
+/// The job this process runs in, as segtop records job ids (`123`, `123_4` for an array
+/// task), from the environment Slurm gives it.
+pub fn current_job() -> Option<String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match (var("SLURM_ARRAY_JOB_ID"), var("SLURM_ARRAY_TASK_ID")) {
+        (Some(array), Some(task)) => Some(format!("{array}_{task}")),
+        _ => var("SLURM_JOB_ID"),
+    }
+}
+
 /// Holds a pending job (`scontrol hold`: Slurm passes over it) or releases it.
 pub fn hold(job: &str, hold: bool) -> anyhow::Result<()> {
     run("scontrol", &[if hold { "hold" } else { "release" }, job]).map(drop)

@@ -245,6 +245,8 @@ pub struct RunModel {
     pub job: Option<crate::slurm::JobStatus>,
     /// When the trainer last wrote `run_finished`.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The Slurm job the latest `run_started` came from.
+    pub started_job: Option<String>,
     /// The sweep it belongs to, and the values it varies.
     pub sweep: Option<crate::experiment::sweep::SweepTag>,
     /// Its frozen experiment as dotted keys and values, for comparing runs.
@@ -300,6 +302,7 @@ impl RunModel {
             launched: None,
             job: None,
             finished_at: None,
+            started_job: None,
             sweep: None,
             config: BTreeMap::new(),
             session_start: None,
@@ -322,6 +325,7 @@ impl RunModel {
                 steps_per_epoch,
                 resumed_from,
                 pid_start,
+                slurm_job,
                 ..
             } => {
                 if let Some(started) = self.started {
@@ -332,6 +336,7 @@ impl RunModel {
                 self.started = Some(*time);
                 self.pid = Some(*pid);
                 self.pid_start = *pid_start;
+                self.started_job = slurm_job.clone();
                 self.host = Some(host.clone());
                 self.name = name.clone();
                 self.epochs = *epochs;
@@ -540,8 +545,12 @@ impl RunModel {
             .map(|j| j.reason.clone().unwrap_or_else(|| "queued".to_string()))
     }
 
-    /// Whether the trainer wrote `run_started` after the latest launch.
+    /// Whether the trainer wrote `run_started` under the current Slurm job: it names the
+    /// job (trainers before it did not: then by time, as the nodes' clocks say).
     fn started_since_launch(&self) -> bool {
+        if let (Some(started), Some(job)) = (&self.started_job, &self.job) {
+            return *started == job.id;
+        }
         match (self.started, self.launched) {
             (Some(started), Some(launched)) => started >= launched,
             (started, None) => started.is_some(),
@@ -688,6 +697,7 @@ mod tests {
             libtorch: "2.13.0".into(),
             resumed_from: None,
             pid_start: None,
+            slurm_job: None,
         }
     }
 
@@ -779,8 +789,12 @@ mod tests {
     }
 
     fn job(state: &str, reason: Option<&str>) -> crate::slurm::JobStatus {
+        job_id("12", state, reason)
+    }
+
+    fn job_id(id: &str, state: &str, reason: Option<&str>) -> crate::slurm::JobStatus {
         crate::slurm::JobStatus {
-            id: "12".into(),
+            id: id.into(),
             state: state.into(),
             reason: reason.map(Into::into),
             exit_code: (state == "TIMEOUT").then(|| "0:15".into()),
@@ -823,6 +837,19 @@ mod tests {
         assert_eq!(run.waiting().as_deref(), Some("queued"));
         run.job = Some(job("RUNNING", None));
         assert_eq!(run.state(), RunState::Starting, "the old run_started is not this job's");
+        // A trainer that names its job is matched by it, whatever the nodes' clocks say.
+        let mut under = |job: &str, seconds: i64| {
+            let mut event = started(seconds);
+            if let Event::RunStarted { slurm_job, .. } = &mut event {
+                *slurm_job = Some(job.to_string());
+            }
+            run.apply(&event);
+        };
+        under("12", 25);
+        assert_eq!(run.state(), RunState::Running, "a clock behind the login node's");
+        run.job = Some(job_id("13", "RUNNING", None));
+        assert_eq!(run.state(), RunState::Starting);
+        run.job = Some(job("RUNNING", None));
         // The job runs out of time before the trainer could say anything.
         run.job = Some(job("TIMEOUT", None));
         assert_eq!(run.state(), RunState::Failed);

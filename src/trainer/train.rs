@@ -218,6 +218,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
         libtorch: option_env!("SEGTOP_LIBTORCH_VERSION").unwrap_or("unknown").to_string(),
         resumed_from,
         pid_start: segtop::rundir::process_start_time(std::process::id()),
+        slurm_job: segtop::slurm::current_job(),
     })?;
 
     let _resources = ResourceReporter::spawn(&run.events())?;

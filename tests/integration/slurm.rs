@@ -188,11 +188,11 @@ fn a_run_submitted_to_slurm_is_seen_pending_then_running_then_completed() {
     // The trainer's output went into the run directory; it used the cores Slurm granted.
     let log = std::fs::read_to_string(run.log()).expect("train.log");
     assert!(log.contains("epoch 60/60"), "{log}");
-    let threads = events(&run).iter().find_map(|e| match e {
-        Event::RunStarted { threads, .. } => Some(*threads),
+    let started = events(&run).iter().find_map(|e| match e {
+        Event::RunStarted { threads, slurm_job, .. } => Some((*threads, slurm_job.clone())),
         _ => None,
     });
-    assert_eq!(threads, Some(1));
+    assert_eq!(started, Some((1, Some(job))), "the trainer names its job");
 }
 
 #[test]
@@ -295,8 +295,12 @@ fn a_sweep_goes_to_slurm_as_one_job_array_unless_its_runs_ask_for_different_reso
     let array = jobs[0].split('_').next().expect("an array id").to_string();
     assert_eq!(jobs, [format!("{array}_0"), format!("{array}_1")]);
     let mut seen = Vec::new();
-    for id in &ids {
+    for (id, job) in ids.iter().zip(&jobs) {
         wait_for(dir.path(), id, "done", |_| true, &mut seen);
+        let named = events(&RunDir::open(dir.path().join("runs").join(id)))
+            .iter()
+            .any(|e| matches!(e, Event::RunStarted { slurm_job: Some(j), .. } if j == job));
+        assert!(named, "{id}'s trainer names its array task {job}");
         let log = std::fs::read_to_string(dir.path().join("runs").join(id).join("train.log")).expect("train.log");
         assert!(
             log.contains(id.as_str()),
