@@ -36,6 +36,20 @@ case "${1:-demo}" in
             PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --target "$pylib" 'nibabel==5.4.2' 'numpy<3' ||
                 echo "quickstart: could not install nibabel; the nibabel cross-check test will be skipped" >&2
         fi
+        # The Slurm tests need a Slurm cluster. As root, a one-node cluster on localhost from
+        # Debian's packages (scripts/slurm-test-cluster.sh; it never touches a Slurm this machine
+        # already has), started here and stopped afterwards; SEGTOP_TEST_SLURM=0 opts out.
+        # Without it the Slurm tests say so and are skipped.
+        if [ "$(id -u)" = 0 ] && [ "${SEGTOP_TEST_SLURM:-}" != 0 ] && command -v apt-get >/dev/null; then
+            running=$(sinfo -h -o %t 2>/dev/null || true)
+            if scripts/slurm-test-cluster.sh install && scripts/slurm-test-cluster.sh start; then
+                export SEGTOP_TEST_SLURM=1
+                # Left running when it already was.
+                [ -n "$running" ] || trap 'scripts/slurm-test-cluster.sh stop || true' EXIT
+            else
+                echo "quickstart: WARNING: could not start the test Slurm cluster; the Slurm tests will be skipped" >&2
+            fi
+        fi
         SEGTOP_TEST_PYTHONPATH="$PWD/$pylib" cargo test --release
         ;;
     *)

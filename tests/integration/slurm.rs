@@ -1,11 +1,11 @@
 //! Runs on a real Slurm cluster: submitted, pending, running, completed, cancelled with a
 //! checkpoint, resumed by resubmission, a sweep as a job array.
 //!
-//! They need Slurm's client commands and a cluster that answers; on CI that is the one-node
-//! cluster `scripts/slurm-test-cluster.sh` starts on localhost. Without one they say so
-//! loudly and pass, unless SEGTOP_TEST_SLURM=1 demands the cluster (as `.ci/run` does when it
-//! started it). The workspace is under the current directory (a shared filesystem on a real
-//! cluster), and the tests take the cluster one at a time.
+//! They need the one-node cluster `scripts/slurm-test-cluster.sh` starts on localhost (the
+//! test command starts it when run as root), and send jobs to no other cluster. Without it
+//! they say so loudly and pass, unless SEGTOP_TEST_SLURM=1 demands it (as the test command
+//! does once it started it). The workspace is under the target directory, and the tests take
+//! the cluster one at a time.
 
 #![cfg(feature = "trainer")]
 
@@ -26,7 +26,19 @@ fn cluster() -> bool {
     let demanded = std::env::var("SEGTOP_TEST_SLURM").is_ok_and(|v| v == "1");
     let state = Command::new("sinfo").args(["-h", "-o", "%t"]).output();
     let why = match state {
-        Ok(out) if out.status.success() && !stdout(&out).trim().is_empty() => return true,
+        Ok(out) if out.status.success() && !stdout(&out).trim().is_empty() => {
+            // Test jobs go only to the test cluster, never to a real one this machine reaches.
+            let config = Command::new("scontrol").args(["show", "config"]).output();
+            let name = config.map(|c| stdout(&c)).unwrap_or_default();
+            let name = name
+                .lines()
+                .find_map(|l| l.split_once('=').filter(|(k, _)| k.trim() == "ClusterName"))
+                .map_or(String::new(), |(_, v)| v.trim().to_string());
+            if name == "segtop-test" {
+                return true;
+            }
+            format!("the cluster that answers is '{name}', not segtop's test cluster; no test jobs are sent to it")
+        }
         Ok(out) => format!("sinfo failed: {}", stderr(&out).trim()),
         Err(error) => format!("sinfo cannot run ({error}): Slurm's client commands are not installed"),
     };
