@@ -379,9 +379,9 @@ impl Queue {
             peak_bytes: Some(crate::experiment::cost::peak_bytes(&frozen)),
             append_log: true,
         };
-        let started = crate::slurm::Slurm::new().start(run, &request)?;
+        let launch = crate::slurm::Slurm::new().submit_one(run, &frozen, &request)?;
         Ok(Resumed::Submitted {
-            job: started.launch.job.unwrap_or_default(),
+            job: launch.job.unwrap_or_default(),
         })
     }
 

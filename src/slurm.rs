@@ -24,7 +24,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 use crate::experiment::Experiment;
-use crate::launcher::{Halt, Launcher, Request, Started};
+use crate::launcher::{Halt, Request};
 use crate::rundir::{Launch, RunDir};
 
 /// The launcher name in `launch.json`.
@@ -49,13 +49,6 @@ impl Slurm {
     pub fn new() -> Slurm {
         Slurm {
             trainer: crate::launcher::trainer_path().ok(),
-        }
-    }
-
-    /// Submits with `trainer` unless an experiment names another (tests).
-    pub fn with_trainer(trainer: impl Into<PathBuf>) -> Slurm {
-        Slurm {
-            trainer: Some(trainer.into()),
         }
     }
 
@@ -103,7 +96,7 @@ impl Slurm {
                         peak_bytes: Some(*peak),
                         append_log: false,
                     };
-                    self.submit_one(run, experiment, &request).map(|s| s.launch)
+                    self.submit_one(run, experiment, &request)
                 })
                 .collect();
         }
@@ -158,8 +151,9 @@ impl Slurm {
         Ok(launches)
     }
 
-    /// Submits one run as a job of its own (a first start or a resume).
-    fn submit_one(&self, run: &RunDir, experiment: &Experiment, request: &Request) -> anyhow::Result<Started> {
+    /// Submits one run, whose frozen experiment is `experiment`, as a job of its own (a first
+    /// start or a resume).
+    pub fn submit_one(&self, run: &RunDir, experiment: &Experiment, request: &Request) -> anyhow::Result<Launch> {
         let peak = request
             .peak_bytes
             .unwrap_or_else(|| crate::experiment::cost::peak_bytes(experiment));
@@ -193,26 +187,7 @@ impl Slurm {
         );
         run.write_launch(&launch)
             .with_context(|| format!("cannot write {}", run.launch().display()))?;
-        Ok(Started { launch, child: None })
-    }
-}
-
-impl Launcher for Slurm {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn start(&self, run: &RunDir, request: &Request) -> anyhow::Result<Started> {
-        let experiment = Experiment::load(&run.experiment(), &request.workspace)?;
-        self.submit_one(run, &experiment, request)
-    }
-
-    fn halt(&self, launch: &Launch, halt: Halt) -> anyhow::Result<()> {
-        let job = launch
-            .job
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("the launch record names no Slurm job"))?;
-        cancel(job, halt)
+        Ok(launch)
     }
 }
 
@@ -261,20 +236,16 @@ fn options(
     name: &str,
     output: &Path,
 ) -> anyhow::Result<Vec<String>> {
-    for path in [workspace, output] {
-        let text = path.to_string_lossy();
-        if let Some(bad) = text
-            .chars()
-            .find(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | '%' | '$' | '`'))
-        {
-            // %a in the array's output path is sbatch's own pattern.
-            if !(bad == '%' && text.ends_with(&format!("%a/{}", RunDir::LOG))) {
-                bail!(
-                    "cannot submit from {}: sbatch options cannot hold the character {bad:?} in a path; move the workspace",
-                    path.display()
-                );
-            }
-        }
+    // Everything else in the options is under the workspace, named by checked run names.
+    let text = workspace.to_string_lossy();
+    if let Some(bad) = text
+        .chars()
+        .find(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | '%' | '$' | '`'))
+    {
+        bail!(
+            "cannot submit from {}: sbatch options cannot hold the character {bad:?} in a path; move the workspace",
+            workspace.display()
+        );
     }
     let slurm = &experiment.slurm;
     let mut options = vec![
@@ -336,15 +307,21 @@ fn write_script(path: &Path, what: &str, options: &[String], body: &str) -> anyh
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Runs a Slurm command; its stdout, or an error with what it said.
-fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new(program).args(args).output().map_err(|error| {
+/// Runs a Slurm command (`program`, already given its arguments): its output, whatever its
+/// exit status, or an error saying the command is missing.
+fn output(program: &str, command: &mut Command) -> anyhow::Result<std::process::Output> {
+    command.output().map_err(|error| {
         if error.kind() == std::io::ErrorKind::NotFound {
             anyhow::anyhow!("{program} not found: this machine has no Slurm client commands on its PATH")
         } else {
             anyhow::anyhow!("cannot run {program}: {error}")
         }
-    })?;
+    })
+}
+
+/// Runs a Slurm command; its stdout, or an error with what it said.
+fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let output = output(program, Command::new(program).args(args))?;
     if !output.status.success() {
         let said = String::from_utf8_lossy(&output.stderr);
         bail!("{program} {} failed: {}", args.join(" "), said.trim());
@@ -354,18 +331,13 @@ fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
 
 /// `sbatch --parsable SCRIPT` from `workspace`; the job id.
 fn sbatch(script: &Path, workspace: &Path) -> anyhow::Result<String> {
-    let output = Command::new("sbatch")
-        .arg("--parsable")
-        .arg(script)
-        .current_dir(workspace)
-        .output()
-        .map_err(|error| {
-            if error.kind() == std::io::ErrorKind::NotFound {
-                anyhow::anyhow!("sbatch not found: this machine has no Slurm client commands on its PATH")
-            } else {
-                anyhow::anyhow!("cannot run sbatch: {error}")
-            }
-        })?;
+    let output = output(
+        "sbatch",
+        Command::new("sbatch")
+            .arg("--parsable")
+            .arg(script)
+            .current_dir(workspace),
+    )?;
     let said = String::from_utf8_lossy(&output.stderr);
     anyhow::ensure!(
         output.status.success(),

@@ -119,12 +119,9 @@ pub fn run(workspace: &Workspace, launcher: &dyn Launcher, settings: &dyn Fn() -
                         Outcome::Started { run, started } => {
                             let launch = &started.launch;
                             say(&format!(
-                                "started {} ({}, {} threads, needs about {})",
+                                "started {} (pid {}, {} threads, needs about {})",
                                 run.id(),
-                                launch.pid.map_or_else(
-                                    || format!("Slurm job {}", launch.job.as_deref().unwrap_or("?")),
-                                    |p| format!("pid {p}")
-                                ),
+                                launch.pid.map_or_else(|| "?".to_string(), |p| p.to_string()),
                                 launch.threads.map_or_else(|| "all".to_string(), |t| t.to_string()),
                                 queue::ByteSize(launch.peak_bytes.unwrap_or(0))
                             ));
