@@ -184,6 +184,26 @@ fn a_run_submitted_to_slurm_is_seen_pending_then_running_then_completed() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // Held and released, from the command line as from the dashboard's `p`.
+    let said = stdout(&segtop(dir.path(), &["queue", "--pause", &id]));
+    assert!(said.starts_with("held") && said.contains("Slurm job"), "{said}");
+    let held = wait_for(
+        dir.path(),
+        &id,
+        "pending",
+        |r| r["waiting"].as_str().is_some_and(|w| w.starts_with("JobHeld")),
+        &mut seen,
+    );
+    assert_eq!(held["job"]["state"], "PENDING", "{held}");
+    segtop(dir.path(), &["queue", "--release", &id]);
+    wait_for(
+        dir.path(),
+        &id,
+        "pending",
+        |r| r["waiting"].as_str().is_some_and(|w| !w.starts_with("JobHeld")),
+        &mut seen,
+    );
+
     drop(blocker);
     let running = wait_for(dir.path(), &id, "running", |r| r["epoch"].as_u64() > Some(0), &mut seen);
     assert_eq!(running["job"]["state"], "RUNNING", "{running}");
