@@ -100,6 +100,7 @@ fn wait_for(
     seen: &mut Vec<String>,
 ) -> serde_json::Value {
     let start = Instant::now();
+    let mut last = None;
     loop {
         if let Some(run) = run_state(dir, id) {
             let now = run["state"].as_str().unwrap_or_default().to_string();
@@ -109,10 +110,11 @@ fn wait_for(
             if now == state && also(&run) {
                 return run;
             }
+            last = Some(run);
         }
         assert!(
             start.elapsed() < Duration::from_secs(180),
-            "{id} not {state} after 3 minutes; states seen: {seen:?}\nsqueue: {}\nlog: {}",
+            "{id} not {state} after 3 minutes; states seen: {seen:?}\nlast: {last:?}\nsqueue: {}\nlog: {}",
             stdout(&Command::new("squeue").output().expect("squeue")),
             std::fs::read_to_string(dir.join("runs").join(id).join("train.log")).unwrap_or_default()
         );
@@ -166,18 +168,13 @@ fn a_run_submitted_to_slurm_is_seen_pending_then_running_then_completed() {
     assert!(said.contains("as Slurm job"), "{said}");
     let id = submitted_id(&said);
     let mut seen = Vec::new();
-    let pending = wait_for(dir.path(), &id, "pending", |r| r["waiting"].is_string(), &mut seen);
-    let why = pending["waiting"].as_str().unwrap_or_default();
-    assert!(matches!(why, "Resources" | "Priority"), "{pending}");
-    // The table shows why it waits. Slurm may move the reason between Priority and Resources
-    // from one look to the next, so either will do.
+    // Slurm names a reason at once (Priority, for its first half second, or another while the
+    // node finishes the previous test's job), and Resources once the blocker holds every core.
+    wait_for(dir.path(), &id, "pending", |r| r["waiting"] == "Resources", &mut seen);
     let start = Instant::now();
     loop {
         let table = stdout(&segtop(dir.path(), &["runs"]));
-        if ["Resources", "Priority"]
-            .iter()
-            .any(|why| table.contains(&format!("pending ({why})")))
-        {
+        if table.contains("Slurm job") && table.contains("pending (Resources)") {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(30), "no reason shown: {table}");
