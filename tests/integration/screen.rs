@@ -622,3 +622,62 @@ fn the_compare_view_shows_two_runs_predictions_on_one_slice_beside_the_truth() {
     key(&mut app, KeyCode::Char('v'));
     assert!(render(&app).contains("keys differ"), "v goes back to the table");
 }
+
+/// Long runs' progress is shown whole in the run list at 80 columns, however many epochs.
+#[test]
+fn the_run_list_shows_long_runs_epochs_whole() {
+    let time = DateTime::parse_from_rfc3339("2026-11-26T20:46:50Z")
+        .expect("time")
+        .to_utc();
+    let run = |id: &str, epoch: u32, epochs: u32| {
+        let lines = [
+            format!(
+                r#"{{"event":"run_started","time":"{}","schema":1,"pid":1,"host":"node1","name":"long","experiment_hash":"0","epochs":{epochs},"steps_per_epoch":8,"parameters":1,"threads":2,"libtorch":"2.13.0+cpu"}}"#,
+                time.to_rfc3339()
+            ),
+            format!(
+                r#"{{"event":"epoch_end","time":"{}","epoch":{epoch},"loss":1.0,"loss_parts":{{}},"lr":0.003,"patches_per_s":20.0,"seconds":0.7}}"#,
+                (time + Duration::seconds(60)).to_rfc3339()
+            ),
+        ];
+        let events = lines
+            .iter()
+            .map(|line| segtop::events::Event::from_line(line).expect("a valid event"))
+            .collect();
+        RunUpdate {
+            id: id.to_string(),
+            dir: PathBuf::from("/ws/runs").join(id),
+            found: Some(RunFound {
+                name: "long".to_string(),
+                created: Some(time),
+                experiment: None,
+                pid: None,
+                pid_start: None,
+                sweep: None,
+                config: Default::default(),
+            }),
+            events,
+            ..RunUpdate::default()
+        }
+    };
+    let mut app = App::new(Workspace::new("/ws"), Theme::default());
+    app.update(Msg::Terminal(TermEvent::Resize(80, 24)));
+    app.update(Msg::Watch(Box::new(Watch {
+        time: time + Duration::seconds(61),
+        runs: vec![
+            run("20261126-204650-long", 108, 3000),
+            run("20261126-204651-longer", 1234, 20000),
+        ],
+        removed: vec![],
+        host: Some(host()),
+        queue: None,
+    })));
+    key(&mut app, KeyCode::Char('2'));
+    let screen = render_at(&app, 80, 24);
+    for shown in ["108/3000", "1234/20000"] {
+        assert!(
+            screen.contains(&format!(" {shown} ")),
+            "{shown} not whole in:\n{screen}"
+        );
+    }
+}

@@ -66,10 +66,17 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     // Below 100 columns the run's name needs the room more than the elapsed time does.
     let elapsed = area.width >= 100;
     let mut header = vec!["run", "state", "epoch", "ET", "TC", "WT", "p/s", "elapsed", "left"];
+    // As wide as the widest `epoch/epochs` shown, so `108/3000` is never cut to `108/300`.
+    let epoch_width = runs
+        .iter()
+        .map(|run| epoch(run).chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(5, 11);
     let mut widths = vec![
         Constraint::Min(14),
         Constraint::Length(10),
-        Constraint::Length(7),
+        Constraint::Length(epoch_width as u16),
         Constraint::Length(4),
         Constraint::Length(4),
         Constraint::Length(4),
@@ -98,6 +105,17 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_stateful_widget(table, area, &mut state);
 }
 
+/// The epoch column: the queue place of a queued run, else `epoch/epochs`.
+fn epoch(run: &RunModel) -> String {
+    if let Some(place) = &run.queue {
+        format!("#{}", place.position)
+    } else if run.epochs > 0 {
+        format!("{}/{}", run.epoch, run.epochs)
+    } else {
+        "–".to_string()
+    }
+}
+
 fn row<'a>(app: &App, run: &'a RunModel, wide: bool, elapsed: bool) -> Row<'a> {
     let theme = &app.theme;
     let state = run.state();
@@ -107,17 +125,10 @@ fn row<'a>(app: &App, run: &'a RunModel, wide: bool, elapsed: bool) -> Row<'a> {
         })
     };
     let best = run.best.map(|(_, d)| d);
-    let epoch = if let Some(place) = &run.queue {
-        format!("#{}", place.position)
-    } else if run.epochs > 0 {
-        format!("{}/{}", run.epoch, run.epochs)
-    } else {
-        "–".to_string()
-    };
     let mut cells = vec![
         Cell::from(short_id(&run.id)),
         Cell::from(Span::styled(state.name(), state_style(theme, state))),
-        Cell::from(epoch),
+        Cell::from(epoch(run)),
         Cell::from(dice(best.map(|d| d.et))),
         Cell::from(dice(best.map(|d| d.tc))),
         Cell::from(dice(best.map(|d| d.wt))),
