@@ -4,8 +4,9 @@
 //! `launch.json`. The script runs `segtop-train train --resume RUN` with the run directory on
 //! the filesystem the login node and the compute nodes share, sends the trainer's output to the
 //! run's `train.log`, sets the torch threads from `--cpus-per-task`, and asks Slurm with
-//! `--signal=B:TERM@N` to send the trainer SIGTERM N seconds before the time limit, so it
-//! checkpoints and stops rather than being killed.
+//! `--signal=B:USR1@N` to send the trainer SIGUSR1 N seconds before the time limit, so it
+//! checkpoints rather than being killed, and (with `slurm.requeue`) submits the run again to
+//! go on from there. SIGUSR1, not SIGTERM, so the trainer can tell the time limit from a stop.
 //!
 //! A sweep whose runs ask for the same resources is one job array; runs that differ in what
 //! they ask of Slurm (a `[sweep]` over a `slurm.` key) go as one job each.
@@ -262,7 +263,7 @@ fn options(
                 slurm.mem.clone()
             }
         ),
-        format!("--signal=B:TERM@{}", slurm.signal_seconds),
+        format!("--signal=B:USR1@{}", slurm.signal_seconds),
     ];
     for (option, value) in [
         ("--time", &slurm.time),

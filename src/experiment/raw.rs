@@ -157,5 +157,6 @@ pub struct RawSlurm {
     pub qos: Option<String>,
     pub extra_args: Option<Vec<String>>,
     pub signal_seconds: Option<u32>,
+    pub requeue: Option<bool>,
     pub trainer: Option<String>,
 }

@@ -55,8 +55,11 @@ pub struct SlurmConfig {
     pub qos: String,
     /// Further `sbatch` options, one per element (`"--constraint=avx2"`).
     pub extra_args: Vec<String>,
-    /// Seconds before the time limit at which the trainer is told to checkpoint and stop.
+    /// Seconds before the time limit at which the trainer is told (SIGUSR1) to checkpoint.
     pub signal_seconds: u32,
+    /// Whether a run that reaches its job's time limit goes on in a new job, submitted by the
+    /// trainer after its checkpoint; false: it stops there and waits for `segtop resume`.
+    pub requeue: bool,
     /// The trainer binary as the cluster's nodes see it ("": the `segtop-train` installed next
     /// to `segtop`, which must then be on a filesystem the nodes share).
     pub trainer: String,
@@ -73,6 +76,7 @@ impl Default for SlurmConfig {
             qos: String::new(),
             extra_args: Vec::new(),
             signal_seconds: 180,
+            requeue: true,
             trainer: String::new(),
         }
     }
@@ -234,6 +238,7 @@ pub(super) fn check(check: &mut Checker, raw: super::raw::RawSlurm, train: &Trai
         qos,
         extra_args,
         signal_seconds,
+        requeue: raw.requeue.unwrap_or(d.requeue),
         trainer,
     }
 }
@@ -272,9 +277,11 @@ mod tests {
         assert_eq!(local.run.launcher, LauncherKind::Local);
         assert!(!local.to_toml().contains("[slurm]"));
         let text = "[run]\nlauncher = \"slurm\"\n[slurm]\npartition = \"cpu,long\"\ncpus_per_task = 8\n\
-                    mem = \"12G\"\ntime = \"8:00:00\"\nextra_args = [\"--constraint=avx2\"]\n";
+                    mem = \"12G\"\ntime = \"8:00:00\"\nextra_args = [\"--constraint=avx2\"]\nrequeue = false\n";
         let slurm = parse(text).expect("valid");
         assert_eq!(slurm.run.launcher, LauncherKind::Slurm);
+        assert!(!slurm.slurm.requeue);
+        assert!(parse("[slurm]\ncpus_per_task = 2\n").expect("valid").slurm.requeue, "requeue by default");
         assert_eq!(slurm.slurm.time_seconds(), Some(28_800));
         let again = Experiment::parse(Path::new("x.toml"), &slurm.to_toml(), Path::new("/ws")).expect("round trip");
         assert_eq!(again, slurm);

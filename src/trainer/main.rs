@@ -170,14 +170,21 @@ fn train(
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     // SIGINT and SIGTERM ask the loop to finish its step and checkpoint; a second one kills.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // SIGUSR1 is a Slurm job's time limit coming (`--signal=B:USR1@N`).
+    let stop = train::Stop::default();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, std::sync::Arc::clone(&stop))?;
-        signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))?;
+        signal_hook::flag::register_conditional_shutdown(signal, 130, std::sync::Arc::clone(&stop.asked))?;
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&stop.asked))?;
     }
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, std::sync::Arc::clone(&stop.time_limit))?;
     match train::run(&run, &experiment, resume.is_some(), &stop) {
         Ok(train::Finish::Completed | train::Finish::EarlyStopped) => Ok(exit::FINISHED),
-        Ok(train::Finish::Stopped) => Ok(exit::STOPPED),
+        Ok(train::Finish::Stopped { time_limit, steps }) => {
+            if time_limit {
+                go_on_in_a_new_job(&run, &experiment, steps);
+            }
+            Ok(exit::STOPPED)
+        }
         Err(error) => {
             if let Ok(mut events) = segtop::events::EventLog::open(&run.events()) {
                 let _ = events.emit(&segtop::events::Event::Error {
@@ -194,6 +201,40 @@ fn train(
             }
             Err(error)
         }
+    }
+}
+
+/// After the checkpoint at a Slurm job's time limit: the run goes on in a new job (`slurm.requeue`),
+/// submitted as `segtop resume` would, unless this job trained nothing (it would only run out
+/// of time again). What happened goes to the run's log; the run stays stopped when it fails.
+fn go_on_in_a_new_job(run: &segtop::rundir::RunDir, experiment: &Experiment, steps: u64) {
+    let id = run.id();
+    let by_hand = format!("go on with: segtop resume {id}");
+    if segtop::slurm::current_job().is_none() {
+        return;
+    }
+    if !experiment.slurm.requeue {
+        println!("time limit near: stopped with a checkpoint (slurm.requeue = false); {by_hand}");
+        return;
+    }
+    if steps == 0 {
+        println!(
+            "time limit near: this job trained no step, so the run is not submitted again              (give it a longer slurm.time); {by_hand}"
+        );
+        return;
+    }
+    let Some(workspace) = run.path().parent().and_then(std::path::Path::parent) else {
+        return;
+    };
+    let workspace = segtop::workspace::Workspace::new(workspace);
+    match segtop::queue::Queue::new(&workspace).resume(&workspace, run) {
+        Ok(segtop::queue::Resumed::Submitted { job }) => {
+            println!("time limit near: submitted again as Slurm job {job}, to go on from the checkpoint");
+        }
+        Ok(segtop::queue::Resumed::Queued) => {
+            println!("time limit near: queued to go on from the checkpoint");
+        }
+        Err(error) => eprintln!("segtop-train: error: could not submit the run again: {error:#}; {by_hand}"),
     }
 }
 

@@ -34,7 +34,31 @@ use crate::optim::Optimizer;
 pub enum Finish {
     Completed,
     EarlyStopped,
-    Stopped,
+    /// Stopped with a checkpoint, having trained `steps` steps in this session.
+    Stopped {
+        time_limit: bool,
+        steps: u64,
+    },
+}
+
+/// What asks the training loop to checkpoint and stop, between two steps.
+#[derive(Default)]
+pub struct Stop {
+    /// SIGINT or SIGTERM: a person (or `segtop stop`) asked.
+    pub asked: Arc<AtomicBool>,
+    /// SIGUSR1: the Slurm job's time limit is near.
+    pub time_limit: Arc<AtomicBool>,
+}
+
+impl Stop {
+    fn requested(&self) -> bool {
+        self.asked.load(Ordering::Relaxed) || self.time_limit.load(Ordering::Relaxed)
+    }
+
+    /// A time limit counts only when nobody also asked to stop.
+    fn at_time_limit(&self) -> bool {
+        self.time_limit.load(Ordering::Relaxed) && !self.asked.load(Ordering::Relaxed)
+    }
 }
 
 /// A seed for (seed, epoch, step), mixed so that neighbours differ in every bit.
@@ -106,7 +130,7 @@ impl Console {
 }
 
 /// Trains `experiment` in `run`, from its latest checkpoint when `resume`.
-pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBool) -> anyhow::Result<Finish> {
+pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> anyhow::Result<Finish> {
     let started = Instant::now();
     let console = Console::new();
     let say = |text: &str| console.line(text);
@@ -201,6 +225,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
         }
     }
 
+    let first_step = state.global_step;
     let batch_size = config.batch_size as usize;
     let steps_per_epoch = config.patches_per_epoch.div_ceil(config.batch_size);
     let patch = config.patch_size.map(|n| n as usize);
@@ -287,7 +312,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
                 patches_per_s: batch_size as f64 / seconds.max(1e-9),
                 seconds,
             })?;
-            if stop.load(Ordering::Relaxed) {
+            if stop.requested() {
                 state.epoch_seconds = epoch_start.elapsed().as_secs_f64();
                 state.seconds += started.elapsed().as_secs_f64();
                 let path = checkpoint::save(run, &vs, &optimizer, &state, false)?;
@@ -303,8 +328,17 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &AtomicBoo
                     state.step
                 ));
                 state.seconds -= started.elapsed().as_secs_f64();
-                finish(&mut events, Outcome::Stopped, &state, Some("asked to stop".to_string()))?;
-                return Ok(Finish::Stopped);
+                let time_limit = stop.at_time_limit();
+                let reason = if time_limit {
+                    "the Slurm job's time limit is near"
+                } else {
+                    "asked to stop"
+                };
+                finish(&mut events, Outcome::Stopped, &state, Some(reason.to_string()))?;
+                return Ok(Finish::Stopped {
+                    time_limit,
+                    steps: state.global_step - first_step,
+                });
             }
         }
         let steps = f64::from(steps_per_epoch);

@@ -218,7 +218,7 @@ fn a_run_submitted_to_slurm_is_seen_pending_then_running_then_completed() {
     let script = std::fs::read_to_string(run.path().join("slurm.sh")).expect("the job script");
     for line in [
         "#SBATCH --cpus-per-task=1",
-        "#SBATCH --signal=B:TERM@180",
+        "#SBATCH --signal=B:USR1@180",
         "#SBATCH --open-mode=append",
     ] {
         assert!(script.contains(line), "{script}");
@@ -299,6 +299,48 @@ fn a_run_cancelled_mid_run_stops_with_a_checkpoint_and_resumes_by_resubmission()
     wait_for(dir.path(), &id, "stopped", |_| true, &mut seen);
     let log = std::fs::read_to_string(run.log()).expect("train.log");
     assert!(log.matches("checkpoint written").count() >= 2, "{log}");
+}
+
+#[test]
+fn a_run_at_its_jobs_time_limit_checkpoints_and_goes_on_in_a_new_job() {
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    if !cluster() {
+        return;
+    }
+    let dir = workspace("time-limit");
+    // Three minutes, told 100 s before: Slurm sends SIGUSR1 20 to 80 s into each job.
+    tiny(dir.path(), "long.toml", 5000, "time = \"3\"\nsignal_seconds = 100\n");
+    let id = submitted_id(&stdout(&segtop(dir.path(), &["queue", "long.toml"])));
+    let run = RunDir::open(dir.path().join("runs").join(&id));
+    let first = run.read_launch().and_then(|l| l.job).expect("a job");
+    let mut seen = Vec::new();
+    // The trainer itself submits the run again once its checkpoint is written.
+    let again = wait_for(
+        dir.path(),
+        &id,
+        "running",
+        |r| r["job"]["id"].as_str().is_some_and(|j| j != first) && r["epoch"].as_u64() > Some(0),
+        &mut seen,
+    );
+    let second = again["job"]["id"].as_str().expect("a job id").to_string();
+    let sessions: Vec<Event> = events(&run);
+    let stopped_at_limit = sessions.iter().any(|e| {
+        matches!(e, Event::RunFinished { outcome: Outcome::Stopped, reason: Some(r), .. } if r.contains("time limit"))
+    });
+    assert!(stopped_at_limit, "no run_finished at the time limit: {sessions:?}");
+    let resumed = sessions
+        .iter()
+        .any(|e| matches!(e, Event::RunStarted { resumed_from: Some(_), slurm_job: Some(j), .. } if *j == second));
+    assert!(resumed, "the new job did not resume from the checkpoint: {sessions:?}");
+    let log = std::fs::read_to_string(run.log()).expect("train.log");
+    assert!(log.contains(&format!("submitted again as Slurm job {second}")), "{log}");
+
+    // A stop is a stop, not a time limit: the run is not submitted again.
+    segtop(dir.path(), &["stop", &id]);
+    wait_for(dir.path(), &id, "stopped", |_| true, &mut seen);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(run.read_launch().and_then(|l| l.job), Some(second));
+    assert_eq!(run_state(dir.path(), &id).expect("the run")["state"], "stopped");
 }
 
 #[test]
