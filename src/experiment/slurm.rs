@@ -281,7 +281,10 @@ mod tests {
         let slurm = parse(text).expect("valid");
         assert_eq!(slurm.run.launcher, LauncherKind::Slurm);
         assert!(!slurm.slurm.requeue);
-        assert!(parse("[slurm]\ncpus_per_task = 2\n").expect("valid").slurm.requeue, "requeue by default");
+        assert!(
+            parse("[slurm]\ncpus_per_task = 2\n").expect("valid").slurm.requeue,
+            "requeue by default"
+        );
         assert_eq!(slurm.slurm.time_seconds(), Some(28_800));
         let again = Experiment::parse(Path::new("x.toml"), &slurm.to_toml(), Path::new("/ws")).expect("round trip");
         assert_eq!(again, slurm);

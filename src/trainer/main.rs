@@ -214,13 +214,16 @@ fn go_on_in_a_new_job(run: &segtop::rundir::RunDir, experiment: &Experiment, ste
         return;
     }
     if !experiment.slurm.requeue {
-        println!("time limit near: stopped with a checkpoint (slurm.requeue = false); {by_hand}");
+        say(&format!(
+            "time limit near: stopped with a checkpoint (slurm.requeue = false); {by_hand}"
+        ));
         return;
     }
     if steps == 0 {
-        println!(
-            "time limit near: this job trained no step, so the run is not submitted again              (give it a longer slurm.time); {by_hand}"
-        );
+        say(&format!(
+            "time limit near: this job trained no step, so the run is not submitted again \
+             (give it a longer slurm.time); {by_hand}"
+        ));
         return;
     }
     let Some(workspace) = run.path().parent().and_then(std::path::Path::parent) else {
@@ -229,13 +232,20 @@ fn go_on_in_a_new_job(run: &segtop::rundir::RunDir, experiment: &Experiment, ste
     let workspace = segtop::workspace::Workspace::new(workspace);
     match segtop::queue::Queue::new(&workspace).resume(&workspace, run) {
         Ok(segtop::queue::Resumed::Submitted { job }) => {
-            println!("time limit near: submitted again as Slurm job {job}, to go on from the checkpoint");
+            say(&format!(
+                "time limit near: submitted again as Slurm job {job}, to go on from the checkpoint"
+            ));
         }
         Ok(segtop::queue::Resumed::Queued) => {
-            println!("time limit near: queued to go on from the checkpoint");
+            say("time limit near: queued to go on from the checkpoint");
         }
-        Err(error) => eprintln!("segtop-train: error: could not submit the run again: {error:#}; {by_hand}"),
+        Err(error) => say(&format!("error: could not submit the run again: {error:#}; {by_hand}")),
     }
+}
+
+/// A line in the run's log, with the time, as the training loop writes its lines.
+fn say(text: &str) {
+    println!("{} {text}", chrono::Local::now().format("%H:%M:%S"));
 }
 
 /// A panic in training (libtorch failing to allocate, most often) ends the process at once
