@@ -95,7 +95,8 @@ mod exit {
     pub const FINISHED: i32 = 0;
     /// Failed: an error, reported in train.log and as an event.
     pub const FAILED: i32 = 1;
-    /// Asked to stop (SIGINT, SIGTERM); a checkpoint was written.
+    /// Asked to stop (SIGINT, SIGTERM) or told of a Slurm time limit (SIGUSR1); a checkpoint
+    /// was written.
     pub const STOPPED: i32 = 3;
 }
 
@@ -208,11 +209,10 @@ fn train(
 /// submitted as `segtop resume` would, unless this job trained nothing (it would only run out
 /// of time again). What happened goes to the run's log; the run stays stopped when it fails.
 fn go_on_in_a_new_job(run: &segtop::rundir::RunDir, experiment: &Experiment, steps: u64) {
-    let id = run.id();
-    let by_hand = format!("go on with: segtop resume {id}");
     if segtop::slurm::current_job().is_none() {
         return;
     }
+    let by_hand = format!("go on with: segtop resume {}", run.id());
     if !experiment.slurm.requeue {
         say(&format!(
             "time limit near: stopped with a checkpoint (slurm.requeue = false); {by_hand}"
