@@ -260,6 +260,9 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
     };
 
     let mut outcome = (Outcome::Completed, Finish::Completed);
+    // Where a stop (SIGINT, SIGTERM, or SIGUSR1 at a Slurm time limit) came: between two steps,
+    // or in a validation, which is left for the resumed run to do again.
+    let mut stopped_at = None;
     while state.epoch < config.epochs {
         let epoch = state.epoch;
         optimizer.lr = state.scheduler.lr_for_epoch(config, epoch);
@@ -272,8 +275,12 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
         );
         let prefetcher = Prefetcher::spawn(sampler, batch_size, channels, 2)?;
         // A resumed epoch skips the batches it already trained on: the sampler is deterministic.
-        for _ in 0..state.step {
+        // Stopped after its last step, it takes the seed Dice's batch from them.
+        for skipped in 1..=state.step {
             let batch = prefetcher.next().context("the sampler stopped")?;
+            if skipped == steps_per_epoch {
+                last_batch = Some((batch_labels_predicted(&net, &batch), batch.labels.clone()));
+            }
             prefetcher.recycle(batch);
         }
         let epoch_start = Instant::now() - std::time::Duration::from_secs_f64(state.epoch_seconds);
@@ -314,32 +321,12 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
             })?;
             if stop.requested() {
                 state.epoch_seconds = epoch_start.elapsed().as_secs_f64();
-                state.seconds += started.elapsed().as_secs_f64();
-                let path = checkpoint::save(run, &vs, &optimizer, &state, false)?;
-                events.emit(&Event::Checkpoint {
-                    time: Utc::now(),
-                    epoch: epoch + 1,
-                    path,
-                    best: false,
-                })?;
-                say(&format!(
-                    "stopped at epoch {}, step {}: checkpoint written",
-                    epoch + 1,
-                    state.step
-                ));
-                state.seconds -= started.elapsed().as_secs_f64();
-                let time_limit = stop.at_time_limit();
-                let reason = if time_limit {
-                    "the Slurm job's time limit is near"
-                } else {
-                    "asked to stop"
-                };
-                finish(&mut events, Outcome::Stopped, &state, Some(reason.to_string()))?;
-                return Ok(Finish::Stopped {
-                    time_limit,
-                    steps: state.global_step - first_step,
-                });
+                stopped_at = Some(format!("epoch {}, step {}", epoch + 1, state.step));
+                break;
             }
+        }
+        if stopped_at.is_some() {
+            break;
         }
         let steps = f64::from(steps_per_epoch);
         let seconds = epoch_start.elapsed().as_secs_f64();
@@ -372,6 +359,11 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
             let mut preview = None;
             let mut cases = Vec::with_capacity(validation_cases.len());
             for case in &validation_cases {
+                if stop.requested() {
+                    state.epoch_seconds = seconds;
+                    stopped_at = Some(format!("the validation after epoch {}", epoch + 1));
+                    break;
+                }
                 let predicted = window.labels(&net, &infer::case_tensor(case));
                 let truth = case.labels().unwrap_or(&[]);
                 cases.push(CaseScores {
@@ -385,6 +377,9 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
                 if preview_case.as_ref().is_some_and(|p| p.header.id == case.header.id) {
                     preview = Some(predicted);
                 }
+            }
+            if stopped_at.is_some() {
+                break;
             }
             let dice = RegionScores::average(cases.iter().map(|c| c.dice));
             let hd95 = experiment
@@ -459,6 +454,29 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
             outcome = (Outcome::EarlyStopped, Finish::EarlyStopped);
             break;
         }
+    }
+    if let Some(at) = stopped_at {
+        state.seconds += started.elapsed().as_secs_f64();
+        let path = checkpoint::save(run, &vs, &optimizer, &state, false)?;
+        events.emit(&Event::Checkpoint {
+            time: Utc::now(),
+            epoch: state.epoch + 1,
+            path,
+            best: false,
+        })?;
+        say(&format!("stopped at {at}: checkpoint written"));
+        state.seconds -= started.elapsed().as_secs_f64();
+        let time_limit = stop.at_time_limit();
+        let reason = if time_limit {
+            "the Slurm job's time limit is near"
+        } else {
+            "asked to stop"
+        };
+        finish(&mut events, Outcome::Stopped, &state, Some(reason.to_string()))?;
+        return Ok(Finish::Stopped {
+            time_limit,
+            steps: state.global_step - first_step,
+        });
     }
     evaluate_best(
         run,

@@ -239,6 +239,86 @@ fn a_run_killed_mid_training_resumes_to_the_same_result() {
     }
 }
 
+/// Every validation's (epoch, Dice, seed Dice).
+fn validations(events: &[Event]) -> Vec<(u32, segtop::events::RegionScores, f64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Validation {
+                epoch, dice, seed_dice, ..
+            } => Some((*epoch, *dice, *seed_dice)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_stopped_in_a_validation_validates_again_on_resume_to_the_same_result() {
+    // Cases large enough that a validation takes seconds, so the signal lands in one.
+    let write = |dir: &Path| {
+        let text = "[data]\nroot = \"data\"\ncache_dir = \"cache\"\nsplit = [0.5, 0.5, 0.0]\n\
+                    [data.synthetic]\ncases = 4\nseed = 3\nshape = [96, 96, 64]\n\
+                    [model]\nbase_filters = 4\ndepth = 3\n\
+                    [train]\npatch_size = [16, 16, 16]\nbatch_size = 2\nepochs = 2\npatches_per_epoch = 8\nwarmup_epochs = 0\n\
+                    [validate]\nevery = 1\n[run]\nname = \"tiny\"\n";
+        let path = dir.join("tiny.toml");
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let straight = tempfile::tempdir().expect("temp dir");
+    let path = write(straight.path());
+    succeed(trainer(straight.path()).arg("train").arg(&path));
+    let expected = validations(&events(&only_run(straight.path())));
+    assert_eq!(expected.len(), 2);
+
+    // SIGUSR1 (a Slurm time limit) as soon as epoch 1's steps are done.
+    let broken = tempfile::tempdir().expect("temp dir");
+    let path = write(broken.path());
+    let mut child = start_and_wait(broken.path(), &path, |events| {
+        events.iter().any(|e| matches!(e, Event::EpochEnd { epoch: 1, .. }))
+    });
+    let status = Command::new("kill")
+        .arg("-USR1")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    assert_eq!(child.wait().expect("exits").code(), Some(3));
+    let run = only_run(broken.path());
+    let stopped = events(&run);
+    assert!(
+        validations(&stopped).is_empty(),
+        "the stop did not land in the validation: {stopped:?}"
+    );
+    assert!(matches!(
+        stopped.last(),
+        Some(Event::RunFinished {
+            outcome: segtop::events::Outcome::Stopped,
+            reason: Some(reason),
+            ..
+        }) if reason.contains("time limit")
+    ));
+
+    // Resumed: the validation runs again on the same weights, the seed Dice on the same batch.
+    succeed(trainer(broken.path()).arg("train").arg("--resume").arg(&run));
+    let got = validations(&events(&run));
+    assert_eq!(got.len(), 2, "{got:?}");
+    for ((epoch, dice, seed), (want_epoch, want, want_seed)) in got.iter().zip(&expected) {
+        assert_eq!(epoch, want_epoch);
+        for (a, b) in [
+            (dice.et, want.et),
+            (dice.tc, want.tc),
+            (dice.wt, want.wt),
+            (*seed, *want_seed),
+        ] {
+            assert!(
+                (a - b).abs() < 1e-6,
+                "epoch {epoch}: resumed {dice:?} {seed} vs uninterrupted {want:?} {want_seed}"
+            );
+        }
+    }
+}
+
 #[test]
 fn sigterm_checkpoints_and_stops_with_its_own_exit_code() {
     let dir = tempfile::tempdir().expect("temp dir");
