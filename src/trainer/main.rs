@@ -243,9 +243,9 @@ fn go_on_in_a_new_job(run: &segtop::rundir::RunDir, experiment: &Experiment, ste
     }
 }
 
-/// A line in the run's log, with the time, as the training loop writes its lines.
+/// A line in the run's log, as the training loop writes its lines.
 fn say(text: &str) {
-    println!("{} {text}", chrono::Local::now().format("%H:%M:%S"));
+    println!("{}", train::timestamped(text));
 }
 
 /// A panic in training (libtorch failing to allocate, most often) ends the process at once

@@ -102,7 +102,7 @@ impl Console {
     }
 
     fn line(&self, text: &str) {
-        let line = format!("{} {text}", chrono::Local::now().format("%H:%M:%S"));
+        let line = timestamped(text);
         if self.bar.is_hidden() {
             println!("{line}");
         } else {
@@ -127,6 +127,11 @@ impl Console {
         self.bar
             .set_message(format!("loss {loss:.4}  {patches_per_s:.2} patches/s  {left} left"));
     }
+}
+
+/// A line of the run's log: the local time, then `text`.
+pub fn timestamped(text: &str) -> String {
+    format!("{} {text}", chrono::Local::now().format("%H:%M:%S"))
 }
 
 /// Trains `experiment` in `run`, from its latest checkpoint when `resume`.

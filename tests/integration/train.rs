@@ -11,9 +11,14 @@ use segtop::events::Event;
 
 /// A tiny experiment on 4 synthetic 48x48x32 cases, written into `dir`.
 pub fn experiment(dir: &Path, epochs: u32) -> PathBuf {
+    experiment_on(dir, epochs, [48, 48, 32])
+}
+
+/// The tiny experiment on 4 synthetic cases of `shape`.
+fn experiment_on(dir: &Path, epochs: u32, [x, y, z]: [u32; 3]) -> PathBuf {
     let text = format!(
         "[data]\nroot = \"data\"\ncache_dir = \"cache\"\nsplit = [0.5, 0.5, 0.0]\n\
-         [data.synthetic]\ncases = 4\nseed = 3\nshape = [48, 48, 32]\n\
+         [data.synthetic]\ncases = 4\nseed = 3\nshape = [{x}, {y}, {z}]\n\
          [model]\nbase_filters = 4\ndepth = 3\n\
          [train]\npatch_size = [16, 16, 16]\nbatch_size = 2\nepochs = {epochs}\npatches_per_epoch = 8\nwarmup_epochs = 0\n\
          [validate]\nevery = 1\n[run]\nname = \"tiny\"\n"
@@ -73,6 +78,16 @@ pub fn start_and_wait(dir: &Path, experiment: &Path, ready: impl Fn(&[Event]) ->
         std::thread::sleep(Duration::from_millis(20));
     }
     child
+}
+
+/// Sends `child` the signal named `name` (`TERM`, `USR1`).
+fn signal(child: &std::process::Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} failed");
 }
 
 fn last_validation(events: &[Event]) -> segtop::events::RegionScores {
@@ -255,16 +270,7 @@ fn validations(events: &[Event]) -> Vec<(u32, segtop::events::RegionScores, f64)
 #[test]
 fn a_run_stopped_in_a_validation_validates_again_on_resume_to_the_same_result() {
     // Cases large enough that a validation takes seconds, so the signal lands in one.
-    let write = |dir: &Path| {
-        let text = "[data]\nroot = \"data\"\ncache_dir = \"cache\"\nsplit = [0.5, 0.5, 0.0]\n\
-                    [data.synthetic]\ncases = 4\nseed = 3\nshape = [96, 96, 64]\n\
-                    [model]\nbase_filters = 4\ndepth = 3\n\
-                    [train]\npatch_size = [16, 16, 16]\nbatch_size = 2\nepochs = 2\npatches_per_epoch = 8\nwarmup_epochs = 0\n\
-                    [validate]\nevery = 1\n[run]\nname = \"tiny\"\n";
-        let path = dir.join("tiny.toml");
-        std::fs::write(&path, text).expect("write");
-        path
-    };
+    let write = |dir: &Path| experiment_on(dir, 2, [96, 96, 64]);
     let straight = tempfile::tempdir().expect("temp dir");
     let path = write(straight.path());
     succeed(trainer(straight.path()).arg("train").arg(&path));
@@ -277,12 +283,7 @@ fn a_run_stopped_in_a_validation_validates_again_on_resume_to_the_same_result() 
     let mut child = start_and_wait(broken.path(), &path, |events| {
         events.iter().any(|e| matches!(e, Event::EpochEnd { epoch: 1, .. }))
     });
-    let status = Command::new("kill")
-        .arg("-USR1")
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
+    signal(&child, "USR1");
     assert_eq!(child.wait().expect("exits").code(), Some(3));
     let run = only_run(broken.path());
     let stopped = events(&run);
@@ -326,12 +327,7 @@ fn sigterm_checkpoints_and_stops_with_its_own_exit_code() {
     let mut child = start_and_wait(dir.path(), &path, |events| {
         events.iter().any(|e| matches!(e, Event::Step { .. }))
     });
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
+    signal(&child, "TERM");
     let code = child.wait().expect("exits").code();
     assert_eq!(code, Some(3));
     let events = events(&only_run(dir.path()));
