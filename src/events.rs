@@ -73,6 +73,9 @@ pub struct CaseScores {
     /// HD95 in mm on the plain region masks (374 when one side is empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hd95: Option<RegionScores>,
+    /// The official lesion-wise Dice (BraTS-SSA 2024), on the raw prediction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lesion_dice: Option<RegionScores>,
 }
 
 /// The official BraTS scores of one region of one case (see `segtop eval`).
@@ -94,6 +97,58 @@ pub struct BratsScores {
 pub struct CaseEvaluation {
     pub case: String,
     pub regions: Vec<BratsScores>,
+}
+
+impl BratsScores {
+    /// The lesion-wise Dice of ET, TC and WT from a case's or a mean's regions (0 where a
+    /// region is missing).
+    pub fn lesion_dice(regions: &[BratsScores]) -> RegionScores {
+        Self::by_region(regions, |s| s.lesion_dice)
+    }
+
+    /// The legacy (whole-image) Dice of ET, TC and WT.
+    pub fn legacy_dice(regions: &[BratsScores]) -> RegionScores {
+        Self::by_region(regions, |s| s.legacy_dice)
+    }
+
+    fn by_region(regions: &[BratsScores], f: fn(&BratsScores) -> f64) -> RegionScores {
+        let of = |name: &str| regions.iter().find(|r| r.region == name).map_or(0.0, f);
+        RegionScores {
+            et: of("ET"),
+            tc: of("TC"),
+            wt: of("WT"),
+        }
+    }
+}
+
+impl CaseEvaluation {
+    /// Per region (in `regions`' order), the mean of each score over `cases`, and the total
+    /// of each count.
+    pub fn mean(cases: &[CaseEvaluation], regions: &[&str]) -> Vec<BratsScores> {
+        regions
+            .iter()
+            .map(|&region| {
+                let scores: Vec<&BratsScores> = cases
+                    .iter()
+                    .filter_map(|c| c.regions.iter().find(|r| r.region == region))
+                    .collect();
+                let n = scores.len().max(1) as f64;
+                let mean_of = |f: fn(&BratsScores) -> f64| scores.iter().map(|s| f(s)).sum::<f64>() / n;
+                let count_of = |f: fn(&BratsScores) -> usize| scores.iter().map(|s| f(s)).sum::<usize>();
+                BratsScores {
+                    region: region.to_string(),
+                    lesion_dice: mean_of(|s| s.lesion_dice),
+                    lesion_hd95: mean_of(|s| s.lesion_hd95),
+                    lesion_nsd_10: mean_of(|s| s.lesion_nsd_10),
+                    legacy_dice: mean_of(|s| s.legacy_dice),
+                    legacy_hd95: mean_of(|s| s.legacy_hd95),
+                    num_tp: count_of(|s| s.num_tp),
+                    num_fp: count_of(|s| s.num_fp),
+                    num_fn: count_of(|s| s.num_fn),
+                }
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,6 +221,9 @@ pub enum Event {
         /// The seed tutorial's Dice: mean over the 4 classes including background, on the
         /// last training batch. Not a BraTS metric; for comparison with the paper.
         seed_dice: f64,
+        /// The official lesion-wise Dice (BraTS-SSA 2024) on the raw predictions, mean over cases.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lesion_dice: Option<RegionScores>,
         cases: Vec<CaseScores>,
         seconds: f64,
     },
@@ -177,9 +235,21 @@ pub enum Event {
         epoch: u32,
         /// The challenge whose parameters were used, e.g. `BraTS-SSA`.
         challenge: String,
-        /// Per region, the mean over cases.
+        /// Per region, the mean over cases of the raw predictions' scores.
         mean: Vec<BratsScores>,
         cases: Vec<CaseEvaluation>,
+        /// Whether the predictions used mirror test-time augmentation.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        tta: bool,
+        /// The post-processing applied (`postprocess.toml`), in words, when there is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        postprocess: Option<String>,
+        /// Per region, the mean over cases after post-processing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        postprocessed: Option<Vec<BratsScores>>,
+        /// Per case, the scores after post-processing.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        postprocessed_cases: Vec<CaseEvaluation>,
         seconds: f64,
     },
     PreviewWritten {

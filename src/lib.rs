@@ -15,6 +15,7 @@ pub mod events;
 pub mod experiment;
 pub mod launcher;
 pub mod metrics;
+pub mod postprocess;
 pub mod queue;
 pub mod render;
 pub mod rundir;

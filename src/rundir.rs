@@ -12,6 +12,8 @@
 //!   sweep.json        the sweep the run belongs to and the values it varies (sweep runs)
 //!   checkpoints/      model and optimizer state, for resuming and predicting
 //!   preview/          predictions of the preview case, for the slice view
+//!   validation/       the best weights' raw predictions of the validation cases (end of run)
+//!   postprocess.toml  the post-processing learned on them, with its validation scores
 //! ```
 //!
 //! The trainer reads only `experiment.toml`, so a run started by hand with `segtop-train`
@@ -40,6 +42,7 @@ impl RunDir {
     pub const LAUNCH: &'static str = "launch.json";
     pub const EXIT: &'static str = "exit.json";
     pub const SWEEP: &'static str = "sweep.json";
+    pub const VALIDATION: &'static str = "validation";
 
     /// An existing run directory.
     pub fn open(path: impl Into<PathBuf>) -> RunDir {
@@ -120,6 +123,17 @@ impl RunDir {
         self.path.join(Self::SWEEP)
     }
 
+    /// Raw predictions of the validation cases by the best weights (`<case id>.nii.gz`, on each
+    /// case's original grid, BraTS 2023 labels), from which post-processing is learned.
+    pub fn validation(&self) -> PathBuf {
+        self.path.join(Self::VALIDATION)
+    }
+
+    /// The post-processing learned on the validation cases (see `crate::postprocess`).
+    pub fn postprocess(&self) -> PathBuf {
+        self.path.join(crate::postprocess::FILE)
+    }
+
     /// The launch record, when the run was started by a launcher and the file reads.
     pub fn read_launch(&self) -> Option<Launch> {
         read_json(&self.launch())
@@ -166,6 +180,15 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
 pub fn write_json<T: serde::Serialize>(dir: &Path, path: &Path, value: &T) -> io::Result<()> {
     let mut file = tempfile::NamedTempFile::new_in(dir)?;
     serde_json::to_writer_pretty(&mut file, value)?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Writes `text` to `path` atomically, as [`write_json`] does.
+pub fn write_text(dir: &Path, path: &Path, text: &str) -> io::Result<()> {
+    use std::io::Write as _;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(text.as_bytes())?;
     file.persist(path).map_err(|e| e.error)?;
     Ok(())
 }

@@ -721,6 +721,7 @@ mod tests {
             dice: RegionScores { et: 0.1, tc: 0.2, wt },
             hd95: None,
             seed_dice: 0.5,
+            lesion_dice: None,
             cases: vec![],
             seconds: 1.0,
         }

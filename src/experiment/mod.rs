@@ -420,6 +420,23 @@ pub struct ValidateConfig {
     pub cases: u32,
     /// Compute HD95 at every validation, not only at the end.
     pub hd95: bool,
+    /// Which Dice picks the best checkpoint and drives early stopping and the plateau schedule.
+    pub select: Selection,
+    /// Mirror test-time augmentation (over `augment.flip_axes`) in the end-of-run evaluation.
+    pub tta: bool,
+    /// Learn post-processing on the validation cases at the end of the run and apply it in
+    /// the end-of-run evaluation.
+    pub postprocess: bool,
+}
+
+choice_enum! {
+    /// The validation score that model selection follows.
+    pub enum Selection {
+        /// Whole-image Dice per region (BraTS "legacy" Dice).
+        Legacy => "legacy",
+        /// The official lesion-wise Dice per region (BraTS-SSA 2024 parameters).
+        Lesion => "lesion",
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -1200,6 +1217,9 @@ fn check_validate(
         ),
         cases: raw.cases.unwrap_or(0),
         hd95: raw.hd95.unwrap_or(true),
+        select: check.choice("validate.select", raw.select.as_deref(), Selection::Legacy),
+        tta: raw.tta.unwrap_or(false),
+        postprocess: raw.postprocess.unwrap_or(true),
     }
 }
 

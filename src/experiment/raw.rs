@@ -126,6 +126,9 @@ pub struct RawValidate {
     pub window_batch: Option<u32>,
     pub cases: Option<u32>,
     pub hd95: Option<bool>,
+    pub select: Option<String>,
+    pub tta: Option<bool>,
+    pub postprocess: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

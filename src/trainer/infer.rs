@@ -63,6 +63,9 @@ pub struct SlidingWindow {
     batch: usize,
     /// Per-voxel weights of one window, `[1, 1, z, y, x]`.
     weights: Tensor,
+    /// Test-time augmentation: every combination of mirrorings over these tensor dimensions
+    /// (2 z, 3 y, 4 x) is run and the probabilities averaged (none: one pass).
+    mirrors: Vec<Vec<i64>>,
 }
 
 impl SlidingWindow {
@@ -74,6 +77,54 @@ impl SlidingWindow {
             overlap: config.overlap,
             batch: config.window_batch.max(1) as usize,
             weights: gaussian_weights(size, config.gaussian).view([1, 1, z, y, x]),
+            mirrors: vec![Vec::new()],
+        }
+    }
+
+    /// The same windows with mirror test-time augmentation over the experiment's flip axes
+    /// (0, 1, 2 = x, y, z): up to 8 passes per window, probabilities averaged, as nnU-Net does.
+    pub fn with_mirroring(mut self, flip_axes: &[u32]) -> SlidingWindow {
+        let mut dims: Vec<i64> = flip_axes.iter().map(|&a| 4 - i64::from(a.min(2))).collect();
+        dims.sort_unstable();
+        dims.dedup();
+        self.mirrors = (0..1usize << dims.len())
+            .map(|mask| {
+                dims.iter()
+                    .enumerate()
+                    .filter(|(bit, _)| mask & (1 << bit) != 0)
+                    .map(|(_, &d)| d)
+                    .collect()
+            })
+            .collect();
+        self
+    }
+
+    /// Network passes per window (1 without test-time augmentation).
+    pub fn passes(&self) -> usize {
+        self.mirrors.len()
+    }
+
+    /// Softmax probabilities of a batch of windows, averaged over the mirrorings.
+    fn window_probabilities(&self, net: &UNet, windows: &Tensor) -> Tensor {
+        let mut sum: Option<Tensor> = None;
+        for dims in &self.mirrors {
+            let probs = if dims.is_empty() {
+                net.forward_t(windows, false).softmax(1, Kind::Float)
+            } else {
+                net.forward_t(&windows.flip(dims.as_slice()), false)
+                    .softmax(1, Kind::Float)
+                    .flip(dims.as_slice())
+            };
+            sum = Some(match sum {
+                None => probs,
+                Some(total) => total + probs,
+            });
+        }
+        let passes = self.mirrors.len().max(1) as f64;
+        match sum {
+            Some(total) if passes > 1.0 => total / passes,
+            Some(total) => total,
+            None => net.forward_t(windows, false).softmax(1, Kind::Float),
         }
     }
 
@@ -128,7 +179,7 @@ impl SlidingWindow {
         };
         for group in corners.chunks(self.batch) {
             let crops: Vec<Tensor> = group.iter().map(|&c| crop(&padded, c)).collect();
-            let probs = net.forward_t(&Tensor::cat(&crops, 0), false).softmax(1, Kind::Float);
+            let probs = self.window_probabilities(net, &Tensor::cat(&crops, 0));
             for (i, &corner) in group.iter().enumerate() {
                 let _ = crop(&sum, corner).g_add_(&(probs.narrow(0, i as i64, 1) * &self.weights));
                 let _ = crop(&count, corner).g_add_(&self.weights);
@@ -208,6 +259,42 @@ mod tests {
         // Probabilities: the classes sum to one everywhere.
         let total = single.sum_dim_intlist(1, false, Kind::Float);
         assert!((total - 1.0).abs().max().double_value(&[]) < 1e-5);
+    }
+
+    #[test]
+    fn mirroring_averages_the_flipped_passes() {
+        use segtop::experiment::Experiment;
+        use std::path::Path;
+        let text = "[data]\nroot = \"d\"\n[model]\nbase_filters = 4\ndepth = 2\n[train]\npatch_size = [8, 8, 8]\n";
+        let experiment = Experiment::parse(Path::new("x.toml"), text, Path::new("/ws")).expect("valid");
+        tch::manual_seed(3);
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let net = UNet::new(&vs.root(), &experiment.model, 4);
+        let volume = Tensor::randn([1, 4, 8, 8, 8], (Kind::Float, Device::Cpu));
+        let plain = SlidingWindow::new(&experiment.validate);
+        assert_eq!(plain.passes(), 1);
+        // Mirroring over x alone: the mean of the plain pass and the x-flipped pass.
+        let x_only = SlidingWindow::new(&experiment.validate).with_mirroring(&[0]);
+        assert_eq!(x_only.passes(), 2);
+        let flipped = plain.probabilities(&net, &volume.flip([4])).flip([4]);
+        let expected = (plain.probabilities(&net, &volume) + flipped) / 2.0;
+        let difference = (x_only.probabilities(&net, &volume) - &expected)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(difference < 1e-5, "differs by {difference}");
+        assert_eq!(
+            SlidingWindow::new(&experiment.validate)
+                .with_mirroring(&[0, 1, 2, 2])
+                .passes(),
+            8
+        );
+        // The result of all 8 passes is the same for a mirrored input, mirrored back.
+        let all = SlidingWindow::new(&experiment.validate).with_mirroring(&[0, 1, 2]);
+        let a = all.probabilities(&net, &volume);
+        let b = all.probabilities(&net, &volume.flip([2, 3])).flip([2, 3]);
+        let difference = (a - b).abs().max().double_value(&[]);
+        assert!(difference < 1e-5, "differs by {difference}");
     }
 
     #[test]

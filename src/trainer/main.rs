@@ -6,6 +6,7 @@
 
 mod bench;
 mod checkpoint;
+mod evaluate;
 mod infer;
 mod loss;
 mod model;

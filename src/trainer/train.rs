@@ -18,12 +18,13 @@ use segtop::data::cache::CachedCase;
 use segtop::data::dataset::{self, Split};
 use segtop::data::sampler::{Batch, Prefetcher, Sampler};
 use segtop::data::synth;
-use segtop::events::{BratsScores, CaseEvaluation, CaseScores, Event, EventLog, Outcome, RegionScores, SCHEMA};
-use segtop::experiment::Experiment;
+use segtop::events::{CaseScores, Event, EventLog, Outcome, RegionScores, SCHEMA};
+use segtop::experiment::{Experiment, Selection};
 use segtop::metrics;
 use segtop::rundir::RunDir;
 
 use crate::checkpoint::{self, TrainState};
+use crate::evaluate;
 use crate::infer::{self, SlidingWindow};
 use crate::loss::Loss;
 use crate::model::UNet;
@@ -378,6 +379,9 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
                         .validate
                         .hd95
                         .then(|| metrics::region_hd95(case.header.shape, case.header.spacing, &predicted, truth)),
+                    lesion_dice: case
+                        .labels()
+                        .map(|truth| evaluate::lesion_dice(case, &predicted, truth)),
                 });
                 if preview_case.as_ref().is_some_and(|p| p.header.id == case.header.id) {
                     preview = Some(predicted);
@@ -392,20 +396,28 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
                 .hd95
                 .then(|| RegionScores::average(cases.iter().filter_map(|c| c.hd95)));
             let seed_dice = last_batch.as_ref().map_or(0.0, |(p, t)| metrics::seed_dice(p, t));
+            let lesion_dice = cases
+                .iter()
+                .all(|c| c.lesion_dice.is_some())
+                .then(|| RegionScores::average(cases.iter().filter_map(|c| c.lesion_dice)));
             events.emit(&Event::Validation {
                 time: Utc::now(),
                 epoch: epoch + 1,
                 dice,
                 hd95,
                 seed_dice,
+                lesion_dice,
                 cases,
                 seconds: validation_start.elapsed().as_secs_f64(),
             })?;
             let hd95_text = hd95.map_or(String::new(), |h| {
                 format!("  HD95 ET {:.1}  TC {:.1}  WT {:.1} mm", h.et, h.tc, h.wt)
             });
+            let lesion_text = lesion_dice.map_or(String::new(), |l| {
+                format!("  lesion-wise ET {:.3}  TC {:.3}  WT {:.3}", l.et, l.tc, l.wt)
+            });
             say(&format!(
-                "validation: Dice ET {:.3}  TC {:.3}  WT {:.3}{hd95_text}  (seed Dice {seed_dice:.3})",
+                "validation: Dice ET {:.3}  TC {:.3}  WT {:.3}{lesion_text}{hd95_text}  (seed Dice {seed_dice:.3})",
                 dice.et, dice.tc, dice.wt
             ));
             if let Some(case) = preview_case
@@ -424,7 +436,11 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
                     path,
                 })?;
             }
-            best = state.scheduler.observe(config, dice.mean());
+            let selected = match experiment.validate.select {
+                Selection::Legacy => dice,
+                Selection::Lesion => lesion_dice.unwrap_or(dice),
+            };
+            best = state.scheduler.observe(config, selected.mean());
             if best {
                 state.best_dice = Some(dice);
                 state.best_epoch = Some(epoch + 1);
@@ -483,16 +499,20 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
             steps: state.global_step - first_step,
         });
     }
-    evaluate_best(
+    let best_epoch = if run.checkpoints().join("best.safetensors").exists() {
+        state.best_epoch.unwrap_or(state.epoch)
+    } else {
+        state.epoch
+    };
+    evaluate::FinalEvaluation {
         run,
-        &mut vs,
-        &net,
-        &validation_cases,
-        &window,
-        &state,
-        &mut events,
-        &say,
-    )?;
+        experiment,
+        cases: &validation_cases,
+        best_epoch,
+        threads: threads as usize,
+        say: &say,
+    }
+    .run(&mut vs, &net, &mut events)?;
     finish(&mut events, outcome.0, &state, None)?;
     Ok(outcome.1)
 }
@@ -579,108 +599,6 @@ fn batch_labels_predicted(net: &UNet, batch: &Batch) -> Vec<u8> {
     let images = Tensor::from_slice(&batch.images).view([batch.size as i64, batch.channels as i64, z, y, x]);
     let logits = tch::nn::ModuleT::forward_t(net, &images, false);
     infer::labels_of(&logits)
-}
-
-/// The predicted labels of a whole cached case (cropped grid, x fastest).
-/// The official BraTS metrics (lesion-wise and legacy, BraTS-SSA parameters) on every
-/// validation case, with the best checkpoint's weights, on each case's original grid, so the
-/// numbers equal `segtop eval` on `segtop predict`'s output.
-#[allow(clippy::too_many_arguments)]
-fn evaluate_best(
-    run: &RunDir,
-    vs: &mut nn::VarStore,
-    net: &UNet,
-    cases: &[Arc<CachedCase>],
-    window: &SlidingWindow,
-    state: &TrainState,
-    events: &mut EventLog,
-    say: &dyn Fn(&str),
-) -> anyhow::Result<()> {
-    use segtop::data::preprocess::uncrop;
-    use segtop::metrics::brats::{self, Challenge};
-    use segtop::metrics::grid::Grid;
-
-    let cases: Vec<&Arc<CachedCase>> = cases.iter().filter(|c| c.labels().is_some()).collect();
-    if cases.is_empty() {
-        return Ok(());
-    }
-    let start = Instant::now();
-    let best = run.checkpoints().join("best.safetensors");
-    let epoch = if best.exists() {
-        vs.load(&best)
-            .with_context(|| format!("cannot load {}", best.display()))?;
-        state.best_epoch.unwrap_or(state.epoch)
-    } else {
-        state.epoch
-    };
-    say(&format!(
-        "evaluating epoch {epoch}'s weights on {} validation case(s) with the BraTS metrics",
-        cases.len()
-    ));
-    let challenge = Challenge::Ssa;
-    let mut evaluations = Vec::new();
-    for case in cases {
-        let h = &case.header;
-        let predicted = window.labels(net, &infer::case_tensor(case));
-        let truth = case.labels().unwrap_or(&[]);
-        let full_prediction = uncrop(&predicted, h.shape, h.origin, h.original_shape);
-        let full_truth = uncrop(truth, h.shape, h.origin, h.original_shape);
-        let reports = brats::evaluate(
-            challenge,
-            Grid::new(h.original_shape),
-            h.spacing,
-            &full_prediction,
-            &full_truth,
-        );
-        evaluations.push(CaseEvaluation {
-            case: h.id.clone(),
-            regions: reports.iter().map(BratsScores::from).collect(),
-        });
-    }
-    let n = evaluations.len() as f64;
-    let mean: Vec<BratsScores> = challenge
-        .regions()
-        .iter()
-        .enumerate()
-        .map(|(r, region)| {
-            let mean_of = |f: fn(&BratsScores) -> f64| {
-                evaluations.iter().filter_map(|c| c.regions.get(r)).map(f).sum::<f64>() / n
-            };
-            let count_of = |f: fn(&BratsScores) -> usize| {
-                evaluations
-                    .iter()
-                    .filter_map(|c| c.regions.get(r))
-                    .map(f)
-                    .sum::<usize>()
-            };
-            BratsScores {
-                region: region.to_string(),
-                lesion_dice: mean_of(|s| s.lesion_dice),
-                lesion_hd95: mean_of(|s| s.lesion_hd95),
-                lesion_nsd_10: mean_of(|s| s.lesion_nsd_10),
-                legacy_dice: mean_of(|s| s.legacy_dice),
-                legacy_hd95: mean_of(|s| s.legacy_hd95),
-                num_tp: count_of(|s| s.num_tp),
-                num_fp: count_of(|s| s.num_fp),
-                num_fn: count_of(|s| s.num_fn),
-            }
-        })
-        .collect();
-    for m in &mean {
-        say(&format!(
-            "  {:<3} lesion-wise Dice {:.3}  HD95 {:.1} mm   legacy Dice {:.3}  HD95 {:.1} mm   TP {} FP {} FN {}",
-            m.region, m.lesion_dice, m.lesion_hd95, m.legacy_dice, m.legacy_hd95, m.num_tp, m.num_fp, m.num_fn
-        ));
-    }
-    events.emit(&Event::Evaluation {
-        time: Utc::now(),
-        epoch,
-        challenge: challenge.name().to_string(),
-        mean,
-        cases: evaluations,
-        seconds: start.elapsed().as_secs_f64(),
-    })?;
-    Ok(())
 }
 
 /// Writes a preview prediction on the case's original grid, with its source geometry, as

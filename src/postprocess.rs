@@ -1,0 +1,819 @@
+//! Post-processing of predicted label maps, learned on a run's validation cases.
+//!
+//! The official lesion-wise BraTS metrics count every predicted connected component that meets
+//! no ground-truth lesion as a lesion of its own with Dice 0, so a few specks far from the
+//! tumour cost more than a wrong border. After training (and with `segtop postprocess RUN`),
+//! [`search`] tries simple operations on the validation cases' predictions, region by region
+//! in the order whole tumour, tumour core, enhancing tumour, and keeps for each the one that
+//! raises that region's mean lesion-wise Dice most:
+//!
+//! - remove 26-connected components of fewer voxels than a size (a grid up to 5,000 voxels);
+//! - keep only the largest component;
+//! - then relabel a case's enhancing tumour as necrosis when it has fewer voxels than a size.
+//!
+//! A voxel taken out of a region moves to the next region out: enhancing tumour becomes
+//! necrosis (still tumour core), tumour core becomes oedema (still whole tumour), whole tumour
+//! becomes background. So a choice for an inner region never changes an outer region's score.
+//!
+//! The chosen [`Plan`] is stored as `postprocess.toml` in the run directory, with the
+//! validation scores before and after; `segtop predict` and the end-of-run evaluation apply it.
+//! Label maps here use the BraTS 2023 labels: 1 NCR, 2 ED, 3 ET.
+
+use std::fmt::{self, Write as _};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::config::{Checker, ConfigError, Source};
+use crate::events::{BratsScores, CaseEvaluation};
+use crate::metrics::brats::{self, Challenge};
+use crate::metrics::grid::{Bounds, Grid, lesions_by_dilation};
+
+/// The file a run's learned post-processing is stored in.
+pub const FILE: &str = "postprocess.toml";
+
+/// Component sizes (voxels) the search tries as "remove smaller than".
+pub const REMOVE_BELOW: [u32; 12] = [20, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000];
+
+/// Enhancing-tumour volumes (voxels) the search tries as "relabel as necrosis below".
+pub const ET_TO_NCR_BELOW: [u32; 10] = [20, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000];
+
+/// Scores closer than this count as equal, so that ties go to the simpler operation.
+const TIE: f64 = 1e-9;
+
+/// The regions post-processing acts on, outermost first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    Wt,
+    Tc,
+    Et,
+}
+
+impl Region {
+    pub const ALL: [Region; 3] = [Region::Wt, Region::Tc, Region::Et];
+
+    /// The region's name in the metrics' tables (`WT`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Region::Wt => "WT",
+            Region::Tc => "TC",
+            Region::Et => "ET",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Region::Wt => "wt",
+            Region::Tc => "tc",
+            Region::Et => "et",
+        }
+    }
+
+    fn contains(self, label: u8) -> bool {
+        match self {
+            Region::Wt => (1..=3).contains(&label),
+            Region::Tc => label == 1 || label == 3,
+            Region::Et => label == 3,
+        }
+    }
+
+    /// The label a voxel taken out of this region gets: that of the next region out.
+    fn replacement(self) -> u8 {
+        match self {
+            Region::Wt => 0,
+            Region::Tc => 2,
+            Region::Et => 1,
+        }
+    }
+}
+
+/// What happens to one region's connected components.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Operation {
+    /// The region as predicted.
+    #[default]
+    None,
+    /// Components of fewer voxels than this leave the region.
+    RemoveSmall(u32),
+    /// Every component but the largest leaves the region.
+    KeepLargest,
+}
+
+impl Operation {
+    const NAMES: [&'static str; 3] = ["none", "remove-small", "keep-largest"];
+
+    fn name(self) -> &'static str {
+        match self {
+            Operation::None => "none",
+            Operation::RemoveSmall(_) => "remove-small",
+            Operation::KeepLargest => "keep-largest",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Operation::None => f.write_str("as predicted"),
+            Operation::RemoveSmall(size) => write!(f, "remove components under {size} voxels"),
+            Operation::KeepLargest => f.write_str("keep the largest component"),
+        }
+    }
+}
+
+/// A post-processing of label maps: one operation per region, applied whole tumour first,
+/// then the enhancing-tumour volume rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub wt: Operation,
+    pub tc: Operation,
+    pub et: Operation,
+    /// A case whose enhancing tumour has fewer voxels than this has it relabelled as
+    /// necrosis (0: never).
+    pub et_to_ncr_below: u32,
+}
+
+impl Plan {
+    /// The plan that changes nothing.
+    pub const NONE: Plan = Plan {
+        wt: Operation::None,
+        tc: Operation::None,
+        et: Operation::None,
+        et_to_ncr_below: 0,
+    };
+
+    pub fn operation(&self, region: Region) -> Operation {
+        match region {
+            Region::Wt => self.wt,
+            Region::Tc => self.tc,
+            Region::Et => self.et,
+        }
+    }
+
+    fn set(&mut self, region: Region, operation: Operation) {
+        match region {
+            Region::Wt => self.wt = operation,
+            Region::Tc => self.tc = operation,
+            Region::Et => self.et = operation,
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        *self == Plan::NONE
+    }
+
+    /// Applies the plan to a label map on `grid` (x fastest, BraTS 2023 labels).
+    pub fn apply(&self, grid: Grid, labels: &mut [u8]) {
+        for region in Region::ALL {
+            apply_operation(grid, labels, region, self.operation(region));
+        }
+        if self.et_to_ncr_below > 0 {
+            let et = labels.iter().filter(|&&l| l == 3).count();
+            if et < self.et_to_ncr_below as usize {
+                labels.iter_mut().filter(|l| **l == 3).for_each(|l| *l = 1);
+            }
+        }
+    }
+
+    /// Reads and checks a stored plan.
+    pub fn load(path: &Path) -> Result<Plan, ConfigError> {
+        Plan::parse(path, &crate::config::read_text(path)?)
+    }
+
+    /// Parses and checks plan text read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigError> {
+        let (raw, source) = Source::parse::<RawPlan>(path, text)?;
+        let mut check = Checker::new(source);
+        let mut plan = Plan::NONE;
+        for region in Region::ALL {
+            let Some(table) = raw.region(region) else {
+                continue;
+            };
+            let key = region.key();
+            let operation = match table.operation.as_deref() {
+                None | Some("none") => Operation::None,
+                Some("keep-largest") => Operation::KeepLargest,
+                Some("remove-small") => match table.min_voxels {
+                    Some(size) if size > 0 => Operation::RemoveSmall(size),
+                    Some(_) => {
+                        check.error(
+                            &format!("{key}.min_voxels"),
+                            format!("{key}.min_voxels = 0 removes nothing: give at least 1"),
+                        );
+                        Operation::None
+                    }
+                    None => {
+                        check.error(
+                            &format!("{key}.operation"),
+                            format!("{key}.operation = 'remove-small' needs {key}.min_voxels"),
+                        );
+                        Operation::None
+                    }
+                },
+                Some(other) => {
+                    check.error(
+                        &format!("{key}.operation"),
+                        format!(
+                            "{key}.operation = '{other}' is not one of: {}",
+                            Operation::NAMES.join(", ")
+                        ),
+                    );
+                    Operation::None
+                }
+            };
+            if table.min_voxels.is_some() && !matches!(table.operation.as_deref(), Some("remove-small")) {
+                check.error(
+                    &format!("{key}.min_voxels"),
+                    format!("{key}.min_voxels only applies to {key}.operation = 'remove-small'"),
+                );
+            }
+            plan.set(region, operation);
+            match (region, table.relabel_below) {
+                (Region::Et, Some(size)) => plan.et_to_ncr_below = size,
+                (_, Some(_)) => check.error(
+                    &format!("{key}.relabel_below"),
+                    format!("{key}.relabel_below: only [et] relabels (enhancing tumour as necrosis)"),
+                ),
+                (_, None) => {}
+            }
+        }
+        check.finish(plan)
+    }
+
+    /// The plan as a readable TOML file, with what it did on the validation cases.
+    pub fn to_toml(&self, validation: Option<&Validation>) -> String {
+        let mut out = String::from(
+            "# Post-processing of this run's label maps, learned on its validation cases by segtop.\n\
+             # Applied in this order by `segtop predict` and the end-of-run evaluation\n\
+             # (--no-postprocess turns it off). Labels: 1 necrosis, 2 oedema, 3 enhancing tumour;\n\
+             # sizes in voxels, components 26-connected. A voxel taken out of a region moves to the\n\
+             # next region out (ET to necrosis, TC to oedema, WT to background).\n\
+             # operation: none, remove-small (components under min_voxels), keep-largest.\n",
+        );
+        for region in Region::ALL {
+            let operation = self.operation(region);
+            let _ = write!(out, "\n[{}]\noperation = \"{}\"\n", region.key(), operation.name());
+            if let Operation::RemoveSmall(size) = operation {
+                let _ = writeln!(out, "min_voxels = {size}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# a case's enhancing tumour becomes necrosis when it has fewer voxels than this (0: never)\n\
+             relabel_below = {}",
+            self.et_to_ncr_below
+        );
+        if let Some(v) = validation {
+            let cases: Vec<String> = v.cases.iter().map(|c| format!("{c:?}")).collect();
+            let _ = write!(
+                out,
+                "\n# What the plan did on the validation cases (means over cases; false positives per case).\n\
+                 [validation]\nchallenge = {:?}\nepoch = {}\ncases = [{}]\n",
+                v.challenge,
+                v.epoch,
+                cases.join(", ")
+            );
+            for (name, scores) in [("before", &v.before), ("after", &v.after)] {
+                let _ = writeln!(out, "\n[validation.{name}]");
+                let row = |f: &dyn Fn(&BratsScores) -> f64| {
+                    let cells: Vec<String> = scores
+                        .iter()
+                        .map(|s| format!("{} = {:.4}", s.region.to_ascii_lowercase(), f(s)))
+                        .collect();
+                    format!("{{ {} }}", cells.join(", "))
+                };
+                let n = v.cases.len().max(1) as f64;
+                let _ = writeln!(out, "lesion_dice = {}", row(&|s| s.lesion_dice));
+                let _ = writeln!(out, "legacy_dice = {}", row(&|s| s.legacy_dice));
+                let _ = writeln!(out, "false_positives = {}", row(&|s| s.num_fp as f64 / n));
+            }
+        }
+        out
+    }
+
+    /// The plan in one line, for logs and events.
+    pub fn describe(&self) -> String {
+        if self.is_none() {
+            return "none".to_string();
+        }
+        let mut parts: Vec<String> = Region::ALL
+            .iter()
+            .filter(|r| self.operation(**r) != Operation::None)
+            .map(|r| format!("{}: {}", r.name(), self.operation(*r)))
+            .collect();
+        if self.et_to_ncr_below > 0 {
+            parts.push(format!("ET under {} voxels to necrosis", self.et_to_ncr_below));
+        }
+        parts.join("; ")
+    }
+}
+
+/// `postprocess.toml` as written; [`Plan::parse`] checks it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    wt: Option<RawRegion>,
+    tc: Option<RawRegion>,
+    et: Option<RawRegion>,
+    /// Written for people; not read back.
+    #[allow(dead_code)]
+    validation: Option<toml::Value>,
+}
+
+impl RawPlan {
+    fn region(&self, region: Region) -> Option<&RawRegion> {
+        match region {
+            Region::Wt => self.wt.as_ref(),
+            Region::Tc => self.tc.as_ref(),
+            Region::Et => self.et.as_ref(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegion {
+    operation: Option<String>,
+    min_voxels: Option<u32>,
+    relabel_below: Option<u32>,
+}
+
+/// Applies one region's operation in place.
+fn apply_operation(grid: Grid, labels: &mut [u8], region: Region, operation: Operation) {
+    if operation == Operation::None {
+        return;
+    }
+    let voxels: Vec<usize> = labels
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| region.contains(**l))
+        .map(|(i, _)| i)
+        .collect();
+    let components = lesions_by_dilation(grid, &voxels, 0);
+    let largest = components
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, c)| (c.len(), std::cmp::Reverse(*i)))
+        .map(|(i, _)| i);
+    for (i, component) in components.iter().enumerate() {
+        let remove = match operation {
+            Operation::None => false,
+            Operation::RemoveSmall(size) => component.len() < size as usize,
+            Operation::KeepLargest => Some(i) != largest,
+        };
+        if remove {
+            for &v in component {
+                labels[v] = region.replacement();
+            }
+        }
+    }
+}
+
+/// One validation case: the network's raw prediction and the ground truth, on one grid.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub id: String,
+    pub grid: Grid,
+    pub spacing: [f64; 3],
+    pub prediction: Vec<u8>,
+    pub truth: Vec<u8>,
+}
+
+impl Case {
+    /// The case cut down to the box around its predicted and true tumour, with a margin wider
+    /// than the metrics' dilation, so that scores stay the same and cost a fraction.
+    pub fn cropped(self) -> Case {
+        let mut bounds = Bounds::EMPTY;
+        for (i, (&p, &t)) in self.prediction.iter().zip(&self.truth).enumerate() {
+            if p != 0 || t != 0 {
+                bounds.include(self.grid.coords(i));
+            }
+        }
+        if bounds.is_empty() {
+            return self;
+        }
+        let bounds = bounds.grow(CROP_MARGIN, self.grid);
+        let dims = bounds.dims();
+        let grid = Grid::new(dims);
+        let mut prediction = Vec::with_capacity(grid.len());
+        let mut truth = Vec::with_capacity(grid.len());
+        for z in bounds.lo[2]..bounds.hi[2] {
+            for y in bounds.lo[1]..bounds.hi[1] {
+                let row = self.grid.index([bounds.lo[0], y, z]);
+                prediction.extend_from_slice(&self.prediction[row..row + dims[0]]);
+                truth.extend_from_slice(&self.truth[row..row + dims[0]]);
+            }
+        }
+        Case {
+            grid,
+            prediction,
+            truth,
+            ..self
+        }
+    }
+
+    /// The official scores of the case's prediction after `plan`.
+    pub fn evaluate(&self, challenge: Challenge, plan: &Plan) -> CaseEvaluation {
+        let mut prediction = self.prediction.clone();
+        plan.apply(self.grid, &mut prediction);
+        let reports = brats::evaluate(challenge, self.grid, self.spacing, &prediction, &self.truth);
+        CaseEvaluation {
+            case: self.id.clone(),
+            regions: reports.iter().map(BratsScores::from).collect(),
+        }
+    }
+}
+
+/// Voxels kept around a cropped case: more than the lesion-grouping dilation of any challenge
+/// (at most 5), so cropping never changes which lesions merge.
+const CROP_MARGIN: usize = 7;
+
+/// What a plan did on the validation cases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validation {
+    pub challenge: String,
+    /// The epoch whose weights made the predictions.
+    pub epoch: u32,
+    pub cases: Vec<String>,
+    /// Per region, the means over cases before and after the plan.
+    pub before: Vec<BratsScores>,
+    pub after: Vec<BratsScores>,
+    /// Per case, before and after.
+    pub cases_before: Vec<CaseEvaluation>,
+    pub cases_after: Vec<CaseEvaluation>,
+}
+
+/// Finds the plan that maximises the mean lesion-wise Dice of the validation cases, region by
+/// region (WT, then TC, then ET's components, then ET's volume rule), each choice made with
+/// the earlier ones applied. A region keeps `none` unless an operation beats it; between
+/// equal scores the simpler operation wins (none, then remove-small, then keep-largest), and
+/// among equally good sizes the middle of their run, which leaves the most margin for cases
+/// not seen. `progress` is told each step's name as it starts.
+pub fn search(
+    challenge: Challenge,
+    cases: &[Case],
+    epoch: u32,
+    threads: usize,
+    progress: &dyn Fn(&str),
+) -> (Plan, Validation) {
+    let mut plan = Plan::NONE;
+    let before = evaluate_all(challenge, cases, &plan, threads);
+    for region in Region::ALL {
+        progress(region.name());
+        let mut candidates = vec![Operation::None];
+        candidates.extend(REMOVE_BELOW.iter().map(|&s| Operation::RemoveSmall(s)));
+        candidates.push(Operation::KeepLargest);
+        let scores: Vec<f64> = candidates
+            .iter()
+            .map(|&operation| {
+                let mut trial = plan;
+                trial.set(region, operation);
+                mean_lesion_dice(&evaluate_all(challenge, cases, &trial, threads), region)
+            })
+            .collect();
+        let chosen = choose(&scores, REMOVE_BELOW.len());
+        plan.set(region, candidates[chosen]);
+    }
+    progress("ET volume");
+    let mut scores = vec![mean_lesion_dice(
+        &evaluate_all(challenge, cases, &plan, threads),
+        Region::Et,
+    )];
+    for &size in &ET_TO_NCR_BELOW {
+        let trial = Plan {
+            et_to_ncr_below: size,
+            ..plan
+        };
+        scores.push(mean_lesion_dice(
+            &evaluate_all(challenge, cases, &trial, threads),
+            Region::Et,
+        ));
+    }
+    let chosen = choose(&scores, ET_TO_NCR_BELOW.len());
+    plan.et_to_ncr_below = if chosen == 0 { 0 } else { ET_TO_NCR_BELOW[chosen - 1] };
+    let after = evaluate_all(challenge, cases, &plan, threads);
+    let regions = challenge.regions();
+    let validation = Validation {
+        challenge: challenge.name().to_string(),
+        epoch,
+        cases: cases.iter().map(|c| c.id.clone()).collect(),
+        before: CaseEvaluation::mean(&before, regions),
+        after: CaseEvaluation::mean(&after, regions),
+        cases_before: before,
+        cases_after: after,
+    };
+    (plan, validation)
+}
+
+/// Searches the plan for a run's validation cases, writes it to the run's `postprocess.toml`
+/// (replacing any earlier one whole), and returns it.
+pub fn learn(
+    run: &crate::rundir::RunDir,
+    cases: &[Case],
+    epoch: u32,
+    threads: usize,
+    progress: &dyn Fn(&str),
+) -> std::io::Result<(Plan, Validation)> {
+    let (plan, validation) = search(Challenge::Ssa, cases, epoch, threads, progress);
+    crate::rundir::write_text(run.path(), &run.postprocess(), &plan.to_toml(Some(&validation)))?;
+    Ok((plan, validation))
+}
+
+/// The validation scores before and after a plan, as table lines for a terminal.
+pub fn table(validation: &Validation) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{:<3} {:>16} {:>16} {:>16}",
+        "", "lesion-wise Dice", "legacy Dice", "FP per case"
+    )];
+    let n = validation.cases.len().max(1) as f64;
+    for (before, after) in validation.before.iter().zip(&validation.after) {
+        lines.push(format!(
+            "{:<3} {:>7.3} -> {:<5.3} {:>7.3} -> {:<5.3} {:>7.1} -> {:<5.1}",
+            before.region,
+            before.lesion_dice,
+            after.lesion_dice,
+            before.legacy_dice,
+            after.legacy_dice,
+            before.num_fp as f64 / n,
+            after.num_fp as f64 / n,
+        ));
+    }
+    lines
+}
+
+/// The index of the chosen candidate among `scores`: `scores[0]` is doing nothing, the next
+/// `sizes` are one operation at growing sizes, and any after them are other operations. Doing
+/// nothing is kept unless something beats it; ties go to the earlier (simpler) candidate,
+/// except that among tied sizes the middle of the first run of them is taken.
+fn choose(scores: &[f64], sizes: usize) -> usize {
+    let Some(best) = scores.iter().copied().reduce(f64::max) else {
+        return 0;
+    };
+    if best <= scores[0] + TIE {
+        return 0;
+    }
+    let first = scores.iter().position(|&s| s >= best - TIE).unwrap_or(0);
+    if first == 0 || first > sizes {
+        return first;
+    }
+    let run_end = (first..=sizes)
+        .take_while(|&i| scores[i] >= best - TIE)
+        .last()
+        .unwrap_or(first);
+    first + (run_end - first) / 2
+}
+
+fn mean_lesion_dice(evaluations: &[CaseEvaluation], region: Region) -> f64 {
+    let scores: Vec<f64> = evaluations
+        .iter()
+        .filter_map(|e| e.regions.iter().find(|r| r.region == region.name()))
+        .map(|r| r.lesion_dice)
+        .collect();
+    if scores.is_empty() {
+        return 0.0;
+    }
+    scores.iter().sum::<f64>() / scores.len() as f64
+}
+
+/// Every case's scores after `plan`, on up to `threads` threads, in the cases' order.
+pub fn evaluate_all(challenge: Challenge, cases: &[Case], plan: &Plan, threads: usize) -> Vec<CaseEvaluation> {
+    let threads = threads.clamp(1, cases.len().max(1));
+    let chunk = cases.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = cases
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|c| c.evaluate(challenge, plan)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                // A panic in a metric thread is a bug in segtop; pass it on unchanged.
+                h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHAPE: [usize; 3] = [40, 40, 30];
+
+    fn grid() -> Grid {
+        Grid::new(SHAPE)
+    }
+
+    /// Paints a box of `label` from `lo` (inclusive) to `hi` (exclusive).
+    fn paint(labels: &mut [u8], lo: [usize; 3], hi: [usize; 3], label: u8) {
+        let g = grid();
+        for z in lo[2]..hi[2] {
+            for y in lo[1]..hi[1] {
+                for x in lo[0]..hi[0] {
+                    labels[g.index([x, y, z])] = label;
+                }
+            }
+        }
+    }
+
+    fn count(labels: &[u8], label: u8) -> usize {
+        labels.iter().filter(|&&l| l == label).count()
+    }
+
+    /// A tumour: oedema around a core of necrosis and enhancing tumour.
+    fn tumour(labels: &mut [u8], at: [usize; 3]) {
+        let [x, y, z] = at;
+        paint(labels, [x, y, z], [x + 12, y + 12, z + 10], 2);
+        paint(labels, [x + 3, y + 3, z + 3], [x + 9, y + 9, z + 7], 3);
+        paint(labels, [x + 5, y + 5, z + 4], [x + 7, y + 7, z + 6], 1);
+    }
+
+    #[test]
+    fn remove_small_takes_small_components_out_of_the_region_only() {
+        let mut labels = vec![0u8; grid().len()];
+        tumour(&mut labels, [2, 2, 2]);
+        // A speck of 8 voxels of enhancing tumour far away.
+        paint(&mut labels, [30, 30, 20], [32, 32, 22], 3);
+        let mut wt = labels.clone();
+        apply_operation(grid(), &mut wt, Region::Wt, Operation::RemoveSmall(9));
+        assert_eq!(count(&wt, 3), count(&labels, 3) - 8);
+        assert_eq!(wt[grid().index([30, 30, 20])], 0);
+        // Tumour core: the speck becomes oedema, so whole tumour keeps it.
+        let mut tc = labels.clone();
+        apply_operation(grid(), &mut tc, Region::Tc, Operation::RemoveSmall(9));
+        assert_eq!(tc[grid().index([30, 30, 20])], 2);
+        // Enhancing tumour: it becomes necrosis, still tumour core.
+        let mut et = labels.clone();
+        apply_operation(grid(), &mut et, Region::Et, Operation::RemoveSmall(9));
+        assert_eq!(et[grid().index([30, 30, 20])], 1);
+        // A size no component is under changes nothing.
+        let mut same = labels.clone();
+        apply_operation(grid(), &mut same, Region::Wt, Operation::RemoveSmall(8));
+        assert_eq!(same, labels);
+    }
+
+    #[test]
+    fn keep_largest_keeps_one_component_and_diagonal_neighbours_are_one() {
+        let mut labels = vec![0u8; grid().len()];
+        tumour(&mut labels, [2, 2, 2]);
+        paint(&mut labels, [25, 25, 15], [30, 30, 20], 2);
+        // Touching the second blob only by a corner: the same 26-connected component.
+        paint(&mut labels, [30, 30, 20], [31, 31, 21], 2);
+        let big = count(&labels, 1) + count(&labels, 2) + count(&labels, 3) - 126;
+        apply_operation(grid(), &mut labels, Region::Wt, Operation::KeepLargest);
+        assert_eq!(count(&labels, 1) + count(&labels, 2) + count(&labels, 3), big);
+        assert_eq!(labels[grid().index([30, 30, 20])], 0);
+    }
+
+    #[test]
+    fn small_enhancing_tumour_becomes_necrosis_below_the_volume() {
+        let mut labels = vec![0u8; grid().len()];
+        paint(&mut labels, [5, 5, 5], [8, 8, 8], 3);
+        let plan = Plan {
+            et_to_ncr_below: 28,
+            ..Plan::NONE
+        };
+        let mut small = labels.clone();
+        plan.apply(grid(), &mut small);
+        assert_eq!((count(&small, 3), count(&small, 1)), (0, 27));
+        let plan = Plan {
+            et_to_ncr_below: 27,
+            ..Plan::NONE
+        };
+        plan.apply(grid(), &mut labels);
+        assert_eq!(count(&labels, 3), 27);
+    }
+
+    #[test]
+    fn choice_keeps_nothing_unless_beaten_and_takes_the_middle_of_a_tie() {
+        // Doing nothing is as good as anything: keep it.
+        assert_eq!(choose(&[0.5, 0.5, 0.4, 0.5], 3), 0);
+        // Sizes 2..=4 tie at the best: the middle one (index 3).
+        assert_eq!(choose(&[0.1, 0.3, 0.6, 0.6, 0.6, 0.2, 0.6], 5), 3);
+        // An even run takes its lower middle.
+        assert_eq!(choose(&[0.1, 0.6, 0.6, 0.2], 3), 1);
+        // An operation after the sizes wins only when it is strictly better.
+        assert_eq!(choose(&[0.1, 0.2, 0.3, 0.7], 2), 3);
+        assert_eq!(choose(&[0.1, 0.2, 0.7, 0.7], 2), 2);
+    }
+
+    /// Two synthetic validation cases, each a two-focus tumour (the second focus smaller
+    /// but real) plus false-positive blobs planted far from it.
+    fn planted_cases() -> Vec<Case> {
+        let g = grid();
+        (0..2)
+            .map(|i| {
+                let mut truth = vec![0u8; g.len()];
+                tumour(&mut truth, [2, 2, 2]);
+                // The second focus: 6x6x5 = 180 voxels of oedema.
+                paint(&mut truth, [28, 4, 4], [34, 10, 9], 2);
+                let mut prediction = truth.clone();
+                // False positives of 64 and 80 voxels, far from both foci.
+                paint(&mut prediction, [4, 30, 20], [8, 34, 24], 2);
+                paint(&mut prediction, [30 - i, 28, 20], [34 - i, 32, 25], 3);
+                Case {
+                    id: format!("case-{i}"),
+                    grid: g,
+                    spacing: [1.0; 3],
+                    prediction,
+                    truth,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_search_removes_planted_blobs_and_keeps_the_second_focus() {
+        let cases = planted_cases();
+        let (plan, validation) = search(Challenge::Ssa, &cases, 3, 2, &|_| {});
+        // Blobs of 64 and 80 voxels go, the 180-voxel focus stays: of the sizes tried, only
+        // 100 does both (keeping the largest component would lose the focus).
+        assert_eq!(plan.wt, Operation::RemoveSmall(100));
+        let wt = |scores: &[BratsScores]| scores.iter().find(|s| s.region == "WT").map(|s| s.lesion_dice);
+        assert!(wt(&validation.before) < Some(0.99), "{:?}", validation.before);
+        assert_eq!(wt(&validation.after), Some(1.0));
+        for case in &cases {
+            let mut labels = case.prediction.clone();
+            plan.apply(case.grid, &mut labels);
+            assert_eq!(labels, case.truth, "{}", case.id);
+        }
+        // Never worse than nothing, and nothing to gain once the blobs are gone.
+        assert_eq!(
+            (plan.tc, plan.et, plan.et_to_ncr_below),
+            (Operation::None, Operation::None, 0)
+        );
+    }
+
+    #[test]
+    fn the_search_keeps_a_clean_prediction_as_it_is() {
+        let cases: Vec<Case> = planted_cases()
+            .into_iter()
+            .map(|c| Case {
+                prediction: c.truth.clone(),
+                ..c
+            })
+            .collect();
+        let (plan, validation) = search(Challenge::Ssa, &cases, 3, 1, &|_| {});
+        assert!(plan.is_none(), "{plan:?}");
+        assert_eq!(validation.before, validation.after);
+    }
+
+    #[test]
+    fn cropping_keeps_the_scores() {
+        let mut one_corner = planted_cases().remove(0);
+        one_corner.truth = vec![0; grid().len()];
+        tumour(&mut one_corner.truth, [2, 2, 2]);
+        one_corner.prediction = one_corner.truth.clone();
+        paint(&mut one_corner.prediction, [4, 4, 4], [6, 7, 13], 1);
+        paint(&mut one_corner.prediction, [16, 2, 2], [20, 6, 6], 3);
+        for case in planted_cases().into_iter().chain([one_corner.clone()]) {
+            let full = case.evaluate(Challenge::Ssa, &Plan::NONE);
+            let cropped = case.clone().cropped();
+            assert!(cropped.grid.len() <= case.grid.len());
+            assert_eq!(cropped.evaluate(Challenge::Ssa, &Plan::NONE), full);
+        }
+        // Tumour up to x 20, y 14, z 13, and 7 voxels of margin: a smaller box than 40x40x30.
+        assert_eq!(one_corner.cropped().grid.shape, [27, 21, 20]);
+    }
+
+    #[test]
+    fn a_plan_reads_back_as_written() {
+        let plan = Plan {
+            wt: Operation::RemoveSmall(500),
+            tc: Operation::None,
+            et: Operation::KeepLargest,
+            et_to_ncr_below: 200,
+        };
+        let text = plan.to_toml(None);
+        assert_eq!(Plan::parse(Path::new("p.toml"), &text).expect("reads back"), plan);
+        let cases = planted_cases();
+        let (_, validation) = search(Challenge::Ssa, &cases, 3, 2, &|_| {});
+        let text = plan.to_toml(Some(&validation));
+        assert!(text.contains("[validation.after]"), "{text}");
+        assert_eq!(Plan::parse(Path::new("p.toml"), &text).expect("reads back"), plan);
+    }
+
+    #[test]
+    fn a_malformed_plan_names_the_file_line_and_key() {
+        let bad = "[wt]\noperation = \"remove-smal\"\n";
+        let error = Plan::parse(Path::new("run/postprocess.toml"), bad).expect_err("invalid");
+        assert_eq!(
+            error.to_string(),
+            "run/postprocess.toml:2:13: wt.operation = 'remove-smal' is not one of: none, remove-small, keep-largest"
+        );
+        let missing = "[tc]\noperation = \"remove-small\"\n";
+        let error = Plan::parse(Path::new("p.toml"), missing).expect_err("invalid");
+        assert!(error.to_string().contains("needs tc.min_voxels"), "{error}");
+        let misplaced = "[wt]\nrelabel_below = 3\n";
+        let error = Plan::parse(Path::new("p.toml"), misplaced).expect_err("invalid");
+        assert!(
+            error.to_string().starts_with("p.toml:2:17: wt.relabel_below"),
+            "{error}"
+        );
+        let unknown = "[et]\nsize = 3\n";
+        let error = Plan::parse(Path::new("p.toml"), unknown).expect_err("invalid");
+        assert!(error.to_string().contains("unknown key 'et.size'"), "{error}");
+        let syntax = "[et\n";
+        assert!(Plan::parse(Path::new("p.toml"), syntax).is_err());
+    }
+}

@@ -1,0 +1,169 @@
+//! The end-of-run evaluation: the best weights segment every validation case on its original
+//! grid (with mirror test-time augmentation when `validate.tta` asks), the raw predictions are
+//! kept in the run's `validation/` folder, post-processing is learned on them
+//! (`crate::postprocess`, unless `validate.postprocess = false`), and the official BraTS-SSA
+//! scores before and after go into one `evaluation` event. The numbers equal `segtop eval` on
+//! `segtop predict`'s output for the same cases.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::Utc;
+use tch::nn;
+
+use segtop::data::cache::CachedCase;
+use segtop::data::preprocess::uncrop;
+use segtop::events::{BratsScores, CaseEvaluation, Event, EventLog, RegionScores};
+use segtop::experiment::Experiment;
+use segtop::metrics::brats::Challenge;
+use segtop::metrics::grid::Grid;
+use segtop::postprocess::{self, Plan};
+use segtop::rundir::RunDir;
+
+use crate::infer::{self, SlidingWindow};
+use crate::model::UNet;
+
+/// The challenge whose metrics a run is scored by (BraTS-Africa's).
+pub const CHALLENGE: Challenge = Challenge::Ssa;
+
+/// The official lesion-wise Dice of one validation case's raw prediction, on the case's
+/// cached grid, for model selection during training.
+pub fn lesion_dice(case: &CachedCase, predicted: &[u8], truth: &[u8]) -> RegionScores {
+    let case = postprocess::Case {
+        id: case.header.id.clone(),
+        grid: Grid::new(case.header.shape),
+        spacing: case.header.spacing,
+        prediction: predicted.to_vec(),
+        truth: truth.to_vec(),
+    }
+    .cropped();
+    BratsScores::lesion_dice(&case.evaluate(CHALLENGE, &Plan::NONE).regions)
+}
+
+/// What the end-of-run evaluation needs from the training run.
+pub struct FinalEvaluation<'a> {
+    pub run: &'a RunDir,
+    pub experiment: &'a Experiment,
+    /// The validation cases (those without labels are passed over).
+    pub cases: &'a [Arc<CachedCase>],
+    /// The epoch of the weights in `best.safetensors`, else the last epoch.
+    pub best_epoch: u32,
+    pub threads: usize,
+    pub say: &'a dyn Fn(&str),
+}
+
+impl FinalEvaluation<'_> {
+    /// Loads the best weights into `vs` (they stay loaded), evaluates, learns post-processing
+    /// and emits the `evaluation` event.
+    pub fn run(&self, vs: &mut nn::VarStore, net: &UNet, events: &mut EventLog) -> anyhow::Result<()> {
+        let say = self.say;
+        let cases: Vec<&Arc<CachedCase>> = self.cases.iter().filter(|c| c.labels().is_some()).collect();
+        if cases.is_empty() {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let best = self.run.checkpoints().join("best.safetensors");
+        if best.exists() {
+            vs.load(&best)
+                .with_context(|| format!("cannot load {}", best.display()))?;
+        }
+        let validate = &self.experiment.validate;
+        let mut window = SlidingWindow::new(validate);
+        if validate.tta {
+            window = window.with_mirroring(&self.experiment.augment.flip_axes);
+        }
+        say(&format!(
+            "evaluating epoch {}'s weights on {} validation case(s) with the BraTS metrics{}",
+            self.best_epoch,
+            cases.len(),
+            if validate.tta {
+                format!(" ({} mirrored passes per window)", window.passes())
+            } else {
+                String::new()
+            }
+        ));
+        let folder = self.run.validation();
+        std::fs::create_dir_all(&folder).with_context(|| format!("cannot create {}", folder.display()))?;
+        let mut scored = Vec::with_capacity(cases.len());
+        for case in cases {
+            let h = &case.header;
+            let case_start = Instant::now();
+            let predicted = window.labels(net, &infer::case_tensor(case));
+            let prediction = uncrop(&predicted, h.shape, h.origin, h.original_shape);
+            let truth = uncrop(case.labels().unwrap_or(&[]), h.shape, h.origin, h.original_shape);
+            let reference = h
+                .sources
+                .first()
+                .map(|s| s.path.clone())
+                .context("the cached case names no source file")?;
+            let path = folder.join(format!("{}.nii.gz", h.id));
+            segtop::data::volume::write_labels_like(&reference, &path, h.original_shape, &prediction)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            say(&format!(
+                "  {} segmented in {:.1} s",
+                h.id,
+                case_start.elapsed().as_secs_f64()
+            ));
+            scored.push(
+                postprocess::Case {
+                    id: h.id.clone(),
+                    grid: Grid::new(h.original_shape),
+                    spacing: h.spacing,
+                    prediction,
+                    truth,
+                }
+                .cropped(),
+            );
+        }
+        let (raw, plan, after) = if validate.postprocess {
+            say("learning post-processing on the validation cases");
+            let progress = |step: &str| say(&format!("  choosing {step}"));
+            let (plan, validation) = postprocess::learn(self.run, &scored, self.best_epoch, self.threads, &progress)
+                .with_context(|| format!("cannot write {}", self.run.postprocess().display()))?;
+            say(&format!("post-processing: {}", plan.describe()));
+            for line in postprocess::table(&validation) {
+                say(&format!("  {line}"));
+            }
+            (validation.cases_before, Some(plan), Some(validation.cases_after))
+        } else {
+            (
+                postprocess::evaluate_all(CHALLENGE, &scored, &Plan::NONE, self.threads),
+                None,
+                None,
+            )
+        };
+        let regions = CHALLENGE.regions();
+        let mean = CaseEvaluation::mean(&raw, regions);
+        let postprocessed = after.as_deref().map(|a| CaseEvaluation::mean(a, regions));
+        for (i, m) in mean.iter().enumerate() {
+            let after = postprocessed.as_ref().and_then(|p| p.get(i));
+            say(&format!(
+                "  {:<3} lesion-wise Dice {:.3}{}  HD95 {:.1} mm   legacy Dice {:.3}{}  HD95 {:.1} mm   TP {} FP {} FN {}",
+                m.region,
+                m.lesion_dice,
+                after.map_or(String::new(), |a| format!(" (post-processed {:.3})", a.lesion_dice)),
+                m.lesion_hd95,
+                m.legacy_dice,
+                after.map_or(String::new(), |a| format!(" ({:.3})", a.legacy_dice)),
+                m.legacy_hd95,
+                m.num_tp,
+                m.num_fp,
+                m.num_fn
+            ));
+        }
+        events.emit(&Event::Evaluation {
+            time: Utc::now(),
+            epoch: self.best_epoch,
+            challenge: CHALLENGE.name().to_string(),
+            mean,
+            cases: raw,
+            tta: validate.tta,
+            postprocess: plan.map(|p| p.describe()),
+            postprocessed,
+            postprocessed_cases: after.unwrap_or_default(),
+            seconds: start.elapsed().as_secs_f64(),
+        })?;
+        Ok(())
+    }
+}
