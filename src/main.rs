@@ -94,6 +94,8 @@ enum Command {
     },
     /// Write runs' metric histories (loss, learning rate, speed, Dice, HD95 per epoch) as CSV or JSON.
     Export(commands::export::ExportArgs),
+    /// Learn a finished run's post-processing from its validation cases (again), for segtop predict.
+    Postprocess(commands::postprocess::PostprocessArgs),
     /// Draw a run for slides and papers: PNG curves and a slice montage of prediction against ground truth.
     Report(commands::report::ReportArgs),
     /// Delete a run directory (asks first; never a live run).
@@ -287,6 +289,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Stop { run, kill }) => {
             commands::runs::stop(&workspace, &run, kill)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Postprocess(args)) => {
+            commands::postprocess::postprocess(&workspace, &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Report(args)) => {

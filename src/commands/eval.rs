@@ -39,6 +39,22 @@ pub struct EvalArgs {
     /// Cases evaluated at once [default: the number of cores]
     #[arg(long)]
     threads: Option<usize>,
+    /// Label convention of both prediction and ground truth: auto (per file: a map with
+    /// label 4 and no 3 is legacy), brats2023 (enhancing tumour 3) or legacy (BraTS 2021 and
+    /// earlier: enhancing tumour 4, read as 3)
+    #[arg(long, value_enum, default_value = "auto")]
+    labels: LabelConvention,
+}
+
+/// How label maps number the enhancing tumour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LabelConvention {
+    /// Decided per file from the labels it holds.
+    Auto,
+    /// BraTS 2023 and later: 1 NCR, 2 ED, 3 ET.
+    Brats2023,
+    /// BraTS 2021 and earlier: 1 NCR, 2 ED, 4 ET.
+    Legacy,
 }
 
 /// One evaluated case.
@@ -84,6 +100,12 @@ const METRICS: [Column<RegionReport>; 14] = [
 ];
 
 pub fn eval(args: &EvalArgs) -> anyhow::Result<bool> {
+    if args.labels == LabelConvention::Legacy && args.challenge.labels().contains(&4) {
+        bail!(
+            "--labels legacy: {} uses label 4 for a region of its own, so its maps cannot be legacy BraTS maps",
+            args.challenge.name()
+        );
+    }
     let pairs = pair_files(&args.pred, &args.gt)?;
     let bar = progress_bar(pairs.len(), "evaluating");
     let next = AtomicUsize::new(0);
@@ -97,7 +119,8 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<bool> {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((id, pred, gt)) = pairs.get(i) else { break };
-                    let result = evaluate_pair(args.challenge, id, pred, gt).map_err(|e| format!("{id}: {e:#}"));
+                    let result =
+                        evaluate_pair(args.challenge, args.labels, id, pred, gt).map_err(|e| format!("{id}: {e:#}"));
                     results.lock().unwrap_or_else(|e| e.into_inner()).push(result);
                     bar.inc(1);
                 }
@@ -267,8 +290,36 @@ fn stem(path: &Path) -> String {
     name.to_string()
 }
 
-fn read_label_map(path: &Path, allowed: &[u8]) -> anyhow::Result<Volume<u8>> {
+/// Reads a label map as the challenge's labels. Legacy maps (enhancing tumour 4) are read
+/// with 4 as 3, for challenges whose labels stop at 3; `Auto` takes a map as legacy when it
+/// holds label 4 and no label 3.
+fn read_label_map(path: &Path, allowed: &[u8], convention: LabelConvention) -> anyhow::Result<Volume<u8>> {
     let volume = volume::read_volume_map(path, |v| v).with_context(|| format!("{}", path.display()))?;
+    let legacy = match convention {
+        LabelConvention::Brats2023 => false,
+        LabelConvention::Legacy => true,
+        LabelConvention::Auto => {
+            !allowed.contains(&4) && {
+                let (has_3, has_4) = volume
+                    .data
+                    .iter()
+                    .fold((false, false), |(t, f), &v| (t || v == 3.0, f || v == 4.0));
+                if has_3 && has_4 {
+                    bail!(
+                        "{}: holds both label 3 and label 4, so it follows neither the BraTS 2023 convention \
+                         (enhancing tumour 3) nor the legacy one (enhancing tumour 4); --labels picks one",
+                        path.display()
+                    );
+                }
+                has_4
+            }
+        }
+    };
+    let (allowed, convention_name): (Vec<u8>, &str) = if legacy {
+        (vec![0, 1, 2, 4], "the legacy labels (enhancing tumour 4)")
+    } else {
+        (allowed.to_vec(), "the challenge's labels")
+    };
     let mut bad = None;
     let data = volume
         .data
@@ -279,13 +330,13 @@ fn read_label_map(path: &Path, allowed: &[u8]) -> anyhow::Result<Volume<u8>> {
             if (v != f32::from(label) || !allowed.contains(&label)) && bad.is_none() {
                 bad = Some((i, v));
             }
-            label
+            if legacy && label == 4 { 3 } else { label }
         })
         .collect();
     if let Some((i, v)) = bad {
         let [x, y, z] = Grid::new(volume.shape).coords(i);
         bail!(
-            "{}: label {v} at voxel ({x}, {y}, {z}) is not one of the challenge's labels {allowed:?}",
+            "{}: label {v} at voxel ({x}, {y}, {z}) is not one of {convention_name} {allowed:?}",
             path.display()
         );
     }
@@ -297,11 +348,17 @@ fn read_label_map(path: &Path, allowed: &[u8]) -> anyhow::Result<Volume<u8>> {
     })
 }
 
-fn evaluate_pair(challenge: Challenge, id: &str, pred: &Path, gt: &Path) -> anyhow::Result<CaseResult> {
+fn evaluate_pair(
+    challenge: Challenge,
+    convention: LabelConvention,
+    id: &str,
+    pred: &Path,
+    gt: &Path,
+) -> anyhow::Result<CaseResult> {
     let start = std::time::Instant::now();
     let (p, t) = std::thread::scope(|s| {
-        let p = s.spawn(|| read_label_map(pred, challenge.labels()));
-        let t = read_label_map(gt, challenge.labels());
+        let p = s.spawn(|| read_label_map(pred, challenge.labels(), convention));
+        let t = read_label_map(gt, challenge.labels(), convention);
         (
             p.join()
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("reading {} failed", pred.display()))),

@@ -8,7 +8,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use segtop::dashboard::watch::run_directories;
-use segtop::events::{Event, EventTail, RegionScores};
+use segtop::events::{BratsScores, Event, EventTail, RegionScores};
 use segtop::rundir::RunDir;
 use segtop::workspace::Workspace;
 
@@ -40,6 +40,14 @@ pub struct EpochRow {
     pub dice: Option<RegionScores>,
     pub seed_dice: Option<f64>,
     pub hd95: Option<RegionScores>,
+    /// The validation's official lesion-wise Dice, when it reported one.
+    pub lesion_dice: Option<RegionScores>,
+    /// On the evaluated epoch's row, the latest end-of-run evaluation: lesion-wise and
+    /// legacy Dice of the raw predictions, and after the learned post-processing.
+    pub eval_lesion_dice: Option<RegionScores>,
+    pub eval_legacy_dice: Option<RegionScores>,
+    pub pp_lesion_dice: Option<RegionScores>,
+    pub pp_legacy_dice: Option<RegionScores>,
 }
 
 #[derive(Serialize)]
@@ -84,6 +92,8 @@ pub fn history(run: &RunDir) -> anyhow::Result<Vec<EpochRow>> {
         eprintln!("warning: {warning}");
     }
     let mut rows: BTreeMap<u32, EpochRow> = BTreeMap::new();
+    // The latest evaluation counts (`segtop postprocess` records another one).
+    let mut evaluation = None;
     for event in events {
         match event {
             Event::EpochEnd {
@@ -107,17 +117,45 @@ pub fn history(run: &RunDir) -> anyhow::Result<Vec<EpochRow>> {
                 dice,
                 hd95,
                 seed_dice,
+                lesion_dice,
                 ..
             } => {
                 let row = rows.entry(epoch).or_default();
                 row.dice = Some(dice);
                 row.hd95 = hd95;
                 row.seed_dice = Some(seed_dice);
+                row.lesion_dice = lesion_dice;
             }
+            Event::Evaluation {
+                epoch,
+                mean,
+                postprocessed,
+                ..
+            } => evaluation = Some((epoch, mean, postprocessed)),
             _ => {}
         }
     }
+    if let Some((epoch, raw, postprocessed)) = evaluation {
+        let row = rows.entry(epoch).or_default();
+        row.eval_lesion_dice = Some(BratsScores::lesion_dice(&raw));
+        row.eval_legacy_dice = Some(BratsScores::legacy_dice(&raw));
+        row.pp_lesion_dice = postprocessed.as_deref().map(BratsScores::lesion_dice);
+        row.pp_legacy_dice = postprocessed.as_deref().map(BratsScores::legacy_dice);
+    }
     Ok(rows.into_iter().map(|(epoch, row)| EpochRow { epoch, ..row }).collect())
+}
+
+/// A row's per-region score columns after HD95, named as the CSV header names them (with
+/// `_et`, `_tc`, `_wt`): validation lesion-wise Dice, then the end-of-run evaluation's raw
+/// and post-processed Dice.
+fn score_columns(row: &EpochRow) -> [(&'static str, Option<RegionScores>); 5] {
+    [
+        ("lesion_dice", row.lesion_dice),
+        ("eval_lesion_dice", row.eval_lesion_dice),
+        ("eval_legacy_dice", row.eval_legacy_dice),
+        ("pp_lesion_dice", row.pp_lesion_dice),
+        ("pp_legacy_dice", row.pp_legacy_dice),
+    ]
 }
 
 fn csv(histories: &[RunHistory]) -> String {
@@ -129,7 +167,13 @@ fn csv(histories: &[RunHistory]) -> String {
     for part in &parts {
         let _ = write!(out, ",loss_{part}");
     }
-    out.push_str(",lr,patches_per_s,seconds,dice_et,dice_tc,dice_wt,seed_dice,hd95_et,hd95_tc,hd95_wt\n");
+    out.push_str(",lr,patches_per_s,seconds,dice_et,dice_tc,dice_wt,seed_dice,hd95_et,hd95_tc,hd95_wt");
+    for (scores, _) in score_columns(&EpochRow::default()) {
+        for region in ["et", "tc", "wt"] {
+            let _ = write!(out, ",{scores}_{region}");
+        }
+    }
+    out.push('\n');
     let value = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
     for history in histories {
         for row in &history.epochs {
@@ -149,6 +193,9 @@ fn csv(histories: &[RunHistory]) -> String {
                 value(row.seed_dice),
                 scores(row.hd95)
             );
+            for (_, column) in score_columns(row) {
+                let _ = write!(out, ",{}", scores(column));
+            }
             out.push('\n');
         }
     }

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use serde::Serialize;
 
-use segtop::dashboard::run::{RunModel, RunSort, RunState, sort_runs};
+use segtop::dashboard::run::{EvaluationSummary, RunModel, RunSort, RunState, sort_runs};
 use segtop::dashboard::view::format_duration;
 use segtop::dashboard::watch::snapshot;
-use segtop::events::RegionScores;
+use segtop::events::{BratsScores, RegionScores};
 use segtop::launcher::Halt;
 use segtop::rundir::RunDir;
 use segtop::workspace::Workspace;
@@ -60,7 +60,50 @@ struct RunRecord<'a> {
     /// Its Slurm job as last seen, for runs submitted to Slurm.
     job: Option<&'a segtop::slurm::JobStatus>,
     sweep: Option<&'a segtop::experiment::sweep::SweepTag>,
+    /// The latest end-of-run evaluation of the best weights, when there is one.
+    evaluation: Option<EvaluationRecord<'a>>,
     path: String,
+}
+
+/// The end-of-run evaluation as `--json` prints it: per region the lesion-wise and legacy
+/// Dice, raw and after the learned post-processing.
+#[derive(Serialize)]
+struct EvaluationRecord<'a> {
+    epoch: u32,
+    challenge: &'a str,
+    tta: bool,
+    /// The post-processing in words.
+    postprocess: Option<&'a str>,
+    raw: DiceRecord,
+    postprocessed: Option<DiceRecord>,
+}
+
+#[derive(Serialize)]
+struct DiceRecord {
+    lesion_dice: RegionScores,
+    legacy_dice: RegionScores,
+}
+
+impl DiceRecord {
+    fn of(regions: &[BratsScores]) -> DiceRecord {
+        DiceRecord {
+            lesion_dice: BratsScores::lesion_dice(regions),
+            legacy_dice: BratsScores::legacy_dice(regions),
+        }
+    }
+}
+
+impl<'a> EvaluationRecord<'a> {
+    fn of(evaluation: &'a EvaluationSummary) -> EvaluationRecord<'a> {
+        EvaluationRecord {
+            epoch: evaluation.epoch,
+            challenge: &evaluation.challenge,
+            tta: evaluation.tta,
+            postprocess: evaluation.postprocess.as_deref(),
+            raw: DiceRecord::of(&evaluation.mean),
+            postprocessed: evaluation.postprocessed.as_deref().map(DiceRecord::of),
+        }
+    }
 }
 
 pub fn runs(workspace: &Workspace, args: &RunsArgs) -> anyhow::Result<()> {
@@ -119,6 +162,7 @@ pub fn runs(workspace: &Workspace, args: &RunsArgs) -> anyhow::Result<()> {
                 waiting: r.waiting(),
                 job: r.job.as_ref(),
                 sweep: r.sweep.as_ref(),
+                evaluation: r.evaluation.as_ref().map(EvaluationRecord::of),
                 path: r.dir.display().to_string(),
             })
             .collect();
@@ -136,15 +180,35 @@ pub fn runs(workspace: &Workspace, args: &RunsArgs) -> anyhow::Result<()> {
     if let Some(id) = &sweep {
         println!("sweep {id}: {} runs", runs.len());
     }
-    print!("{}", table(&runs, now, sweep.is_some()));
+    print!("{}", table(&runs, now, sweep.is_some(), terminal_columns()));
     Ok(())
 }
 
-/// The runs as a table that fits 80 columns for the usual run names.
-fn table(runs: &[&RunModel], now: chrono::DateTime<chrono::Utc>, values: bool) -> String {
+/// The terminal's width when printing to one; 80 columns into a pipe or file.
+fn terminal_columns() -> usize {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        crossterm::terminal::size().map_or(80, |(width, _)| usize::from(width))
+    } else {
+        80
+    }
+}
+
+/// The runs as a table that fits 80 columns for the usual run names. When `columns` leave
+/// room, an `LW WT` column adds the end-of-run evaluation's lesion-wise whole-tumour Dice
+/// (post-processed when the run learned post-processing, else raw).
+fn table(runs: &[&RunModel], now: chrono::DateTime<chrono::Utc>, values: bool, columns: usize) -> String {
     let width = runs.iter().map(|r| r.id.chars().count()).max().unwrap_or(3).max(3);
+    // run, state, epoch, ET TC WT, p/s, left, and their separators.
+    let base = width + 2 + 10 + 1 + 7 + 2 + 4 + 1 + 4 + 1 + 4 + 1 + 6 + 1 + 7;
+    let lesion_wise = base + 6 <= columns;
+    let lw_header = if lesion_wise {
+        format!(" {:>5}", "LW WT")
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "{:<width$}  {:<10} {:>7}  {:>4} {:>4} {:>4} {:>6} {:>7}\n",
+        "{:<width$}  {:<10} {:>7}  {:>4} {:>4} {:>4}{lw_header} {:>6} {:>7}\n",
         "run", "state", "epoch", "ET", "TC", "WT", "p/s", "left"
     );
     let dash = "–".to_string();
@@ -155,8 +219,17 @@ fn table(runs: &[&RunModel], now: chrono::DateTime<chrono::Utc>, values: bool) -
             dash.clone()
         };
         let dice = |pick: fn(&RegionScores) -> f64| run.best.map_or(dash.clone(), |(_, d)| format!("{:.2}", pick(&d)));
+        let lw = if lesion_wise {
+            let wt = run
+                .evaluation
+                .as_ref()
+                .map(|e| BratsScores::lesion_dice(e.postprocessed.as_deref().unwrap_or(&e.mean)).wt);
+            format!(" {:>5}", wt.map_or(dash.clone(), |wt| format!("{wt:.2}")))
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "{:<width$}  {:<10} {:>7}  {:>4} {:>4} {:>4} {:>6} {:>7}\n",
+            "{:<width$}  {:<10} {:>7}  {:>4} {:>4} {:>4}{lw} {:>6} {:>7}\n",
             run.id,
             run.state().name(),
             epoch,
@@ -334,4 +407,91 @@ fn size_of(dir: &std::path::Path) -> String {
             .sum()
     }
     format!("{:.1} MB", walk(dir) as f64 / 1e6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use segtop::events::Event;
+
+    fn brats(region: &str, lesion_dice: f64, legacy_dice: f64) -> BratsScores {
+        BratsScores {
+            region: region.into(),
+            lesion_dice,
+            lesion_hd95: 10.0,
+            lesion_nsd_10: 0.5,
+            legacy_dice,
+            legacy_hd95: 8.0,
+            num_tp: 1,
+            num_fp: 0,
+            num_fn: 0,
+        }
+    }
+
+    /// A finished run whose end-of-run evaluation scored whole-tumour lesion-wise Dice
+    /// `raw`, and `postprocessed` after post-processing when given.
+    fn evaluated(id: &str, raw: f64, postprocessed: Option<f64>) -> RunModel {
+        let mut run = RunModel::new(id, format!("runs/{id}"));
+        let time = chrono::DateTime::from_timestamp(1_790_000_000, 0).expect("valid time");
+        run.apply(&Event::Evaluation {
+            time,
+            epoch: 6,
+            challenge: "BraTS-SSA".into(),
+            mean: vec![brats("WT", raw, 0.77)],
+            cases: vec![],
+            tta: true,
+            postprocess: postprocessed.map(|_| "WT: remove components under 500 voxels".into()),
+            postprocessed: postprocessed.map(|wt| vec![brats("WT", wt, 0.80)]),
+            postprocessed_cases: vec![],
+            seconds: 1.0,
+        });
+        run
+    }
+
+    #[test]
+    fn wide_terminals_get_the_lesion_wise_whole_tumour_dice() {
+        let runs = [
+            evaluated("20261126-204650-unet-base8", 0.13, Some(0.78)),
+            evaluated("20261126-204747-wide-filters", 0.42, None),
+            RunModel::new("20261126-204742-bad-data", "runs/bad-data"),
+        ];
+        let runs: Vec<&RunModel> = runs.iter().collect();
+        let now = chrono::Utc::now();
+
+        let narrow = table(&runs, now, false, 80);
+        assert!(!narrow.contains("LW WT"), "{narrow}");
+        assert!(narrow.lines().all(|l| l.chars().count() <= 80), "{narrow}");
+
+        let wide = table(&runs, now, false, 120);
+        let lines: Vec<Vec<&str>> = wide.lines().map(|l| l.split_whitespace().collect()).collect();
+        let column = lines[0].iter().position(|h| *h == "LW").expect("an LW WT column");
+        assert_eq!(lines[0][column + 1], "WT", "{wide}");
+        // Post-processed when there is post-processing, else raw, else nothing. The header's
+        // `LW WT` is two words, so a row's value sits at the header's `LW`.
+        let values: Vec<&str> = lines[1..].iter().map(|row| row[column]).collect();
+        assert_eq!(values, ["0.78", "0.42", "–"], "{wide}");
+        assert!(wide.lines().all(|l| l.chars().count() <= 120), "{wide}");
+    }
+
+    #[test]
+    fn the_json_evaluation_holds_raw_and_post_processed_dice() {
+        let run = evaluated("r", 0.13, Some(0.78));
+        let evaluation = run.evaluation.as_ref().expect("evaluated");
+        let json = serde_json::to_value(EvaluationRecord::of(evaluation)).expect("serializes");
+        assert_eq!(json["epoch"], 6);
+        assert_eq!(json["tta"], true);
+        assert_eq!(json["raw"]["lesion_dice"]["wt"], 0.13);
+        assert_eq!(json["raw"]["legacy_dice"]["wt"], 0.77);
+        assert_eq!(json["postprocessed"]["lesion_dice"]["wt"], 0.78);
+        assert_eq!(json["postprocessed"]["legacy_dice"]["wt"], 0.80);
+        assert_eq!(json["postprocess"], "WT: remove components under 500 voxels");
+
+        let raw_only = evaluated("r", 0.42, None);
+        let json = serde_json::to_value(EvaluationRecord::of(raw_only.evaluation.as_ref().expect("evaluated")))
+            .expect("serializes");
+        assert!(
+            json["postprocessed"].is_null() && json["postprocess"].is_null(),
+            "{json}"
+        );
+    }
 }

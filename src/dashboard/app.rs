@@ -264,6 +264,9 @@ pub struct App {
     /// Typing into the filter.
     pub filtering: bool,
     pub log_scale: bool,
+    /// The run view's Dice chart shows the official lesion-wise Dice rather than legacy
+    /// Dice (`d`).
+    pub lesion_wise_dice: bool,
     /// The panel shown in the run view when the terminal is too small for all of them.
     pub run_tab: usize,
     /// Runs marked for the compare view (space in the run list).
@@ -323,6 +326,7 @@ impl App {
             filter: String::new(),
             filtering: false,
             log_scale: false,
+            lesion_wise_dice: false,
             run_tab: 0,
             marked: std::collections::BTreeSet::new(),
             compare_sort: 0,
@@ -748,6 +752,7 @@ impl App {
                 self.effects.push(Effect::SaveSettings(self.settings.clone()));
             }
             KeyCode::Char('L') => self.log_scale = !self.log_scale,
+            KeyCode::Char('d') => self.lesion_wise_dice = !self.lesion_wise_dice,
             _ => match self.screen {
                 Screen::Experiments => self.experiments_key(key.code),
                 Screen::Runs => self.runs_key(key.code),

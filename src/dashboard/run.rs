@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 
 use super::history::History;
+use crate::config::Choice;
 use crate::events::{BratsScores, Event, Outcome, RegionScores};
+use crate::experiment::Selection;
 use crate::slurm::Phase;
 
 /// Lines of `train.log` kept for the run view.
@@ -177,12 +179,20 @@ pub struct QueuePlace {
     pub waiting: Option<String>,
 }
 
-/// The mean official scores of the end-of-run evaluation, per region.
+/// The mean official scores of the latest end-of-run evaluation, per region, raw and after
+/// the learned post-processing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvaluationSummary {
     pub challenge: String,
     pub epoch: u32,
+    /// On the raw predictions.
     pub mean: Vec<BratsScores>,
+    /// Whether the predictions used mirror test-time augmentation.
+    pub tta: bool,
+    /// The post-processing applied, in words, when there is one.
+    pub postprocess: Option<String>,
+    /// After post-processing, when it was applied.
+    pub postprocessed: Option<Vec<BratsScores>>,
 }
 
 /// A running exponential average.
@@ -217,10 +227,16 @@ pub struct RunModel {
     pub loss_parts: BTreeMap<String, History>,
     pub lr: History,
     pub throughput: History,
-    /// Validation Dice per region over epochs.
+    /// Validation Dice per region (ET, TC, WT) over epochs.
     pub dice: [History; 3],
+    /// The official lesion-wise Dice per region over epochs, from validations that report it.
+    pub lesion_dice: [History; 3],
     pub seed_dice: History,
+    /// The best validation's epoch and Dice, chosen as the trainer chooses its best
+    /// checkpoint (`validate.select`).
     pub best: Option<(u32, RegionScores)>,
+    /// The best validation's lesion-wise Dice, when it reported one.
+    pub best_lesion_dice: Option<RegionScores>,
     pub hd95: Option<RegionScores>,
     pub evaluation: Option<EvaluationSummary>,
     /// CPU % and RSS of the process tree over time, x in seconds since the run started.
@@ -255,6 +271,8 @@ pub struct RunModel {
     session_start: Option<(f64, DateTime<Utc>)>,
     /// Exponentially smoothed step loss and loss parts, for calm charts.
     smoothed: BTreeMap<String, Smoothed>,
+    /// The mean of the score that chose `best` (lesion-wise or legacy Dice).
+    best_score: Option<f64>,
     /// Seconds the trainer reported before the latest `run_started` (resumed runs).
     seconds_before: f64,
     last_event: Option<DateTime<Utc>>,
@@ -282,8 +300,10 @@ impl RunModel {
             lr: History::default(),
             throughput: History::default(),
             dice: Default::default(),
+            lesion_dice: Default::default(),
             seed_dice: History::default(),
             best: None,
+            best_lesion_dice: None,
             hd95: None,
             evaluation: None,
             cpu: History::default(),
@@ -307,6 +327,7 @@ impl RunModel {
             config: BTreeMap::new(),
             session_start: None,
             smoothed: BTreeMap::new(),
+            best_score: None,
             seconds_before: 0.0,
             last_event: None,
         }
@@ -389,25 +410,49 @@ impl RunModel {
                 dice,
                 hd95,
                 seed_dice,
+                lesion_dice,
                 ..
             } => {
                 let x = f64::from(*epoch);
                 for (history, value) in self.dice.iter_mut().zip([dice.et, dice.tc, dice.wt]) {
                     history.push(x, value);
                 }
+                if let Some(lesion) = lesion_dice {
+                    for (history, value) in self.lesion_dice.iter_mut().zip([lesion.et, lesion.tc, lesion.wt]) {
+                        history.push(x, value);
+                    }
+                }
                 self.seed_dice.push(x, *seed_dice);
-                if self.best.is_none_or(|(_, best)| dice.mean() > best.mean()) {
+                // As the trainer picks its best checkpoint: lesion-wise Dice when the run
+                // selects by it and the validation has it, else legacy Dice.
+                let score = match (self.selection(), lesion_dice) {
+                    (Selection::Lesion, Some(lesion)) => lesion.mean(),
+                    _ => dice.mean(),
+                };
+                if self.best_score.is_none_or(|best| score > best) {
                     self.best = Some((*epoch, *dice));
+                    self.best_lesion_dice = *lesion_dice;
+                    self.best_score = Some(score);
                 }
                 self.hd95 = *hd95;
             }
             Event::Evaluation {
-                epoch, challenge, mean, ..
+                epoch,
+                challenge,
+                mean,
+                tta,
+                postprocess,
+                postprocessed,
+                ..
             } => {
+                // A later evaluation (post-processing learned again) replaces the earlier one.
                 self.evaluation = Some(EvaluationSummary {
                     challenge: challenge.clone(),
                     epoch: *epoch,
                     mean: mean.clone(),
+                    tta: *tta,
+                    postprocess: postprocess.clone(),
+                    postprocessed: postprocessed.clone(),
                 });
             }
             Event::PreviewWritten { epoch, .. } => {
@@ -653,6 +698,15 @@ impl RunModel {
             .or(self.created)
     }
 
+    /// Which Dice chooses the run's best checkpoint, as its frozen experiment says
+    /// (`validate.select`; legacy when it does not say, as in runs from before the key).
+    pub fn selection(&self) -> Selection {
+        self.config
+            .get("validate.select")
+            .and_then(|name| Selection::from_name(name))
+            .unwrap_or(Selection::Legacy)
+    }
+
     /// Latest patches per second.
     pub fn patches_per_s(&self) -> Option<f64> {
         self.throughput.last()
@@ -756,6 +810,129 @@ mod tests {
         run.apply(&validation(3, 0.7));
         assert_eq!(run.best.map(|(epoch, _)| epoch), Some(2));
         assert_eq!(run.dice[2].points(), [(1.0, 0.5), (2.0, 0.9), (3.0, 0.7)]);
+    }
+
+    fn scores(et: f64, tc: f64, wt: f64) -> RegionScores {
+        RegionScores { et, tc, wt }
+    }
+
+    fn validation_with(epoch: u32, dice: RegionScores, lesion_dice: Option<RegionScores>) -> Event {
+        Event::Validation {
+            time: at(100 + i64::from(epoch)),
+            epoch,
+            dice,
+            hd95: None,
+            seed_dice: 0.5,
+            lesion_dice,
+            cases: vec![],
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn validations_with_lesion_wise_dice_fill_its_history() {
+        let mut run = RunModel::new("r", "runs/r");
+        run.apply(&started(0));
+        run.apply(&validation_with(1, scores(0.5, 0.6, 0.7), None));
+        run.apply(&validation_with(2, scores(0.5, 0.6, 0.8), Some(scores(0.2, 0.3, 0.4))));
+        run.apply(&validation_with(
+            3,
+            scores(0.5, 0.6, 0.9),
+            Some(scores(0.25, 0.35, 0.45)),
+        ));
+        // Epoch 1 had no lesion-wise Dice: that history starts at epoch 2.
+        assert_eq!(run.lesion_dice[0].points(), [(2.0, 0.2), (3.0, 0.25)]);
+        assert_eq!(run.lesion_dice[2].points(), [(2.0, 0.4), (3.0, 0.45)]);
+        assert_eq!(run.dice[2].points(), [(1.0, 0.7), (2.0, 0.8), (3.0, 0.9)]);
+        assert_eq!(run.best_lesion_dice, Some(scores(0.25, 0.35, 0.45)));
+    }
+
+    #[test]
+    fn the_best_validation_follows_the_runs_selection() {
+        // Legacy Dice rises while lesion-wise Dice peaks at epoch 2.
+        let validations = [
+            validation_with(1, scores(0.5, 0.5, 0.5), Some(scores(0.3, 0.3, 0.3))),
+            validation_with(2, scores(0.6, 0.6, 0.6), Some(scores(0.5, 0.5, 0.5))),
+            validation_with(3, scores(0.7, 0.7, 0.7), Some(scores(0.4, 0.4, 0.4))),
+        ];
+        let best_with = |select: Option<&str>| {
+            let mut run = RunModel::new("r", "runs/r");
+            if let Some(select) = select {
+                run.config.insert("validate.select".into(), select.into());
+            }
+            run.apply(&started(0));
+            for validation in &validations {
+                run.apply(validation);
+            }
+            (run.best, run.best_lesion_dice)
+        };
+        assert_eq!(
+            best_with(Some("lesion")),
+            (Some((2, scores(0.6, 0.6, 0.6))), Some(scores(0.5, 0.5, 0.5))),
+            "by lesion-wise Dice, the legacy Dice of that epoch kept"
+        );
+        assert_eq!(best_with(Some("legacy")).0.map(|(epoch, _)| epoch), Some(3));
+        assert_eq!(best_with(None).0.map(|(epoch, _)| epoch), Some(3), "legacy by default");
+        assert_eq!(best_with(Some("nonsense")).0.map(|(epoch, _)| epoch), Some(3));
+
+        // Selecting by lesion-wise Dice without it in the records: legacy, as the trainer does.
+        let mut run = RunModel::new("r", "runs/r");
+        run.config.insert("validate.select".into(), "lesion".into());
+        run.apply(&validation_with(1, scores(0.5, 0.5, 0.5), None));
+        run.apply(&validation_with(2, scores(0.7, 0.7, 0.7), None));
+        assert_eq!(run.best.map(|(epoch, _)| epoch), Some(2));
+        assert_eq!(run.best_lesion_dice, None);
+    }
+
+    fn brats(region: &str, lesion_dice: f64, legacy_dice: f64) -> BratsScores {
+        BratsScores {
+            region: region.into(),
+            lesion_dice,
+            lesion_hd95: 10.0,
+            lesion_nsd_10: 0.5,
+            legacy_dice,
+            legacy_hd95: 8.0,
+            num_tp: 1,
+            num_fp: 0,
+            num_fn: 0,
+        }
+    }
+
+    fn evaluation(seconds: i64, postprocessed: Option<Vec<BratsScores>>) -> Event {
+        Event::Evaluation {
+            time: at(seconds),
+            epoch: 2,
+            challenge: "BraTS-SSA".into(),
+            mean: vec![brats("WT", 0.13, 0.77)],
+            cases: vec![],
+            tta: postprocessed.is_some(),
+            postprocess: postprocessed
+                .as_ref()
+                .map(|_| "WT: remove components under 500 voxels".to_string()),
+            postprocessed,
+            postprocessed_cases: vec![],
+            seconds: 3.0,
+        }
+    }
+
+    #[test]
+    fn a_later_evaluation_replaces_the_earlier_one() {
+        let mut run = RunModel::new("r", "runs/r");
+        run.apply(&started(0));
+        run.apply(&evaluation(200, None));
+        let first = run.evaluation.clone().expect("an evaluation");
+        assert_eq!((first.epoch, first.tta, first.postprocessed), (2, false, None));
+        // `segtop postprocess` learns post-processing again and records a new evaluation.
+        run.apply(&evaluation(300, Some(vec![brats("WT", 0.78, 0.80)])));
+        let latest = run.evaluation.expect("an evaluation");
+        assert!(latest.tta);
+        assert_eq!(
+            latest.postprocess.as_deref(),
+            Some("WT: remove components under 500 voxels")
+        );
+        let after = latest.postprocessed.expect("post-processed scores");
+        assert_eq!(BratsScores::lesion_dice(&after).wt, 0.78);
+        assert_eq!(BratsScores::lesion_dice(&latest.mean).wt, 0.13, "the raw ones beside");
     }
 
     #[test]

@@ -57,37 +57,52 @@ enum Command {
         #[arg(long, default_value = "runs", value_name = "DIR")]
         runs: PathBuf,
     },
-    /// Segment cases with a trained run (or a checkpoint and its experiment).
-    Predict {
-        /// The run whose best (else latest) checkpoint to use
-        #[arg(
-            long,
-            value_name = "RUN_DIR",
-            required_unless_present = "checkpoint",
-            conflicts_with = "checkpoint"
-        )]
-        run: Option<PathBuf>,
-        /// A model.safetensors or best.safetensors file (needs --experiment)
-        #[arg(long, value_name = "FILE", requires = "experiment")]
-        checkpoint: Option<PathBuf>,
-        /// The experiment the checkpoint was trained with
-        #[arg(long, value_name = "FILE")]
-        experiment: Option<PathBuf>,
-        /// One case folder
-        #[arg(
-            long,
-            value_name = "DIR",
-            required_unless_present = "cases",
-            conflicts_with = "cases"
-        )]
-        case: Option<PathBuf>,
-        /// A dataset folder: every case in it
-        #[arg(long, value_name = "DIR")]
-        cases: Option<PathBuf>,
-        /// Where to write <case id>.nii.gz
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-    },
+    /// Segment cases with a trained run, an ensemble of runs, or a checkpoint and its experiment.
+    Predict(PredictArgs),
+}
+
+#[derive(clap::Args)]
+struct PredictArgs {
+    /// A run whose best (else latest) checkpoint to use; give several to average their
+    /// probabilities (an ensemble)
+    #[arg(
+        long,
+        value_name = "RUN_DIR",
+        required_unless_present = "checkpoint",
+        conflicts_with = "checkpoint"
+    )]
+    run: Vec<PathBuf>,
+    /// A model.safetensors or best.safetensors file (needs --experiment)
+    #[arg(long, value_name = "FILE", requires = "experiment")]
+    checkpoint: Option<PathBuf>,
+    /// The experiment the checkpoint was trained with
+    #[arg(long, value_name = "FILE")]
+    experiment: Option<PathBuf>,
+    /// One case folder
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["cases", "split"], conflicts_with_all = ["cases", "split"])]
+    case: Option<PathBuf>,
+    /// A dataset folder: every case in it
+    #[arg(long, value_name = "DIR", conflicts_with = "split")]
+    cases: Option<PathBuf>,
+    /// The (first) run's own train, validation or test cases, from its split.json
+    #[arg(long, value_name = "PART", requires = "run", value_parser = ["train", "validation", "test"])]
+    split: Option<String>,
+    /// Where to write <case id>.nii.gz
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Mirror test-time augmentation over the experiment's flip axes (up to 8 passes per window)
+    #[arg(long)]
+    tta: bool,
+    /// Write the network's labels as they are, without the run's post-processing
+    #[arg(long, conflicts_with = "postprocess")]
+    no_postprocess: bool,
+    /// Apply this post-processing file instead of the (first) run's postprocess.toml
+    #[arg(long, value_name = "FILE")]
+    postprocess: Option<PathBuf>,
+    /// Label convention of the written maps: each case's own (enhancing tumour 4 for older
+    /// BraTS names), BraTS 2023+ (3), or legacy (4)
+    #[arg(long, value_enum, default_value = "dataset")]
+    labels: predict::Labels,
 }
 
 /// Exit codes, so a supervisor can tell how a run ended.
@@ -112,26 +127,7 @@ fn main() {
             resume,
             runs,
         } => train(experiment.as_deref(), resume.as_deref(), &runs),
-        Command::Predict {
-            run,
-            checkpoint,
-            experiment,
-            case,
-            cases,
-            out,
-        } => {
-            let source = case.or(cases).unwrap_or_default();
-            let loaded = match (run, checkpoint, experiment) {
-                (Some(run), _, _) => predict::from_run(&run),
-                (None, Some(checkpoint), Some(experiment)) => load_experiment(&experiment).map(|e| (e, checkpoint)),
-                _ => Err(anyhow::anyhow!(
-                    "give --run RUN_DIR, or --checkpoint FILE with --experiment FILE"
-                )),
-            };
-            loaded
-                .and_then(|(experiment, weights)| predict::run(&experiment, &weights, &source, &out))
-                .map(|()| exit::FINISHED)
-        }
+        Command::Predict(args) => predict(&args).map(|()| exit::FINISHED),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -140,6 +136,48 @@ fn main() {
             std::process::exit(exit::FAILED);
         }
     }
+}
+
+fn predict(args: &PredictArgs) -> anyhow::Result<()> {
+    let options = predict::Options {
+        tta: args.tta,
+        postprocess: match (&args.postprocess, args.no_postprocess) {
+            (_, true) => predict::PostprocessChoice::Off,
+            (Some(file), false) => predict::PostprocessChoice::File(file.clone()),
+            (None, false) => predict::PostprocessChoice::FromRun,
+        },
+        labels: args.labels,
+    };
+    let mut models = Vec::new();
+    for run in &args.run {
+        let (experiment, weights) = predict::from_run(run)?;
+        models.push(predict::Model::load(
+            run.display().to_string(),
+            experiment,
+            &weights,
+            args.tta,
+        )?);
+    }
+    if let (Some(checkpoint), Some(experiment)) = (&args.checkpoint, &args.experiment) {
+        let loaded = load_experiment(experiment)?;
+        models.push(predict::Model::load(
+            checkpoint.display().to_string(),
+            loaded,
+            checkpoint,
+            args.tta,
+        )?);
+    }
+    let first = models
+        .first()
+        .context("give --run RUN_DIR (one or more), or --checkpoint FILE with --experiment FILE")?;
+    let cases = match (&args.case, &args.cases, &args.split, args.run.first()) {
+        (Some(source), _, _, _) | (None, Some(source), _, _) => predict::cases_under(source)?,
+        (None, None, Some(split), Some(run)) => predict::split_cases(run, &first.experiment, split)?,
+        _ => anyhow::bail!("give --case DIR, --cases DIR or --split PART"),
+    };
+    let (plan, said) = predict::choose_plan(&args.run, &options.postprocess)?;
+    println!("{said}");
+    predict::run(&models, &cases, &plan, &options, &args.out)
 }
 
 fn train(

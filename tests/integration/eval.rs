@@ -127,3 +127,93 @@ fn a_prediction_on_another_grid_or_with_foreign_labels_is_refused() {
         "{err}"
     );
 }
+
+/// Ground truth in the older BraTS layout and labels (`BraTS2021_0000N_seg.nii.gz`,
+/// enhancing tumour 4) made from synthetic cases, and predictions: the first case's in the
+/// BraTS 2023 labels, the second's in the legacy ones, both equal to the truth.
+fn legacy_truth_and_predictions(dir: &Path) -> Vec<String> {
+    let ids = predictions_and_truth(dir, 2, |_, _| {});
+    let mut legacy_ids = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let legacy = format!("BraTS2021_0000{n}");
+        let case = dir.join("legacy").join(&legacy);
+        fs::create_dir_all(&case).expect("mkdir");
+        let seg = dir.join(format!("gt/{id}/{id}-seg.nii.gz"));
+        let truth = volume::read_volume(&seg).expect("readable");
+        let brats2023: Vec<u8> = truth.data.iter().map(|&v| v as u8).collect();
+        let legacy_labels: Vec<u8> = brats2023.iter().map(|&l| if l == 3 { 4 } else { l }).collect();
+        assert!(legacy_labels.contains(&4), "the synthetic case has enhancing tumour");
+        volume::write_labels_like(
+            &seg,
+            &case.join(format!("{legacy}_seg.nii.gz")),
+            truth.shape,
+            &legacy_labels,
+        )
+        .expect("written");
+        let prediction = if n == 0 { &brats2023 } else { &legacy_labels };
+        let pred = dir.join(format!("legacy-pred/{legacy}.nii.gz"));
+        volume::write_labels_like(&seg, &pred, truth.shape, prediction).expect("written");
+        legacy_ids.push(legacy);
+    }
+    legacy_ids
+}
+
+#[test]
+fn legacy_label_maps_and_folders_are_scored_with_enhancing_tumour_4() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::create_dir_all(dir.path().join("legacy-pred")).expect("mkdir");
+    let ids = legacy_truth_and_predictions(dir.path());
+    let out = segtop(
+        dir.path(),
+        &["eval", "--pred", "legacy-pred", "--gt", "legacy", "--json"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON on stdout");
+    let cases = doc["cases"].as_array().expect("cases");
+    assert_eq!(cases.len(), 2);
+    for case in cases {
+        assert!(ids.iter().any(|id| case["case"] == id.as_str()), "{case}");
+        for region in case["regions"].as_array().expect("regions") {
+            assert_eq!(region["legacy_dice"], 1.0, "{region}");
+            assert_eq!(region["lesion_dice"], 1.0, "{region}");
+        }
+    }
+    // Told that the maps are BraTS 2023 ones, the legacy truth's label 4 is refused.
+    let out = segtop(
+        dir.path(),
+        &[
+            "eval",
+            "--pred",
+            "legacy-pred",
+            "--gt",
+            "legacy",
+            "--labels",
+            "brats2023",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is not one of the challenge's labels [0, 1, 2, 3]"),
+        "{}",
+        stderr(&out)
+    );
+    // A map with both 3 and 4 follows neither convention.
+    let seg = dir.path().join(format!("legacy/{0}/{0}_seg.nii.gz", ids[1]));
+    let truth = volume::read_volume(&seg).expect("readable");
+    let mut mixed: Vec<u8> = truth.data.iter().map(|&v| v as u8).collect();
+    mixed[0] = 3;
+    volume::write_labels_like(
+        &seg,
+        &dir.path().join(format!("legacy-pred/{}.nii.gz", ids[1])),
+        truth.shape,
+        &mixed,
+    )
+    .expect("written");
+    let out = segtop(dir.path(), &["eval", "--pred", "legacy-pred", "--gt", "legacy"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("holds both label 3 and label 4"),
+        "{}",
+        stderr(&out)
+    );
+}

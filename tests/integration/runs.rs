@@ -89,6 +89,21 @@ fn runs_lists_states_from_facts_filters_and_sorts() {
         Some("20261126-204742-bad-data")
     );
 
+    // The completed run's end-of-run evaluation, raw only; the others have none.
+    let evaluated: Vec<(&str, &serde_json::Value)> = runs
+        .iter()
+        .filter(|r| !r["evaluation"].is_null())
+        .map(|r| (r["id"].as_str().expect("id"), &r["evaluation"]))
+        .collect();
+    assert_eq!(evaluated.len(), 1, "{runs:?}");
+    let (id, evaluation) = evaluated[0];
+    assert_eq!(id, "20261126-204650-unet-base8");
+    assert_eq!(evaluation["epoch"], 6);
+    assert_eq!(evaluation["tta"], false);
+    assert_eq!(evaluation["raw"]["lesion_dice"]["wt"], 0.8648807713812079);
+    assert_eq!(evaluation["raw"]["legacy_dice"]["tc"], 0.0);
+    assert!(evaluation["postprocessed"].is_null(), "{evaluation}");
+
     let table = stdout(&segtop(dir.path(), &["runs"]));
     let first: Vec<&str> = table.lines().nth(1).expect("a row").split_whitespace().collect();
     assert_eq!(first[..3], ["20261126-204800-lost", "lost", "8/12"], "{table}");
@@ -197,10 +212,49 @@ fn stop_resume_kill_and_remove_a_run_from_the_command_line() {
     );
 }
 
+/// The official scores of one region, for an evaluation record.
+fn brats(region: &str, lesion_dice: f64, legacy_dice: f64) -> segtop::events::BratsScores {
+    segtop::events::BratsScores {
+        region: region.into(),
+        lesion_dice,
+        lesion_hd95: 10.0,
+        lesion_nsd_10: 0.5,
+        legacy_dice,
+        legacy_hd95: 8.0,
+        num_tp: 1,
+        num_fp: 0,
+        num_fn: 0,
+    }
+}
+
 #[test]
 fn export_writes_one_row_per_run_and_epoch() {
     let dir = tempfile::tempdir().expect("temp dir");
     workspace_with_runs(dir.path());
+    // `segtop postprocess` evaluated the completed run again, with post-processing: the
+    // latest evaluation counts.
+    let events_path = dir.path().join("runs/20261126-204650-unet-base8/events.jsonl");
+    let mut events = std::fs::read_to_string(&events_path).expect("events");
+    let time = chrono::DateTime::parse_from_rfc3339("2026-11-26T21:00:00Z")
+        .expect("valid time")
+        .to_utc();
+    let regions = |wt: (f64, f64)| vec![brats("WT", wt.0, wt.1), brats("TC", 0.1, 0.2), brats("ET", 0.3, 0.4)];
+    events.push_str(
+        &segtop::events::Event::Evaluation {
+            time,
+            epoch: 6,
+            challenge: "BraTS-SSA".into(),
+            mean: regions((0.13, 0.77)),
+            cases: vec![],
+            tta: true,
+            postprocess: Some("WT: remove components under 500 voxels".into()),
+            postprocessed: Some(regions((0.78, 0.80))),
+            postprocessed_cases: vec![],
+            seconds: 1.0,
+        }
+        .to_line(),
+    );
+    std::fs::write(&events_path, events).expect("write");
     let out = dir.path().join("curves.csv");
     let output = segtop(
         dir.path(),
@@ -218,7 +272,20 @@ fn export_writes_one_row_per_run_and_epoch() {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().expect("header").split(',').collect();
     assert_eq!(header[..5], ["run", "epoch", "loss", "loss_ce", "loss_dice"]);
-    assert_eq!(header.last(), Some(&"hd95_wt"));
+    assert_eq!(header.last(), Some(&"pp_legacy_dice_wt"));
+    for scores in [
+        "hd95",
+        "lesion_dice",
+        "eval_lesion_dice",
+        "eval_legacy_dice",
+        "pp_lesion_dice",
+        "pp_legacy_dice",
+    ] {
+        for region in ["et", "tc", "wt"] {
+            let name = format!("{scores}_{region}");
+            assert!(header.contains(&name.as_str()), "{name} missing: {header:?}");
+        }
+    }
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert!(rows.iter().all(|r| r.len() == header.len()), "{text}");
     let unet: Vec<&Vec<&str>> = rows.iter().filter(|r| r[0] == "20261126-204650-unet-base8").collect();
@@ -236,6 +303,36 @@ fn export_writes_one_row_per_run_and_epoch() {
     let column = header.iter().position(|h| *h == "dice_wt").expect("dice_wt");
     let wt: f64 = unet[11][column].parse().expect("a number");
     assert_eq!(Some(wt), last_validation["dice"]["wt"].as_f64());
+    // The evaluated epoch's row holds the latest evaluation, raw and post-processed; the
+    // other rows and the recorded validations (no lesion-wise Dice) leave theirs empty.
+    let cell = |row: &[&str], name: &str| {
+        let column = header.iter().position(|h| *h == name).expect("a column");
+        row[column].to_string()
+    };
+    let evaluated: Vec<&&Vec<&str>> = unet
+        .iter()
+        .filter(|r| !cell(r, "eval_lesion_dice_wt").is_empty())
+        .collect();
+    assert_eq!(evaluated.len(), 1, "{text}");
+    let row = evaluated[0];
+    assert_eq!(cell(row, "epoch"), "6");
+    assert_eq!(
+        [
+            cell(row, "eval_lesion_dice_wt"),
+            cell(row, "eval_legacy_dice_wt"),
+            cell(row, "pp_lesion_dice_wt"),
+            cell(row, "pp_legacy_dice_wt"),
+            cell(row, "pp_legacy_dice_et"),
+        ],
+        ["0.13", "0.77", "0.78", "0.8", "0.4"]
+    );
+    assert!(unet.iter().all(|r| cell(r, "lesion_dice_wt").is_empty()), "{text}");
+    assert!(
+        rows.iter()
+            .filter(|r| r[0] == "20261126-204747-wide-filters")
+            .all(|r| cell(r, "eval_lesion_dice_wt").is_empty() && cell(r, "pp_lesion_dice_wt").is_empty()),
+        "{text}"
+    );
 
     let json = segtop(dir.path(), &["export", "bad-data", "--json"]);
     let value: serde_json::Value = serde_json::from_str(&stdout(&json)).expect("json");

@@ -681,3 +681,114 @@ fn the_run_list_shows_long_runs_epochs_whole() {
         );
     }
 }
+
+/// The run view's scores panel shows the end-of-run evaluation raw and, once post-processing
+/// was learned, raw → post-processed side by side; `d` switches the Dice chart to
+/// lesion-wise Dice.
+#[test]
+fn the_run_view_shows_raw_and_post_processed_scores_and_d_shows_lesion_wise_dice() {
+    use segtop::events::{BratsScores, Event, RegionScores};
+    const COMPLETED: &str = "20261126-204650-unet-base8";
+    let mut app = dashboard_with_recorded_runs(120, 36);
+    key(&mut app, KeyCode::Char('2'));
+    // Newest first: wide-filters, bad-data, lite-lr1e-2, unet-base8.
+    keys(&mut app, "jjj");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.open.as_deref(), Some(COMPLETED));
+    let screen = render_at(&app, 120, 36);
+    assert!(screen.contains("BraTS-SSA, epoch 6 "), "{screen}");
+    assert!(screen.contains("WT  LW .865  HD95 5.0  legacy .865"), "{screen}");
+    assert!(
+        !screen.contains("TTA") && !screen.contains("post-processing"),
+        "{screen}"
+    );
+
+    // `segtop postprocess` learns post-processing and evaluates again; a validation that
+    // reports lesion-wise Dice arrives too.
+    let time = app.now;
+    let brats = |region: &str, lesion_dice: f64, legacy_dice: f64| BratsScores {
+        region: region.into(),
+        lesion_dice,
+        lesion_hd95: 10.0,
+        lesion_nsd_10: 0.5,
+        legacy_dice,
+        legacy_hd95: 8.0,
+        num_tp: 1,
+        num_fp: 0,
+        num_fn: 0,
+    };
+    let regions = |wt: (f64, f64)| vec![brats("WT", wt.0, wt.1), brats("TC", 0.5, 0.6), brats("ET", 0.3, 0.4)];
+    let description = "WT: remove components under 500 voxels; ET under 200 voxels to necrosis; TC: keep the largest";
+    let events = vec![
+        Event::Evaluation {
+            time,
+            epoch: 6,
+            challenge: "BraTS-SSA".into(),
+            mean: regions((0.13, 0.77)),
+            cases: vec![],
+            tta: true,
+            postprocess: Some(description.into()),
+            postprocessed: Some(regions((0.78, 0.8))),
+            postprocessed_cases: vec![],
+            seconds: 2.0,
+        },
+        Event::Validation {
+            time,
+            epoch: 12,
+            dice: RegionScores {
+                et: 0.1,
+                tc: 0.2,
+                wt: 0.3,
+            },
+            hd95: None,
+            seed_dice: 0.5,
+            lesion_dice: Some(RegionScores {
+                et: 0.41,
+                tc: 0.52,
+                wt: 0.63,
+            }),
+            cases: vec![],
+            seconds: 1.0,
+        },
+    ];
+    app.update(Msg::Watch(Box::new(Watch {
+        time,
+        runs: vec![RunUpdate {
+            id: COMPLETED.to_string(),
+            dir: PathBuf::from("/ws/runs").join(COMPLETED),
+            events,
+            ..RunUpdate::default()
+        }],
+        removed: vec![],
+        host: Some(host()),
+        queue: None,
+    })));
+    for (width, height) in [(120, 36), (160, 48)] {
+        app.update(Msg::Terminal(TermEvent::Resize(width, height)));
+        let screen = render_at(&app, width, height);
+        assert!(screen.contains("BraTS-SSA, epoch 6 · TTA"), "{screen}");
+        assert!(screen.contains("WT  LW .130 → .780  legacy .770 → .800"), "{screen}");
+        assert!(screen.contains("TC  LW .500 → .500  legacy .600 → .600"), "{screen}");
+        assert!(screen.contains("ET  LW .300 → .300  legacy .400 → .400"), "{screen}");
+        // The description is cut to the panel, not wrapped over the log.
+        assert!(screen.contains("post-processing: WT: remove components"), "{screen}");
+        assert!(!screen.contains(description), "{screen}");
+        assert!(screen.contains('…'), "{screen}");
+        // Where the panel is wide enough, the title says what the arrows mean.
+        assert_eq!(screen.contains("raw → post-processed"), width == 160, "{screen}");
+    }
+
+    // `d`: the Dice chart shows lesion-wise Dice, and says so; again: legacy Dice.
+    app.update(Msg::Terminal(TermEvent::Resize(80, 24)));
+    assert!(render(&app).contains("┌ Dice ET .10 TC .20 WT .30 seed .50"));
+    key(&mut app, KeyCode::Char('d'));
+    assert!(app.lesion_wise_dice);
+    let screen = render(&app);
+    assert!(screen.contains("┌ LW Dice ET .41 TC .52 WT .63 "), "{screen}");
+    assert!(
+        !screen.contains("seed"),
+        "no seed Dice beside lesion-wise Dice:\n{screen}"
+    );
+    key(&mut app, KeyCode::Char('d'));
+    assert!(render(&app).contains("┌ Dice ET .10"));
+}

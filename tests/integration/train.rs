@@ -342,7 +342,7 @@ fn sigterm_checkpoints_and_stops_with_its_own_exit_code() {
 }
 
 #[test]
-fn training_learns_the_synthetic_tumours() {
+fn training_learns_the_synthetic_tumours_and_the_run_predicts_alone_ensembled_and_relabelled() {
     let dir = tempfile::tempdir().expect("temp dir");
     let text = "[data]\nroot = \"data\"\ncache_dir = \"cache\"\nsplit = [0.5, 0.5, 0.0]\n\
                 [data.synthetic]\ncases = 4\nseed = 3\nshape = [48, 48, 32]\n\
@@ -366,6 +366,170 @@ fn training_learns_the_synthetic_tumours() {
     // After one epoch the network is close to its random start; nine more must find the tumours.
     let (first, last) = (wt[0], wt[9]);
     assert!(last > 0.6 && last > first + 0.3, "whole-tumour Dice by epoch: {wt:?}");
+    predictions_of_a_trained_run(dir.path(), &only_run(dir.path()));
+}
+
+/// Reads a labels file as integers.
+fn labels(path: &Path) -> Vec<u8> {
+    let volume = segtop::data::volume::read_volume(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    volume.data.iter().map(|&l| l as u8).collect()
+}
+
+/// What a trained run leaves for prediction, and `predict`'s ensembles, label conventions,
+/// post-processing choices and errors, on `run` (trained in `dir` on synthetic BraTS 2023 cases).
+fn predictions_of_a_trained_run(dir: &Path, run: &Path) {
+    // The end of training kept the raw validation predictions and learned a readable plan.
+    let split: segtop::data::dataset::Split =
+        serde_json::from_slice(&std::fs::read(run.join("split.json")).expect("split.json")).expect("a split");
+    for id in &split.validation {
+        assert!(
+            run.join(format!("validation/{id}.nii.gz")).is_file(),
+            "no validation/{id}.nii.gz"
+        );
+    }
+    segtop::postprocess::Plan::load(&run.join("postprocess.toml")).expect("a valid postprocess.toml");
+    let evaluation = events(run)
+        .into_iter()
+        .find(|e| matches!(e, Event::Evaluation { .. }))
+        .expect("an evaluation");
+    let Event::Evaluation {
+        postprocessed: Some(after),
+        postprocess: Some(_),
+        mean,
+        ..
+    } = evaluation
+    else {
+        panic!("the evaluation has no post-processed scores: {evaluation:?}");
+    };
+    // Never worse than nothing on the cases it was learned on.
+    for (raw, processed) in mean.iter().zip(&after) {
+        assert!(processed.lesion_dice >= raw.lesion_dice - 1e-9, "{raw:?} {processed:?}");
+    }
+
+    let predict = |out: &str, extra: &[&str]| {
+        let output = trainer(dir)
+            .args(["predict", "--split", "validation", "--out", out])
+            .args(extra)
+            .output()
+            .expect("the trainer runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let run_arg = run.to_str().expect("a UTF-8 path");
+    let id = &split.validation[0];
+    let file = |out: &str| dir.join(out).join(format!("{id}.nii.gz"));
+
+    // One run, raw labels; the same run twice as an ensemble gives the same labels.
+    let (ok, said) = predict("single", &["--run", run_arg, "--no-postprocess"]);
+    assert!(ok, "{said}");
+    assert!(
+        said.contains(&format!("{id}.nii.gz")) && said.contains(" s"),
+        "a line per case with its time: {said}"
+    );
+    let single = labels(&file("single"));
+    let (ok, said) = predict("twice", &["--run", run_arg, "--run", run_arg, "--no-postprocess"]);
+    assert!(ok && said.contains("2 model(s)"), "{said}");
+    assert_eq!(
+        labels(&file("twice")),
+        single,
+        "an ensemble of one run twice is that run"
+    );
+    // The raw predictions are what the end of training kept.
+    assert_eq!(labels(&run.join(format!("validation/{id}.nii.gz"))), single);
+
+    // The label convention: a copy of the run whose output layer favours enhancing tumour
+    // everywhere (its bias for class 3 raised) writes ET as 3, or as 4 in the legacy
+    // convention, and nothing else changes.
+    let enhancing = dir.join("enhancing");
+    std::fs::create_dir_all(enhancing.join("checkpoints")).expect("mkdir");
+    for file in ["split.json", "experiment.toml"] {
+        std::fs::copy(run.join(file), enhancing.join(file)).expect("copy");
+    }
+    let tensors = tch::Tensor::read_safetensors(run.join("checkpoints/best.safetensors")).expect("weights");
+    let tensors: Vec<(String, tch::Tensor)> = tensors
+        .into_iter()
+        .map(|(name, tensor)| {
+            let tensor = if name == "out.bias" {
+                tensor + tch::Tensor::from_slice(&[0.0f32, 0.0, 0.0, 100.0])
+            } else {
+                tensor
+            };
+            (name, tensor)
+        })
+        .collect();
+    tch::Tensor::write_safetensors(&tensors, enhancing.join("checkpoints/best.safetensors")).expect("write weights");
+    let enhancing_arg = enhancing.to_str().expect("UTF-8");
+    let (ok, said) = predict("et", &["--run", enhancing_arg, "--no-postprocess"]);
+    assert!(ok, "{said}");
+    let et = labels(&file("et"));
+    assert!(
+        et.contains(&3) && et.iter().all(|&l| l == 0 || l == 3),
+        "ET everywhere in the crop"
+    );
+    let (ok, said) = predict(
+        "legacy",
+        &["--run", enhancing_arg, "--no-postprocess", "--labels", "legacy"],
+    );
+    assert!(ok, "{said}");
+    let expected: Vec<u8> = et.iter().map(|&l| if l == 3 { 4 } else { l }).collect();
+    assert_eq!(labels(&file("legacy")), expected);
+
+    // A plan from a file is applied: keeping the largest whole-tumour component leaves one.
+    std::fs::write(dir.join("largest.toml"), "[wt]\noperation = \"keep-largest\"\n").expect("write");
+    let (ok, said) = predict("largest", &["--run", run_arg, "--postprocess", "largest.toml"]);
+    assert!(ok && said.contains("keep the largest"), "{said}");
+    let largest = labels(&file("largest"));
+    let kept = largest.iter().filter(|&&l| l > 0).count();
+    assert!(kept > 0 && kept <= single.iter().filter(|&&l| l > 0).count());
+    assert!(
+        largest.iter().zip(&single).all(|(&a, &b)| a == 0 || a == b),
+        "only removes"
+    );
+
+    // Errors name what is wrong.
+    std::fs::write(dir.join("bad.toml"), "[wt]\noperation = \"keep-bigest\"\n").expect("write");
+    let (ok, said) = predict("bad", &["--run", run_arg, "--postprocess", "bad.toml"]);
+    assert!(
+        !ok && said.contains("bad.toml:2") && said.contains("keep-bigest"),
+        "{said}"
+    );
+    let (ok, said) = predict("none", &["--run", "runs/no-such-run"]);
+    assert!(!ok && said.contains("runs/no-such-run"), "{said}");
+    let other = dir.join("other");
+    std::fs::create_dir_all(other.join("checkpoints")).expect("mkdir");
+    std::fs::copy(
+        run.join("checkpoints/best.safetensors"),
+        other.join("checkpoints/best.safetensors"),
+    )
+    .expect("copy");
+    std::fs::copy(run.join("split.json"), other.join("split.json")).expect("copy");
+    let frozen = std::fs::read_to_string(run.join("experiment.toml")).expect("experiment.toml");
+    let changed = frozen.replace("normalization = \"zscore\"", "normalization = \"volume-minmax\"");
+    assert_ne!(changed, frozen, "the frozen experiment names its normalization");
+    std::fs::write(other.join("experiment.toml"), changed).expect("write");
+    let (ok, said) = predict("mixed", &["--run", run_arg, "--run", other.to_str().expect("UTF-8")]);
+    assert!(!ok && said.contains("differ in data.normalization"), "{said}");
+
+    // `segtop postprocess` learns the plan again, predicting the validation cases first when
+    // the run kept none, and records a second evaluation.
+    std::fs::remove_dir_all(run.join("validation")).expect("rm validation/");
+    std::fs::remove_file(run.join("postprocess.toml")).expect("rm postprocess.toml");
+    let output = crate::segtop(dir, &["postprocess", run_arg, "--threads", "2"]);
+    let said = crate::stdout(&output) + &crate::stderr(&output);
+    assert!(output.status.success(), "{said}");
+    assert!(
+        said.contains("segmenting its validation cases") && said.contains("lesion-wise Dice"),
+        "{said}"
+    );
+    segtop::postprocess::Plan::load(&run.join("postprocess.toml")).expect("learned again");
+    assert_eq!(labels(&run.join(format!("validation/{id}.nii.gz"))), single);
+    let evaluations = events(run)
+        .iter()
+        .filter(|e| matches!(e, Event::Evaluation { .. }))
+        .count();
+    assert_eq!(evaluations, 2);
 }
 
 #[test]

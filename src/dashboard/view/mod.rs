@@ -256,7 +256,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("r", "resume a stopped, failed or lost run"),
     ("+ -  p", "queued run: earlier · later · hold"),
     ("← → h l", "run view: panel tabs on small screens"),
-    ("L", "log scale for the loss"),
+    ("L  d", "loss on a log scale · lesion-wise Dice"),
     ("v  [ ]  PgUp PgDn", "preview: full view · slice ∓1 · ∓10"),
     ("a T o M C", "axis, tumour, overlay, modality, colours"),
     ("c  e", "clone into a form · open in $EDITOR"),

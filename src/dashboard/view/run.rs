@@ -1,9 +1,11 @@
-//! The run view: one run's loss, Dice, learning rate and speed over time, its process and
-//! the host, the end of its log, and its slice preview (`v`: over the whole view).
+//! The run view: one run's loss, Dice (legacy, or lesion-wise with `d`), learning rate and
+//! speed over time, its process and the host, the end of its log, and its slice preview
+//! (`v`: over the whole view).
 //!
 //! From 80x24 up every panel is on screen; at 120x36 and more the learning rate and speed
-//! get charts of their own and the log and preview a column. Below 80x24 the panels become
-//! tabs, one at a time, rather than squeezing.
+//! get charts of their own and the log, preview and scores (HD95, the end-of-run evaluation
+//! raw and post-processed) a column. Below 80x24 the panels become tabs, one at a time,
+//! rather than squeezing.
 
 use ratatui::Frame;
 use ratatui::buffer::Buffer;
@@ -107,10 +109,13 @@ fn draw_wide(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
         .render(lr, buf);
     speed_chart(app, run, false).render(speed, buf);
     draw_resources(app, run, c, buf);
+    // The scores panel is as tall as its lines (the evaluation's), at least 6 rows.
+    let lines = score_lines(app, run, right.width.saturating_sub(2));
+    let height = u16::try_from(lines.len() + 2).unwrap_or(u16::MAX).max(6);
     let [preview, scores, log] =
-        Layout::vertical([Constraint::Fill(1), Constraint::Length(6), Constraint::Fill(1)]).areas(right);
+        Layout::vertical([Constraint::Fill(1), Constraint::Length(height), Constraint::Fill(1)]).areas(right);
     draw_preview(app, run, preview, buf);
-    draw_scores(app, run, scores, buf);
+    draw_scores(app, lines, scores, buf);
     draw_log(app, run, log, buf);
 }
 
@@ -155,17 +160,24 @@ fn loss_chart<'a>(app: &'a App, run: &'a RunModel) -> LineChart<'a> {
     chart
 }
 
+/// Validation Dice per region over epochs: legacy Dice with the seed tutorial's, or the
+/// official lesion-wise Dice (`d`), named in the title.
 fn dice_chart<'a>(app: &'a App, run: &'a RunModel) -> LineChart<'a> {
     let series = &app.theme.series;
-    let mut chart = LineChart::new("Dice", &app.theme, app.marker())
-        .series("ET", Style::new().fg(series.dice_et), &run.dice[0])
-        .series("TC", Style::new().fg(series.dice_tc), &run.dice[1])
-        .series("WT", Style::new().fg(series.dice_wt), &run.dice[2])
-        .series("seed", Style::new().fg(series.seed_dice), &run.seed_dice)
-        .y_range(0.0, 1.0)
-        .decimals(2)
-        .x_unit("epochs");
-    if let Some((epoch, best)) = run.best {
+    let (title, histories, best) = if app.lesion_wise_dice {
+        ("LW Dice", &run.lesion_dice, run.best_lesion_dice)
+    } else {
+        ("Dice", &run.dice, run.best.map(|(_, dice)| dice))
+    };
+    let mut chart = LineChart::new(title, &app.theme, app.marker())
+        .series("ET", Style::new().fg(series.dice_et), &histories[0])
+        .series("TC", Style::new().fg(series.dice_tc), &histories[1])
+        .series("WT", Style::new().fg(series.dice_wt), &histories[2]);
+    if !app.lesion_wise_dice {
+        chart = chart.series("seed", Style::new().fg(series.seed_dice), &run.seed_dice);
+    }
+    chart = chart.y_range(0.0, 1.0).decimals(2).x_unit("epochs");
+    if let (Some((epoch, _)), Some(best)) = (run.best, best) {
         chart = chart.bottom(Line::styled(
             format!(" best {:.2}/{:.2}/{:.2} @{epoch} ", best.et, best.tc, best.wt),
             Style::new().fg(app.theme.ui.dim),
@@ -328,9 +340,12 @@ fn draw_preview(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
     preview.draw(view, &theme.labels.palette(), inner, buf);
 }
 
-/// The latest validation's HD95 and the end-of-run evaluation, when there are any.
-fn draw_scores(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
+/// The latest validation's HD95 and the latest end-of-run evaluation, when there are any:
+/// per region its lesion-wise (LW) and legacy Dice, raw → post-processed when the run
+/// learned post-processing, and what the post-processing does.
+fn score_lines(app: &App, run: &RunModel, width: u16) -> Vec<Line<'static>> {
     let theme = &app.theme;
+    let width = usize::from(width);
     let mut lines = Vec::new();
     if let Some(hd95) = run.hd95 {
         lines.push(Line::raw(format!(
@@ -339,22 +354,73 @@ fn draw_scores(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
         )));
     }
     if let Some(evaluation) = &run.evaluation {
-        lines.push(Line::styled(
-            format!("{} lesion-wise, epoch {}", evaluation.challenge, evaluation.epoch),
-            Style::new().fg(theme.ui.accent),
-        ));
-        for region in &evaluation.mean {
-            lines.push(Line::raw(format!(
-                "{:<3} Dice {:.3}  HD95 {:.1}",
-                region.region, region.lesion_dice, region.lesion_hd95
-            )));
+        let mut title = format!("{}, epoch {}", evaluation.challenge, evaluation.epoch);
+        if evaluation.tta {
+            title.push_str(" · TTA");
+        }
+        let arrows = " · raw → post-processed";
+        if evaluation.postprocessed.is_some() && title.chars().count() + arrows.chars().count() <= width {
+            title.push_str(arrows);
+        }
+        lines.push(Line::styled(fit(&title, width), Style::new().fg(theme.ui.accent)));
+        for raw in &evaluation.mean {
+            let after = evaluation
+                .postprocessed
+                .as_ref()
+                .and_then(|regions| regions.iter().find(|r| r.region == raw.region));
+            let text = match after {
+                Some(after) => format!(
+                    "{:<3} LW {} → {}  legacy {} → {}",
+                    raw.region,
+                    score(raw.lesion_dice),
+                    score(after.lesion_dice),
+                    score(raw.legacy_dice),
+                    score(after.legacy_dice)
+                ),
+                None => format!(
+                    "{:<3} LW {}  HD95 {:.1}  legacy {}",
+                    raw.region,
+                    score(raw.lesion_dice),
+                    raw.lesion_hd95,
+                    score(raw.legacy_dice)
+                ),
+            };
+            lines.push(Line::raw(fit(&text, width)));
+        }
+        if let Some(postprocess) = &evaluation.postprocess {
+            lines.push(Line::styled(
+                fit(&format!("post-processing: {postprocess}"), width),
+                Style::new().fg(theme.ui.dim),
+            ));
         }
     }
     if lines.is_empty() {
         lines.push(Line::styled("no validation scores yet", Style::new().fg(theme.ui.dim)));
     }
+    lines
+}
+
+/// A score as papers' tables print it: `.865`.
+fn score(value: f64) -> String {
+    let text = format!("{value:.3}");
+    text.strip_prefix('0').map_or(text.clone(), str::to_string)
+}
+
+/// `text` cut to `width` characters, with `…` where it was cut.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    if width > 0 {
+        cut.push('…');
+    }
+    cut
+}
+
+fn draw_scores(app: &App, lines: Vec<Line<'_>>, area: Rect, buf: &mut Buffer) {
     Paragraph::new(lines)
-        .style(Style::new().fg(theme.ui.text))
-        .block(panel(theme, "scores"))
+        .style(Style::new().fg(app.theme.ui.text))
+        .block(panel(&app.theme, "scores"))
         .render(area, buf);
 }
