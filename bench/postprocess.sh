@@ -50,7 +50,7 @@ def mean(region, key):
     return sum(values) / len(values)
 cells = []
 for key in ("lesion_dice", "legacy_dice", "num_fp"):
-    cells.append(" / ".join(f"{mean(r, key):.2f}" if key != "num_fp" else f"{mean(r, key):.1f}" for r in ("WT", "TC", "ET")))
+    cells.append(" / ".join(f"{mean(r, key):.3f}" if key != "num_fp" else f"{mean(r, key):.1f}" for r in ("WT", "TC", "ET")))
 print(f"| {name} | " + " | ".join(cells) + f" | {(end - start) / len(cases):.1f} |")
 EOF
 }
