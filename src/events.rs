@@ -168,6 +168,10 @@ pub enum Event {
         parameters: u64,
         threads: u32,
         libtorch: String,
+        /// What the network computes in (`float32` or `bfloat16`), `train.precision` resolved
+        /// on the machine the trainer runs on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        precision: Option<String>,
         /// Epoch the run continues from, when resumed from a checkpoint.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resumed_from: Option<u32>,

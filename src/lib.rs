@@ -9,6 +9,7 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod config;
+pub mod cpu;
 pub mod dashboard;
 pub mod data;
 pub mod events;

@@ -749,6 +749,7 @@ mod tests {
             parameters: 10,
             threads: 2,
             libtorch: "2.13.0".into(),
+            precision: Some("bfloat16".into()),
             resumed_from: None,
             pid_start: None,
             slurm_job: None,

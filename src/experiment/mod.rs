@@ -129,6 +129,18 @@ choice_enum! {
 }
 
 choice_enum! {
+    /// The number format the network computes in (see [`crate::cpu`]).
+    pub enum Precision {
+        /// bfloat16 where the CPU has bfloat16 instructions (AVX512-BF16 or AMX), else float32.
+        Auto => "auto",
+        Float32 => "float32",
+        /// Convolutions in bfloat16, with float32 master weights, optimizer, normalisation
+        /// statistics, softmax and loss.
+        Bfloat16 => "bfloat16",
+    }
+}
+
+choice_enum! {
     pub enum Axis {
         Axial => "axial",
         Coronal => "coronal",
@@ -305,6 +317,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Torch threads (0: as many as the launcher grants, by default all cores).
     pub threads: u32,
+    /// What the convolutions compute in, for training, validation and the end-of-run
+    /// evaluation.
+    pub precision: Precision,
     pub loss: LossConfig,
 }
 
@@ -329,6 +344,7 @@ impl Default for TrainConfig {
             early_stopping_patience: 15,
             seed: 42,
             threads: 0,
+            precision: Precision::Auto,
             loss: LossConfig::default(),
         }
     }
@@ -602,6 +618,7 @@ pub fn choices(key: &str) -> Option<&'static [&'static str]> {
         "model.upsample" => Upsample::NAMES,
         "train.optimizer" => Optimizer::NAMES,
         "train.schedule" => Schedule::NAMES,
+        "train.precision" => Precision::NAMES,
         "preview.modality" => Modality::NAMES,
         "preview.axis" => Axis::NAMES,
         "run.launcher" => LauncherKind::NAMES,
@@ -1040,6 +1057,7 @@ fn check_train(check: &mut Checker, raw: raw::RawTrain, model: &ModelConfig) -> 
             |n| n <= 1024,
             "must be at most 1024 (0 for automatic)",
         ),
+        precision: check.choice("train.precision", raw.precision.as_deref(), defaults.precision),
         loss,
     }
 }

@@ -83,6 +83,7 @@ pub struct RawTrain {
     pub early_stopping_patience: Option<u32>,
     pub seed: Option<u64>,
     pub threads: Option<u32>,
+    pub precision: Option<String>,
     pub loss: RawLoss,
 }
 

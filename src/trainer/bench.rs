@@ -12,7 +12,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use segtop::data::sampler::Batch;
-use segtop::experiment::{Experiment, cost};
+use segtop::experiment::{Experiment, Precision, cost};
 
 use crate::infer::SlidingWindow;
 use crate::model::UNet;
@@ -23,6 +23,7 @@ pub struct Options {
     pub patch: Option<u32>,
     pub batch: Option<u32>,
     pub threads: Option<u32>,
+    pub precision: Option<Precision>,
     /// Also time sliding-window inference over a case of this shape (`[x, y, z]`).
     pub case: Option<[i64; 3]>,
 }
@@ -33,6 +34,9 @@ pub struct Report {
     pub implementation: &'static str,
     pub params: u64,
     pub threads: i32,
+    /// What the network computed in, and why.
+    pub precision: Precision,
+    pub precision_reason: String,
     pub patch: [u32; 3],
     pub batch: u32,
     pub steps: usize,
@@ -63,6 +67,11 @@ pub struct InferenceReport {
 }
 
 pub fn run(experiment: &Experiment, options: &Options, progress: &dyn Fn(&str)) -> anyhow::Result<Report> {
+    let mut experiment = experiment.clone();
+    if let Some(precision) = options.precision {
+        experiment.train.precision = precision;
+    }
+    let experiment = &experiment;
     let threads = options
         .threads
         .unwrap_or_else(|| crate::train::threads(experiment))
@@ -74,6 +83,7 @@ pub fn run(experiment: &Experiment, options: &Options, progress: &dyn Fn(&str)) 
 
     let crate::train::Network {
         net,
+        precision,
         mut optimizer,
         loss,
         parameter_count,
@@ -106,6 +116,8 @@ pub fn run(experiment: &Experiment, options: &Options, progress: &dyn Fn(&str)) 
         implementation: "segtop",
         params: parameter_count,
         threads: tch::get_num_threads(),
+        precision: precision.0,
+        precision_reason: precision.1,
         patch,
         batch: batch_size,
         steps,
@@ -183,10 +195,12 @@ impl Report {
     pub fn render(&self) -> String {
         let mut text = format!(
             "network      {} parameters, {} threads\n\
+             precision    {}\n\
              training     batch {} of {}x{}x{}: {:.3} s/step (median of {}), {:.2} patches/s, {:.1} GFLOP/s\n\
              peak RSS     {:.0} MB after training\n",
             self.params,
             self.threads,
+            self.precision_reason,
             self.batch,
             self.patch[0],
             self.patch[1],

@@ -12,37 +12,81 @@ use rand::{Rng, SeedableRng};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-use segtop::experiment::{Activation, ModelConfig, NUM_CLASSES, Norm, Upsample};
+use segtop::experiment::{Activation, ModelConfig, NUM_CLASSES, Norm, Precision, Upsample};
 
 /// He-uniform weights (Keras's `he_uniform`), zero biases, as the seed initialises.
-fn conv_config(padding: i64, stride: i64) -> nn::ConvConfigND<i64> {
+fn conv_config(padding: i64) -> nn::ConvConfigND<i64> {
     nn::ConvConfigND {
         padding,
-        stride,
         ws_init: nn::init::DEFAULT_KAIMING_UNIFORM,
         bs_init: nn::Init::Const(0.0),
         ..Default::default()
     }
 }
 
-/// A 3D convolution with channels-last weights (see [`channels_last`]).
-fn conv3d(vs: nn::Path, cin: i64, cout: i64, kernel: i64, config: nn::ConvConfigND<i64>) -> nn::Conv3D {
-    let mut conv = nn::conv3d(vs, cin, cout, kernel, config);
-    store_channels_last(&mut conv.ws);
-    conv
+/// A 3D convolution (stride 1) with channels-last weights (see [`channels_last`]), run in the
+/// network's compute kind.
+#[derive(Debug)]
+struct Conv {
+    layer: nn::Conv3D,
+    padding: i64,
 }
 
-/// A 3D transposed convolution with channels-last weights.
-fn conv_transpose3d(
-    vs: nn::Path,
-    cin: i64,
-    cout: i64,
-    kernel: i64,
-    config: nn::ConvTransposeConfigND<i64>,
-) -> nn::ConvTranspose3D {
-    let mut conv = nn::conv_transpose3d(vs, cin, cout, kernel, config);
-    store_channels_last(&mut conv.ws);
-    conv
+impl Conv {
+    fn new(vs: nn::Path, cin: i64, cout: i64, kernel: i64) -> Conv {
+        let padding = (kernel - 1) / 2;
+        let mut layer = nn::conv3d(vs, cin, cout, kernel, conv_config(padding));
+        store_channels_last(&mut layer.ws);
+        Conv { layer, padding }
+    }
+
+    fn forward(&self, x: &Tensor, kind: Kind) -> Tensor {
+        let weight = in_kind(&self.layer.ws, kind);
+        let bias = self.layer.bs.as_ref().map(|b| in_kind(b, kind));
+        in_kind(x, kind).conv3d(&weight, bias.as_ref(), [1; 3], [self.padding; 3], [1; 3], 1)
+    }
+}
+
+/// A 2x2x2 transposed convolution of stride 2 with channels-last weights.
+#[derive(Debug)]
+struct ConvTranspose {
+    layer: nn::ConvTranspose3D,
+}
+
+impl ConvTranspose {
+    fn new(vs: nn::Path, cin: i64, cout: i64) -> ConvTranspose {
+        let config = nn::ConvTransposeConfigND {
+            stride: 2,
+            ws_init: nn::init::DEFAULT_KAIMING_UNIFORM,
+            bs_init: nn::Init::Const(0.0),
+            ..Default::default()
+        };
+        let mut layer = nn::conv_transpose3d(vs, cin, cout, 2, config);
+        store_channels_last(&mut layer.ws);
+        ConvTranspose { layer }
+    }
+
+    fn forward(&self, x: &Tensor, kind: Kind) -> Tensor {
+        let weight = in_kind(&self.layer.ws, kind);
+        let y = in_kind(x, kind).conv_transpose3d(&weight, None::<Tensor>, [2; 3], [0; 3], [0; 3], 1, [1; 3]);
+        // The bias is added apart: oneDNN 3.12 has no optimised bfloat16 bias gradient for
+        // channels-last transposed convolutions, and its reference one took 4% of a seed U-Net
+        // step, where autograd's sum over the broadcast costs next to nothing.
+        match &self.layer.bs {
+            Some(bias) => y + in_kind(bias, kind).view([1, -1, 1, 1, 1]),
+            None => y,
+        }
+    }
+}
+
+/// `x` in `kind`, keeping its memory layout. Casting a parameter is part of the autograd graph,
+/// as under PyTorch's autocast: the bfloat16 copy's gradient reaches the float32 master weight.
+fn in_kind(x: &Tensor, kind: Kind) -> Tensor {
+    if x.kind() == kind {
+        x.shallow_clone()
+    } else {
+        x.to_kind(kind)
+    }
 }
 
 /// Re-lays a parameter's storage channels-last, in place: the variable store sees the same
@@ -103,12 +147,12 @@ impl NormLayer {
 /// Two 3x3x3 convolutions with normalisation, activation and dropout between: one level.
 #[derive(Debug)]
 struct Block {
-    conv1: nn::Conv3D,
+    conv1: Conv,
     norm1: Option<NormLayer>,
-    conv2: nn::Conv3D,
+    conv2: Conv,
     norm2: Option<NormLayer>,
     /// 1x1x1 projection of the input for residual blocks whose channels change.
-    skip: Option<nn::Conv3D>,
+    skip: Option<Conv>,
     residual: bool,
     dropout: f64,
     activation: Activation,
@@ -121,14 +165,23 @@ impl Block {
         // Sequential indices: conv, [norm], act, dropout, conv, [norm], act.
         let (conv1, norm1, conv2, norm2) = if norm { (0, 1, 4, 5) } else { (0, 0, 3, 0) };
         Block {
-            conv1: conv3d(&vs / conv1, cin, cout, 3, conv_config(1, 1)),
+            conv1: Conv::new(&vs / conv1, cin, cout, 3),
             norm1: NormLayer::new(&vs / norm1, config.norm, cout, groups),
-            conv2: conv3d(&vs / conv2, cout, cout, 3, conv_config(1, 1)),
+            conv2: Conv::new(&vs / conv2, cout, cout, 3),
             norm2: NormLayer::new(&vs / norm2, config.norm, cout, groups),
-            skip: (config.residual && cin != cout).then(|| conv3d(&vs / "skip", cin, cout, 1, conv_config(0, 1))),
+            skip: (config.residual && cin != cout).then(|| Conv::new(&vs / "skip", cin, cout, 1)),
             residual: config.residual,
             dropout,
             activation: config.activation,
+        }
+    }
+
+    /// The activation's slope below zero.
+    fn negative_slope(&self) -> f64 {
+        match self.activation {
+            Activation::Relu => 0.0,
+            // libtorch's default, which `leaky_relu_` uses.
+            Activation::LeakyRelu => 0.01,
         }
     }
 
@@ -139,26 +192,26 @@ impl Block {
         }
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut h = x.apply(&self.conv1);
+    fn forward_t(&self, x: &Tensor, train: bool, kind: Kind) -> Tensor {
+        let mut h = self.conv1.forward(x, kind);
         if let Some(norm) = &self.norm1 {
             h = norm.forward_t(&h, train);
         }
-        // Dropout before the activation: with a mask of 0 and 1/(1-p) the two commute (ReLU and
-        // leaky ReLU are positively homogeneous), and in this order the activation runs in
-        // place on dropout's output, so the backward pass keeps one tensor for the activation
-        // and the next convolution, besides the mask.
-        if train && self.dropout > 0.0 {
-            h = dropout(&h, self.dropout);
-        }
-        h = self.activate(h);
-        h = h.apply(&self.conv2);
+        // With dropout, the activation and the dropout are one product with a mask drawn in
+        // Rust (see [`activated_dropout`]): the backward pass keeps the mask alone, and neither
+        // the activation nor its gradient is a pass of its own.
+        h = if train && self.dropout > 0.0 {
+            activated_dropout(&h, self.dropout, self.negative_slope())
+        } else {
+            self.activate(h)
+        };
+        h = self.conv2.forward(&h, kind);
         if let Some(norm) = &self.norm2 {
             h = norm.forward_t(&h, train);
         }
         if self.residual {
             h = match &self.skip {
-                Some(skip) => h + x.apply(skip),
+                Some(skip) => h + skip.forward(x, kind),
                 None => h + x,
             };
         }
@@ -169,9 +222,9 @@ impl Block {
 /// Doubles the resolution and halves the channels.
 #[derive(Debug)]
 enum Up {
-    Transposed(nn::ConvTranspose3D),
+    Transposed(ConvTranspose),
     /// Trilinear interpolation, then a 1x1x1 convolution.
-    Trilinear(nn::Conv3D),
+    Trilinear(Conv),
 }
 
 /// The U-Net.
@@ -180,9 +233,11 @@ pub struct UNet {
     enc: Vec<Block>,
     up: Vec<Up>,
     dec: Vec<Block>,
-    out: nn::Conv3D,
+    out: Conv,
     /// 1x1x1 heads on the lower decoder levels, for deep supervision.
-    deep: Vec<nn::Conv3D>,
+    deep: Vec<Conv>,
+    /// What the convolutions compute in: `Float`, or `BFloat16` with float32 parameters.
+    kind: Kind,
 }
 
 impl UNet {
@@ -202,19 +257,8 @@ impl UNet {
         for (i, level) in (1..depth).rev().enumerate() {
             let (from, to) = (filters[level], filters[level - 1]);
             up.push(match config.upsample {
-                Upsample::Transposed => Up::Transposed(conv_transpose3d(
-                    vs / "up" / i,
-                    from,
-                    to,
-                    2,
-                    nn::ConvTransposeConfigND {
-                        stride: 2,
-                        ws_init: nn::init::DEFAULT_KAIMING_UNIFORM,
-                        bs_init: nn::Init::Const(0.0),
-                        ..Default::default()
-                    },
-                )),
-                Upsample::Trilinear => Up::Trilinear(conv3d(vs / "up" / i, from, to, 1, conv_config(0, 1))),
+                Upsample::Transposed => Up::Transposed(ConvTranspose::new(vs / "up" / i, from, to)),
+                Upsample::Trilinear => Up::Trilinear(Conv::new(vs / "up" / i, from, to, 1)),
             });
             dec.push(Block::new(
                 vs / "dec" / i,
@@ -224,26 +268,40 @@ impl UNet {
                 config,
             ));
             if config.deep_supervision && level > 1 {
-                deep.push(conv3d(vs / "deep" / i, to, NUM_CLASSES as i64, 1, conv_config(0, 1)));
+                deep.push(Conv::new(vs / "deep" / i, to, NUM_CLASSES as i64, 1));
             }
         }
-        let out = conv3d(vs / "out", filters[0], NUM_CLASSES as i64, 1, conv_config(0, 1));
+        let out = Conv::new(vs / "out", filters[0], NUM_CLASSES as i64, 1);
         UNet {
             enc,
             up,
             dec,
             out,
             deep,
+            kind: Kind::Float,
         }
+    }
+
+    /// The network computing in `precision` (float32 until set). Parameters stay float32
+    /// whatever it is, so checkpoints do not change; in bfloat16 the convolutions take bfloat16
+    /// copies of their weights and inputs, the activations between them stay bfloat16 (half
+    /// the memory autograd keeps), and the logits come out float32 for the softmax and loss.
+    pub fn with_precision(mut self, precision: Precision) -> UNet {
+        self.kind = match precision {
+            Precision::Bfloat16 => Kind::BFloat16,
+            Precision::Float32 | Precision::Auto => Kind::Float,
+        };
+        self
     }
 
     /// Class logits `[batch, 4, z, y, x]` for input `[batch, channels, z, y, x]`, and, with deep
     /// supervision, logits of the lower decoder levels (coarsest first).
     pub fn forward_all(&self, x: &Tensor, train: bool) -> (Tensor, Vec<Tensor>) {
         let mut skips = Vec::with_capacity(self.enc.len());
-        let mut h = channels_last(x);
+        let kind = self.kind;
+        let mut h = in_kind(&channels_last(x), kind);
         for (level, block) in self.enc.iter().enumerate() {
-            h = block.forward_t(&h, train);
+            h = block.forward_t(&h, train, kind);
             if level + 1 < self.enc.len() {
                 skips.push(h.shallow_clone());
                 h = h.max_pool3d([2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1], false);
@@ -254,64 +312,150 @@ impl UNet {
         for (i, (up, block)) in self.up.iter().zip(&self.dec).enumerate() {
             let skip = skips.pop().unwrap_or_else(|| h.shallow_clone());
             let upsampled = match up {
-                Up::Transposed(conv) => h.apply(conv),
+                Up::Transposed(conv) => conv.forward(&h, kind),
                 Up::Trilinear(conv) => {
                     let size = skip.size();
-                    h.upsample_trilinear3d([size[2], size[3], size[4]], false, None, None, None)
-                        .apply(conv)
+                    let upsampled = h.upsample_trilinear3d([size[2], size[3], size[4]], false, None, None, None);
+                    conv.forward(&upsampled, kind)
                 }
             };
-            h = block.forward_t(&Tensor::cat(&[upsampled, skip], 1), train);
+            h = block.forward_t(&Tensor::cat(&[upsampled, skip], 1), train, kind);
             if i + 1 < self.dec.len()
                 && let Some(head) = deep.next()
             {
-                aux.push(h.apply(head));
+                aux.push(head.forward(&h, kind).to_kind(Kind::Float));
             }
         }
-        (h.apply(&self.out), aux)
+        (self.out.forward(&h, kind).to_kind(Kind::Float), aux)
     }
 }
 
-/// Element-wise dropout: each value is kept with probability `1 - p` and scaled by `1 / (1 - p)`,
-/// as libtorch's `dropout` does, in less time. libtorch draws its mask with `bernoulli_` (~16 ns
-/// a value here: a sixth of a seed U-Net training step at 64^3); here the mask comes from
-/// xoshiro256++, seeded from libtorch's generator so that `tch::manual_seed` fixes it.
-fn dropout(x: &Tensor, p: f64) -> Tensor {
+/// An activation (ReLU, or leaky ReLU of `negative_slope`) followed by dropout, as one product
+/// `x * mask`: each value is kept with probability `1 - p` and scaled by `1 / (1 - p)`, as
+/// libtorch's `dropout` does, and the mask folds the activation's slope in (`1 / (1 - p)` where
+/// `x > 0`, `negative_slope / (1 - p)` elsewhere, 0 where dropped). The gradient, the mask
+/// again, is the composition's. libtorch draws dropout masks with `bernoulli_` (~16 ns a value
+/// here: a sixth of a seed U-Net training step at 64^3); this mask comes from xoshiro256++,
+/// seeded from libtorch's generator so that `tch::manual_seed` fixes it.
+fn activated_dropout(x: &Tensor, p: f64, negative_slope: f64) -> Tensor {
+    let seed = Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]);
+    activated_dropout_seeded(x, p, negative_slope, seed as u64)
+}
+
+/// [`activated_dropout`] with the mask drawn from `seed`.
+fn activated_dropout_seeded(x: &Tensor, p: f64, negative_slope: f64, seed: u64) -> Tensor {
     if p >= 1.0 {
         return x * 0.0;
     }
-    if x.kind() != Kind::Float {
-        return x.dropout(p, true);
+    match x.kind() {
+        Kind::Float => activated_dropout_with::<f32>(x, p, negative_slope, seed),
+        Kind::BFloat16 => activated_dropout_with::<half::bf16>(x, p, negative_slope, seed),
+        _ => {
+            let activated = if negative_slope == 0.0 {
+                x.relu()
+            } else {
+                x.leaky_relu()
+            };
+            activated.dropout(p, true)
+        }
     }
-    let seed = Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]);
-    // `empty_like` keeps `x`'s memory layout when `x` is dense (so the product runs in one
-    // layout) and is dense in any case.
-    let mask = x.empty_like();
+}
+
+/// [`activated_dropout`] with `T`, `x`'s element type.
+fn activated_dropout_with<T: MaskValue>(x: &Tensor, p: f64, negative_slope: f64, seed: u64) -> Tensor {
+    // `empty_like` keeps a dense tensor's memory layout, so the mask lines up with `x` value
+    // for value in memory; a view that is not dense is made so first.
+    let mut mask = x.empty_like();
+    let x = if mask.stride() == x.stride() {
+        x.shallow_clone()
+    } else {
+        let dense = x.contiguous();
+        mask = dense.empty_like();
+        dense
+    };
     let len = mask.numel();
-    // SAFETY: `mask` was just allocated, dense, of `len` floats; nothing else refers to it while
-    // the slice lives.
-    let values = unsafe { std::slice::from_raw_parts_mut(mask.data_ptr().cast::<f32>(), len) };
-    fill_dropout_mask(values, p, seed as u64);
+    // SAFETY: `x` and `mask` are dense with the same strides and `len` values of the kind `T`
+    // has the layout of; `mask` was just allocated and nothing else refers to it while the
+    // slices live, and `x` is only read.
+    let (values, out) = unsafe {
+        (
+            std::slice::from_raw_parts(x.data_ptr().cast::<T>().cast_const(), len),
+            std::slice::from_raw_parts_mut(mask.data_ptr().cast::<T>(), len),
+        )
+    };
+    fill_dropout_mask(out, values, p, negative_slope, seed);
     x * mask
 }
 
-/// Fills `mask` with `1 / (1 - p)` (kept, probability `1 - p`) or 0 (dropped), two values per
-/// 64-bit draw of a generator seeded with `seed`. One thread: splitting the fill over threads
-/// measured slower, as libtorch's idle intra-op threads spin on the other cores meanwhile.
-fn fill_dropout_mask(mask: &mut [f32], p: f64, seed: u64) {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    // A value is kept when its 32 random bits fall below (1 - p) * 2^32.
-    let threshold = ((1.0 - p) * 4_294_967_296.0).round().min(u32::MAX as f64) as u32;
-    let scale = (1.0 / (1.0 - p)) as f32;
-    let keep = |bits: u32| if bits < threshold { scale } else { 0.0 };
-    let mut pairs = mask.chunks_exact_mut(2);
-    for pair in &mut pairs {
-        let bits = rng.next_u64();
-        pair[0] = keep(bits as u32);
-        pair[1] = keep((bits >> 32) as u32);
+/// A number a dropout mask holds: float32, or bfloat16 (where `1 / (1 - p)` rounds to 8
+/// significant bits, as libtorch's own bfloat16 dropout rounds it). Masks are built on the
+/// values' bit patterns, without branches, so the fill loop vectorises.
+trait MaskValue: Copy {
+    /// The bit pattern, as an unsigned integer of the same width.
+    type Bits: Copy + Default;
+    fn of(value: f32) -> Self::Bits;
+    /// Whether the value is above zero (sign bit clear and not zero; NaN counts as above).
+    fn is_positive(bits: Self::Bits) -> bool;
+}
+
+impl MaskValue for f32 {
+    type Bits = u32;
+    fn of(value: f32) -> u32 {
+        value.to_bits()
     }
-    if let [last] = pairs.into_remainder() {
-        *last = keep(rng.next_u64() as u32);
+    fn is_positive(bits: u32) -> bool {
+        (bits as i32) > 0
+    }
+}
+
+impl MaskValue for half::bf16 {
+    type Bits = u16;
+    fn of(value: f32) -> u16 {
+        half::bf16::from_f32(value).to_bits()
+    }
+    fn is_positive(bits: u16) -> bool {
+        (bits as i16) > 0
+    }
+}
+
+/// Fills `mask` for the values `x` (see [`activated_dropout`]): each value is kept when 16
+/// random bits fall below `(1 - p) * 2^16` (so `p` counts to 1/65536), four values per 64-bit
+/// draw of a generator seeded with `seed`. One thread: filling on two measured no faster in a
+/// training step, as libtorch's idle intra-op threads spin on the other core meanwhile.
+fn fill_dropout_mask<T: MaskValue>(mask: &mut [T], x: &[T], p: f64, negative_slope: f64, seed: u64) {
+    debug_assert_eq!(mask.len(), x.len());
+    // SAFETY: `T` and `T::Bits` have the same size and every bit pattern is valid for both.
+    let (mask, x) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(mask.as_mut_ptr().cast::<T::Bits>(), mask.len()),
+            std::slice::from_raw_parts(x.as_ptr().cast::<T::Bits>(), x.len()),
+        )
+    };
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let threshold = ((1.0 - p) * 65_536.0).round() as u32;
+    let scale = 1.0 / (1.0 - p);
+    let (above, below) = (T::of(scale as f32), T::of((scale * negative_slope) as f32));
+    let zero = T::Bits::default();
+    let value = |bits: u64, x: T::Bits| {
+        let slope = if T::is_positive(x) { above } else { below };
+        if ((bits & 0xffff) as u32) < threshold {
+            slope
+        } else {
+            zero
+        }
+    };
+    let mut out = mask.chunks_exact_mut(4);
+    let mut values = x.chunks_exact(4);
+    for (m, x) in (&mut out).zip(&mut values) {
+        let bits = rng.next_u64();
+        m[0] = value(bits, x[0]);
+        m[1] = value(bits >> 16, x[1]);
+        m[2] = value(bits >> 32, x[2]);
+        m[3] = value(bits >> 48, x[3]);
+    }
+    let bits = rng.next_u64();
+    for (k, (m, &x)) in out.into_remainder().iter_mut().zip(values.remainder()).enumerate() {
+        *m = value(bits >> (16 * k), x);
     }
 }
 
@@ -339,8 +483,9 @@ mod tests {
 
     #[test]
     fn dropout_masks_keep_one_minus_p_of_the_values_independently_scaled_to_keep_the_mean() {
-        let mut mask = vec![0f32; 200_001];
-        fill_dropout_mask(&mut mask, 0.3, 11);
+        let ones = vec![1f32; 200_001];
+        let mut mask = vec![0f32; ones.len()];
+        fill_dropout_mask(&mut mask, &ones, 0.3, 0.0, 11);
         let scale = (1.0 / 0.7) as f32;
         assert!(
             mask.iter().all(|&m| m == 0.0 || m == scale),
@@ -351,14 +496,31 @@ mod tests {
         assert!((kept - 0.7).abs() < 0.005, "kept {kept}");
         let mean = mask.iter().map(|&m| f64::from(m)).sum::<f64>() / mask.len() as f64;
         assert!((mean - 1.0).abs() < 0.01, "mean {mean}");
-        // Neighbouring values (the two halves of one draw) are independent.
-        let both = mask.chunks_exact(2).filter(|p| p[0] > 0.0 && p[1] > 0.0).count() as f64 / 100_000.0;
-        assert!((both - 0.49).abs() < 0.01, "both kept {both}");
+        // Neighbouring values (parts of one draw) are independent.
+        for offset in 1..4 {
+            let pairs = mask.len() / 4;
+            let both = mask.chunks_exact(4).filter(|q| q[0] > 0.0 && q[offset] > 0.0).count() as f64 / pairs as f64;
+            assert!((both - 0.49).abs() < 0.01, "both kept at offset {offset}: {both}");
+        }
         let mut again = vec![0f32; mask.len()];
-        fill_dropout_mask(&mut again, 0.3, 11);
+        fill_dropout_mask(&mut again, &ones, 0.3, 0.0, 11);
         assert_eq!(mask, again, "same seed, same mask");
-        fill_dropout_mask(&mut again, 0.3, 12);
+        fill_dropout_mask(&mut again, &ones, 0.3, 0.0, 12);
         assert_ne!(mask, again);
+    }
+
+    #[test]
+    fn bfloat16_masks_hold_the_rounded_scale_and_the_same_draws() {
+        let ones = vec![half::bf16::ONE; 1001];
+        let mut mask = vec![half::bf16::ZERO; ones.len()];
+        fill_dropout_mask(&mut mask, &ones, 0.3, 0.0, 11);
+        let mut reference = vec![0f32; ones.len()];
+        fill_dropout_mask(&mut reference, &vec![1f32; ones.len()], 0.3, 0.0, 11);
+        let scale = half::bf16::from_f32(1.0 / 0.7);
+        for (m, r) in mask.iter().zip(&reference) {
+            assert_eq!(*m == scale, *r > 0.0, "the same values are kept");
+            assert!(*m == scale || *m == half::bf16::ZERO);
+        }
     }
 
     #[test]
@@ -394,13 +556,12 @@ mod tests {
     }
 
     #[test]
-    fn dropout_follows_the_torch_seed_and_keeps_the_layout_and_gradient() {
+    fn dropout_follows_its_seed_and_keeps_the_layout_and_gradient() {
         let x = channels_last(&Tensor::ones([2, 3, 4, 5, 6], (Kind::Float, Device::Cpu))).set_requires_grad(true);
-        tch::manual_seed(5);
-        let a = dropout(&x, 0.5);
-        tch::manual_seed(5);
-        let b = dropout(&x, 0.5);
-        assert!(a.equal(&b), "tch::manual_seed fixes the mask");
+        let a = activated_dropout_seeded(&x, 0.5, 0.0, 5);
+        let b = activated_dropout_seeded(&x, 0.5, 0.0, 5);
+        assert!(a.equal(&b), "the seed fixes the mask");
+        assert!(!a.equal(&activated_dropout_seeded(&x, 0.5, 0.0, 6)));
         assert_eq!(a.stride(), x.stride(), "the output keeps channels-last");
         let kept = a.gt(0.0).sum(Kind::Int64).int64_value(&[]);
         assert!((200..520).contains(&kept), "kept {kept} of 720");
@@ -410,7 +571,54 @@ mod tests {
         assert!(x.grad().equal(&a), "gradient equals the mask");
         // A view that is not dense gets a dense mask, with the same statistics.
         let strided = Tensor::ones([40, 40], (Kind::Float, Device::Cpu)).slice(1, 0, 40, 2);
-        let kept = dropout(&strided, 0.5).gt(0.0).sum(Kind::Int64).int64_value(&[]);
+        let kept = activated_dropout(&strided, 0.5, 0.0)
+            .gt(0.0)
+            .sum(Kind::Int64)
+            .int64_value(&[]);
         assert!((300..500).contains(&kept), "kept {kept} of 800");
+    }
+
+    #[test]
+    fn activated_dropout_is_the_activation_then_dropout_in_either_precision() {
+        for (kind, tolerance) in [(Kind::Float, 1e-6), (Kind::BFloat16, 1e-2)] {
+            for (slope, activation) in [(0.0, Activation::Relu), (0.01, Activation::LeakyRelu)] {
+                let x = channels_last(&Tensor::randn([2, 3, 4, 5, 6], (Kind::Float, Device::Cpu)))
+                    .to_kind(kind)
+                    .set_requires_grad(true);
+                let out = activated_dropout(&x, 0.25, slope);
+                out.sum(Kind::Float).backward();
+                let mask = x.grad().to_kind(Kind::Float);
+                // Where the mask is 0 the value was dropped (or, for ReLU, below zero, where
+                // the activation is 0 anyway).
+                let kept = mask.ne(0.0);
+                let activated = match activation {
+                    Activation::Relu => x.relu(),
+                    Activation::LeakyRelu => x.leaky_relu(),
+                }
+                .detach()
+                .to_kind(Kind::Float);
+                let expected = activated * kept.to_kind(Kind::Float) / 0.75;
+                // Relative: bfloat16 rounds the scale and the product to 8 significant bits.
+                let difference = ((out.detach().to_kind(Kind::Float) - &expected).abs() / (expected.abs() + 1.0))
+                    .max()
+                    .double_value(&[]);
+                assert!(
+                    difference < tolerance,
+                    "{kind:?} {activation:?}: differs by {difference}"
+                );
+                // The gradient is the composition's: 1/(1-p) or slope/(1-p) where kept, else 0.
+                let positive = x.detach().gt(0.0).to_kind(Kind::Float);
+                let slope_mask = (positive * (1.0 - slope) + slope) * kept.to_kind(Kind::Float) / 0.75;
+                let difference = (mask - slope_mask).abs().max().double_value(&[]);
+                assert!(
+                    difference < tolerance,
+                    "{kind:?} {activation:?}: gradient differs by {difference}"
+                );
+                if slope > 0.0 {
+                    let share = kept.to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+                    assert!((0.55..0.95).contains(&share), "kept {share}");
+                }
+            }
+        }
     }
 }

@@ -61,13 +61,34 @@ impl Optimizer {
 
     /// Clips the gradient norm (when configured), applies one update and returns the norm
     /// before clipping.
+    ///
+    /// The update runs in one pass over each parameter's values, gradient and moments (the
+    /// same arithmetic as the tensor expressions of PyTorch's optimizers, in float32), where
+    /// a dozen libtorch operations would each read and write the whole parameter: for the
+    /// seed U-Net's 5.6 M parameters that was 26 ms of a 300 ms bfloat16 step.
     pub fn step(&mut self) -> f64 {
         let _guard = tch::no_grad_guard();
-        let grads: Vec<Tensor> = self.params.iter().map(|(_, p)| p.grad()).collect();
+        // Gradients in their parameter's memory layout, so the four arrays line up.
+        let grads: Vec<Option<Tensor>> = self
+            .params
+            .iter()
+            .map(|(_, p)| {
+                let grad = p.grad();
+                if !grad.defined() {
+                    None
+                } else if grad.stride() == p.stride() && grad.kind() == Kind::Float {
+                    Some(grad)
+                } else {
+                    let mut laid_out = p.empty_like();
+                    laid_out.copy_(&grad);
+                    Some(laid_out)
+                }
+            })
+            .collect();
         let norm = grads
             .iter()
-            .filter(|g| g.defined())
-            .map(|g| g.pow_tensor_scalar(2).sum(Kind::Float).double_value(&[]))
+            .flatten()
+            .map(|g| sum_of_squares(values(g)))
             .sum::<f64>()
             .sqrt();
         let clip = if self.grad_clip > 0.0 && norm > self.grad_clip {
@@ -85,42 +106,58 @@ impl Optimizer {
             self.mu_product *= mu;
         }
         let lr = self.lr;
-        for (i, (_, p)) in self.params.iter_mut().enumerate() {
-            let grad = &grads[i];
-            if !grad.defined() {
+        let rule = match self.kind {
+            OptimizerKind::Sgd => Rule::Sgd {
+                lr: lr as f32,
+                momentum: self.momentum as f32,
+                weight_decay: self.weight_decay as f32,
+            },
+            kind => Rule::Adam {
+                decoupled_decay: if kind == OptimizerKind::Adamw {
+                    (1.0 - lr * self.weight_decay) as f32
+                } else {
+                    1.0
+                },
+                l2: if kind == OptimizerKind::Adamw {
+                    0.0
+                } else {
+                    self.weight_decay as f32
+                },
+                bias2: (1.0 - BETA2.powf(t)) as f32,
+                // p -= a * g / denom + b * m / denom
+                a: if kind == OptimizerKind::Nadam {
+                    (lr * (1.0 - mu) / (1.0 - self.mu_product)) as f32
+                } else {
+                    0.0
+                },
+                b: if kind == OptimizerKind::Nadam {
+                    (lr * mu_next / (1.0 - self.mu_product * mu_next)) as f32
+                } else {
+                    (lr / (1.0 - BETA1.powf(t))) as f32
+                },
+            },
+        };
+        let moments = self.m.iter_mut().zip(self.v.iter_mut());
+        for (((_, p), (m, v)), grad) in self.params.iter_mut().zip(moments).zip(&grads) {
+            let Some(grad) = grad else {
                 continue;
-            }
-            let mut g = if clip < 1.0 { grad * clip } else { grad.shallow_clone() };
-            let (m, v) = (&mut self.m[i], &mut self.v[i]);
-            match self.kind {
-                OptimizerKind::Sgd => {
-                    // New tensors, not in-place sums: `g` may share the gradient's storage.
-                    if self.weight_decay > 0.0 {
-                        g = &g + &*p * self.weight_decay;
-                    }
-                    let _ = m.g_mul_scalar_(self.momentum).g_add_(&g);
-                    let update = g + &*m * self.momentum;
-                    let _ = p.g_sub_(&(update * lr));
-                }
-                OptimizerKind::Adamw | OptimizerKind::Adam | OptimizerKind::Nadam => {
-                    if self.kind == OptimizerKind::Adamw {
-                        let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
-                    } else if self.weight_decay > 0.0 {
-                        g = &g + &*p * self.weight_decay;
-                    }
-                    let _ = m.g_mul_scalar_(BETA1).g_add_(&(&g * (1.0 - BETA1)));
-                    let _ = v.g_mul_scalar_(BETA2).g_add_(&(g.square() * (1.0 - BETA2)));
-                    let bias2 = 1.0 - BETA2.powf(t);
-                    let denom = (&*v / bias2).sqrt() + EPS;
-                    if self.kind == OptimizerKind::Nadam {
-                        let a = lr * (1.0 - mu) / (1.0 - self.mu_product);
-                        let b = lr * mu_next / (1.0 - self.mu_product * mu_next);
-                        let _ = p.g_sub_(&(g / &denom * a + &*m / &denom * b));
-                    } else {
-                        let bias1 = 1.0 - BETA1.powf(t);
-                        let _ = p.g_sub_(&(&*m / denom * (lr / bias1)));
-                    }
-                }
+            };
+            assert!(
+                m.stride() == p.stride() && v.stride() == p.stride(),
+                "optimizer moments laid out unlike their parameter"
+            );
+            // SAFETY: the parameter and its moments are distinct dense float32 tensors of one
+            // layout (checked above and by `values_mut`); no tensor operation runs while the
+            // slices live.
+            unsafe {
+                update(
+                    &rule,
+                    clip as f32,
+                    values_mut(p),
+                    values(grad),
+                    values_mut(m),
+                    values_mut(v),
+                );
             }
         }
         norm
@@ -168,6 +205,104 @@ impl Optimizer {
         self.lr = get("lr")?;
         Ok(())
     }
+}
+
+/// One optimizer's update of one value, with the step's coefficients.
+enum Rule {
+    /// SGD with Nesterov momentum and L2 weight decay.
+    Sgd { lr: f32, momentum: f32, weight_decay: f32 },
+    /// Adam, AdamW and NAdam: `p = p * decoupled_decay - (a * g + b * m) / denom`, with the
+    /// gradient `g` plus `l2 * p`.
+    Adam {
+        decoupled_decay: f32,
+        l2: f32,
+        bias2: f32,
+        a: f32,
+        b: f32,
+    },
+}
+
+/// One update of `p` with its gradient `g` (scaled by `clip`) and moments `m`, `v`.
+fn update(rule: &Rule, clip: f32, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    let (beta1, beta2, eps) = (BETA1 as f32, BETA2 as f32, EPS as f32);
+    let values = p.iter_mut().zip(g).zip(m.iter_mut().zip(v.iter_mut()));
+    match *rule {
+        Rule::Sgd {
+            lr,
+            momentum,
+            weight_decay,
+        } => {
+            for ((p, &g), (m, _)) in values {
+                let g = g * clip + *p * weight_decay;
+                *m = *m * momentum + g;
+                *p -= (g + *m * momentum) * lr;
+            }
+        }
+        Rule::Adam {
+            decoupled_decay,
+            l2,
+            bias2,
+            a,
+            b,
+        } => {
+            for ((p, &g), (m, v)) in values {
+                let g = g * clip + *p * l2;
+                *p *= decoupled_decay;
+                *m = *m * beta1 + g * (1.0 - beta1);
+                *v = *v * beta2 + g * g * (1.0 - beta2);
+                let denom = (*v / bias2).sqrt() + eps;
+                *p -= (a * g + b * *m) / denom;
+            }
+        }
+    }
+}
+
+/// The sum of squares of `values`, accumulated in float64 by blocks.
+fn sum_of_squares(values: &[f32]) -> f64 {
+    values
+        .chunks(4096)
+        .map(|block| {
+            let mut lanes = [0f32; 8];
+            let mut chunks = block.chunks_exact(8);
+            for chunk in &mut chunks {
+                for (lane, &x) in lanes.iter_mut().zip(chunk) {
+                    *lane += x * x;
+                }
+            }
+            let tail: f32 = chunks.remainder().iter().map(|x| x * x).sum();
+            lanes.iter().map(|&l| f64::from(l)).sum::<f64>() + f64::from(tail)
+        })
+        .sum()
+}
+
+/// The values of a dense float32 tensor, in memory order.
+fn values(t: &Tensor) -> &[f32] {
+    assert!(t.kind() == Kind::Float && is_dense(t), "not a dense float32 tensor");
+    // SAFETY: a dense tensor's `numel` values lie one after another from `data_ptr`.
+    unsafe { std::slice::from_raw_parts(t.data_ptr().cast::<f32>().cast_const(), t.numel()) }
+}
+
+/// [`values`], writable.
+///
+/// # Safety
+/// Nothing else (another handle on the same storage included) may read or write the tensor's
+/// values while the slice lives.
+unsafe fn values_mut(t: &mut Tensor) -> &mut [f32] {
+    assert!(t.kind() == Kind::Float && is_dense(t), "not a dense float32 tensor");
+    // SAFETY: as in `values`; exclusivity is the caller's promise.
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr().cast::<f32>(), t.numel()) }
+}
+
+/// Whether a tensor's values fill its memory span without gaps (any order of the axes).
+fn is_dense(t: &Tensor) -> bool {
+    let span: i64 = t
+        .size()
+        .iter()
+        .zip(t.stride())
+        .map(|(&size, stride)| (size - 1).max(0) * stride)
+        .sum::<i64>()
+        + 1;
+    t.numel() as i64 == span || t.numel() == 0
 }
 
 /// The learning rate over epochs, and for `plateau`, the memory it needs.

@@ -19,7 +19,7 @@ use segtop::data::dataset::{self, Split};
 use segtop::data::sampler::{Batch, Prefetcher, Sampler};
 use segtop::data::synth;
 use segtop::events::{CaseScores, Event, EventLog, Outcome, RegionScores, SCHEMA};
-use segtop::experiment::{Experiment, Selection};
+use segtop::experiment::{Experiment, Precision, Selection};
 use segtop::metrics;
 use segtop::rundir::RunDir;
 
@@ -206,10 +206,12 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
     let Network {
         mut vs,
         net,
+        precision,
         mut optimizer,
         loss,
         parameter_count,
     } = Network::build(experiment);
+    say(&format!("precision: {}", precision.1));
     let channels = data.modalities.len();
     let mut state = TrainState::new(config);
     let mut resumed_from = None;
@@ -247,6 +249,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
         parameters: parameter_count,
         threads,
         libtorch: option_env!("SEGTOP_LIBTORCH_VERSION").unwrap_or("unknown").to_string(),
+        precision: Some(precision.0.to_string()),
         resumed_from,
         pid_start: segtop::rundir::process_start_time(std::process::id()),
         slurm_job: segtop::slurm::current_job(),
@@ -521,6 +524,8 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
 pub(crate) struct Network {
     pub vs: nn::VarStore,
     pub net: UNet,
+    /// `train.precision` resolved on this machine, and why.
+    pub precision: (Precision, String),
     pub optimizer: Optimizer,
     pub loss: Loss,
     pub parameter_count: u64,
@@ -531,7 +536,8 @@ impl Network {
         let vs = nn::VarStore::new(Device::Cpu);
         tch::manual_seed(experiment.train.seed as i64);
         let channels = experiment.data.modalities.len();
-        let net = UNet::new(&vs.root(), &experiment.model, channels as i64);
+        let precision = segtop::cpu::resolve_here(experiment.train.precision);
+        let net = UNet::new(&vs.root(), &experiment.model, channels as i64).with_precision(precision.0);
         let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let parameter_count: u64 = params.iter().map(|(_, p)| p.numel() as u64).sum();
@@ -540,6 +546,7 @@ impl Network {
         Network {
             vs,
             net,
+            precision,
             optimizer,
             loss,
             parameter_count,

@@ -337,6 +337,7 @@ fn the_watcher_samples_a_live_trainer_as_one_process() {
         parameters: 1,
         threads: 1,
         libtorch: String::new(),
+        precision: None,
         resumed_from: None,
         pid_start: Some(start - 1000),
         slurm_job: None,
