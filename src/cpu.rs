@@ -39,10 +39,10 @@ pub fn resolve(requested: Precision, flags: &[String]) -> (Precision, String) {
         .filter(|wanted| flags.iter().any(|f| f == wanted))
         .collect();
     match requested {
-        Precision::Float32 => (Precision::Float32, "float32, as the experiment asks".into()),
+        Precision::Float32 => (Precision::Float32, "float32, as asked".into()),
         Precision::Bfloat16 if found.is_empty() => (
             Precision::Bfloat16,
-            "bfloat16, as the experiment asks, though this CPU has neither amx_bf16 nor avx512_bf16: \
+            "bfloat16, as asked, though this CPU has neither amx_bf16 nor avx512_bf16: \
              bfloat16 is emulated and slower than float32 here"
                 .into(),
         ),

@@ -218,6 +218,8 @@ pub struct RunModel {
     /// The trainer process's start time, when recorded (tells a reused pid apart).
     pub pid_start: Option<u64>,
     pub host: Option<String>,
+    /// What the network computes in (`float32`, `bfloat16`), once the trainer says.
+    pub precision: Option<String>,
     pub epochs: u32,
     pub steps_per_epoch: u32,
     pub epoch: u32,
@@ -291,6 +293,7 @@ impl RunModel {
             pid: None,
             pid_start: None,
             host: None,
+            precision: None,
             epochs: 0,
             steps_per_epoch: 0,
             epoch: 0,
@@ -347,6 +350,7 @@ impl RunModel {
                 resumed_from,
                 pid_start,
                 slurm_job,
+                precision,
                 ..
             } => {
                 if let Some(started) = self.started {
@@ -359,6 +363,7 @@ impl RunModel {
                 self.pid_start = *pid_start;
                 self.started_job = slurm_job.clone();
                 self.host = Some(host.clone());
+                self.precision = precision.clone();
                 self.name = name.clone();
                 self.epochs = *epochs;
                 self.steps_per_epoch = *steps_per_epoch;

@@ -3,10 +3,23 @@
 //! with the schema and needs no libtorch; the trainer's tests check the counts against the
 //! network it builds.
 
-use super::{Experiment, ModelConfig, NUM_CLASSES, Norm, Upsample};
+use super::{Experiment, ModelConfig, NUM_CLASSES, Norm, Precision, Upsample};
 
 /// Bytes per float32.
 const F32: u64 = 4;
+
+/// Bytes of each activation value the network keeps between its convolutions, in tenths:
+/// 40 in float32; in bfloat16 the values take 2 bytes, and the float32 statistics, masks and
+/// buffers around them bring the measured share of the float32 figure to 0.55 (the seed U-Net's
+/// training, with the fixed [`BF16_WORKSPACE`] apart: 0.47-0.58 of float32's per-batch memory
+/// from 64^3 batch 2 to 128^3 batch 1). Inputs, logits, the loss's tensors and the whole-case
+/// sums stay float32.
+fn activation_tenth_bytes(precision: Precision) -> u64 {
+    match precision {
+        Precision::Bfloat16 => 22,
+        Precision::Float32 | Precision::Auto => 10 * F32,
+    }
+}
 
 /// Resident size of a process that has run libtorch on the CPU (measured: about 117 MB).
 const RUNTIME: u64 = 120_000_000;
@@ -82,7 +95,7 @@ pub fn macs_per_patch(config: &ModelConfig, in_channels: u64, patch: [u32; 3]) -
 /// Peak memory of training: libtorch itself, the parameters with their gradients and two
 /// optimizer moments, and the activations the backward pass keeps (each convolution's and
 /// activation's output, the concatenations and the loss's softmax), plus the input batch.
-pub fn training_bytes(experiment: &Experiment) -> u64 {
+pub fn training_bytes(experiment: &Experiment, precision: Precision) -> u64 {
     let parameters = parameter_count(&experiment.model, experiment.data.modalities.len() as u64);
     let filters: Vec<u64> = experiment.model.filters().iter().map(|&f| u64::from(f)).collect();
     let patch = experiment.train.patch_size;
@@ -91,25 +104,41 @@ pub fn training_bytes(experiment: &Experiment) -> u64 {
     // activations; with normalisation, also the normalised outputs and their statistics
     // (9 fits the measured lite network: 1140-1175 MB at 64^3, batch 2).
     let kept_per_block = if experiment.model.norm == Norm::None { 4 } else { 9 };
-    let mut floats = 0;
+    let mut values = 0;
     for (level, &f) in filters.iter().enumerate() {
-        floats += voxels(level) * f * kept_per_block;
+        values += voxels(level) * f * kept_per_block;
         if level > 0 {
             // Up-sampled tensor, concatenation, decoder block.
             let to = filters[level - 1];
-            floats += voxels(level - 1) * (to + 2 * to + to * kept_per_block);
+            values += voxels(level - 1) * (to + 2 * to + to * kept_per_block);
         }
     }
     let channels = experiment.data.modalities.len() as u64;
-    floats += voxels(0) * (channels + 3 * NUM_CLASSES as u64);
+    let floats = voxels(0) * (channels + 3 * NUM_CLASSES as u64);
+    let counted = values * activation_tenth_bytes(precision) / 10 + floats * F32;
     // Calibration: the count above misses autograd's extra buffers, the allocator's slack and
     // the mapped cache pages the sampler touches. Training the seed at 64^3, batch 2 peaked at
     // 1229 MB RSS where this count gave 735 MB (120 runtime + 90 parameters + 525 per batch):
     // the per-batch part is scaled to match.
     const MEASURED_OVER_COUNTED: f64 = 1.9;
-    let activations = (floats * F32 * u64::from(experiment.train.batch_size)) as f64 * MEASURED_OVER_COUNTED;
-    RUNTIME + parameters * F32 * 4 + activations as u64
+    let activations = (counted * u64::from(experiment.train.batch_size)) as f64 * MEASURED_OVER_COUNTED;
+    RUNTIME + parameters * F32 * 4 + activations as u64 + bfloat16_workspace(precision)
 }
+
+/// What bfloat16 adds whatever the batch: oneDNN's bfloat16 kernels and their buffers, and
+/// the bfloat16 copies of the weights (see [`BF16_WORKSPACE`]).
+fn bfloat16_workspace(precision: Precision) -> u64 {
+    match precision {
+        Precision::Bfloat16 => BF16_WORKSPACE,
+        Precision::Float32 | Precision::Auto => 0,
+    }
+}
+
+/// See [`bfloat16_workspace`]. Fitted with [`activation_tenth_bytes`] to `segtop-train bench`
+/// of the seed U-Net on an Intel Xeon with AMX (peak RSS, float32 against bfloat16): 827 / 726
+/// MB at 64^3 batch 2, 1418 / 1005 MB at batch 4, 1338 / 1072 MB at 96^3 batch 1 and 2197 /
+/// 1484 MB at 128^3 batch 1.
+const BF16_WORKSPACE: u64 = 200_000_000;
 
 /// Voxels of a typical BraTS case after cropping to the brain (160 x 192 x 144).
 const BRATS_CROPPED_VOXELS: u64 = 160 * 192 * 144;
@@ -119,6 +148,11 @@ const BRATS_CROPPED_VOXELS: u64 = 160 * 192 * 144;
 /// encoder's outputs kept for the skip connections plus the top decoder level's working
 /// tensors), and the whole-case tensors: the input, the weighted class-score sum, the weight
 /// sum and the probabilities.
+///
+/// The same in either precision: the whole-case tensors stay float32, and bfloat16 windows
+/// measured only 1-7% below float32's peak (808 / 797 MB for the seed U-Net's 64^3 windows over
+/// a 240x240x155 case, 895 / 829 MB for the default network's), what bfloat16's own kernels
+/// and buffers take back.
 pub fn validation_bytes(experiment: &Experiment) -> u64 {
     let parameters = parameter_count(&experiment.model, experiment.data.modalities.len() as u64);
     let filters: Vec<u64> = experiment.model.filters().iter().map(|&f| u64::from(f)).collect();
@@ -143,7 +177,24 @@ pub fn validation_bytes(experiment: &Experiment) -> u64 {
     RUNTIME + parameters * F32 * 4 + window_bytes as u64 + case_floats * F32
 }
 
-/// What a run of `experiment` needs at its peak: the larger of training and validation.
+/// What a run of `experiment` needs at its peak: the larger of training and validation, in
+/// the precision it will compute in (see [`run_precision`]).
 pub fn peak_bytes(experiment: &Experiment) -> u64 {
-    training_bytes(experiment).max(validation_bytes(experiment))
+    peak_bytes_in(experiment, run_precision(experiment))
+}
+
+/// [`peak_bytes`] computing in `precision` (`auto` counts as float32).
+pub fn peak_bytes_in(experiment: &Experiment, precision: Precision) -> u64 {
+    training_bytes(experiment, precision).max(validation_bytes(experiment))
+}
+
+/// The precision a run of `experiment` will compute in: `train.precision` resolved on this
+/// machine for runs here; for Slurm runs, whose node is not known yet, bfloat16 only when
+/// asked for outright (`auto` counts as float32, which needs more memory).
+pub fn run_precision(experiment: &Experiment) -> Precision {
+    match (experiment.run.launcher, experiment.train.precision) {
+        (super::LauncherKind::Slurm, Precision::Bfloat16) => Precision::Bfloat16,
+        (super::LauncherKind::Slurm, _) => Precision::Float32,
+        (_, precision) => crate::cpu::resolve_here(precision).0,
+    }
 }

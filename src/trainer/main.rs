@@ -105,6 +105,10 @@ struct PredictArgs {
     /// BraTS names), BraTS 2023+ (3), or legacy (4)
     #[arg(long, value_enum, default_value = "dataset")]
     labels: predict::Labels,
+    /// Compute in this precision (auto: bfloat16 where the CPU has bfloat16 instructions,
+    /// whatever the run trained in; the weights are float32 either way)
+    #[arg(long, default_value = "auto", value_parser = PossibleValuesParser::new(Precision::NAMES))]
+    precision: String,
 }
 
 /// Exit codes, so a supervisor can tell how a run ended.
@@ -119,7 +123,6 @@ mod exit {
 }
 
 fn main() {
-    keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info => info().map(|()| exit::FINISHED),
@@ -141,25 +144,6 @@ fn main() {
     }
 }
 
-/// Lets the C allocator keep and reuse the memory libtorch frees instead of returning it to
-/// the system. libtorch allocates every tensor with `malloc`, and a training step frees and
-/// allocates the same few hundred megabytes again; by default glibc maps the large blocks
-/// afresh each time and the kernel zero-fills them page by page, which measured 15-18% of a
-/// seed U-Net step at 64^3 batch 2 (float32 and bfloat16 alike). The price is the allocator's
-/// slack, up to about 100 MB more peak RSS. (PyTorch's CPU tuning guide reaches the same end by
-/// swapping in jemalloc or TCMalloc.)
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes glibc's allocation thresholds; it runs before any thread
-    // starts, and a refused value leaves the default.
-    unsafe {
-        // Blocks up to 512 MiB (a whole-case tensor is ~200 MB) come from the heap...
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 512 << 20);
-        // ...and freed heap memory stays with the process for the next step.
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
-}
-
 fn predict(args: &PredictArgs) -> anyhow::Result<()> {
     let options = predict::Options {
         tta: args.tta,
@@ -170,6 +154,8 @@ fn predict(args: &PredictArgs) -> anyhow::Result<()> {
         },
         labels: args.labels,
     };
+    let (precision, why) = segtop::cpu::resolve_here(precision_named(&args.precision));
+    println!("precision: {why}");
     let mut models = Vec::new();
     for run in &args.run {
         let (experiment, weights) = predict::from_run(run)?;
@@ -178,6 +164,7 @@ fn predict(args: &PredictArgs) -> anyhow::Result<()> {
             experiment,
             &weights,
             args.tta,
+            precision,
         )?);
     }
     if let (Some(checkpoint), Some(experiment)) = (&args.checkpoint, &args.experiment) {
@@ -187,6 +174,7 @@ fn predict(args: &PredictArgs) -> anyhow::Result<()> {
             loaded,
             checkpoint,
             args.tta,
+            precision,
         )?);
     }
     let first = models

@@ -19,7 +19,7 @@ use segtop::data::case::{self, CaseFiles, Naming};
 use segtop::data::dataset::Split;
 use segtop::data::preprocess;
 use segtop::data::volume;
-use segtop::experiment::{Experiment, Layout};
+use segtop::experiment::{Experiment, Layout, Precision};
 use segtop::metrics::grid::Grid;
 use segtop::postprocess::Plan;
 use segtop::rundir::RunDir;
@@ -89,9 +89,16 @@ pub fn from_run(run_dir: &Path) -> anyhow::Result<(Experiment, PathBuf)> {
 
 impl Model {
     /// Builds the experiment's network and loads `weights` into it.
-    pub fn load(source: String, experiment: Experiment, weights: &Path, tta: bool) -> anyhow::Result<Model> {
+    pub fn load(
+        source: String,
+        experiment: Experiment,
+        weights: &Path,
+        tta: bool,
+        precision: Precision,
+    ) -> anyhow::Result<Model> {
         let mut vs = nn::VarStore::new(Device::Cpu);
-        let net = UNet::new(&vs.root(), &experiment.model, experiment.data.modalities.len() as i64);
+        let net =
+            UNet::new(&vs.root(), &experiment.model, experiment.data.modalities.len() as i64).with_precision(precision);
         vs.load(weights)
             .with_context(|| format!("cannot load {} into {source}'s network", weights.display()))?;
         let mut window = SlidingWindow::new(&experiment.validate);

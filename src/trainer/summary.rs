@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use tch::nn;
 
-use segtop::experiment::{Experiment, cost};
+use segtop::experiment::{Experiment, Precision, cost};
 
 use crate::model::UNet;
 
@@ -18,6 +18,8 @@ pub struct Summary {
     pub training_bytes: u64,
     /// Estimated peak memory of a validation pass (sliding window over a whole case), in bytes.
     pub validation_bytes: u64,
+    /// The precision the estimates are for.
+    precision: Precision,
     window: [u32; 3],
     window_batch: u32,
     patch: [u32; 3],
@@ -28,6 +30,7 @@ pub struct Summary {
 
 impl Summary {
     pub fn of(experiment: &Experiment) -> Summary {
+        let precision = cost::run_precision(experiment);
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let in_channels = experiment.data.modalities.len() as i64;
         let _net = UNet::new(&vs.root(), &experiment.model, in_channels);
@@ -45,8 +48,9 @@ impl Summary {
         let batch = experiment.train.batch_size;
         Summary {
             macs_per_patch: cost::macs_per_patch(&experiment.model, in_channels as u64, patch),
-            training_bytes: cost::training_bytes(experiment),
+            training_bytes: cost::training_bytes(experiment, precision),
             validation_bytes: cost::validation_bytes(experiment),
+            precision,
             window: experiment.validate.window,
             window_batch: experiment.validate.window_batch,
             parameters,
@@ -80,9 +84,10 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "training memory     about {:.0} MB at batch {} (estimate)",
+            "training memory     about {:.0} MB at batch {} in {} (estimate)",
             self.training_bytes as f64 / 1e6,
-            self.batch
+            self.batch,
+            self.precision
         );
         let [wx, wy, wz] = self.window;
         let _ = writeln!(

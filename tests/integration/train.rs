@@ -341,21 +341,21 @@ fn sigterm_checkpoints_and_stops_with_its_own_exit_code() {
     ));
 }
 
-#[test]
-fn training_learns_the_synthetic_tumours_and_the_run_predicts_alone_ensembled_and_relabelled() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let text = "[data]\nroot = \"data\"\ncache_dir = \"cache\"\nsplit = [0.5, 0.5, 0.0]\n\
-                [data.synthetic]\ncases = 4\nseed = 3\nshape = [48, 48, 32]\n\
-                [model]\nbase_filters = 8\ndepth = 3\n\
-                [train]\npatch_size = [24, 24, 24]\nbatch_size = 2\nepochs = 10\npatches_per_epoch = 16\nlr = 3e-3\nwarmup_epochs = 0\n\
-                [validate]\nevery = 1\n[run]\nname = \"learn\"\n";
-    std::fs::write(dir.path().join("learn.toml"), text).expect("write");
-    succeed(
-        trainer(dir.path())
-            .env("SEGTOP_THREADS", "2")
-            .args(["train", "learn.toml"]),
+/// Trains the learning experiment (a little wider and longer than the tiny one) in `dir`,
+/// computing in `precision`; returns its run and the whole-tumour Dice of each validation.
+fn learn(dir: &Path, precision: &str) -> (PathBuf, Vec<f64>) {
+    let text = format!(
+        "[data]\nroot = \"data\"\ncache_dir = \"cache\"\nsplit = [0.5, 0.5, 0.0]\n\
+         [data.synthetic]\ncases = 4\nseed = 3\nshape = [48, 48, 32]\n\
+         [model]\nbase_filters = 8\ndepth = 3\n\
+         [train]\npatch_size = [24, 24, 24]\nbatch_size = 2\nepochs = 10\npatches_per_epoch = 16\nlr = 3e-3\nwarmup_epochs = 0\n\
+         precision = \"{precision}\"\n\
+         [validate]\nevery = 1\n[run]\nname = \"learn\"\n"
     );
-    let wt: Vec<f64> = events(&only_run(dir.path()))
+    std::fs::write(dir.join("learn.toml"), text).expect("write");
+    succeed(trainer(dir).env("SEGTOP_THREADS", "2").args(["train", "learn.toml"]));
+    let run = only_run(dir);
+    let wt: Vec<f64> = events(&run)
         .iter()
         .filter_map(|e| match e {
             Event::Validation { dice, .. } => Some(dice.wt),
@@ -365,8 +365,92 @@ fn training_learns_the_synthetic_tumours_and_the_run_predicts_alone_ensembled_an
     assert_eq!(wt.len(), 10);
     // After one epoch the network is close to its random start; nine more must find the tumours.
     let (first, last) = (wt[0], wt[9]);
-    assert!(last > 0.6 && last > first + 0.3, "whole-tumour Dice by epoch: {wt:?}");
-    predictions_of_a_trained_run(dir.path(), &only_run(dir.path()));
+    assert!(
+        last > 0.6 && last > first + 0.3,
+        "{precision}: whole-tumour Dice by epoch: {wt:?}"
+    );
+    let started = events(&run).into_iter().find_map(|e| match e {
+        Event::RunStarted { precision, .. } => Some(precision),
+        _ => None,
+    });
+    assert_eq!(
+        started,
+        Some(Some(precision.to_string())),
+        "run_started records the precision"
+    );
+    (run, wt)
+}
+
+#[test]
+fn training_learns_the_synthetic_tumours_and_the_run_predicts_alone_ensembled_and_relabelled() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (run, _) = learn(dir.path(), "float32");
+    predictions_of_a_trained_run(dir.path(), &run);
+}
+
+/// The dtypes of the tensors in a safetensors file, by name.
+fn safetensors_dtypes(path: &Path) -> Vec<(String, String)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let length = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + length]).expect("a JSON header");
+    header
+        .into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .map(|(name, tensor)| (name, tensor["dtype"].as_str().unwrap_or("?").to_string()))
+        .collect()
+}
+
+#[test]
+fn bfloat16_training_learns_as_float32_does_and_its_float32_checkpoint_predicts_in_either_precision() {
+    // Whatever the CPU: without bfloat16 instructions oneDNN emulates them (slowly).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (run, _) = learn(dir.path(), "bfloat16");
+    let latest = std::fs::read_dir(run.join("checkpoints"))
+        .expect("checkpoints/")
+        .flatten()
+        .map(|e| e.path().join("model.safetensors"))
+        .filter(|p| p.is_file())
+        .max()
+        .expect("a checkpoint directory");
+    for checkpoint in [run.join("checkpoints/best.safetensors"), latest] {
+        let dtypes = safetensors_dtypes(&checkpoint);
+        assert!(dtypes.iter().any(|(name, _)| name == "enc.0.0.weight"), "{dtypes:?}");
+        assert!(
+            dtypes.iter().all(|(_, dtype)| dtype == "F32"),
+            "{} is not float32 throughout: {dtypes:?}",
+            checkpoint.display()
+        );
+    }
+    // The weights load into float32 inference, and it segments as bfloat16 inference does.
+    let run_arg = run.to_str().expect("a UTF-8 path");
+    let mut predicted = Vec::new();
+    for precision in ["float32", "bfloat16"] {
+        let output = trainer(dir.path())
+            .args(["predict", "--run", run_arg, "--split", "validation", "--no-postprocess"])
+            .args(["--precision", precision, "--out", precision])
+            .output()
+            .expect("the trainer runs");
+        let said = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{said}");
+        assert!(said.contains(&format!("precision: {precision}, as asked")), "{said}");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path().join(precision))
+            .expect("predictions")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty());
+        predicted.push(files.iter().flat_map(|f| labels(f)).collect::<Vec<u8>>());
+    }
+    let tumour = |labels: &[u8]| labels.iter().map(|&l| l > 0).collect::<Vec<bool>>();
+    let (a, b) = (tumour(&predicted[0]), tumour(&predicted[1]));
+    let both = a.iter().zip(&b).filter(|(x, y)| **x && **y).count() as f64;
+    let overlap = 2.0 * both / (a.iter().filter(|x| **x).count() + b.iter().filter(|x| **x).count()).max(1) as f64;
+    assert!(
+        overlap > 0.95,
+        "float32 and bfloat16 inference agree on the tumour only to Dice {overlap}"
+    );
 }
 
 /// Reads a labels file as integers.

@@ -68,6 +68,9 @@ fn header_line<'a>(app: &App, run: &'a RunModel) -> Line<'a> {
     if run.epochs > 0 {
         spans.push(Span::styled(format!(" · {}/{}", run.epoch, run.epochs), dim));
     }
+    if let Some(precision) = &run.precision {
+        spans.push(Span::styled(format!(" · {}", short_precision(precision)), dim));
+    }
     if let Some(elapsed) = run.elapsed(app.now) {
         spans.push(Span::styled(format!(" · {}", format_duration(elapsed)), dim));
     }
@@ -79,6 +82,15 @@ fn header_line<'a>(app: &App, run: &'a RunModel) -> Line<'a> {
         spans.push(Span::styled(format!(" · {process}"), dim));
     }
     Line::from(spans)
+}
+
+/// `bf16` and `fp32`, as the header has little room; other names as they are.
+fn short_precision(name: &str) -> &str {
+    match name {
+        "bfloat16" => "bf16",
+        "float32" => "fp32",
+        other => other,
+    }
 }
 
 fn draw_compact(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
