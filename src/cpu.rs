@@ -48,10 +48,7 @@ pub fn resolve(requested: Precision, flags: &[String]) -> (Precision, String) {
         ),
         Precision::Bfloat16 => (
             Precision::Bfloat16,
-            format!(
-                "bfloat16, as the experiment asks (this CPU has {})",
-                found.join(" and ")
-            ),
+            format!("bfloat16, as asked (this CPU has {})", found.join(" and ")),
         ),
         Precision::Auto if found.is_empty() => (
             Precision::Float32,

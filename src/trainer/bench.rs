@@ -113,7 +113,10 @@ pub fn run(experiment: &Experiment, options: &Options, progress: &dyn Fn(&str)) 
         .case
         .map(|case| infer_case(&net, experiment, channels, case, progress));
     Ok(Report {
-        implementation: "segtop",
+        implementation: match precision.0 {
+            Precision::Bfloat16 => "segtop-bf16",
+            Precision::Float32 | Precision::Auto => "segtop",
+        },
         params: parameter_count,
         threads: tch::get_num_threads(),
         precision: precision.0,

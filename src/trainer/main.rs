@@ -105,10 +105,11 @@ struct PredictArgs {
     /// BraTS names), BraTS 2023+ (3), or legacy (4)
     #[arg(long, value_enum, default_value = "dataset")]
     labels: predict::Labels,
-    /// Compute in this precision (auto: bfloat16 where the CPU has bfloat16 instructions,
-    /// whatever the run trained in; the weights are float32 either way)
-    #[arg(long, default_value = "auto", value_parser = PossibleValuesParser::new(Precision::NAMES))]
-    precision: String,
+    /// Compute in this precision (auto: bfloat16 where the CPU has bfloat16 instructions; the
+    /// weights are float32 either way) [default: the (first) run's train.precision, as its
+    /// validation computed]
+    #[arg(long, value_parser = PossibleValuesParser::new(Precision::NAMES))]
+    precision: Option<String>,
 }
 
 /// Exit codes, so a supervisor can tell how a run ended.
@@ -154,28 +155,28 @@ fn predict(args: &PredictArgs) -> anyhow::Result<()> {
         },
         labels: args.labels,
     };
-    let (precision, why) = segtop::cpu::resolve_here(precision_named(&args.precision));
-    println!("precision: {why}");
-    let mut models = Vec::new();
+    let mut sources = Vec::new();
     for run in &args.run {
         let (experiment, weights) = predict::from_run(run)?;
-        models.push(predict::Model::load(
-            run.display().to_string(),
-            experiment,
-            &weights,
-            args.tta,
-            precision,
-        )?);
+        sources.push((run.display().to_string(), experiment, weights));
     }
     if let (Some(checkpoint), Some(experiment)) = (&args.checkpoint, &args.experiment) {
-        let loaded = load_experiment(experiment)?;
-        models.push(predict::Model::load(
+        sources.push((
             checkpoint.display().to_string(),
-            loaded,
-            checkpoint,
-            args.tta,
-            precision,
-        )?);
+            load_experiment(experiment)?,
+            checkpoint.clone(),
+        ));
+    }
+    let requested = match (&args.precision, sources.first()) {
+        (Some(name), _) => precision_named(name),
+        (None, Some((_, experiment, _))) => experiment.train.precision,
+        (None, None) => Precision::Auto,
+    };
+    let (precision, why) = segtop::cpu::resolve_here(requested);
+    println!("precision: {why}");
+    let mut models = Vec::new();
+    for (source, experiment, weights) in sources {
+        models.push(predict::Model::load(source, experiment, &weights, args.tta, precision)?);
     }
     let first = models
         .first()
