@@ -12,11 +12,23 @@ use crate::experiment::Precision;
 /// CPU flags that make bfloat16 fast, in the order they are named.
 pub const BF16_FLAGS: [&str; 2] = ["amx_bf16", "avx512_bf16"];
 
-/// The flags of this machine's first CPU (empty where they cannot be read).
-pub fn flags() -> Vec<String> {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .map(|text| flags_of_cpuinfo(&text))
-        .unwrap_or_default()
+/// The flags of this machine's first CPU (empty where they cannot be read), read once: the
+/// queue asks for every run it weighs.
+pub fn flags() -> &'static [String] {
+    static FLAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    FLAGS.get_or_init(|| {
+        std::fs::read_to_string("/proc/cpuinfo")
+            .map(|text| flags_of_cpuinfo(&text))
+            .unwrap_or_default()
+    })
+}
+
+/// Which of [`BF16_FLAGS`] are among `flags`.
+pub fn bf16_flags(flags: &[String]) -> Vec<&'static str> {
+    BF16_FLAGS
+        .into_iter()
+        .filter(|wanted| flags.iter().any(|f| f == wanted))
+        .collect()
 }
 
 /// The `flags` line of the first processor in a `/proc/cpuinfo` text.
@@ -33,11 +45,7 @@ pub fn flags_of_cpuinfo(cpuinfo: &str) -> Vec<String> {
 /// The precision a run computes in: `requested`, with `auto` resolved against `flags`, and a
 /// sentence saying why.
 pub fn resolve(requested: Precision, flags: &[String]) -> (Precision, String) {
-    let found: Vec<&str> = BF16_FLAGS
-        .iter()
-        .copied()
-        .filter(|wanted| flags.iter().any(|f| f == wanted))
-        .collect();
+    let found = bf16_flags(flags);
     match requested {
         Precision::Float32 => (Precision::Float32, "float32, as asked".into()),
         Precision::Bfloat16 if found.is_empty() => (
@@ -63,7 +71,7 @@ pub fn resolve(requested: Precision, flags: &[String]) -> (Precision, String) {
 
 /// [`resolve`] against this machine's CPU.
 pub fn resolve_here(requested: Precision) -> (Precision, String) {
-    resolve(requested, &flags())
+    resolve(requested, flags())
 }
 
 #[cfg(test)]

@@ -470,10 +470,7 @@ fn info() -> anyhow::Result<()> {
     println!("onednn        {}", yes_no(tch::utils::has_mkldnn()));
     println!("openmp        {}", yes_no(tch::utils::has_openmp()));
     let flags = segtop::cpu::flags();
-    let found: Vec<&str> = segtop::cpu::BF16_FLAGS
-        .into_iter()
-        .filter(|wanted| flags.iter().any(|f| f == wanted))
-        .collect();
+    let found = segtop::cpu::bf16_flags(flags);
     println!(
         "bfloat16      {}",
         if found.is_empty() {
@@ -484,7 +481,7 @@ fn info() -> anyhow::Result<()> {
     );
     println!(
         "precision     auto picks {}",
-        segtop::cpu::resolve(Precision::Auto, &flags).1
+        segtop::cpu::resolve(Precision::Auto, flags).1
     );
     Ok(())
 }

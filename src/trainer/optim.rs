@@ -112,30 +112,29 @@ impl Optimizer {
                 momentum: self.momentum as f32,
                 weight_decay: self.weight_decay as f32,
             },
-            kind => Rule::Adam {
-                decoupled_decay: if kind == OptimizerKind::Adamw {
-                    (1.0 - lr * self.weight_decay) as f32
+            kind => {
+                let (decoupled_decay, l2) = if kind == OptimizerKind::Adamw {
+                    ((1.0 - lr * self.weight_decay) as f32, 0.0)
                 } else {
-                    1.0
-                },
-                l2: if kind == OptimizerKind::Adamw {
-                    0.0
+                    (1.0, self.weight_decay as f32)
+                };
+                // p -= (a * g + b * m) / denom
+                let (a, b) = if kind == OptimizerKind::Nadam {
+                    (
+                        lr * (1.0 - mu) / (1.0 - self.mu_product),
+                        lr * mu_next / (1.0 - self.mu_product * mu_next),
+                    )
                 } else {
-                    self.weight_decay as f32
-                },
-                bias2: (1.0 - BETA2.powf(t)) as f32,
-                // p -= a * g / denom + b * m / denom
-                a: if kind == OptimizerKind::Nadam {
-                    (lr * (1.0 - mu) / (1.0 - self.mu_product)) as f32
-                } else {
-                    0.0
-                },
-                b: if kind == OptimizerKind::Nadam {
-                    (lr * mu_next / (1.0 - self.mu_product * mu_next)) as f32
-                } else {
-                    (lr / (1.0 - BETA1.powf(t))) as f32
-                },
-            },
+                    (0.0, lr / (1.0 - BETA1.powf(t)))
+                };
+                Rule::Adam {
+                    decoupled_decay,
+                    l2,
+                    bias2: (1.0 - BETA2.powf(t)) as f32,
+                    a: a as f32,
+                    b: b as f32,
+                }
+            }
         };
         let moments = self.m.iter_mut().zip(self.v.iter_mut());
         for (((_, p), (m, v)), grad) in self.params.iter_mut().zip(moments).zip(&grads) {
