@@ -182,6 +182,22 @@ pub enum Event {
         /// The Slurm job the trainer runs in (`123`, or `123_4` for an array task).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         slurm_job: Option<String>,
+        /// The run's time budget in seconds (`train.budget`), when it has one; `epochs` is
+        /// then the most it may plan, and `plan` events say how many it will train.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        budget_seconds: Option<f64>,
+    },
+    /// A time-budgeted run's plan, when it is first made and whenever it changes.
+    Plan {
+        time: DateTime<Utc>,
+        /// The total number of epochs the run will train (the learning-rate schedule's length).
+        epochs: u32,
+        budget_seconds: f64,
+        /// Seconds of the budget used so far, over every session of the run.
+        used_seconds: f64,
+        /// The pace the plan rests on: one step, one validation.
+        step_seconds: f64,
+        validation_seconds: f64,
     },
     Step {
         time: DateTime<Utc>,
@@ -295,6 +311,7 @@ impl Event {
     pub fn time(&self) -> DateTime<Utc> {
         match self {
             Event::RunStarted { time, .. }
+            | Event::Plan { time, .. }
             | Event::Step { time, .. }
             | Event::Resources { time, .. }
             | Event::EpochEnd { time, .. }

@@ -8,6 +8,7 @@
 
 #![deny(clippy::unwrap_used)]
 
+pub mod budget;
 pub mod config;
 pub mod cpu;
 pub mod dashboard;

@@ -49,7 +49,10 @@ struct RunRecord<'a> {
     best_dice: Option<RegionScores>,
     patches_per_s: Option<f64>,
     elapsed_s: Option<f64>,
+    /// Seconds left: of its time budget when it has one, else at its pace so far.
     eta_s: Option<f64>,
+    /// Its time budget (`train.budget`) in seconds.
+    budget_s: Option<f64>,
     pid: Option<u32>,
     host: Option<&'a str>,
     peak_rss_mb: Option<f64>,
@@ -154,6 +157,7 @@ pub fn runs(workspace: &Workspace, args: &RunsArgs) -> anyhow::Result<()> {
                 patches_per_s: r.patches_per_s(),
                 elapsed_s: r.elapsed(now),
                 eta_s: r.eta(now),
+                budget_s: r.budget,
                 pid: r.pid,
                 host: r.host.as_deref(),
                 peak_rss_mb: r.peak_rss_mb,
@@ -239,6 +243,15 @@ fn table(runs: &[&RunModel], now: chrono::DateTime<chrono::Utc>, values: bool, c
             run.patches_per_s().map_or(dash.clone(), |p| format!("{p:.1}")),
             run.eta(now).map_or(dash.clone(), format_duration),
         ));
+        if let Some(budget) = run.budget {
+            let used = run.elapsed(now).unwrap_or(0.0);
+            out.pop();
+            out.push_str(&format!(
+                "  budget {} of {}\n",
+                format_duration(used),
+                format_duration(budget)
+            ));
+        }
         if values && let Some(tag) = &run.sweep {
             out.pop();
             out.push_str(&format!("  {}\n", tag.describe()));

@@ -323,6 +323,12 @@ impl Editor {
             }
             return Ok(());
         };
+        if text.trim().is_empty() && experiment::OPTIONAL_KEYS.iter().any(|(key, _)| *key == field.key) {
+            // An optional key typed empty is left out of the file.
+            experiment::remove_value(&mut self.document, &field.key);
+            self.refresh();
+            return Ok(());
+        }
         let value = parse_value(&field, text.trim())?;
         self.put(&field.key, value);
         Ok(())
@@ -421,6 +427,21 @@ impl Editor {
             .unwrap_or_default();
         let mut fields = Vec::new();
         collect(defaults.as_table(), "", &mut fields);
+        // Keys with no default are written out only when set: list them where they belong.
+        for (key, after) in experiment::OPTIONAL_KEYS {
+            if !fields.iter().any(|f| f.key == *key)
+                && let Some(at) = fields.iter().position(|f| f.key == *after)
+            {
+                let field = Field {
+                    key: key.to_string(),
+                    kind: Kind::Text,
+                    text: String::new(),
+                    set: false,
+                    changed: false,
+                };
+                fields.insert(at + 1, field);
+            }
+        }
         for field in &mut fields {
             let mine = experiment::get_value(&self.document, &field.key);
             if let Some(value) = mine {
@@ -708,6 +729,35 @@ mod tests {
             "# A demo.\n[data]\nroot = \"data/demo\" # the demo folder\n\n[model]\nbase_filters = 12\n\n\
              [train]\nlr = 0.002 # fast\nepochs = 20\noptimizer = \"sgd\"\n"
         );
+    }
+
+    #[test]
+    fn a_time_budget_is_listed_after_epochs_set_checked_and_cleared() {
+        let mut editor = editor();
+        let at = |editor: &Editor, key: &str| editor.fields.iter().position(|f| f.key == key);
+        assert_eq!(at(&editor, "train.budget"), at(&editor, "train.epochs").map(|i| i + 1));
+        let type_into = |editor: &mut Editor, text: &str| {
+            select(editor, "train.budget");
+            press(editor, KeyCode::Enter);
+            editor.key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+            type_text(editor, text);
+            press(editor, KeyCode::Enter);
+        };
+        type_into(&mut editor, "-5m");
+        assert!(
+            editor
+                .problems
+                .iter()
+                .any(|p| p.message.contains("train.budget = '-5m' is not a duration")),
+            "{:?}",
+            editor.problems
+        );
+        type_into(&mut editor, "1h30m");
+        assert!(editor.problems.is_empty(), "{:?}", editor.problems);
+        assert!(editor.text().contains("budget = \"1h30m\""), "{}", editor.text());
+        type_into(&mut editor, "");
+        assert!(!editor.text().contains("budget"), "{}", editor.text());
+        assert!(editor.problems.is_empty(), "{:?}", editor.problems);
     }
 
     #[test]

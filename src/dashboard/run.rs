@@ -220,7 +220,10 @@ pub struct RunModel {
     pub host: Option<String>,
     /// What the network computes in (`float32`, `bfloat16`), once the trainer says.
     pub precision: Option<String>,
+    /// Epochs to train: the experiment's, or a time-budgeted run's latest plan.
     pub epochs: u32,
+    /// A time-budgeted run's budget in seconds (`train.budget`).
+    pub budget: Option<f64>,
     pub steps_per_epoch: u32,
     pub epoch: u32,
     pub step: u32,
@@ -295,6 +298,7 @@ impl RunModel {
             host: None,
             precision: None,
             epochs: 0,
+            budget: None,
             steps_per_epoch: 0,
             epoch: 0,
             step: 0,
@@ -351,6 +355,7 @@ impl RunModel {
                 pid_start,
                 slurm_job,
                 precision,
+                budget_seconds,
                 ..
             } => {
                 if let Some(started) = self.started {
@@ -366,6 +371,7 @@ impl RunModel {
                 self.precision = precision.clone();
                 self.name = name.clone();
                 self.epochs = *epochs;
+                self.budget = *budget_seconds;
                 self.steps_per_epoch = *steps_per_epoch;
                 self.session_start = Some((f64::from(resumed_from.unwrap_or(0)), *time));
                 self.finished = None;
@@ -405,6 +411,12 @@ impl RunModel {
                     self.cpu.push(x, *cpu_percent);
                     self.rss.push(x, *rss_mb);
                 }
+            }
+            Event::Plan {
+                epochs, budget_seconds, ..
+            } => {
+                self.epochs = *epochs;
+                self.budget = Some(*budget_seconds);
             }
             Event::EpochEnd { epoch, .. } => {
                 self.epoch = *epoch;
@@ -669,6 +681,9 @@ impl RunModel {
         if self.state() != RunState::Running {
             return None;
         }
+        if let Some(budget) = self.budget {
+            return Some((budget - self.elapsed(now)?).max(0.0));
+        }
         let (start_epochs, start_time) = self.session_start?;
         let done = self.progress() - start_epochs;
         let seconds = (now - start_time).as_seconds_f64();
@@ -758,6 +773,7 @@ mod tests {
             resumed_from: None,
             pid_start: None,
             slurm_job: None,
+            budget_seconds: None,
         }
     }
 

@@ -23,10 +23,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Serialize, Serializer};
 
+use crate::budget::Budget;
 use crate::choice_enum;
 use crate::config::{Checker, Choice, ConfigError, Source};
 use raw::RawExperiment;
 pub use slurm::SlurmConfig;
+
+/// The most epochs a time budget may plan when `train.epochs` is not set beside it.
+pub const MAX_BUDGET_EPOCHS: u32 = 10_000;
+
+/// Keys that have no default and are written out only when set, with the key the
+/// experiment editor lists each after.
+pub const OPTIONAL_KEYS: &[(&str, &str)] = &[("train.budget", "train.epochs")];
 
 /// Number of output classes: background, NCR/NETC, ED/SNFH, ET.
 pub const NUM_CLASSES: usize = 4;
@@ -296,7 +304,12 @@ impl ModelConfig {
 pub struct TrainConfig {
     pub patch_size: [u32; 3],
     pub batch_size: u32,
+    /// Epochs to train; with a `budget`, the most the plan may reach.
     pub epochs: u32,
+    /// Wall-clock time for the whole run (see [`crate::budget`]): the trainer plans the epochs
+    /// that fit and runs the learning-rate schedule over them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
     pub patches_per_epoch: u32,
     /// Share of patches centred on a tumour voxel; the rest are drawn uniformly.
     pub foreground_fraction: f64,
@@ -329,6 +342,7 @@ impl Default for TrainConfig {
             patch_size: [64, 64, 64],
             batch_size: 2,
             epochs: 100,
+            budget: None,
             patches_per_epoch: 100,
             foreground_fraction: 0.33,
             optimizer: Optimizer::Adamw,
@@ -978,6 +992,13 @@ fn check_train(check: &mut Checker, raw: raw::RawTrain, model: &ModelConfig) -> 
         );
     }
     let loss = check_loss(check, raw.loss);
+    let budget = raw.budget.as_deref().and_then(|text| match Budget::parse(text) {
+        Ok(budget) => Some(budget),
+        Err(problem) => {
+            check.error("train.budget", format!("train.budget = {problem}"));
+            None
+        }
+    });
     TrainConfig {
         patch_size,
         batch_size: check.value(
@@ -990,10 +1011,15 @@ fn check_train(check: &mut Checker, raw: raw::RawTrain, model: &ModelConfig) -> 
         epochs: check.value(
             "train.epochs",
             raw.epochs,
-            defaults.epochs,
+            if budget.is_some() {
+                MAX_BUDGET_EPOCHS
+            } else {
+                defaults.epochs
+            },
             |n| n >= 1,
             "must be at least 1",
         ),
+        budget,
         patches_per_epoch: check.value(
             "train.patches_per_epoch",
             raw.patches_per_epoch,

@@ -68,6 +68,8 @@ pub struct RawTrain {
     pub patch_size: Option<[u32; 3]>,
     pub batch_size: Option<u32>,
     pub epochs: Option<u32>,
+    /// A duration like `"30m"` or `"1h30m"`.
+    pub budget: Option<String>,
     pub patches_per_epoch: Option<u32>,
     pub foreground_fraction: Option<f64>,
     pub optimizer: Option<String>,

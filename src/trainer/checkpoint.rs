@@ -46,6 +46,10 @@ pub struct TrainState {
     /// Training time before this process, for the total.
     pub seconds: f64,
     pub optimizer: BTreeMap<String, f64>,
+    /// With a time budget: the epochs planned and the pace measured, so a resumed run
+    /// plans from where it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<(u32, segtop::budget::Pace)>,
 }
 
 impl TrainState {
@@ -63,6 +67,7 @@ impl TrainState {
             best_epoch: None,
             seconds: 0.0,
             optimizer: BTreeMap::new(),
+            plan: None,
         }
     }
 }

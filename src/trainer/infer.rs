@@ -135,6 +135,25 @@ impl SlidingWindow {
             .product()
     }
 
+    /// Seconds to segment cases of these shapes (`[x, y, z]`, as cached), from one batch of
+    /// windows timed through the network after an untimed warm-up pass: what a time budget
+    /// plans with before the first validation has been measured.
+    pub fn estimate_seconds(&self, net: &UNet, channels: usize, shapes: impl Iterator<Item = [usize; 3]>) -> f64 {
+        let _guard = tch::no_grad_guard();
+        let [z, y, x] = self.size;
+        let input = Tensor::zeros(
+            [self.batch as i64, channels as i64, z, y, x],
+            (Kind::Float, Device::Cpu),
+        );
+        let _ = self.window_probabilities(net, &input);
+        let start = std::time::Instant::now();
+        let _ = self.window_probabilities(net, &input);
+        let per_batch = start.elapsed().as_secs_f64();
+        shapes
+            .map(|[x, y, z]| self.count([z as i64, y as i64, x as i64]).div_ceil(self.batch) as f64 * per_batch)
+            .sum()
+    }
+
     /// Class probabilities `[1, 4, z, y, x]` of a whole volume `[1, channels, z, y, x]`.
     pub fn probabilities(&self, net: &UNet, volume: &Tensor) -> Tensor {
         let _guard = tch::no_grad_guard();

@@ -322,7 +322,7 @@ impl Scheduler {
     }
 
     /// The learning rate for (0-based) `epoch`.
-    pub fn lr_for_epoch(&self, config: &TrainConfig, epoch: u32) -> f64 {
+    pub fn lr_for_epoch(&self, config: &TrainConfig, epoch: u32, epochs: u32) -> f64 {
         match config.schedule {
             Schedule::None | Schedule::Plateau => self.lr,
             Schedule::Cosine => {
@@ -330,7 +330,7 @@ impl Scheduler {
                 if epoch < warmup {
                     return config.lr * f64::from(epoch + 1) / f64::from(warmup + 1);
                 }
-                let span = f64::from(config.epochs.saturating_sub(warmup).max(1));
+                let span = f64::from(epochs.saturating_sub(warmup).max(1));
                 let progress = f64::from(epoch - warmup) / span;
                 config.min_lr + (config.lr - config.min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
             }
@@ -414,9 +414,9 @@ mod tests {
             ..TrainConfig::default()
         };
         let s = Scheduler::new(&c);
-        assert_eq!(s.lr_for_epoch(&c, 0), 0.5);
-        assert_eq!(s.lr_for_epoch(&c, 1), 1.0);
-        assert!(s.lr_for_epoch(&c, 9) < 0.05);
+        assert_eq!(s.lr_for_epoch(&c, 0, c.epochs), 0.5);
+        assert_eq!(s.lr_for_epoch(&c, 1, c.epochs), 1.0);
+        assert!(s.lr_for_epoch(&c, 9, c.epochs) < 0.05);
     }
 
     #[test]

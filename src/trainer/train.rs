@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use chrono::Utc;
 use tch::{Device, Kind, Tensor, nn};
 
+use segtop::budget::{Budget, Pace, Planner, Shape, clock};
 use segtop::data::cache::CachedCase;
 use segtop::data::dataset::{self, Split};
 use segtop::data::sampler::{Batch, Prefetcher, Sampler};
@@ -253,10 +254,47 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
         resumed_from,
         pid_start: segtop::rundir::process_start_time(std::process::id()),
         slurm_job: segtop::slurm::current_job(),
+        budget_seconds: config.budget.map(|b| b.seconds() as f64),
     })?;
 
-    let _resources = ResourceReporter::spawn(&run.events())?;
+    let resources = ResourceReporter::spawn(&run.events())?;
     let window = SlidingWindow::new(&experiment.validate);
+    let used = |state: &TrainState| state.seconds + started.elapsed().as_secs_f64();
+    let mut budget = config.budget.map(|limit| {
+        let pace = state.plan.map(|(_, pace)| pace).unwrap_or_else(|| Pace {
+            step: 0.0,
+            validation: VALIDATION_OVERHEAD
+                * window.estimate_seconds(&net, channels, validation_cases.iter().map(|c| c.header.shape)),
+            checkpoint: 1.0,
+        });
+        Budgeted::new(
+            limit,
+            experiment,
+            steps_per_epoch,
+            pace,
+            state.plan.map(|(planned, _)| planned),
+        )
+    });
+    if let Some(b) = &mut budget
+        && let Some(planned) = b.planned.take()
+    {
+        // Resumed: the plan carries on, said again for this session's readers.
+        b.replan(planned, state.seconds, &mut events, &say)?;
+    }
+    if let Some(b) = &budget {
+        if b.planned.is_none() {
+            // Refused before the first step when validation and evaluation alone do not fit.
+            b.planner
+                .check_fits(used(&state), steps_per_epoch, &b.pace)
+                .map_err(|too_small| anyhow::anyhow!("{too_small}"))?;
+        }
+        say(&format!(
+            "time budget {}: {} used before this session; one validation estimated at {}",
+            b.limit,
+            segtop::budget::clock(state.seconds),
+            segtop::budget::clock(b.pace.validation)
+        ));
+    }
     let mut last_batch: Option<(Vec<u8>, Vec<u8>)> = None;
     let finish = |events: &mut EventLog, outcome: Outcome, state: &TrainState, reason: Option<String>| {
         events.emit(&Event::RunFinished {
@@ -272,9 +310,23 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
     // Where a stop (SIGINT, SIGTERM, or SIGUSR1 at a Slurm time limit) came: between two steps,
     // or in a validation, which is left for the resumed run to do again.
     let mut stopped_at = None;
-    while state.epoch < config.epochs {
+    let mut warm = false;
+    let mut cut_short = false;
+    // Whether the last epoch trained ended with a validation.
+    let mut validated_last = false;
+    while state.epoch < budget.as_ref().map_or(config.epochs, Budgeted::epochs) {
         let epoch = state.epoch;
-        optimizer.lr = state.scheduler.lr_for_epoch(config, epoch);
+        if let Some(b) = &mut budget
+            && validated_last
+            && state.step == 0
+            && !b.planner.room_for_epoch(used(&state), &b.pace)
+        {
+            say("time budget: no time for another epoch and its validation: ending here");
+            b.replan(epoch, used(&state), &mut events, &say)?;
+            break;
+        }
+        let epochs = budget.as_ref().map_or(config.epochs, Budgeted::epochs);
+        optimizer.lr = state.scheduler.lr_for_epoch(config, epoch, epochs);
         let sampler = Sampler::new(
             train_cases.clone(),
             patch,
@@ -293,8 +345,23 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
             prefetcher.recycle(batch);
         }
         let epoch_start = Instant::now() - std::time::Duration::from_secs_f64(state.epoch_seconds);
-        console.epoch(epoch + 1, config.epochs, steps_per_epoch);
+        console.epoch(epoch + 1, epochs, steps_per_epoch);
         while state.step < steps_per_epoch {
+            // A time budget ends the epoch early, as the last, when one more step would leave
+            // no time for its validation and the end of the run.
+            if let Some(b) = &budget
+                && b.planned.is_some()
+                && state.step > 0
+                && !b.room_for_step(used(&state))
+            {
+                say(&format!(
+                    "time budget: ending epoch {} after {} of {steps_per_epoch} steps to leave time for validation and evaluation",
+                    epoch + 1,
+                    state.step
+                ));
+                cut_short = true;
+                break;
+            }
             let step_start = Instant::now();
             let batch = prefetcher.next().context("the sampler stopped")?;
             tch::manual_seed(mix(config.seed, epoch, state.step + 1) as i64);
@@ -310,14 +377,13 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
             }
             prefetcher.recycle(batch);
             let seconds = step_start.elapsed().as_secs_f64();
-            let steps_left = u64::from(config.epochs - epoch) * u64::from(steps_per_epoch) - u64::from(state.step);
+            let steps_left = u64::from(epochs - epoch) * u64::from(steps_per_epoch) - u64::from(state.step);
             let mean_step = epoch_start.elapsed().as_secs_f64() / f64::from(state.step);
-            console.step(
-                state.step,
-                value,
-                batch_size as f64 / seconds.max(1e-9),
-                steps_left as f64 * mean_step,
-            );
+            let seconds_left = match &budget {
+                Some(b) => b.limit.seconds() as f64 - used(&state),
+                None => steps_left as f64 * mean_step,
+            };
+            console.step(state.step, value, batch_size as f64 / seconds.max(1e-9), seconds_left);
             events.emit(&Event::Step {
                 time: Utc::now(),
                 epoch: epoch + 1,
@@ -328,6 +394,24 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
                 patches_per_s: batch_size as f64 / seconds.max(1e-9),
                 seconds,
             })?;
+            if let Some(b) = &mut budget {
+                // The session's first step pays for setting up the kernels: not the pace.
+                if warm {
+                    b.time_step(seconds);
+                }
+                warm = true;
+                if b.planned.is_none()
+                    && (state.step == PROBE_STEPS.min(steps_per_epoch) || state.step == steps_per_epoch)
+                {
+                    let used = used(&state);
+                    b.planner
+                        .check_fits(used, state.step, &b.pace)
+                        .map_err(|too_small| anyhow::anyhow!("{too_small}"))?;
+                    let steps_left = f64::from(steps_per_epoch - state.step);
+                    let planned = b.planner.plan(used + steps_left * b.pace.step, epoch + 1, &b.pace);
+                    b.replan(planned, used, &mut events, &say)?;
+                }
+            }
             if stop.requested() {
                 state.epoch_seconds = epoch_start.elapsed().as_secs_f64();
                 stopped_at = Some(format!("epoch {}, step {}", epoch + 1, state.step));
@@ -337,7 +421,21 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
         if stopped_at.is_some() {
             break;
         }
-        let steps = f64::from(steps_per_epoch);
+        // With a time budget, plan again at the pace of this epoch: the last planned epoch validates.
+        let last_epoch = match &mut budget {
+            Some(b) => {
+                let used = used(&state);
+                let planned = if cut_short {
+                    epoch + 1
+                } else {
+                    b.planner.replan(b.planned, used, epoch + 1, &b.pace)
+                };
+                b.replan(planned, used, &mut events, &say)?;
+                planned == epoch + 1
+            }
+            None => epoch + 1 == config.epochs,
+        };
+        let steps = f64::from(state.step.max(1));
         let seconds = epoch_start.elapsed().as_secs_f64();
         let mean_parts: BTreeMap<String, f64> = state.epoch_parts.iter().map(|(k, v)| (k.clone(), v / steps)).collect();
         let mean_loss = state.epoch_loss / steps;
@@ -354,7 +452,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
         say(&format!(
             "epoch {}/{}  loss {mean_loss:.4} ({})  lr {:.2e}  {:.2} patches/s",
             epoch + 1,
-            config.epochs,
+            budget.as_ref().map_or(config.epochs, Budgeted::epochs),
             parts.join(", "),
             optimizer.lr,
             steps * batch_size as f64 / seconds.max(1e-9)
@@ -362,7 +460,8 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
 
         let mut best = false;
         let mut stop_early = false;
-        let validate_now = (epoch + 1).is_multiple_of(experiment.validate.every) || epoch + 1 == config.epochs;
+        let validate_now = (epoch + 1).is_multiple_of(experiment.validate.every) || last_epoch;
+        validated_last = validate_now && !validation_cases.is_empty();
         if validate_now && !validation_cases.is_empty() {
             let validation_start = Instant::now();
             let mut preview = None;
@@ -403,6 +502,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
                 .iter()
                 .all(|c| c.lesion_dice.is_some())
                 .then(|| RegionScores::average(cases.iter().filter_map(|c| c.lesion_dice)));
+            let validation_seconds = validation_start.elapsed().as_secs_f64();
             events.emit(&Event::Validation {
                 time: Utc::now(),
                 epoch: epoch + 1,
@@ -411,8 +511,9 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
                 seed_dice,
                 lesion_dice,
                 cases,
-                seconds: validation_start.elapsed().as_secs_f64(),
+                seconds: validation_seconds,
             })?;
+
             let hd95_text = hd95.map_or(String::new(), |h| {
                 format!("  HD95 ET {:.1}  TC {:.1}  WT {:.1} mm", h.et, h.tc, h.wt)
             });
@@ -439,6 +540,10 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
                     path,
                 })?;
             }
+            if let Some(b) = &mut budget {
+                // The preview written after it counts too: both happen at every validation.
+                b.pace.validation = validation_start.elapsed().as_secs_f64();
+            }
             let selected = match experiment.validate.select {
                 Selection::Legacy => dice,
                 Selection::Lesion => lesion_dice.unwrap_or(dice),
@@ -455,10 +560,15 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
         state.epoch_loss = 0.0;
         state.epoch_parts.clear();
         state.epoch_seconds = 0.0;
+        state.plan = budget.as_ref().and_then(|b| Some((b.planned?, b.pace)));
         let elapsed = started.elapsed().as_secs_f64();
+        let checkpoint_start = Instant::now();
         state.seconds += elapsed;
         let path = checkpoint::save(run, &vs, &optimizer, &state, best)?;
         state.seconds -= elapsed;
+        if let Some(b) = &mut budget {
+            b.pace.checkpoint = checkpoint_start.elapsed().as_secs_f64();
+        }
         events.emit(&Event::Checkpoint {
             time: Utc::now(),
             epoch: epoch + 1,
@@ -496,6 +606,8 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
         } else {
             "asked to stop"
         };
+        // The reporter ends first, so that run_finished is the last line.
+        drop(resources);
         finish(&mut events, Outcome::Stopped, &state, Some(reason.to_string()))?;
         return Ok(Finish::Stopped {
             time_limit,
@@ -516,8 +628,100 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
         say: &say,
     }
     .run(&mut vs, &net, &mut events)?;
+    drop(resources);
     finish(&mut events, outcome.0, &state, None)?;
     Ok(outcome.1)
+}
+
+/// Steps of a time-budgeted run's first epoch timed before deciding whether the budget holds
+/// one epoch, its validation and the end of the run (the first step, a warm-up, not counted).
+const PROBE_STEPS: u32 = 4;
+
+/// A validation's cost beyond its network passes (metrics, lesion matching, the preview
+/// written after it), as a factor on the timed passes: 1.7-1.9 measured on the demo.
+const VALIDATION_OVERHEAD: f64 = 1.8;
+
+/// A time-budgeted run's planning: the planner, the pace measured so far, the plan.
+struct Budgeted {
+    limit: Budget,
+    planner: Planner,
+    pace: Pace,
+    /// Epochs planned, once the first steps have been timed.
+    planned: Option<u32>,
+}
+
+impl Budgeted {
+    fn new(limit: Budget, experiment: &Experiment, steps_per_epoch: u32, pace: Pace, planned: Option<u32>) -> Budgeted {
+        let validate = &experiment.validate;
+        let passes = if validate.tta {
+            1u32 << experiment.augment.flip_axes.len().min(3)
+        } else {
+            1
+        };
+        // The end-of-run evaluation segments the same cases on their original grids (with
+        // mirror passes under TTA), writes them, and learns post-processing on them: measured
+        // at 3.5-4.5 validations without TTA on real BraTS cases.
+        let final_factor = 1.5 * f64::from(passes) + if validate.postprocess { 3.0 } else { 0.5 };
+        Budgeted {
+            limit,
+            planner: Planner {
+                shape: Shape {
+                    budget: limit.seconds() as f64,
+                    max_epochs: experiment.train.epochs,
+                    steps_per_epoch,
+                    validate_every: validate.every,
+                    final_factor,
+                },
+            },
+            pace,
+            planned,
+        }
+    }
+
+    /// Epochs to train: the plan, or the most allowed until there is one.
+    fn epochs(&self) -> u32 {
+        self.planned.unwrap_or(self.planner.shape.max_epochs)
+    }
+
+    fn room_for_step(&self, used: f64) -> bool {
+        self.planner.room_for_step(used, &self.pace)
+    }
+
+    /// Takes one step's seconds into the pace (smoothed, so another run starting on the same
+    /// cores shows within a few steps).
+    fn time_step(&mut self, seconds: f64) {
+        self.pace.step = if self.pace.step > 0.0 {
+            0.7 * self.pace.step + 0.3 * seconds
+        } else {
+            seconds
+        };
+    }
+
+    /// Records a new plan: a `plan` event and a line, when it differs from the last.
+    fn replan(&mut self, planned: u32, used: f64, events: &mut EventLog, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+        if self.planned == Some(planned) {
+            return Ok(());
+        }
+        let first = self.planned.is_none();
+        self.planned = Some(planned);
+        events.emit(&Event::Plan {
+            time: Utc::now(),
+            epochs: planned,
+            budget_seconds: self.limit.seconds() as f64,
+            used_seconds: used,
+            step_seconds: self.pace.step,
+            validation_seconds: self.pace.validation,
+        })?;
+        say(&format!(
+            "time budget {}: {} {planned} epochs ({} used, {:.2} s a step, {} a validation)",
+            self.limit,
+            if first { "planning" } else { "now planning" },
+            clock(used),
+            self.pace.step,
+            clock(self.pace.validation)
+        ));
+        Ok(())
+    }
 }
 
 /// The experiment's network (seeded), its parameters, optimizer and loss.

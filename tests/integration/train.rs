@@ -219,6 +219,89 @@ fn a_tiny_run_writes_a_complete_run_directory() {
 }
 
 #[test]
+fn a_time_budgeted_run_plans_its_epochs_and_ends_on_a_validated_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = experiment(dir.path(), 1);
+    let text = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(
+        &path,
+        text.replace(
+            "epochs = 1\n",
+            "budget = \"25s\"\nlr = 0.01\nearly_stopping_patience = 0\n",
+        ),
+    )
+    .expect("write");
+    succeed(trainer(dir.path()).arg("train").arg(&path));
+    let events = events(&only_run(dir.path()));
+    assert!(matches!(
+        events.first(),
+        Some(Event::RunStarted {
+            budget_seconds: Some(25.0),
+            ..
+        })
+    ));
+    let plans: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Plan { epochs, .. } => Some(*epochs),
+            _ => None,
+        })
+        .collect();
+    let ends: Vec<(u32, f64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::EpochEnd { epoch, lr, .. } => Some((*epoch, *lr)),
+            _ => None,
+        })
+        .collect();
+    let (last, last_lr) = *ends.last().expect("epochs");
+    assert!(!plans.is_empty(), "no plan event");
+    assert_eq!(plans.last(), Some(&last), "trained {last} epochs, planned {plans:?}");
+    assert!(last > 1, "the plan should hold more than one epoch of 4 steps");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Validation { epoch, .. } if *epoch == last)),
+        "the last epoch was not validated"
+    );
+    // The schedule ran over the plan: the rate fell towards its minimum by the end.
+    assert!(last_lr < 0.5 * ends[0].1.max(0.01), "last lr {last_lr}");
+    assert!(events.iter().any(|e| matches!(e, Event::Evaluation { .. })));
+    assert!(matches!(
+        events.last(),
+        Some(Event::RunFinished {
+            outcome: segtop::events::Outcome::Completed,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_budget_too_small_for_one_epoch_is_refused_with_the_estimate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = experiment(dir.path(), 1);
+    let text = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(&path, text.replace("epochs = 1\n", "budget = \"1s\"\n")).expect("write");
+    let output = trainer(dir.path()).arg("train").arg(&path).output().expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("train.budget = '1s' is too small for one epoch and one validation"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("give at least '1m'"), "{stderr}");
+    let events = events(&only_run(dir.path()));
+    assert!(!events.iter().any(|e| matches!(e, Event::Step { .. })), "it trained");
+    assert!(matches!(
+        events.last(),
+        Some(Event::RunFinished {
+            outcome: segtop::events::Outcome::Failed,
+            ..
+        })
+    ));
+}
+
+#[test]
 fn a_run_killed_mid_training_resumes_to_the_same_result() {
     // The uninterrupted run.
     let straight = tempfile::tempdir().expect("temp dir");

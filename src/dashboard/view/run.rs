@@ -71,8 +71,14 @@ fn header_line<'a>(app: &App, run: &'a RunModel) -> Line<'a> {
     if let Some(precision) = &run.precision {
         spans.push(Span::styled(format!(" · {}", short_precision(precision)), dim));
     }
-    if let Some(elapsed) = run.elapsed(app.now) {
-        spans.push(Span::styled(format!(" · {}", format_duration(elapsed)), dim));
+    match (run.elapsed(app.now), run.budget) {
+        (Some(elapsed), Some(budget)) => spans.push(Span::styled(
+            format!(" · {} of {} budget", format_duration(elapsed), format_duration(budget)),
+            dim,
+        )),
+        (Some(elapsed), None) => spans.push(Span::styled(format!(" · {}", format_duration(elapsed)), dim)),
+        (None, Some(budget)) => spans.push(Span::styled(format!(" · {} budget", format_duration(budget)), dim)),
+        (None, None) => {}
     }
     if let Some(eta) = run.eta(app.now) {
         spans.push(Span::styled(format!(" · {} left", format_duration(eta)), dim));
