@@ -186,6 +186,10 @@ pub enum Event {
         /// then the most it may plan, and `plan` events say how many it will train.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         budget_seconds: Option<f64>,
+        /// The weights file the run started from (`model.init`), when it did not start from
+        /// random weights.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        init: Option<String>,
     },
     /// A time-budgeted run's plan, when it is first made and whenever it changes.
     Plan {

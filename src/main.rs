@@ -358,7 +358,7 @@ fn check_experiments(workspace: &Workspace, files: &[PathBuf], quiet: bool) -> b
         };
         let spans = Source::spans(path, &text);
         let mut usable = true;
-        for problem in experiment.check_paths() {
+        for problem in experiment.check_paths(workspace.root()) {
             let diagnostic = spans.at_key(problem.key, problem.message);
             if problem.fatal {
                 usable = false;

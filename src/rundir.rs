@@ -51,7 +51,18 @@ impl RunDir {
 
     /// Creates a new run directory for `experiment` under `runs`, named after the run and
     /// the time, and writes the experiment into it. Never reuses an existing directory.
+    ///
+    /// `model.init` is resolved here to the weights file it names, which the frozen
+    /// experiment then records; a name that resolves to nothing is an error and no directory
+    /// is made.
     pub fn create(runs: &Path, experiment: &Experiment, now: DateTime<Local>) -> io::Result<RunDir> {
+        let mut experiment = experiment.clone();
+        if let Some(init) = &experiment.model.init {
+            let weights = crate::experiment::resolve_init(init, runs).map_err(io::Error::other)?;
+            let weights = std::path::absolute(&weights).unwrap_or(weights);
+            experiment.model.init = Some(weights.display().to_string());
+        }
+        let experiment = &experiment;
         std::fs::create_dir_all(runs)?;
         let stem = format!("{}-{}", now.format("%Y%m%d-%H%M%S"), experiment.run.name);
         let mut attempt = 1;

@@ -223,7 +223,7 @@ impl ExperimentEntry {
                             .unwrap_or_default();
                         sweep = Some(format!("{} runs: {}", expanded.members.len(), keys.join(" × ")));
                     }
-                    let problems = experiment.check_paths();
+                    let problems = experiment.check_paths(workspace.root());
                     if problems.is_empty() {
                         ExperimentStatus::Ready(Box::new(experiment))
                     } else {

@@ -2,7 +2,7 @@
 //! samples and the tail of its log. Pure state, no I/O, so it is tested without a terminal.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
@@ -224,6 +224,8 @@ pub struct RunModel {
     pub epochs: u32,
     /// A time-budgeted run's budget in seconds (`train.budget`).
     pub budget: Option<f64>,
+    /// The weights file it started from (`model.init`), when not from random weights.
+    pub init: Option<String>,
     pub steps_per_epoch: u32,
     pub epoch: u32,
     pub step: u32,
@@ -299,6 +301,7 @@ impl RunModel {
             precision: None,
             epochs: 0,
             budget: None,
+            init: None,
             steps_per_epoch: 0,
             epoch: 0,
             step: 0,
@@ -356,6 +359,7 @@ impl RunModel {
                 slurm_job,
                 precision,
                 budget_seconds,
+                init,
                 ..
             } => {
                 if let Some(started) = self.started {
@@ -372,6 +376,7 @@ impl RunModel {
                 self.name = name.clone();
                 self.epochs = *epochs;
                 self.budget = *budget_seconds;
+                self.init = init.clone();
                 self.steps_per_epoch = *steps_per_epoch;
                 self.session_start = Some((f64::from(resumed_from.unwrap_or(0)), *time));
                 self.finished = None;
@@ -675,6 +680,18 @@ impl RunModel {
         Some(self.seconds_before + (end - started).as_seconds_f64().max(0.0))
     }
 
+    /// Where its starting weights came from, briefly: the run id for a run's best weights
+    /// (`.../runs/<id>/checkpoints/best.safetensors`), else the file name.
+    pub fn init_source(&self) -> Option<String> {
+        let path = Path::new(self.init.as_deref()?);
+        let run = path
+            .parent()
+            .filter(|dir| dir.file_name().is_some_and(|n| n == crate::rundir::RunDir::CHECKPOINTS))
+            .and_then(Path::parent)
+            .and_then(Path::file_name);
+        Some(run.or(path.file_name())?.to_string_lossy().into_owned())
+    }
+
     /// Seconds of training left at the pace of the current trainer process so far,
     /// validations included.
     pub fn eta(&self, now: DateTime<Utc>) -> Option<f64> {
@@ -774,6 +791,7 @@ mod tests {
             pid_start: None,
             slurm_job: None,
             budget_seconds: None,
+            init: None,
         }
     }
 

@@ -34,7 +34,10 @@ pub const MAX_BUDGET_EPOCHS: u32 = 10_000;
 
 /// Keys that have no default and are written out only when set, with the key the
 /// experiment editor lists each after.
-pub const OPTIONAL_KEYS: &[(&str, &str)] = &[("train.budget", "train.epochs")];
+pub const OPTIONAL_KEYS: &[(&str, &str)] = &[
+    ("model.init", "model.deep_supervision"),
+    ("train.budget", "train.epochs"),
+];
 
 /// Number of output classes: background, NCR/NETC, ED/SNFH, ET.
 pub const NUM_CLASSES: usize = 4;
@@ -275,6 +278,14 @@ pub struct ModelConfig {
     pub upsample: Upsample,
     pub residual: bool,
     pub deep_supervision: bool,
+    /// Weights to start from: a run id, a run directory or a `.safetensors` file (see
+    /// [`resolve_init`]); paths absolute once checked, and the weights file itself in a run's
+    /// frozen experiment, which so records where its weights came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
+    /// Load the tensors of `init` that match this network by name and shape and leave the
+    /// rest at their initialisation, instead of refusing.
+    pub init_partial: bool,
 }
 
 impl Default for ModelConfig {
@@ -289,6 +300,8 @@ impl Default for ModelConfig {
             upsample: Upsample::Transposed,
             residual: false,
             deep_supervision: false,
+            init: None,
+            init_partial: false,
         }
     }
 }
@@ -297,6 +310,23 @@ impl ModelConfig {
     /// Filters per level, from the top level down (`[16, 32, 64, 128, 256]` for the seed).
     pub fn filters(&self) -> Vec<u32> {
         (0..self.depth).map(|level| self.base_filters << level).collect()
+    }
+
+    /// The network's blocks by the names its weights start with: `enc.0` (the top encoder
+    /// level) to `enc.<depth-1>` (the bottleneck), `up.0`/`dec.0` (the deepest decoder level)
+    /// onwards, `deep.N` for deep supervision, `out` (the 1x1 classifier).
+    pub fn blocks(&self) -> Vec<String> {
+        let depth = self.depth as usize;
+        let mut blocks: Vec<String> = (0..depth).map(|i| format!("enc.{i}")).collect();
+        for i in 0..depth.saturating_sub(1) {
+            blocks.push(format!("up.{i}"));
+            blocks.push(format!("dec.{i}"));
+        }
+        if self.deep_supervision {
+            blocks.extend((0..depth.saturating_sub(2)).map(|i| format!("deep.{i}")));
+        }
+        blocks.push("out".to_string());
+        blocks
     }
 }
 
@@ -328,6 +358,9 @@ pub struct TrainConfig {
     /// Stop after this many validations without improvement (0: never).
     pub early_stopping_patience: u32,
     pub seed: u64,
+    /// Blocks of the network (names from [`ModelConfig::blocks`], or a prefix of one such as
+    /// `enc`) whose weights stay as initialised or loaded: no gradient, no optimizer state.
+    pub freeze: Vec<String>,
     /// Torch threads (0: as many as the launcher grants, by default all cores).
     pub threads: u32,
     /// What the convolutions compute in, for training, validation and the end-of-run
@@ -357,6 +390,7 @@ impl Default for TrainConfig {
             warmup_epochs: 2,
             early_stopping_patience: 15,
             seed: 42,
+            freeze: Vec::new(),
             threads: 0,
             precision: Precision::Auto,
             loss: LossConfig::default(),
@@ -534,9 +568,18 @@ impl Experiment {
 
     /// Problems with the files the experiment points at, which can change after it is
     /// written, so they are not parse errors: a missing dataset folder, say.
-    pub fn check_paths(&self) -> Vec<PathProblem> {
+    pub fn check_paths(&self, workspace: &Path) -> Vec<PathProblem> {
         let root = &self.data.root;
         let mut problems = Vec::new();
+        if let Some(init) = &self.model.init
+            && let Err(message) = resolve_init(init, &workspace.join("runs"))
+        {
+            problems.push(PathProblem {
+                key: "model.init",
+                message,
+                fatal: true,
+            });
+        }
         if let Some(synthetic) = &self.data.synthetic {
             if !crate::data::synth::is_complete(root, &synthetic.spec()) {
                 problems.push(PathProblem {
@@ -652,7 +695,7 @@ pub struct PathProblem {
 
 fn check_experiment(check: &mut Checker, raw: RawExperiment, workspace: &Path) -> Experiment {
     let data = check_data(check, raw.data, workspace);
-    let model = check_model(check, raw.model);
+    let model = check_model(check, raw.model, workspace);
     let train = check_train(check, raw.train, &model);
     let augment = check_augment(check, raw.augment);
     let validate = check_validate(check, raw.validate, &train, &model);
@@ -892,7 +935,12 @@ fn check_crop(check: &mut Checker, value: &toml::Value) -> Crop {
     Crop::Foreground
 }
 
-fn check_model(check: &mut Checker, raw: raw::RawModel) -> ModelConfig {
+/// Whether `model.init` names a file or folder (rather than a run id in `runs/`).
+fn looks_like_path(text: &str) -> bool {
+    text.contains('/') || text.ends_with(".safetensors") || text == "." || text == ".."
+}
+
+fn check_model(check: &mut Checker, raw: raw::RawModel, workspace: &Path) -> ModelConfig {
     let defaults = ModelConfig::default();
     let base_filters = check.value(
         "model.base_filters",
@@ -936,6 +984,19 @@ fn check_model(check: &mut Checker, raw: raw::RawModel) -> ModelConfig {
         upsample: check.choice("model.upsample", raw.upsample.as_deref(), defaults.upsample),
         residual: raw.residual.unwrap_or(defaults.residual),
         deep_supervision: raw.deep_supervision.unwrap_or(defaults.deep_supervision),
+        init: match raw.init.as_deref() {
+            Some("") => {
+                check.error(
+                    "model.init",
+                    "model.init = '' is empty: name a run, a run directory or a .safetensors file".to_string(),
+                );
+                None
+            }
+            Some(init) if looks_like_path(init) => Some(resolve(workspace, init).display().to_string()),
+            Some(run) => Some(run.to_string()),
+            None => None,
+        },
+        init_partial: raw.init_partial.unwrap_or(defaults.init_partial),
     }
 }
 
@@ -1076,6 +1137,7 @@ fn check_train(check: &mut Checker, raw: raw::RawTrain, model: &ModelConfig) -> 
         warmup_epochs: raw.warmup_epochs.unwrap_or(defaults.warmup_epochs),
         early_stopping_patience: raw.early_stopping_patience.unwrap_or(defaults.early_stopping_patience),
         seed: raw.seed.unwrap_or(defaults.seed),
+        freeze: check_freeze(check, raw.freeze, model),
         threads: check.value(
             "train.threads",
             raw.threads,
@@ -1085,6 +1147,106 @@ fn check_train(check: &mut Checker, raw: raw::RawTrain, model: &ModelConfig) -> 
         ),
         precision: check.choice("train.precision", raw.precision.as_deref(), defaults.precision),
         loss,
+    }
+}
+
+/// `train.freeze`: each entry a block of the network or a prefix of block names (`enc`).
+fn check_freeze(check: &mut Checker, raw: Option<Vec<String>>, model: &ModelConfig) -> Vec<String> {
+    let Some(names) = raw else {
+        return Vec::new();
+    };
+    let blocks = model.blocks();
+    let mut frozen = Vec::new();
+    for name in names {
+        let covers = |block: &String| block == &name || block.starts_with(&format!("{name}."));
+        if !blocks.iter().any(covers) {
+            let depth = model.depth;
+            check.error(
+                "train.freeze",
+                format!(
+                    "train.freeze: '{name}' is not a block of this network (depth {depth}): its blocks are enc.0-enc.{}, \
+                     up.0-up.{last}, dec.0-dec.{last}{}, out, or a prefix of them such as 'enc'",
+                    depth - 1,
+                    if model.deep_supervision { ", deep.N" } else { "" },
+                    last = depth.saturating_sub(2),
+                ),
+            );
+        } else if !frozen.contains(&name) {
+            frozen.push(name);
+        }
+    }
+    if !frozen.is_empty() && blocks.iter().all(|block| blocks_frozen(&frozen, block)) {
+        check.error(
+            "train.freeze",
+            "train.freeze covers every block of the network: nothing would train".to_string(),
+        );
+    }
+    frozen
+}
+
+/// Whether a weight or block name lies in one of the `frozen` blocks (`enc.0` covers
+/// `enc.0.0.weight`, `enc` covers every `enc.N`).
+pub fn blocks_frozen(frozen: &[String], name: &str) -> bool {
+    frozen.iter().any(|block| {
+        name == block
+            || name
+                .strip_prefix(block.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// The weights file `model.init` names: a `.safetensors` file; a run directory (its
+/// `checkpoints/best.safetensors`); or a run in `runs` by its id or a part of it only that
+/// run's id holds.
+pub fn resolve_init(init: &str, runs: &Path) -> Result<PathBuf, String> {
+    let best = |dir: &Path| {
+        let file = dir.join("checkpoints").join("best.safetensors");
+        if file.is_file() {
+            Ok(file)
+        } else {
+            Err(format!(
+                "model.init = '{init}': the run {} has no best weights yet ({} is missing)",
+                dir.display(),
+                Path::new("checkpoints").join("best.safetensors").display()
+            ))
+        }
+    };
+    if looks_like_path(init) {
+        let path = Path::new(init);
+        return if path.is_file() {
+            Ok(path.to_path_buf())
+        } else if path.is_dir() {
+            best(path)
+        } else {
+            Err(format!(
+                "model.init = '{init}' does not exist: name a run, a run directory or a .safetensors file"
+            ))
+        };
+    }
+    let ids: Vec<String> = std::fs::read_dir(runs)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if ids.iter().any(|id| id == init) {
+        return best(&runs.join(init));
+    }
+    let matches: Vec<&String> = ids.iter().filter(|id| id.contains(init)).collect();
+    match matches.as_slice() {
+        [id] => best(&runs.join(id)),
+        [] => Err(format!(
+            "model.init = '{init}' is not a run in {}: name a run id, a run directory or a .safetensors file",
+            runs.display()
+        )),
+        several => Err(format!(
+            "model.init = '{init}' matches {} runs ({}): give more of the id",
+            several.len(),
+            several.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        )),
     }
 }
 

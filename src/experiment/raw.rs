@@ -60,6 +60,9 @@ pub struct RawModel {
     pub upsample: Option<String>,
     pub residual: Option<bool>,
     pub deep_supervision: Option<bool>,
+    /// A run id, a run directory or a `.safetensors` file to start from.
+    pub init: Option<String>,
+    pub init_partial: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,6 +73,8 @@ pub struct RawTrain {
     pub epochs: Option<u32>,
     /// A duration like `"30m"` or `"1h30m"`.
     pub budget: Option<String>,
+    /// Blocks of the network (`"enc.0"`) whose weights stay fixed.
+    pub freeze: Option<Vec<String>>,
     pub patches_per_epoch: Option<u32>,
     pub foreground_fraction: Option<f64>,
     pub optimizer: Option<String>,

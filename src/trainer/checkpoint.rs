@@ -171,6 +171,80 @@ pub fn load(dir: &Path, vs: &mut nn::VarStore, optimizer: &mut Optimizer) -> any
     Ok(state)
 }
 
+/// What loading `model.init` did.
+#[derive(Debug, Default, PartialEq)]
+pub struct InitReport {
+    /// Tensors of the network set from the file.
+    pub loaded: usize,
+    /// Tensors of the network left at their initialisation, each with the reason.
+    pub left: Vec<String>,
+    /// Tensors in the file that this network has no place for.
+    pub unused: Vec<String>,
+}
+
+/// Sets the network's tensors from a weights file (`model.init`), matched by name and shape.
+/// Any tensor of the network the file does not match is refused, naming them all, unless
+/// `partial`; a file that matches nothing is refused either way.
+pub fn load_init(vs: &nn::VarStore, path: &Path, partial: bool) -> anyhow::Result<InitReport> {
+    let file: BTreeMap<String, Tensor> = Tensor::read_safetensors(path)
+        .with_context(|| format!("model.init: cannot read {} as safetensors", path.display()))?
+        .into_iter()
+        .collect();
+    let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut report = InitReport::default();
+    let mut matched = Vec::new();
+    for (name, variable) in &variables {
+        match file.get(name) {
+            Some(tensor) if tensor.size() == variable.size() => matched.push((variable, tensor)),
+            Some(tensor) => report.left.push(format!(
+                "{name}: {:?} in the file, {:?} in this network",
+                tensor.size(),
+                variable.size()
+            )),
+            None => report.left.push(format!("{name}: not in the file")),
+        }
+    }
+    report.unused = file
+        .keys()
+        .filter(|name| !vs.variables().contains_key(*name))
+        .cloned()
+        .collect();
+    if matched.is_empty() {
+        anyhow::bail!(
+            "model.init: {} has no tensor this network can take (its names: {}): is it a segtop or seed U-Net's weights?",
+            path.display(),
+            file.keys().take(4).cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if !report.left.is_empty() && !partial {
+        const SHOWN: usize = 6;
+        let more = report.left.len().saturating_sub(SHOWN);
+        anyhow::bail!(
+            "model.init: {} does not fit this network in {} of its {} tensors ({}{}); set model.init_partial = true \
+             to load the {} that fit and train the rest from their initialisation",
+            path.display(),
+            report.left.len(),
+            variables.len(),
+            report.left[..report.left.len().min(SHOWN)].join("; "),
+            if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            },
+            matched.len()
+        );
+    }
+    tch::no_grad(|| {
+        for (variable, tensor) in &matched {
+            let mut variable = variable.shallow_clone();
+            variable.copy_(&tensor.to_kind(variable.kind()));
+        }
+    });
+    report.loaded = matched.len();
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +293,95 @@ mod tests {
             1,
             "still channels-last"
         );
+    }
+
+    fn unet(model: &str, seed: i64) -> (nn::VarStore, UNet) {
+        let text = format!("[data]\nroot = \"d\"\n[model]\n{model}\n");
+        let experiment = Experiment::parse(Path::new("x.toml"), &text, Path::new("/ws")).expect("valid");
+        tch::manual_seed(seed);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let net = UNet::new(&vs.root(), &experiment.model, 4);
+        (vs, net)
+    }
+
+    #[test]
+    fn init_weights_load_by_name_and_shape_and_mismatches_are_refused_unless_partial() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("best.safetensors");
+        let (source, source_net) = unet("base_filters = 4\ndepth = 3", 1);
+        Tensor::write_safetensors(&contiguous(source.variables()), &file).expect("saved");
+        let input = Tensor::randn([1, 4, 16, 16, 16], (tch::Kind::Float, tch::Device::Cpu));
+        let expected = tch::nn::ModuleT::forward_t(&source_net, &input, false);
+
+        // The same network: every tensor loads and it computes the same.
+        let (same, same_net) = unet("base_filters = 4\ndepth = 3", 2);
+        let report = load_init(&same, &file, false).expect("fits");
+        assert_eq!((report.loaded, report.left.len()), (same.variables().len(), 0));
+        let output = tch::nn::ModuleT::forward_t(&same_net, &input, false);
+        assert!(output.allclose(&expected, 1e-6, 1e-6, false));
+
+        // Wider: only the classifier's bias (one per class) has the same shape.
+        let (wide, _) = unet("base_filters = 8\ndepth = 3", 2);
+        let report = load_init(&wide, &file, true).expect("partial");
+        assert_eq!(report.loaded, 1);
+        assert!(
+            report
+                .left
+                .iter()
+                .any(|l| l.starts_with("enc.0.0.weight: [4, 4, 3, 3, 3] in the file"))
+        );
+        // A file of other names: refused even with init_partial.
+        let other = dir.path().join("other.safetensors");
+        Tensor::write_safetensors(
+            &[(
+                "encoder.weight",
+                Tensor::zeros([4], (tch::Kind::Float, tch::Device::Cpu)),
+            )],
+            &other,
+        )
+        .expect("saved");
+        let error = load_init(&wide, &other, true).expect_err("no tensor fits").to_string();
+        assert!(
+            error.contains("has no tensor this network can take (its names: encoder.weight)"),
+            "{error}"
+        );
+
+        // Deeper: the top levels fit, the rest does not: refused, naming them...
+        let (deeper, _) = unet("base_filters = 4\ndepth = 4", 2);
+        let before = deeper.variables()["enc.3.0.weight"].copy();
+        let error = load_init(&deeper, &file, false).expect_err("does not fit").to_string();
+        assert!(error.contains("model.init_partial = true"), "{error}");
+        assert!(
+            error.contains("does not fit this network in 38 of its 64 tensors"),
+            "{error}"
+        );
+        assert!(
+            error.contains("dec.0.0.weight: [8, 16, 3, 3, 3] in the file, [16, 32, 3, 3, 3] in this network"),
+            "{error}"
+        );
+        assert!(error.contains("and 32 more"), "{error}");
+        // ...and nothing was changed by the refusal.
+        assert!(!deeper.variables()["enc.0.0.weight"].equal(&source.variables()["enc.0.0.weight"]));
+        // With init_partial: what fits loads, the rest keeps its initialisation.
+        let report = load_init(&deeper, &file, true).expect("partial");
+        assert!(report.loaded > 0 && !report.left.is_empty());
+        assert_eq!(report.loaded + report.left.len(), deeper.variables().len());
+        assert!(deeper.variables()["enc.0.0.weight"].equal(&source.variables()["enc.0.0.weight"]));
+        assert!(deeper.variables()["enc.3.0.weight"].equal(&before));
+        // The other way round, the deeper network's bottleneck has no place in the shallower one.
+        let deep_file = dir.path().join("deep.safetensors");
+        Tensor::write_safetensors(&contiguous(deeper.variables()), &deep_file).expect("saved");
+        let (shallow, _) = unet("base_filters = 4\ndepth = 3", 3);
+        let report = load_init(&shallow, &deep_file, true).expect("partial");
+        assert!(
+            report.unused.contains(&"enc.3.0.weight".to_string()),
+            "{:?}",
+            report.unused
+        );
+
+        // Not a weights file at all.
+        std::fs::write(dir.path().join("bad.safetensors"), b"not safetensors").expect("write");
+        let error = load_init(&same, &dir.path().join("bad.safetensors"), true).expect_err("unreadable");
+        assert!(error.to_string().contains("cannot read"), "{error}");
     }
 }

@@ -6,6 +6,7 @@
 //! exactly as if it had never stopped (on the same machine, with the same threads).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -20,7 +21,7 @@ use segtop::data::dataset::{self, Split};
 use segtop::data::sampler::{Batch, Prefetcher, Sampler};
 use segtop::data::synth;
 use segtop::events::{CaseScores, Event, EventLog, Outcome, RegionScores, SCHEMA};
-use segtop::experiment::{Experiment, Precision, Selection};
+use segtop::experiment::{Experiment, Precision, Selection, blocks_frozen};
 use segtop::metrics;
 use segtop::rundir::RunDir;
 
@@ -216,6 +217,35 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
     let channels = data.modalities.len();
     let mut state = TrainState::new(config);
     let mut resumed_from = None;
+    let init = match &experiment.model.init {
+        Some(init) => Some(
+            segtop::experiment::resolve_init(
+                init,
+                &run.path().parent().map_or_else(|| "runs".into(), Path::to_path_buf),
+            )
+            .map(|path| std::path::absolute(&path).unwrap_or(path))
+            .map_err(|message| anyhow::anyhow!("{message}"))?,
+        ),
+        None => None,
+    };
+    let resuming = resume && checkpoint::latest(run).is_some();
+    if let Some(path) = init.as_ref().filter(|_| !resuming) {
+        let report = checkpoint::load_init(&vs, path, experiment.model.init_partial)?;
+        say(&format!(
+            "starting from {}: {} tensors loaded",
+            path.display(),
+            report.loaded
+        ));
+        for line in report.left.iter().map(|l| format!("  left at its initialisation: {l}")) {
+            say(&line);
+        }
+        if !report.unused.is_empty() {
+            say(&format!("  not used from the file: {}", report.unused.join(", ")));
+        }
+    }
+    if !config.freeze.is_empty() {
+        say(&format!("frozen: {}", config.freeze.join(", ")));
+    }
     if resume {
         if let Some(dir) = checkpoint::latest(run) {
             state = checkpoint::load(&dir, &mut vs, &mut optimizer)?;
@@ -255,6 +285,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
         pid_start: segtop::rundir::process_start_time(std::process::id()),
         slurm_job: segtop::slurm::current_job(),
         budget_seconds: config.budget.map(|b| b.seconds() as f64),
+        init: init.as_ref().map(|p| p.display().to_string()),
     })?;
 
     let resources = ResourceReporter::spawn(&run.events())?;
@@ -745,6 +776,15 @@ impl Network {
         let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let parameter_count: u64 = params.iter().map(|(_, p)| p.numel() as u64).sum();
+        // Frozen blocks: no gradient, and no place in the optimizer (so no state either).
+        let frozen = &experiment.train.freeze;
+        params.retain_mut(|(name, parameter)| {
+            let keep = !blocks_frozen(frozen, name);
+            if !keep {
+                let _ = parameter.set_requires_grad(false);
+            }
+            keep
+        });
         let optimizer = Optimizer::new(params, &experiment.train);
         let loss = Loss::new(&experiment.train.loss);
         Network {
@@ -909,4 +949,54 @@ pub(crate) fn peak_rss_kib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frozen_blocks_keep_their_weights_through_steps_and_have_no_optimizer_state() {
+        let text = "[data]\nroot = \"d\"\n[model]\nbase_filters = 4\ndepth = 3\n\
+                    [train]\nfreeze = [\"enc.0\", \"up\"]\nlr = 0.01\nprecision = \"float32\"\n";
+        let experiment = Experiment::parse(Path::new("x.toml"), text, Path::new("/ws")).expect("valid");
+        let Network {
+            vs,
+            net,
+            mut optimizer,
+            loss,
+            ..
+        } = Network::build(&experiment);
+        let before: BTreeMap<String, Tensor> = vs.variables().into_iter().map(|(n, t)| (n, t.copy())).collect();
+        let mut batch = Batch::new(2, 4, [16, 16, 16]);
+        for (i, value) in batch.images.iter_mut().enumerate() {
+            *value = ((i * 7919) % 101) as f32 / 50.0 - 1.0;
+        }
+        for (i, label) in batch.labels.iter_mut().enumerate() {
+            *label = ((i / 300) % 4) as u8;
+        }
+        for _ in 0..3 {
+            train_step(&net, &loss, &mut optimizer, &batch, false);
+        }
+        let frozen = ["enc.0".to_string(), "up".to_string()];
+        let mut changed = 0;
+        for (name, tensor) in vs.variables() {
+            let same = tensor.equal(&before[&name]);
+            if blocks_frozen(&frozen, &name) {
+                assert!(same, "{name} is frozen but changed");
+            } else if !same {
+                changed += 1;
+            }
+        }
+        assert!(changed > 10, "only {changed} trainable tensors changed");
+        let (moments, _) = optimizer.state();
+        assert!(!moments.is_empty());
+        for (name, _) in moments {
+            let parameter = name.split_once('.').map_or(name.as_str(), |(_, p)| p);
+            assert!(
+                !blocks_frozen(&frozen, parameter),
+                "optimizer state for frozen {parameter}"
+            );
+        }
+    }
 }

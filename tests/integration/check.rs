@@ -17,7 +17,7 @@ fn check_text(text: &[u8]) -> (bool, String, String) {
 
 #[test]
 fn broken_files_give_exact_located_messages() {
-    let allowed_train_keys = "patch_size, batch_size, epochs, patches_per_epoch, foreground_fraction, optimizer, lr, \
+    let allowed_train_keys = "patch_size, batch_size, epochs, budget, freeze, patches_per_epoch, foreground_fraction, optimizer, lr, \
          weight_decay, momentum, grad_clip, schedule, plateau_factor, plateau_patience, min_lr, warmup_epochs, \
          early_stopping_patience, seed, threads, precision, loss";
     let cases: Vec<(&str, String, String)> = vec![
@@ -52,6 +52,30 @@ fn broken_files_give_exact_located_messages() {
             "bad modality",
             "[data]\nroot = \"brats\"\nmodalities = [\"t1n\", \"flair\"]\n".to_string(),
             "x.toml:3:14: data.modalities: 'flair' is not one of: t1n, t1c, t2w, t2f".to_string(),
+        ),
+        (
+            "negative budget",
+            format!("{VALID_HEAD}[train]\nbudget = \"-5m\"\n"),
+            "x.toml:4:10: train.budget = '-5m' is not a duration: write it as whole numbers with units, like \"30m\", \"2h\" or \"1h30m\""
+                .to_string(),
+        ),
+        (
+            "freezing a block the network does not have",
+            format!("{VALID_HEAD}[model]\ndepth = 4\n[train]\nfreeze = [\"enc.0\", \"enc.9\"]\n"),
+            "x.toml:6:10: train.freeze: 'enc.9' is not a block of this network (depth 4): its blocks are enc.0-enc.3, up.0-up.2, dec.0-dec.2, out, or a prefix of them such as 'enc'"
+                .to_string(),
+        ),
+        (
+            "an init run that does not exist",
+            format!("{VALID_HEAD}[model]\ninit = \"pretrained\"\n"),
+            "x.toml:4:8: model.init = 'pretrained' is not a run in <ws>/runs: name a run id, a run directory or a .safetensors file"
+                .to_string(),
+        ),
+        (
+            "an init file that does not exist",
+            format!("{VALID_HEAD}[model]\ninit = \"weights/best.safetensors\"\n"),
+            "x.toml:4:8: model.init = '<ws>/weights/best.safetensors' does not exist: name a run, a run directory or a .safetensors file"
+                .to_string(),
         ),
         (
             "out of range",

@@ -342,6 +342,7 @@ fn the_watcher_samples_a_live_trainer_as_one_process() {
         pid_start: Some(start - 1000),
         slurm_job: None,
         budget_seconds: None,
+        init: None,
     };
     std::fs::write(impostor.join("events.jsonl"), record.to_line()).expect("write");
     let mut watcher = Watcher::new(segtop::workspace::Workspace::new(dir.path()));

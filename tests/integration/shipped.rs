@@ -116,7 +116,7 @@ fn lite_is_lighter_than_the_seed() {
 fn quick_demo_brings_its_own_data() {
     let demo = Experiment::load(&repo().join("experiments/quick-demo.toml"), Path::new("/ws")).expect("valid");
     assert!(demo.data.synthetic.is_some());
-    let problems = demo.check_paths();
+    let problems = demo.check_paths(Path::new("/ws"));
     assert!(problems.iter().all(|p| !p.fatal), "{problems:?}");
 }
 

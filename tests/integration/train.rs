@@ -302,6 +302,72 @@ fn a_budget_too_small_for_one_epoch_is_refused_with_the_estimate() {
 }
 
 #[test]
+fn a_fine_tuned_run_starts_from_another_runs_best_weights_and_keeps_frozen_blocks_as_loaded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = experiment(dir.path(), 2);
+    succeed(trainer(dir.path()).arg("train").arg(&path));
+    let source = only_run(dir.path());
+    let source_id = source.file_name().expect("id").to_string_lossy().into_owned();
+
+    let text = std::fs::read_to_string(&path).expect("read");
+    let tuned = dir.path().join("tuned.toml");
+    let text = text
+        .replace("depth = 3\n", &format!("depth = 3\ninit = \"{source_id}\"\n"))
+        .replace(
+            "epochs = 2\n",
+            "epochs = 2\nfreeze = [\"enc.0\", \"enc.1\"]\nlr = 0.01\n",
+        )
+        .replace("name = \"tiny\"", "name = \"tuned\"");
+    std::fs::write(&tuned, text).expect("write");
+    succeed(trainer(dir.path()).arg("train").arg(&tuned));
+    let run = std::fs::read_dir(dir.path().join("runs"))
+        .expect("runs/")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-tuned"))
+        .expect("the tuned run");
+    let weights = source.join("checkpoints/best.safetensors");
+    let recorded = weights.display().to_string();
+    // The run records where its weights came from: in its frozen experiment and its events.
+    let frozen = std::fs::read_to_string(run.join("experiment.toml")).expect("frozen");
+    assert!(frozen.contains(&format!("init = \"{recorded}\"")), "{frozen}");
+    let events = events(&run);
+    assert!(
+        matches!(events.first(), Some(Event::RunStarted { init: Some(init), .. }) if *init == recorded),
+        "{:?}",
+        events.first()
+    );
+    // Frozen blocks hold the source's weights exactly; the rest trained on.
+    let read = |path: &Path| -> std::collections::BTreeMap<String, tch::Tensor> {
+        tch::Tensor::read_safetensors(path)
+            .expect("weights")
+            .into_iter()
+            .collect()
+    };
+    let before = read(&weights);
+    let after = read(&run.join("checkpoints/best.safetensors"));
+    for (name, tensor) in &after {
+        let frozen = name.starts_with("enc.0.") || name.starts_with("enc.1.");
+        assert_eq!(tensor.equal(&before[name]), frozen, "{name}");
+    }
+
+    // A run that is not there is refused before any directory is made.
+    let missing = dir.path().join("missing.toml");
+    let text = std::fs::read_to_string(&tuned)
+        .expect("read")
+        .replace(&source_id, "no-such-run");
+    std::fs::write(&missing, text).expect("write");
+    let output = trainer(dir.path()).arg("train").arg(&missing).output().expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("model.init = 'no-such-run' is not a run in"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path().join("runs")).expect("runs/").count(), 2);
+}
+
+#[test]
 fn a_run_killed_mid_training_resumes_to_the_same_result() {
     // The uninterrupted run.
     let straight = tempfile::tempdir().expect("temp dir");

@@ -71,6 +71,10 @@ fn header_line<'a>(app: &App, run: &'a RunModel) -> Line<'a> {
     if let Some(precision) = &run.precision {
         spans.push(Span::styled(format!(" · {}", short_precision(precision)), dim));
     }
+    if let Some(source) = run.init_source() {
+        let name = crate::rundir::split_id(&source).map_or(source.as_str(), |(_, name)| name);
+        spans.push(Span::styled(format!(" · from {name}"), dim));
+    }
     match (run.elapsed(app.now), run.budget) {
         (Some(elapsed), Some(budget)) => spans.push(Span::styled(
             format!(" · {} of {} budget", format_duration(elapsed), format_duration(budget)),
