@@ -273,6 +273,19 @@ impl Queue {
         launcher: Option<LauncherKind>,
     ) -> anyhow::Result<Vec<Queued>> {
         let text = crate::config::read_text(file)?;
+        self.add_text(workspace, file, &text, launcher)
+    }
+
+    /// [`Queue::add`] for experiment text read from `file` (and perhaps changed since, as
+    /// `segtop queue --folds` adds a sweep over the folds).
+    pub fn add_text(
+        &self,
+        workspace: &Workspace,
+        file: &Path,
+        text: &str,
+        launcher: Option<LauncherKind>,
+    ) -> anyhow::Result<Vec<Queued>> {
+        let text = text.to_string();
         let now = chrono::Local::now();
         let mut sweep_id = None;
         let mut members: Vec<(Experiment, Option<SweepTag>)> = match sweep::expand(file, &text, workspace.root())? {

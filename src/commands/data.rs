@@ -303,7 +303,7 @@ pub fn prepare(experiment: &segtop::experiment::Experiment) -> anyhow::Result<()
     })?;
     bar.finish_and_clear();
     let ids: Vec<String> = opened.cases.iter().map(|c| c.header.id.clone()).collect();
-    let split = dataset::split(&ids, config.split, config.split_seed);
+    let split = dataset::split_for(&ids, config).map_err(|message| anyhow::anyhow!("{message}"))?;
     let bytes: u64 = opened
         .cases
         .iter()

@@ -35,6 +35,10 @@ pub struct QueueArgs {
     /// Where the runs train: local (this machine's queue) or slurm (sbatch) [default: the experiment's run.launcher]
     #[arg(long, value_parser = parse_launcher, value_name = "LAUNCHER")]
     pub launcher: Option<LauncherKind>,
+    /// Queue every cross-validation fold of each experiment (it sets data.folds): a sweep
+    /// over data.fold, beside any keys its [sweep] varies
+    #[arg(long, requires = "experiments")]
+    pub folds: bool,
     /// Print the queue as JSON
     #[arg(long)]
     pub json: bool,
@@ -50,7 +54,7 @@ pub fn queue(workspace: &Workspace, args: &QueueArgs) -> anyhow::Result<()> {
     if !args.experiments.is_empty() {
         let mut local = false;
         for file in &args.experiments {
-            local |= add(workspace, &queue, file, args.launcher)?;
+            local |= add(workspace, &queue, file, args.launcher, args.folds)?;
         }
         if local {
             start_supervisor(workspace);
@@ -130,8 +134,18 @@ fn slurm_job(workspace: &Workspace, query: &str, queue: &Queue) -> anyhow::Resul
 
 /// Queues the runs of one experiment file: one run, or every run of its sweep. Returns
 /// whether any joined the local queue (rather than Slurm's).
-fn add(workspace: &Workspace, queue: &Queue, file: &Path, launcher: Option<LauncherKind>) -> anyhow::Result<bool> {
-    let queued = queue.add(workspace, file, launcher)?;
+fn add(
+    workspace: &Workspace,
+    queue: &Queue,
+    file: &Path,
+    launcher: Option<LauncherKind>,
+    folds: bool,
+) -> anyhow::Result<bool> {
+    let mut text = segtop::config::read_text(file)?;
+    if folds {
+        text = segtop::experiment::sweep::with_folds(file, &text)?;
+    }
+    let queued = queue.add_text(workspace, file, &text, launcher)?;
     let shown = segtop::launcher::shown(workspace.root(), file);
     let sweep = queued.first().and_then(|q| q.sweep.as_ref()).map(|t| t.sweep.clone());
     if let Some(id) = &sweep {

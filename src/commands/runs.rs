@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use serde::Serialize;
 
-use segtop::dashboard::run::{EvaluationSummary, RunModel, RunSort, RunState, sort_runs};
+use segtop::dashboard::run::{EvaluationSummary, FoldGroup, RunModel, RunSort, RunState, fold_groups, sort_runs};
 use segtop::dashboard::view::format_duration;
 use segtop::dashboard::watch::snapshot;
 use segtop::events::{BratsScores, RegionScores};
@@ -53,6 +53,8 @@ struct RunRecord<'a> {
     eta_s: Option<f64>,
     /// Its time budget (`train.budget`) in seconds.
     budget_s: Option<f64>,
+    /// Its cross-validation fold and how many there are (`data.fold`, `data.folds`).
+    fold: Option<[u32; 2]>,
     pid: Option<u32>,
     host: Option<&'a str>,
     peak_rss_mb: Option<f64>,
@@ -158,6 +160,7 @@ pub fn runs(workspace: &Workspace, args: &RunsArgs) -> anyhow::Result<()> {
                 elapsed_s: r.elapsed(now),
                 eta_s: r.eta(now),
                 budget_s: r.budget,
+                fold: r.fold(),
                 pid: r.pid,
                 host: r.host.as_deref(),
                 peak_rss_mb: r.peak_rss_mb,
@@ -185,7 +188,37 @@ pub fn runs(workspace: &Workspace, args: &RunsArgs) -> anyhow::Result<()> {
         println!("sweep {id}: {} runs", runs.len());
     }
     print!("{}", table(&runs, now, sweep.is_some(), terminal_columns()));
+    print!("{}", folds_table(&fold_groups(&runs)));
     Ok(())
+}
+
+/// Per configuration run over cross-validation folds: how many folds have validated, and
+/// their best validation Dice as mean ± standard deviation. Empty without fold runs.
+fn folds_table(groups: &[FoldGroup]) -> String {
+    if groups.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nover folds (best validation Dice, mean ± sd)\n");
+    let width = groups.iter().map(|g| g.label.chars().count()).max().unwrap_or(0);
+    let score = |mean: f64, sd: f64| {
+        if mean.is_nan() {
+            "        –".to_string()
+        } else {
+            format!("{mean:.3}±{sd:.3}")
+        }
+    };
+    for group in groups {
+        out.push_str(&format!(
+            "  {:<width$}  {}/{} folds  ET {}  TC {}  WT {}\n",
+            group.label,
+            group.scored,
+            group.folds,
+            score(group.mean.et, group.spread.et),
+            score(group.mean.tc, group.spread.tc),
+            score(group.mean.wt, group.spread.wt),
+        ));
+    }
+    out
 }
 
 /// The terminal's width when printing to one; 80 columns into a pipe or file.

@@ -202,6 +202,131 @@ struct Smoothed {
     steps: i32,
 }
 
+/// The runs of one configuration over cross-validation folds, and their best validation
+/// Dice as a mean and spread over folds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoldGroup {
+    /// What sets the configuration apart from the other groups (`lr=0.003 base_filters=16`),
+    /// else the run name.
+    pub label: String,
+    /// The runs, by id, in fold order.
+    pub runs: Vec<String>,
+    /// `data.folds`.
+    pub folds: u32,
+    /// Runs that have validated (those the scores are over).
+    pub scored: usize,
+    /// Mean and sample standard deviation over folds of each run's best validation Dice.
+    pub mean: RegionScores,
+    pub spread: RegionScores,
+}
+
+/// Keys that differ between runs without making them another configuration.
+const NOT_CONFIGURATION: [&str; 4] = ["data.fold", "run.name", "run.notes", "run.tags"];
+
+/// Groups the cross-validation runs among `runs` (those with `data.folds`) by configuration:
+/// runs whose frozen experiments differ only in `data.fold` (and names) are one group.
+pub fn fold_groups(runs: &[&RunModel]) -> Vec<FoldGroup> {
+    let folded: Vec<&RunModel> = runs
+        .iter()
+        .copied()
+        .filter(|r| {
+            r.config
+                .get("data.folds")
+                .and_then(|k| k.parse::<u32>().ok())
+                .is_some_and(|k| k > 0)
+        })
+        .collect();
+    let configuration = |run: &RunModel| -> Vec<(String, String)> {
+        run.config
+            .iter()
+            .filter(|(key, _)| !NOT_CONFIGURATION.contains(&key.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let mut groups: Vec<(Vec<(String, String)>, Vec<&RunModel>)> = Vec::new();
+    for run in folded {
+        let key = configuration(run);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(run),
+            None => groups.push((key, vec![run])),
+        }
+    }
+    // The keys whose values tell the groups apart.
+    let distinguishing: Vec<String> = groups
+        .first()
+        .map(|(first, _)| {
+            first
+                .iter()
+                .filter(|(key, value)| {
+                    groups
+                        .iter()
+                        .any(|(other, _)| other.iter().find(|(k, _)| k == key).map(|(_, v)| v) != Some(value))
+                })
+                .map(|(key, _)| key.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    groups
+        .into_iter()
+        .map(|(key, mut members)| {
+            let fold = |r: &RunModel| {
+                r.config
+                    .get("data.fold")
+                    .and_then(|f| f.parse::<u32>().ok())
+                    .unwrap_or(0)
+            };
+            members.sort_by_key(|r| (fold(r), r.id.clone()));
+            let label = if distinguishing.is_empty() {
+                members[0]
+                    .name
+                    .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+                    .to_string()
+            } else {
+                distinguishing
+                    .iter()
+                    .filter_map(|d| key.iter().find(|(k, _)| k == d))
+                    .map(|(k, v)| format!("{}={v}", k.rsplit('.').next().unwrap_or(k)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let scores: Vec<RegionScores> = members.iter().filter_map(|r| r.best.map(|(_, d)| d)).collect();
+            // Mean and sample standard deviation of one region's scores.
+            let stats = |pick: fn(&RegionScores) -> f64| -> [f64; 2] {
+                let n = scores.len() as f64;
+                if scores.is_empty() {
+                    return [f64::NAN; 2];
+                }
+                let mean = scores.iter().map(pick).sum::<f64>() / n;
+                let variance = if scores.len() > 1 {
+                    scores.iter().map(|s| (pick(s) - mean).powi(2)).sum::<f64>() / (n - 1.0)
+                } else {
+                    0.0
+                };
+                [mean, variance.sqrt()]
+            };
+            let [et, et_sd] = stats(|s| s.et);
+            let [tc, tc_sd] = stats(|s| s.tc);
+            let [wt, wt_sd] = stats(|s| s.wt);
+            FoldGroup {
+                label,
+                runs: members.iter().map(|r| r.id.clone()).collect(),
+                folds: members[0]
+                    .config
+                    .get("data.folds")
+                    .and_then(|k| k.parse().ok())
+                    .unwrap_or(0),
+                scored: scores.len(),
+                mean: RegionScores { et, tc, wt },
+                spread: RegionScores {
+                    et: et_sd,
+                    tc: tc_sd,
+                    wt: wt_sd,
+                },
+            }
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunModel {
     /// The run directory's name.
@@ -680,6 +805,13 @@ impl RunModel {
         Some(self.seconds_before + (end - started).as_seconds_f64().max(0.0))
     }
 
+    /// Its cross-validation fold and the number of folds, when it is one.
+    pub fn fold(&self) -> Option<[u32; 2]> {
+        let folds: u32 = self.config.get("data.folds")?.parse().ok()?;
+        let fold: u32 = self.config.get("data.fold")?.parse().ok()?;
+        (folds > 0).then_some([fold, folds])
+    }
+
     /// Where its starting weights came from, briefly: the run id for a run's best weights
     /// (`.../runs/<id>/checkpoints/best.safetensors`), else the file name.
     pub fn init_source(&self) -> Option<String> {
@@ -1101,5 +1233,48 @@ mod tests {
             peak_rss_mb: 320.0,
         });
         assert_eq!((run.cpu.last(), run.peak_rss_mb), (Some(150.0), Some(320.0)));
+    }
+
+    #[test]
+    fn fold_runs_group_by_configuration_with_mean_and_spread() {
+        let run = |id: &str, lr: &str, fold: u32, wt: Option<f64>| {
+            let mut run = RunModel::new(id, format!("/ws/runs/{id}"));
+            run.name = format!("cv-{fold}");
+            for (k, v) in [
+                ("data.folds", "3".to_string()),
+                ("data.fold", fold.to_string()),
+                ("train.lr", lr.to_string()),
+                ("run.name", format!("cv-{fold}")),
+            ] {
+                run.config.insert(k.to_string(), v);
+            }
+            run.best = wt.map(|wt| (4, RegionScores { et: 0.5, tc: 0.6, wt }));
+            run
+        };
+        let runs = [
+            run("a2", "0.001", 2, Some(0.80)),
+            run("a0", "0.001", 0, Some(0.70)),
+            run("b0", "0.003", 0, Some(0.90)),
+            run("a1", "0.001", 1, Some(0.90)),
+            run("b1", "0.003", 1, None),
+        ];
+        let mut plain = RunModel::new("p", "/ws/runs/p");
+        plain.config.insert("train.lr".into(), "0.001".into());
+        let refs: Vec<&RunModel> = runs.iter().chain([&plain]).collect();
+        let groups = fold_groups(&refs);
+        assert_eq!(groups.len(), 2, "the run without folds is in no group");
+        let a = &groups[0];
+        assert_eq!(a.label, "lr=0.001");
+        assert_eq!(a.runs, ["a0", "a1", "a2"]);
+        assert_eq!((a.folds, a.scored), (3, 3));
+        assert!((a.mean.wt - 0.8).abs() < 1e-12);
+        assert!((a.spread.wt - 0.1).abs() < 1e-12, "{}", a.spread.wt);
+        assert_eq!(a.spread.et, 0.0);
+        let b = &groups[1];
+        assert_eq!((b.label.as_str(), b.scored, b.runs.len()), ("lr=0.003", 1, 2));
+        assert_eq!((b.mean.wt, b.spread.wt), (0.9, 0.0));
+        // One configuration: named after its runs.
+        let one: Vec<&RunModel> = runs.iter().filter(|r| r.id.starts_with('a')).collect();
+        assert_eq!(fold_groups(&one)[0].label, "cv");
     }
 }

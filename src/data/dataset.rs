@@ -172,9 +172,55 @@ fn cached_case(files: &CaseFiles, config: &DataConfig, settings: &str) -> Result
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Split {
     pub seed: u64,
+    /// With cross-validation: which fold validates, of how many (`[fold, folds]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fold: Option<[u32; 2]>,
     pub train: Vec<String>,
     pub validation: Vec<String>,
     pub test: Vec<String>,
+}
+
+/// The split an experiment's data section asks for: `data.split` by fractions, or with
+/// `data.folds` the cross-validation fold `data.fold` (see [`fold_split`]).
+pub fn split_for(ids: &[String], config: &crate::experiment::DataConfig) -> Result<Split, String> {
+    if config.folds == 0 {
+        Ok(split(ids, config.split, config.split_seed))
+    } else {
+        fold_split(ids, config.split[2], config.split_seed, config.folds, config.fold)
+    }
+}
+
+/// Cross-validation fold `fold` of `folds`: the test cases are those [`split`] holds out
+/// with the same test fraction and seed (so the test set is the same with or without
+/// folds); the rest, in the same seeded order, are dealt into the folds in turn. Fold `fold`
+/// validates and the others train, so every case validates in exactly one fold.
+pub fn fold_split(ids: &[String], test_fraction: f64, seed: u64, folds: u32, fold: u32) -> Result<Split, String> {
+    let held_out = split(ids, [1.0 - test_fraction, 0.0, test_fraction], seed);
+    let mut remaining: Vec<String> = ids.to_vec();
+    remaining.sort();
+    remaining.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    remaining.retain(|id| !held_out.test.contains(id));
+    if (remaining.len() as u64) < u64::from(folds) {
+        return Err(format!(
+            "data.folds = {folds} is more than the {} cases left for training and validation ({} cases, {} held out \
+             for testing): use at most {} folds",
+            remaining.len(),
+            ids.len(),
+            held_out.test.len(),
+            remaining.len()
+        ));
+    }
+    let (validation, train): (Vec<(usize, String)>, Vec<(usize, String)>) = remaining
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| *i as u64 % u64::from(folds) == u64::from(fold));
+    Ok(Split {
+        seed,
+        fold: Some([fold, folds]),
+        train: train.into_iter().map(|(_, id)| id).collect(),
+        validation: validation.into_iter().map(|(_, id)| id).collect(),
+        test: held_out.test,
+    })
 }
 
 /// Splits case ids by `fractions` (train, validation, test), the same way for the same ids
@@ -198,6 +244,7 @@ pub fn split(ids: &[String], fractions: [f64; 3], seed: u64) -> Split {
     let validation_ids = ids.split_off(ids.len() - validation);
     Split {
         seed,
+        fold: None,
         train: ids,
         validation: validation_ids,
         test: test_ids,
@@ -229,6 +276,48 @@ mod tests {
         assert_eq!((a.train.len(), a.validation.len(), a.test.len()), (71, 14, 10));
         let c = split(&ids(95), [0.75, 0.15, 0.10], 7);
         assert_ne!(a.train, c.train);
+    }
+
+    #[test]
+    fn folds_are_stable_disjoint_cover_every_case_once_and_keep_the_test_set() {
+        let all = ids(23);
+        let plain = split(&all, [0.75, 0.15, 0.10], 42);
+        let mut validated: Vec<String> = Vec::new();
+        for fold in 0..5 {
+            let s = fold_split(&all, 0.10, 42, 5, fold).expect("enough cases");
+            assert_eq!(s.fold, Some([fold, 5]));
+            // The same test cases as the plain split, in none of the folds.
+            assert_eq!(s.test, plain.test);
+            assert!(s.train.iter().chain(&s.validation).all(|id| !s.test.contains(id)));
+            // Train and validation are disjoint and cover the rest.
+            assert!(s.train.iter().all(|id| !s.validation.contains(id)));
+            assert_eq!(s.train.len() + s.validation.len() + s.test.len(), 23);
+            // 21 cases in 5 folds: 5, 4, 4, 4, 4.
+            assert_eq!(s.validation.len(), if fold == 0 { 5 } else { 4 });
+            // The same whatever order the ids come in, and again.
+            let mut reversed = all.clone();
+            reversed.reverse();
+            assert_eq!(fold_split(&reversed, 0.10, 42, 5, fold).expect("again"), s);
+            validated.extend(s.validation);
+        }
+        validated.sort();
+        validated.dedup();
+        assert_eq!(validated.len(), 21, "every case validates in exactly one fold");
+        // Another seed deals other folds.
+        assert_ne!(
+            fold_split(&all, 0.10, 7, 5, 0).expect("folds").validation,
+            fold_split(&all, 0.10, 42, 5, 0).expect("folds").validation
+        );
+    }
+
+    #[test]
+    fn more_folds_than_cases_is_refused() {
+        let error = fold_split(&ids(6), 0.2, 1, 6, 0).expect_err("5 cases, 6 folds");
+        assert!(
+            error.starts_with("data.folds = 6 is more than the 5 cases left"),
+            "{error}"
+        );
+        assert!(fold_split(&ids(6), 0.2, 1, 5, 4).is_ok());
     }
 
     #[test]

@@ -29,6 +29,9 @@ use crate::config::{Checker, Choice, ConfigError, Source};
 use raw::RawExperiment;
 pub use slurm::SlurmConfig;
 
+/// The most cross-validation folds (`data.folds`).
+pub const MAX_FOLDS: u32 = 20;
+
 /// The most epochs a time budget may plan when `train.epochs` is not set beside it.
 pub const MAX_BUDGET_EPOCHS: u32 = 10_000;
 
@@ -206,6 +209,11 @@ pub struct DataConfig {
     /// Train, validation and test fractions; they sum to 1.
     pub split: [f64; 3],
     pub split_seed: u64,
+    /// Cross-validation: the cases left after the test fraction, dealt into this many folds
+    /// (0: no folds; `split`'s validation fraction then applies).
+    pub folds: u32,
+    /// The fold validated on (0-based); the other folds train.
+    pub fold: u32,
     /// Where preprocessed cases are cached (absolute once resolved).
     pub cache_dir: PathBuf,
     /// Train without cases that fail to load, naming them, instead of stopping.
@@ -227,6 +235,8 @@ impl Default for DataConfig {
             min_tumour_fraction: 0.0,
             split: [0.75, 0.15, 0.10],
             split_seed: 42,
+            folds: 0,
+            fold: 0,
             cache_dir: PathBuf::from("cache"),
             skip_bad_cases: false,
             synthetic: None,
@@ -571,6 +581,28 @@ impl Experiment {
     pub fn check_paths(&self, workspace: &Path) -> Vec<PathProblem> {
         let root = &self.data.root;
         let mut problems = Vec::new();
+        if self.data.folds > 0 {
+            // The folds need cases: as many as the dataset has, or will have once generated.
+            let cases = match &self.data.synthetic {
+                Some(synthetic) => Some(synthetic.cases as usize),
+                None => crate::data::case::discover(root, self.data.layout)
+                    .ok()
+                    .map(|d| d.cases.len()),
+            };
+            if let Some(cases) = cases {
+                let ids: Vec<String> = (0..cases).map(|i| format!("{i:06}")).collect();
+                let data = &self.data;
+                if let Err(message) =
+                    crate::data::dataset::fold_split(&ids, data.split[2], data.split_seed, data.folds, data.fold)
+                {
+                    problems.push(PathProblem {
+                        key: "data.folds",
+                        message,
+                        fatal: true,
+                    });
+                }
+            }
+        }
         if let Some(init) = &self.model.init
             && let Err(message) = resolve_init(init, &workspace.join("runs"))
         {
@@ -890,7 +922,37 @@ fn check_data(check: &mut Checker, raw: raw::RawData, workspace: &Path) -> DataC
             shape,
         }
     });
+    let folds = check.value(
+        "data.folds",
+        raw.folds,
+        defaults.folds,
+        |k| k == 0 || (2..=MAX_FOLDS).contains(&k),
+        &format!("use 2 to {MAX_FOLDS} folds, or 0 for none"),
+    );
+    let fold = match raw.fold {
+        Some(fold) if folds == 0 && fold > 0 => {
+            check.error(
+                "data.fold",
+                format!("data.fold = {fold} needs data.folds: set data.folds = 5 (say) for 5-fold cross-validation"),
+            );
+            0
+        }
+        Some(fold) if folds > 0 && fold >= folds => {
+            check.error(
+                "data.fold",
+                format!(
+                    "data.fold = {fold} is out of range: with data.folds = {folds} the folds are numbered 0 to {}",
+                    folds - 1
+                ),
+            );
+            0
+        }
+        Some(fold) => fold,
+        None => defaults.fold,
+    };
     DataConfig {
+        folds,
+        fold,
         root,
         layout,
         modalities,

@@ -34,6 +34,8 @@ pub struct RawData {
     pub min_tumour_fraction: Option<f64>,
     pub split: Option<[f64; 3]>,
     pub split_seed: Option<u64>,
+    pub folds: Option<u32>,
+    pub fold: Option<u32>,
     pub cache_dir: Option<String>,
     pub skip_bad_cases: Option<bool>,
     pub synthetic: Option<RawSynthetic>,

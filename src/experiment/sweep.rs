@@ -78,6 +78,35 @@ impl Sweep {
     }
 }
 
+/// The experiment text read from `path` with every cross-validation fold added to its sweep
+/// (`"data.fold" = [0, 1, ..., folds - 1]`, beside any keys the sweep already varies), for
+/// `segtop queue --folds`. The experiment must set `data.folds`.
+pub fn with_folds(path: &Path, text: &str) -> anyhow::Result<String> {
+    let fail = |message: String| anyhow::anyhow!("{}: {message}", path.display());
+    let mut document: toml_edit::DocumentMut = text.parse().map_err(|e| fail(format!("{e}")))?;
+    let folds = super::get_value(&document, "data.folds")
+        .and_then(toml_edit::Value::as_integer)
+        .filter(|&k| k >= 2)
+        .ok_or_else(|| fail("--folds needs data.folds: set data.folds = 5 (say) in [data]".into()))?;
+    if document
+        .get("sweep")
+        .and_then(toml_edit::Item::as_table_like)
+        .is_some_and(|sweep| sweep.contains_key("data.fold"))
+    {
+        return Err(fail(
+            "its [sweep] already varies data.fold: queue it without --folds".into(),
+        ));
+    }
+    let sweep = document
+        .entry("sweep")
+        .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()))
+        .as_table_like_mut()
+        .ok_or_else(|| fail("[sweep] must be a table of keys and values".into()))?;
+    let values: toml_edit::Array = (0..folds).collect();
+    sweep.insert("data.fold", toml_edit::Item::Value(toml_edit::Value::Array(values)));
+    Ok(document.to_string())
+}
+
 /// A swept key's values.
 #[derive(Debug, Clone)]
 enum Axis {
@@ -449,5 +478,34 @@ mod tests {
             assert!(error.contains("experiments/s.toml"), "{error}");
             assert!(error.contains(expected), "{sweep}: {error}");
         }
+    }
+
+    #[test]
+    fn folds_become_a_sweep_over_data_fold_beside_other_keys() {
+        let path = Path::new("cv.toml");
+        let text = "[data]\nroot = \"d\"\nfolds = 3\n[sweep]\n\"train.lr\" = [1e-3, 3e-3]\n";
+        let folded = with_folds(path, text).expect("folds");
+        let sweep = expand(path, &folded, Path::new("/ws"))
+            .expect("valid")
+            .expect("a sweep");
+        assert_eq!(sweep.members.len(), 6);
+        let mut pairs: Vec<(u32, String)> = sweep
+            .members
+            .iter()
+            .map(|m| (m.experiment.data.fold, m.values["train.lr"].to_string()))
+            .collect();
+        pairs.sort();
+        assert_eq!(pairs[0], (0, "0.001".to_string()));
+        assert_eq!(pairs[5], (2, "0.003".to_string()));
+        // Without data.folds, or folds swept already: refused, naming the file.
+        let error = with_folds(path, "[data]\nroot = \"d\"\n")
+            .expect_err("no folds")
+            .to_string();
+        assert_eq!(
+            error,
+            "cv.toml: --folds needs data.folds: set data.folds = 5 (say) in [data]"
+        );
+        let twice = with_folds(path, &folded).expect_err("swept already").to_string();
+        assert!(twice.contains("already varies data.fold"), "{twice}");
     }
 }

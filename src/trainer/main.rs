@@ -92,6 +92,10 @@ struct PredictArgs {
     /// Where to write <case id>.nii.gz
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// With one --run of a cross-validation run: ensemble it with the runs of its other
+    /// folds (same configuration, in the same runs/ folder, with best weights)
+    #[arg(long, requires = "run", conflicts_with = "checkpoint")]
+    folds: bool,
     /// Mirror test-time augmentation over the experiment's flip axes (up to 8 passes per window)
     #[arg(long)]
     tta: bool,
@@ -156,7 +160,19 @@ fn predict(args: &PredictArgs) -> anyhow::Result<()> {
         labels: args.labels,
     };
     let mut sources = Vec::new();
-    for run in &args.run {
+    let runs = match args.run.first() {
+        Some(first) if args.folds => {
+            let runs = predict::fold_runs(first)?;
+            println!(
+                "--folds: an ensemble of {} runs of {}'s configuration",
+                runs.len(),
+                first.display()
+            );
+            runs
+        }
+        _ => args.run.clone(),
+    };
+    for run in &runs {
         let (experiment, weights) = predict::from_run(run)?;
         sources.push((run.display().to_string(), experiment, weights));
     }

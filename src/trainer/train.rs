@@ -175,7 +175,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
         serde_json::from_slice(&std::fs::read(run.split())?).context("split.json is unreadable")?
     } else {
         let ids: Vec<String> = opened.cases.iter().map(|c| c.header.id.clone()).collect();
-        let split = dataset::split(&ids, data.split, data.split_seed);
+        let split = dataset::split_for(&ids, data).map_err(|message| anyhow::anyhow!("{message}"))?;
         std::fs::write(run.split(), serde_json::to_vec_pretty(&split)?)?;
         split
     };

@@ -66,6 +66,23 @@ fn broken_files_give_exact_located_messages() {
                 .to_string(),
         ),
         (
+            "more folds than cases",
+            "[data]\nroot = \"brats\"\nfolds = 4\n[data.synthetic]\ncases = 4\n".to_string(),
+            "x.toml:3:9: data.folds = 4 is more than the 3 cases left for training and validation (4 cases, 1 held out for testing): use at most 3 folds\n\
+             x.toml:2:8: data.root = '<ws>/brats' does not hold its 4 synthetic demo cases yet; they are generated on first use (note)"
+                .to_string(),
+        ),
+        (
+            "a fold beyond the folds",
+            "[data]\nroot = \"brats\"\nfolds = 5\nfold = 5\n".to_string(),
+            "x.toml:4:8: data.fold = 5 is out of range: with data.folds = 5 the folds are numbered 0 to 4".to_string(),
+        ),
+        (
+            "one fold",
+            "[data]\nroot = \"brats\"\nfolds = 1\n".to_string(),
+            "x.toml:3:9: data.folds = 1 is out of range: use 2 to 20 folds, or 0 for none".to_string(),
+        ),
+        (
             "an init run that does not exist",
             format!("{VALID_HEAD}[model]\ninit = \"pretrained\"\n"),
             "x.toml:4:8: model.init = 'pretrained' is not a run in <ws>/runs: name a run id, a run directory or a .safetensors file"

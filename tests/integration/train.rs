@@ -368,6 +368,88 @@ fn a_fine_tuned_run_starts_from_another_runs_best_weights_and_keeps_frozen_block
 }
 
 #[test]
+fn cross_validation_folds_split_disjointly_summarise_over_folds_and_predict_as_one_ensemble() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = experiment(dir.path(), 1);
+    let text = std::fs::read_to_string(&path).expect("read");
+    // 6 cases: 1 held out for testing, 5 dealt into 2 folds.
+    let text = text
+        .replace("cases = 4", "cases = 6")
+        .replace("split = [0.5, 0.5, 0.0]", "split = [0.8, 0.0, 0.2]\nfolds = 2");
+    let mut runs = Vec::new();
+    for fold in 0..2 {
+        let file = dir.path().join(format!("cv-{fold}.toml"));
+        let text = text
+            .replace("folds = 2", &format!("folds = 2\nfold = {fold}"))
+            .replace("name = \"tiny\"", &format!("name = \"cv-{fold}\""));
+        std::fs::write(&file, text).expect("write");
+        succeed(trainer(dir.path()).arg("train").arg(&file));
+        let run = std::fs::read_dir(dir.path().join("runs"))
+            .expect("runs/")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(&format!("-cv-{fold}")))
+            .expect("the fold's run");
+        runs.push(run);
+    }
+    let split = |run: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(run.join("split.json")).expect("split.json")).expect("JSON")
+    };
+    let (first, second) = (split(&runs[0]), split(&runs[1]));
+    assert_eq!(first["fold"], serde_json::json!([0, 2]));
+    assert_eq!(first["test"], second["test"]);
+    assert_eq!(first["test"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        first["validation"], second["train"],
+        "each fold validates on what the other trains on"
+    );
+    assert_eq!(first["train"], second["validation"]);
+
+    // segtop runs: the two folds as one configuration, with mean and spread.
+    let output = crate::segtop(dir.path(), &["runs"]);
+    let listed = crate::stdout(&output);
+    assert!(
+        listed.contains("over folds (best validation Dice, mean ± sd)"),
+        "{listed}"
+    );
+    assert!(listed.contains("  cv  2/2 folds  ET "), "{listed}");
+    let json = crate::stdout(&crate::segtop(dir.path(), &["runs", "--json"]));
+    assert!(json.contains("\"fold\": [\n      1,\n      2\n    ]"), "{json}");
+
+    // predict --folds: one ensemble of both folds.
+    let out = dir.path().join("predictions");
+    let output = trainer(dir.path())
+        .args(["predict", "--folds", "--split", "test", "--run"])
+        .arg(&runs[1])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("--folds: an ensemble of 2 runs"), "{stdout}");
+    assert_eq!(std::fs::read_dir(&out).expect("predictions").count(), 1);
+    // A run without folds is refused.
+    let plain = experiment(dir.path(), 1);
+    succeed(trainer(dir.path()).arg("train").arg(&plain));
+    let tiny = std::fs::read_dir(dir.path().join("runs"))
+        .expect("runs/")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-tiny"))
+        .expect("tiny");
+    let output = trainer(dir.path())
+        .args(["predict", "--folds", "--run"])
+        .arg(&tiny)
+        .args(["--cases", "data", "--out"])
+        .arg(&out)
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is not a cross-validation run"));
+}
+
+#[test]
 fn a_run_killed_mid_training_resumes_to_the_same_result() {
     // The uninterrupted run.
     let straight = tempfile::tempdir().expect("temp dir");

@@ -15,7 +15,7 @@ use super::panel;
 use super::runs::short_id;
 use crate::dashboard::app::App;
 use crate::dashboard::chart::{LineChart, format_value};
-use crate::dashboard::run::RunModel;
+use crate::dashboard::run::{FoldGroup, RunModel, fold_groups};
 
 /// Run colours, in marking order; they repeat after eight runs.
 const COLOURS: [Color; 8] = [
@@ -81,11 +81,58 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     }
     loss_chart.render(loss, buf);
     dice_chart.render(dice, buf);
+    let groups = fold_groups(&runs);
     if app.compare_previews {
         draw_previews(app, table, buf);
+    } else if groups.iter().any(|g| g.runs.len() > 1) {
+        // Runs over cross-validation folds: each configuration's mean and spread under the table.
+        let height = groups.len().min(6) as u16 + 2;
+        let [runs_area, folds_area] = Layout::vertical([Constraint::Fill(1), Constraint::Length(height)]).areas(table);
+        draw_table(app, &runs, runs_area, buf);
+        draw_folds(app, &groups, folds_area, buf);
     } else {
         draw_table(app, &runs, table, buf);
     }
+}
+
+/// One line per configuration: folds validated, and the best WT, TC and ET Dice over them.
+fn draw_folds(app: &App, groups: &[FoldGroup], area: Rect, buf: &mut ratatui::buffer::Buffer) {
+    let theme = &app.theme;
+    let width = groups
+        .iter()
+        .map(|g| g.label.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(24);
+    let score = |mean: f64, sd: f64| {
+        if mean.is_nan() {
+            "–".to_string()
+        } else {
+            format!("{mean:.3}±{sd:.3}")
+        }
+    };
+    let lines: Vec<Line> = groups
+        .iter()
+        .map(|g| {
+            let label: String = g.label.chars().take(width).collect();
+            Line::from(vec![
+                Span::styled(format!("{label:<width$} "), Style::new().fg(theme.ui.text)),
+                Span::styled(format!("{}/{} ", g.scored, g.folds), Style::new().fg(theme.ui.dim)),
+                Span::styled(
+                    format!(
+                        "WT {}  TC {}  ET {}",
+                        score(g.mean.wt, g.spread.wt),
+                        score(g.mean.tc, g.spread.tc),
+                        score(g.mean.et, g.spread.et)
+                    ),
+                    Style::new().fg(theme.ui.text),
+                ),
+            ])
+        })
+        .collect();
+    Paragraph::new(lines)
+        .block(panel(theme, "over folds · best Dice mean±sd"))
+        .render(area, buf);
 }
 
 /// The first two marked runs' latest predictions on one slice of the preview case, beside
