@@ -243,7 +243,9 @@ pub fn fold_groups(runs: &[&RunModel]) -> Vec<FoldGroup> {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     };
-    let mut groups: Vec<(Vec<(String, String)>, Vec<&RunModel>)> = Vec::new();
+    // Each configuration (its keys and values) with its runs.
+    type Configuration = Vec<(String, String)>;
+    let mut groups: Vec<(Configuration, Vec<&RunModel>)> = Vec::new();
     for run in folded {
         let key = configuration(run);
         match groups.iter_mut().find(|(k, _)| *k == key) {

@@ -210,15 +210,20 @@ pub fn fold_split(ids: &[String], test_fraction: f64, seed: u64, folds: u32, fol
             remaining.len()
         ));
     }
-    let (validation, train): (Vec<(usize, String)>, Vec<(usize, String)>) = remaining
-        .into_iter()
-        .enumerate()
-        .partition(|(i, _)| *i as u64 % u64::from(folds) == u64::from(fold));
+    let mut train = Vec::new();
+    let mut validation = Vec::new();
+    for (i, id) in remaining.into_iter().enumerate() {
+        if i as u64 % u64::from(folds) == u64::from(fold) {
+            validation.push(id);
+        } else {
+            train.push(id);
+        }
+    }
     Ok(Split {
         seed,
         fold: Some([fold, folds]),
-        train: train.into_iter().map(|(_, id)| id).collect(),
-        validation: validation.into_iter().map(|(_, id)| id).collect(),
+        train,
+        validation,
         test: held_out.test,
     })
 }
