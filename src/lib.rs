@@ -15,6 +15,7 @@ pub mod dashboard;
 pub mod data;
 pub mod events;
 pub mod experiment;
+pub mod halving;
 pub mod launcher;
 pub mod metrics;
 pub mod postprocess;

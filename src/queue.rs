@@ -319,6 +319,17 @@ impl Queue {
             if let Some(tag) = &tag {
                 crate::rundir::write_json(run.path(), &run.sweep(), tag)
                     .with_context(|| format!("cannot write {}", run.sweep().display()))?;
+                if let Some(halving) = &tag.halving {
+                    // A halving sweep's runs start in its first rung.
+                    let record = crate::halving::RungRecord {
+                        rung: 0,
+                        until_seconds: halving.rungs.first().copied().unwrap_or(0),
+                        scores: Vec::new(),
+                    };
+                    crate::halving::write_record(run.path(), &record).with_context(|| {
+                        format!("cannot write {}", run.path().join(crate::halving::RUNG_FILE).display())
+                    })?;
+                }
             }
             Ok(())
         });

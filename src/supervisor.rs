@@ -31,6 +31,9 @@ pub const LOG_FILE: &str = "supervisor.log";
 /// How often the supervisor looks at the queue and its trainers.
 const TICK: Duration = Duration::from_millis(500);
 
+/// Ticks between two looks at halving sweeps (besides one whenever a trainer ends).
+const HALVING_TICKS: u32 = 6;
+
 fn lock_path(workspace: &Workspace) -> PathBuf {
     workspace.runs_dir().join(LOCK_FILE)
 }
@@ -95,7 +98,9 @@ pub fn run(workspace: &Workspace, launcher: &dyn Launcher, settings: &dyn Fn() -
     let queue = Queue::new(workspace);
     let mut children: Vec<(RunDir, Child)> = Vec::new();
     let mut last_error = String::new();
+    let mut ticks: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
+        let before = children.len();
         children.retain_mut(|(run, child)| match child.try_wait() {
             Ok(Some(status)) => {
                 launcher::record_exit(run, child.id(), status);
@@ -109,6 +114,16 @@ pub fn run(workspace: &Workspace, launcher: &dyn Launcher, settings: &dyn Fn() -
                 false
             }
         });
+        let ended = children.len() < before;
+        // Halving sweeps: promote or prune the runs that reached the end of their rung (a
+        // look every few ticks, and whenever a trainer ended).
+        ticks += 1;
+        if ticks.is_multiple_of(HALVING_TICKS) || ended {
+            match crate::halving::tick(workspace, &queue) {
+                Ok(lines) => lines.iter().for_each(|line| say(line)),
+                Err(error) => say(&format!("halving: {error:#}")),
+            }
+        }
         let settings = settings();
         let mut look = || machine(workspace, &mut system, &host, &settings);
         match queue::schedule(workspace, &settings, launcher, &mut look) {

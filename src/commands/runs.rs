@@ -293,6 +293,10 @@ fn table(runs: &[&RunModel], now: chrono::DateTime<chrono::Utc>, values: bool, c
             out.pop();
             out.push_str(&format!("  {job}\n"));
         }
+        if let Some(rung) = run.rung_line() {
+            out.pop();
+            out.push_str(&format!("  {rung}\n"));
+        }
     }
     out
 }
@@ -374,6 +378,15 @@ pub fn resume(workspace: &Workspace, query: &str) -> anyhow::Result<()> {
     let run = find(&runs, query)?;
     match run.state() {
         RunState::Stopped | RunState::Failed | RunState::Lost => {}
+        RunState::Pruned => {
+            // Resumed by hand, a pruned run leaves its sweep's rungs and trains to its full budget.
+            for file in [segtop::halving::PRUNED_FILE, segtop::halving::RUNG_FILE] {
+                let path = run.dir.join(file);
+                if path.exists() {
+                    std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+                }
+            }
+        }
         state if state.is_active() => anyhow::bail!("{} is {}: it is still going", run.id, state.name()),
         state => anyhow::bail!("{} is {}: there is nothing left to train", run.id, state.name()),
     }

@@ -35,10 +35,12 @@ pub enum RunState {
     Failed,
     /// The process is gone without `run_finished` (killed, machine rebooted, ...).
     Lost,
+    /// Stopped for good by its halving sweep (`pruned.json` says at which rung and why).
+    Pruned,
 }
 
 impl RunState {
-    pub const ALL: [RunState; 10] = [
+    pub const ALL: [RunState; 11] = [
         RunState::Queued,
         RunState::Paused,
         RunState::Pending,
@@ -49,6 +51,7 @@ impl RunState {
         RunState::Stopped,
         RunState::Failed,
         RunState::Lost,
+        RunState::Pruned,
     ];
 
     /// The state called `name` (as [`RunState::name`] spells it).
@@ -68,6 +71,7 @@ impl RunState {
             RunState::Stopped => "stopped",
             RunState::Failed => "failed",
             RunState::Lost => "lost",
+            RunState::Pruned => "pruned",
         }
     }
 
@@ -351,6 +355,9 @@ pub struct RunModel {
     pub epochs: u32,
     /// A time-budgeted run's budget in seconds (`train.budget`).
     pub budget: Option<f64>,
+    /// In a halving sweep: its `rung.json` and, once pruned, its `pruned.json`.
+    pub rung: Option<crate::halving::RungRecord>,
+    pub pruned: Option<crate::halving::Pruned>,
     /// The weights file it started from (`model.init`), when not from random weights.
     pub init: Option<String>,
     pub steps_per_epoch: u32,
@@ -428,6 +435,8 @@ impl RunModel {
             precision: None,
             epochs: 0,
             budget: None,
+            rung: None,
+            pruned: None,
             init: None,
             steps_per_epoch: 0,
             epoch: 0,
@@ -679,6 +688,7 @@ impl RunModel {
             return match outcome {
                 Outcome::Completed => RunState::Completed,
                 Outcome::EarlyStopped => RunState::EarlyStopped,
+                Outcome::Stopped if self.pruned.is_some() => RunState::Pruned,
                 Outcome::Stopped => RunState::Stopped,
                 Outcome::Failed => RunState::Failed,
             };
@@ -805,6 +815,17 @@ impl RunModel {
             self.last_event.unwrap_or(started)
         };
         Some(self.seconds_before + (end - started).as_seconds_f64().max(0.0))
+    }
+
+    /// Its place in a halving sweep: the rung it is in and its scores so far.
+    pub fn rung_line(&self) -> Option<String> {
+        let rung = self.rung.as_ref()?;
+        let scores: Vec<String> = rung.scores.iter().map(|s| format!("{s:.3}")).collect();
+        Some(match &self.pruned {
+            Some(pruned) => format!("pruned: {}", pruned.reason),
+            None if scores.is_empty() => format!("rung {}", rung.rung),
+            None => format!("rung {} (scores {})", rung.rung, scores.join(", ")),
+        })
     }
 
     /// Its cross-validation fold and the number of folds, when it is one.

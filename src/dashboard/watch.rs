@@ -51,6 +51,8 @@ pub struct Watch {
 pub struct RunUpdate {
     pub id: String,
     pub dir: PathBuf,
+    /// A halving-sweep run's rung record and pruning, when they changed.
+    pub halving: Option<HalvingFiles>,
     /// Set the first time a run is seen.
     pub found: Option<RunFound>,
     pub events: Vec<Event>,
@@ -91,6 +93,10 @@ impl RunUpdate {
         }
         if let Some(exit) = self.exit {
             run.exit = Some(exit);
+        }
+        if let Some((rung, pruned)) = self.halving {
+            run.rung = rung;
+            run.pruned = pruned;
         }
         if let Some(launch) = self.launch {
             run.launched = Some(launch.time);
@@ -159,7 +165,12 @@ struct Tracked {
     job_status: Option<JobStatus>,
     /// Its events were read at least once (a finished run is not asked about).
     read: bool,
+    /// In a halving sweep: its rung record and pruning as last read (read every look).
+    halving: Option<HalvingFiles>,
 }
+
+/// A halving-sweep run's `rung.json` and `pruned.json`.
+pub type HalvingFiles = (Option<crate::halving::RungRecord>, Option<crate::halving::Pruned>);
 
 pub struct Watcher {
     workspace: Workspace,
@@ -238,6 +249,11 @@ impl Watcher {
                     finished: false,
                     gone: false,
                     exit_read: false,
+                    halving: found
+                        .sweep
+                        .as_ref()
+                        .and_then(|t| t.halving.as_ref())
+                        .map(|_| (None, None)),
                     log_len: None,
                 },
             );
@@ -342,6 +358,16 @@ impl Watcher {
                     Err(warning) => update.warnings.push(warning.clone()),
                 }
             }
+            if tracked.halving.is_some() {
+                let files = (
+                    crate::halving::read_record(tracked.run.path()),
+                    crate::halving::read_pruned(tracked.run.path()),
+                );
+                if tracked.halving.as_ref() != Some(&files) {
+                    tracked.halving = Some(files.clone());
+                    update.halving = Some(files);
+                }
+            }
             if tracked.gone && !tracked.exit_read {
                 tracked.exit_read = true;
                 update.exit = tracked.run.read_exit();
@@ -356,6 +382,7 @@ impl Watcher {
                     || u.log_tail.is_some()
                     || u.sample.is_some()
                     || u.exit.is_some()
+                    || u.halving.is_some()
                     || u.launch.is_some()
                     || u.job.is_some()
             })

@@ -37,6 +37,9 @@ pub struct SweepTag {
     pub of: usize,
     /// The dotted keys the sweep varies and this run's values.
     pub values: BTreeMap<String, serde_json::Value>,
+    /// For a successive-halving sweep: its rungs and rules, the same in every run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halving: Option<crate::halving::Halving>,
 }
 
 impl SweepTag {
@@ -64,6 +67,7 @@ pub struct Member {
 pub struct Sweep {
     pub name: String,
     pub members: Vec<Member>,
+    pub halving: Option<crate::halving::Halving>,
 }
 
 impl Sweep {
@@ -74,6 +78,7 @@ impl Sweep {
             index: member.index,
             of: self.members.len(),
             values: member.values.clone(),
+            halving: self.halving.clone(),
         }
     }
 }
@@ -135,6 +140,7 @@ pub fn expand(path: &Path, text: &str, workspace: &Path) -> anyhow::Result<Optio
     let mut samples = None;
     let mut seed = 0u64;
     let mut axes: Vec<(String, Axis)> = Vec::new();
+    let mut halving = crate::halving::Rules::default();
     for (key, item) in table.iter() {
         let value = item
             .as_value()
@@ -143,8 +149,8 @@ pub fn expand(path: &Path, text: &str, workspace: &Path) -> anyhow::Result<Optio
             "method" => {
                 method = value
                     .as_str()
-                    .filter(|m| ["grid", "random"].contains(m))
-                    .ok_or_else(|| fail("sweep.method: use \"grid\" or \"random\"".into()))?
+                    .filter(|m| ["grid", "random", "halving"].contains(m))
+                    .ok_or_else(|| fail("sweep.method: use \"grid\", \"random\" or \"halving\"".into()))?
                     .to_string();
             }
             "samples" => {
@@ -153,6 +159,7 @@ pub fn expand(path: &Path, text: &str, workspace: &Path) -> anyhow::Result<Optio
                     n.ok_or_else(|| fail(format!("sweep.samples: a number of runs from 1 to {MAX_RUNS}")))? as usize,
                 );
             }
+            "eta" | "rung" | "budget" | "metric" => halving.set(key, value).map_err(fail)?,
             "seed" => {
                 seed = value
                     .as_integer()
@@ -175,19 +182,28 @@ pub fn expand(path: &Path, text: &str, workspace: &Path) -> anyhow::Result<Optio
             "[sweep] varies nothing: add a key, like \"train.lr\" = [1e-3, 3e-3]".into(),
         ));
     }
+    if method == "grid" && samples.is_some() {
+        return Err(fail(
+            "sweep.samples: only for method = \"random\" or \"halving\" (a grid runs every combination)".into(),
+        ));
+    }
     let combinations = match method.as_str() {
-        "random" => {
+        "random" | "halving" if samples.is_some() || method == "random" => {
             let samples = samples.ok_or_else(|| fail("sweep.samples: a random sweep needs a number of runs".into()))?;
             random(&axes, samples, seed)
         }
-        _ => {
-            if samples.is_some() {
-                return Err(fail(
-                    "sweep.samples: only for method = \"random\" (a grid runs every combination)".into(),
-                ));
-            }
-            grid(&axes).map_err(fail)?
-        }
+        _ => grid(&axes).map_err(fail)?,
+    };
+    if method != "halving" && halving.is_set() {
+        return Err(fail(
+            "sweep.eta, rung, budget and metric are for method = \"halving\"".into(),
+        ));
+    }
+    let halving = if method == "halving" {
+        let metric = base.validate.select;
+        Some(halving.plan(combinations.len(), metric).map_err(fail)?)
+    } else {
+        None
     };
     let width = combinations.len().to_string().len();
     let mut members = Vec::with_capacity(combinations.len());
@@ -202,6 +218,14 @@ pub fn expand(path: &Path, text: &str, workspace: &Path) -> anyhow::Result<Optio
             "run.name",
             toml_edit::Value::from(format!("{}-{index:0width$}", base.run.name)),
         );
+        if let Some(halving) = &halving {
+            // Each run plans its schedule for the top rung; the rungs below stop it early.
+            super::set_value(
+                &mut run,
+                "train.budget",
+                toml_edit::Value::from(halving.top().to_string()),
+            );
+        }
         let shown: Vec<String> = values
             .iter()
             .map(|(k, v)| format!("{k} = {}", v.to_string().trim()))
@@ -227,6 +251,7 @@ pub fn expand(path: &Path, text: &str, workspace: &Path) -> anyhow::Result<Optio
     Ok(Some(Sweep {
         name: base.run.name,
         members,
+        halving,
     }))
 }
 

@@ -300,6 +300,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
         });
         Budgeted::new(
             limit,
+            segtop::halving::read_record(run.path()),
             experiment,
             steps_per_epoch,
             pace,
@@ -343,10 +344,22 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
     let mut stopped_at = None;
     let mut warm = false;
     let mut cut_short = false;
+    // A halving sweep's run stops at the end of its rung, validated, for the sweep to rank.
+    let mut cut_short_rung = false;
+    let mut rung_stopped = false;
     // Whether the last epoch trained ended with a validation.
     let mut validated_last = false;
     while state.epoch < budget.as_ref().map_or(config.epochs, Budgeted::epochs) {
         let epoch = state.epoch;
+        if let Some(b) = &budget
+            && let Some((_, rung)) = &b.rung
+            && validated_last
+            && state.step == 0
+            && !rung.room_for_epoch(used(&state), &b.pace)
+        {
+            rung_stopped = true;
+            break;
+        }
         if let Some(b) = &mut budget
             && validated_last
             && state.step == 0
@@ -385,6 +398,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
                 && state.step > 0
                 && !b.room_for_step(used(&state))
             {
+                cut_short_rung = !b.room_in_rung(used(&state));
                 say(&format!(
                     "time budget: ending epoch {} after {} of {steps_per_epoch} steps to leave time for validation and evaluation",
                     epoch + 1,
@@ -456,7 +470,11 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
         let last_epoch = match &mut budget {
             Some(b) => {
                 let used = used(&state);
-                let planned = if cut_short {
+                let rung_end = b.rung.as_ref().is_some_and(|(_, rung)| {
+                    cut_short_rung || rung.replan(None, used, epoch + 1, &b.pace) == epoch + 1
+                });
+                rung_stopped = rung_end;
+                let planned = if cut_short && !cut_short_rung {
                     epoch + 1
                 } else {
                     b.planner.replan(b.planned, used, epoch + 1, &b.pace)
@@ -491,7 +509,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
 
         let mut best = false;
         let mut stop_early = false;
-        let validate_now = (epoch + 1).is_multiple_of(experiment.validate.every) || last_epoch;
+        let validate_now = (epoch + 1).is_multiple_of(experiment.validate.every) || last_epoch || rung_stopped;
         validated_last = validate_now && !validation_cases.is_empty();
         if validate_now && !validation_cases.is_empty() {
             let validation_start = Instant::now();
@@ -617,8 +635,30 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
                 config.early_stopping_patience
             ));
             outcome = (Outcome::EarlyStopped, Finish::EarlyStopped);
+            rung_stopped = false;
             break;
         }
+        if rung_stopped {
+            break;
+        }
+    }
+    if rung_stopped
+        && let Some((number, until)) = budget
+            .as_ref()
+            .and_then(|b| Some((b.rung.as_ref()?.0, b.rung_until()?)))
+    {
+        // Stopped, validated and checkpointed at the end of its rung: the sweep decides.
+        let reason = format!(
+            "{} {number} ({until}): waiting for the sweep to promote or prune it",
+            segtop::halving::RUNG_END
+        );
+        say(&reason);
+        drop(resources);
+        finish(&mut events, Outcome::Stopped, &state, Some(reason))?;
+        return Ok(Finish::Stopped {
+            time_limit: false,
+            steps: state.global_step - first_step,
+        });
     }
     if let Some(at) = stopped_at {
         state.seconds += started.elapsed().as_secs_f64();
@@ -676,13 +716,23 @@ const VALIDATION_OVERHEAD: f64 = 1.8;
 struct Budgeted {
     limit: Budget,
     planner: Planner,
+    /// In a halving sweep below its top rung: the rung and a planner for where it ends (no
+    /// final evaluation there).
+    rung: Option<(u32, Planner)>,
     pace: Pace,
     /// Epochs planned, once the first steps have been timed.
     planned: Option<u32>,
 }
 
 impl Budgeted {
-    fn new(limit: Budget, experiment: &Experiment, steps_per_epoch: u32, pace: Pace, planned: Option<u32>) -> Budgeted {
+    fn new(
+        limit: Budget,
+        rung: Option<segtop::halving::RungRecord>,
+        experiment: &Experiment,
+        steps_per_epoch: u32,
+        pace: Pace,
+        planned: Option<u32>,
+    ) -> Budgeted {
         let validate = &experiment.validate;
         let passes = if validate.tta {
             1u32 << experiment.augment.flip_axes.len().min(3)
@@ -693,17 +743,25 @@ impl Budgeted {
         // mirror passes under TTA), writes them, and learns post-processing on them: measured
         // at 3.5-4.5 validations without TTA on real BraTS cases.
         let final_factor = 1.5 * f64::from(passes) + if validate.postprocess { 3.0 } else { 0.5 };
+        let shape = Shape {
+            budget: limit.seconds() as f64,
+            max_epochs: experiment.train.epochs,
+            steps_per_epoch,
+            validate_every: validate.every,
+            final_factor,
+        };
+        let rung = rung.filter(|r| r.until_seconds < limit.seconds()).map(|r| {
+            let shape = Shape {
+                budget: r.until_seconds as f64,
+                final_factor: 0.0,
+                ..shape
+            };
+            (r.rung, Planner { shape })
+        });
         Budgeted {
             limit,
-            planner: Planner {
-                shape: Shape {
-                    budget: limit.seconds() as f64,
-                    max_epochs: experiment.train.epochs,
-                    steps_per_epoch,
-                    validate_every: validate.every,
-                    final_factor,
-                },
-            },
+            planner: Planner { shape },
+            rung,
             pace,
             planned,
         }
@@ -715,7 +773,20 @@ impl Budgeted {
     }
 
     fn room_for_step(&self, used: f64) -> bool {
-        self.planner.room_for_step(used, &self.pace)
+        self.planner.room_for_step(used, &self.pace) && self.room_in_rung(used)
+    }
+
+    /// Whether one more step fits before the end of the rung (always, outside halving).
+    fn room_in_rung(&self, used: f64) -> bool {
+        self.rung
+            .as_ref()
+            .is_none_or(|(_, rung)| rung.room_for_step(used, &self.pace))
+    }
+
+    /// Where the run's rung ends, when it is in a halving sweep below the top rung.
+    fn rung_until(&self) -> Option<Budget> {
+        let (_, rung) = self.rung.as_ref()?;
+        Some(Budget::from_seconds(rung.shape.budget as u64))
     }
 
     /// Takes one step's seconds into the pace (smoothed, so another run starting on the same

@@ -184,6 +184,66 @@ fn a_sweep_of_four_runs_shares_two_cores_and_every_run_finishes() {
 }
 
 /// Width, height and RGB bytes of a PNG.
+/// A halving sweep of 3 runs (eta 3) with real trainers: each stops at the end of rung 0,
+/// validated; the best continues from its checkpoint to the top rung and completes, the other
+/// two are pruned with their reason, and a pruned run reads as pruned.
+#[test]
+fn a_halving_sweep_promotes_the_best_run_from_its_checkpoint_and_prunes_the_rest() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    settings(dir.path(), "cores = 2\nmax_concurrent = 2\nreserve_ram = 0\n");
+    let text = tiny_text(10_000).replace(
+        "warmup_epochs = 0\n",
+        "warmup_epochs = 0\nearly_stopping_patience = 0\n",
+    );
+    std::fs::write(
+        dir.path().join("halve.toml"),
+        format!("{text}\n[sweep]\nmethod = \"halving\"\nrung = \"10s\"\n\"train.lr\" = [1e-3, 3e-3, 1e-2]\n"),
+    )
+    .expect("write");
+    let queued = segtop(dir.path(), &["queue", "halve.toml"]);
+    assert!(queued.status.success(), "{queued:?}");
+    let runs = wait_for_all(dir.path(), 3, Duration::from_secs(300));
+    let log = std::fs::read_to_string(dir.path().join("runs/supervisor.log")).unwrap_or_default();
+    let record = |run: &Path| segtop::halving::read_record(run).expect("rung.json");
+    let (promoted, pruned): (Vec<&PathBuf>, Vec<&PathBuf>) =
+        runs.iter().partition(|run| segtop::halving::read_pruned(run).is_none());
+    assert_eq!((promoted.len(), pruned.len()), (1, 2), "{log}");
+    let best = promoted[0];
+    // It stopped at the end of rung 0, then went on from its checkpoint and completed.
+    let best_events = events(best);
+    let starts: Vec<Option<u32>> = best_events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RunStarted { resumed_from, .. } => Some(*resumed_from),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts.len(), 2, "{log}");
+    assert!(starts[1].is_some(), "the promoted run started again from scratch");
+    assert!(matches!(finished(best), Some((Outcome::Completed, _))), "{log}");
+    assert!(best_events.iter().any(|e| matches!(e, Event::Evaluation { .. })));
+    let best_record = record(best);
+    assert_eq!((best_record.rung, best_record.scores.len()), (1, 1));
+    // The pruned ones stopped at the end of rung 0, scored no better, and say why.
+    for run in &pruned {
+        let (outcome, reason) = finished(run).expect("finished");
+        assert_eq!(outcome, Outcome::Stopped);
+        assert!(reason.unwrap_or_default().starts_with(segtop::halving::RUNG_END));
+        let record = record(run);
+        assert_eq!((record.rung, record.scores.len()), (0, 1));
+        assert!(record.scores[0] <= best_record.scores[0], "{log}");
+        let why = segtop::halving::read_pruned(run).expect("pruned.json").reason;
+        assert!(why.starts_with("rung 0: legacy Dice"), "{why}");
+        assert!(!events(run).iter().any(|e| matches!(e, Event::Evaluation { .. })));
+    }
+    assert!(
+        log.contains("promoted to rung 1") && log.contains("pruned: rung 0"),
+        "{log}"
+    );
+    let listed = stdout(&segtop(dir.path(), &["runs"]));
+    assert_eq!(listed.matches(" pruned ").count(), 2, "{listed}");
+}
+
 fn png_pixels(path: &Path) -> (usize, usize, Vec<u8>) {
     let decoder = png::Decoder::new(std::fs::File::open(path).expect("the PNG exists"));
     let mut reader = decoder.read_info().expect("a PNG");

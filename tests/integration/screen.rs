@@ -121,6 +121,7 @@ fn dashboard_with_recorded_runs(width: u16, height: u16) -> App {
         latest = latest.max(events.last().map_or(latest, |e| e.time()));
         let shown = recorded.display().to_string();
         runs.push(RunUpdate {
+            halving: None,
             dir: PathBuf::from("/ws/runs").join(&id),
             found: Some(RunFound {
                 name: id[16..].to_string(),

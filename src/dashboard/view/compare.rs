@@ -232,6 +232,11 @@ fn draw_table(app: &App, runs: &[&RunModel], area: Rect, buf: &mut ratatui::buff
     let theme = &app.theme;
     let keys = differing_keys(runs);
     let mut header: Vec<String> = vec!["#".into(), "run".into()];
+    // A halving sweep's runs: the rung each reached, so the table sorts by it.
+    let rungs = runs.iter().any(|r| r.rung.is_some());
+    if rungs {
+        header.push("rung".into());
+    }
     header.extend(keys.iter().map(|k| k.rsplit('.').next().unwrap_or(k).to_string()));
     header.extend(["ET", "TC", "WT", "loss"].map(String::from));
     let rows: Vec<(usize, Vec<Value>)> = runs
@@ -239,6 +244,13 @@ fn draw_table(app: &App, runs: &[&RunModel], area: Rect, buf: &mut ratatui::buff
         .enumerate()
         .map(|(i, run)| {
             let mut values = vec![Value::Number(i as f64 + 1.0), Value::Text(short_id(&run.id))];
+            if rungs {
+                values.push(match (&run.rung, &run.pruned) {
+                    (Some(rung), None) => Value::Number(f64::from(rung.rung)),
+                    (Some(rung), Some(_)) => Value::Text(format!("{}✗", rung.rung)),
+                    (None, _) => Value::Missing,
+                });
+            }
             for key in &keys {
                 values.push(match run.config.get(key) {
                     Some(v) => v.parse::<f64>().map_or_else(|_| Value::Text(v.clone()), Value::Number),
@@ -289,8 +301,12 @@ fn draw_table(app: &App, runs: &[&RunModel], area: Rect, buf: &mut ratatui::buff
         })
         .collect();
     let mut widths = vec![Constraint::Length(3), Constraint::Min(12)];
+    if rungs {
+        widths.push(Constraint::Length(4));
+    }
     // Each key's column as wide as its name or widest value (up to 14).
-    for (k, name) in header.iter().enumerate().skip(2).take(keys.len()) {
+    let first_key = if rungs { 3 } else { 2 };
+    for (k, name) in header.iter().enumerate().skip(first_key).take(keys.len()) {
         let widest = rows.iter().map(|(_, v)| text(&v[k]).chars().count()).max().unwrap_or(0);
         widths.push(Constraint::Length(widest.max(name.chars().count()).min(14) as u16));
     }

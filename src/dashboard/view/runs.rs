@@ -170,7 +170,7 @@ pub(super) fn state_style(theme: &Theme, state: RunState) -> Style {
         RunState::Running | RunState::Starting => theme.ui.accent,
         RunState::Completed | RunState::EarlyStopped => theme.ui.ok,
         RunState::Queued | RunState::Pending => theme.ui.warn,
-        RunState::Stopped | RunState::Paused => theme.ui.dim,
+        RunState::Stopped | RunState::Paused | RunState::Pruned => theme.ui.dim,
         RunState::Failed | RunState::Lost => theme.ui.error,
     };
     let style = Style::new().fg(color);
