@@ -478,7 +478,23 @@ mod tests {
             ("[sweep]\n\"train.lr\" = []\n", "the list is empty"),
             (
                 "[sweep]\nmethod = \"bayes\"\n\"train.lr\" = [1e-3]\n",
-                "use \"grid\" or \"random\"",
+                "use \"grid\", \"random\" or \"halving\"",
+            ),
+            (
+                "[sweep]\nmethod = \"halving\"\n\"train.lr\" = [1e-3, 2e-3, 3e-3]\n",
+                "a halving sweep needs sweep.rung",
+            ),
+            (
+                "[sweep]\nmethod = \"halving\"\nrung = \"-5m\"\n\"train.lr\" = [1e-3, 2e-3, 3e-3]\n",
+                "sweep.rung = '-5m' is not a duration",
+            ),
+            (
+                "[sweep]\neta = 2\n\"train.lr\" = [1e-3, 2e-3, 3e-3]\n",
+                "are for method = \"halving\"",
+            ),
+            (
+                "[sweep]\n\"train.lr\" = [1e-3]\nsamples = 3\n",
+                "only for method = \"random\" or \"halving\"",
             ),
             (
                 "[sweep]\n\"train.lr\" = { min = 1, max = 0.1, steps = 2 }\n",
