@@ -7,12 +7,15 @@
 # validation, lesion-wise and legacy), the configuration that found it, and the CPU time used
 # (the runs' training seconds x their threads); then the ratios.
 #
-# usage: bench/halving.sh DATA_DIR [RUNG] [WORKSPACE]   (default RUNG 90s; a new temporary workspace)
-#   DATA_DIR: a BraTS folder (e.g. the 20 development cases of the reference set); RUNG like "90s", "3m".
-# needs: a release build (cargo build --release) and python3. Takes about 16 x RUNG x 8 / 2 of wall time.
+# usage: bench/halving.sh DATA_DIR [RUNG] [WORKSPACE]   (default RUNG 4m; a new temporary workspace)
+#   DATA_DIR: a BraTS folder (e.g. the 20 development cases of the reference set); RUNG like "4m".
+#   The first rung must hold at least an epoch and a validation at one thread (on 2 cores of a
+#   Xeon, the default U-Net's epoch of 100 patches is about a minute): 4m or more on real scans.
+# needs: a release build (cargo build --release) and python3. Wall time: about 42 x RUNG (the halving
+# sweep about 20 x RUNG of run time, the grid 64 x RUNG, two runs at a time).
 set -euo pipefail
 data=${1:?usage: bench/halving.sh DATA_DIR [RUNG] [WORKSPACE]}
-rung=${2:-90s}
+rung=${2:-4m}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bin=$repo/target/release
 [ -x "$bin/segtop" ] && [ -x "$bin/segtop-train" ] || { echo "build first: cargo build --release" >&2; exit 2; }
