@@ -7,15 +7,15 @@
 # validation, lesion-wise and legacy), the configuration that found it, and the CPU time used
 # (the runs' training seconds x their threads); then the ratios.
 #
-# usage: bench/halving.sh DATA_DIR [RUNG] [WORKSPACE]   (default RUNG 4m; a new temporary workspace)
-#   DATA_DIR: a BraTS folder (e.g. the 20 development cases of the reference set); RUNG like "4m".
-#   The first rung must hold at least an epoch and a validation at one thread (on 2 cores of a
-#   Xeon, the default U-Net's epoch of 100 patches is about a minute): 4m or more on real scans.
+# usage: bench/halving.sh DATA_DIR [RUNG] [WORKSPACE]   (default RUNG 2m; a new temporary workspace)
+#   DATA_DIR: a BraTS folder (e.g. the 20 development cases of the reference set); RUNG like "2m".
+#   Epochs are 50 patches and validations 2 cases, so that the first rung holds a few epochs at
+#   one thread (about 30 s an epoch of the default U-Net on one core of a Xeon).
 # needs: a release build (cargo build --release) and python3. Wall time: about 42 x RUNG (the halving
 # sweep about 20 x RUNG of run time, the grid 64 x RUNG, two runs at a time).
 set -euo pipefail
 data=${1:?usage: bench/halving.sh DATA_DIR [RUNG] [WORKSPACE]}
-rung=${2:-4m}
+rung=${2:-2m}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bin=$repo/target/release
 [ -x "$bin/segtop" ] && [ -x "$bin/segtop-train" ] || { echo "build first: cargo build --release" >&2; exit 2; }
@@ -37,8 +37,12 @@ split = [0.6, 0.2, 0.2]
 [train]
 threads = 1
 early_stopping_patience = 0
+# Short epochs and two validation cases, so that even the first rung holds a few epochs.
+patches_per_epoch = 50
+warmup_epochs = 1
 [validate]
 every = 1
+cases = 2
 hd95 = false
 select = "lesion"
 EOF
