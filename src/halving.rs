@@ -222,6 +222,10 @@ pub fn decide(halving: &Halving, members: &[Member]) -> Vec<Decision> {
     }
     let mut spent: f64 = members.iter().map(|m| m.seconds).sum();
     let top_rung = halving.rungs.len().saturating_sub(1) as u32;
+    // A rung is closed when nobody can enter or finish it any more: the rung below is closed,
+    // no promotion into it is pending, and everyone who entered it has finished it.
+    let mut below_closed = true;
+    let mut promoted_into = false;
     for rung in 0..top_rung {
         let k = rung as usize;
         // Everyone that finished rung k, best first.
@@ -238,7 +242,8 @@ pub fn decide(halving: &Halving, members: &[Member]) -> Vec<Decision> {
             .iter()
             .filter(|m| m.record.rung >= rung && m.progress != Progress::Out)
             .count();
-        let rung_closed = finished.len() == entered;
+        let rung_closed = below_closed && !promoted_into && finished.len() == entered;
+        promoted_into = false;
         let target = (entered / halving.eta as usize).max(1);
         for (place, &(score, i)) in finished.iter().enumerate() {
             let member = &members[i];
@@ -254,6 +259,7 @@ pub fn decide(halving: &Halving, members: &[Member]) -> Vec<Decision> {
                     rung: rung + 1,
                 });
                 spent += extra;
+                promoted_into = true;
             } else if !affordable {
                 decisions.push(Decision::Prune {
                     id: member.id.clone(),
@@ -277,6 +283,7 @@ pub fn decide(halving: &Halving, members: &[Member]) -> Vec<Decision> {
                 });
             }
         }
+        below_closed = rung_closed;
     }
     decisions
 }
@@ -562,6 +569,35 @@ mod tests {
         assert_eq!(pruned, ["b", "c", "e", "f"]);
         assert!(decisions.iter().any(|d| matches!(d,
             Decision::Prune { id, reason, .. } if id == "b" && reason == "rung 0: legacy Dice 0.500 is not in the top 2 of 6")));
+    }
+
+    #[test]
+    fn a_higher_rung_closes_only_after_the_rungs_below() {
+        // 8 runs, eta 2: two finished rung 0 early and went on; one of them finished rung 1.
+        let plan = halving(2, &[100, 200, 400], None);
+        let mut members = vec![
+            member("a", 1, &[0.5, 0.6], Progress::AtRungEnd(Some(0.6))),
+            member("b", 1, &[0.4], Progress::Training),
+            member("c", 0, &[0.1], Progress::AtRungEnd(Some(0.1))),
+        ];
+        members.extend((0..5).map(|i| member(&format!("q{i}"), 0, &[], Progress::Training)));
+        let decisions = decide(&plan, &members);
+        // Rung 1 has one finisher of the two that entered, and more may enter from rung 0:
+        // nobody is pruned at rung 1, nor at rung 0 (still open).
+        assert!(!decisions.iter().any(|d| matches!(d, Decision::Prune { .. })), "{decisions:?}");
+        // Rung 1 would look closed once b finishes below a, but rung 0 is still open.
+        members[1].progress = Progress::AtRungEnd(Some(0.3));
+        members[1].record.scores = vec![0.4, 0.3];
+        let decisions = decide(&plan, &members);
+        assert!(!decisions.iter().any(|d| matches!(d, Decision::Prune { id, .. } if id == "b")), "{decisions:?}");
+        // Everyone finishes rung 0: it closes, the best of them goes on; rung 1 then waits for it.
+        for (i, m) in members.iter_mut().enumerate().skip(3) {
+            m.record.scores = vec![0.05 * i as f64];
+            m.progress = Progress::AtRungEnd(Some(0.05 * i as f64));
+        }
+        let decisions = decide(&plan, &members);
+        assert!(decisions.iter().any(|d| matches!(d, Decision::Promote { id, rung: 1 } if id == "q4")), "{decisions:?}");
+        assert!(!decisions.iter().any(|d| matches!(d, Decision::Prune { id, .. } if id == "b")), "{decisions:?}");
     }
 
     #[test]
