@@ -584,20 +584,38 @@ mod tests {
         let decisions = decide(&plan, &members);
         // Rung 1 has one finisher of the two that entered, and more may enter from rung 0:
         // nobody is pruned at rung 1, nor at rung 0 (still open).
-        assert!(!decisions.iter().any(|d| matches!(d, Decision::Prune { .. })), "{decisions:?}");
+        assert!(
+            !decisions.iter().any(|d| matches!(d, Decision::Prune { .. })),
+            "{decisions:?}"
+        );
         // Rung 1 would look closed once b finishes below a, but rung 0 is still open.
         members[1].progress = Progress::AtRungEnd(Some(0.3));
         members[1].record.scores = vec![0.4, 0.3];
         let decisions = decide(&plan, &members);
-        assert!(!decisions.iter().any(|d| matches!(d, Decision::Prune { id, .. } if id == "b")), "{decisions:?}");
+        assert!(
+            !decisions
+                .iter()
+                .any(|d| matches!(d, Decision::Prune { id, .. } if id == "b")),
+            "{decisions:?}"
+        );
         // Everyone finishes rung 0: it closes, the best of them goes on; rung 1 then waits for it.
         for (i, m) in members.iter_mut().enumerate().skip(3) {
             m.record.scores = vec![0.05 * i as f64];
             m.progress = Progress::AtRungEnd(Some(0.05 * i as f64));
         }
         let decisions = decide(&plan, &members);
-        assert!(decisions.iter().any(|d| matches!(d, Decision::Promote { id, rung: 1 } if id == "q4")), "{decisions:?}");
-        assert!(!decisions.iter().any(|d| matches!(d, Decision::Prune { id, .. } if id == "b")), "{decisions:?}");
+        assert!(
+            decisions
+                .iter()
+                .any(|d| matches!(d, Decision::Promote { id, rung: 1 } if id == "q4")),
+            "{decisions:?}"
+        );
+        assert!(
+            !decisions
+                .iter()
+                .any(|d| matches!(d, Decision::Prune { id, .. } if id == "b")),
+            "{decisions:?}"
+        );
     }
 
     #[test]
