@@ -357,9 +357,13 @@ pub fn tick(workspace: &crate::workspace::Workspace, queue: &crate::queue::Queue
                     model.apply(&event);
                 }
             }
+            // Launched again since it last finished (its new trainer has not said so yet).
+            let relaunched = run
+                .read_launch()
+                .is_some_and(|launch| model.finished_at.is_some_and(|finished| launch.time > finished));
             let progress = if read_pruned(run.path()).is_some() {
                 Progress::Pruned
-            } else if queued.contains(&id) {
+            } else if queued.contains(&id) || relaunched {
                 Progress::Training
             } else {
                 use crate::events::Outcome;
@@ -655,5 +659,68 @@ mod tests {
                 }
             ]
         );
+    }
+
+    /// Runs on disk as the trainer and the supervisor leave them, driven through [`tick`].
+    #[test]
+    fn tick_records_promotes_and_prunes_and_never_counts_a_relaunched_run_twice() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let workspace = crate::workspace::Workspace::new(dir.path());
+        let runs = workspace.runs_dir();
+        let plan = halving(3, &[10, 30], None);
+        for (i, dice) in [0.5, 0.7, 0.3].into_iter().enumerate() {
+            let run = runs.join(format!("20261204-070000-s-{}", i + 1));
+            std::fs::create_dir_all(&run).expect("run dir");
+            let tag = crate::experiment::sweep::SweepTag {
+                sweep: "20261204-070000-s".into(),
+                index: i + 1,
+                of: 3,
+                values: Default::default(),
+                halving: Some(plan.clone()),
+            };
+            std::fs::write(run.join("sweep.json"), serde_json::to_vec(&tag).expect("json")).expect("sweep.json");
+            write_record(
+                &run,
+                &RungRecord {
+                    rung: 0,
+                    until_seconds: 10,
+                    scores: vec![],
+                },
+            )
+            .expect("rung.json");
+            let events = format!(
+                "{{\"event\":\"run_started\",\"time\":\"2026-12-04T07:00:00Z\",\"schema\":1,\"pid\":1,\"host\":\"h\",\"name\":\"s\",\"experiment_hash\":\"x\",\"epochs\":9,\"steps_per_epoch\":4,\"parameters\":1,\"threads\":1,\"libtorch\":\"x\"}}\n\
+                 {{\"event\":\"validation\",\"time\":\"2026-12-04T07:00:05Z\",\"epoch\":1,\"dice\":{{\"et\":{dice},\"tc\":{dice},\"wt\":{dice}}},\"seed_dice\":0.1,\"cases\":[],\"seconds\":1.0}}\n\
+                 {{\"event\":\"run_finished\",\"time\":\"2026-12-04T07:00:10Z\",\"outcome\":\"stopped\",\"reason\":\"{RUNG_END} 0 (10s)\",\"seconds\":10.0}}\n"
+            );
+            std::fs::write(run.join("events.jsonl"), events).expect("events");
+        }
+        let queue = crate::queue::Queue::new(&workspace);
+        let said = tick(&workspace, &queue).expect("a tick");
+        assert!(
+            said.iter().any(|l| l.ends_with("s-2 promoted to rung 1 (30s in all)")),
+            "{said:?}"
+        );
+        assert_eq!(
+            said.iter().filter(|l| l.contains("pruned: rung 0")).count(),
+            2,
+            "{said:?}"
+        );
+        let scores = |id: &str| read_record(&runs.join(id)).expect("rung.json").scores;
+        assert_eq!(scores("20261204-070000-s-2").len(), 1);
+        assert!((scores("20261204-070000-s-2")[0] - 0.7).abs() < 1e-9);
+        // The supervisor starts it: out of the queue, launched, no run_started yet.
+        queue.remove("20261204-070000-s-2").expect("in the queue");
+        let launch = format!(
+            "{{\"host\":\"h\",\"time\":\"{}\",\"experiment\":\"s.toml\"}}",
+            Utc::now().to_rfc3339()
+        );
+        std::fs::write(runs.join("20261204-070000-s-2/launch.json"), launch).expect("launch.json");
+        let said = tick(&workspace, &queue).expect("a tick");
+        assert!(
+            said.is_empty(),
+            "a relaunched run was taken for one at its rung end: {said:?}"
+        );
+        assert_eq!(scores("20261204-070000-s-2").len(), 1);
     }
 }
