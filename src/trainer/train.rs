@@ -121,12 +121,7 @@ impl Console {
 
     fn step(&self, step: u32, loss: f64, patches_per_s: f64, seconds_left: f64) {
         self.bar.set_position(u64::from(step));
-        let left = seconds_left.max(0.0).round() as u64;
-        let left = if left < 3600 {
-            format!("{}m{:02}s", left / 60, left % 60)
-        } else {
-            format!("{}h{:02}m", left / 3600, left / 60 % 60)
-        };
+        let left = clock(seconds_left);
         self.bar
             .set_message(format!("loss {loss:.4}  {patches_per_s:.2} patches/s  {left} left"));
     }
@@ -323,8 +318,8 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
         say(&format!(
             "time budget {}: {} used before this session; one validation estimated at {}",
             b.limit,
-            segtop::budget::clock(state.seconds),
-            segtop::budget::clock(b.pace.validation)
+            clock(state.seconds),
+            clock(b.pace.validation)
         ));
     }
     let mut last_batch: Option<(Vec<u8>, Vec<u8>)> = None;

@@ -45,6 +45,16 @@ fn events(run: &Path) -> Vec<Event> {
     text.lines().filter_map(|line| Event::from_line(line).ok()).collect()
 }
 
+/// The run under `dir/runs` whose name ends with `-name`.
+fn run_named(dir: &Path, name: &str) -> PathBuf {
+    std::fs::read_dir(dir.join("runs"))
+        .expect("runs/")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(&format!("-{name}")))
+        .unwrap_or_else(|| panic!("no run named {name}"))
+}
+
 fn only_run(dir: &Path) -> PathBuf {
     let runs: Vec<PathBuf> = std::fs::read_dir(dir.join("runs"))
         .expect("runs/")
@@ -325,12 +335,7 @@ fn a_fine_tuned_run_starts_from_another_runs_best_weights_and_keeps_frozen_block
         .replace("name = \"tiny\"", "name = \"tuned\"");
     std::fs::write(&tuned, text).expect("write");
     succeed(trainer(dir.path()).arg("train").arg(&tuned));
-    let run = std::fs::read_dir(dir.path().join("runs"))
-        .expect("runs/")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with("-tuned"))
-        .expect("the tuned run");
+    let run = run_named(dir.path(), "tuned");
     let weights = source.join("checkpoints/best.safetensors");
     let recorded = weights.display().to_string();
     // The run records where its weights came from: in its frozen experiment and its events.
@@ -389,13 +394,7 @@ fn cross_validation_folds_split_disjointly_summarise_over_folds_and_predict_as_o
             .replace("name = \"tiny\"", &format!("name = \"cv-{fold}\""));
         std::fs::write(&file, text).expect("write");
         succeed(trainer(dir.path()).arg("train").arg(&file));
-        let run = std::fs::read_dir(dir.path().join("runs"))
-            .expect("runs/")
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.to_string_lossy().ends_with(&format!("-cv-{fold}")))
-            .expect("the fold's run");
-        runs.push(run);
+        runs.push(run_named(dir.path(), &format!("cv-{fold}")));
     }
     let split = |run: &Path| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(run.join("split.json")).expect("split.json")).expect("JSON")
@@ -437,12 +436,7 @@ fn cross_validation_folds_split_disjointly_summarise_over_folds_and_predict_as_o
     // A run without folds is refused.
     let plain = experiment(dir.path(), 1);
     succeed(trainer(dir.path()).arg("train").arg(&plain));
-    let tiny = std::fs::read_dir(dir.path().join("runs"))
-        .expect("runs/")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with("-tiny"))
-        .expect("tiny");
+    let tiny = run_named(dir.path(), "tiny");
     let output = trainer(dir.path())
         .args(["predict", "--folds", "--run"])
         .arg(&tiny)
