@@ -6,6 +6,7 @@
 
 mod bench;
 mod checkpoint;
+mod crash;
 mod evaluate;
 mod infer;
 mod loss;
@@ -229,7 +230,7 @@ fn train(
         }
         (None, None) => anyhow::bail!("give an experiment file or --resume RUN_DIR"),
     };
-    fail_fast_on_panic(run.events());
+    crash::install(run.events());
     // A file size limit (SIGXFSZ) makes writes fail with an error the run reports, like a
     // full disk, instead of killing the trainer without a word.
     // SAFETY: only changes the process-wide disposition of SIGXFSZ.
@@ -312,66 +313,6 @@ fn go_on_in_a_new_job(run: &segtop::rundir::RunDir, experiment: &Experiment, ste
 /// A line in the run's log, as the training loop writes its lines.
 fn say(text: &str) {
     println!("{}", train::timestamped(text));
-}
-
-/// A panic in training (libtorch failing to allocate, most often) ends the process at once
-/// with the reason in the run's events: unwinding through the loop would wait forever on
-/// its sampler and resource threads, and the default message is pages of C++ frames.
-fn fail_fast_on_panic(events: std::path::PathBuf) {
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        let reason = panic_reason(&payload);
-        // Where in segtop it happened; a library's own source file says nothing to a user.
-        let place = info
-            .location()
-            .filter(|l| l.file().starts_with("src/"))
-            .map(|l| format!(" ({}:{})", l.file(), l.line()))
-            .unwrap_or_default();
-        eprintln!("segtop-train: error: {reason}{place}");
-        if let Ok(mut log) = segtop::events::EventLog::open(&events) {
-            let time = chrono::Utc::now();
-            let _ = log.emit(&segtop::events::Event::Error {
-                time,
-                message: reason.clone(),
-            });
-            let _ = log.emit(&segtop::events::Event::RunFinished {
-                time,
-                outcome: segtop::events::Outcome::Failed,
-                best_dice: None,
-                reason: Some(reason),
-                seconds: 0.0,
-            });
-        }
-        std::process::exit(exit::FAILED);
-    }));
-}
-
-/// The useful line of a panic message; libtorch's allocation failure in plain words.
-fn panic_reason(message: &str) -> String {
-    if let Some(at) = message.find("you tried to allocate ") {
-        let bytes: String = message[at + "you tried to allocate ".len()..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        let mb = bytes
-            .parse::<f64>()
-            .map_or(String::new(), |b| format!(" {:.0} MB", b / 1e6));
-        return format!(
-            "out of memory: libtorch could not allocate{mb} more; make the patch or batch smaller, \
-             or run fewer runs at once"
-        );
-    }
-    let first = message.lines().next().unwrap_or("").trim();
-    let first = first
-        .strip_prefix("called `Result::unwrap()` on an `Err` value: ")
-        .unwrap_or(first);
-    let short: String = first.chars().take(300).collect();
-    format!("the trainer failed: {short}")
 }
 
 fn load_experiment(path: &std::path::Path) -> anyhow::Result<Experiment> {
@@ -500,19 +441,4 @@ fn info() -> anyhow::Result<()> {
         segtop::cpu::resolve(Precision::Auto, flags).1
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn panics_read_as_plain_reasons() {
-        let torch = "called `Result::unwrap()` on an `Err` value: Torch(\"[enforce fail at alloc_cpu.cpp:127] err == 0. \
-                     DefaultCPUAllocator: can't allocate memory: you tried to allocate 150994944 bytes. Error code 12\nframe #0: ...";
-        assert_eq!(
-            super::panic_reason(torch),
-            "out of memory: libtorch could not allocate 151 MB more; make the patch or batch smaller, or run fewer runs at once"
-        );
-        let other = super::panic_reason("called `Result::unwrap()` on an `Err` value: Shape mismatch\nmore");
-        assert_eq!(other, "the trainer failed: Shape mismatch");
-    }
 }

@@ -571,6 +571,40 @@ fn sigterm_checkpoints_and_stops_with_its_own_exit_code() {
     ));
 }
 
+/// A trainer that dies of a fatal signal (a crash in libtorch's native code, here sent from
+/// outside) records why in its events before the signal ends it, and still exits by it.
+#[test]
+fn a_crash_in_native_code_is_recorded_in_the_events_and_ends_the_trainer_by_its_signal() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = experiment(dir.path(), 200);
+    let mut child = start_and_wait(dir.path(), &path, |events| {
+        events.iter().any(|e| matches!(e, Event::Step { .. }))
+    });
+    signal(&child, "SEGV");
+    let status = child.wait().expect("exits");
+    assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status:?}");
+    let events = events(&only_run(dir.path()));
+    let [
+        ..,
+        Event::Error { message, .. },
+        Event::RunFinished {
+            outcome: segtop::events::Outcome::Failed,
+            reason: Some(reason),
+            seconds,
+            ..
+        },
+    ] = &events[..]
+    else {
+        panic!("the events do not end with the crash: {:?}", events.last());
+    };
+    assert_eq!(message, reason);
+    // "the trainer crashed (SIGSEGV); ...", or out of memory on a machine
+    // with next to nothing free.
+    assert!(reason.contains("(SIGSEGV)"), "{reason}");
+    assert!(*seconds > 0.0);
+}
+
 /// Trains the learning experiment (a little wider and longer than the tiny one) in `dir`,
 /// computing in `precision`; returns its run and the whole-tumour Dice of each validation.
 fn learn(dir: &Path, precision: &str) -> (PathBuf, Vec<f64>) {
