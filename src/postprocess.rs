@@ -412,11 +412,42 @@ impl Case {
         }
     }
 
-    /// The official scores of the case's prediction after `plan`.
-    pub fn evaluate(&self, challenge: Challenge, plan: &Plan) -> CaseEvaluation {
+    /// The official lesion-wise Dice of one region of the case's prediction after `plan`,
+    /// without the surface distances the full evaluation also computes.
+    pub fn lesion_dice(&self, challenge: Challenge, plan: &Plan, region: Region) -> f64 {
         let mut prediction = self.prediction.clone();
         plan.apply(self.grid, &mut prediction);
-        let reports = brats::evaluate(challenge, self.grid, self.spacing, &prediction, &self.truth);
+        brats::evaluate_some(
+            challenge,
+            self.grid,
+            self.spacing,
+            &prediction,
+            &self.truth,
+            Some(&[region.name()]),
+            brats::Detail::Dice,
+        )
+        .first()
+        .map_or(0.0, |r| r.lesion_dice)
+    }
+
+    /// The official scores of the case's prediction after `plan`.
+    pub fn evaluate(&self, challenge: Challenge, plan: &Plan) -> CaseEvaluation {
+        self.evaluate_at(challenge, plan, brats::Detail::Full)
+    }
+
+    /// [`Case::evaluate`] at a `detail`: with [`brats::Detail::Dice`], the distances are NaN.
+    pub fn evaluate_at(&self, challenge: Challenge, plan: &Plan, detail: brats::Detail) -> CaseEvaluation {
+        let mut prediction = self.prediction.clone();
+        plan.apply(self.grid, &mut prediction);
+        let reports = brats::evaluate_some(
+            challenge,
+            self.grid,
+            self.spacing,
+            &prediction,
+            &self.truth,
+            None,
+            detail,
+        );
         CaseEvaluation {
             case: self.id.clone(),
             regions: reports.iter().map(BratsScores::from).collect(),
@@ -468,26 +499,20 @@ pub fn search(
             .map(|&operation| {
                 let mut trial = plan;
                 trial.set(region, operation);
-                mean_lesion_dice(&evaluate_all(challenge, cases, &trial, threads), region)
+                mean_lesion_dice(challenge, cases, &trial, region, threads)
             })
             .collect();
         let chosen = choose(&scores, REMOVE_BELOW.len());
         plan.set(region, candidates[chosen]);
     }
     progress("ET volume");
-    let mut scores = vec![mean_lesion_dice(
-        &evaluate_all(challenge, cases, &plan, threads),
-        Region::Et,
-    )];
+    let mut scores = vec![mean_lesion_dice(challenge, cases, &plan, Region::Et, threads)];
     for &size in &ET_TO_NCR_BELOW {
         let trial = Plan {
             et_to_ncr_below: size,
             ..plan
         };
-        scores.push(mean_lesion_dice(
-            &evaluate_all(challenge, cases, &trial, threads),
-            Region::Et,
-        ));
+        scores.push(mean_lesion_dice(challenge, cases, &trial, Region::Et, threads));
     }
     let chosen = choose(&scores, ET_TO_NCR_BELOW.len());
     plan.et_to_ncr_below = if chosen == 0 { 0 } else { ET_TO_NCR_BELOW[chosen - 1] };
@@ -563,26 +588,29 @@ fn choose(scores: &[f64], sizes: usize) -> usize {
     first + (run_end - first) / 2
 }
 
-fn mean_lesion_dice(evaluations: &[CaseEvaluation], region: Region) -> f64 {
-    let scores: Vec<f64> = evaluations
-        .iter()
-        .filter_map(|e| e.regions.iter().find(|r| r.region == region.name()))
-        .map(|r| r.lesion_dice)
-        .collect();
-    if scores.is_empty() {
+/// The mean over cases of one region's lesion-wise Dice after `plan`.
+fn mean_lesion_dice(challenge: Challenge, cases: &[Case], plan: &Plan, region: Region, threads: usize) -> f64 {
+    if cases.is_empty() {
         return 0.0;
     }
+    let scores = on_threads(cases, threads, |case| case.lesion_dice(challenge, plan, region));
     scores.iter().sum::<f64>() / scores.len() as f64
 }
 
 /// Every case's scores after `plan`, on up to `threads` threads, in the cases' order.
 pub fn evaluate_all(challenge: Challenge, cases: &[Case], plan: &Plan, threads: usize) -> Vec<CaseEvaluation> {
+    on_threads(cases, threads, |case| case.evaluate(challenge, plan))
+}
+
+/// `score` of every case, on up to `threads` threads, in the cases' order.
+fn on_threads<T: Send>(cases: &[Case], threads: usize, score: impl Fn(&Case) -> T + Sync) -> Vec<T> {
     let threads = threads.clamp(1, cases.len().max(1));
     let chunk = cases.len().div_ceil(threads).max(1);
+    let score = &score;
     std::thread::scope(|scope| {
         let handles: Vec<_> = cases
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|c| c.evaluate(challenge, plan)).collect::<Vec<_>>()))
+            .map(|part| scope.spawn(move || part.iter().map(score).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()

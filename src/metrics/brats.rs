@@ -273,7 +273,42 @@ pub fn evaluate(
     prediction: &[u8],
     truth: &[u8],
 ) -> Vec<RegionReport> {
+    evaluate_some(challenge, grid, spacing, prediction, truth, None, Detail::Full)
+}
+
+/// How much of a case's scoring [`evaluate_some`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Every metric.
+    Full,
+    /// The Dice scores (lesion-wise and legacy), lesion counts, volumes, sensitivity and
+    /// specificity, without the surface distances (HD95 and NSD are NaN): the distances cost
+    /// most of an evaluation, and choosing by Dice needs none.
+    Dice,
+}
+
+/// [`evaluate`] for the scored regions named in `only` (all when `None`), in the
+/// challenge's order, at `detail`. A region's scores are the same as in the full
+/// evaluation: the regions its lesions merge with are labelled too.
+pub fn evaluate_some(
+    challenge: Challenge,
+    grid: Grid,
+    spacing: [f64; 3],
+    prediction: &[u8],
+    truth: &[u8],
+    only: Option<&[&str]>,
+    detail: Detail,
+) -> Vec<RegionReport> {
     let rules = challenge.rules();
+    let wanted = |name: &str| only.is_none_or(|names| names.contains(&name));
+    let needed = |name: &str| {
+        wanted(name)
+            || rules
+                .regions
+                .iter()
+                .any(|r| wanted(r.name) && r.merge_with.contains(&name))
+    };
+    let distances = detail == Detail::Full;
     let penalty = match rules.penalty {
         Penalty::Fixed(p) => p,
         Penalty::Diagonal => grid.shape.iter().map(|&n| (n * n) as f64).sum::<f64>().sqrt(),
@@ -289,7 +324,7 @@ pub fn evaluate(
     };
     // Each region's voxels and lesion maps before merging (the reference's `_cc` files).
     let mut raw: HashMap<&str, RegionLesions> = HashMap::new();
-    for region in &rules.regions {
+    for region in rules.regions.iter().filter(|r| needed(r.name)) {
         let [pred_voxels, gt_voxels] = masks(region.labels);
         let pred_dilation = if region.pred_grouped_by_dilation {
             region.dilation
@@ -310,7 +345,7 @@ pub fn evaluate(
         );
     }
     let mut reports = Vec::new();
-    for name in rules.scored {
+    for name in rules.scored.iter().filter(|name| wanted(name)) {
         let (Some(region), Some(own)) = (rules.regions.iter().find(|r| r.name == *name), raw.get(name)) else {
             continue;
         };
@@ -330,11 +365,34 @@ pub fn evaluate(
         let pred_numbers = numbers_by_voxel(&pred);
         let mut report = if rules.legacy_on_masks {
             let [p, t] = own.voxels.clone().map(|voxels| vec![Lesion { id: 1, voxels }]);
-            legacy(grid, spacing, region.name, &p, &numbers_by_voxel(&p), &t, penalty)
+            legacy(
+                grid,
+                spacing,
+                region.name,
+                &p,
+                &numbers_by_voxel(&p),
+                &t,
+                penalty,
+                distances,
+            )
         } else {
-            legacy(grid, spacing, region.name, &pred, &pred_numbers, &gt, penalty)
+            legacy(
+                grid,
+                spacing,
+                region.name,
+                &pred,
+                &pred_numbers,
+                &gt,
+                penalty,
+                distances,
+            )
         };
-        lesion_wise(grid, spacing, region, &pred, &pred_numbers, &gt, penalty, &mut report);
+        let lesions = Lesions {
+            pred: &pred,
+            label_of: &pred_numbers,
+            gt: &gt,
+        };
+        lesion_wise(grid, spacing, region, lesions, penalty, distances, &mut report);
         reports.push(report);
     }
     reports
@@ -440,7 +498,9 @@ fn dice(both: usize, a: usize, b: usize) -> f64 {
     2.0 * both as f64 / (a + b) as f64
 }
 
-/// The whole-region ("legacy") metrics on two lesion maps.
+/// The whole-region ("legacy") metrics on two lesion maps; without `distances`, HD95 and NSD
+/// are NaN.
+#[allow(clippy::too_many_arguments)]
 fn legacy(
     grid: Grid,
     spacing: [f64; 3],
@@ -449,6 +509,7 @@ fn legacy(
     label_of: &HashMap<usize, u32>,
     gt: &[Lesion],
     penalty: f64,
+    distances: bool,
 ) -> RegionReport {
     let (n_pred, n_gt) = (label_of.len(), gt.iter().map(|l| l.voxels.len()).sum::<usize>());
     let mut both = 0;
@@ -461,10 +522,11 @@ fn legacy(
             }
         }
     }
-    let (pred_all, gt_all) = (all_voxels(pred), all_voxels(gt));
     let (dice_score, nsd_05, nsd_10, hd95) = match (n_pred, n_gt) {
         (0, 0) => (1.0, 1.0, 1.0, 0.0),
+        _ if !distances => (dice(both, n_pred, n_gt), f64::NAN, f64::NAN, f64::NAN),
         _ => {
+            let (pred_all, gt_all) = (all_voxels(pred), all_voxels(gt));
             let (nsd_05, nsd_10) = if n_pred == 0 || n_gt == 0 {
                 (0.0, 0.0)
             } else {
@@ -536,16 +598,22 @@ fn all_voxels(lesions: &[Lesion]) -> Vec<usize> {
     all
 }
 
-/// Matches ground-truth lesions with predicted ones and fills in the lesion-wise scores.
-#[allow(clippy::too_many_arguments)]
+/// A region's lesions after merging: predicted, the predicted number of each voxel, true.
+struct Lesions<'a> {
+    pred: &'a [Lesion],
+    label_of: &'a HashMap<usize, u32>,
+    gt: &'a [Lesion],
+}
+
+/// Matches ground-truth lesions with predicted ones and fills in the lesion-wise scores;
+/// without `distances`, HD95 and NSD are NaN.
 fn lesion_wise(
     grid: Grid,
     spacing: [f64; 3],
     region: &RegionRule,
-    pred: &[Lesion],
-    label_of: &HashMap<usize, u32>,
-    gt: &[Lesion],
+    Lesions { pred, label_of, gt }: Lesions<'_>,
     penalty: f64,
+    distances: bool,
     report: &mut RegionReport,
 ) {
     let by_id: HashMap<u32, &Lesion> = pred.iter().map(|l| (l.id, l)).collect();
@@ -575,6 +643,8 @@ fn lesion_wise(
         let dice_score = dice(overlap, matched_voxels.len(), lesion.voxels.len());
         let (hd95, nsd_05, nsd_10) = if matched_voxels.is_empty() {
             (penalty, 0.0, 0.0)
+        } else if !distances {
+            (f64::NAN, f64::NAN, f64::NAN)
         } else {
             let ones = |voxels: &[usize]| voxels.iter().map(|&v| (v, 1u8)).collect::<Vec<_>>();
             let hd = robust_hausdorff(
@@ -660,6 +730,88 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
+    }
+
+    /// A prediction and a truth with every label of every challenge, lesions that merge,
+    /// touch, miss and are made up.
+    fn busy_case() -> (Vec<u8>, Vec<u8>) {
+        let truth = map(&[
+            (&block([4, 4, 4], [10, 10, 8]), 2),
+            (&block([6, 6, 6], [6, 6, 4]), 1),
+            (&block([7, 7, 7], [3, 3, 2]), 3),
+            (&block([25, 25, 15], [6, 6, 6]), 3),
+            (&block([26, 10, 5], [5, 5, 5]), 4),
+            (&block([34, 30, 2], [4, 4, 4]), 1),
+            // Two ET lesions on one necrotic slab: one lesion where ET merges with NETC.
+            (&block([5, 20, 22], [20, 4, 4]), 1),
+            (&block([5, 24, 22], [4, 4, 4]), 3),
+            (&block([21, 24, 22], [4, 4, 4]), 3),
+        ]);
+        let prediction = map(&[
+            (&block([5, 4, 4], [9, 10, 8]), 2),
+            (&block([6, 7, 6], [6, 5, 4]), 3),
+            (&block([8, 8, 8], [2, 2, 2]), 1),
+            (&block([25, 26, 15], [5, 6, 6]), 3),
+            (&block([33, 33, 25], [3, 3, 3]), 2),
+            (&block([26, 10, 5], [4, 5, 5]), 4),
+            (&block([2, 30, 2], [4, 4, 4]), 1),
+            (&block([5, 20, 22], [20, 4, 4]), 1),
+            (&block([5, 24, 22], [4, 4, 4]), 3),
+            (&block([21, 24, 22], [4, 4, 4]), 3),
+        ]);
+        (prediction, truth)
+    }
+
+    #[test]
+    fn one_region_at_dice_detail_scores_as_the_full_evaluation_does() {
+        let (prediction, truth) = busy_case();
+        for challenge in [
+            Challenge::Ssa,
+            Challenge::Gli,
+            Challenge::Ped,
+            Challenge::Men,
+            Challenge::Met,
+        ] {
+            let spacing = [1.0, 1.2, 0.9];
+            let full = evaluate(challenge, grid(), spacing, &prediction, &truth);
+            assert_eq!(full.len(), challenge.regions().len());
+            for report in &full {
+                let some = evaluate_some(
+                    challenge,
+                    grid(),
+                    spacing,
+                    &prediction,
+                    &truth,
+                    Some(&[report.region]),
+                    Detail::Dice,
+                );
+                let [one] = &some[..] else {
+                    panic!("{} {}: {some:?}", challenge.name(), report.region)
+                };
+                let dice = |r: &RegionReport| {
+                    (
+                        r.region,
+                        r.lesion_dice,
+                        r.legacy_dice,
+                        (r.num_tp, r.num_fp, r.num_fn),
+                        r.gt_volume,
+                        r.pred_volume,
+                        r.lesions
+                            .iter()
+                            .map(|l| (l.dice, l.matched.clone()))
+                            .collect::<Vec<_>>(),
+                    )
+                };
+                assert_eq!(dice(one), dice(report), "{}", challenge.name());
+                assert!(one.lesion_hd95.is_nan() || one.lesion_hd95 == report.lesion_hd95);
+            }
+        }
+        // The busy case exercises what it should: a merge, a miss and a false positive.
+        let ssa = evaluate(Challenge::Ssa, grid(), [1.0; 3], &prediction, &truth);
+        assert!(
+            ssa.iter().any(|r| r.num_fp > 0) && ssa.iter().any(|r| r.num_fn > 0),
+            "{ssa:?}"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use segtop::data::cache::CachedCase;
 use segtop::data::preprocess::uncrop;
 use segtop::events::{BratsScores, CaseEvaluation, Event, EventLog, RegionScores};
 use segtop::experiment::Experiment;
-use segtop::metrics::brats::Challenge;
+use segtop::metrics::brats::{Challenge, Detail};
 use segtop::metrics::grid::Grid;
 use segtop::postprocess::{self, Plan};
 use segtop::rundir::RunDir;
@@ -38,7 +38,7 @@ pub fn lesion_dice(case: &CachedCase, predicted: &[u8], truth: &[u8]) -> RegionS
         truth: truth.to_vec(),
     }
     .cropped();
-    BratsScores::lesion_dice(&case.evaluate(CHALLENGE, &Plan::NONE).regions)
+    BratsScores::lesion_dice(&case.evaluate_at(CHALLENGE, &Plan::NONE, Detail::Dice).regions)
 }
 
 /// What the end-of-run evaluation needs from the training run.
