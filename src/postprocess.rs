@@ -21,6 +21,7 @@
 
 use std::fmt::{self, Write as _};
 use std::path::Path;
+use std::time::Instant;
 
 use serde::Deserialize;
 
@@ -273,6 +274,13 @@ impl Plan {
                 v.epoch,
                 cases.join(", ")
             );
+            if let Some(step) = v.cut_short_at {
+                let _ = writeln!(
+                    out,
+                    "# The search stopped at {step} to stay inside the run's time budget: \
+                     `segtop postprocess RUN` searches in full."
+                );
+            }
             for (name, scores) in [("before", &v.before), ("after", &v.after)] {
                 let _ = writeln!(out, "\n[validation.{name}]");
                 let row = |f: &dyn Fn(&BratsScores) -> f64| {
@@ -472,6 +480,9 @@ pub struct Validation {
     /// Per case, before and after.
     pub cases_before: Vec<CaseEvaluation>,
     pub cases_after: Vec<CaseEvaluation>,
+    /// The step ("TC", "ET volume") at which a search with a deadline stopped; it and the
+    /// steps after it kept what they had tried so far (nothing: `none`).
+    pub cut_short_at: Option<&'static str>,
 }
 
 /// Finds the plan that maximises the mean lesion-wise Dice of the validation cases, region by
@@ -480,43 +491,72 @@ pub struct Validation {
 /// equal scores the simpler operation wins (none, then remove-small, then keep-largest), and
 /// among equally good sizes the middle of their run, which leaves the most margin for cases
 /// not seen. `progress` is told each step's name as it starts.
+///
+/// With a `deadline` (a time-budgeted run's end), no candidate is tried once what is left
+/// would not also cover scoring the chosen plan in full (timed on the first, full scoring of
+/// the raw predictions): a step cut short chooses among what it tried, later steps keep
+/// `none`, and [`Validation::cut_short_at`] says where it stopped.
 pub fn search(
     challenge: Challenge,
     cases: &[Case],
     epoch: u32,
     threads: usize,
     progress: &dyn Fn(&str),
+    deadline: Option<Instant>,
 ) -> (Plan, Validation) {
     let mut plan = Plan::NONE;
+    let started = Instant::now();
     let before = evaluate_all(challenge, cases, &plan, threads);
+    let full_scoring = started.elapsed();
+    let out_of_time = || deadline.is_some_and(|d| Instant::now() + full_scoring >= d);
+    let mut cut_short_at = None;
     for region in Region::ALL {
+        if cut_short_at.is_some() || out_of_time() {
+            cut_short_at = cut_short_at.or(Some(region.name()));
+            break;
+        }
         progress(region.name());
         let mut candidates = vec![Operation::None];
         candidates.extend(REMOVE_BELOW.iter().map(|&s| Operation::RemoveSmall(s)));
         candidates.push(Operation::KeepLargest);
-        let scores: Vec<f64> = candidates
-            .iter()
-            .map(|&operation| {
-                let mut trial = plan;
-                trial.set(region, operation);
-                mean_lesion_dice(challenge, cases, &trial, region, threads)
-            })
-            .collect();
-        let chosen = choose(&scores, REMOVE_BELOW.len());
+        let mut scores = Vec::with_capacity(candidates.len());
+        for &operation in &candidates {
+            if !scores.is_empty() && out_of_time() {
+                cut_short_at = Some(region.name());
+                break;
+            }
+            let mut trial = plan;
+            trial.set(region, operation);
+            scores.push(mean_lesion_dice(challenge, cases, &trial, region, threads));
+        }
+        let chosen = choose(&scores, REMOVE_BELOW.len().min(scores.len() - 1));
         plan.set(region, candidates[chosen]);
     }
-    progress("ET volume");
-    let mut scores = vec![mean_lesion_dice(challenge, cases, &plan, Region::Et, threads)];
-    for &size in &ET_TO_NCR_BELOW {
-        let trial = Plan {
-            et_to_ncr_below: size,
-            ..plan
-        };
-        scores.push(mean_lesion_dice(challenge, cases, &trial, Region::Et, threads));
+    if cut_short_at.is_none() && out_of_time() {
+        cut_short_at = Some(ET_VOLUME);
     }
-    let chosen = choose(&scores, ET_TO_NCR_BELOW.len());
-    plan.et_to_ncr_below = if chosen == 0 { 0 } else { ET_TO_NCR_BELOW[chosen - 1] };
-    let after = evaluate_all(challenge, cases, &plan, threads);
+    if cut_short_at.is_none() {
+        progress(ET_VOLUME);
+        let mut scores = vec![mean_lesion_dice(challenge, cases, &plan, Region::Et, threads)];
+        for &size in &ET_TO_NCR_BELOW {
+            if out_of_time() {
+                cut_short_at = Some(ET_VOLUME);
+                break;
+            }
+            let trial = Plan {
+                et_to_ncr_below: size,
+                ..plan
+            };
+            scores.push(mean_lesion_dice(challenge, cases, &trial, Region::Et, threads));
+        }
+        let chosen = choose(&scores, ET_TO_NCR_BELOW.len().min(scores.len() - 1));
+        plan.et_to_ncr_below = if chosen == 0 { 0 } else { ET_TO_NCR_BELOW[chosen - 1] };
+    }
+    let after = if plan == Plan::NONE {
+        before.clone()
+    } else {
+        evaluate_all(challenge, cases, &plan, threads)
+    };
     let regions = challenge.regions();
     let validation = Validation {
         challenge: challenge.name().to_string(),
@@ -526,9 +566,13 @@ pub fn search(
         after: CaseEvaluation::mean(&after, regions),
         cases_before: before,
         cases_after: after,
+        cut_short_at,
     };
     (plan, validation)
 }
+
+/// The name of the search's last step, the enhancing-tumour volume rule.
+const ET_VOLUME: &str = "ET volume";
 
 /// Searches the plan for a run's validation cases, writes it to the run's `postprocess.toml`
 /// (replacing any earlier one whole), and returns it.
@@ -538,8 +582,9 @@ pub fn learn(
     epoch: u32,
     threads: usize,
     progress: &dyn Fn(&str),
+    deadline: Option<Instant>,
 ) -> std::io::Result<(Plan, Validation)> {
-    let (plan, validation) = search(Challenge::Ssa, cases, epoch, threads, progress);
+    let (plan, validation) = search(Challenge::Ssa, cases, epoch, threads, progress, deadline);
     crate::rundir::write_text(run.path(), &run.postprocess(), &plan.to_toml(Some(&validation)))?;
     Ok((plan, validation))
 }
@@ -625,6 +670,7 @@ fn on_threads<T: Send>(cases: &[Case], threads: usize, score: impl Fn(&Case) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const SHAPE: [usize; 3] = [40, 40, 30];
 
@@ -753,7 +799,7 @@ mod tests {
     #[test]
     fn the_search_removes_planted_blobs_and_keeps_the_second_focus() {
         let cases = planted_cases();
-        let (plan, validation) = search(Challenge::Ssa, &cases, 3, 2, &|_| {});
+        let (plan, validation) = search(Challenge::Ssa, &cases, 3, 2, &|_| {}, None);
         // Blobs of 64 and 80 voxels go, the 180-voxel focus stays: of the sizes tried, only
         // 100 does both (keeping the largest component would lose the focus).
         assert_eq!(plan.wt, Operation::RemoveSmall(100));
@@ -773,6 +819,37 @@ mod tests {
     }
 
     #[test]
+    fn a_search_out_of_time_keeps_what_it_chose_and_says_where_it_stopped() {
+        let cases = planted_cases();
+        // No time at all: nothing is tried, the raw predictions are the result.
+        let told = std::sync::Mutex::new(Vec::new());
+        let progress = |step: &str| told.lock().expect("lock").push(step.to_string());
+        let (plan, validation) = search(Challenge::Ssa, &cases, 3, 2, &progress, Some(Instant::now()));
+        assert!(plan.is_none(), "{plan:?}");
+        assert_eq!(validation.cut_short_at, Some("WT"));
+        assert_eq!(validation.before, validation.after);
+        assert!(told.lock().expect("lock").is_empty());
+        assert!(plan.to_toml(Some(&validation)).contains("# The search stopped at WT"));
+        // Time runs out while TC starts (the progress call waits past the deadline): WT's
+        // choice stands, TC keeps the one candidate it tried (none), and the rest is left.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let progress = |step: &str| {
+            if step == "TC" {
+                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+            }
+        };
+        let (plan, validation) = search(Challenge::Ssa, &cases, 3, 2, &progress, Some(deadline));
+        assert_eq!(plan.wt, Operation::RemoveSmall(100));
+        assert_eq!((plan.tc, plan.et), (Operation::None, Operation::None));
+        assert_eq!(validation.cut_short_at, Some("TC"));
+        // With time to spare, the search is the one without a deadline.
+        let far = Instant::now() + Duration::from_secs(3600);
+        let (with, validation) = search(Challenge::Ssa, &cases, 3, 2, &|_| {}, Some(far));
+        assert_eq!(with, search(Challenge::Ssa, &cases, 3, 2, &|_| {}, None).0);
+        assert_eq!(validation.cut_short_at, None);
+    }
+
+    #[test]
     fn the_search_keeps_a_clean_prediction_as_it_is() {
         let cases: Vec<Case> = planted_cases()
             .into_iter()
@@ -781,7 +858,7 @@ mod tests {
                 ..c
             })
             .collect();
-        let (plan, validation) = search(Challenge::Ssa, &cases, 3, 1, &|_| {});
+        let (plan, validation) = search(Challenge::Ssa, &cases, 3, 1, &|_| {}, None);
         assert!(plan.is_none(), "{plan:?}");
         assert_eq!(validation.before, validation.after);
     }
@@ -815,7 +892,7 @@ mod tests {
         let text = plan.to_toml(None);
         assert_eq!(Plan::parse(Path::new("p.toml"), &text).expect("reads back"), plan);
         let cases = planted_cases();
-        let (_, validation) = search(Challenge::Ssa, &cases, 3, 2, &|_| {});
+        let (_, validation) = search(Challenge::Ssa, &cases, 3, 2, &|_| {}, None);
         let text = plan.to_toml(Some(&validation));
         assert!(text.contains("[validation.after]"), "{text}");
         assert_eq!(Plan::parse(Path::new("p.toml"), &text).expect("reads back"), plan);

@@ -67,8 +67,15 @@ pub fn postprocess(workspace: &Workspace, args: &PostprocessArgs) -> anyhow::Res
         cases.len(),
         run.id()
     );
-    let (plan, validation) = postprocess::learn(&run, &cases, epoch, threads, &|step| println!("  choosing {step}"))
-        .with_context(|| format!("cannot write {}", run.postprocess().display()))?;
+    let (plan, validation) = postprocess::learn(
+        &run,
+        &cases,
+        epoch,
+        threads,
+        &|step| println!("  choosing {step}"),
+        None,
+    )
+    .with_context(|| format!("cannot write {}", run.postprocess().display()))?;
     println!("post-processing: {}", plan.describe());
     for line in postprocess::table(&validation) {
         println!("  {line}");

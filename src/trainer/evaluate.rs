@@ -50,6 +50,8 @@ pub struct FinalEvaluation<'a> {
     /// The epoch of the weights in `best.safetensors`, else the last epoch.
     pub best_epoch: u32,
     pub threads: usize,
+    /// When a time-budgeted run must be done: the post-processing search stops in time.
+    pub deadline: Option<Instant>,
     pub say: &'a dyn Fn(&str),
 }
 
@@ -119,8 +121,21 @@ impl FinalEvaluation<'_> {
         let (raw, plan, after) = if validate.postprocess {
             say("learning post-processing on the validation cases");
             let progress = |step: &str| say(&format!("  choosing {step}"));
-            let (plan, validation) = postprocess::learn(self.run, &scored, self.best_epoch, self.threads, &progress)
-                .with_context(|| format!("cannot write {}", self.run.postprocess().display()))?;
+            let (plan, validation) = postprocess::learn(
+                self.run,
+                &scored,
+                self.best_epoch,
+                self.threads,
+                &progress,
+                self.deadline,
+            )
+            .with_context(|| format!("cannot write {}", self.run.postprocess().display()))?;
+            if let Some(step) = validation.cut_short_at {
+                say(&format!(
+                    "  the search stopped at {step} to stay inside the time budget (`segtop postprocess {}` searches in full)",
+                    self.run.id()
+                ));
+            }
             say(&format!("post-processing: {}", plan.describe()));
             for line in postprocess::table(&validation) {
                 say(&format!("  {line}"));

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::Utc;
@@ -691,6 +691,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
         cases: &validation_cases,
         best_epoch,
         threads: threads as usize,
+        deadline: budget.as_ref().map(|b| b.deadline(used(&state))),
         say: &say,
     }
     .run(&mut vs, &net, &mut events)?;
@@ -760,6 +761,13 @@ impl Budgeted {
             pace,
             planned,
         }
+    }
+
+    /// When the run must be done, `used` seconds into its budget: its end, less half the
+    /// margin (for the last records and a slow disk).
+    fn deadline(&self, used: f64) -> Instant {
+        let left = self.limit.seconds() as f64 - used - 0.5 * self.planner.margin();
+        Instant::now() + Duration::from_secs_f64(left.max(0.0))
     }
 
     /// Epochs to train: the plan, or the most allowed until there is one.
