@@ -3,9 +3,9 @@
 # (4 learning rates x 2 widths of the default U-Net) once as a halving sweep (eta 2, rungs of
 # RUNG, 2x, 4x and 8x RUNG per run) and once each run to the top budget (8x RUNG). Both go through
 # segtop's queue with 2 runs at once and 1 thread each, the halving sweep first, then the grid.
-# Prints, for each: the best validation Dice found (mean over ET, TC, WT of a run's best
-# validation, lesion-wise and legacy), the configuration that found it, and the CPU time used
-# (the runs' training seconds x their threads); then the ratios.
+# Prints, for each: the best validation Dice found (legacy Dice, the mean over ET, TC, WT of a
+# run's best validation; the sweep ranks by it too, its default), the configuration that found
+# it, and the CPU time used (the runs' training seconds x their threads); then the ratios.
 #
 # usage: bench/halving.sh DATA_DIR [RUNG] [WORKSPACE]   (default RUNG 2m; a new temporary workspace)
 #   DATA_DIR: a BraTS folder (e.g. the 20 development cases of the reference set); RUNG like "2m".
@@ -44,7 +44,6 @@ warmup_epochs = 1
 every = 1
 cases = 2
 hd95 = false
-select = "lesion"
 EOF
 }
 { common; printf '[run]\nname = "halving"\n[sweep]\nmethod = "halving"\neta = 2\nrung = "%s"\n"train.lr" = [3e-4, 1e-3, 3e-3, 1e-2]\n"model.base_filters" = [8, 16]\n' "$rung"; } > experiments/halving.toml

@@ -71,8 +71,11 @@ impl Rules {
 
     /// The plan for `runs` configurations: `floor(log_eta(runs))` rungs above the first, each
     /// `eta` times the one below. The first rung is `rung`, or what makes the whole sweep fit
-    /// `budget` (every rung costs about the same: fewer runs, each longer).
-    pub fn plan(&self, runs: usize, select: Selection) -> Result<Halving, String> {
+    /// `budget` (every rung costs about the same: fewer runs, each longer). Runs are ranked by
+    /// legacy Dice unless `metric` says otherwise: at the first rungs a network is young, and
+    /// the lesion-wise Dice of its raw predictions counts its scattered false positives more
+    /// than its segmentation (on real scans it fell from epoch to epoch while legacy Dice rose).
+    pub fn plan(&self, runs: usize) -> Result<Halving, String> {
         let eta = self.eta.unwrap_or(DEFAULT_ETA);
         let mut levels = 0u32;
         while (eta as usize).pow(levels + 1) <= runs {
@@ -110,7 +113,7 @@ impl Rules {
             eta,
             rungs,
             budget: self.budget.map(Budget::seconds),
-            metric: self.metric.unwrap_or(select).name().to_string(),
+            metric: self.metric.unwrap_or(Selection::Legacy).name().to_string(),
         })
     }
 }
@@ -467,30 +470,25 @@ mod tests {
         let mut rules = Rules::default();
         rules.set("budget", &toml_edit::Value::from("8h")).expect("a duration");
         rules.set("eta", &toml_edit::Value::from(2)).expect("eta");
-        let plan = rules.plan(8, Selection::Lesion).expect("a plan");
+        let plan = rules.plan(8).expect("a plan");
         // 8 runs, eta 2: rungs for 8, 4, 2, 1; each run-rung costs about the same.
         assert_eq!(plan.rungs.len(), 4);
-        assert_eq!(plan.metric, "lesion");
+        assert_eq!(plan.metric, "legacy");
+        let mut lesion = rules.clone();
+        lesion
+            .set("metric", &toml_edit::Value::from("lesion"))
+            .expect("a metric");
+        assert_eq!(lesion.plan(8).expect("a plan").metric, "lesion");
         let first = plan.rungs[0];
         assert_eq!(plan.rungs, [first, 2 * first, 4 * first, 8 * first]);
         let total = 8 * first + 4 * first + 2 * (2 * first) + (4 * first);
         assert!(total <= 8 * 3600, "{total}");
         assert!(total > 7 * 3600, "{total}: the budget is nearly used");
         // Too few runs, or no time given: refused.
-        assert!(
-            Rules::default()
-                .plan(8, Selection::Legacy)
-                .expect_err("no time")
-                .contains("sweep.rung")
-        );
+        assert!(Rules::default().plan(8).expect_err("no time").contains("sweep.rung"));
         let mut small = Rules::default();
         small.set("rung", &toml_edit::Value::from("10m")).expect("rung");
-        assert!(
-            small
-                .plan(2, Selection::Legacy)
-                .expect_err("2 < 3")
-                .contains("nothing to halve")
-        );
+        assert!(small.plan(2).expect_err("2 < 3").contains("nothing to halve"));
         assert!(small.set("eta", &toml_edit::Value::from(1)).is_err());
         assert!(small.set("metric", &toml_edit::Value::from("hd95")).is_err());
         assert!(

@@ -200,8 +200,7 @@ pub fn expand(path: &Path, text: &str, workspace: &Path) -> anyhow::Result<Optio
         ));
     }
     let halving = if method == "halving" {
-        let metric = base.validate.select;
-        Some(halving.plan(combinations.len(), metric).map_err(fail)?)
+        Some(halving.plan(combinations.len()).map_err(fail)?)
     } else {
         None
     };
