@@ -360,6 +360,23 @@ impl EventLog {
         self.file.write_all(event.to_line().as_bytes())?;
         self.file.flush()
     }
+
+    /// Ends a run as failed: an `error` and a `run_finished` record with the same `reason`,
+    /// `seconds` into the run.
+    pub fn emit_failure(&mut self, reason: &str, seconds: f64) -> std::io::Result<()> {
+        let time = chrono::Utc::now();
+        self.emit(&Event::Error {
+            time,
+            message: reason.to_string(),
+        })?;
+        self.emit(&Event::RunFinished {
+            time,
+            outcome: Outcome::Failed,
+            best_dice: None,
+            reason: Some(reason.to_string()),
+            seconds,
+        })
+    }
 }
 
 /// Reads a growing `events.jsonl` incrementally: each [`EventTail::poll`] returns the records

@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, RefreshKind, System};
 
-use crate::events::{Event, EventLog, Outcome as RunOutcome};
+use crate::events::EventLog;
 use crate::launcher::{self, Launcher};
 use crate::queue::{self, LiveRun, Machine, Outcome, Queue, QueueSettings};
 use crate::rundir::RunDir;
@@ -179,18 +179,7 @@ fn mark_failed(run: &RunDir, reason: &str) {
         return;
     }
     if let Ok(mut events) = EventLog::open(&run.events()) {
-        let time = chrono::Utc::now();
-        let _ = events.emit(&Event::Error {
-            time,
-            message: reason.to_string(),
-        });
-        let _ = events.emit(&Event::RunFinished {
-            time,
-            outcome: RunOutcome::Failed,
-            best_dice: None,
-            reason: Some(reason.to_string()),
-            seconds: 0.0,
-        });
+        let _ = events.emit_failure(reason, 0.0);
     }
 }
 

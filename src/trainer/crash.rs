@@ -14,7 +14,7 @@ use std::os::fd::IntoRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
-use segtop::events::{Event, EventLog, Outcome};
+use segtop::events::EventLog;
 
 const ADVICE: &str = "make the patch or batch smaller, or run fewer runs at once";
 
@@ -67,18 +67,7 @@ fn fail_fast_on_panic(events: PathBuf) {
             .unwrap_or_default();
         eprintln!("segtop-train: error: {reason}{place}");
         if let Ok(mut log) = EventLog::open(&events) {
-            let time = chrono::Utc::now();
-            let _ = log.emit(&Event::Error {
-                time,
-                message: reason.clone(),
-            });
-            let _ = log.emit(&Event::RunFinished {
-                time,
-                outcome: Outcome::Failed,
-                best_dice: None,
-                reason: Some(reason),
-                seconds: elapsed(),
-            });
+            let _ = log.emit_failure(&reason, elapsed());
         }
         let _ = std::io::stdout().flush();
         std::process::exit(super::exit::FAILED);
@@ -376,6 +365,7 @@ impl<const N: usize> std::fmt::Write for Text<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use segtop::events::{Event, Outcome};
 
     #[test]
     fn panics_read_as_plain_reasons() {
