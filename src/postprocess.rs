@@ -420,11 +420,17 @@ impl Case {
         }
     }
 
+    /// The case's prediction after `plan`.
+    fn planned(&self, plan: &Plan) -> Vec<u8> {
+        let mut prediction = self.prediction.clone();
+        plan.apply(self.grid, &mut prediction);
+        prediction
+    }
+
     /// The official lesion-wise Dice of one region of the case's prediction after `plan`,
     /// without the surface distances the full evaluation also computes.
     pub fn lesion_dice(&self, challenge: Challenge, plan: &Plan, region: Region) -> f64 {
-        let mut prediction = self.prediction.clone();
-        plan.apply(self.grid, &mut prediction);
+        let prediction = self.planned(plan);
         brats::evaluate_some(
             challenge,
             self.grid,
@@ -445,8 +451,7 @@ impl Case {
 
     /// [`Case::evaluate`] at a `detail`: with [`brats::Detail::Dice`], the distances are NaN.
     pub fn evaluate_at(&self, challenge: Challenge, plan: &Plan, detail: brats::Detail) -> CaseEvaluation {
-        let mut prediction = self.prediction.clone();
-        plan.apply(self.grid, &mut prediction);
+        let prediction = self.planned(plan);
         let reports = brats::evaluate_some(
             challenge,
             self.grid,

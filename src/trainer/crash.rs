@@ -129,14 +129,17 @@ impl Bound {
         if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0 && limit.rlim_cur != libc::RLIM_INFINITY {
             let limit_mib = limit.rlim_cur >> 20;
             let mut buffer = [0u8; 4096];
-            let used_mib = proc_field_kib(c"/proc/self/status", b"VmSize:", &mut buffer).map(|kib| kib >> 10);
+            let used_mib = read_proc(c"/proc/self/status", &mut buffer)
+                .and_then(|status| field_kib(status, b"VmSize:"))
+                .map(|kib| kib >> 10);
             if !exhausted || used_mib.is_some_and(|used| used + 64 >= limit_mib) {
                 return Some(Bound::AddressSpace { limit_mib });
             }
         }
         let mut buffer = [0u8; 4096];
-        let total = proc_field_kib(c"/proc/meminfo", b"MemTotal:", &mut buffer)?;
-        let available = proc_field_kib(c"/proc/meminfo", b"MemAvailable:", &mut buffer)?;
+        let meminfo = read_proc(c"/proc/meminfo", &mut buffer)?;
+        let total = field_kib(meminfo, b"MemTotal:")?;
+        let available = field_kib(meminfo, b"MemAvailable:")?;
         (available < (256 << 10).max(total / 20)).then_some(Bound::Machine {
             available_mib: available >> 10,
         })
@@ -154,11 +157,11 @@ impl std::fmt::Display for Bound {
     }
 }
 
-/// The number (in kB) after `name` in a `/proc` file such as `/proc/self/status`, read into
-/// `buffer` with plain system calls.
-fn proc_field_kib(path: &std::ffi::CStr, name: &[u8], buffer: &mut [u8]) -> Option<u64> {
+/// The start of a `/proc` file such as `/proc/self/status`, read into `buffer` with plain
+/// system calls.
+fn read_proc<'a>(path: &std::ffi::CStr, buffer: &'a mut [u8]) -> Option<&'a [u8]> {
     // SAFETY: open, read and close on a buffer this function owns.
-    let text = unsafe {
+    unsafe {
         let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         if fd < 0 {
             return None;
@@ -172,9 +175,8 @@ fn proc_field_kib(path: &std::ffi::CStr, name: &[u8], buffer: &mut [u8]) -> Opti
             len += n as usize;
         }
         libc::close(fd);
-        &buffer[..len]
-    };
-    field_kib(text, name)
+        Some(&buffer[..len])
+    }
 }
 
 /// The number after `name` at the start of a line of `text` ("VmSize:   812345 kB").
@@ -473,7 +475,8 @@ mod tests {
         assert_eq!(field_kib(status, b"VmRSS:"), None);
         assert_eq!(field_kib(b"VmSize:\t kB\n", b"VmSize:"), None);
         let mut buffer = [0u8; 4096];
-        assert!(proc_field_kib(c"/proc/self/status", b"VmSize:", &mut buffer).is_some_and(|kib| kib > 0));
+        let status = read_proc(c"/proc/self/status", &mut buffer).expect("readable");
+        assert!(field_kib(status, b"VmSize:").is_some_and(|kib| kib > 0));
     }
 
     #[test]
