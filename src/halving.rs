@@ -293,7 +293,7 @@ pub fn decide(halving: &Halving, members: &[Member]) -> Vec<Decision> {
 
 /// The score that ranks a run: the mean over ET, TC and WT of its best validation, by the
 /// sweep's metric (lesion-wise where the validation has it, else legacy).
-pub fn score(run: &crate::dashboard::run::RunModel, metric: &str) -> Option<f64> {
+pub fn score(run: &crate::runs::model::RunModel, metric: &str) -> Option<f64> {
     match (metric, run.best_lesion_dice) {
         ("lesion", Some(lesion)) => Some(lesion.mean()),
         _ => run.best.map(|(_, dice)| dice.mean()),
@@ -354,7 +354,7 @@ pub fn tick(workspace: &crate::workspace::Workspace, queue: &crate::queue::Queue
                 until_seconds: halving.rungs.first().copied().unwrap_or(0),
                 scores: Vec::new(),
             });
-            let mut model = crate::dashboard::run::RunModel::new(id.clone(), run.path());
+            let mut model = crate::runs::model::RunModel::new(id.clone(), run.path());
             for line in std::fs::read_to_string(run.events()).unwrap_or_default().lines() {
                 if let Ok(event) = crate::events::Event::from_line(line) {
                     model.apply(&event);

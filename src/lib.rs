@@ -22,6 +22,8 @@ pub mod postprocess;
 pub mod queue;
 pub mod render;
 pub mod rundir;
+pub mod runs;
+pub mod settings;
 pub mod slurm;
 pub mod supervisor;
 pub mod theme;

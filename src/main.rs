@@ -14,9 +14,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use segtop::config::{Choice, Source};
-use segtop::dashboard::settings::Settings;
 use segtop::experiment::{Axis, Experiment, Layout, Modality};
 use segtop::render::ColorMode;
+use segtop::settings::Settings;
 use segtop::theme::Theme;
 use segtop::workspace::Workspace;
 

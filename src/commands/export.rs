@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use anyhow::Context;
 use serde::Serialize;
 
-use segtop::dashboard::watch::run_directories;
 use segtop::events::{BratsScores, Event, EventTail, RegionScores};
 use segtop::rundir::RunDir;
+use segtop::runs::watch::run_directories;
 use segtop::workspace::Workspace;
 
 #[derive(clap::Args)]

@@ -32,7 +32,7 @@ pub struct PostprocessArgs {
 
 /// Learns and stores the plan; prints the validation scores before and after.
 pub fn postprocess(workspace: &Workspace, args: &PostprocessArgs) -> anyhow::Result<()> {
-    let runs = segtop::dashboard::watch::snapshot(workspace);
+    let runs = segtop::runs::watch::snapshot(workspace);
     let model = super::runs::find(&runs, &args.run)?;
     anyhow::ensure!(
         !model.state().is_active(),

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
-use segtop::dashboard::settings::Settings;
 use segtop::experiment::{Experiment, LauncherKind, cost};
 use segtop::queue::{ByteSize, Queue, QueueFile};
 use segtop::rundir::RunDir;
+use segtop::settings::Settings;
 use segtop::workspace::Workspace;
 
 use super::runs::find_id;
@@ -117,12 +117,12 @@ fn slurm_job(workspace: &Workspace, query: &str, queue: &Queue) -> anyhow::Resul
     if find_id(queued.entries.iter().map(|e| e.run.as_str()), query).is_ok() {
         return Ok(None);
     }
-    let runs = segtop::dashboard::watch::snapshot(workspace);
+    let runs = segtop::runs::watch::snapshot(workspace);
     let Ok(run) = super::runs::find(&runs, query) else {
         return Ok(None);
     };
     match (&run.job, run.state()) {
-        (Some(job), segtop::dashboard::run::RunState::Pending) => Ok(Some((run.id.clone(), job.id.clone()))),
+        (Some(job), segtop::runs::model::RunState::Pending) => Ok(Some((run.id.clone(), job.id.clone()))),
         (Some(_), state) => anyhow::bail!(
             "{} is {}: only a pending Slurm job can be held or released",
             run.id,

@@ -14,11 +14,11 @@ use anyhow::Context;
 use plotters::prelude::*;
 
 use segtop::config::Choice;
-use segtop::dashboard::preview::{self, PreviewData};
 use segtop::events::RegionScores;
 use segtop::experiment::{Axis, Modality};
 use segtop::render::{self, Slice};
 use segtop::rundir::RunDir;
+use segtop::runs::preview::{self, PreviewData};
 use segtop::theme::Theme;
 use segtop::workspace::Workspace;
 
@@ -39,7 +39,7 @@ pub struct ReportArgs {
 const FONT: &str = "sans-serif";
 
 pub fn report(workspace: &Workspace, args: &ReportArgs) -> anyhow::Result<()> {
-    let runs = segtop::dashboard::watch::snapshot(workspace);
+    let runs = segtop::runs::watch::snapshot(workspace);
     let model = super::runs::find(&runs, &args.run)?;
     let run = RunDir::open(&model.dir);
     register_font()?;

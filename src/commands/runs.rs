@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use serde::Serialize;
 
-use segtop::dashboard::run::{EvaluationSummary, FoldGroup, RunModel, RunSort, RunState, fold_groups, sort_runs};
-use segtop::dashboard::view::format_duration;
-use segtop::dashboard::watch::snapshot;
 use segtop::events::{BratsScores, RegionScores};
 use segtop::launcher::Halt;
 use segtop::rundir::RunDir;
+use segtop::runs::format_duration;
+use segtop::runs::model::{EvaluationSummary, FoldGroup, RunModel, RunSort, RunState, fold_groups, sort_runs};
+use segtop::runs::watch::snapshot;
 use segtop::workspace::Workspace;
 
 #[derive(clap::Args)]

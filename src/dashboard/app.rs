@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEventKind};
 
-use super::run::{RunModel, RunSort, RunState, sort_runs};
-use super::settings::{ChartMarker, Settings};
-use super::watch::{HostSample, Watch};
 use crate::experiment::Experiment;
 use crate::launcher::Halt;
+use crate::runs::model::{RunModel, RunSort, RunState, sort_runs};
+use crate::runs::watch::{HostSample, Watch};
+use crate::settings::{ChartMarker, Settings};
 use crate::theme::Theme;
 use crate::workspace::Workspace;
 
@@ -44,7 +44,7 @@ pub enum Msg {
         previews: u32,
         modality: crate::experiment::Modality,
         epoch: Option<u32>,
-        result: Result<Option<Box<super::preview::PreviewData>>, String>,
+        result: Result<Option<Box<crate::runs::preview::PreviewData>>, String>,
     },
     /// The experiment editor is ready on a clone (or the source could not be read).
     Editor(Result<Box<super::editor::Editor>, String>),
@@ -275,7 +275,7 @@ pub struct App {
     pub compare_sort: usize,
     pub compare_reverse: bool,
     /// The open run's latest preview, once loaded.
-    pub preview: Option<super::preview::PreviewData>,
+    pub preview: Option<super::preview::Preview>,
     pub preview_view: super::preview::PreviewView,
     /// Why there is no preview to draw (loading, an error), when there is none.
     pub preview_status: Option<String>,
@@ -284,7 +284,7 @@ pub struct App {
     /// The compare view shows the first two marked runs' previews on one slice (`v`).
     pub compare_previews: bool,
     /// Their latest previews, by run.
-    pub compared: BTreeMap<String, super::preview::PreviewData>,
+    pub compared: BTreeMap<String, super::preview::Preview>,
     /// The compared previews asked for: run, previews written then, modality.
     compared_asked: Vec<(String, u32, crate::experiment::Modality)>,
     /// The preview asked for last: run, previews written then, modality.
@@ -595,11 +595,11 @@ impl App {
                 }
                 match result {
                     Ok(Some(data)) if for_run => {
-                        self.preview = Some(*data);
+                        self.preview = Some(super::preview::Preview::new(*data));
                         self.preview_status = None;
                     }
                     Ok(Some(data)) if compared => {
-                        self.compared.insert(run, *data);
+                        self.compared.insert(run, super::preview::Preview::new(*data));
                     }
                     Ok(None) if for_run => self.preview_status = Some("no preview written yet".to_string()),
                     Err(error) if for_run => self.preview_status = Some(error),

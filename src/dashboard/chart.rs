@@ -9,8 +9,8 @@ use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Widget};
 
-use super::history::History;
-use super::settings::ChartMarker;
+use crate::runs::history::History;
+use crate::settings::ChartMarker;
 use crate::theme::Theme;
 
 /// One line of a chart.

@@ -8,12 +8,8 @@
 pub mod app;
 pub mod chart;
 pub mod editor;
-pub mod history;
 pub mod preview;
-pub mod run;
-pub mod settings;
 pub mod view;
-pub mod watch;
 
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread;
@@ -22,10 +18,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
 
+use crate::runs::watch;
+use crate::settings::Settings;
 use crate::theme::Theme;
 use crate::workspace::Workspace;
 use app::{App, Effect, ExperimentEntry, Msg};
-use settings::Settings;
 
 /// Shortest time between two frames.
 const FRAME_INTERVAL: Duration = Duration::from_millis(100);
@@ -51,7 +48,13 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
     spawn_signals(tx.clone(), gate.clone())?;
     spawn_scanner(workspace.clone(), tx.clone())?;
     let (look, requests) = mpsc::channel();
-    watch::spawn(workspace.clone(), tx.clone(), requests).context("cannot start the watcher thread")?;
+    watch::spawn(
+        workspace.clone(),
+        tx.clone(),
+        |look| Msg::Watch(Box::new(look)),
+        requests,
+    )
+    .context("cannot start the watcher thread")?;
     spawn_demo_data(workspace.clone(), tx.clone())?;
 
     let mut app = App::new(workspace.clone(), options.theme).with_choices(options.themes, options.settings);
@@ -198,7 +201,7 @@ fn perform(
             } => {
                 let (tx, root) = (tx.clone(), workspace.root().to_path_buf());
                 let spawned = thread::Builder::new().name("preview".into()).spawn(move || {
-                    let result = preview::load_epoch(&root, &dir, modality, epoch)
+                    let result = crate::runs::preview::load_epoch(&root, &dir, modality, epoch)
                         .map(|p| p.map(Box::new))
                         .map_err(|e| format!("{e:#}"));
                     let _ = tx.send(Msg::Preview {

@@ -1,39 +1,23 @@
-//! The slice preview: a run's latest predicted labels for its preview case against the
-//! case's ground truth, drawn in character cells with [`crate::render`].
+//! The slice preview on screen: a run's [`PreviewData`] drawn in character cells with
+//! [`crate::render`], ground truth and prediction side by side.
 //!
-//! Loading reads three NIfTI files (a second or so for a full-size case), so it happens on a
-//! thread of its own; the cells are computed when the slice, axis, mode or panel size change,
-//! not on every frame.
+//! The cells are computed when the slice, axis, mode or panel size change, not on every
+//! frame.
 
 use std::cell::RefCell;
-use std::path::Path;
 
-use anyhow::Context;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::Color;
 
-use crate::data::case;
-use crate::data::volume::Volume;
-use crate::events::{Event, EventTail, RegionScores};
-use crate::experiment::{Axis, Experiment, Modality};
+use crate::experiment::{Axis, Modality};
 use crate::render::{self, Cell, ColorMode, Palette, Slice};
-use crate::rundir::RunDir;
+use crate::runs::preview::PreviewData;
 
-/// A run's latest preview, loaded.
+/// A loaded preview with the cells last drawn from it.
 #[derive(Debug)]
-pub struct PreviewData {
-    pub run: String,
-    pub epoch: u32,
-    pub case: String,
-    pub modality: Modality,
-    pub image: Volume<f32>,
-    pub truth: Option<Volume<u8>>,
-    pub prediction: Volume<u8>,
-    /// Intensity window: the 0.5th and 99.5th percentiles of the brain.
-    pub window: (f32, f32),
-    /// Dice of the whole predicted volume per region, when there is ground truth.
-    pub dice: Option<RegionScores>,
+pub struct Preview {
+    data: PreviewData,
     cache: RefCell<Option<(CacheKey, Pictures)>>,
 }
 
@@ -76,118 +60,30 @@ impl PreviewView {
     }
 }
 
-/// Loads the latest preview of the run in `dir`: its predicted labels, and the preview
-/// case's `modality` and labels from the experiment's dataset. `None` before any preview.
-pub fn load(workspace: &Path, dir: &Path, modality: Modality) -> anyhow::Result<Option<PreviewData>> {
-    load_epoch(workspace, dir, modality, None)
+impl std::ops::Deref for Preview {
+    type Target = PreviewData;
+
+    fn deref(&self) -> &PreviewData {
+        &self.data
+    }
 }
 
-/// Loads the preview written at `epoch` (the latest at or before it; `None`: the latest).
-pub fn load_epoch(
-    workspace: &Path,
-    dir: &Path,
-    modality: Modality,
-    epoch: Option<u32>,
-) -> anyhow::Result<Option<PreviewData>> {
-    let run = RunDir::open(dir);
-    let (events, _) = EventTail::new(run.events())
-        .poll()
-        .with_context(|| format!("cannot read {}", run.events().display()))?;
-    let Some((epoch, case_id, path)) = events
-        .into_iter()
-        .rev()
-        .filter_map(|e| match e {
-            Event::PreviewWritten { epoch, case, path, .. } => Some((epoch, case, path)),
-            _ => None,
-        })
-        .find(|(e, ..)| epoch.is_none_or(|wanted| *e <= wanted))
-    else {
-        return Ok(None);
-    };
-    let experiment = Experiment::load(&run.experiment(), workspace)?;
-    let found = case::discover(&experiment.data.root, experiment.data.layout)
-        .with_context(|| format!("cannot read {}", experiment.data.root.display()))?;
-    let files = found.cases.into_iter().find(|c| c.id == case_id).ok_or_else(|| {
-        anyhow::anyhow!(
-            "the preview case {case_id} is not in {} any more",
-            experiment.data.root.display()
-        )
-    })?;
-    let mut loaded = case::load_case(&files, &[modality])?;
-    let image = loaded.images.remove(0);
-    let prediction = crate::data::volume::read_volume_map(&run.path().join(&path), |v| v.round().clamp(0.0, 3.0) as u8)
-        .with_context(|| format!("cannot read the preview {path}"))?;
-    anyhow::ensure!(
-        prediction.shape == image.shape,
-        "the preview {path} is {:?}, its case {:?}",
-        prediction.shape,
-        image.shape
-    );
-    Ok(Some(PreviewData::new(
-        run.id(),
-        epoch,
-        case_id,
-        modality,
-        image,
-        loaded.labels,
-        prediction,
-    )))
-}
-
-impl PreviewData {
-    /// A preview of `prediction` over `image` (one modality), with the ground truth when
-    /// there is one; the intensity window and the case's Dice are computed here.
-    pub fn new(
-        run: String,
-        epoch: u32,
-        case: String,
-        modality: Modality,
-        image: Volume<f32>,
-        truth: Option<Volume<u8>>,
-        prediction: Volume<u8>,
-    ) -> PreviewData {
-        let dice = truth
-            .as_ref()
-            .map(|truth| crate::metrics::region_dice(&prediction.data, &truth.data));
-        PreviewData {
-            run,
-            epoch,
-            case,
-            modality,
-            window: render::auto_window(&image, 0.5, 99.5),
-            image,
-            truth,
-            prediction,
-            dice,
+impl Preview {
+    pub fn new(data: PreviewData) -> Preview {
+        Preview {
+            data,
             cache: RefCell::new(None),
         }
     }
 
-    /// Slices along `axis`.
-    pub fn slices(&self, axis: Axis) -> usize {
-        render::slice_count(&self.image, axis)
-    }
-
-    /// The slice `view` shows: its own, else the one with the most tumour (in the ground
-    /// truth, else the prediction).
+    /// The slice `view` shows: its own, else the one with the most tumour.
     pub fn slice_index(&self, view: &PreviewView) -> usize {
-        let count = self.slices(view.axis).max(1);
-        view.slice
-            .unwrap_or_else(|| {
-                render::slice_with_most_tumour(self.truth.as_ref().unwrap_or(&self.prediction), view.axis)
-            })
-            .min(count - 1)
+        self.data.slice_index(view.axis, view.slice)
     }
 
-    /// Ground truth and prediction on the shown slice.
+    /// Ground truth and prediction on the slice `view` shows.
     pub fn slice_pair(&self, view: &PreviewView) -> (Option<Slice>, Slice) {
-        let index = self.slice_index(view);
-        let truth = self
-            .truth
-            .as_ref()
-            .map(|t| render::slice(&self.image, Some(t), view.axis, index, self.window));
-        let prediction = render::slice(&self.image, Some(&self.prediction), view.axis, index, self.window);
-        (truth, prediction)
+        self.data.slice_pair(view.axis, self.slice_index(view))
     }
 
     /// Draws the preview into `area`: ground truth and prediction side by side (or the
@@ -278,48 +174,7 @@ fn color(rgb: [u8; 3], mode: ColorMode) -> Color {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A 4x4x2 volume: intensity rising left to right, a 2x2 tumour (label 2, inside it 3).
-    fn data() -> PreviewData {
-        let shape = [4, 4, 2];
-        let affine = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]];
-        let n = 32;
-        let image = Volume {
-            shape,
-            spacing: [1.0; 3],
-            affine,
-            data: (0..n).map(|i| (i % 4) as f32).collect(),
-        };
-        let mut truth = vec![0u8; n];
-        for i in [5, 6, 9, 10] {
-            truth[i] = 2;
-        }
-        truth[5] = 3;
-        let mut predicted = truth.clone();
-        predicted[6] = 0;
-        PreviewData {
-            run: "r".into(),
-            epoch: 4,
-            case: "c".into(),
-            modality: Modality::T2f,
-            window: (0.0, 3.0),
-            dice: Some(crate::metrics::region_dice(&predicted, &truth)),
-            truth: Some(Volume {
-                data: truth,
-                shape,
-                spacing: [1.0; 3],
-                affine,
-            }),
-            prediction: Volume {
-                data: predicted,
-                shape,
-                spacing: [1.0; 3],
-                affine,
-            },
-            image,
-            cache: RefCell::new(None),
-        }
-    }
+    use crate::runs::preview::tests::data;
 
     fn view(mode: ColorMode, side_by_side: bool) -> PreviewView {
         PreviewView {
@@ -329,17 +184,8 @@ mod tests {
     }
 
     #[test]
-    fn the_case_dice_counts_each_region() {
-        let d = data().dice.expect("truth");
-        // WT: 4 truth voxels, 3 predicted, all 3 right: 2*3/7.
-        assert!((d.wt - 6.0 / 7.0).abs() < 1e-9, "{d:?}");
-        assert_eq!(d.et, 1.0);
-        assert_eq!(d.tc, 1.0);
-    }
-
-    #[test]
     fn side_by_side_draws_truth_left_and_prediction_right_in_true_colour() {
-        let data = data();
+        let data = Preview::new(data());
         let area = Rect::new(0, 0, 8, 2);
         let mut buf = Buffer::empty(area);
         data.draw(&view(ColorMode::TrueColor, true), &Palette::default(), area, &mut buf);
@@ -364,7 +210,7 @@ mod tests {
 
     #[test]
     fn every_colour_mode_draws_the_slice() {
-        let data = data();
+        let data = Preview::new(data());
         let area = Rect::new(0, 0, 4, 2);
         for (mode, check) in [
             (ColorMode::Indexed256, "256"),
@@ -393,21 +239,12 @@ mod tests {
 
     #[test]
     fn slices_scale_to_the_panel_keeping_their_aspect() {
-        let data = data();
+        let data = Preview::new(data());
         // A wide panel: the square slice stays square (4 columns x 2 rows), centred.
         let area = Rect::new(0, 0, 20, 2);
         let mut buf = Buffer::empty(area);
         data.draw(&view(ColorMode::TrueColor, false), &Palette::default(), area, &mut buf);
         let drawn: Vec<u16> = (0..20).filter(|&x| buf[(x, 0)].symbol() == "▀").collect();
         assert_eq!(drawn, [8, 9, 10, 11]);
-    }
-
-    #[test]
-    fn the_default_slice_has_the_most_tumour() {
-        let data = data();
-        let v = view(ColorMode::TrueColor, true);
-        assert_eq!(data.slice_index(&v), 0);
-        let other = PreviewView { slice: Some(9), ..v };
-        assert_eq!(data.slice_index(&other), 1, "clamped to the last slice");
     }
 }

@@ -313,8 +313,8 @@ fn wait_for_finish(run: &Path, limit: Duration) -> Event {
 /// The watcher's sample of a live trainer counts the process once, not once per thread.
 #[test]
 fn the_watcher_samples_a_live_trainer_as_one_process() {
-    use segtop::dashboard::run::Liveness;
-    use segtop::dashboard::watch::Watcher;
+    use segtop::runs::model::Liveness;
+    use segtop::runs::watch::Watcher;
     let dir = tempfile::tempdir().expect("temp dir");
     let experiment = super::train::experiment(dir.path(), 200);
     let mut child = super::train::start_and_wait(dir.path(), &experiment, |events| {

@@ -13,12 +13,12 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
 use segtop::dashboard::app::{App, Effect, ExperimentEntry, ExperimentStatus, Msg, Screen};
-use segtop::dashboard::run::{Liveness, ProcessSample, QueuePlace, RunState};
 use segtop::dashboard::view;
-use segtop::dashboard::watch::{HostSample, RunFound, RunUpdate, Watch, log_tail};
 use segtop::events::EventTail;
 use segtop::experiment::Experiment;
 use segtop::launcher::Halt;
+use segtop::runs::model::{Liveness, ProcessSample, QueuePlace, RunState};
+use segtop::runs::watch::{HostSample, RunFound, RunUpdate, Watch, log_tail};
 use segtop::theme::Theme;
 use segtop::workspace::Workspace;
 
@@ -541,9 +541,9 @@ fn the_editor_clones_an_experiment_and_shows_what_the_check_finds_in_the_form() 
 
 #[test]
 fn the_compare_view_shows_two_runs_predictions_on_one_slice_beside_the_truth() {
-    use segtop::dashboard::preview::PreviewData;
     use segtop::data::volume::Volume;
     use segtop::experiment::Modality;
+    use segtop::runs::preview::PreviewData;
     let mut app = dashboard_with_recorded_runs(80, 24);
     app.preview_view.mode = segtop::render::ColorMode::TrueColor;
     key(&mut app, KeyCode::Char('2'));

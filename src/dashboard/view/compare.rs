@@ -15,7 +15,7 @@ use super::panel;
 use super::runs::short_id;
 use crate::dashboard::app::App;
 use crate::dashboard::chart::{LineChart, format_value};
-use crate::dashboard::run::{FoldGroup, RunModel, fold_groups};
+use crate::runs::model::{FoldGroup, RunModel, fold_groups};
 
 /// Run colours, in marking order; they repeat after eight runs.
 const COLOURS: [Color; 8] = [

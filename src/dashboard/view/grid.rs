@@ -8,12 +8,13 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Sparkline, Widget};
 
+use super::panel;
 use super::runs::{process_line, short_id, state_style};
-use super::{format_duration, panel};
 use crate::dashboard::app::App;
 use crate::dashboard::chart::format_value;
-use crate::dashboard::history::History;
-use crate::dashboard::run::RunModel;
+use crate::runs::format_duration;
+use crate::runs::history::History;
+use crate::runs::model::RunModel;
 
 const CARD_WIDTH: u16 = 40;
 const CARD_HEIGHT: u16 = 11;

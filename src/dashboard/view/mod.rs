@@ -220,17 +220,6 @@ pub(super) fn selected_style(theme: &Theme) -> Style {
     }
 }
 
-/// Seconds as `42s`, `3m07s`, `2h05m`, `3d04h`.
-pub fn format_duration(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
-    }
-}
-
 /// A rectangle of at most `width` x `height` in the middle of `area`.
 fn centered(area: Rect, width: u16, height: u16) -> Rect {
     let width = width.min(area.width);
@@ -306,17 +295,4 @@ fn draw_confirm(theme: &Theme, frame: &mut Frame, id: &str) {
             .block(panel(theme, "kill")),
         popup,
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_at_a_glance() {
-        assert_eq!(format_duration(42.4), "42s");
-        assert_eq!(format_duration(187.0), "3m07s");
-        assert_eq!(format_duration(7500.0), "2h05m");
-        assert_eq!(format_duration(273600.0), "3d04h");
-    }
 }

@@ -14,12 +14,13 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Sparkline, Widget, Wrap};
 
+use super::panel;
 use super::runs::{process_line, short_id, state_style};
-use super::{format_duration, panel};
 use crate::config::Choice;
 use crate::dashboard::app::{App, MIN_HEIGHT, MIN_WIDTH, RUN_PANELS};
 use crate::dashboard::chart::{LineChart, format_value};
-use crate::dashboard::run::RunModel;
+use crate::runs::format_duration;
+use crate::runs::model::RunModel;
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let Some(run) = app.open_run() else {

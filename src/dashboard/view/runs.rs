@@ -6,9 +6,10 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::Span;
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState, Wrap};
 
-use super::{format_duration, panel, selected_style};
+use super::{panel, selected_style};
 use crate::dashboard::app::App;
-use crate::dashboard::run::{RunModel, RunState};
+use crate::runs::format_duration;
+use crate::runs::model::{RunModel, RunState};
 use crate::theme::Theme;
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {

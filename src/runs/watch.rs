@@ -1,7 +1,7 @@
 //! The watcher: once a second, notices run directories under `runs/`, reads what each run's
 //! `events.jsonl` gained (only the new bytes), the end of its `train.log` when it grew, and
 //! samples the CPU and memory of live runs' processes and of the host. Everything it learns
-//! goes to the UI thread as one [`Watch`] message.
+//! goes to its reader (the dashboard's UI thread) as one [`Watch`] message.
 //!
 //! Finished runs are re-read only every few seconds (a resume can append to them).
 
@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System};
 
-use super::run::{LOG_LINES, Liveness, ProcessSample, QueuePlace};
+use super::model::{LOG_LINES, Liveness, ProcessSample, QueuePlace};
 use crate::events::{Event, EventTail};
 use crate::experiment::sweep::SweepTag;
 use crate::launcher::is_trainer_name;
@@ -70,7 +70,7 @@ pub struct RunUpdate {
 
 impl RunUpdate {
     /// Folds what the watcher found into the run's model.
-    pub fn apply_to(self, run: &mut super::run::RunModel) {
+    pub fn apply_to(self, run: &mut super::model::RunModel) {
         if let Some(found) = self.found {
             run.name = found.name;
             run.created = found.created;
@@ -543,9 +543,9 @@ impl Watcher {
 
 /// The workspace's runs as the dashboard would show them after its first looks: for
 /// commands that print and exit.
-pub fn snapshot(workspace: &Workspace) -> BTreeMap<String, super::run::RunModel> {
+pub fn snapshot(workspace: &Workspace) -> BTreeMap<String, super::model::RunModel> {
     let mut watcher = Watcher::new(workspace.clone());
-    let mut runs: BTreeMap<String, super::run::RunModel> = BTreeMap::new();
+    let mut runs: BTreeMap<String, super::model::RunModel> = BTreeMap::new();
     // The first look reads the event files and learns the pids; a second one, a moment
     // later, finds out which processes are alive.
     for look in 0..2 {
@@ -553,7 +553,7 @@ pub fn snapshot(workspace: &Workspace) -> BTreeMap<String, super::run::RunModel>
         for update in watch.runs {
             let run = runs
                 .entry(update.id.clone())
-                .or_insert_with(|| super::run::RunModel::new(update.id.clone(), update.dir.clone()));
+                .or_insert_with(|| super::model::RunModel::new(update.id.clone(), update.dir.clone()));
             update.apply_to(run);
         }
         if let Some(queue) = watch.queue {
@@ -662,12 +662,18 @@ pub fn log_tail(path: &Path) -> Vec<String> {
     lines
 }
 
-/// Runs the watcher on its own thread until the UI goes away.
-pub fn spawn(workspace: Workspace, tx: Sender<super::app::Msg>, requests: Receiver<Request>) -> std::io::Result<()> {
+/// Runs the watcher on its own thread, sending each look as `wrap(look)` until the receiver
+/// goes away.
+pub fn spawn<M: Send + 'static>(
+    workspace: Workspace,
+    tx: Sender<M>,
+    wrap: fn(Watch) -> M,
+    requests: Receiver<Request>,
+) -> std::io::Result<()> {
     std::thread::Builder::new().name("watcher".into()).spawn(move || {
         let mut watcher = Watcher::new(workspace);
         loop {
-            if tx.send(super::app::Msg::Watch(Box::new(watcher.look()))).is_err() {
+            if tx.send(wrap(watcher.look())).is_err() {
                 return;
             }
             match requests.recv_timeout(INTERVAL) {

@@ -1,4 +1,4 @@
-//! What the dashboard knows about one run: folded from its event records, its process
+//! What readers know about one run: folded from its event records, its process
 //! samples and the tail of its log. Pure state, no I/O, so it is tested without a terminal.
 
 use std::collections::BTreeMap;
@@ -17,7 +17,7 @@ pub const LOG_LINES: usize = 40;
 /// Warnings kept per run (garbage lines in its event file, ...).
 const WARNINGS: usize = 8;
 
-/// Where a run stands, from the facts the dashboard has.
+/// Where a run stands, from the facts its readers have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RunState {
     /// Waiting in the queue for cores and memory.

@@ -1,4 +1,4 @@
-//! Settings the dashboard remembers between sessions (theme, chart markers), in
+//! Settings segtop remembers between sessions (theme, chart markers, the queue's limits), in
 //! `$XDG_CONFIG_HOME/segtop/settings.toml` (else `~/.config/segtop/settings.toml`).
 
 use std::path::{Path, PathBuf};

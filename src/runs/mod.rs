@@ -1,0 +1,40 @@
+//! What readers make of run directories: the read side of runs, shared by the dashboard,
+//! the commands that answer questions about runs (`runs`, `queue`, `report`, `export`) and
+//! the supervisor. Nothing here draws or reads keys.
+//!
+//! A run directory holds what the trainer wrote ([`crate::rundir`], [`crate::events`]);
+//! [`watch`] notices run directories and reads what their files gained, [`model`] folds
+//! those records into a [`RunModel`] per run, [`history`] keeps chart series bounded, and
+//! [`preview`] loads a run's latest prediction with its case.
+
+pub mod history;
+pub mod model;
+pub mod preview;
+pub mod watch;
+
+pub use model::{RunModel, RunState};
+pub use watch::snapshot;
+
+/// Seconds as `42s`, `3m07s`, `2h05m`, `3d04h`.
+pub fn format_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(format_duration(42.4), "42s");
+        assert_eq!(format_duration(187.0), "3m07s");
+        assert_eq!(format_duration(7500.0), "2h05m");
+        assert_eq!(format_duration(273600.0), "3d04h");
+    }
+}
