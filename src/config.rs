@@ -277,7 +277,7 @@ pub trait Choice: Sized + Copy {
 }
 
 /// Declares a [`Choice`] enum whose variants are written in TOML as the given names, and
-/// which serializes as those names.
+/// which serializes and deserializes as those names.
 #[macro_export]
 macro_rules! choice_enum {
     ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
@@ -309,6 +309,18 @@ macro_rules! choice_enum {
         impl ::serde::Serialize for $name {
             fn serialize<S: ::serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 serializer.serialize_str($crate::config::Choice::name(*self))
+            }
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <::std::borrow::Cow<'de, str> as ::serde::Deserialize>::deserialize(deserializer)?;
+                <$name as $crate::config::Choice>::from_name(&text).ok_or_else(|| {
+                    ::serde::de::Error::invalid_value(
+                        ::serde::de::Unexpected::Str(&text),
+                        &<$name as $crate::config::Choice>::NAMES.join(", ").as_str(),
+                    )
+                })
             }
         }
     };

@@ -19,6 +19,7 @@ pub mod halving;
 pub mod launcher;
 pub mod metrics;
 pub mod postprocess;
+pub mod process;
 pub mod queue;
 pub mod render;
 pub mod rundir;

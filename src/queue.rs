@@ -350,7 +350,7 @@ impl Queue {
                     .map(|&i| (queued[i].run.clone(), members[i].0.clone(), queued[i].peak_bytes))
                     .collect();
                 let name = sweep_id.clone().unwrap_or_else(|| queued[slurm[0]].run.id());
-                let launches = crate::slurm::Slurm::new().submit_all(workspace, &batch, &name, &shown)?;
+                let launches = crate::launcher::slurm::Slurm::new().submit_all(workspace, &batch, &name, &shown)?;
                 for (&i, launch) in slurm.iter().zip(launches) {
                     queued[i].submitted = Some(launch);
                 }
@@ -391,7 +391,7 @@ impl Queue {
             .map_or_else(|| run.experiment(), |l| l.experiment.clone());
         let frozen = Experiment::load(&run.experiment(), workspace.root())?;
         let slurm = frozen.run.launcher == LauncherKind::Slurm
-            || launch.as_ref().is_some_and(|l| l.launcher == crate::slurm::NAME);
+            || launch.as_ref().is_some_and(|l| l.launcher == LauncherKind::Slurm);
         if !slurm {
             self.add_resume(run, experiment)?;
             return Ok(Resumed::Queued);
@@ -403,7 +403,7 @@ impl Queue {
             peak_bytes: Some(crate::experiment::cost::peak_bytes(&frozen)),
             append_log: true,
         };
-        let launch = crate::slurm::Slurm::new().submit_one(run, &frozen, &request)?;
+        let launch = crate::launcher::slurm::Slurm::new().submit_one(run, &frozen, &request)?;
         Ok(Resumed::Submitted {
             job: launch.job.unwrap_or_default(),
         })
@@ -808,8 +808,8 @@ mod tests {
     }
 
     impl Launcher for Counting {
-        fn name(&self) -> &'static str {
-            "counting"
+        fn kind(&self) -> LauncherKind {
+            LauncherKind::Local
         }
 
         fn start(&self, run: &RunDir, request: &Request) -> anyhow::Result<Started> {
@@ -822,7 +822,7 @@ mod tests {
                 host: "test".into(),
                 time: Utc::now(),
                 experiment: request.experiment.clone(),
-                launcher: self.name().into(),
+                launcher: self.kind(),
                 threads: request.threads,
                 peak_bytes: request.peak_bytes,
                 job: None,
@@ -833,7 +833,7 @@ mod tests {
             Ok(Started { launch, child: None })
         }
 
-        fn halt(&self, _: &crate::rundir::Launch, _: crate::launcher::Halt) -> anyhow::Result<()> {
+        fn halt(&self, _: &crate::rundir::Launch, _: crate::process::Halt) -> anyhow::Result<()> {
             Ok(())
         }
     }

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Local};
 
-use crate::experiment::Experiment;
+use crate::experiment::{Experiment, LauncherKind};
 
 /// Paths inside one run directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,26 +204,6 @@ pub fn write_text(dir: &Path, path: &Path, text: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// When process `pid` started, in seconds since the UNIX epoch; `None` when it does not exist.
-/// Together with the pid this names one process for good: pids are reused, start times not.
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-    let mut system = System::new().ok()?;
-    let pid = Pid::from_u32(pid);
-    system.refresh_processes_specifics(
-        ProcessesToUpdate::Some(&[pid]),
-        true,
-        ProcessRefreshKind::nothing().without_tasks(),
-    );
-    Some(system.process(pid)?.start_time())
-}
-
-/// Whether two readings of a process start time are the same process (they are computed
-/// from clock ticks since boot, so they may differ by rounding).
-pub fn same_start(a: u64, b: u64) -> bool {
-    a.abs_diff(b) <= 1
-}
-
 /// Who started a run's trainer, so a later dashboard can find its process before the
 /// trainer writes `run_started` (it may spend a while preparing data first).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -231,7 +211,7 @@ pub struct Launch {
     /// The trainer's process id, for launchers that start it themselves (`local`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
-    /// The process's start time (see [`process_start_time`]).
+    /// The process's start time (see [`crate::process::start_time`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_start: Option<u64>,
     pub host: String,
@@ -239,8 +219,8 @@ pub struct Launch {
     /// The experiment file the run was launched from, as given.
     pub experiment: PathBuf,
     /// Which launcher started it (`local`, `slurm`).
-    #[serde(default = "local")]
-    pub launcher: String,
+    #[serde(default)]
+    pub launcher: LauncherKind,
     /// Torch threads the launcher granted, when it chose them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<u32>,
@@ -256,20 +236,6 @@ pub struct Launch {
     /// The job script that was submitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<PathBuf>,
-}
-
-impl Launch {
-    /// The Slurm job, for runs submitted to Slurm.
-    pub fn slurm_job(&self) -> Option<crate::slurm::JobRef> {
-        Some(crate::slurm::JobRef {
-            name: self.job_name.clone()?,
-            id: self.job.clone()?,
-        })
-    }
-}
-
-fn local() -> String {
-    "local".to_string()
 }
 
 /// How a launched trainer process ended, as its parent saw it.
@@ -288,30 +254,15 @@ impl ExitRecord {
     pub fn describe(&self) -> String {
         match (self.code, self.signal) {
             (Some(code), _) => format!("exited with code {code}"),
-            (None, Some(signal)) => format!("was killed by {}", signal_name(signal)),
+            (None, Some(signal)) => format!("was killed by {}", crate::process::signal_name(signal)),
             (None, None) => "ended".to_string(),
         }
     }
 
     /// Whether the process ended the way a trainer ends when all went well or it was asked
-    /// to stop (0: finished, 3: stopped with a checkpoint).
+    /// to stop.
     pub fn clean(&self) -> bool {
-        matches!(self.code, Some(0 | 3))
-    }
-}
-
-/// The usual name of a signal number.
-pub fn signal_name(signal: i32) -> String {
-    match signal {
-        libc::SIGKILL => "SIGKILL (out of memory, or killed)".to_string(),
-        libc::SIGABRT => "SIGABRT (aborted; out of memory?)".to_string(),
-        libc::SIGSEGV => "SIGSEGV (crashed)".to_string(),
-        libc::SIGTERM => "SIGTERM".to_string(),
-        libc::SIGINT => "SIGINT".to_string(),
-        libc::SIGHUP => "SIGHUP".to_string(),
-        libc::SIGXFSZ => "SIGXFSZ (file size limit)".to_string(),
-        libc::SIGBUS => "SIGBUS".to_string(),
-        other => format!("signal {other}"),
+        self.code.is_some_and(crate::process::exit::clean)
     }
 }
 

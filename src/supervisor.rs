@@ -71,7 +71,7 @@ pub fn ensure(workspace: &Workspace) -> anyhow::Result<bool> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
-    launcher::detach(&mut command);
+    crate::process::detach(&mut command);
     let mut child = command.spawn().context("cannot start the segtop supervisor")?;
     // The supervisor outlives us; a thread waits for it so it leaves no zombie while we live.
     std::thread::spawn(move || child.wait());
@@ -215,7 +215,7 @@ pub fn machine(workspace: &Workspace, system: &mut System, host: &str, settings:
         };
         let same = launch
             .pid_start
-            .is_none_or(|start| crate::rundir::same_start(process.start_time(), start));
+            .is_none_or(|start| crate::process::same_start(process.start_time(), start));
         if !same || process.thread_kind().is_some() {
             continue;
         }

@@ -70,7 +70,7 @@ pub fn queue(workspace: &Workspace, args: &QueueArgs) -> anyhow::Result<()> {
     };
     if let Some(run) = &args.pause {
         if let Some(job) = slurm_job(workspace, run, &queue)? {
-            segtop::slurm::hold(&job.1, true)?;
+            segtop::launcher::slurm::hold(&job.1, true)?;
             println!(
                 "held {}'s Slurm job {}; release it with: segtop queue --release {}",
                 job.0, job.1, job.0
@@ -82,7 +82,7 @@ pub fn queue(workspace: &Workspace, args: &QueueArgs) -> anyhow::Result<()> {
         println!("held {id}; let it start again with: segtop queue --release {id}");
     } else if let Some(run) = &args.release {
         if let Some(job) = slurm_job(workspace, run, &queue)? {
-            segtop::slurm::hold(&job.1, false)?;
+            segtop::launcher::slurm::hold(&job.1, false)?;
             println!("released {}'s Slurm job {}", job.0, job.1);
             return Ok(());
         }

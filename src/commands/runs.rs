@@ -7,7 +7,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use segtop::events::{BratsScores, RegionScores};
-use segtop::launcher::Halt;
+use segtop::process::Halt;
 use segtop::rundir::RunDir;
 use segtop::runs::format_duration;
 use segtop::runs::model::{EvaluationSummary, FoldGroup, RunModel, RunSort, RunState, fold_groups, sort_runs};

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEventKind};
 
 use crate::experiment::Experiment;
-use crate::launcher::Halt;
+use crate::process::Halt;
 use crate::runs::model::{RunModel, RunSort, RunState, sort_runs};
 use crate::runs::watch::{HostSample, Watch};
 use crate::settings::{ChartMarker, Settings};

@@ -217,7 +217,7 @@ fn perform(
                 }
             }
             Effect::HoldJob { id, job, hold } => {
-                if let Err(error) = crate::slurm::hold(&job, hold) {
+                if let Err(error) = crate::launcher::slurm::hold(&job, hold) {
                     app.update(Msg::Failed(format!("{id}: {error:#}")));
                 }
             }

@@ -554,6 +554,13 @@ choice_enum! {
     }
 }
 
+/// Runs train on this machine unless an experiment says otherwise.
+impl Default for LauncherKind {
+    fn default() -> LauncherKind {
+        LauncherKind::Local
+    }
+}
+
 impl Experiment {
     /// Reads, parses and checks the experiment file at `path`; relative paths inside it
     /// are resolved against `workspace`.

@@ -17,7 +17,7 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System}
 use super::model::{LOG_LINES, Liveness, ProcessSample, QueuePlace};
 use crate::events::{Event, EventTail};
 use crate::experiment::sweep::SweepTag;
-use crate::launcher::is_trainer_name;
+use crate::process::is_trainer_name;
 use crate::rundir::RunDir;
 use crate::slurm::{JobRef, JobStatus, Phase};
 use crate::workspace::Workspace;
@@ -242,7 +242,7 @@ impl Watcher {
                     local: launch.as_ref().is_none_or(|l| l.host == self.host),
                     pid_start: launch.as_ref().and_then(|l| l.pid_start),
                     pid: launch.as_ref().and_then(|l| l.pid),
-                    job: launch.as_ref().and_then(|l| l.slurm_job()),
+                    job: launch.as_ref().and_then(JobRef::of),
                     job_status: None,
                     read: false,
                     run,
@@ -278,7 +278,7 @@ impl Watcher {
             let Some(launch) = tracked.run.read_launch() else {
                 continue;
             };
-            let job = launch.slurm_job();
+            let job = JobRef::of(&launch);
             let new_process = launch.pid.is_some() && launch.pid != tracked.pid;
             if new_process || job != tracked.job {
                 if launch.pid.is_some() {
@@ -505,7 +505,7 @@ impl Watcher {
             let alive = system.process(pid).is_some_and(|p| {
                 p.status() != ProcessStatus::Zombie
                     && is_trainer_name(&p.name().to_string_lossy())
-                    && start.is_none_or(|s| crate::rundir::same_start(p.start_time(), s))
+                    && start.is_none_or(|s| crate::process::same_start(p.start_time(), s))
             });
             let mut sample = ProcessSample {
                 time,

@@ -24,6 +24,7 @@ use clap::{Parser, Subcommand};
 
 use segtop::config::Choice;
 use segtop::experiment::{Experiment, Precision};
+use segtop::process::exit;
 
 #[derive(Parser)]
 #[command(
@@ -115,17 +116,6 @@ struct PredictArgs {
     /// validation computed]
     #[arg(long, value_parser = PossibleValuesParser::new(Precision::NAMES))]
     precision: Option<String>,
-}
-
-/// Exit codes, so a supervisor can tell how a run ended.
-mod exit {
-    /// Trained all epochs, or stopped early on a plateau.
-    pub const FINISHED: i32 = 0;
-    /// Failed: an error, reported in train.log and as an event.
-    pub const FAILED: i32 = 1;
-    /// Asked to stop (SIGINT, SIGTERM) or told of a Slurm time limit (SIGUSR1); a checkpoint
-    /// was written.
-    pub const STOPPED: i32 = 3;
 }
 
 fn main() {

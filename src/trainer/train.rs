@@ -277,7 +277,7 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
         libtorch: option_env!("SEGTOP_LIBTORCH_VERSION").unwrap_or("unknown").to_string(),
         precision: Some(precision.0.to_string()),
         resumed_from,
-        pid_start: segtop::rundir::process_start_time(std::process::id()),
+        pid_start: segtop::process::start_time(std::process::id()),
         slurm_job: segtop::slurm::current_job(),
         budget_seconds: config.budget.map(|b| b.seconds() as f64),
         init: init.as_ref().map(|p| p.display().to_string()),

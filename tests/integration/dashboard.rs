@@ -322,7 +322,7 @@ fn the_watcher_samples_a_live_trainer_as_one_process() {
     });
     // An impostor: a run whose record names the same pid but a process started earlier,
     // as when a pid is reused. It must not be taken for alive.
-    let start = segtop::rundir::process_start_time(child.id()).expect("the trainer's start time");
+    let start = segtop::process::start_time(child.id()).expect("the trainer's start time");
     let impostor = dir.path().join("runs/20261126-000000-impostor");
     std::fs::create_dir_all(&impostor).expect("mkdir");
     let record = Event::RunStarted {

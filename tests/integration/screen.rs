@@ -16,7 +16,7 @@ use segtop::dashboard::app::{App, Effect, ExperimentEntry, ExperimentStatus, Msg
 use segtop::dashboard::view;
 use segtop::events::EventTail;
 use segtop::experiment::Experiment;
-use segtop::launcher::Halt;
+use segtop::process::Halt;
 use segtop::runs::model::{Liveness, ProcessSample, QueuePlace, RunState};
 use segtop::runs::watch::{HostSample, RunFound, RunUpdate, Watch, log_tail};
 use segtop::theme::Theme;

@@ -212,7 +212,7 @@ fn a_run_submitted_to_slurm_is_seen_pending_then_running_then_completed() {
 
     let run = RunDir::open(dir.path().join("runs").join(&id));
     let launch = run.read_launch().expect("launch.json");
-    assert_eq!(launch.launcher, "slurm");
+    assert_eq!(launch.launcher, segtop::experiment::LauncherKind::Slurm);
     let job = launch.job.expect("a job id");
     assert!(job.bytes().all(|b| b.is_ascii_digit()), "{job}");
     let script = std::fs::read_to_string(run.path().join("slurm.sh")).expect("the job script");
