@@ -127,9 +127,28 @@ impl std::fmt::Display for ByteSize {
     }
 }
 
+impl ByteSize {
+    /// The size in the largest unit that holds it exactly (`"1536 MiB"`, `"2 GB"`), else in
+    /// bytes: it reads back as the same number, which the rounded `Display` does not.
+    pub fn exact(self) -> String {
+        const UNITS: [(u64, &str); 6] = [
+            (1 << 30, "GiB"),
+            (1_000_000_000, "GB"),
+            (1 << 20, "MiB"),
+            (1_000_000, "MB"),
+            (1 << 10, "KiB"),
+            (1_000, "KB"),
+        ];
+        match UNITS.iter().find(|(unit, _)| self.0 >= *unit && self.0 % unit == 0) {
+            Some((unit, name)) => format!("{} {name}", self.0 / unit),
+            None => format!("{} B", self.0),
+        }
+    }
+}
+
 impl Serialize for ByteSize {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_string())
+        serializer.serialize_str(&self.exact())
     }
 }
 
@@ -927,5 +946,20 @@ mod tests {
         let settings: QueueSettings = toml::from_str("reserve_ram = \"2 GB\"\nmax_concurrent = 2\n").expect("reads");
         assert_eq!(settings.reserve_ram, ByteSize(2_000_000_000));
         assert!(toml::from_str::<QueueSettings>("reserve_ram = \"much\"\n").is_err());
+    }
+
+    #[test]
+    fn sizes_are_written_exactly() {
+        for (bytes, text) in [
+            (1536 << 20, "1536 MiB"),
+            (2_000_000_000, "2 GB"),
+            (3 << 30, "3 GiB"),
+            (1_500_000_000, "1500 MB"),
+            (1_000_000_001, "1000000001 B"),
+            (0, "0 B"),
+        ] {
+            assert_eq!(ByteSize(bytes).exact(), text);
+            assert_eq!(text.parse::<ByteSize>(), Ok(ByteSize(bytes)), "{text}");
+        }
     }
 }

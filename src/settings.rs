@@ -76,16 +76,49 @@ impl Settings {
         }
     }
 
-    /// Writes the settings atomically, creating the folder.
+    /// Writes what differs from the file's settings into it, atomically, creating the
+    /// folder. Only changed keys are touched: the user's comments, order and spelling
+    /// (`reserve_ram = "1536 MiB"`) stay as they were. A broken file is not overwritten.
     pub fn save(&self, path: &Path) -> Result<(), String> {
         let fail = |e: &dyn std::fmt::Display| format!("cannot save settings to {}: {e}", path.display());
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
-        let text = toml::to_string(self).map_err(|e| fail(&e))?;
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(error) => return Err(fail(&error)),
+        };
+        let saved: Settings = toml::from_str(&text).map_err(|e| fail(&e.message()))?;
+        let mut document: toml_edit::DocumentMut = text.parse().map_err(|e| fail(&e))?;
+        self.write_changes(&saved, &mut document);
         let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| fail(&e))?;
-        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| fail(&e))?;
+        std::io::Write::write_all(&mut file, document.to_string().as_bytes()).map_err(|e| fail(&e))?;
         file.persist(path).map_err(|e| fail(&e.error))?;
         Ok(())
+    }
+
+    /// Sets in `document` each key whose value differs between `self` and `saved`.
+    fn write_changes(&self, saved: &Settings, document: &mut toml_edit::DocumentMut) {
+        use toml_edit::value;
+        if self.theme != saved.theme {
+            match &self.theme {
+                Some(theme) => document["theme"] = value(theme.as_str()),
+                None => drop(document.remove("theme")),
+            }
+        }
+        if self.chart_marker != saved.chart_marker {
+            document["chart_marker"] = value(self.chart_marker.name());
+        }
+        let (queue, old) = (&self.queue, &saved.queue);
+        if queue.cores != old.cores {
+            document["queue"]["cores"] = value(i64::from(queue.cores));
+        }
+        if queue.max_concurrent != old.max_concurrent {
+            document["queue"]["max_concurrent"] = value(i64::from(queue.max_concurrent));
+        }
+        if queue.reserve_ram != old.reserve_ram {
+            document["queue"]["reserve_ram"] = value(queue.reserve_ram.exact());
+        }
     }
 }
 
@@ -107,9 +140,37 @@ mod tests {
             },
         };
         settings.save(&path).expect("saves");
-        assert_eq!(Settings::load(&path), Ok(settings));
+        assert_eq!(Settings::load(&path), Ok(settings.clone()));
         std::fs::write(&path, "chart_marker = 'sparkles'\n").expect("write");
         let error = Settings::load(&path).expect_err("bad value");
         assert!(error.contains("settings.toml") && error.contains("sparkles"), "{error}");
+        assert!(settings.save(&path).is_err(), "a broken file is not overwritten");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "chart_marker = 'sparkles'\n"
+        );
+    }
+
+    #[test]
+    fn saving_keeps_the_users_comments_and_spelling() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("settings.toml");
+        let text =
+            "# my lab's server\ntheme = \"mono\"\n\n[queue]\n# leave room for the others\nreserve_ram = \"1536 MiB\"\n";
+        std::fs::write(&path, text).expect("write");
+        let mut settings = Settings::load(&path).expect("loads");
+        assert_eq!(settings.queue.reserve_ram, crate::queue::ByteSize(1536 << 20));
+        settings.chart_marker = ChartMarker::Dots;
+        settings.save(&path).expect("saves");
+        let saved = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(
+            saved,
+            "# my lab's server\ntheme = \"mono\"\nchart_marker = \"dots\"\n\n[queue]\n# leave room for the others\nreserve_ram = \"1536 MiB\"\n"
+        );
+        assert_eq!(Settings::load(&path), Ok(settings.clone()));
+        // A changed size is written exactly.
+        settings.queue.reserve_ram = crate::queue::ByteSize(1_610_612_736 + 4096);
+        settings.save(&path).expect("saves");
+        assert_eq!(Settings::load(&path), Ok(settings));
     }
 }
