@@ -632,16 +632,21 @@ impl App {
 
     fn watch(&mut self, watch: Watch) {
         self.now = watch.time;
+        // Draw only what changed on screen: news of runs, the queue, a notice expiring, the
+        // host's figures as shown, or clocks of live runs.
+        let mut changed = !watch.runs.is_empty() || !watch.removed.is_empty() || watch.queue.is_some();
         match self.notice_since {
             _ if self.notice.is_none() || self.notice_sticky => self.notice_since = None,
             None => self.notice_since = Some(watch.time),
             Some(since) if (watch.time - since).num_seconds() >= NOTICE_SECONDS => {
                 self.notice = None;
                 self.notice_since = None;
+                changed = true;
             }
             Some(_) => {}
         }
         if let Some(host) = watch.host {
+            changed |= self.host.is_none_or(|old| host_figures(&old) != host_figures(&host));
             self.host = Some(host);
         }
         for id in watch.removed {
@@ -668,7 +673,7 @@ impl App {
             self.selected_run = self.visible_runs().first().map(|r| r.id.clone());
         }
         // Clocks tick while runs are live; otherwise only news redraws.
-        self.dirty = true;
+        self.dirty |= changed || self.runs.values().any(|run| run.state().is_live());
     }
 
     /// Shows a notice in the key bar for a few seconds.
@@ -1270,6 +1275,20 @@ impl App {
             _ => self.dirty = false,
         }
     }
+}
+
+/// The host's figures as the header and the run view show them (rounded), so a change too
+/// small to see draws nothing.
+fn host_figures(host: &HostSample) -> [i64; 6] {
+    let tenths = |v: f64| (v * 10.0).round() as i64;
+    [
+        host.cpu_percent.round() as i64,
+        tenths(host.used_memory_mb / 1000.0),
+        (host.total_memory_mb / 1000.0).round() as i64,
+        tenths(host.load[0]),
+        tenths(host.load[1]),
+        tenths(host.load[2]),
+    ]
 }
 
 #[cfg(test)]

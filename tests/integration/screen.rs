@@ -201,6 +201,83 @@ fn dashboard_with_recorded_runs(width: u16, height: u16) -> App {
     app
 }
 
+/// Frames drawn while the watcher sends `looks` looks a second apart, each made by `look`.
+fn frames_over(app: &mut App, looks: i64, look: impl Fn(DateTime<Utc>) -> Watch) -> usize {
+    let start = app.now;
+    let mut frames = 0;
+    for second in 1..=looks {
+        app.update(Msg::Watch(Box::new(look(start + Duration::seconds(second)))));
+        if app.needs_redraw() {
+            render(app);
+            app.drawn();
+            frames += 1;
+        }
+    }
+    frames
+}
+
+#[test]
+fn the_dashboard_draws_only_on_change_not_on_every_look() {
+    let mut app = dashboard_with_recorded_runs(80, 24);
+    render(&app);
+    app.drawn();
+    let sample = |time, liveness| RunUpdate {
+        id: LIVE.to_string(),
+        dir: PathBuf::from("/ws/runs").join(LIVE),
+        sample: Some(ProcessSample {
+            time,
+            liveness,
+            cpu_percent: 150.0,
+            rss_mb: 700.0,
+        }),
+        ..RunUpdate::default()
+    };
+    // A live run: its clock ticks and its samples arrive every second.
+    let live = frames_over(&mut app, 10, |time| Watch {
+        time,
+        runs: vec![sample(time, Liveness::Alive)],
+        host: Some(host()),
+        ..Watch::default()
+    });
+    assert_eq!(live, 10);
+    // Its process goes; then nothing is live and the looks bring no news.
+    app.update(Msg::Watch(Box::new(Watch {
+        time: app.now + Duration::seconds(1),
+        runs: vec![sample(app.now + Duration::seconds(1), Liveness::Gone)],
+        host: Some(host()),
+        ..Watch::default()
+    })));
+    assert!(!app.runs.values().any(|r| r.state().is_live()));
+    render(&app);
+    app.drawn();
+    let idle = frames_over(&mut app, 30, |time| Watch {
+        time,
+        host: Some(host()),
+        ..Watch::default()
+    });
+    assert_eq!(idle, 0, "an idle dashboard redraws nothing");
+    // A change the header shows draws once; one too small to show draws nothing.
+    let busier = HostSample {
+        cpu_percent: 12.0,
+        ..host()
+    };
+    let changed = frames_over(&mut app, 5, |time| Watch {
+        time,
+        host: Some(busier),
+        ..Watch::default()
+    });
+    assert_eq!(changed, 1);
+    let unseen = frames_over(&mut app, 5, |time| Watch {
+        time,
+        host: Some(HostSample {
+            cpu_percent: 12.2,
+            ..busier
+        }),
+        ..Watch::default()
+    });
+    assert_eq!(unseen, 0);
+}
+
 /// The recorded runs on every screen at both sizes.
 #[test]
 fn screens_of_recorded_runs() {
