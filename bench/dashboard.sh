@@ -2,7 +2,9 @@
 # The dashboard's cost on a shared server: while 4 runs train, each screen of segtop (run
 # list, run view, grid) and htop are opened in a tmux window of the same size and measured
 # over the same time: CPU (% of one core), resident memory at the end, and bytes written to
-# the terminal per second after a 3 s settling time. Also the dashboard with no runs at all.
+# the terminal per second after a 3 s settling time. Also the dashboard with no runs at all,
+# and its first launch on the bundled demo experiment: the demo data is generated then (in a
+# child process); the dashboard's peak and final resident memory and the time it took.
 #
 # usage: bench/dashboard.sh [SECONDS] [COLSxROWS]     (default 60 80x24)
 # needs: tmux, htop, and a release build (cargo build --release).
@@ -55,6 +57,30 @@ measure() {
     awk -v n="$name" -v t=$((t2 - t1)) -v hz="$hz" -v s="$secs" -v r="$rss" -v b="$bytes" \
         'BEGIN { printf "%-22s %7.2f %9.1f %10.0f\n", n, 100 * t / hz / s, r / 1024, b / s }'
 }
+
+# first_launch: the dashboard opened on a workspace holding the bundled quick-demo experiment,
+# until its demo data is complete.
+first_launch() {
+    mkdir -p "$work/first/experiments"
+    cp "$repo/experiments/quick-demo.toml" "$work/first/experiments/"
+    tmux new-session -d -s "$session" -x "$cols" -y "$rows" -c "$work/first" "$bin/segtop"
+    sleep 1
+    local pid start=$SECONDS
+    pid=$(tmux list-panes -t "$session" -F '#{pane_pid}')
+    until [ -f "$work/first/data/demo/segtop-synthetic.toml" ]; do
+        ((SECONDS - start < 1800)) || { echo "the demo data was not generated in 30 minutes" >&2; exit 1; }
+        sleep 1
+    done
+    local took=$((SECONDS - start))
+    sleep 3
+    local peak rss
+    peak=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+    rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+    tmux kill-session -t "$session"
+    awk -v p="$peak" -v r="$rss" -v t="$took" \
+        'BEGIN { printf "segtop, first launch: demo data in %d s; dashboard peak rss %.1f MB, rss after %.1f MB\n\n", t, p / 1024, r / 1024 }'
+}
+first_launch
 
 printf '%-22s %7s %9s %10s\n' "program ($size, ${secs}s)" "cpu %" "rss MB" "bytes/s"
 mkdir -p experiments

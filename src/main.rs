@@ -72,6 +72,10 @@ enum Command {
         /// Seed; the same seed gives the same cases
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Print progress as `DONE TOTAL` lines on stdout (for the dashboard, which runs
+        /// this command to generate the demo data)
+        #[arg(long, hide = true)]
+        progress_lines: bool,
     },
     /// Score predictions against ground truth with the official BraTS 2024 metrics.
     Eval(commands::eval::EvalArgs),
@@ -239,8 +243,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Some(Command::Synth { out, cases, size, seed }) => {
-            commands::data::synth(&out, cases, size, seed)?;
+        Some(Command::Synth {
+            out,
+            cases,
+            size,
+            seed,
+            progress_lines,
+        }) => {
+            commands::data::synth(
+                &out,
+                &segtop::data::synth::SynthSpec {
+                    cases,
+                    shape: size,
+                    seed,
+                },
+                progress_lines,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Data(DataCommand::Scan {

@@ -139,7 +139,10 @@ impl ByteSize {
             (1 << 10, "KiB"),
             (1_000, "KB"),
         ];
-        match UNITS.iter().find(|(unit, _)| self.0 >= *unit && self.0.is_multiple_of(*unit)) {
+        match UNITS
+            .iter()
+            .find(|(unit, _)| self.0 >= *unit && self.0.is_multiple_of(*unit))
+        {
             Some((unit, name)) => format!("{} {name}", self.0 / unit),
             None => format!("{} B", self.0),
         }

@@ -24,13 +24,20 @@ pub fn progress_bar(total: usize, what: &str) -> indicatif::ProgressBar {
 }
 
 /// `segtop synth`: writes synthetic cases, on all cores.
-pub fn synth(out: &Path, cases: u32, shape: [usize; 3], seed: u64) -> anyhow::Result<()> {
-    let bar = progress_bar(cases as usize, "synthesising cases");
-    let spec = synth::SynthSpec { cases, shape, seed };
+pub fn synth(out: &Path, spec: &synth::SynthSpec, progress_lines: bool) -> anyhow::Result<()> {
+    let bar = progress_bar(spec.cases as usize, "synthesising cases");
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let dirs = synth::write_dataset(out, &spec, threads, &|done, _| bar.set_position(u64::from(done)))?;
+    let progress = |done: u32, total: u32| {
+        if progress_lines {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{done} {total}").and_then(|()| stdout.flush());
+        } else {
+            bar.set_position(u64::from(done));
+        }
+    };
+    let dirs = synth::write_dataset(out, spec, threads, &progress)?;
     bar.finish_and_clear();
-    let [x, y, z] = shape;
+    let [x, y, z] = spec.shape;
     eprintln!(
         "wrote {} synthetic cases of {x}x{y}x{z} voxels to {}",
         dirs.len(),
@@ -293,7 +300,7 @@ pub fn prepare(experiment: &segtop::experiment::Experiment) -> anyhow::Result<()
     if let Some(synthetic) = &config.synthetic {
         let spec = synthetic.spec();
         if !synth::is_complete(&config.root, &spec) {
-            synth(&config.root, spec.cases, spec.shape, spec.seed)?;
+            synth(&config.root, &spec, false)?;
         }
     }
     let bar = progress_bar(0, "preprocessing cases");

@@ -482,11 +482,9 @@ fn spawn_demo_data(workspace: Workspace, tx: Sender<Msg>) -> anyhow::Result<()> 
                     ))));
                 };
                 progress(0, spec.cases);
-                let threads = thread::available_parallelism().map_or(1, usize::from);
-                let notice = match crate::data::synth::write_dataset(&root, &spec, threads, &progress) {
-                    Ok(_) => None,
-                    Err(error) => Some(format!("cannot generate demo data: {error}")),
-                };
+                let notice = generate(&root, &spec, &progress)
+                    .err()
+                    .map(|error| format!("cannot generate demo data: {error:#}"));
                 if tx.send(Msg::Notice(notice)).is_err() {
                     return;
                 }
@@ -495,6 +493,48 @@ fn spawn_demo_data(workspace: Workspace, tx: Sender<Msg>) -> anyhow::Result<()> 
         })
         .context("cannot start the demo-data thread")?;
     Ok(())
+}
+
+/// Generates a synthetic dataset with `segtop synth` in a child process, so the dashboard
+/// never holds the volumes (a full-size case is hundreds of MB while it is written).
+fn generate(
+    root: &std::path::Path,
+    spec: &crate::data::synth::SynthSpec,
+    progress: &dyn Fn(u32, u32),
+) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().context("cannot find the running segtop executable")?;
+    let [x, y, z] = spec.shape;
+    let mut child = Command::new(&exe)
+        .arg("synth")
+        .arg("--out")
+        .arg(root)
+        .args(["--cases", &spec.cases.to_string()])
+        .args(["--size", &format!("{x}x{y}x{z}")])
+        .args(["--seed", &spec.seed.to_string()])
+        .arg("--progress-lines")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {} synth", exe.display()))?;
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((finished, total)) = line.split_once(' ')
+                && let (Ok(finished), Ok(total)) = (finished.parse(), total.parse())
+            {
+                progress(finished, total);
+            }
+        }
+    }
+    let output = child.wait_with_output().context("segtop synth did not finish")?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&output.stderr);
+    let said = said.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no message");
+    anyhow::bail!("segtop synth {}: {said}", output.status)
 }
 
 fn spawn_scanner(workspace: Workspace, tx: Sender<Msg>) -> anyhow::Result<()> {
