@@ -151,7 +151,8 @@ fn draw_curves(path: &Path, title: &str, rows: &[EpochRow]) -> anyhow::Result<()
     chart
         .configure_mesh()
         .x_desc("epoch")
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_labels(epoch_labels(last))
+        .x_label_formatter(&epoch_label)
         .y_label_formatter(&|v| format!("{v:.0e}"))
         .label_style((FONT, 15))
         .draw()
@@ -160,6 +161,22 @@ fn draw_curves(path: &Path, title: &str, rows: &[EpochRow]) -> anyhow::Result<()
         .draw_series(LineSeries::new(lr, BLUE.stroke_width(2)))
         .map_err(draw_error)?;
     root.present().map_err(draw_error)
+}
+
+/// How many epoch labels to ask of the x axis ending at epoch `last`: at most one per epoch,
+/// so short runs get whole-epoch ticks (plotters picks 1, 2, 5 x 10^k steps within the count).
+fn epoch_labels(last: u32) -> usize {
+    (last as usize).clamp(2, 10)
+}
+
+/// An epoch tick's label: whole epochs only, so a tick between two epochs is left unlabelled
+/// rather than rounded onto a neighbour's number.
+fn epoch_label(value: &f64) -> String {
+    if (value - value.round()).abs() < 1e-9 {
+        format!("{value:.0}")
+    } else {
+        String::new()
+    }
 }
 
 const PALETTE: [RGBColor; 5] = [
@@ -184,12 +201,13 @@ fn line_panel(
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(x, y)
+        .build_cartesian_2d(x.clone(), y)
         .map_err(draw_error)?;
     chart
         .configure_mesh()
         .x_desc("epoch")
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_labels(epoch_labels(x.end as u32))
+        .x_label_formatter(&epoch_label)
         .y_desc(y_desc)
         .label_style((FONT, 15))
         .draw()
@@ -323,4 +341,34 @@ fn draw_montage(path: &Path, title: &str, preview: &PreviewData, theme: &Theme) 
 
 fn label_colors(theme: &Theme) -> [RGBColor; 3] {
     theme.labels.palette().labels.map(|[r, g, b]| RGBColor(r, g, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plotters::coord::ranged1d::Ranged;
+    use plotters::coord::types::RangedCoordf64;
+
+    /// The x-axis labels plotters draws for runs of `last` epochs, with the axis as drawn.
+    fn labels(last: u32) -> Vec<String> {
+        let axis = RangedCoordf64::from(1.0..f64::from(last));
+        axis.key_points(epoch_labels(last))
+            .iter()
+            .map(epoch_label)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn short_runs_get_each_epoch_once_on_the_x_axis() {
+        assert_eq!(labels(6), ["1", "2", "3", "4", "5", "6"]);
+        assert_eq!(labels(2), ["1", "2"]);
+        for last in 2..=300 {
+            let shown = labels(last);
+            let mut distinct = shown.clone();
+            distinct.dedup();
+            assert_eq!(shown, distinct, "{last} epochs");
+            assert!(shown.len() >= 2, "{last} epochs: {shown:?}");
+        }
+    }
 }
