@@ -32,7 +32,8 @@ mod commands;
                   which holds experiments/, runs/ and themes/)."
 )]
 struct Cli {
-    /// Workspace directory holding experiments/, runs/ and themes/ [default: current directory]
+    /// Workspace directory holding experiments/, runs/ and themes/; segtop runs as if started
+    /// there, so relative paths resolve against it, as with `git -C` [default: current directory]
     #[arg(short = 'C', long, global = true, value_name = "DIR")]
     workspace: Option<PathBuf>,
 
@@ -205,10 +206,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let workspace = match &cli.workspace {
-        Some(dir) => Workspace::new(dir),
-        None => Workspace::new(std::env::current_dir().context("cannot read the current directory")?),
-    };
+    // `-C DIR` works as `git -C` does: segtop (and the trainer it hands over to) runs as if
+    // started in DIR, so relative FILE arguments and `runs/` are DIR's.
+    if let Some(dir) = &cli.workspace {
+        std::env::set_current_dir(dir).with_context(|| format!("-C {}: cannot enter the workspace", dir.display()))?;
+    }
+    let workspace = Workspace::new(std::env::current_dir().context("cannot read the current directory")?);
     match cli.command {
         None => {
             let (settings, mut notice) = match Settings::path().map(|path| Settings::load(&path)) {

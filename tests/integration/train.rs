@@ -238,6 +238,41 @@ fn a_tiny_run_writes_a_complete_run_directory() {
 }
 
 #[test]
+fn every_command_takes_the_workspace_from_dash_c_and_resolves_files_in_it() {
+    let workspace = tempfile::tempdir().expect("temp dir");
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    experiment(workspace.path(), 1);
+    let ws = workspace.path().to_str().expect("utf-8 path");
+    let segtop = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_segtop"))
+            .args(args)
+            .current_dir(elsewhere.path())
+            .env("SEGTOP_THREADS", "1")
+            .output()
+            .expect("segtop runs")
+    };
+    // `tiny.toml` is the workspace's, as `git -C` reads paths.
+    let trained = segtop(&["-C", ws, "train", "tiny.toml"]);
+    assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
+    let run = only_run(workspace.path());
+    assert!(
+        !elsewhere.path().join("runs").exists(),
+        "nothing is written where segtop was started"
+    );
+    let listed = segtop(&["-C", ws, "runs", "--json"]);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let id = run.file_name().expect("run id").to_string_lossy().into_owned();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&id));
+    let missing = segtop(&["-C", "no-such-workspace", "runs"]);
+    assert!(!missing.status.success());
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        said.contains("-C no-such-workspace: cannot enter the workspace"),
+        "{said}"
+    );
+}
+
+#[test]
 fn a_time_budgeted_run_plans_its_epochs_and_ends_on_a_validated_one() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = experiment(dir.path(), 1);
