@@ -457,9 +457,8 @@ impl Queue {
 
     /// Takes `id` out of the queue. A run that never started has nothing in its directory but
     /// the frozen experiment, which is removed with it; a resume keeps its run.
-    pub fn remove(&self, id: &str) -> anyhow::Result<Entry> {
-        self.update(|queue| {
-            let at = position(queue, id)?;
+    pub fn remove(&self, id: &str) -> Result<Entry, EditError> {
+        self.edit(id, |queue, at| {
             let entry = queue.entries.remove(at);
             if !entry.resume {
                 let run = RunDir::open(self.runs.join(&entry.run));
@@ -473,32 +472,59 @@ impl Queue {
     }
 
     /// Holds (`true`) or releases a queued run.
-    pub fn set_paused(&self, id: &str, paused: bool) -> anyhow::Result<()> {
-        self.update(|queue| {
-            let at = position(queue, id)?;
+    pub fn set_paused(&self, id: &str, paused: bool) -> Result<(), EditError> {
+        self.edit(id, |queue, at| {
             queue.entries[at].paused = paused;
             Ok(())
         })
     }
 
-    /// Moves a queued run to `to` (0: the head), clamped to the queue.
-    pub fn move_to(&self, id: &str, to: usize) -> anyhow::Result<usize> {
-        self.update(|queue| {
-            let at = position(queue, id)?;
+    /// Moves a queued run to `to` (0: the head), clamped to the queue; its new place.
+    pub fn move_to(&self, id: &str, to: usize) -> Result<usize, EditError> {
+        self.move_with(id, |_| to)
+    }
+
+    /// Moves a queued run `by` places (negative: towards the head), clamped; its new place.
+    pub fn move_by(&self, id: &str, by: isize) -> Result<usize, EditError> {
+        self.move_with(id, |at| at.saturating_add_signed(by))
+    }
+
+    fn move_with(&self, id: &str, to: impl FnOnce(usize) -> usize) -> Result<usize, EditError> {
+        self.edit(id, |queue, at| {
             let entry = queue.entries.remove(at);
-            let to = to.min(queue.entries.len());
+            let to = to(at).min(queue.entries.len());
             queue.entries.insert(to, entry);
             Ok(to)
         })
     }
+
+    /// Changes the entry of run `id` (at its place in the queue) under the queue's lock.
+    fn edit<T>(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut QueueFile, usize) -> anyhow::Result<T>,
+    ) -> Result<T, EditError> {
+        let result = self.update(|queue| match queue.entries.iter().position(|e| e.run == id) {
+            Some(at) => change(queue, at).map(Some),
+            None => Ok(None),
+        });
+        match result {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => Err(EditError::NotQueued(id.to_string())),
+            Err(error) => Err(EditError::Failed(error)),
+        }
+    }
 }
 
-fn position(queue: &QueueFile, id: &str) -> anyhow::Result<usize> {
-    queue
-        .entries
-        .iter()
-        .position(|e| e.run == id)
-        .ok_or_else(|| anyhow::anyhow!("{id} is not in the queue"))
+/// Why a change to a queued run did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    /// The run is not (or no longer) in the queue: it started, or was removed.
+    #[error("{0} is not in the queue")]
+    NotQueued(String),
+    /// The queue could not be read, locked or written, or the change itself failed.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
 }
 
 /// Opens the lock file `path` (creating it and its folder) and takes `flock(operation)` on
@@ -920,13 +946,8 @@ mod tests {
         // Removing a run that never started removes its directory; the queue is rewritten.
         queue.remove(&b).expect("removes");
         assert!(!workspace.runs_dir().join(&b).exists());
-        assert!(
-            queue
-                .remove(&b)
-                .expect_err("gone")
-                .to_string()
-                .contains("not in the queue")
-        );
+        assert!(matches!(queue.remove(&b), Err(EditError::NotQueued(id)) if id == b));
+        assert!(matches!(queue.move_by(&b, -1), Err(EditError::NotQueued(_))));
         // A broken queue file is an error naming it, and stays for the user to fix.
         std::fs::write(queue.path(), "{ not json").expect("write");
         let error = format!("{:#}", queue.read().expect_err("broken"));

@@ -336,24 +336,22 @@ impl Drop for Paused<'_> {
 }
 
 fn requeue(workspace: &Workspace, id: &str, change: app::QueueChange) -> anyhow::Result<()> {
+    use crate::queue::EditError;
     use app::QueueChange;
     let queue = crate::queue::Queue::new(workspace);
-    let place = || -> anyhow::Result<usize> {
-        let file = queue.read()?;
-        file.entries
-            .iter()
-            .position(|e| e.run == id)
-            .ok_or_else(|| anyhow::anyhow!("not in the queue any more"))
-    };
-    match change {
-        QueueChange::Earlier => queue.move_to(id, place()?.saturating_sub(1)).map(drop),
-        QueueChange::Later => queue.move_to(id, place()? + 1).map(drop),
+    let edited = match change {
+        QueueChange::Earlier => queue.move_by(id, -1).map(drop),
+        QueueChange::Later => queue.move_by(id, 1).map(drop),
         QueueChange::Hold => queue.set_paused(id, true),
-        QueueChange::Release => {
-            queue.set_paused(id, false)?;
-            crate::supervisor::ensure(workspace).map(drop)
-        }
+        QueueChange::Release => queue.set_paused(id, false),
         QueueChange::Remove => queue.remove(id).map(drop),
+    };
+    match edited {
+        // It started (or left) between the screen and the key: nothing to change.
+        Err(EditError::NotQueued(_)) => anyhow::bail!("not in the queue any more"),
+        Err(EditError::Failed(error)) => Err(error),
+        Ok(()) if change == QueueChange::Release => crate::supervisor::ensure(workspace).map(drop),
+        Ok(()) => Ok(()),
     }
 }
 
