@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
 
+use crate::experiment::catalog::{ExperimentEntry, ExperimentStatus};
 use crate::runs::watch;
 use crate::settings::Settings;
 use crate::theme::Theme;
 use crate::workspace::Workspace;
-use app::{App, Effect, ExperimentEntry, Msg};
+use app::{App, Effect, Msg};
 
 /// Shortest time between two frames.
 const FRAME_INTERVAL: Duration = Duration::from_millis(100);
@@ -146,13 +147,13 @@ fn perform(
                 let notice = match (edited, entries.iter().find(|e| e.path == path).map(|e| &e.status)) {
                     (Err(error), _) => format!("{error:#}"),
                     (Ok(()), None) => format!("{shown} is not in experiments/ any more"),
-                    (Ok(()), Some(app::ExperimentStatus::Invalid(problems))) => {
+                    (Ok(()), Some(ExperimentStatus::Invalid(problems))) => {
                         format!("{shown}: {} problem(s), shown in its details", problems.len())
                     }
-                    (Ok(()), Some(app::ExperimentStatus::Missing(..))) => {
+                    (Ok(()), Some(ExperimentStatus::Missing(..))) => {
                         format!("{shown} checks, but see its details")
                     }
-                    (Ok(()), Some(app::ExperimentStatus::Ready(_))) => format!("{shown} checks: ⏎ launches it"),
+                    (Ok(()), Some(ExperimentStatus::Ready(_))) => format!("{shown} checks: ⏎ launches it"),
                 };
                 app.update(Msg::Experiments(entries));
                 app.update(Msg::Failed(notice));

@@ -13,6 +13,7 @@
 //! instance norm, Dice + cross-entropy). `experiments/seed-tutorial.toml` spells out the
 //! seed tutorial's recipe value for value instead.
 
+pub mod catalog;
 pub mod cost;
 pub mod raw;
 pub mod slurm;

@@ -12,10 +12,11 @@ use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
-use segtop::dashboard::app::{App, Effect, ExperimentEntry, ExperimentStatus, Msg, Screen};
+use segtop::dashboard::app::{App, Effect, Msg, Screen};
 use segtop::dashboard::view;
 use segtop::events::EventTail;
 use segtop::experiment::Experiment;
+use segtop::experiment::catalog::{ExperimentEntry, ExperimentStatus};
 use segtop::process::Halt;
 use segtop::runs::model::{Liveness, ProcessSample, QueuePlace, RunState};
 use segtop::runs::watch::{HostSample, RunFound, RunUpdate, Watch, log_tail};

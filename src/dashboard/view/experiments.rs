@@ -9,7 +9,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
 
 use super::{panel, selected_style};
-use crate::dashboard::app::{App, ExperimentEntry, ExperimentStatus};
+use crate::dashboard::app::App;
+use crate::experiment::catalog::{ExperimentEntry, ExperimentStatus};
 use crate::experiment::{Experiment, Norm};
 use crate::theme::Theme;
 
