@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEventKind};
 
+use super::hits::{Hits, Target};
 use crate::experiment::catalog::{ExperimentEntry, ExperimentStatus};
 use crate::process::Halt;
 use crate::runs::model::{RunModel, RunSort, RunState, sort_runs};
@@ -208,8 +209,10 @@ pub struct App {
     /// Progress from background work stays until it is replaced.
     notice_sticky: bool,
     pub now: DateTime<Utc>,
-    /// Terminal size, for mouse hits.
+    /// Terminal size.
     pub size: (u16, u16),
+    /// Where the last frame drew its clickable rows.
+    hits: Hits,
     effects: Vec<Effect>,
     quit: bool,
     dirty: bool,
@@ -255,6 +258,7 @@ impl App {
             notice_sticky: false,
             now: DateTime::<Utc>::UNIX_EPOCH,
             size: (MIN_WIDTH, MIN_HEIGHT),
+            hits: Hits::default(),
             effects: Vec::new(),
             quit: false,
             dirty: true,
@@ -279,8 +283,10 @@ impl App {
         self.dirty
     }
 
-    pub fn drawn(&mut self) {
+    /// A frame was drawn; `hits` says where its clickable rows went.
+    pub fn drawn(&mut self, hits: Hits) {
         self.dirty = false;
+        self.hits = hits;
     }
 
     /// The work `update` asked for since the last call.
@@ -423,7 +429,7 @@ impl App {
     fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Terminal(Event::Key(key)) if key.kind != KeyEventKind::Release => self.key(key),
-            Msg::Terminal(Event::Mouse(mouse)) => self.mouse(mouse.kind, mouse.row),
+            Msg::Terminal(Event::Mouse(mouse)) => self.mouse(mouse.kind, mouse.column, mouse.row),
             Msg::Terminal(Event::Resize(width, height)) => {
                 self.size = (width, height);
                 self.dirty = true;
@@ -960,7 +966,7 @@ impl App {
             .as_ref()
             .and_then(|id| runs.iter().position(|r| r == id))
             .unwrap_or(0);
-        let columns = super::view::grid_columns(self.size.0).max(1);
+        let columns = self.hits.grid_columns.unwrap_or(1).max(1);
         let to = match code {
             KeyCode::Right | KeyCode::Char('l') => at + 1,
             KeyCode::Left | KeyCode::Char('h') => at.saturating_sub(1),
@@ -1133,8 +1139,9 @@ impl App {
         }
     }
 
-    /// Clicks select list rows; the wheel moves the selection.
-    fn mouse(&mut self, kind: MouseEventKind, row: u16) {
+    /// Clicks select what was drawn under them (a second click on a run opens it); the
+    /// wheel moves the selection.
+    fn mouse(&mut self, kind: MouseEventKind, column: u16, row: u16) {
         let step = match kind {
             MouseEventKind::ScrollDown => 1,
             MouseEventKind::ScrollUp => -1,
@@ -1142,38 +1149,21 @@ impl App {
             _ => return,
         };
         self.dirty = true;
-        let visible_rows = usize::from(self.size.1.saturating_sub(super::view::LIST_CHROME));
-        match (self.screen, step) {
-            (Screen::Experiments, 0) => {
-                let count = self.experiments.as_ref().map_or(0, Vec::len);
-                let offset = super::view::list_offset(self.selected, visible_rows);
-                if let Some(index) = usize::from(row)
-                    .checked_sub(usize::from(super::view::EXPERIMENT_ROW0))
-                    .map(|r| r + offset)
-                    && index < count
-                {
-                    self.selected = index;
-                }
-            }
-            (Screen::Experiments, step) => {
+        match (self.screen, step, self.hits.at(column, row).cloned()) {
+            (Screen::Experiments, 0, Some(Target::Experiment(index))) => self.selected = index,
+            (Screen::Experiments, 0, _) => self.dirty = false,
+            (Screen::Experiments, step, _) => {
                 let count = self.experiments.as_ref().map_or(0, Vec::len);
                 self.selected = (self.selected as isize + step).clamp(0, count.saturating_sub(1) as isize) as usize;
             }
-            (Screen::Runs, 0) => {
-                let offset = super::view::list_offset(self.selected_index().unwrap_or(0), visible_rows);
-                let ids: Vec<String> = self.visible_runs().iter().map(|r| r.id.clone()).collect();
-                if let Some(id) = usize::from(row)
-                    .checked_sub(usize::from(super::view::RUN_ROW0))
-                    .and_then(|r| ids.get(r + offset))
-                {
-                    if self.selected_run.as_ref() == Some(id) {
-                        self.open_selected();
-                    } else {
-                        self.selected_run = Some(id.clone());
-                    }
+            (Screen::Runs, 0, Some(Target::Run(id))) => {
+                if self.selected_run.as_ref() == Some(&id) {
+                    self.open_selected();
+                } else {
+                    self.selected_run = Some(id);
                 }
             }
-            (Screen::Runs | Screen::Run, step) => {
+            (Screen::Runs | Screen::Run, step, _) if step != 0 => {
                 self.move_run(step);
                 if self.screen == Screen::Run {
                     self.open = self.selected_run.clone();
@@ -1259,7 +1249,7 @@ mod tests {
     #[test]
     fn nothing_to_draw_after_an_ignored_key() {
         let mut app = app();
-        app.drawn();
+        app.drawn(Hits::default());
         app.update(key(KeyCode::Char('z')));
         assert!(!app.needs_redraw());
         app.update(key(KeyCode::Char('j')));

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod chart;
 pub mod editor;
+pub mod hits;
 pub mod preview;
 pub mod view;
 
@@ -90,8 +91,11 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => return Ok(()),
                 }
-                terminal.draw(|frame| view::draw(&app, frame)).context("cannot draw")?;
-                app.drawn();
+                let mut hits = Default::default();
+                terminal
+                    .draw(|frame| hits = view::draw(&app, frame))
+                    .context("cannot draw")?;
+                app.drawn(hits);
                 last_frame = Instant::now();
             }
             let Ok(msg) = rx.recv() else {

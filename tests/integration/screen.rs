@@ -67,7 +67,21 @@ fn render(app: &App) -> String {
 
 fn render_at(app: &App, width: u16, height: u16) -> String {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
-    terminal.draw(|frame| view::draw(app, frame)).expect("draws");
+    terminal
+        .draw(|frame| {
+            view::draw(app, frame);
+        })
+        .expect("draws");
+    terminal.backend().to_string()
+}
+
+/// Draws a frame at the app's size as the loop does: the app learns where things went.
+fn draw(app: &mut App) -> String {
+    let (width, height) = app.size;
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
+    let mut hits = Default::default();
+    terminal.draw(|frame| hits = view::draw(app, frame)).expect("draws");
+    app.drawn(hits);
     terminal.backend().to_string()
 }
 
@@ -209,8 +223,7 @@ fn frames_over(app: &mut App, looks: i64, look: impl Fn(DateTime<Utc>) -> Watch)
     for second in 1..=looks {
         app.update(Msg::Watch(Box::new(look(start + Duration::seconds(second)))));
         if app.needs_redraw() {
-            render(app);
-            app.drawn();
+            draw(app);
             frames += 1;
         }
     }
@@ -220,8 +233,7 @@ fn frames_over(app: &mut App, looks: i64, look: impl Fn(DateTime<Utc>) -> Watch)
 #[test]
 fn the_dashboard_draws_only_on_change_not_on_every_look() {
     let mut app = dashboard_with_recorded_runs(80, 24);
-    render(&app);
-    app.drawn();
+    draw(&mut app);
     let sample = |time, liveness| RunUpdate {
         id: LIVE.to_string(),
         dir: PathBuf::from("/ws/runs").join(LIVE),
@@ -249,8 +261,7 @@ fn the_dashboard_draws_only_on_change_not_on_every_look() {
         ..Watch::default()
     })));
     assert!(!app.runs.values().any(|r| r.state().is_live()));
-    render(&app);
-    app.drawn();
+    draw(&mut app);
     let idle = frames_over(&mut app, 30, |time| Watch {
         time,
         host: Some(host()),
@@ -492,14 +503,29 @@ fn the_mouse_selects_and_opens_runs_and_the_wheel_scrolls() {
         }))
     };
     // Rows: title, border, header, then wide-filters, bad-data, lite (row 5).
+    draw(&mut app);
     app.update(mouse(MouseEventKind::Down(MouseButton::Left), 5));
     assert_eq!(app.selected_run.as_deref(), Some(LIVE));
     app.update(mouse(MouseEventKind::ScrollDown, 5));
     assert_eq!(app.selected_run.as_deref(), Some("20261126-204650-unet-base8"));
     app.update(mouse(MouseEventKind::ScrollUp, 5));
-    // A click on the selected run opens it.
+    // A click on the selected run opens it; one on the border hits nothing.
+    draw(&mut app);
+    app.update(mouse(MouseEventKind::Down(MouseButton::Left), 1));
+    assert_eq!(app.screen, Screen::Runs);
     app.update(mouse(MouseEventKind::Down(MouseButton::Left), 5));
     assert_eq!((app.screen, app.open.as_deref()), (Screen::Run, Some(LIVE)));
+    // A list scrolled to its end: a click selects the run drawn on that row.
+    key(&mut app, KeyCode::Esc);
+    app.update(Msg::Terminal(TermEvent::Resize(80, 9)));
+    key(&mut app, KeyCode::Char('G'));
+    let screen = draw(&mut app);
+    let row = screen.lines().nth(3).expect("row 3").to_string();
+    app.update(mouse(MouseEventKind::Down(MouseButton::Left), 3));
+    let selected = app.selected_run.clone().expect("a run is selected");
+    let name = &app.runs[&selected].name;
+    assert!(row.contains(name.as_str()), "clicked {row:?}, selected {selected}");
+    assert_ne!(app.visible_runs()[0].id, selected, "the list was scrolled");
 }
 
 #[test]

@@ -8,14 +8,15 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
 
-use super::{panel, selected_style};
+use super::{panel, record_rows, selected_style};
 use crate::dashboard::app::App;
+use crate::dashboard::hits::{Hits, Target};
 use crate::experiment::catalog::{ExperimentEntry, ExperimentStatus};
 use crate::experiment::{Experiment, Norm};
 use crate::theme::Theme;
 
 /// The experiment list and the selected experiment's summary.
-pub fn draw(app: &App, frame: &mut Frame, body: Rect) {
+pub fn draw(app: &App, frame: &mut Frame, body: Rect, hits: &mut Hits) {
     // The list is as wide as its longest name (mark and borders included), within reason.
     let longest = app
         .experiments
@@ -26,7 +27,7 @@ pub fn draw(app: &App, frame: &mut Frame, body: Rect) {
         .unwrap_or(28);
     let list_width = (longest as u16 + 4).clamp(16, 32);
     let [list, detail] = Layout::horizontal([Constraint::Length(list_width), Constraint::Min(20)]).areas(body);
-    draw_list(app, frame, list);
+    draw_list(app, frame, list, hits);
     draw_detail(app, frame, detail);
 }
 
@@ -38,7 +39,7 @@ fn status_mark(theme: &Theme, status: &ExperimentStatus) -> Span<'static> {
     }
 }
 
-fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
+fn draw_list(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
     let theme = &app.theme;
     let block = panel(theme, "experiments");
     let Some(entries) = &app.experiments else {
@@ -62,6 +63,13 @@ fn draw_list(app: &App, frame: &mut Frame, area: Rect) {
     let list = List::new(items).block(block).highlight_style(selected_style(theme));
     let mut state = ListState::default().with_selected(Some(app.selected));
     frame.render_stateful_widget(list, area, &mut state);
+    record_rows(
+        hits,
+        area,
+        0,
+        state.offset(),
+        (0..entries.len()).map(Target::Experiment),
+    );
 }
 
 fn draw_detail(app: &App, frame: &mut Frame, area: Rect) {

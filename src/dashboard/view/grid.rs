@@ -12,6 +12,7 @@ use super::panel;
 use super::runs::{process_line, short_id, state_style};
 use crate::dashboard::app::App;
 use crate::dashboard::chart::format_value;
+use crate::dashboard::hits::Hits;
 use crate::runs::format_duration;
 use crate::runs::history::History;
 use crate::runs::model::RunModel;
@@ -20,11 +21,11 @@ const CARD_WIDTH: u16 = 40;
 const CARD_HEIGHT: u16 = 11;
 
 /// Cards across a terminal `width` columns wide.
-pub fn grid_columns(width: u16) -> usize {
+fn grid_columns(width: u16) -> usize {
     usize::from((width / CARD_WIDTH).max(1))
 }
 
-pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
+pub fn draw(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
     let runs = app.grid_runs();
     if runs.is_empty() {
         frame.render_widget(
@@ -34,6 +35,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         return;
     }
     let columns = grid_columns(area.width);
+    hits.grid_columns = Some(columns);
     let rows = usize::from((area.height / CARD_HEIGHT).max(1));
     let fits = columns * rows;
     // Keep the selected card on screen.

@@ -18,32 +18,21 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
 use super::app::{App, Screen};
+use super::hits::{Hits, Target};
 use crate::theme::Theme;
 
-pub use grid::grid_columns;
-
-/// Row of the first experiment in the list (title bar, list border).
-pub const EXPERIMENT_ROW0: u16 = 2;
-/// Row of the first run in the run list (title bar, border, header).
-pub const RUN_ROW0: u16 = 3;
-/// Rows of a list screen that are not list rows.
-pub const LIST_CHROME: u16 = 5;
-
-/// The scroll offset ratatui gives a list that starts at the top and must show `selected`.
-pub fn list_offset(selected: usize, visible_rows: usize) -> usize {
-    selected.saturating_sub(visible_rows.saturating_sub(1))
-}
-
-pub fn draw(app: &App, frame: &mut Frame) {
+/// Draws the whole frame; returns where the clickable rows went.
+pub fn draw(app: &App, frame: &mut Frame) -> Hits {
+    let mut hits = Hits::default();
     let [title, body, keys] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
     frame.render_widget(title_bar(app, title.width), title);
     match (&app.editor, app.screen) {
         (Some(form), _) => editor::draw(form, &app.theme, frame, body),
-        (None, Screen::Experiments) => experiments::draw(app, frame, body),
-        (None, Screen::Runs) => runs::draw(app, frame, body),
+        (None, Screen::Experiments) => experiments::draw(app, frame, body, &mut hits),
+        (None, Screen::Runs) => runs::draw(app, frame, body, &mut hits),
         (None, Screen::Run) => run::draw(app, frame, body),
-        (None, Screen::Grid) => grid::draw(app, frame, body),
+        (None, Screen::Grid) => grid::draw(app, frame, body, &mut hits),
         (None, Screen::Compare) => compare::draw(app, frame, body),
     }
     frame.render_widget(key_bar(app), keys);
@@ -51,6 +40,17 @@ pub fn draw(app: &App, frame: &mut Frame) {
         draw_help(app, frame);
     } else if let Some(id) = &app.confirm_kill {
         draw_confirm(&app.theme, frame, id);
+    }
+    hits
+}
+
+/// Records the rows of a list drawn in `area` (inside its border, below `header` rows),
+/// scrolled to `offset`: row `i` shows item `offset + i`.
+fn record_rows(hits: &mut Hits, area: Rect, header: u16, offset: usize, targets: impl IntoIterator<Item = Target>) {
+    let inner = Block::default().borders(Borders::ALL).inner(area);
+    let first = inner.y + header;
+    for (row, target) in (first..inner.bottom()).zip(targets.into_iter().skip(offset)) {
+        hits.add(Rect::new(inner.x, row, inner.width, 1), target);
     }
 }
 

@@ -6,13 +6,14 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::Span;
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState, Wrap};
 
-use super::{panel, selected_style};
+use super::{panel, record_rows, selected_style};
 use crate::dashboard::app::App;
+use crate::dashboard::hits::{Hits, Target};
 use crate::runs::format_duration;
 use crate::runs::model::{RunModel, RunState};
 use crate::theme::Theme;
 
-pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
+pub fn draw(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
     let theme = &app.theme;
     let runs = app.visible_runs();
     let mut title = format!("runs by {}", app.sort.name());
@@ -104,6 +105,8 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         .row_highlight_style(selected_style(theme));
     let mut state = TableState::default().with_selected(app.selected_index());
     frame.render_stateful_widget(table, area, &mut state);
+    let ids = runs.iter().map(|run| Target::Run(run.id.clone()));
+    record_rows(hits, area, 1, state.offset(), ids);
 }
 
 /// The epoch column: the queue place of a queued run, else `epoch/epochs`.
