@@ -5,32 +5,40 @@
 //! seeded from (seed, epoch, step), so a run resumed from a checkpoint at any step continues
 //! exactly as if it had never stopped (on the same machine, with the same threads).
 
+mod budgeted;
+mod console;
+mod network;
+mod resources;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use chrono::Utc;
-use tch::{Device, Kind, Tensor, nn};
 
-use segtop::budget::{Budget, Pace, Planner, Shape, clock};
+use segtop::budget::{Pace, clock};
 use segtop::data::cache::CachedCase;
 use segtop::data::dataset::{self, Split};
-use segtop::data::sampler::{Batch, Prefetcher, Sampler};
+use segtop::data::sampler::{Prefetcher, Sampler};
 use segtop::data::synth;
 use segtop::events::{CaseScores, Event, EventLog, Outcome, RegionScores, SCHEMA};
-use segtop::experiment::{Experiment, Precision, Selection, blocks_frozen};
+use segtop::experiment::{Experiment, Selection};
 use segtop::metrics;
 use segtop::rundir::RunDir;
 
 use crate::checkpoint::{self, TrainState};
 use crate::evaluate;
 use crate::infer::{self, SlidingWindow};
-use crate::loss::Loss;
-use crate::model::UNet;
-use crate::optim::Optimizer;
+
+use budgeted::{Budgeted, PROBE_STEPS, VALIDATION_OVERHEAD};
+use console::Console;
+use network::batch_labels_predicted;
+pub(crate) use network::{Network, train_step};
+use resources::ResourceReporter;
+pub(crate) use resources::peak_rss_kib;
 
 /// How a training run ended, when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,49 +90,6 @@ pub fn threads(experiment: &Experiment) -> u32 {
         .and_then(|v| v.parse::<u32>().ok())
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
-}
-
-/// What the trainer shows in the foreground: timestamped lines, and on a terminal a progress
-/// bar for the current epoch (step, loss, patches/s, time left in the run).
-struct Console {
-    bar: indicatif::ProgressBar,
-}
-
-impl Console {
-    fn new() -> Console {
-        use std::io::IsTerminal;
-        let bar = if std::io::stdout().is_terminal() {
-            let style = indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:24}] {pos}/{len}  {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> ");
-            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stdout()).with_style(style)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        Console { bar }
-    }
-
-    fn line(&self, text: &str) {
-        let line = timestamped(text);
-        if self.bar.is_hidden() {
-            println!("{line}");
-        } else {
-            self.bar.println(line);
-        }
-    }
-
-    fn epoch(&self, epoch: u32, epochs: u32, steps: u32) {
-        self.bar.set_prefix(format!("{epoch}/{epochs}"));
-        self.bar.set_length(u64::from(steps));
-        self.bar.set_position(0);
-    }
-
-    fn step(&self, step: u32, loss: f64, patches_per_s: f64, seconds_left: f64) {
-        self.bar.set_position(u64::from(step));
-        let left = clock(seconds_left);
-        self.bar
-            .set_message(format!("loss {loss:.4}  {patches_per_s:.2} patches/s  {left} left"));
-    }
 }
 
 /// A line of the run's log: the local time, then `text`.
@@ -700,232 +665,6 @@ pub fn run(run: &RunDir, experiment: &Experiment, resume: bool, stop: &Stop) -> 
     Ok(outcome.1)
 }
 
-/// Steps of a time-budgeted run's first epoch timed before deciding whether the budget holds
-/// one epoch, its validation and the end of the run (the first step, a warm-up, not counted).
-const PROBE_STEPS: u32 = 4;
-
-/// A validation's cost beyond its network passes (metrics, lesion matching, the preview
-/// written after it), as a factor on the timed passes: 1.7-1.9 measured on the demo.
-const VALIDATION_OVERHEAD: f64 = 1.8;
-
-/// A time-budgeted run's planning: the planner, the pace measured so far, the plan.
-struct Budgeted {
-    limit: Budget,
-    planner: Planner,
-    /// In a halving sweep below its top rung: the rung and a planner for where it ends (no
-    /// final evaluation there).
-    rung: Option<(u32, Planner)>,
-    pace: Pace,
-    /// Epochs planned, once the first steps have been timed.
-    planned: Option<u32>,
-}
-
-impl Budgeted {
-    fn new(
-        limit: Budget,
-        rung: Option<segtop::halving::RungRecord>,
-        experiment: &Experiment,
-        steps_per_epoch: u32,
-        pace: Pace,
-        planned: Option<u32>,
-    ) -> Budgeted {
-        let validate = &experiment.validate;
-        let passes = if validate.tta {
-            1u32 << experiment.augment.flip_axes.len().min(3)
-        } else {
-            1
-        };
-        // The end-of-run evaluation segments the same cases on their original grids (with
-        // mirror passes under TTA), writes them, and learns post-processing on them: measured
-        // at 3.5-4.5 validations without TTA on real BraTS cases.
-        let final_factor = 1.5 * f64::from(passes) + if validate.postprocess { 3.0 } else { 0.5 };
-        let shape = Shape {
-            budget: limit.seconds() as f64,
-            max_epochs: experiment.train.epochs,
-            steps_per_epoch,
-            validate_every: validate.every,
-            final_factor,
-        };
-        let rung = rung.filter(|r| r.until_seconds < limit.seconds()).map(|r| {
-            let shape = Shape {
-                budget: r.until_seconds as f64,
-                final_factor: 0.0,
-                ..shape
-            };
-            (r.rung, Planner { shape })
-        });
-        Budgeted {
-            limit,
-            planner: Planner { shape },
-            rung,
-            pace,
-            planned,
-        }
-    }
-
-    /// When the run must be done, `used` seconds into its budget: its end, less half the
-    /// margin (for the last records and a slow disk).
-    fn deadline(&self, used: f64) -> Instant {
-        let left = self.limit.seconds() as f64 - used - 0.5 * self.planner.margin();
-        Instant::now() + Duration::from_secs_f64(left.max(0.0))
-    }
-
-    /// Epochs to train: the plan, or the most allowed until there is one.
-    fn epochs(&self) -> u32 {
-        self.planned.unwrap_or(self.planner.shape.max_epochs)
-    }
-
-    fn room_for_step(&self, used: f64) -> bool {
-        self.planner.room_for_step(used, &self.pace) && self.room_in_rung(used)
-    }
-
-    /// Whether one more step fits before the end of the rung (always, outside halving).
-    fn room_in_rung(&self, used: f64) -> bool {
-        self.rung
-            .as_ref()
-            .is_none_or(|(_, rung)| rung.room_for_step(used, &self.pace))
-    }
-
-    /// Where the run's rung ends, when it is in a halving sweep below the top rung.
-    fn rung_until(&self) -> Option<Budget> {
-        let (_, rung) = self.rung.as_ref()?;
-        Some(Budget::from_seconds(rung.shape.budget as u64))
-    }
-
-    /// Takes one step's seconds into the pace (smoothed, so another run starting on the same
-    /// cores shows within a few steps).
-    fn time_step(&mut self, seconds: f64) {
-        self.pace.step = if self.pace.step > 0.0 {
-            0.7 * self.pace.step + 0.3 * seconds
-        } else {
-            seconds
-        };
-    }
-
-    /// Records a new plan: a `plan` event and a line, when it differs from the last.
-    fn replan(&mut self, planned: u32, used: f64, events: &mut EventLog, say: &dyn Fn(&str)) -> anyhow::Result<()> {
-        if self.planned == Some(planned) {
-            return Ok(());
-        }
-        let first = self.planned.is_none();
-        self.planned = Some(planned);
-        events.emit(&Event::Plan {
-            time: Utc::now(),
-            epochs: planned,
-            budget_seconds: self.limit.seconds() as f64,
-            used_seconds: used,
-            step_seconds: self.pace.step,
-            validation_seconds: self.pace.validation,
-        })?;
-        say(&format!(
-            "time budget {}: {} {planned} epochs ({} used, {:.2} s a step, {} a validation)",
-            self.limit,
-            if first { "planning" } else { "now planning" },
-            clock(used),
-            self.pace.step,
-            clock(self.pace.validation)
-        ));
-        Ok(())
-    }
-}
-
-/// The experiment's network (seeded), its parameters, optimizer and loss.
-pub(crate) struct Network {
-    pub vs: nn::VarStore,
-    pub net: UNet,
-    /// `train.precision` resolved on this machine, and why.
-    pub precision: (Precision, String),
-    pub optimizer: Optimizer,
-    pub loss: Loss,
-    pub parameter_count: u64,
-}
-
-impl Network {
-    pub fn build(experiment: &Experiment) -> Network {
-        let vs = nn::VarStore::new(Device::Cpu);
-        tch::manual_seed(experiment.train.seed as i64);
-        let channels = experiment.data.modalities.len();
-        let precision = segtop::cpu::resolve_here(experiment.train.precision);
-        let net = UNet::new(&vs.root(), &experiment.model, channels as i64).with_precision(precision.0);
-        let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
-        let parameter_count: u64 = params.iter().map(|(_, p)| p.numel() as u64).sum();
-        // Frozen blocks: no gradient, and no place in the optimizer (so no state either).
-        let frozen = &experiment.train.freeze;
-        params.retain_mut(|(name, parameter)| {
-            let keep = !blocks_frozen(frozen, name);
-            if !keep {
-                let _ = parameter.set_requires_grad(false);
-            }
-            keep
-        });
-        let optimizer = Optimizer::new(params, &experiment.train);
-        let loss = Loss::new(&experiment.train.loss);
-        Network {
-            vs,
-            net,
-            precision,
-            optimizer,
-            loss,
-            parameter_count,
-        }
-    }
-}
-
-/// One optimizer step on a batch; returns the loss and its parts.
-pub(crate) fn train_step(
-    net: &UNet,
-    loss: &Loss,
-    optimizer: &mut Optimizer,
-    batch: &Batch,
-    deep_supervision: bool,
-) -> (f64, BTreeMap<String, f64>) {
-    let [x, y, z] = batch.patch.map(|n| n as i64);
-    let (b, c) = (batch.size as i64, batch.channels as i64);
-    let images = Tensor::from_slice(&batch.images).view([b, c, z, y, x]);
-    let labels = Tensor::from_slice(&batch.labels)
-        .to_kind(Kind::Int64)
-        .view([b, z, y, x]);
-    optimizer.zero_grad();
-    let (logits, aux) = net.forward_all(&images, true);
-    let main = loss.compute(&logits, &labels);
-    let total = if deep_supervision && !aux.is_empty() {
-        // nnU-Net's weighting: halve per level down, normalised; targets by nearest down-sampling.
-        let mut weighted = vec![main.total.shallow_clone()];
-        let mut weight_sum = 1.0;
-        for (i, out) in aux.iter().rev().enumerate() {
-            let stride = 2i64 << i;
-            let target = labels
-                .slice(1, 0, None, stride)
-                .slice(2, 0, None, stride)
-                .slice(3, 0, None, stride);
-            let w = 0.5f64.powi(i as i32 + 1);
-            weight_sum += w;
-            weighted.push(loss.compute(out, &target).total * w);
-        }
-        Tensor::stack(&weighted, 0).sum(Kind::Float) / weight_sum
-    } else {
-        main.total.shallow_clone()
-    };
-    total.backward();
-    optimizer.step();
-    let parts = main
-        .parts
-        .iter()
-        .map(|(name, t)| (name.to_string(), t.double_value(&[])))
-        .collect();
-    (total.double_value(&[]), parts)
-}
-
-/// The network's labels for a training batch, without gradients, for the seed Dice.
-fn batch_labels_predicted(net: &UNet, batch: &Batch) -> Vec<u8> {
-    let _guard = tch::no_grad_guard();
-    let [x, y, z] = batch.patch.map(|n| n as i64);
-    let images = Tensor::from_slice(&batch.images).view([batch.size as i64, batch.channels as i64, z, y, x]);
-    let logits = tch::nn::ModuleT::forward_t(net, &images, false);
-    infer::labels_of(&logits)
-}
-
 /// Writes a preview prediction on the case's original grid, with its source geometry, as
 /// `preview/epoch-NNNN.nii.gz`; returns the path relative to the run directory.
 fn write_preview(run: &RunDir, case: &CachedCase, epoch: u32, predicted: &[u8]) -> anyhow::Result<String> {
@@ -940,137 +679,4 @@ fn write_preview(run: &RunDir, case: &CachedCase, epoch: u32, predicted: &[u8]) 
     segtop::data::volume::write_labels_like(&reference, &run.preview().join(&name), header.original_shape, &full)
         .with_context(|| format!("cannot write the preview {name}"))?;
     Ok(format!("{}/{name}", RunDir::PREVIEW))
-}
-
-/// How often the trainer reports its own CPU and memory.
-const RESOURCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// A thread that appends a `resources` event every few seconds until dropped.
-struct ResourceReporter {
-    done: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ResourceReporter {
-    fn spawn(events: &std::path::Path) -> anyhow::Result<ResourceReporter> {
-        let mut log = EventLog::open(events)?;
-        let done = Arc::new(AtomicBool::new(false));
-        let stop = Arc::clone(&done);
-        let thread = std::thread::Builder::new().name("resources".into()).spawn(move || {
-            use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-            let pid = Pid::from_u32(std::process::id());
-            let Ok(mut system) = System::new() else {
-                return;
-            };
-            let refresh = |system: &mut System| {
-                system.refresh_processes_specifics(
-                    ProcessesToUpdate::Some(&[pid]),
-                    true,
-                    ProcessRefreshKind::nothing().with_cpu().with_memory(),
-                );
-            };
-            refresh(&mut system);
-            let mut peak = 0.0f64;
-            loop {
-                // Sleep in short slices so dropping the reporter ends the thread promptly.
-                let wake = Instant::now() + RESOURCE_INTERVAL;
-                while Instant::now() < wake {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                refresh(&mut system);
-                let Some(process) = system.process(pid) else {
-                    return;
-                };
-                let rss_mb = process.memory() as f64 / 1e6;
-                peak = peak.max(rss_mb).max(peak_rss_mb().unwrap_or(0.0));
-                let event = Event::Resources {
-                    time: Utc::now(),
-                    cpu_percent: f64::from(process.cpu_usage()),
-                    rss_mb,
-                    peak_rss_mb: peak,
-                };
-                if log.emit(&event).is_err() {
-                    return;
-                }
-            }
-        })?;
-        Ok(ResourceReporter {
-            done,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for ResourceReporter {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// The kernel's record of this process's peak resident size (Linux), in MB.
-fn peak_rss_mb() -> Option<f64> {
-    Some(peak_rss_kib()? * 1024.0 / 1e6)
-}
-
-/// The kernel's record of this process's peak resident size (VmHWM, Linux), in KiB.
-pub(crate) fn peak_rss_kib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frozen_blocks_keep_their_weights_through_steps_and_have_no_optimizer_state() {
-        let text = "[data]\nroot = \"d\"\n[model]\nbase_filters = 4\ndepth = 3\n\
-                    [train]\nfreeze = [\"enc.0\", \"up\"]\nlr = 0.01\nprecision = \"float32\"\n";
-        let experiment = Experiment::parse(Path::new("x.toml"), text, Path::new("/ws")).expect("valid");
-        let Network {
-            vs,
-            net,
-            mut optimizer,
-            loss,
-            ..
-        } = Network::build(&experiment);
-        let before: BTreeMap<String, Tensor> = vs.variables().into_iter().map(|(n, t)| (n, t.copy())).collect();
-        let mut batch = Batch::new(2, 4, [16, 16, 16]);
-        for (i, value) in batch.images.iter_mut().enumerate() {
-            *value = ((i * 7919) % 101) as f32 / 50.0 - 1.0;
-        }
-        for (i, label) in batch.labels.iter_mut().enumerate() {
-            *label = ((i / 300) % 4) as u8;
-        }
-        for _ in 0..3 {
-            train_step(&net, &loss, &mut optimizer, &batch, false);
-        }
-        let frozen = ["enc.0".to_string(), "up".to_string()];
-        let mut changed = 0;
-        for (name, tensor) in vs.variables() {
-            let same = tensor.equal(&before[&name]);
-            if blocks_frozen(&frozen, &name) {
-                assert!(same, "{name} is frozen but changed");
-            } else if !same {
-                changed += 1;
-            }
-        }
-        assert!(changed > 10, "only {changed} trainable tensors changed");
-        let (moments, _) = optimizer.state();
-        assert!(!moments.is_empty());
-        for (name, _) in moments {
-            let parameter = name.split_once('.').map_or(name.as_str(), |(_, p)| p);
-            assert!(
-                !blocks_frozen(&frozen, parameter),
-                "optimizer state for frozen {parameter}"
-            );
-        }
-    }
 }
