@@ -81,7 +81,8 @@ impl Trainer<'_> {
         if self.validated_last {
             match self.validate(seconds)? {
                 ControlFlow::Continue(validated) => verdict = validated,
-                // A stop in the validation that ends a rung ends the run as the rung's end.
+                // A stop in the validation at the end of a rung ends the run as the end of the
+                // rung (unvalidated, and with no checkpoint of its own), as it always has.
                 ControlFlow::Break(stopped) => return Ok(Some(planned.rung_end.unwrap_or(stopped))),
             }
         }
