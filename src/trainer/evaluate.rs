@@ -55,11 +55,14 @@ pub struct FinalEvaluation<'a> {
     pub say: &'a dyn Fn(&str),
 }
 
+/// The evaluation's scores per case: before post-processing, the plan learned (when
+/// `validate.postprocess`) and the scores after it.
+type Scores = (Vec<CaseEvaluation>, Option<Plan>, Option<Vec<CaseEvaluation>>);
+
 impl FinalEvaluation<'_> {
     /// Loads the best weights into `vs` (they stay loaded), evaluates, learns post-processing
     /// and emits the `evaluation` event.
     pub fn run(&self, vs: &mut nn::VarStore, net: &UNet, events: &mut EventLog) -> anyhow::Result<()> {
-        let say = self.say;
         let cases: Vec<&Arc<CachedCase>> = self.cases.iter().filter(|c| c.labels().is_some()).collect();
         if cases.is_empty() {
             return Ok(());
@@ -70,6 +73,31 @@ impl FinalEvaluation<'_> {
             vs.load(&best)
                 .with_context(|| format!("cannot load {}", best.display()))?;
         }
+        let scored = self.segment(&cases, net)?;
+        let (raw, plan, after) = self.score(&scored)?;
+        let regions = CHALLENGE.regions();
+        let mean = CaseEvaluation::mean(&raw, regions);
+        let postprocessed = after.as_deref().map(|a| CaseEvaluation::mean(a, regions));
+        self.say_means(&mean, postprocessed.as_deref());
+        events.emit(&Event::Evaluation {
+            time: Utc::now(),
+            epoch: self.best_epoch,
+            challenge: CHALLENGE.name().to_string(),
+            mean,
+            cases: raw,
+            tta: self.experiment.validate.tta,
+            postprocess: plan.map(|p| p.describe()),
+            postprocessed,
+            postprocessed_cases: after.unwrap_or_default(),
+            seconds: start.elapsed().as_secs_f64(),
+        })?;
+        Ok(())
+    }
+
+    /// Segments each case on its original grid (with mirrored passes under TTA) and writes the
+    /// prediction into the run's `validation/` folder; returns the cases to score, cropped.
+    fn segment(&self, cases: &[&Arc<CachedCase>], net: &UNet) -> anyhow::Result<Vec<postprocess::Case>> {
+        let say = self.say;
         let validate = &self.experiment.validate;
         let mut window = SlidingWindow::new(validate);
         if validate.tta {
@@ -118,42 +146,46 @@ impl FinalEvaluation<'_> {
                 .cropped(),
             );
         }
-        let (raw, plan, after) = if validate.postprocess {
-            say("learning post-processing on the validation cases");
-            let progress = |step: &str| say(&format!("  choosing {step}"));
-            let (plan, validation) = postprocess::learn(
-                self.run,
-                &scored,
-                self.best_epoch,
-                self.threads,
-                &progress,
-                self.deadline,
-            )
-            .with_context(|| format!("cannot write {}", self.run.postprocess().display()))?;
-            if let Some(step) = validation.cut_short_at {
-                say(&format!(
-                    "  the search stopped at {step} to stay inside the time budget (`segtop postprocess {}` searches in full)",
-                    self.run.id()
-                ));
-            }
-            say(&format!("post-processing: {}", plan.describe()));
-            for line in postprocess::table(&validation) {
-                say(&format!("  {line}"));
-            }
-            (validation.cases_before, Some(plan), Some(validation.cases_after))
-        } else {
-            (
-                postprocess::evaluate_all(CHALLENGE, &scored, &Plan::NONE, self.threads),
-                None,
-                None,
-            )
-        };
-        let regions = CHALLENGE.regions();
-        let mean = CaseEvaluation::mean(&raw, regions);
-        let postprocessed = after.as_deref().map(|a| CaseEvaluation::mean(a, regions));
-        for (i, m) in mean.iter().enumerate() {
-            let after = postprocessed.as_ref().and_then(|p| p.get(i));
+        Ok(scored)
+    }
+
+    /// Scores the cases with the BraTS metrics: with `validate.postprocess`, post-processing
+    /// is learned on them (before the deadline), and scored before and after.
+    fn score(&self, scored: &[postprocess::Case]) -> anyhow::Result<Scores> {
+        if !self.experiment.validate.postprocess {
+            let raw = postprocess::evaluate_all(CHALLENGE, scored, &Plan::NONE, self.threads);
+            return Ok((raw, None, None));
+        }
+        let say = self.say;
+        say("learning post-processing on the validation cases");
+        let progress = |step: &str| say(&format!("  choosing {step}"));
+        let (plan, validation) = postprocess::learn(
+            self.run,
+            scored,
+            self.best_epoch,
+            self.threads,
+            &progress,
+            self.deadline,
+        )
+        .with_context(|| format!("cannot write {}", self.run.postprocess().display()))?;
+        if let Some(step) = validation.cut_short_at {
             say(&format!(
+                "  the search stopped at {step} to stay inside the time budget (`segtop postprocess {}` searches in full)",
+                self.run.id()
+            ));
+        }
+        say(&format!("post-processing: {}", plan.describe()));
+        for line in postprocess::table(&validation) {
+            say(&format!("  {line}"));
+        }
+        Ok((validation.cases_before, Some(plan), Some(validation.cases_after)))
+    }
+
+    /// A line per region: the mean scores, and those after post-processing when learned.
+    fn say_means(&self, mean: &[BratsScores], postprocessed: Option<&[BratsScores]>) {
+        for (i, m) in mean.iter().enumerate() {
+            let after = postprocessed.and_then(|p| p.get(i));
+            (self.say)(&format!(
                 "  {:<3} lesion-wise Dice {:.3}{}  HD95 {:.1} mm   legacy Dice {:.3}{}  HD95 {:.1} mm   TP {} FP {} FN {}",
                 m.region,
                 m.lesion_dice,
@@ -167,18 +199,5 @@ impl FinalEvaluation<'_> {
                 m.num_fn
             ));
         }
-        events.emit(&Event::Evaluation {
-            time: Utc::now(),
-            epoch: self.best_epoch,
-            challenge: CHALLENGE.name().to_string(),
-            mean,
-            cases: raw,
-            tta: validate.tta,
-            postprocess: plan.map(|p| p.describe()),
-            postprocessed,
-            postprocessed_cases: after.unwrap_or_default(),
-            seconds: start.elapsed().as_secs_f64(),
-        })?;
-        Ok(())
     }
 }
