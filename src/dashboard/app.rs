@@ -11,9 +11,11 @@ use chrono::{DateTime, Utc};
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEventKind};
 
 use super::hits::{Hits, Target};
+use super::preview::Preview;
+use super::screens::{Compare, ExperimentKey, ExperimentList, Handled, Notice, PreviewPane, RunList, RunView};
 use crate::experiment::catalog::{ExperimentEntry, ExperimentStatus};
 use crate::process::Halt;
-use crate::runs::model::{RunModel, RunSort, RunState, sort_runs};
+use crate::runs::model::{RunModel, RunState};
 use crate::runs::watch::{HostSample, Watch};
 use crate::settings::{ChartMarker, Settings};
 use crate::theme::Theme;
@@ -141,16 +143,11 @@ pub enum Screen {
     Compare,
 }
 
-/// Panels of the run view; on terminals smaller than 80x24 they become tabs.
-pub const RUN_PANELS: [&str; 5] = ["loss", "dice", "speed", "resources", "log"];
-
-/// Seconds a notice stays in the key bar.
-const NOTICE_SECONDS: i64 = 8;
-
 /// The smallest terminal that shows every panel at once.
 pub const MIN_WIDTH: u16 = 80;
 pub const MIN_HEIGHT: u16 = 24;
 
+/// The dashboard: the runs as the watcher reports them, and each part's state.
 pub struct App {
     pub workspace: Workspace,
     pub theme: Theme,
@@ -158,57 +155,20 @@ pub struct App {
     pub themes: Vec<Theme>,
     pub settings: Settings,
     pub screen: Screen,
-    /// `None` until the first scan arrives.
-    pub experiments: Option<Vec<ExperimentEntry>>,
-    pub selected: usize,
     pub runs: BTreeMap<String, RunModel>,
-    /// The selected run in the run list and grid, by id (it follows sorting).
-    pub selected_run: Option<String>,
-    /// The run shown in the run view.
-    pub open: Option<String>,
-    pub sort: RunSort,
-    pub sort_reverse: bool,
-    pub filter: String,
-    /// Typing into the filter.
-    pub filtering: bool,
-    pub log_scale: bool,
-    /// The run view's Dice chart shows the official lesion-wise Dice rather than legacy
-    /// Dice (`d`).
-    pub lesion_wise_dice: bool,
-    /// The panel shown in the run view when the terminal is too small for all of them.
-    pub run_tab: usize,
-    /// Runs marked for the compare view (space in the run list).
-    pub marked: std::collections::BTreeSet<String>,
-    /// The compare table's sort column and direction.
-    pub compare_sort: usize,
-    pub compare_reverse: bool,
-    /// The open run's latest preview, once loaded.
-    pub preview: Option<super::preview::Preview>,
-    pub preview_view: super::preview::PreviewView,
-    /// Why there is no preview to draw (loading, an error), when there is none.
-    pub preview_status: Option<String>,
-    /// The run view shows the preview over its whole body (`v`).
-    pub preview_full: bool,
-    /// The compare view shows the first two marked runs' previews on one slice (`v`).
-    pub compare_previews: bool,
-    /// Their latest previews, by run.
-    pub compared: BTreeMap<String, super::preview::Preview>,
-    /// The compared previews asked for: run, previews written then, modality.
-    compared_asked: Vec<(String, u32, crate::experiment::Modality)>,
-    /// The preview asked for last: run, previews written then, modality.
-    preview_asked: Option<(String, u32, crate::experiment::Modality, Option<u32>)>,
     pub host: Option<HostSample>,
+    pub now: DateTime<Utc>,
+    pub experiments: ExperimentList,
+    pub list: RunList,
+    pub run: RunView,
+    pub preview: PreviewPane,
+    pub compare: Compare,
+    pub notice: Notice,
     /// The experiment editor, while it is open (over any screen).
     pub editor: Option<super::editor::Editor>,
     /// Kill waits for a `y`.
     pub confirm_kill: Option<String>,
     pub show_help: bool,
-    pub notice: Option<String>,
-    /// When the notice was first shown, so it can fade after a while.
-    notice_since: Option<DateTime<Utc>>,
-    /// Progress from background work stays until it is replaced.
-    notice_sticky: bool,
-    pub now: DateTime<Utc>,
     /// Terminal size.
     pub size: (u16, u16),
     /// Where the last frame drew its clickable rows.
@@ -226,37 +186,18 @@ impl App {
             theme,
             settings: Settings::default(),
             screen: Screen::Experiments,
-            experiments: None,
-            selected: 0,
             runs: BTreeMap::new(),
-            selected_run: None,
-            open: None,
-            sort: RunSort::Started,
-            sort_reverse: false,
-            filter: String::new(),
-            filtering: false,
-            log_scale: false,
-            lesion_wise_dice: false,
-            run_tab: 0,
-            marked: std::collections::BTreeSet::new(),
-            compare_sort: 0,
-            compare_reverse: false,
-            preview: None,
-            preview_view: super::preview::PreviewView::new(crate::render::ColorMode::detect()),
-            preview_status: None,
-            preview_full: false,
-            compare_previews: false,
-            compared: BTreeMap::new(),
-            compared_asked: Vec::new(),
-            preview_asked: None,
             host: None,
+            now: DateTime::<Utc>::UNIX_EPOCH,
+            experiments: ExperimentList::default(),
+            list: RunList::default(),
+            run: RunView::default(),
+            preview: PreviewPane::new(crate::render::ColorMode::detect()),
+            compare: Compare::default(),
+            notice: Notice::default(),
             editor: None,
             confirm_kill: None,
             show_help: false,
-            notice: None,
-            notice_since: None,
-            notice_sticky: false,
-            now: DateTime::<Utc>::UNIX_EPOCH,
             size: (MIN_WIDTH, MIN_HEIGHT),
             hits: Hits::default(),
             effects: Vec::new(),
@@ -298,28 +239,14 @@ impl App {
         self.settings.chart_marker
     }
 
-    pub fn selected_experiment(&self) -> Option<&ExperimentEntry> {
-        self.experiments.as_ref()?.get(self.selected)
-    }
-
     /// The runs the run list shows, filtered and sorted.
     pub fn visible_runs(&self) -> Vec<&RunModel> {
-        let needle = self.filter.to_lowercase();
-        let mut runs: Vec<&RunModel> = self
-            .runs
-            .values()
-            .filter(|run| {
-                needle.is_empty()
-                    || run.id.to_lowercase().contains(&needle)
-                    || run.name.to_lowercase().contains(&needle)
-                    || run.state().name().contains(&needle)
-            })
-            .collect();
-        sort_runs(&mut runs, self.sort);
-        if self.sort_reverse {
-            runs.reverse();
-        }
-        runs
+        self.list.visible(&self.runs)
+    }
+
+    /// The selected run's position in the run list.
+    pub fn selected_index(&self) -> Option<usize> {
+        self.list.selected_index(&self.runs)
     }
 
     /// Runs for the grid: live ones first, then the most recent.
@@ -336,14 +263,18 @@ impl App {
         self.runs.values().filter(|r| r.state().is_live()).count()
     }
 
-    /// The selected run's position in the run list.
-    pub fn selected_index(&self) -> Option<usize> {
-        let id = self.selected_run.as_ref()?;
-        self.visible_runs().iter().position(|r| &r.id == id)
+    pub fn open_run(&self) -> Option<&RunModel> {
+        self.runs.get(self.run.open.as_ref()?)
     }
 
-    pub fn open_run(&self) -> Option<&RunModel> {
-        self.runs.get(self.open.as_ref()?)
+    /// The marked runs that still exist, by id.
+    pub fn marked_runs(&self) -> Vec<&RunModel> {
+        self.list.marked.iter().filter_map(|id| self.runs.get(id)).collect()
+    }
+
+    /// The two runs the compare view's previews show: the first two marked.
+    pub fn compared_runs(&self) -> Vec<&RunModel> {
+        self.marked_runs().into_iter().take(2).collect()
     }
 
     pub fn update(&mut self, msg: Msg) {
@@ -354,7 +285,7 @@ impl App {
     /// Asks for the open run's latest preview when the run view shows one it does not have:
     /// another run, a newer preview, or another modality.
     fn ask_for_preview(&mut self) {
-        if self.screen == Screen::Compare && self.compare_previews {
+        if self.screen == Screen::Compare && self.compare.previews {
             self.ask_for_compared();
         }
         if self.screen != Screen::Run {
@@ -366,56 +297,49 @@ impl App {
         if previews == 0 {
             return;
         }
-        let wanted = (
-            id.clone(),
-            previews,
-            self.preview_view.modality,
-            self.preview_view.epoch,
-        );
-        if self.preview_asked.as_ref() == Some(&wanted) {
+        let pane = &mut self.preview;
+        let wanted = (id.clone(), previews, pane.view.modality, pane.view.epoch);
+        if pane.asked.as_ref() == Some(&wanted) {
             return;
         }
-        if self.preview.as_ref().is_some_and(|p| p.run != id) {
-            self.preview = None;
-            self.preview_view.slice = None;
-            self.preview_view.epoch = None;
+        if pane.shown.as_ref().is_some_and(|p| p.run != id) {
+            pane.shown = None;
+            pane.view.slice = None;
+            pane.view.epoch = None;
         }
-        if self.preview.is_none() {
-            self.preview_status = Some("loading the preview…".to_string());
+        if pane.shown.is_none() {
+            pane.status = Some("loading the preview…".to_string());
         }
         self.effects.push(Effect::LoadPreview {
             run: id,
             dir,
             previews,
-            modality: self.preview_view.modality,
-            epoch: self.preview_view.epoch,
+            modality: pane.view.modality,
+            epoch: pane.view.epoch,
         });
-        self.preview_asked = Some(wanted);
-    }
-
-    /// The two runs the compare view's previews show: the first two marked.
-    pub fn compared_runs(&self) -> Vec<&RunModel> {
-        self.marked_runs().into_iter().take(2).collect()
+        pane.asked = Some(wanted);
     }
 
     /// Asks for the latest previews of the compared runs that are not loaded or are stale.
     fn ask_for_compared(&mut self) {
-        let modality = self.preview_view.modality;
+        let modality = self.preview.view.modality;
         let wanted: Vec<(String, PathBuf, u32)> = self
             .compared_runs()
             .iter()
             .filter(|r| r.previews > 0)
             .map(|r| (r.id.clone(), r.dir.clone(), r.previews))
             .collect();
-        self.compared
+        let compare = &mut self.compare;
+        compare
+            .shown
             .retain(|id, p| p.modality == modality && wanted.iter().any(|w| &w.0 == id));
         for (run, dir, previews) in wanted {
             let asked = (run.clone(), previews, modality);
-            if self.compared_asked.contains(&asked) {
+            if compare.asked.contains(&asked) {
                 continue;
             }
-            self.compared_asked.retain(|a| a.0 != run);
-            self.compared_asked.push(asked);
+            compare.asked.retain(|a| a.0 != run);
+            compare.asked.push(asked);
             self.effects.push(Effect::LoadPreview {
                 run,
                 dir,
@@ -436,19 +360,11 @@ impl App {
             }
             Msg::Terminal(_) => {}
             Msg::Notice(notice) => {
-                self.notice = notice;
-                self.notice_since = None;
-                self.notice_sticky = true;
+                self.notice.keep(notice);
                 self.dirty = true;
             }
             Msg::Experiments(entries) => {
-                // Keep the same file selected when the list changes around it.
-                let selected_path = self.selected_experiment().map(|e| e.path.clone());
-                self.selected = selected_path
-                    .and_then(|path| entries.iter().position(|e| e.path == path))
-                    .unwrap_or(self.selected)
-                    .min(entries.len().saturating_sub(1));
-                self.experiments = Some(entries);
+                self.experiments.replace(entries);
                 self.dirty = true;
             }
             Msg::Watch(watch) => self.watch(*watch),
@@ -458,38 +374,7 @@ impl App {
                 sweep,
                 job,
             } => {
-                for (id, dir) in &runs {
-                    self.runs
-                        .entry(id.clone())
-                        .or_insert_with(|| RunModel::new(id.clone(), dir.clone()));
-                }
-                match (runs.as_slice(), sweep) {
-                    ([(id, _)], None) => {
-                        let what = if resume { "resume of" } else { "run" };
-                        match &job {
-                            Some(job) => self.say(format!("submitted {what} {id} to Slurm as job {job}")),
-                            None => self.say(format!("queued {what} {id}: it starts when cores and memory allow")),
-                        }
-                        self.selected_run = Some(id.clone());
-                        self.open = Some(id.clone());
-                        self.screen = Screen::Run;
-                    }
-                    (runs, sweep) => {
-                        let sweep = sweep.unwrap_or_default();
-                        match &job {
-                            Some(job) => self.say(format!(
-                                "submitted {} runs of sweep {sweep} to Slurm (job {job})",
-                                runs.len()
-                            )),
-                            None => self.say(format!(
-                                "queued {} runs of sweep {sweep}: they start as cores and memory allow",
-                                runs.len()
-                            )),
-                        }
-                        self.selected_run = runs.first().map(|(id, _)| id.clone());
-                        self.screen = Screen::Runs;
-                    }
-                }
+                self.queued(runs, resume, sweep, job);
                 self.dirty = true;
             }
             Msg::Preview {
@@ -498,29 +383,7 @@ impl App {
                 modality,
                 epoch,
                 result,
-            } => {
-                let mut for_run = self.preview_asked.as_ref() == Some(&(run.clone(), previews, modality, epoch));
-                let compared = epoch.is_none() && self.compared_asked.contains(&(run.clone(), previews, modality));
-                // Asked for by both views: the one on screen has it, the other asks again.
-                if for_run && compared && self.screen == Screen::Compare {
-                    for_run = false;
-                    self.preview_asked = None;
-                }
-                match result {
-                    Ok(Some(data)) if for_run => {
-                        self.preview = Some(super::preview::Preview::new(*data));
-                        self.preview_status = None;
-                    }
-                    Ok(Some(data)) if compared => {
-                        self.compared.insert(run, super::preview::Preview::new(*data));
-                    }
-                    Ok(None) if for_run => self.preview_status = Some("no preview written yet".to_string()),
-                    Err(error) if for_run => self.preview_status = Some(error),
-                    Err(error) if compared => self.say(format!("{run}: {error}")),
-                    _ => {}
-                }
-                self.dirty |= for_run || compared;
-            }
+            } => self.preview_loaded(run, previews, modality, epoch, result),
             Msg::Editor(Ok(editor)) => {
                 self.editor = Some(*editor);
                 self.dirty = true;
@@ -543,21 +406,81 @@ impl App {
         }
     }
 
+    /// Runs were queued (or submitted) from here: a single run opens, a sweep's runs show
+    /// in the list.
+    fn queued(&mut self, runs: Vec<(String, PathBuf)>, resume: bool, sweep: Option<String>, job: Option<String>) {
+        for (id, dir) in &runs {
+            self.runs
+                .entry(id.clone())
+                .or_insert_with(|| RunModel::new(id.clone(), dir.clone()));
+        }
+        match (runs.as_slice(), sweep) {
+            ([(id, _)], None) => {
+                let what = if resume { "resume of" } else { "run" };
+                match &job {
+                    Some(job) => self.say(format!("submitted {what} {id} to Slurm as job {job}")),
+                    None => self.say(format!("queued {what} {id}: it starts when cores and memory allow")),
+                }
+                self.list.selected = Some(id.clone());
+                self.run.open = Some(id.clone());
+                self.screen = Screen::Run;
+            }
+            (runs, sweep) => {
+                let sweep = sweep.unwrap_or_default();
+                match &job {
+                    Some(job) => self.say(format!(
+                        "submitted {} runs of sweep {sweep} to Slurm (job {job})",
+                        runs.len()
+                    )),
+                    None => self.say(format!(
+                        "queued {} runs of sweep {sweep}: they start as cores and memory allow",
+                        runs.len()
+                    )),
+                }
+                self.list.selected = runs.first().map(|(id, _)| id.clone());
+                self.screen = Screen::Runs;
+            }
+        }
+    }
+
+    /// A preview arrived: for the run view, the compare view, or neither any more.
+    fn preview_loaded(
+        &mut self,
+        run: String,
+        previews: u32,
+        modality: crate::experiment::Modality,
+        epoch: Option<u32>,
+        result: Result<Option<Box<crate::runs::preview::PreviewData>>, String>,
+    ) {
+        let mut for_run = self.preview.asked.as_ref() == Some(&(run.clone(), previews, modality, epoch));
+        let compared = epoch.is_none() && self.compare.asked.contains(&(run.clone(), previews, modality));
+        // Asked for by both views: the one on screen has it, the other asks again.
+        if for_run && compared && self.screen == Screen::Compare {
+            for_run = false;
+            self.preview.asked = None;
+        }
+        match result {
+            Ok(Some(data)) if for_run => {
+                self.preview.shown = Some(Preview::new(*data));
+                self.preview.status = None;
+            }
+            Ok(Some(data)) if compared => {
+                self.compare.shown.insert(run, Preview::new(*data));
+            }
+            Ok(None) if for_run => self.preview.status = Some("no preview written yet".to_string()),
+            Err(error) if for_run => self.preview.status = Some(error),
+            Err(error) if compared => self.say(format!("{run}: {error}")),
+            _ => {}
+        }
+        self.dirty |= for_run || compared;
+    }
+
     fn watch(&mut self, watch: Watch) {
         self.now = watch.time;
         // Draw only what changed on screen: news of runs, the queue, a notice expiring, the
         // host's figures as shown, or clocks of live runs.
         let mut changed = !watch.runs.is_empty() || !watch.removed.is_empty() || watch.queue.is_some();
-        match self.notice_since {
-            _ if self.notice.is_none() || self.notice_sticky => self.notice_since = None,
-            None => self.notice_since = Some(watch.time),
-            Some(since) if (watch.time - since).num_seconds() >= NOTICE_SECONDS => {
-                self.notice = None;
-                self.notice_since = None;
-                changed = true;
-            }
-            Some(_) => {}
-        }
+        changed |= self.notice.tick(watch.time);
         if let Some(host) = watch.host {
             changed |= self.host.is_none_or(|old| host_figures(&old) != host_figures(&host));
             self.host = Some(host);
@@ -571,9 +494,7 @@ impl App {
                 .entry(update.id.clone())
                 .or_insert_with(|| RunModel::new(update.id.clone(), update.dir.clone()));
             if let Some(warning) = update.warnings.last() {
-                self.notice = Some(format!("⚠ {warning}"));
-                self.notice_since = None;
-                self.notice_sticky = false;
+                self.notice.say(format!("⚠ {warning}"));
             }
             update.apply_to(run);
         }
@@ -582,8 +503,8 @@ impl App {
                 run.queue = queue.get(&run.id).cloned();
             }
         }
-        if self.selected_run.as_ref().is_none_or(|id| !self.runs.contains_key(id)) {
-            self.selected_run = self.visible_runs().first().map(|r| r.id.clone());
+        if self.list.selected.as_ref().is_none_or(|id| !self.runs.contains_key(id)) {
+            self.list.selected = self.visible_runs().first().map(|r| r.id.clone());
         }
         // Clocks tick while runs are live; otherwise only news redraws.
         self.dirty |= changed || self.runs.values().any(|run| run.state().is_live());
@@ -591,9 +512,19 @@ impl App {
 
     /// Shows a notice in the key bar for a few seconds.
     fn say(&mut self, notice: String) {
-        self.notice = Some(notice);
-        self.notice_since = None;
-        self.notice_sticky = false;
+        self.notice.say(notice);
+    }
+
+    /// Says what a part's key handler asked to; whether the key was one of its.
+    fn handled(&mut self, handled: Handled) -> bool {
+        match handled {
+            Handled::No => false,
+            Handled::Yes => true,
+            Handled::Say(text) => {
+                self.say(text);
+                true
+            }
+        }
     }
 
     fn key(&mut self, key: KeyEvent) {
@@ -632,20 +563,8 @@ impl App {
             }
             return;
         }
-        if self.filtering {
-            match key.code {
-                KeyCode::Enter => self.filtering = false,
-                KeyCode::Esc => {
-                    self.filtering = false;
-                    self.filter.clear();
-                }
-                KeyCode::Backspace => {
-                    self.filter.pop();
-                }
-                KeyCode::Char(c) if !c.is_control() => self.filter.push(c),
-                _ => {}
-            }
-            self.keep_selection_visible();
+        if self.list.filtering {
+            self.list.filter_key(key.code, &self.runs);
             return;
         }
         match key.code {
@@ -669,29 +588,30 @@ impl App {
                 self.say(format!("chart lines: {}", self.settings.chart_marker.name()));
                 self.effects.push(Effect::SaveSettings(self.settings.clone()));
             }
-            KeyCode::Char('L') => self.log_scale = !self.log_scale,
-            KeyCode::Char('d') => self.lesion_wise_dice = !self.lesion_wise_dice,
-            _ => match self.screen {
-                Screen::Experiments => self.experiments_key(key.code),
-                Screen::Runs => self.runs_key(key.code),
-                Screen::Run => self.run_key(key.code),
-                Screen::Grid => self.grid_key(key.code),
-                Screen::Compare => self.compare_key(key.code),
-            },
+            KeyCode::Char('L') => self.run.log_scale = !self.run.log_scale,
+            KeyCode::Char('d') => self.run.lesion_wise_dice = !self.run.lesion_wise_dice,
+            code => {
+                let handled = match self.screen {
+                    Screen::Experiments => self.experiments_key(code),
+                    Screen::Runs => self.runs_key(code),
+                    Screen::Run => self.run_key(code),
+                    Screen::Grid => self.grid_key(code),
+                    Screen::Compare => self.compare_key(code),
+                };
+                if !handled {
+                    self.dirty = false;
+                }
+            }
         }
     }
 
-    fn experiments_key(&mut self, code: KeyCode) {
-        let count = self.experiments.as_ref().map_or(0, Vec::len);
-        match code {
-            KeyCode::Down | KeyCode::Char('j') => self.selected = (self.selected + 1).min(count.saturating_sub(1)),
-            KeyCode::Up | KeyCode::Char('k') => self.selected = self.selected.saturating_sub(1),
-            KeyCode::Home | KeyCode::Char('g') => self.selected = 0,
-            KeyCode::End | KeyCode::Char('G') => self.selected = count.saturating_sub(1),
-            KeyCode::Enter => self.launch_selected(None),
-            KeyCode::Char('b') => self.launch_selected(Some(crate::experiment::LauncherKind::Slurm)),
-            KeyCode::Char('c') => {
-                if let Some(entry) = self.selected_experiment() {
+    fn experiments_key(&mut self, code: KeyCode) -> bool {
+        match self.experiments.key(code) {
+            ExperimentKey::Ignored => return false,
+            ExperimentKey::Moved => {}
+            ExperimentKey::Launch(launcher) => self.launch_selected(launcher),
+            ExperimentKey::Clone => {
+                if let Some(entry) = self.experiments.selected() {
                     let shown = entry.path.strip_prefix(self.workspace.root()).unwrap_or(&entry.path);
                     self.effects.push(Effect::Clone {
                         source: entry.path.clone(),
@@ -700,17 +620,17 @@ impl App {
                     });
                 }
             }
-            KeyCode::Char('e') => {
-                if let Some(entry) = self.selected_experiment() {
+            ExperimentKey::Edit => {
+                if let Some(entry) = self.experiments.selected() {
                     self.effects.push(Effect::EditFile(entry.path.clone()));
                 }
             }
-            _ => self.dirty = false,
         }
+        true
     }
 
     fn launch_selected(&mut self, launcher: Option<crate::experiment::LauncherKind>) {
-        let Some(entry) = self.selected_experiment() else {
+        let Some(entry) = self.experiments.selected() else {
             return;
         };
         let name = entry.name.clone();
@@ -738,123 +658,95 @@ impl App {
         }
     }
 
-    fn runs_key(&mut self, code: KeyCode) {
+    fn runs_key(&mut self, code: KeyCode) -> bool {
+        let handled = self.list.key(code, &self.runs);
+        if self.handled(handled) {
+            return true;
+        }
         match code {
-            KeyCode::Down | KeyCode::Char('j') => self.move_run(1),
-            KeyCode::Up | KeyCode::Char('k') => self.move_run(-1),
-            KeyCode::PageDown => self.move_run(10),
-            KeyCode::PageUp => self.move_run(-10),
-            KeyCode::Home | KeyCode::Char('g') => self.move_run(isize::MIN),
-            KeyCode::End | KeyCode::Char('G') => self.move_run(isize::MAX),
             KeyCode::Enter | KeyCode::Char('l') | KeyCode::Right => self.open_selected(),
-            KeyCode::Char('/') => self.filtering = true,
-            KeyCode::Char('s') => {
-                self.sort = self.sort.next();
-                self.say(format!("sorted by {}", self.sort.name()));
-            }
-            KeyCode::Char('S') => self.sort_reverse = !self.sort_reverse,
-            KeyCode::Esc if !self.filter.is_empty() => self.filter.clear(),
             KeyCode::Esc => self.screen = Screen::Experiments,
+            code => return self.run_action(code),
+        }
+        true
+    }
+
+    /// The keys that act on a run, the same in the run list and the run view: stop, kill,
+    /// resume, move in the queue, hold, clone its experiment, edit (it is frozen).
+    fn run_action(&mut self, code: KeyCode) -> bool {
+        match code {
             KeyCode::Char('x') => self.stop_selected(),
             KeyCode::Char('K') => self.ask_kill(),
             KeyCode::Char('r') => self.resume_selected(),
             KeyCode::Char('+') => self.requeue(QueueChange::Earlier),
             KeyCode::Char('-') => self.requeue(QueueChange::Later),
             KeyCode::Char('p') => self.requeue(QueueChange::Hold),
-            KeyCode::Char(' ') => {
-                if let Some(id) = self.selected_run.clone()
-                    && !self.marked.remove(&id)
-                {
-                    self.marked.insert(id);
-                }
-                self.move_run(1);
-                self.say(format!("{} marked: 4 compares them", self.marked.len()));
-            }
-            KeyCode::Char('w') => self.mark_sweep(),
             KeyCode::Char('c') => self.clone_run(),
             KeyCode::Char('e') => self.say_frozen(),
-            _ => self.dirty = false,
+            _ => return false,
         }
+        true
     }
 
-    /// Marks every run of the selected run's sweep.
-    fn mark_sweep(&mut self) {
-        let Some(sweep) = self
-            .selected_run
-            .as_ref()
-            .and_then(|id| self.runs.get(id))
-            .and_then(|r| r.sweep.as_ref())
-            .map(|t| t.sweep.clone())
-        else {
-            self.say("the selected run is not part of a sweep".to_string());
-            return;
-        };
-        let ids: Vec<String> = self
-            .runs
-            .values()
-            .filter(|r| r.sweep.as_ref().is_some_and(|t| t.sweep == sweep))
-            .map(|r| r.id.clone())
-            .collect();
-        self.say(format!(
-            "marked the {} runs of sweep {sweep}: 4 compares them",
-            ids.len()
-        ));
-        self.marked.extend(ids);
-    }
-
-    fn compare_key(&mut self, code: KeyCode) {
+    fn compare_key(&mut self, code: KeyCode) -> bool {
         if code == KeyCode::Char('v') {
-            self.compare_previews = !self.compare_previews;
-            if self.compare_previews && self.compared_runs().len() < 2 {
+            self.compare.previews = !self.compare.previews;
+            if self.compare.previews && self.compared_runs().len() < 2 {
                 self.say("mark two runs to see their previews side by side".to_string());
             }
-            return;
+            return true;
         }
-        if self.compare_previews && self.preview_key(code) {
-            return;
+        if self.compare.previews && self.preview_key(code) {
+            return true;
         }
-        match code {
-            KeyCode::Char('s') => self.compare_sort += 1,
-            KeyCode::Char('S') => self.compare_reverse = !self.compare_reverse,
-            KeyCode::Char('u') => self.marked.clear(),
-            KeyCode::Esc => self.screen = Screen::Runs,
-            _ => self.dirty = false,
+        if code == KeyCode::Esc {
+            self.screen = Screen::Runs;
+            return true;
         }
+        let handled = self.compare.key(code, &mut self.list.marked);
+        self.handled(handled)
     }
 
-    /// The marked runs that still exist, by id.
-    pub fn marked_runs(&self) -> Vec<&RunModel> {
-        self.marked.iter().filter_map(|id| self.runs.get(id)).collect()
-    }
-
-    fn run_key(&mut self, code: KeyCode) {
+    fn run_key(&mut self, code: KeyCode) -> bool {
+        if code == KeyCode::Char('v') {
+            self.preview.full = !self.preview.full;
+            if self.open_run().is_some_and(|r| r.previews == 0) {
+                self.say("no preview written yet: the trainer writes one at each validation".to_string());
+            }
+            return true;
+        }
         if self.preview_key(code) {
-            return;
+            return true;
+        }
+        let handled = self.run.key(code);
+        if self.handled(handled) {
+            return true;
         }
         match code {
             KeyCode::Esc | KeyCode::Backspace => self.screen = Screen::Runs,
-            KeyCode::Left | KeyCode::Char('h') => {
-                self.run_tab = (self.run_tab + RUN_PANELS.len() - 1) % RUN_PANELS.len()
-            }
-            KeyCode::Right | KeyCode::Char('l') => self.run_tab = (self.run_tab + 1) % RUN_PANELS.len(),
-            KeyCode::Down | KeyCode::Char('j') => {
-                self.move_run(1);
-                self.open = self.selected_run.clone();
-            }
-            KeyCode::Up | KeyCode::Char('k') => {
-                self.move_run(-1);
-                self.open = self.selected_run.clone();
-            }
-            KeyCode::Char('x') => self.stop_selected(),
-            KeyCode::Char('K') => self.ask_kill(),
-            KeyCode::Char('r') => self.resume_selected(),
-            KeyCode::Char('+') => self.requeue(QueueChange::Earlier),
-            KeyCode::Char('-') => self.requeue(QueueChange::Later),
-            KeyCode::Char('p') => self.requeue(QueueChange::Hold),
-            KeyCode::Char('c') => self.clone_run(),
-            KeyCode::Char('e') => self.say_frozen(),
-            _ => self.dirty = false,
+            KeyCode::Down | KeyCode::Char('j') => self.step_open_run(1),
+            KeyCode::Up | KeyCode::Char('k') => self.step_open_run(-1),
+            code => return self.run_action(code),
         }
+        true
+    }
+
+    /// Opens the run `by` rows away in the run list.
+    fn step_open_run(&mut self, by: isize) {
+        self.list.move_by(&self.runs, by);
+        self.run.open = self.list.selected.clone();
+    }
+
+    /// The preview's keys, on the preview the screen shows; whether `code` was one.
+    fn preview_key(&mut self, code: KeyCode) -> bool {
+        let on_screen = match self.screen {
+            Screen::Compare => self.compared_runs().first().and_then(|r| self.compare.shown.get(&r.id)),
+            _ => self.preview.shown.as_ref(),
+        };
+        let slices = self.preview.slices(on_screen);
+        let epochs = self.open_run().map(|r| r.preview_epochs.clone()).unwrap_or_default();
+        let handled = self.preview.key(code, slices, &epochs);
+        self.handled(handled)
     }
 
     /// Opens the editor on a clone of the target run's frozen experiment.
@@ -874,95 +766,11 @@ impl App {
         self.say("a run's experiment is frozen as it was launched: c clones it into a new experiment".to_string());
     }
 
-    /// The preview's keys in the run view; whether `code` was one.
-    fn preview_key(&mut self, code: KeyCode) -> bool {
-        use crate::experiment::{Axis, Modality};
-        let full = self.preview_full;
-        let shown = match self.screen {
-            Screen::Compare => self.compared_runs().first().and_then(|r| self.compared.get(&r.id)),
-            _ => self.preview.as_ref(),
-        };
-        let slices = shown.map(|p| (p.slice_index(&self.preview_view), p.slices(self.preview_view.axis)));
-        let view = &mut self.preview_view;
-        let mut step = |by: isize| {
-            if let Some((at, count)) = slices {
-                view.slice = Some((at as isize + by).clamp(0, count.saturating_sub(1) as isize) as usize);
-            }
-        };
-        match code {
-            KeyCode::Char('v') => {
-                self.preview_full = !self.preview_full;
-                if self.open_run().is_some_and(|r| r.previews == 0) {
-                    self.say("no preview written yet: the trainer writes one at each validation".to_string());
-                }
-            }
-            KeyCode::Char(']') => step(1),
-            KeyCode::Char('[') => step(-1),
-            KeyCode::Right | KeyCode::Char('l') if full => step(1),
-            KeyCode::Left | KeyCode::Char('h') if full => step(-1),
-            KeyCode::PageDown | KeyCode::Char('}') => step(10),
-            KeyCode::PageUp | KeyCode::Char('{') => step(-10),
-            KeyCode::Char('T') => view.slice = None,
-            // Earlier and later previews of the run: one validation back or forward.
-            KeyCode::Char('<') | KeyCode::Char(',') | KeyCode::Char('>') | KeyCode::Char('.') => {
-                let back = matches!(code, KeyCode::Char('<') | KeyCode::Char(','));
-                let shown = self.preview.as_ref().map(|p| p.epoch);
-                let epochs = self
-                    .runs
-                    .get(self.open.as_deref().unwrap_or_default())
-                    .map(|r| r.preview_epochs.clone())
-                    .unwrap_or_default();
-                let at = shown.and_then(|e| epochs.iter().position(|&x| x == e));
-                let to = match (at, back) {
-                    (Some(i), true) => epochs.get(i.saturating_sub(1)).copied(),
-                    (Some(i), false) => epochs.get(i + 1).copied(),
-                    (None, _) => None,
-                };
-                // The latest preview is asked for as "latest", so new ones keep coming.
-                self.preview_view.epoch = to.filter(|e| Some(e) != epochs.last());
-            }
-            KeyCode::Char('a') => {
-                view.axis = match view.axis {
-                    Axis::Axial => Axis::Coronal,
-                    Axis::Coronal => Axis::Sagittal,
-                    Axis::Sagittal => Axis::Axial,
-                };
-                view.slice = None;
-            }
-            KeyCode::Char('o') => view.side_by_side = !view.side_by_side,
-            KeyCode::Char('M') => {
-                view.modality = match view.modality {
-                    Modality::T1n => Modality::T1c,
-                    Modality::T1c => Modality::T2w,
-                    Modality::T2w => Modality::T2f,
-                    Modality::T2f => Modality::T1n,
-                };
-            }
-            KeyCode::Char('C') => {
-                use crate::render::ColorMode;
-                view.mode = match view.mode {
-                    ColorMode::TrueColor => ColorMode::Indexed256,
-                    ColorMode::Indexed256 => ColorMode::Ansi16,
-                    ColorMode::Ansi16 => ColorMode::Ascii,
-                    ColorMode::Ascii => ColorMode::TrueColor,
-                };
-                let name = match view.mode {
-                    ColorMode::TrueColor => "24-bit colour",
-                    ColorMode::Indexed256 => "256 colours",
-                    ColorMode::Ansi16 => "16 colours",
-                    ColorMode::Ascii => "ASCII",
-                };
-                self.say(format!("preview in {name}"));
-            }
-            _ => return false,
-        }
-        true
-    }
-
-    fn grid_key(&mut self, code: KeyCode) {
+    fn grid_key(&mut self, code: KeyCode) -> bool {
         let runs: Vec<String> = self.grid_runs().iter().map(|r| r.id.clone()).collect();
         let at = self
-            .selected_run
+            .list
+            .selected
             .as_ref()
             .and_then(|id| runs.iter().position(|r| r == id))
             .unwrap_or(0);
@@ -974,46 +782,26 @@ impl App {
             KeyCode::Up | KeyCode::Char('k') => at.saturating_sub(columns),
             KeyCode::Enter => {
                 self.open_selected();
-                return;
+                return true;
             }
             KeyCode::Esc => {
                 self.screen = Screen::Runs;
-                return;
+                return true;
             }
-            KeyCode::Char('x') => return self.stop_selected(),
-            KeyCode::Char('K') => return self.ask_kill(),
-            _ => {
-                self.dirty = false;
-                return;
-            }
+            KeyCode::Char('x' | 'K') => return self.run_action(code),
+            _ => return false,
         };
         if let Some(id) = runs.get(to.min(runs.len().saturating_sub(1))) {
-            self.selected_run = Some(id.clone());
+            self.list.selected = Some(id.clone());
         }
-    }
-
-    fn move_run(&mut self, by: isize) {
-        let runs: Vec<String> = self.visible_runs().iter().map(|r| r.id.clone()).collect();
-        if runs.is_empty() {
-            return;
-        }
-        let at = self.selected_index().unwrap_or(0) as isize;
-        let to = at.saturating_add(by).clamp(0, runs.len() as isize - 1) as usize;
-        self.selected_run = Some(runs[to].clone());
-    }
-
-    /// After filtering, select a run the list still shows.
-    fn keep_selection_visible(&mut self) {
-        if self.selected_index().is_none() {
-            self.selected_run = self.visible_runs().first().map(|r| r.id.clone());
-        }
+        true
     }
 
     fn open_selected(&mut self) {
-        if let Some(id) = &self.selected_run
+        if let Some(id) = &self.list.selected
             && self.runs.contains_key(id)
         {
-            self.open = Some(id.clone());
+            self.run.open = Some(id.clone());
             self.screen = Screen::Run;
         }
     }
@@ -1021,9 +809,9 @@ impl App {
     /// The run a stop or kill applies to: the open one in the run view, else the selected one.
     fn target_run(&self) -> Option<&RunModel> {
         let id = if self.screen == Screen::Run {
-            self.open.as_ref()
+            self.run.open.as_ref()
         } else {
-            self.selected_run.as_ref()
+            self.list.selected.as_ref()
         }?;
         self.runs.get(id)
     }
@@ -1150,25 +938,18 @@ impl App {
         };
         self.dirty = true;
         match (self.screen, step, self.hits.at(column, row).cloned()) {
-            (Screen::Experiments, 0, Some(Target::Experiment(index))) => self.selected = index,
+            (Screen::Experiments, 0, Some(Target::Experiment(index))) => self.experiments.selected = index,
             (Screen::Experiments, 0, _) => self.dirty = false,
-            (Screen::Experiments, step, _) => {
-                let count = self.experiments.as_ref().map_or(0, Vec::len);
-                self.selected = (self.selected as isize + step).clamp(0, count.saturating_sub(1) as isize) as usize;
-            }
+            (Screen::Experiments, step, _) => self.experiments.move_by(step),
             (Screen::Runs, 0, Some(Target::Run(id))) => {
-                if self.selected_run.as_ref() == Some(&id) {
+                if self.list.selected.as_ref() == Some(&id) {
                     self.open_selected();
                 } else {
-                    self.selected_run = Some(id);
+                    self.list.selected = Some(id);
                 }
             }
-            (Screen::Runs | Screen::Run, step, _) if step != 0 => {
-                self.move_run(step);
-                if self.screen == Screen::Run {
-                    self.open = self.selected_run.clone();
-                }
-            }
+            (Screen::Runs, step, _) if step != 0 => self.list.move_by(&self.runs, step),
+            (Screen::Run, step, _) if step != 0 => self.step_open_run(step),
             _ => self.dirty = false,
         }
     }
@@ -1216,11 +997,11 @@ mod tests {
         for _ in 0..5 {
             app.update(key(KeyCode::Down));
         }
-        assert_eq!(app.selected, 1);
+        assert_eq!(app.experiments.selected, 1);
         app.update(key(KeyCode::Char('g')));
-        assert_eq!(app.selected, 0);
+        assert_eq!(app.experiments.selected, 0);
         app.update(key(KeyCode::Up));
-        assert_eq!(app.selected, 0);
+        assert_eq!(app.experiments.selected, 0);
     }
 
     #[test]
@@ -1229,10 +1010,10 @@ mod tests {
         app.update(Msg::Experiments(vec![entry("b"), entry("c")]));
         app.update(key(KeyCode::Down));
         app.update(Msg::Experiments(vec![entry("a"), entry("b"), entry("c")]));
-        assert_eq!(app.selected_experiment().map(|e| e.name.as_str()), Some("c"));
+        assert_eq!(app.experiments.selected().map(|e| e.name.as_str()), Some("c"));
         app.update(Msg::Experiments(vec![]));
-        assert_eq!(app.selected, 0);
-        assert!(app.selected_experiment().is_none());
+        assert_eq!(app.experiments.selected, 0);
+        assert!(app.experiments.selected().is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod chart;
 pub mod editor;
 pub mod hits;
 pub mod preview;
+pub mod screens;
 pub mod view;
 
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -125,7 +126,13 @@ fn perform(
     for effect in app.take_effects() {
         match effect {
             Effect::Clone { source, from, base } => {
-                let taken: Vec<String> = app.experiments.iter().flatten().map(|e| e.name.clone()).collect();
+                let taken: Vec<String> = app
+                    .experiments
+                    .entries
+                    .iter()
+                    .flatten()
+                    .map(|e| e.name.clone())
+                    .collect();
                 let editor = crate::config::read_text(&source)
                     .map_err(|e| format!("cannot clone {from}: {e}"))
                     .and_then(|text| editor::Editor::new(from, &text, &base, taken, workspace.root()))

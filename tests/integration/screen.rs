@@ -300,7 +300,7 @@ fn screens_of_recorded_runs() {
         // Newest first: wide-filters, bad-data, lite-lr1e-2 (live), unet-base8.
         keys(&mut app, "jj");
         key(&mut app, KeyCode::Enter);
-        assert_eq!(app.open.as_deref(), Some(LIVE));
+        assert_eq!(app.run.open.as_deref(), Some(LIVE));
         insta::assert_snapshot!(format!("live_run_{width}x{height}"), render_at(&app, width, height));
         key(&mut app, KeyCode::Char('3'));
         insta::assert_snapshot!(format!("grid_{width}x{height}"), render_at(&app, width, height));
@@ -314,7 +314,7 @@ fn a_failed_run_shows_its_error_and_a_small_terminal_gets_tabs() {
     // Newest first: wide-filters, bad-data, ...
     key(&mut app, KeyCode::Char('j'));
     key(&mut app, KeyCode::Enter);
-    assert_eq!(app.open.as_deref(), Some(FAILED));
+    assert_eq!(app.run.open.as_deref(), Some(FAILED));
     let screen = render(&app);
     assert!(screen.contains("failed"), "{screen}");
     assert!(
@@ -373,7 +373,7 @@ fn keys_launch_stop_kill_filter_and_sort() {
     // The live run gets a pid once it is known; stop needs no confirmation, kill does.
     key(&mut app, KeyCode::Char('2'));
     keys(&mut app, "jj");
-    assert_eq!(app.selected_run.as_deref(), Some(LIVE));
+    assert_eq!(app.list.selected.as_deref(), Some(LIVE));
     key(&mut app, KeyCode::Char('x'));
     let pid = app.runs[LIVE].pid.expect("pid from run_started");
     let dir = app.runs[LIVE].dir.clone();
@@ -404,7 +404,7 @@ fn keys_launch_stop_kill_filter_and_sort() {
     key(&mut app, KeyCode::Char('r'));
     assert!(app.take_effects().is_empty(), "the live run is still going");
     key(&mut app, KeyCode::Char('k'));
-    assert_eq!(app.selected_run.as_deref(), Some(FAILED));
+    assert_eq!(app.list.selected.as_deref(), Some(FAILED));
     key(&mut app, KeyCode::Char('r'));
     assert_eq!(
         app.take_effects(),
@@ -418,9 +418,9 @@ fn keys_launch_stop_kill_filter_and_sort() {
     key(&mut app, KeyCode::Char('x'));
     assert!(app.take_effects().is_empty());
     assert!(
-        app.notice.as_deref().is_some_and(|n| n.contains("nothing to stop")),
+        app.notice.text().is_some_and(|n| n.contains("nothing to stop")),
         "{:?}",
-        app.notice
+        app.notice.text()
     );
     // Filtering narrows the list; Esc clears it.
     key(&mut app, KeyCode::Char('/'));
@@ -505,16 +505,16 @@ fn the_mouse_selects_and_opens_runs_and_the_wheel_scrolls() {
     // Rows: title, border, header, then wide-filters, bad-data, lite (row 5).
     draw(&mut app);
     app.update(mouse(MouseEventKind::Down(MouseButton::Left), 5));
-    assert_eq!(app.selected_run.as_deref(), Some(LIVE));
+    assert_eq!(app.list.selected.as_deref(), Some(LIVE));
     app.update(mouse(MouseEventKind::ScrollDown, 5));
-    assert_eq!(app.selected_run.as_deref(), Some("20261126-204650-unet-base8"));
+    assert_eq!(app.list.selected.as_deref(), Some("20261126-204650-unet-base8"));
     app.update(mouse(MouseEventKind::ScrollUp, 5));
     // A click on the selected run opens it; one on the border hits nothing.
     draw(&mut app);
     app.update(mouse(MouseEventKind::Down(MouseButton::Left), 1));
     assert_eq!(app.screen, Screen::Runs);
     app.update(mouse(MouseEventKind::Down(MouseButton::Left), 5));
-    assert_eq!((app.screen, app.open.as_deref()), (Screen::Run, Some(LIVE)));
+    assert_eq!((app.screen, app.run.open.as_deref()), (Screen::Run, Some(LIVE)));
     // A list scrolled to its end: a click selects the run drawn on that row.
     key(&mut app, KeyCode::Esc);
     app.update(Msg::Terminal(TermEvent::Resize(80, 9)));
@@ -522,7 +522,7 @@ fn the_mouse_selects_and_opens_runs_and_the_wheel_scrolls() {
     let screen = draw(&mut app);
     let row = screen.lines().nth(3).expect("row 3").to_string();
     app.update(mouse(MouseEventKind::Down(MouseButton::Left), 3));
-    let selected = app.selected_run.clone().expect("a run is selected");
+    let selected = app.list.selected.clone().expect("a run is selected");
     let name = &app.runs[&selected].name;
     assert!(row.contains(name.as_str()), "clicked {row:?}, selected {selected}");
     assert_ne!(app.visible_runs()[0].id, selected, "the list was scrolled");
@@ -537,7 +537,7 @@ fn the_compare_view_overlays_marked_runs_and_shows_the_keys_they_differ_in() {
     key(&mut app, KeyCode::Char('j'));
     key(&mut app, KeyCode::Char(' '));
     key(&mut app, KeyCode::Char(' '));
-    assert_eq!(app.marked.len(), 3, "{:?}", app.marked);
+    assert_eq!(app.list.marked.len(), 3, "{:?}", app.list.marked);
     key(&mut app, KeyCode::Char('4'));
     let screen = render(&app);
     assert!(screen.contains("4:compare (3)"), "{screen}");
@@ -590,9 +590,9 @@ fn the_editor_clones_an_experiment_and_shows_what_the_check_finds_in_the_form() 
     );
     key(&mut app, KeyCode::Char('e'));
     assert!(
-        app.notice.as_deref().is_some_and(|n| n.contains("frozen")),
+        app.notice.text().is_some_and(|n| n.contains("frozen")),
         "{:?}",
-        app.notice
+        app.notice.text()
     );
 
     let text = std::fs::read_to_string(repo().join("experiments/quick-demo.toml")).expect("shipped experiment");
@@ -649,17 +649,17 @@ fn the_compare_view_shows_two_runs_predictions_on_one_slice_beside_the_truth() {
     use segtop::experiment::Modality;
     use segtop::runs::preview::PreviewData;
     let mut app = dashboard_with_recorded_runs(80, 24);
-    app.preview_view.mode = segtop::render::ColorMode::TrueColor;
+    app.preview.view.mode = segtop::render::ColorMode::TrueColor;
     key(&mut app, KeyCode::Char('2'));
     // Mark wide-filters and bad-data; say each has written a preview.
     keys(&mut app, "  ");
-    let marked: Vec<String> = app.marked.iter().cloned().collect();
+    let marked: Vec<String> = app.list.marked.iter().cloned().collect();
     for id in &marked {
         app.runs.get_mut(id).expect("marked run").previews = 2;
     }
     // The run view on the first asked for its preview already: the compare view's answer
     // must still reach the compare view.
-    app.open = Some(marked[0].clone());
+    app.run.open = Some(marked[0].clone());
     app.screen = Screen::Run;
     app.update(Msg::Notice(None));
     assert!(matches!(app.take_effects().as_slice(), [Effect::LoadPreview { .. }]));
@@ -799,7 +799,7 @@ fn the_run_view_shows_raw_and_post_processed_scores_and_d_shows_lesion_wise_dice
     // Newest first: wide-filters, bad-data, lite-lr1e-2, unet-base8.
     keys(&mut app, "jjj");
     key(&mut app, KeyCode::Enter);
-    assert_eq!(app.open.as_deref(), Some(COMPLETED));
+    assert_eq!(app.run.open.as_deref(), Some(COMPLETED));
     let screen = render_at(&app, 120, 36);
     assert!(screen.contains("BraTS-SSA, epoch 6 "), "{screen}");
     assert!(screen.contains("WT  LW .865  HD95 5.0  legacy .865"), "{screen}");
@@ -887,7 +887,7 @@ fn the_run_view_shows_raw_and_post_processed_scores_and_d_shows_lesion_wise_dice
     app.update(Msg::Terminal(TermEvent::Resize(80, 24)));
     assert!(render(&app).contains("┌ Dice ET .10 TC .20 WT .30 seed .50"));
     key(&mut app, KeyCode::Char('d'));
-    assert!(app.lesion_wise_dice);
+    assert!(app.run.lesion_wise_dice);
     let screen = render(&app);
     assert!(screen.contains("┌ LW Dice ET .41 TC .52 WT .63 "), "{screen}");
     assert!(

@@ -82,7 +82,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     loss_chart.render(loss, buf);
     dice_chart.render(dice, buf);
     let groups = fold_groups(&runs);
-    if app.compare_previews {
+    if app.compare.previews {
         draw_previews(app, table, buf);
     } else if groups.iter().any(|g| g.runs.len() > 1) {
         // Runs over cross-validation folds: each configuration's mean and spread under the table.
@@ -140,11 +140,11 @@ fn draw_folds(app: &App, groups: &[FoldGroup], area: Rect, buf: &mut ratatui::bu
 fn draw_previews(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
     let theme = &app.theme;
     let runs = app.compared_runs();
-    let loaded: Vec<_> = runs.iter().filter_map(|r| app.compared.get(&r.id)).collect();
+    let loaded: Vec<_> = runs.iter().filter_map(|r| app.compare.shown.get(&r.id)).collect();
     let [first, second] = loaded.as_slice() else {
         let waiting: Vec<String> = runs
             .iter()
-            .filter(|r| !app.compared.contains_key(&r.id))
+            .filter(|r| !app.compare.shown.contains_key(&r.id))
             .map(|r| match r.previews {
                 0 => format!("{} has no preview yet", short_id(&r.id)),
                 _ => format!("loading {}…", short_id(&r.id)),
@@ -158,7 +158,7 @@ fn draw_previews(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
         return;
     };
     // One slice for both: the shown one, else the first run's most tumour.
-    let mut view = app.preview_view;
+    let mut view = app.preview.view;
     view.slice = Some(first.slice_index(&view).min(second.slices(view.axis).saturating_sub(1)));
     let index = first.slice_index(&view);
     let mut title = format!(
@@ -270,7 +270,7 @@ fn draw_table(app: &App, runs: &[&RunModel], area: Rect, buf: &mut ratatui::buff
         Value::Text(t) => t.clone(),
         Value::Missing => "–".to_string(),
     };
-    let column = app.compare_sort % header.len();
+    let column = app.compare.sort % header.len();
     let mut order: Vec<&(usize, Vec<Value>)> = rows.iter().collect();
     order.sort_by(|a, b| {
         let (x, y) = (&a.1[column], &b.1[column]);
@@ -283,7 +283,7 @@ fn draw_table(app: &App, runs: &[&RunModel], area: Rect, buf: &mut ratatui::buff
         };
         let descending = header[column] == "ET" || header[column] == "TC" || header[column] == "WT";
         let ordering = if descending { ordering.reverse() } else { ordering };
-        if app.compare_reverse {
+        if app.compare.reverse {
             ordering.reverse()
         } else {
             ordering

@@ -20,6 +20,7 @@ pub fn draw(app: &App, frame: &mut Frame, body: Rect, hits: &mut Hits) {
     // The list is as wide as its longest name (mark and borders included), within reason.
     let longest = app
         .experiments
+        .entries
         .iter()
         .flatten()
         .map(|e| e.name.chars().count())
@@ -42,7 +43,7 @@ fn status_mark(theme: &Theme, status: &ExperimentStatus) -> Span<'static> {
 fn draw_list(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
     let theme = &app.theme;
     let block = panel(theme, "experiments");
-    let Some(entries) = &app.experiments else {
+    let Some(entries) = &app.experiments.entries else {
         frame.render_widget(Paragraph::new("reading…").block(block), area);
         return;
     };
@@ -61,7 +62,7 @@ fn draw_list(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
         })
         .collect();
     let list = List::new(items).block(block).highlight_style(selected_style(theme));
-    let mut state = ListState::default().with_selected(Some(app.selected));
+    let mut state = ListState::default().with_selected(Some(app.experiments.selected));
     frame.render_stateful_widget(list, area, &mut state);
     record_rows(
         hits,
@@ -74,7 +75,7 @@ fn draw_list(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
 
 fn draw_detail(app: &App, frame: &mut Frame, area: Rect) {
     let theme = &app.theme;
-    let Some(entry) = app.selected_experiment() else {
+    let Some(entry) = app.experiments.selected() else {
         frame.render_widget(panel(theme, "details"), area);
         return;
     };

@@ -40,7 +40,8 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
     let fits = columns * rows;
     // Keep the selected card on screen.
     let selected = app
-        .selected_run
+        .list
+        .selected
         .as_ref()
         .and_then(|id| runs.iter().position(|r| &r.id == id))
         .unwrap_or(0);

@@ -64,7 +64,7 @@ fn title_bar(app: &App, width: u16) -> Line<'static> {
         };
         Span::styled(format!(" {key}:{name} "), style)
     };
-    let experiments = app.experiments.as_ref().map_or(0, Vec::len);
+    let experiments = app.experiments.len();
     let live = app.live_runs();
     let experiments = format!("experiments ({experiments})");
     let runs = if live > 0 {
@@ -79,7 +79,7 @@ fn title_bar(app: &App, width: u16) -> Line<'static> {
         tab("3", "grid".to_string(), app.screen == Screen::Grid),
         tab(
             "4",
-            format!("compare ({})", app.marked.len()),
+            format!("compare ({})", app.list.marked.len()),
             app.screen == Screen::Compare,
         ),
     ];
@@ -106,10 +106,10 @@ fn key_bar(app: &App) -> Line<'static> {
     let theme = &app.theme;
     let key = Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD);
     let text = Style::new().fg(theme.ui.dim);
-    if app.filtering {
+    if app.list.filtering {
         return Line::from(vec![
             Span::styled(" filter: ", key),
-            Span::styled(format!("{}▏", app.filter), Style::new().fg(theme.ui.text)),
+            Span::styled(format!("{}▏", app.list.filter), Style::new().fg(theme.ui.text)),
             Span::styled("  Enter keep  Esc clear", text),
         ]);
     }
@@ -186,7 +186,7 @@ fn key_bar(app: &App) -> Line<'static> {
         ],
     };
     let mut spans = vec![Span::raw(" ")];
-    let notice = app.notice.as_deref();
+    let notice = app.notice.text();
     // With a notice, only the first keys; the notice matters more.
     let shown = if notice.is_some() { 2 } else { keys.len() };
     for (k, what) in &keys[..shown] {

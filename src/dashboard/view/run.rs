@@ -17,14 +17,15 @@ use ratatui::widgets::{Paragraph, Sparkline, Widget, Wrap};
 use super::panel;
 use super::runs::{process_line, short_id, state_style};
 use crate::config::Choice;
-use crate::dashboard::app::{App, MIN_HEIGHT, MIN_WIDTH, RUN_PANELS};
+use crate::dashboard::app::{App, MIN_HEIGHT, MIN_WIDTH};
 use crate::dashboard::chart::{LineChart, format_value};
+use crate::dashboard::screens::RUN_PANELS;
 use crate::runs::format_duration;
 use crate::runs::model::RunModel;
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let Some(run) = app.open_run() else {
-        let text = match &app.open {
+        let text = match &app.run.open {
             Some(id) => format!("waiting for {id} to write its first records…"),
             None => "no run open: press 2 and pick one".to_string(),
         };
@@ -35,7 +36,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(header_line(app, run), header);
     let buf = frame.buffer_mut();
     // The body of an 80x24 terminal: everything but the title, key and header rows.
-    if app.preview_full {
+    if app.preview.full {
         draw_preview(app, run, body, buf);
     } else if area.width < MIN_WIDTH || area.height + 2 < MIN_HEIGHT {
         draw_tabs(app, run, body, buf);
@@ -147,7 +148,7 @@ fn draw_tabs(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
     let [tabs, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
     let mut spans = Vec::new();
     for (i, name) in RUN_PANELS.iter().enumerate() {
-        let style = if i == app.run_tab {
+        let style = if i == app.run.tab {
             super::selected_style(&app.theme)
         } else {
             Style::new().fg(app.theme.ui.dim)
@@ -156,7 +157,7 @@ fn draw_tabs(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
     }
     spans.push(Span::styled(" ← →", Style::new().fg(app.theme.ui.accent)));
     Line::from(spans).render(tabs, buf);
-    match RUN_PANELS.get(app.run_tab).copied().unwrap_or("loss") {
+    match RUN_PANELS.get(app.run.tab).copied().unwrap_or("loss") {
         "dice" => dice_chart(app, run).render(body, buf),
         "speed" => speed_chart(app, run, true).render(body, buf),
         "resources" => draw_resources(app, run, body, buf),
@@ -169,7 +170,7 @@ fn loss_chart<'a>(app: &'a App, run: &'a RunModel) -> LineChart<'a> {
     let series = &app.theme.series;
     let mut chart = LineChart::new("loss", &app.theme, app.marker())
         .series("loss", Style::new().fg(series.loss), &run.loss)
-        .log_y(app.log_scale)
+        .log_y(app.run.log_scale)
         .x_unit("epochs");
     for (part, color) in run.loss_parts.iter().zip([series.seed_dice, series.lr, series.ram]) {
         chart = chart.series(part.0, Style::new().fg(color), part.1);
@@ -187,7 +188,7 @@ fn loss_chart<'a>(app: &'a App, run: &'a RunModel) -> LineChart<'a> {
 /// official lesion-wise Dice (`d`), named in the title.
 fn dice_chart<'a>(app: &'a App, run: &'a RunModel) -> LineChart<'a> {
     let series = &app.theme.series;
-    let (title, histories, best) = if app.lesion_wise_dice {
+    let (title, histories, best) = if app.run.lesion_wise_dice {
         ("LW Dice", &run.lesion_dice, run.best_lesion_dice)
     } else {
         ("Dice", &run.dice, run.best.map(|(_, dice)| dice))
@@ -196,7 +197,7 @@ fn dice_chart<'a>(app: &'a App, run: &'a RunModel) -> LineChart<'a> {
         .series("ET", Style::new().fg(series.dice_et), &histories[0])
         .series("TC", Style::new().fg(series.dice_tc), &histories[1])
         .series("WT", Style::new().fg(series.dice_wt), &histories[2]);
-    if !app.lesion_wise_dice {
+    if !app.run.lesion_wise_dice {
         chart = chart.series("seed", Style::new().fg(series.seed_dice), &run.seed_dice);
     }
     chart = chart.y_range(0.0, 1.0).decimals(2).x_unit("epochs");
@@ -317,9 +318,9 @@ fn draw_log(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
 /// The preview case's latest prediction against its ground truth, or why there is none.
 fn draw_preview(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
     let theme = &app.theme;
-    let view = &app.preview_view;
-    let Some(preview) = app.preview.as_ref().filter(|p| p.run == run.id) else {
-        let text = match (&app.preview_status, run.previews) {
+    let view = &app.preview.view;
+    let Some(preview) = app.preview.shown.as_ref().filter(|p| p.run == run.id) else {
+        let text = match (&app.preview.status, run.previews) {
             (_, 0) => "no preview yet: the trainer writes one at each validation".to_string(),
             (Some(status), _) => status.clone(),
             (None, _) => "loading the preview…".to_string(),

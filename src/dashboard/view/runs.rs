@@ -16,21 +16,22 @@ use crate::theme::Theme;
 pub fn draw(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
     let theme = &app.theme;
     let runs = app.visible_runs();
-    let mut title = format!("runs by {}", app.sort.name());
-    if app.sort_reverse {
+    let mut title = format!("runs by {}", app.list.sort.name());
+    if app.list.reverse {
         title.push_str(" (reversed)");
     }
-    if !app.filter.is_empty() {
+    if !app.list.filter.is_empty() {
         title.push_str(&format!(
             " · filter '{}' · {} of {}",
-            app.filter,
+            app.list.filter,
             runs.len(),
             app.runs.len()
         ));
     }
     let mut block = panel(theme, &title);
     if let Some(place) = app
-        .selected_run
+        .list
+        .selected
         .as_ref()
         .and_then(|id| app.runs.get(id))
         .and_then(|r| r.queue.as_ref())
@@ -45,7 +46,8 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
             Style::new().fg(theme.ui.warn),
         ));
     } else if let Some(job) = app
-        .selected_run
+        .list
+        .selected
         .as_ref()
         .and_then(|id| app.runs.get(id))
         .and_then(RunModel::job_line)
