@@ -245,17 +245,7 @@ fn train(
         }
         Err(error) => {
             if let Ok(mut events) = segtop::events::EventLog::open(&run.events()) {
-                let _ = events.emit(&segtop::events::Event::Error {
-                    time: chrono::Utc::now(),
-                    message: format!("{error:#}"),
-                });
-                let _ = events.emit(&segtop::events::Event::RunFinished {
-                    time: chrono::Utc::now(),
-                    outcome: segtop::events::Outcome::Failed,
-                    best_dice: None,
-                    reason: Some(format!("{error:#}")),
-                    seconds: 0.0,
-                });
+                let _ = events.emit_failure(&format!("{error:#}"), 0.0);
             }
             Err(error)
         }
