@@ -402,14 +402,40 @@ impl EventTail {
         }
     }
 
+    /// A tail that reads on from `position` (as [`EventTail::position`] gave it), e.g.
+    /// after a summary that folded the file up to there.
+    pub fn resume(path: impl Into<std::path::PathBuf>, (offset, line): (u64, u64)) -> EventTail {
+        EventTail {
+            path: path.into(),
+            offset,
+            line: line.max(1),
+            partial: Vec::new(),
+        }
+    }
+
+    /// Where the complete lines read so far end: their length in bytes and the number of
+    /// the next line.
+    pub fn position(&self) -> (u64, u64) {
+        (self.offset - self.partial.len() as u64, self.line)
+    }
+
     /// New records, and warnings for lines that could not be read. A missing file is no
     /// records yet; a file that shrank (replaced or truncated) is read again from the start.
     pub fn poll(&mut self) -> std::io::Result<(Vec<Event>, Vec<String>)> {
+        let mut events = Vec::new();
+        let warnings = self.read_each(|event| events.push(event))?;
+        Ok((events, warnings))
+    }
+
+    /// As [`EventTail::poll`], but hands each record to `apply` as it is read, a chunk at a
+    /// time, so a history of tens of thousands of epochs never sits in memory whole.
+    pub fn read_each(&mut self, mut apply: impl FnMut(Event)) -> std::io::Result<Vec<String>> {
         use std::io::{Read, Seek, SeekFrom};
+        const CHUNK: u64 = 1 << 20;
         let mut warnings = Vec::new();
         let mut file = match std::fs::File::open(&self.path) {
             Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), warnings)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(warnings),
             Err(error) => return Err(error),
         };
         let length = file.metadata()?.len();
@@ -421,11 +447,27 @@ impl EventTail {
             *self = EventTail::new(self.path.clone());
         }
         file.seek(SeekFrom::Start(self.offset))?;
-        let mut fresh = Vec::new();
-        file.take(length - self.offset).read_to_end(&mut fresh)?;
-        self.offset += fresh.len() as u64;
-        self.partial.extend_from_slice(&fresh);
-        let mut events = Vec::new();
+        while self.offset < length {
+            let mut fresh = Vec::new();
+            (&mut file)
+                .take((length - self.offset).min(CHUNK))
+                .read_to_end(&mut fresh)?;
+            if fresh.is_empty() {
+                break;
+            }
+            self.offset += fresh.len() as u64;
+            self.partial.extend_from_slice(&fresh);
+            self.take_lines(&mut apply, &mut warnings);
+        }
+        // A tail per run lives as long as the watcher: give back a chunk's worth of buffer.
+        if self.partial.capacity() > 4 * self.partial.len().max(1024) {
+            self.partial.shrink_to_fit();
+        }
+        Ok(warnings)
+    }
+
+    /// Parses the complete lines in `partial`, keeping the unfinished last one.
+    fn take_lines(&mut self, apply: &mut impl FnMut(Event), warnings: &mut Vec<String>) {
         let mut consumed = 0;
         while let Some(end) = self.partial[consumed..].iter().position(|&b| b == b'\n') {
             let line = &self.partial[consumed..consumed + end];
@@ -439,7 +481,7 @@ impl EventTail {
                 .map_err(|e| e.to_string())
                 .and_then(|text| Event::from_line(text).map_err(|e| e.to_string()))
             {
-                Ok(event) => events.push(event),
+                Ok(event) => apply(event),
                 Err(why) => warnings.push(format!(
                     "{}:{number}: not an event record ({why}); skipped",
                     self.path.display()
@@ -447,7 +489,6 @@ impl EventTail {
             }
         }
         self.partial.drain(..consumed);
-        Ok((events, warnings))
     }
 }
 

@@ -4,7 +4,7 @@
 //! (launching a trainer, signalling one, saving settings) is queued as an [`Effect`] that
 //! the loop carries out and answers with another message.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
@@ -118,6 +118,8 @@ pub enum Effect {
     },
     /// Hand the terminal to `$VISUAL`/`$EDITOR` on this experiment file, then check it.
     EditFile(PathBuf),
+    /// Read these runs' charts (their whole histories): they are on screen.
+    LoadCharts(Vec<String>),
 }
 
 /// Changes to a queued run.
@@ -142,6 +144,9 @@ pub enum Screen {
     /// Marked runs compared: curves overlaid and the keys they differ in.
     Compare,
 }
+
+/// Finished runs whose charts are kept after they leave the screen (the most recent).
+const KEEP_CHARTS: usize = 8;
 
 /// The smallest terminal that shows every panel at once.
 pub const MIN_WIDTH: u16 = 80;
@@ -173,6 +178,10 @@ pub struct App {
     pub size: (u16, u16),
     /// Where the last frame drew its clickable rows.
     hits: Hits,
+    /// Runs whose charts were asked for and have not arrived.
+    charts_asked: BTreeSet<String>,
+    /// The runs charted most recently, newest last: their histories are kept.
+    charted: VecDeque<String>,
     effects: Vec<Effect>,
     quit: bool,
     dirty: bool,
@@ -200,6 +209,8 @@ impl App {
             show_help: false,
             size: (MIN_WIDTH, MIN_HEIGHT),
             hits: Hits::default(),
+            charts_asked: BTreeSet::new(),
+            charted: VecDeque::new(),
             effects: Vec::new(),
             quit: false,
             dirty: true,
@@ -224,10 +235,39 @@ impl App {
         self.dirty
     }
 
-    /// A frame was drawn; `hits` says where its clickable rows went.
+    /// A frame was drawn; `hits` says where its clickable rows went and which runs it drew
+    /// charts for.
     pub fn drawn(&mut self, hits: Hits) {
         self.dirty = false;
+        self.keep_charts(&hits.charted);
         self.hits = hits;
+    }
+
+    /// Asks for the charts of the runs on screen that have none, and lets go of finished
+    /// runs' charts once they are off screen and not among the last few shown: a workspace
+    /// of a thousand runs holds a handful of histories.
+    fn keep_charts(&mut self, shown: &[String]) {
+        for id in shown {
+            self.charted.retain(|c| c != id);
+            self.charted.push_back(id.clone());
+        }
+        while self.charted.len() > KEEP_CHARTS.max(shown.len()) {
+            self.charted.pop_front();
+        }
+        let wanted: Vec<String> = shown
+            .iter()
+            .filter(|id| self.runs.get(*id).is_some_and(|r| !r.charts) && !self.charts_asked.contains(*id))
+            .cloned()
+            .collect();
+        if !wanted.is_empty() {
+            self.charts_asked.extend(wanted.iter().cloned());
+            self.effects.push(Effect::LoadCharts(wanted));
+        }
+        for run in self.runs.values_mut() {
+            if run.charts && run.finished.is_some() && !self.charted.contains(&run.id) {
+                run.drop_charts();
+            }
+        }
     }
 
     /// The work `update` asked for since the last call.
@@ -495,6 +535,9 @@ impl App {
                 .or_insert_with(|| RunModel::new(update.id.clone(), update.dir.clone()));
             if let Some(warning) = update.warnings.last() {
                 self.notice.say(format!("⚠ {warning}"));
+            }
+            if update.fold.as_ref().is_some_and(|fold| fold.charts) {
+                self.charts_asked.remove(&update.id);
             }
             update.apply_to(run);
         }

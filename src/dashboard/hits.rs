@@ -1,6 +1,7 @@
 //! Where things were drawn: the views record each clickable row while drawing, and mouse
 //! clicks are matched against the last frame's record, so a click hits what the user saw
-//! whatever the layout (no geometry shared between the state and the views).
+//! whatever the layout (no geometry shared between the state and the views). The frame
+//! also says which runs it drew charts for, so only those runs' histories are kept.
 
 use ratatui::layout::{Position, Rect};
 
@@ -19,6 +20,9 @@ pub struct Hits {
     areas: Vec<(Rect, Target)>,
     /// Cards across the grid, when the grid was drawn.
     pub grid_columns: Option<usize>,
+    /// Runs whose charts the frame drew (the run view's, the grid's cards, the compared):
+    /// their histories are read, the others' let go.
+    pub charted: Vec<String>,
 }
 
 impl Hits {

@@ -7,9 +7,11 @@
 //! those records into a [`RunModel`] per run, [`history`] keeps chart series bounded, and
 //! [`preview`] loads a run's latest prediction with its case.
 
+pub mod config;
 pub mod history;
 pub mod model;
 pub mod preview;
+pub mod summary;
 pub mod watch;
 
 pub use model::{RunModel, RunState};

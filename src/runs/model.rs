@@ -185,7 +185,7 @@ pub struct QueuePlace {
 
 /// The mean official scores of the latest end-of-run evaluation, per region, raw and after
 /// the learned post-processing.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvaluationSummary {
     pub challenge: String,
     pub epoch: u32,
@@ -200,7 +200,7 @@ pub struct EvaluationSummary {
 }
 
 /// A running exponential average.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 struct Smoothed {
     biased: f64,
     steps: i32,
@@ -243,8 +243,8 @@ pub fn fold_groups(runs: &[&RunModel]) -> Vec<FoldGroup> {
     let configuration = |run: &RunModel| -> Vec<(String, String)> {
         run.config
             .iter()
-            .filter(|(key, _)| !NOT_CONFIGURATION.contains(&key.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .filter(|(key, _)| !NOT_CONFIGURATION.contains(key))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     };
     // Each configuration (its keys and values) with its runs.
@@ -333,16 +333,24 @@ pub fn fold_groups(runs: &[&RunModel]) -> Vec<FoldGroup> {
         .collect()
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Fields read from the run's events are kept in its summary (`summary.json`, see
+/// [`super::summary`]); those marked `skip` come from elsewhere (the directory, the watcher,
+/// the host) or are the charts, read again from the events when a run is on screen.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RunModel {
     /// The run directory's name.
+    #[serde(skip)]
     pub id: String,
+    #[serde(skip)]
     pub dir: PathBuf,
     /// The experiment's run name (from the frozen experiment), until `run_started` says.
     pub name: String,
     /// When the directory was created (for sorting runs that have not started).
+    #[serde(skip)]
     pub created: Option<DateTime<Utc>>,
     /// The experiment file it was launched from, when the dashboard launched it.
+    #[serde(skip)]
     pub experiment: Option<PathBuf>,
     pub started: Option<DateTime<Utc>>,
     pub pid: Option<u32>,
@@ -356,22 +364,37 @@ pub struct RunModel {
     /// A time-budgeted run's budget in seconds (`train.budget`).
     pub budget: Option<f64>,
     /// In a halving sweep: its `rung.json` and, once pruned, its `pruned.json`.
+    #[serde(skip)]
     pub rung: Option<crate::halving::RungRecord>,
+    #[serde(skip)]
     pub pruned: Option<crate::halving::Pruned>,
     /// The weights file it started from (`model.init`), when not from random weights.
     pub init: Option<String>,
     pub steps_per_epoch: u32,
+    /// The latest training speed, in patches per second.
+    pub last_patches_per_s: Option<f64>,
+    /// The charts hold every event read so far; false for a run read from its summary
+    /// (or whose charts were let go), until its events are read again.
+    #[serde(skip)]
+    pub charts: bool,
     pub epoch: u32,
     pub step: u32,
     /// Training loss per step, smoothed, x in (fractional) epochs.
+    #[serde(skip)]
     pub loss: History,
+    #[serde(skip)]
     pub loss_parts: BTreeMap<String, History>,
+    #[serde(skip)]
     pub lr: History,
+    #[serde(skip)]
     pub throughput: History,
     /// Validation Dice per region (ET, TC, WT) over epochs.
+    #[serde(skip)]
     pub dice: [History; 3],
     /// The official lesion-wise Dice per region over epochs, from validations that report it.
+    #[serde(skip)]
     pub lesion_dice: [History; 3],
+    #[serde(skip)]
     pub seed_dice: History,
     /// The best validation's epoch and Dice, chosen as the trainer chooses its best
     /// checkpoint (`validate.select`).
@@ -381,42 +404,61 @@ pub struct RunModel {
     pub hd95: Option<RegionScores>,
     pub evaluation: Option<EvaluationSummary>,
     /// CPU % and RSS of the process tree over time, x in seconds since the run started.
+    #[serde(skip)]
     pub cpu: History,
+    #[serde(skip)]
     pub rss: History,
+    #[serde(skip)]
     pub liveness: Liveness,
+    #[serde(skip)]
     pub last_sample: Option<ProcessSample>,
     pub peak_rss_mb: Option<f64>,
     pub finished: Option<(Outcome, Option<String>, f64)>,
     pub last_error: Option<String>,
+    #[serde(skip)]
     pub warnings: Vec<String>,
+    #[serde(skip)]
     pub log_tail: Vec<String>,
     pub previews: u32,
     /// The epochs previews were written at, in order.
     pub preview_epochs: Vec<u32>,
     /// Its place in the queue, while it waits there.
+    #[serde(skip)]
     pub queue: Option<QueuePlace>,
     /// How the last trainer process ended, when its launcher recorded it.
+    #[serde(skip)]
     pub exit: Option<crate::rundir::ExitRecord>,
     /// When it was last launched (its launch record), and its Slurm job as last seen.
+    #[serde(skip)]
     pub launched: Option<DateTime<Utc>>,
+    #[serde(skip)]
     pub job: Option<crate::slurm::JobStatus>,
     /// When the trainer last wrote `run_finished`.
     pub finished_at: Option<DateTime<Utc>>,
     /// The Slurm job the latest `run_started` came from.
     pub started_job: Option<String>,
     /// The sweep it belongs to, and the values it varies.
+    #[serde(skip)]
     pub sweep: Option<crate::experiment::sweep::SweepTag>,
     /// Its frozen experiment as dotted keys and values, for comparing runs.
-    pub config: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub config: super::config::Config,
     /// Where and when the current trainer process started (epochs, time), for the time left.
     session_start: Option<(f64, DateTime<Utc>)>,
     /// Exponentially smoothed step loss and loss parts, for calm charts.
+    #[serde(skip)]
     smoothed: BTreeMap<String, Smoothed>,
     /// The mean of the score that chose `best` (lesion-wise or legacy Dice).
     best_score: Option<f64>,
     /// Seconds the trainer reported before the latest `run_started` (resumed runs).
     seconds_before: f64,
     last_event: Option<DateTime<Utc>>,
+}
+
+impl Default for RunModel {
+    fn default() -> RunModel {
+        RunModel::new(String::new(), PathBuf::new())
+    }
 }
 
 impl RunModel {
@@ -439,6 +481,8 @@ impl RunModel {
             pruned: None,
             init: None,
             steps_per_epoch: 0,
+            last_patches_per_s: None,
+            charts: true,
             epoch: 0,
             step: 0,
             loss: History::default(),
@@ -470,7 +514,7 @@ impl RunModel {
             finished_at: None,
             started_job: None,
             sweep: None,
-            config: BTreeMap::new(),
+            config: Default::default(),
             session_start: None,
             smoothed: BTreeMap::new(),
             best_score: None,
@@ -538,6 +582,7 @@ impl RunModel {
                 }
                 self.lr.push(x, *lr);
                 self.throughput.push(x, *patches_per_s);
+                self.last_patches_per_s = Some(*patches_per_s);
             }
             Event::Resources {
                 time,
@@ -895,13 +940,63 @@ impl RunModel {
     pub fn selection(&self) -> Selection {
         self.config
             .get("validate.select")
-            .and_then(|name| Selection::from_name(name))
+            .and_then(Selection::from_name)
             .unwrap_or(Selection::Legacy)
     }
 
     /// Latest patches per second.
     pub fn patches_per_s(&self) -> Option<f64> {
-        self.throughput.last()
+        self.last_patches_per_s
+    }
+
+    /// Lets the charts go (a run off screen); [`RunModel::take_fold`] of the run read again
+    /// brings them back.
+    pub fn drop_charts(&mut self) {
+        let empty = RunModel::default();
+        self.loss = empty.loss;
+        self.loss_parts = empty.loss_parts;
+        self.lr = empty.lr;
+        self.throughput = empty.throughput;
+        self.dice = empty.dice;
+        self.lesion_dice = empty.lesion_dice;
+        self.seed_dice = empty.seed_dice;
+        self.cpu = empty.cpu;
+        self.rss = empty.rss;
+        self.smoothed = empty.smoothed;
+        self.charts = false;
+    }
+
+    /// Takes what `fold` read from the run's events (its summary and what followed, or all
+    /// its events with charts), keeping what the model learned elsewhere: the directory, the
+    /// watcher's samples and records, the queue.
+    pub fn take_fold(&mut self, mut fold: RunModel) {
+        let kept = std::mem::take(self);
+        fold.id = kept.id;
+        fold.dir = kept.dir;
+        fold.created = kept.created;
+        fold.experiment = kept.experiment;
+        fold.rung = kept.rung;
+        fold.pruned = kept.pruned;
+        fold.liveness = kept.liveness;
+        fold.last_sample = kept.last_sample;
+        fold.warnings = kept.warnings;
+        fold.log_tail = kept.log_tail;
+        fold.queue = kept.queue;
+        fold.exit = kept.exit;
+        fold.launched = kept.launched;
+        fold.job = kept.job;
+        fold.sweep = kept.sweep;
+        fold.config = kept.config;
+        if fold.pid.is_none() {
+            fold.pid = kept.pid;
+            fold.pid_start = kept.pid_start;
+        }
+        // Samples taken here while the run is live are finer than the trainer's records.
+        if !kept.cpu.is_empty() {
+            fold.cpu = kept.cpu;
+            fold.rss = kept.rss;
+        }
+        *self = fold;
     }
 
     /// Epochs trained, as a fraction: where the loss chart's x axis ends.
@@ -1053,7 +1148,7 @@ mod tests {
         let best_with = |select: Option<&str>| {
             let mut run = RunModel::new("r", "runs/r");
             if let Some(select) = select {
-                run.config.insert("validate.select".into(), select.into());
+                run.config.insert("validate.select", select);
             }
             run.apply(&started(0));
             for validation in &validations {
@@ -1072,7 +1167,7 @@ mod tests {
 
         // Selecting by lesion-wise Dice without it in the records: legacy, as the trainer does.
         let mut run = RunModel::new("r", "runs/r");
-        run.config.insert("validate.select".into(), "lesion".into());
+        run.config.insert("validate.select", "lesion");
         run.apply(&validation_with(1, scores(0.5, 0.5, 0.5), None));
         run.apply(&validation_with(2, scores(0.7, 0.7, 0.7), None));
         assert_eq!(run.best.map(|(epoch, _)| epoch), Some(2));
@@ -1269,7 +1364,7 @@ mod tests {
                 ("train.lr", lr.to_string()),
                 ("run.name", format!("cv-{fold}")),
             ] {
-                run.config.insert(k.to_string(), v);
+                run.config.insert(k, &v);
             }
             run.best = wt.map(|wt| (4, RegionScores { et: 0.5, tc: 0.6, wt }));
             run
@@ -1282,7 +1377,7 @@ mod tests {
             run("b1", "0.003", 1, None),
         ];
         let mut plain = RunModel::new("p", "/ws/runs/p");
-        plain.config.insert("train.lr".into(), "0.001".into());
+        plain.config.insert("train.lr", "0.001");
         let refs: Vec<&RunModel> = runs.iter().chain([&plain]).collect();
         let groups = fold_groups(&refs);
         assert_eq!(groups.len(), 2, "the run without folds is in no group");

@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System};
 
+use super::config::Config;
 use super::model::{LOG_LINES, Liveness, ProcessSample, QueuePlace};
 use crate::events::{Event, EventTail};
 use crate::experiment::sweep::SweepTag;
@@ -55,6 +56,9 @@ pub struct RunUpdate {
     pub halving: Option<HalvingFiles>,
     /// Set the first time a run is seen.
     pub found: Option<RunFound>,
+    /// The run's events folded afresh (from its summary the first time it is seen, with
+    /// charts when they were asked for); `events` follow on from where it ends.
+    pub fold: Option<Box<super::model::RunModel>>,
     pub events: Vec<Event>,
     pub warnings: Vec<String>,
     /// The last lines of `train.log`, when it changed.
@@ -71,6 +75,9 @@ pub struct RunUpdate {
 impl RunUpdate {
     /// Folds what the watcher found into the run's model.
     pub fn apply_to(self, run: &mut super::model::RunModel) {
+        if let Some(fold) = self.fold {
+            run.take_fold(*fold);
+        }
         if let Some(found) = self.found {
             run.name = found.name;
             run.created = found.created;
@@ -126,7 +133,7 @@ pub struct RunFound {
     /// The sweep it belongs to (`sweep.json`).
     pub sweep: Option<SweepTag>,
     /// The frozen experiment as dotted keys and values.
-    pub config: BTreeMap<String, String>,
+    pub config: Config,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -143,6 +150,8 @@ pub struct HostSample {
 pub enum Request {
     /// A run was just launched: look now.
     Look,
+    /// These runs are on screen: read their charts (their whole events) at the next look.
+    Charts(Vec<String>),
 }
 
 struct Tracked {
@@ -184,6 +193,8 @@ pub struct Watcher {
     slurm_error: Option<String>,
     /// Ask Slurm at the next look, whether due or not (the user just did something).
     pub slurm_now: bool,
+    /// Runs whose charts were asked for, to read at the next look.
+    pub charts_wanted: Vec<String>,
 }
 
 impl Watcher {
@@ -197,6 +208,7 @@ impl Watcher {
             queue_stamp: None,
             slurm_error: None,
             slurm_now: false,
+            charts_wanted: Vec::new(),
         }
     }
 
@@ -221,13 +233,13 @@ impl Watcher {
             let run = RunDir::open(&dir);
             let launch = run.read_launch();
             // The frozen experiment, read once: its keys for comparing, its run name for the list.
-            let config: BTreeMap<String, String> = std::fs::read_to_string(run.experiment())
+            let config: Config = std::fs::read_to_string(run.experiment())
                 .ok()
                 .and_then(|text| text.parse::<toml::Table>().ok())
-                .map(|table| flatten(&table))
+                .map(|table| Config::from_table(&table))
                 .unwrap_or_default();
             let found = RunFound {
-                name: config.get("run.name").cloned().unwrap_or_else(|| run.id()),
+                name: config.get("run.name").map_or_else(|| run.id(), str::to_string),
                 created: created(&dir),
                 experiment: launch.as_ref().map(|l| l.experiment.clone()),
                 pid: launch.as_ref().and_then(|l| l.pid),
@@ -235,18 +247,29 @@ impl Watcher {
                 sweep: run.read_sweep(),
                 config,
             };
+            // Its events so far, from its summary when it has one: a finished run's history
+            // is read again only when it is on screen.
+            let folded = super::summary::fold(&id, &dir, false);
+            let mut model = folded.model;
+            if model.finished.is_some() {
+                model.drop_charts();
+            }
             self.runs.insert(
                 id.clone(),
                 Tracked {
-                    tail: EventTail::new(run.events()),
-                    local: launch.as_ref().is_none_or(|l| l.host == self.host),
-                    pid_start: launch.as_ref().and_then(|l| l.pid_start),
-                    pid: launch.as_ref().and_then(|l| l.pid),
+                    tail: folded.tail,
+                    // The trainer's own record of its host wins over the launch's.
+                    local: model.host.as_ref().map_or_else(
+                        || launch.as_ref().is_none_or(|l| l.host == self.host),
+                        |host| *host == self.host,
+                    ),
+                    pid_start: model.pid_start.or(launch.as_ref().and_then(|l| l.pid_start)),
+                    pid: model.pid.or(launch.as_ref().and_then(|l| l.pid)),
                     job: launch.as_ref().and_then(JobRef::of),
                     job_status: None,
                     read: false,
                     run,
-                    finished: false,
+                    finished: model.finished.is_some(),
                     gone: false,
                     exit_read: false,
                     halving: found
@@ -263,6 +286,8 @@ impl Watcher {
                     id,
                     dir,
                     found: Some(found),
+                    fold: Some(Box::new(model)),
+                    warnings: folded.warnings,
                     launch,
                     ..RunUpdate::default()
                 },
@@ -311,6 +336,19 @@ impl Watcher {
                 tracked.gone = sample.liveness == Liveness::Gone;
             }
         }
+        for id in std::mem::take(&mut self.charts_wanted) {
+            let Some(tracked) = self.runs.get_mut(&id) else {
+                continue;
+            };
+            let folded = super::summary::fold(&id, tracked.run.path(), true);
+            tracked.tail = folded.tail;
+            let update = updates.entry(id.clone()).or_insert_with(|| RunUpdate {
+                id: id.clone(),
+                dir: tracked.run.path().to_path_buf(),
+                ..RunUpdate::default()
+            });
+            update.fold = Some(Box::new(folded.model));
+        }
         for (id, tracked) in &mut self.runs {
             let fresh = updates.contains_key(id);
             if tracked.finished && !fresh && !self.looks.is_multiple_of(FINISHED_EVERY) {
@@ -339,7 +377,7 @@ impl Watcher {
                         }
                     }
                     update.events = events;
-                    update.warnings = warnings;
+                    update.warnings.extend(warnings);
                 }
                 Err(error) => update
                     .warnings
@@ -377,6 +415,7 @@ impl Watcher {
             .into_values()
             .filter(|u| {
                 u.found.is_some()
+                    || u.fold.is_some()
                     || !u.events.is_empty()
                     || !u.warnings.is_empty()
                     || u.log_tail.is_some()
@@ -603,31 +642,6 @@ pub fn run_directories(runs: &Path) -> BTreeMap<String, PathBuf> {
         .collect()
 }
 
-/// A TOML table as dotted keys and values (`train.lr` = `0.003`).
-pub fn flatten(table: &toml::Table) -> BTreeMap<String, String> {
-    fn walk(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>) {
-        for (key, value) in table {
-            let key = if prefix.is_empty() {
-                key.clone()
-            } else {
-                format!("{prefix}.{key}")
-            };
-            match value {
-                toml::Value::Table(inner) => walk(&key, inner, out),
-                toml::Value::String(s) => {
-                    out.insert(key, s.clone());
-                }
-                other => {
-                    out.insert(key, other.to_string());
-                }
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk("", table, &mut out);
-    out
-}
-
 fn created(dir: &Path) -> Option<DateTime<Utc>> {
     let metadata = std::fs::metadata(dir).ok()?;
     let time = metadata.created().or_else(|_| metadata.modified()).ok()?;
@@ -678,6 +692,7 @@ pub fn spawn<M: Send + 'static>(
             }
             match requests.recv_timeout(INTERVAL) {
                 Ok(Request::Look) => watcher.slurm_now = true,
+                Ok(Request::Charts(ids)) => watcher.charts_wanted.extend(ids),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -707,7 +722,10 @@ mod tests {
             update.found.as_ref().map(|f| f.name.as_str()),
             Some("20261126-090000-quick")
         );
-        assert_eq!(update.events.len(), 1);
+        // What the events held so far arrives folded; what is appended later, as events.
+        let fold = update.fold.as_ref().expect("the run's events, folded");
+        assert_eq!(fold.last_error.as_deref(), Some("boom"));
+        assert!(update.events.is_empty());
         assert_eq!(update.warnings.len(), 1, "{:?}", update.warnings);
         assert_eq!(
             update.log_tail.as_deref(),
@@ -715,6 +733,15 @@ mod tests {
         );
         // Nothing new: no update for the run.
         assert!(watcher.look().runs.is_empty());
+        let mut events = std::fs::OpenOptions::new()
+            .append(true)
+            .open(run.join("events.jsonl"))
+            .expect("open");
+        std::io::Write::write_all(&mut events, format!("{started}\n").as_bytes()).expect("append");
+        let news = watcher.look();
+        assert_eq!(news.runs.len(), 1);
+        assert!(news.runs[0].fold.is_none());
+        assert_eq!(news.runs[0].events.len(), 1);
         std::fs::remove_dir_all(&run).expect("rm");
         assert_eq!(watcher.look().removed, ["20261126-090000-quick"]);
     }

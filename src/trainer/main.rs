@@ -235,7 +235,7 @@ fn train(
         signal_hook::flag::register(signal, std::sync::Arc::clone(&stop.asked))?;
     }
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, std::sync::Arc::clone(&stop.time_limit))?;
-    match train::run(&run, &experiment, resume.is_some(), &stop) {
+    let ended = match train::run(&run, &experiment, resume.is_some(), &stop) {
         Ok(train::Finish::Completed | train::Finish::EarlyStopped) => Ok(exit::FINISHED),
         Ok(train::Finish::Stopped { time_limit, steps }) => {
             if time_limit {
@@ -249,7 +249,10 @@ fn train(
             }
             Err(error)
         }
-    }
+    };
+    // Lists read the run's summary rather than its whole history.
+    segtop::runs::summary::refresh(run.path());
+    ended
 }
 
 /// After the checkpoint at a Slurm job's time limit: the run goes on in a new job (`slurm.requeue`),

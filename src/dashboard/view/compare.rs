@@ -15,6 +15,7 @@ use super::panel;
 use super::runs::short_id;
 use crate::dashboard::app::App;
 use crate::dashboard::chart::{LineChart, format_value};
+use crate::dashboard::hits::Hits;
 use crate::runs::model::{FoldGroup, RunModel, fold_groups};
 
 /// Run colours, in marking order; they repeat after eight runs.
@@ -46,7 +47,7 @@ fn label(i: usize) -> String {
 /// Keys that differ between runs by nature, not by choice.
 const IGNORED: [&str; 3] = ["run.name", "run.notes", "run.tags"];
 
-pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
+pub fn draw(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
     let theme = &app.theme;
     let runs = app.marked_runs();
     if runs.len() < 2 {
@@ -75,6 +76,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         .x_unit("epochs")
         .markers(markers);
     for (i, run) in runs.iter().enumerate() {
+        hits.charted.push(run.id.clone());
         let style = Style::new().fg(COLOURS[i % COLOURS.len()]);
         loss_chart = loss_chart.series(&names[i], style, &run.loss);
         dice_chart = dice_chart.series(&names[i], style, &run.dice[2]);
@@ -209,14 +211,14 @@ fn draw_previews(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
 
 /// The experiment keys whose values are not the same in every run.
 pub fn differing_keys(runs: &[&RunModel]) -> Vec<String> {
-    let keys: BTreeSet<&String> = runs.iter().flat_map(|r| r.config.keys()).collect();
+    let keys: BTreeSet<&str> = runs.iter().flat_map(|r| r.config.keys()).collect();
     keys.into_iter()
-        .filter(|key| !IGNORED.contains(&key.as_str()))
+        .filter(|key| !IGNORED.contains(key))
         .filter(|key| {
-            let first = runs[0].config.get(*key);
-            runs.iter().any(|r| r.config.get(*key) != first)
+            let first = runs[0].config.get(key);
+            runs.iter().any(|r| r.config.get(key) != first)
         })
-        .cloned()
+        .map(str::to_string)
         .collect()
 }
 
@@ -253,7 +255,9 @@ fn draw_table(app: &App, runs: &[&RunModel], area: Rect, buf: &mut ratatui::buff
             }
             for key in &keys {
                 values.push(match run.config.get(key) {
-                    Some(v) => v.parse::<f64>().map_or_else(|_| Value::Text(v.clone()), Value::Number),
+                    Some(v) => v
+                        .parse::<f64>()
+                        .map_or_else(|_| Value::Text(v.to_string()), Value::Number),
                     None => Value::Missing,
                 });
             }

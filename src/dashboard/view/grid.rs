@@ -53,6 +53,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
         for (c, cell) in cells.iter().enumerate() {
             let index = first + r * columns + c;
             if let Some(run) = runs.get(index) {
+                hits.charted.push(run.id.clone());
                 card(app, run, index == selected, *cell, buf);
             }
         }

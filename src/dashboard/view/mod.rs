@@ -31,9 +31,9 @@ pub fn draw(app: &App, frame: &mut Frame) -> Hits {
         (Some(form), _) => editor::draw(form, &app.theme, frame, body),
         (None, Screen::Experiments) => experiments::draw(app, frame, body, &mut hits),
         (None, Screen::Runs) => runs::draw(app, frame, body, &mut hits),
-        (None, Screen::Run) => run::draw(app, frame, body),
+        (None, Screen::Run) => run::draw(app, frame, body, &mut hits),
         (None, Screen::Grid) => grid::draw(app, frame, body, &mut hits),
-        (None, Screen::Compare) => compare::draw(app, frame, body),
+        (None, Screen::Compare) => compare::draw(app, frame, body, &mut hits),
     }
     frame.render_widget(key_bar(app), keys);
     if app.show_help {

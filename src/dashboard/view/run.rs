@@ -19,11 +19,12 @@ use super::runs::{process_line, short_id, state_style};
 use crate::config::Choice;
 use crate::dashboard::app::{App, MIN_HEIGHT, MIN_WIDTH};
 use crate::dashboard::chart::{LineChart, format_value};
+use crate::dashboard::hits::Hits;
 use crate::dashboard::screens::RUN_PANELS;
 use crate::runs::format_duration;
 use crate::runs::model::RunModel;
 
-pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
+pub fn draw(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
     let Some(run) = app.open_run() else {
         let text = match &app.run.open {
             Some(id) => format!("waiting for {id} to write its first records…"),
@@ -32,6 +33,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         frame.render_widget(Paragraph::new(text).block(panel(&app.theme, "run")), area);
         return;
     };
+    hits.charted.push(run.id.clone());
     let [header, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
     frame.render_widget(header_line(app, run), header);
     let buf = frame.buffer_mut();
