@@ -12,11 +12,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use segtop::events::{Event, Outcome};
 use segtop::rundir::RunDir;
 
+use super::wait::poll_until;
 use super::{stderr, stdout};
 
 static CLUSTER: Mutex<()> = Mutex::new(());
@@ -99,27 +100,26 @@ fn wait_for(
     also: impl Fn(&serde_json::Value) -> bool,
     seen: &mut Vec<String>,
 ) -> serde_json::Value {
-    let start = Instant::now();
     let mut last = None;
-    loop {
-        if let Some(run) = run_state(dir, id) {
-            let now = run["state"].as_str().unwrap_or_default().to_string();
-            if seen.last() != Some(&now) {
-                seen.push(now.clone());
-            }
-            if now == state && also(&run) {
-                return run;
-            }
-            last = Some(run);
+    poll_until(&format!("{id} to be {state}"), Duration::from_secs(180), || {
+        let run = run_state(dir, id)?;
+        let now = run["state"].as_str().unwrap_or_default().to_string();
+        if seen.last() != Some(&now) {
+            seen.push(now.clone());
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "{id} not {state} after 3 minutes; states seen: {seen:?}\nlast: {last:?}\nsqueue: {}\nlog: {}",
+        if now == state && also(&run) {
+            return Some(run);
+        }
+        last = Some(run);
+        None
+    })
+    .unwrap_or_else(|timeout| {
+        timeout.fail(format_args!(
+            "states seen: {seen:?}\nlast: {last:?}\nsqueue: {}\nlog: {}",
             stdout(&Command::new("squeue").output().expect("squeue")),
             std::fs::read_to_string(dir.join("runs").join(id).join("train.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        ))
+    })
 }
 
 fn events(run: &RunDir) -> Vec<Event> {
@@ -171,15 +171,12 @@ fn a_run_submitted_to_slurm_is_seen_pending_then_running_then_completed() {
     // Slurm names a reason at once (Priority, for its first half second, or another while the
     // node finishes the previous test's job), and Resources once the blocker holds every core.
     wait_for(dir.path(), &id, "pending", |r| r["waiting"] == "Resources", &mut seen);
-    let start = Instant::now();
-    loop {
-        let table = stdout(&segtop(dir.path(), &["runs"]));
-        if table.contains("Slurm job") && table.contains("pending (Resources)") {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "no reason shown: {table}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let mut table = String::new();
+    poll_until("segtop runs to show the reason", Duration::from_secs(30), || {
+        table = stdout(&segtop(dir.path(), &["runs"]));
+        (table.contains("Slurm job") && table.contains("pending (Resources)")).then_some(())
+    })
+    .unwrap_or_else(|timeout| timeout.fail(&table));
 
     // Held and released, from the command line as from the dashboard's `p`.
     let said = stdout(&segtop(dir.path(), &["queue", "--pause", &id]));
@@ -338,6 +335,7 @@ fn a_run_at_its_jobs_time_limit_checkpoints_and_goes_on_in_a_new_job() {
     // A stop is a stop, not a time limit: the run is not submitted again.
     segtop(dir.path(), &["stop", &id]);
     wait_for(dir.path(), &id, "stopped", |_| true, &mut seen);
+    // Not a wait: time in which a wrongly resubmitted job would show up, to prove none does.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(run.read_launch().and_then(|l| l.job), Some(second));
     assert_eq!(run_state(dir.path(), &id).expect("the run")["state"], "stopped");
