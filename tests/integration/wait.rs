@@ -70,3 +70,26 @@ impl Display for TimedOut {
         write!(f, "timed out after {:?} waiting for {}", self.limit, self.what)
     }
 }
+
+#[test]
+fn a_wait_returns_what_the_condition_yields_once_it_holds() {
+    let mut looks = 0;
+    let got = wait_until("the third look", Duration::from_secs(10), || {
+        looks += 1;
+        (looks == 3).then_some(looks * 10)
+    });
+    assert_eq!(got, 30);
+}
+
+#[test]
+#[should_panic(expected = "timed out after 100ms waiting for a condition that never holds\nlast seen: 42")]
+fn a_wait_past_its_limit_fails_naming_what_it_awaited_and_what_it_saw() {
+    let start = Instant::now();
+    let waited = poll_until(
+        "a condition that never holds",
+        Duration::from_millis(100),
+        || None::<()>,
+    );
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    waited.unwrap_or_else(|timeout| timeout.fail("last seen: 42"));
+}
