@@ -8,11 +8,13 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 
 use segtop::events::{Event, EventTail};
+
+use super::wait::{poll_until, wait_until};
 
 /// A terminal screen fed by the program's output on a reader thread.
 struct Screen {
@@ -20,11 +22,23 @@ struct Screen {
 }
 
 impl Screen {
-    /// The program left the alternate screen and turned mouse reporting off.
+    /// The program left the alternate screen and turned mouse reporting off (waiting for the
+    /// reader thread, which may still be feeding the screen the program's last output).
     fn assert_restored(&self) {
-        let parser = self.parser.lock().expect("parser lock");
-        assert!(!parser.screen().alternate_screen(), "still on the alternate screen");
-        assert_eq!(parser.screen().mouse_protocol_mode(), vt100::MouseProtocolMode::None);
+        let restored = || {
+            let parser = self.parser.lock().expect("parser lock");
+            let screen = parser.screen();
+            (screen.alternate_screen(), screen.mouse_protocol_mode())
+        };
+        poll_until("the terminal to be restored", Duration::from_secs(10), || {
+            (restored() == (false, vt100::MouseProtocolMode::None)).then_some(())
+        })
+        .unwrap_or_else(|timeout| {
+            let (alternate, mouse) = restored();
+            timeout.fail(format_args!(
+                "alternate screen: {alternate}, mouse reporting: {mouse:?}"
+            ))
+        });
     }
 
     fn text(&self) -> String {
@@ -33,18 +47,8 @@ impl Screen {
 
     /// Waits until `ready` holds for the screen's text; panics with the screen after `limit`.
     fn wait_for(&self, what: &str, limit: Duration, ready: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            let text = self.text();
-            if ready(&text) {
-                return text;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "no {what} after {limit:?}; the screen:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        poll_until(what, limit, || Some(self.text()).filter(|text| ready(text)))
+            .unwrap_or_else(|timeout| timeout.fail(format_args!("the screen:\n{}", self.text())))
     }
 }
 
@@ -98,16 +102,10 @@ fn a_user_launches_a_tiny_experiment_from_the_keyboard_and_sees_its_loss() {
 
     // Quitting gives the terminal back (alternate screen and mouse reporting off) ...
     keys.write_all(b"q").expect("q");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "segtop did not quit");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_until("segtop to quit", Duration::from_secs(10), || {
+        child.try_wait().expect("wait")
+    });
     assert!(status.success(), "{status:?}");
-    std::thread::sleep(Duration::from_millis(300));
     screen.assert_restored();
 
     // ... and the run, detached from the dashboard, trains on to its end.
@@ -181,11 +179,9 @@ fn a_user_edits_an_experiment_clones_it_with_new_values_and_launches_the_clone()
     assert_eq!(frozen["run"]["name"].as_str(), Some("tiny-2"));
     assert_completes(&run);
     keys.write_all(b"q").expect("q");
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        assert!(start.elapsed() < Duration::from_secs(10), "segtop did not quit");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("segtop to quit", Duration::from_secs(10), || {
+        child.try_wait().expect("wait")
+    });
 }
 
 #[test]
@@ -200,15 +196,9 @@ fn sigterm_and_sighup_end_the_dashboard_with_the_terminal_restored() {
             .status()
             .expect("kill runs");
         assert!(killed.success());
-        let start = Instant::now();
-        while child.try_wait().expect("wait").is_none() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "SIG{signal} did not end segtop"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        std::thread::sleep(Duration::from_millis(300));
+        wait_until(&format!("SIG{signal} to end segtop"), Duration::from_secs(10), || {
+            child.try_wait().expect("wait")
+        });
         screen.assert_restored();
     }
 }
@@ -299,15 +289,10 @@ fn assert_completes(run: &Path) {
 
 fn wait_for_finish(run: &Path, limit: Duration) -> Event {
     let mut tail = EventTail::new(run.join("events.jsonl"));
-    let start = Instant::now();
-    loop {
+    wait_until("the run to finish", limit, || {
         let (events, _) = tail.poll().expect("events");
-        if let Some(finished) = events.into_iter().find(|e| matches!(e, Event::RunFinished { .. })) {
-            return finished;
-        }
-        assert!(start.elapsed() < limit, "the run did not finish in {limit:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+        events.into_iter().find(|e| matches!(e, Event::RunFinished { .. }))
+    })
 }
 
 /// The watcher's sample of a live trainer counts the process once, not once per thread.
@@ -350,6 +335,7 @@ fn the_watcher_samples_a_live_trainer_as_one_process() {
     // processes in between: sample both ways.
     let mut samples = Vec::new();
     for _ in 0..12 {
+        // Not a wait: time for the process to use CPU between two looks, which measure it.
         std::thread::sleep(Duration::from_millis(250));
         for update in watcher.look().runs {
             match (update.id.as_str(), update.sample) {

@@ -458,6 +458,7 @@ fn the_cache_is_built_once_and_rebuilt_when_a_source_changes() {
     assert_eq!(built.len(), 3);
     drop(first);
 
+    // Not a wait: time for a rewritten cache file to get a newer mtime than `built` records.
     std::thread::sleep(std::time::Duration::from_millis(20));
     let again = dataset::open(&config, 2, &|_, _| {}).expect("opens");
     assert_eq!(again.cases.len(), 3);

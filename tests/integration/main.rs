@@ -11,6 +11,7 @@ mod screen;
 mod shipped;
 mod slurm;
 mod train;
+mod wait;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

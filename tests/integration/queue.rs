@@ -5,12 +5,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use segtop::events::{Event, Outcome};
 use segtop::rundir::RunDir;
 
 use super::stdout;
+use super::wait::{poll_until, wait_until};
 
 /// `segtop ARGS` in `dir`, with settings (`[queue]`) from `dir/config`.
 fn segtop(dir: &Path, args: &[&str]) -> Output {
@@ -42,8 +43,7 @@ fn finished(run: &Path) -> Option<(Outcome, Option<String>)> {
 
 /// Waits until every run directory under `dir/runs` has finished and the supervisor is gone.
 fn wait_for_all(dir: &Path, runs: usize, limit: Duration) -> Vec<PathBuf> {
-    let start = Instant::now();
-    loop {
+    let run_dirs = || {
         let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir.join("runs"))
             .expect("runs/")
             .flatten()
@@ -51,22 +51,26 @@ fn wait_for_all(dir: &Path, runs: usize, limit: Duration) -> Vec<PathBuf> {
             .filter(|p| p.is_dir())
             .collect();
         dirs.sort();
+        dirs
+    };
+    let what = format!("{runs} runs to finish and the supervisor to end");
+    poll_until(&what, limit, || {
+        let dirs = run_dirs();
         let workspace = segtop::workspace::Workspace::new(dir);
-        if dirs.len() == runs
+        let done = dirs.len() == runs
             && dirs
                 .iter()
                 .all(|d| finished(d).is_some() && d.join(RunDir::EXIT).is_file())
-            && !segtop::supervisor::is_running(&workspace)
-        {
-            return dirs;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "runs unfinished after {limit:?}: {dirs:?}\n{}",
+            && !segtop::supervisor::is_running(&workspace);
+        done.then_some(dirs)
+    })
+    .unwrap_or_else(|timeout| {
+        timeout.fail(format_args!(
+            "runs: {:?}\n{}",
+            run_dirs(),
             std::fs::read_to_string(dir.join("runs/supervisor.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+        ))
+    })
 }
 
 fn tiny_text(epochs: u32) -> String {
@@ -271,11 +275,12 @@ fn an_experiment_edited_while_its_run_runs_does_not_change_the_run() {
         .find(|p| p.is_dir())
         .expect("a run directory");
     let frozen = std::fs::read_to_string(run.join("experiment.toml")).expect("frozen");
-    let start = Instant::now();
-    while !events(&run).iter().any(|e| matches!(e, Event::Step { .. })) {
-        assert!(start.elapsed() < Duration::from_secs(120), "the run never trained");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the run to train", Duration::from_secs(120), || {
+        events(&run)
+            .iter()
+            .any(|e| matches!(e, Event::Step { .. }))
+            .then_some(())
+    });
     std::fs::write(
         &file,
         tiny_text(6)
@@ -330,17 +335,13 @@ fn a_trainer_out_of_memory_fails_with_a_reason_and_the_queue_moves_on() {
         .stderr(std::process::Stdio::null());
     limit(&mut supervisor, libc::RLIMIT_AS, 800 << 20);
     let mut supervisor = supervisor.spawn().expect("the supervisor runs");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = supervisor.try_wait().expect("wait") {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(300) {
-            let _ = supervisor.kill();
-            panic!("the supervisor did not finish: a trainer hangs instead of failing");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = poll_until("the supervisor to finish", Duration::from_secs(300), || {
+        supervisor.try_wait().expect("wait")
+    })
+    .unwrap_or_else(|timeout| {
+        let _ = supervisor.kill();
+        timeout.fail("a trainer hangs instead of failing")
+    });
     assert!(status.success(), "{status:?}");
 
     let (outcome, reason) = finished(big_run.path()).expect("the big run finished");

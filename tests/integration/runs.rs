@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::wait::poll_until;
 use super::{repo, segtop, stdout};
 
 /// A workspace holding the recorded runs, plus a copy of the live one that claims this host
@@ -128,15 +129,13 @@ fn state_of(dir: &Path, id: &str) -> String {
 
 /// Waits until `segtop runs` says the run is in `state`.
 fn wait_for_state(dir: &Path, id: &str, state: &str) {
-    let start = std::time::Instant::now();
-    while state_of(dir, id) != state {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(120),
-            "{id} never became {state} (is {})",
-            state_of(dir, id)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
+    let mut last = String::new();
+    let what = format!("{id} to become {state}");
+    poll_until(&what, std::time::Duration::from_secs(120), || {
+        last = state_of(dir, id);
+        (last == state).then_some(())
+    })
+    .unwrap_or_else(|timeout| timeout.fail(format_args!("it is {last}")));
 }
 
 /// Stop, resume, kill and remove a real run with the commands scripts use.

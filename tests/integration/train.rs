@@ -5,9 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use segtop::events::Event;
+
+use super::wait::poll_until;
 
 /// A tiny experiment on 4 synthetic 48x48x32 cases, written into `dir`.
 pub fn experiment(dir: &Path, epochs: u32) -> PathBuf {
@@ -66,26 +68,30 @@ fn only_run(dir: &Path) -> PathBuf {
 }
 
 /// Starts training `experiment` in `dir` in the background and waits (up to 5 minutes) until
-/// its events satisfy `ready`.
+/// its events satisfy `ready`; fails, the trainer killed, if they never do.
 pub fn start_and_wait(dir: &Path, experiment: &Path, ready: impl Fn(&[Event]) -> bool) -> std::process::Child {
-    let child = trainer(dir)
+    let mut child = trainer(dir)
         .arg("train")
         .arg(experiment)
         .stdout(Stdio::null())
         .spawn()
         .expect("starts");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while Instant::now() < deadline {
-        let run = dir
-            .join("runs")
+    let run = || {
+        dir.join("runs")
             .read_dir()
             .ok()
             .and_then(|mut runs| runs.next())
-            .and_then(|run| run.ok());
-        if run.is_some_and(|run| ready(&events(&run.path()))) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+            .and_then(|run| run.ok())
+            .map(|run| run.path())
+    };
+    let waited = poll_until("the trainer's events to be ready", Duration::from_secs(300), || {
+        run().filter(|run| ready(&events(run)))
+    });
+    if let Err(timeout) = waited {
+        let _ = child.kill();
+        let _ = child.wait();
+        let last = run().map(|run| events(&run)).and_then(|events| events.last().cloned());
+        timeout.fail(format_args!("the last event: {last:?}"));
     }
     child
 }
