@@ -30,7 +30,7 @@ const QUEUED: &str = "20261126-204600-seed-tutorial";
 const FAILED: &str = "20261126-204742-bad-data";
 
 /// What the recorded runs' frozen experiments say about the keys they differ in.
-fn recorded_config(id: &str) -> std::collections::BTreeMap<String, String> {
+fn recorded_config(id: &str) -> segtop::runs::config::Config {
     let (lr, filters) = match id {
         "20261126-204703-lite-lr1e-2" => ("0.01", "8"),
         "20261126-204747-wide-filters" => ("0.003", "16"),
@@ -43,7 +43,6 @@ fn recorded_config(id: &str) -> std::collections::BTreeMap<String, String> {
         ("run.name", &id[16..]),
     ]
     .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
 }
 
@@ -137,6 +136,7 @@ fn dashboard_with_recorded_runs(width: u16, height: u16) -> App {
         let shown = recorded.display().to_string();
         runs.push(RunUpdate {
             halving: None,
+            fold: None,
             dir: PathBuf::from("/ws/runs").join(&id),
             found: Some(RunFound {
                 name: id[16..].to_string(),
