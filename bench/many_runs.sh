@@ -7,6 +7,7 @@
 #     after 30 s, and its CPU over those 30 s.
 #
 # usage: bench/many_runs.sh [RUNS] [EPOCHS]      (default 1000 100)
+#        SEGTOP=path/to/other/segtop bench/many_runs.sh   measures another build's segtop
 # needs: tmux, python3, and a release build (cargo build --release).
 set -euo pipefail
 runs=${1:-1000}
@@ -15,6 +16,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 bin=$repo/target/release
 command -v tmux >/dev/null || { echo "bench/many_runs.sh needs tmux (apt-get install tmux)" >&2; exit 2; }
 [ -x "$bin/segtop" ] && [ -x "$bin/segtop-train" ] || { echo "build first: cargo build --release" >&2; exit 2; }
+segtop=${SEGTOP:-$bin/segtop}
 work=$(mktemp -d)
 session=segtop-many-$$
 trainers=()
@@ -106,17 +108,17 @@ echo "workspace: $runs finished runs of $epochs epochs ($size of runs/) and 2 li
 
 # segtop runs --json: the first time (no summaries yet: every history is read and each
 # finished run's summary.json written), then the median wall time and peak RSS of 5.
-/usr/bin/time -f '%e %M' "$bin/segtop" runs --json 2>"$work/cold" >/dev/null
+/usr/bin/time -f '%e %M' "$segtop" runs --json 2>"$work/cold" >/dev/null
 awk '{ printf "segtop runs --json, first (writes the summaries): %.2f s, peak rss %.1f MB\n", $1, $2 / 1024 }' "$work/cold"
 for _ in 1 2 3 4 5; do
-    /usr/bin/time -f '%e %M' "$bin/segtop" runs --json 2>>"$work/time" >/dev/null
+    /usr/bin/time -f '%e %M' "$segtop" runs --json 2>>"$work/time" >/dev/null
 done
 sort -n "$work/time" | awk '{ t[NR] = $1; m[NR] = $2 } END { printf "segtop runs --json: median %.2f s, peak rss %.1f MB (of 5)\n", t[3], m[3] / 1024 }'
 
 # The dashboard: time to the run list, memory then and 30 s later, CPU over those 30 s.
 hz=$(getconf CLK_TCK)
 t0=$(date +%s.%N)
-tmux new-session -d -s "$session" -x 80 -y 24 "$bin/segtop"
+tmux new-session -d -s "$session" -x 80 -y 24 "$segtop"
 tmux send-keys -t "$session" 2
 until tmux capture-pane -p -t "$session" | grep -q "gen-"; do sleep 0.05; done
 t1=$(date +%s.%N)

@@ -16,6 +16,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::config::Config;
 use super::model::RunModel;
 use crate::events::EventTail;
 use crate::rundir::RunDir;
@@ -42,10 +43,11 @@ pub struct Folded {
     pub warnings: Vec<String>,
 }
 
-/// Reads the run in `dir`: from its summary and what its events gained since, else from all
+/// Reads the run in `dir`, whose frozen experiment is `config` (it says how the best
+/// validation is chosen): from its summary and what its events gained since, else from all
 /// its events; writes the summary when the run has finished and it was missing or behind.
 /// With `charts`, the events are always read from the start so the charts are complete.
-pub fn fold(id: &str, dir: &Path, charts: bool) -> Folded {
+pub fn fold(id: &str, dir: &Path, config: &Config, charts: bool) -> Folded {
     let run = RunDir::open(dir);
     let stored = read(dir);
     let on_disk = stored.as_ref().map(|s| s.events);
@@ -55,13 +57,14 @@ pub fn fold(id: &str, dir: &Path, charts: bool) -> Folded {
     };
     model.id = id.to_string();
     model.dir = dir.to_path_buf();
+    model.config = config.clone();
     let mut warnings = match tail.read_each(|event| model.apply(&event)) {
         Ok(warnings) => warnings,
         Err(error) => vec![format!("{}: cannot read: {error}", run.events().display())],
     };
     // A file that shrank was read again from the start, onto a model that already held it.
     if from_summary && warnings.iter().any(|w| w.ends_with("reading it again from the start")) {
-        return fold(id, dir, true);
+        return fold(id, dir, config, true);
     }
     model.charts = !from_summary;
     if model.finished.is_some() && on_disk != Some(tail.position()) {
@@ -77,7 +80,16 @@ pub fn refresh(dir: &Path) {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    fold(&id, dir, true);
+    fold(&id, dir, &frozen_config(&RunDir::open(dir)), true);
+}
+
+/// The run's frozen experiment as keys and values; empty when it cannot be read.
+pub fn frozen_config(run: &RunDir) -> Config {
+    std::fs::read_to_string(run.experiment())
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .map(|table| Config::from_table(&table))
+        .unwrap_or_default()
 }
 
 fn read(dir: &Path) -> Option<Stored> {
@@ -142,10 +154,10 @@ mod tests {
     fn a_finished_run_is_read_from_its_summary_as_from_its_events() {
         let name = "20261126-204650-unet-base8";
         let (_dir, run) = copy(name);
-        let first = fold(name, &run, false);
+        let first = fold(name, &run, &Config::default(), false);
         assert!(first.model.charts && !first.model.loss.is_empty());
         assert!(run.join(FILE).is_file(), "a finished run's summary is written");
-        let second = fold(name, &run, false);
+        let second = fold(name, &run, &Config::default(), false);
         assert!(
             !second.model.charts && second.model.loss.is_empty(),
             "no charts from a summary"
@@ -159,12 +171,12 @@ mod tests {
     fn events_appended_after_the_summary_are_read_on_top_of_it() {
         let name = "20261126-204650-unet-base8";
         let (_dir, run) = copy(name);
-        fold(name, &run, false);
+        fold(name, &run, &Config::default(), false);
         // A resume appends a new start.
         let mut log = EventLog::open(&run.join("events.jsonl")).expect("open");
         log.emit_failure("out of memory", 3.0).expect("append");
-        let again = fold(name, &run, false);
-        let whole = fold(name, &run, true);
+        let again = fold(name, &run, &Config::default(), false);
+        let whole = fold(name, &run, &Config::default(), true);
         assert_eq!(again.model.last_error.as_deref(), Some("out of memory"));
         assert_eq!(listed(&again.model), listed(&whole.model));
         // The summary caught up with the file.
@@ -176,22 +188,61 @@ mod tests {
     fn a_broken_stale_or_foreign_summary_is_ignored_and_rewritten() {
         let name = "20261126-204650-unet-base8";
         let (_dir, run) = copy(name);
-        let truth = listed(&fold(name, &run, true).model);
+        let truth = listed(&fold(name, &run, &Config::default(), true).model);
         for bad in ["{ not json", "{\"schema\": 999, \"events\": [0, 1], \"model\": {}}"] {
             std::fs::write(run.join(FILE), bad).expect("write");
-            assert_eq!(listed(&fold(name, &run, false).model), truth, "{bad}");
+            assert_eq!(
+                listed(&fold(name, &run, &Config::default(), false).model),
+                truth,
+                "{bad}"
+            );
         }
         // Events replaced by a shorter file: read again from the start.
-        fold(name, &run, false);
+        fold(name, &run, &Config::default(), false);
         let text = std::fs::read_to_string(run.join("events.jsonl")).expect("read");
         let first_lines: String = text.lines().take(5).map(|l| format!("{l}\n")).collect();
         std::fs::write(run.join("events.jsonl"), &first_lines).expect("write");
-        let shorter = fold(name, &run, false);
+        let shorter = fold(name, &run, &Config::default(), false);
         assert!(
             shorter.model.finished.is_none() && shorter.model.epoch == 1,
             "{}",
             listed(&shorter.model)
         );
         let _ = Event::from_line(first_lines.lines().next().expect("a line")).expect("still events");
+    }
+    #[test]
+    fn the_best_validation_follows_the_frozen_experiments_selection() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let run = dir.path().join("r");
+        std::fs::create_dir(&run).expect("mkdir");
+        let mut log = EventLog::open(&run.join("events.jsonl")).expect("open");
+        let scores = |v: f64| crate::events::RegionScores { et: v, tc: v, wt: v };
+        let time = chrono::Utc::now();
+        // Legacy Dice is best at epoch 1, lesion-wise Dice at epoch 2.
+        for (epoch, legacy, lesion) in [(1, 0.8, 0.2), (2, 0.6, 0.5)] {
+            log.emit(&Event::Validation {
+                time,
+                epoch,
+                dice: scores(legacy),
+                hd95: None,
+                seed_dice: 0.5,
+                lesion_dice: Some(scores(lesion)),
+                cases: vec![],
+                seconds: 1.0,
+            })
+            .expect("append");
+        }
+        log.emit_failure("stopped here", 1.0).expect("append");
+        let lesion: Config = [("validate.select", "lesion")].into_iter().collect();
+        assert_eq!(fold("r", &run, &lesion, false).model.best.map(|b| b.0), Some(2));
+        assert_eq!(
+            fold("r", &run, &lesion, false).model.best.map(|b| b.0),
+            Some(2),
+            "from the summary"
+        );
+        assert_eq!(
+            fold("r", &run, &Config::default(), true).model.best.map(|b| b.0),
+            Some(1)
+        );
     }
 }

@@ -233,11 +233,7 @@ impl Watcher {
             let run = RunDir::open(&dir);
             let launch = run.read_launch();
             // The frozen experiment, read once: its keys for comparing, its run name for the list.
-            let config: Config = std::fs::read_to_string(run.experiment())
-                .ok()
-                .and_then(|text| text.parse::<toml::Table>().ok())
-                .map(|table| Config::from_table(&table))
-                .unwrap_or_default();
+            let config = super::summary::frozen_config(&run);
             let found = RunFound {
                 name: config.get("run.name").map_or_else(|| run.id(), str::to_string),
                 created: created(&dir),
@@ -249,7 +245,7 @@ impl Watcher {
             };
             // Its events so far, from its summary when it has one: a finished run's history
             // is read again only when it is on screen.
-            let folded = super::summary::fold(&id, &dir, false);
+            let folded = super::summary::fold(&id, &dir, &found.config, false);
             let mut model = folded.model;
             if model.finished.is_some() {
                 model.drop_charts();
@@ -340,7 +336,8 @@ impl Watcher {
             let Some(tracked) = self.runs.get_mut(&id) else {
                 continue;
             };
-            let folded = super::summary::fold(&id, tracked.run.path(), true);
+            let config = super::summary::frozen_config(&tracked.run);
+            let folded = super::summary::fold(&id, tracked.run.path(), &config, true);
             tracked.tail = folded.tail;
             let update = updates.entry(id.clone()).or_insert_with(|| RunUpdate {
                 id: id.clone(),

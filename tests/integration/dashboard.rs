@@ -367,8 +367,8 @@ fn the_watcher_samples_a_live_trainer_as_one_process() {
         .find_map(|u| u.sample)
         .expect("a sample after the kill");
     assert_eq!(gone.liveness, Liveness::Gone);
-    // The first look learns the pid from the events; every later one samples.
-    assert_eq!(samples.len(), 11, "one sample per look: {samples:?}");
+    // The first look reads the pid from the events before it samples: every look samples.
+    assert_eq!(samples.len(), 12, "one sample per look: {samples:?}");
     assert!(threads > 1, "the trainer should be multi-threaded ({threads})");
     let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
     let rss_mb = rss_kb * 1024.0 / 1e6;
