@@ -75,7 +75,7 @@ for r in range(runs):
         for s in range(1, 11):
             t += datetime.timedelta(seconds=1)
             loss *= 0.995
-            lines.append(dict(event="step", time=stamp(t), epoch=e, step=(e - 1) * 10 + s, loss=loss,
+            lines.append(dict(event="step", time=stamp(t), epoch=e, step=s, loss=loss,
                               loss_parts={"ce": loss * 0.6, "dice": loss * 0.4}, lr=1e-3, patches_per_s=20.0 + random.random(),
                               seconds=1.0))
         lines.append(dict(event="epoch_end", time=stamp(t), epoch=e, loss=loss, loss_parts={"ce": loss * 0.6, "dice": loss * 0.4},
