@@ -89,7 +89,7 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
                 let wait = FRAME_INTERVAL.saturating_sub(last_frame.elapsed());
                 match rx.recv_timeout(wait) {
                     Ok(msg) => {
-                        app.update(msg);
+                        take(&mut app, msg);
                         perform(&mut app, &workspace, &tx, &look, &mut terminal, &gate);
                         if app.should_quit() {
                             return Ok(());
@@ -110,7 +110,7 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
             let Ok(msg) = rx.recv() else {
                 return Ok(());
             };
-            app.update(msg);
+            take(&mut app, msg);
             perform(&mut app, &workspace, &tx, &look, &mut terminal, &gate);
             if app.should_quit() {
                 return Ok(());
@@ -120,6 +120,26 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
     let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
     ratatui::restore();
     result
+}
+
+/// Hands `msg` to the app. After a look that found many runs (the first one, in a large
+/// workspace), the memory that carried them is given back to the system (glibc keeps freed
+/// memory otherwise, and the dashboard would stay as large as that one moment).
+fn take(app: &mut App, msg: Msg) {
+    let found = match &msg {
+        Msg::Watch(watch) => watch.runs.iter().filter(|u| u.found.is_some()).count(),
+        _ => 0,
+    };
+    app.update(msg);
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if found >= 64 {
+        // SAFETY: malloc_trim only returns free memory to the system.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = found;
 }
 
 /// Carries out the effects `update` asked for; outcomes come back as messages.

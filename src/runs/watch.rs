@@ -32,6 +32,10 @@ const PROCESS_TABLE_EVERY: u64 = 10;
 /// Slurm is asked about unfinished jobs once in this many intervals (and at once about a
 /// job just submitted): a shared cluster's controller is not to be polled every second.
 const SLURM_EVERY: u64 = 10;
+/// Runs seen for the first time in one look, at most: a workspace of a thousand runs arrives
+/// in a few looks in a row, newest first, so the first screen comes at once and no look holds
+/// every run twice on its way to the reader.
+const FIRST_SIGHT_BATCH: usize = 100;
 /// Bytes read from the end of a grown `train.log`.
 const LOG_TAIL_BYTES: u64 = 8192;
 
@@ -195,6 +199,8 @@ pub struct Watcher {
     pub slurm_now: bool,
     /// Runs whose charts were asked for, to read at the next look.
     pub charts_wanted: Vec<String>,
+    /// Run directories the last look left for the next (see [`FIRST_SIGHT_BATCH`]).
+    unseen: usize,
 }
 
 impl Watcher {
@@ -209,7 +215,13 @@ impl Watcher {
             slurm_error: None,
             slurm_now: false,
             charts_wanted: Vec::new(),
+            unseen: 0,
         }
+    }
+
+    /// Whether the last look saw every run directory (else look again at once).
+    pub fn settled(&self) -> bool {
+        self.unseen == 0
     }
 
     /// Looks at every run and the host once.
@@ -226,8 +238,13 @@ impl Watcher {
             watch.removed.push(id);
         }
         let mut updates: BTreeMap<String, RunUpdate> = BTreeMap::new();
-        for (id, dir) in ids {
+        self.unseen = 0;
+        for (id, dir) in ids.into_iter().rev() {
             if self.runs.contains_key(&id) {
+                continue;
+            }
+            if updates.len() == FIRST_SIGHT_BATCH {
+                self.unseen += 1;
                 continue;
             }
             let run = RunDir::open(&dir);
@@ -582,10 +599,7 @@ impl Watcher {
 pub fn snapshot(workspace: &Workspace) -> BTreeMap<String, super::model::RunModel> {
     let mut watcher = Watcher::new(workspace.clone());
     let mut runs: BTreeMap<String, super::model::RunModel> = BTreeMap::new();
-    // The first look reads the event files and learns the pids; a second one, a moment
-    // later, finds out which processes are alive.
-    for look in 0..2 {
-        let watch = watcher.look();
+    let take = |watch: Watch, runs: &mut BTreeMap<String, super::model::RunModel>| {
         for update in watch.runs {
             let run = runs
                 .entry(update.id.clone())
@@ -597,12 +611,18 @@ pub fn snapshot(workspace: &Workspace) -> BTreeMap<String, super::model::RunMode
                 run.queue = queue.get(&run.id).cloned();
             }
         }
-        if look == 0 {
-            if !runs.values().any(|r| r.state().is_live()) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
+    };
+    // The first looks read the runs (a batch at a time) and learn the pids; one more, a
+    // moment later, finds out which processes are alive.
+    loop {
+        take(watcher.look(), &mut runs);
+        if watcher.settled() {
+            break;
         }
+    }
+    if runs.values().any(|r| r.state().is_live()) {
+        std::thread::sleep(Duration::from_millis(200));
+        take(watcher.look(), &mut runs);
     }
     runs
 }
@@ -687,6 +707,9 @@ pub fn spawn<M: Send + 'static>(
             if tx.send(wrap(watcher.look())).is_err() {
                 return;
             }
+            if !watcher.settled() {
+                continue;
+            }
             match requests.recv_timeout(INTERVAL) {
                 Ok(Request::Look) => watcher.slurm_now = true,
                 Ok(Request::Charts(ids)) => watcher.charts_wanted.extend(ids),
@@ -752,5 +775,26 @@ mod tests {
         let tail = log_tail(&path);
         assert_eq!(tail.len(), LOG_LINES);
         assert_eq!(tail.last().map(String::as_str), Some("line 4999"));
+    }
+    #[test]
+    fn a_large_workspace_arrives_in_batches_newest_first() {
+        let workspace = tempfile::tempdir().expect("temp dir");
+        for i in 0..250 {
+            let run = workspace.path().join(format!("runs/20260101-{i:06}-r"));
+            std::fs::create_dir_all(&run).expect("mkdir");
+            std::fs::write(run.join(RunDir::EXPERIMENT), "[run]\nname = \"r\"\n").expect("write");
+        }
+        let mut watcher = Watcher::new(Workspace::new(workspace.path()));
+        let mut looks: Vec<Vec<String>> = Vec::new();
+        for _ in 0..3 {
+            let found = watcher.look().runs.into_iter().filter(|u| u.found.is_some());
+            looks.push(found.map(|u| u.id).collect());
+        }
+        assert!(watcher.settled());
+        assert_eq!(looks.iter().map(Vec::len).collect::<Vec<_>>(), [100, 100, 50]);
+        // Newest first: every run of a look is newer than every run of the next.
+        for pair in looks.windows(2) {
+            assert!(pair[0].iter().min() > pair[1].iter().max(), "{pair:?}");
+        }
     }
 }
