@@ -490,6 +490,70 @@ fn every_screen_survives_tiny_terminals() {
 }
 
 #[test]
+fn only_the_runs_on_screen_keep_their_charts_and_the_others_are_read_again_when_shown() {
+    const DONE: &str = "20261126-204650-unet-base8";
+    let mut app = dashboard_with_recorded_runs(80, 24);
+    // As if read from their summaries: finished runs come without charts.
+    for run in app.runs.values_mut().filter(|r| r.finished.is_some()) {
+        run.drop_charts();
+    }
+    key(&mut app, KeyCode::Char('2'));
+    draw(&mut app);
+    assert!(app.take_effects().is_empty(), "the run list draws no charts");
+    // Opening a finished run asks once for its charts.
+    app.list.selected = Some(DONE.to_string());
+    key(&mut app, KeyCode::Enter);
+    draw(&mut app);
+    let asked = |effects: Vec<Effect>| {
+        effects
+            .into_iter()
+            .filter(|e| matches!(e, Effect::LoadCharts(_)))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(asked(app.take_effects()), [Effect::LoadCharts(vec![DONE.to_string()])]);
+    draw(&mut app);
+    assert!(asked(app.take_effects()).is_empty(), "asked once");
+    // The watcher reads the run again; its charts arrive.
+    let dir = repo().join("tests/data/runs").join(DONE);
+    let folded = segtop::runs::summary::fold(DONE, &dir, &Default::default(), true);
+    assert!(folded.model.charts);
+    app.update(Msg::Watch(Box::new(Watch {
+        time: app.now,
+        runs: vec![RunUpdate {
+            id: DONE.to_string(),
+            dir: PathBuf::from("/ws/runs").join(DONE),
+            fold: Some(Box::new(folded.model)),
+            ..RunUpdate::default()
+        }],
+        ..Watch::default()
+    })));
+    let run = &app.runs[DONE];
+    assert!(run.charts && !run.loss.is_empty(), "charts on screen");
+    assert!(render(&app).contains("loss"), "{}", render(&app));
+    // Back to the list and through other runs: the run stays among the last few charted...
+    key(&mut app, KeyCode::Esc);
+    draw(&mut app);
+    assert!(app.runs[DONE].charts);
+    // ... until 8 other runs have been charted since.
+    for i in 0..8 {
+        let id = format!("20261201-00000{i}-other");
+        app.runs.insert(
+            id.clone(),
+            segtop::runs::model::RunModel::new(id.clone(), PathBuf::from("/ws/runs").join(&id)),
+        );
+        app.run.open = Some(id);
+        app.screen = Screen::Run;
+        draw(&mut app);
+    }
+    assert!(
+        !app.runs[DONE].charts && app.runs[DONE].loss.is_empty(),
+        "let go off screen"
+    );
+    // A live run keeps its charts whatever is on screen.
+    assert!(app.runs[LIVE].charts && !app.runs[LIVE].loss.is_empty());
+}
+
+#[test]
 fn the_mouse_selects_and_opens_runs_and_the_wheel_scrolls() {
     use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
     let mut app = dashboard_with_recorded_runs(80, 24);
