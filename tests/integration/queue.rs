@@ -466,3 +466,106 @@ fn limit(command: &mut Command, resource: libc::__rlimit_resource_t, bytes: u64)
         });
     }
 }
+
+/// What the supervisors of a workspace wrote to `runs/supervisor.log`: how many supervised at
+/// the same time at most, and how many times each run was started.
+fn supervision(log: &str) -> (usize, std::collections::BTreeMap<String, usize>) {
+    let (mut at_once, mut most) = (0usize, 0usize);
+    let mut started = std::collections::BTreeMap::new();
+    for line in log.lines() {
+        if line.contains(" supervising ") {
+            at_once += 1;
+            most = most.max(at_once);
+        } else if line.ends_with("supervisor done") {
+            at_once = at_once.saturating_sub(1);
+        } else if let Some(rest) = line.split(" started ").nth(1) {
+            let id = rest.split_whitespace().next().unwrap_or_default().to_string();
+            *started.entry(id).or_insert(0) += 1;
+        }
+    }
+    (most, started)
+}
+
+#[test]
+fn queue_commands_and_supervisors_started_at_the_same_moment_start_each_run_once() {
+    const REPETITIONS: usize = 12;
+    for repetition in 0..REPETITIONS {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ws = dir.path();
+        for sub in ["experiments", "data", "runs"] {
+            std::fs::create_dir_all(ws.join(sub)).expect("mkdir");
+        }
+        // An empty dataset: each trainer fails at once, after it has been started.
+        for name in ["a", "b"] {
+            let text = format!("[data]\nroot = \"data\"\n[train]\nepochs = 1\n[run]\nname = \"{name}\"\n");
+            std::fs::write(ws.join(format!("experiments/{name}.toml")), text).expect("write");
+        }
+        // Four processes spin until the barrier file appears, then become segtop at once.
+        let spawn = |args: &[&str], output: &str| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("while [ ! -e go ]; do :; done; exec \"$0\" \"$@\" {output}"))
+                .arg(env!("CARGO_BIN_EXE_segtop"))
+                .args(args)
+                .current_dir(ws)
+                .env("XDG_CONFIG_HOME", ws.join("config"))
+                .spawn()
+                .expect("sh runs")
+        };
+        let log = ">> runs/supervisor.log 2>&1";
+        let mut children = vec![
+            spawn(&["queue", "experiments/a.toml"], "> /dev/null 2>&1"),
+            spawn(&["queue", "experiments/b.toml"], "> /dev/null 2>&1"),
+            spawn(&["supervise"], log),
+            spawn(&["supervise"], log),
+        ];
+        std::fs::write(ws.join("go"), "").expect("barrier");
+        for child in &mut children {
+            assert!(child.wait().expect("wait").success(), "repetition {repetition}");
+        }
+        let workspace = segtop::workspace::Workspace::new(ws);
+        let runs = wait_until(
+            "both runs to end and the supervisors to leave",
+            Duration::from_secs(60),
+            || {
+                let runs: Vec<PathBuf> = std::fs::read_dir(ws.join("runs"))
+                    .expect("runs/")
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect();
+                (runs.len() == 2
+                    && runs.iter().all(|r| finished(r).is_some())
+                    && !segtop::supervisor::is_running(&workspace))
+                .then_some(runs)
+            },
+        );
+        let text = std::fs::read_to_string(ws.join("runs/supervisor.log")).expect("supervisor.log");
+        let (at_once, started) = supervision(&text);
+        assert_eq!(
+            at_once, 1,
+            "repetition {repetition}: supervisors at the same time\n{text}"
+        );
+        for run in &runs {
+            let id = run.file_name().expect("id").to_string_lossy().into_owned();
+            assert_eq!(
+                started.get(&id),
+                Some(&1),
+                "repetition {repetition}: {id} starts\n{text}"
+            );
+            let ends = events(run)
+                .iter()
+                .filter(|e| matches!(e, Event::RunFinished { .. }))
+                .count();
+            assert_eq!(ends, 1, "repetition {repetition}: {id} ran more than once");
+        }
+        assert!(
+            segtop::queue::Queue::new(&workspace)
+                .read()
+                .expect("queue")
+                .entries
+                .is_empty(),
+            "repetition {repetition}: the queue emptied"
+        );
+    }
+}
