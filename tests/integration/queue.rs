@@ -524,22 +524,29 @@ fn queue_commands_and_supervisors_started_at_the_same_moment_start_each_run_once
             assert!(child.wait().expect("wait").success(), "repetition {repetition}");
         }
         let workspace = segtop::workspace::Workspace::new(ws);
-        let runs = wait_until(
-            "both runs to end and the supervisors to leave",
-            Duration::from_secs(60),
-            || {
-                let runs: Vec<PathBuf> = std::fs::read_dir(ws.join("runs"))
-                    .expect("runs/")
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.is_dir())
-                    .collect();
-                (runs.len() == 2
-                    && runs.iter().all(|r| finished(r).is_some())
-                    && !segtop::supervisor::is_running(&workspace))
-                .then_some(runs)
-            },
-        );
+        let run_dirs = || -> Vec<PathBuf> {
+            std::fs::read_dir(ws.join("runs"))
+                .expect("runs/")
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        };
+        let what = "both runs to end and the supervisors to leave";
+        let runs = poll_until(what, Duration::from_secs(60), || {
+            let runs = run_dirs();
+            (runs.len() == 2
+                && runs.iter().all(|r| finished(r).is_some())
+                && !segtop::supervisor::is_running(&workspace))
+            .then_some(runs)
+        })
+        .unwrap_or_else(|timed_out| {
+            let ended: Vec<_> = run_dirs().iter().map(|r| (r.clone(), finished(r).is_some())).collect();
+            let queue = std::fs::read_to_string(ws.join("runs/queue.json")).unwrap_or_default();
+            timed_out.fail(format!(
+                "repetition {repetition}: runs (ended?) {ended:?}; queue.json {queue}"
+            ))
+        });
         let text = std::fs::read_to_string(ws.join("runs/supervisor.log")).expect("supervisor.log");
         let (at_once, started) = supervision(&text);
         assert_eq!(
