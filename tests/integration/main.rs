@@ -4,6 +4,7 @@ mod binaries;
 mod check;
 mod dashboard;
 mod data;
+mod disk;
 mod eval;
 mod queue;
 mod runs;

@@ -1,0 +1,201 @@
+//! A real full disk: a small tmpfs mounted as the run directory. These tests need root to
+//! mount it, so they are ignored by default; `./quickstart.sh test` runs them as root.
+
+#![cfg(feature = "trainer")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use segtop::events::{Event, Outcome};
+
+/// A tmpfs mounted at a path for as long as this lives.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs at {} (these tests need root)",
+            at.display()
+        );
+        Tmpfs(at.to_path_buf())
+    }
+
+    /// Bytes free on it.
+    fn free(&self) -> u64 {
+        let path = std::ffi::CString::new(self.0.to_string_lossy().as_bytes()).expect("path");
+        // SAFETY: statvfs fills the struct it is given for a valid C string.
+        unsafe {
+            let mut stat: libc::statvfs = std::mem::zeroed();
+            assert_eq!(libc::statvfs(path.as_ptr(), &mut stat), 0, "statvfs");
+            stat.f_bavail * stat.f_frsize
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn events(run: &Path) -> Vec<Event> {
+    let text = std::fs::read_to_string(run.join("events.jsonl")).unwrap_or_default();
+    text.lines().filter_map(|line| Event::from_line(line).ok()).collect()
+}
+
+fn finished(run: &Path) -> Option<(Outcome, Option<String>)> {
+    events(run).into_iter().rev().find_map(|e| match e {
+        Event::RunFinished { outcome, reason, .. } => Some((outcome, reason)),
+        _ => None,
+    })
+}
+
+fn resume(dir: &Path, run: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_segtop-train"))
+        .args(["train", "--resume"])
+        .arg(run)
+        .current_dir(dir)
+        .env("SEGTOP_THREADS", "1")
+        .output()
+        .expect("the trainer runs")
+}
+
+#[test]
+#[ignore = "needs root to mount a tmpfs: ./quickstart.sh test, as root, runs it"]
+fn a_run_on_a_full_disk_fails_with_the_reason_keeps_its_checkpoint_and_resumes_with_room() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runs = Tmpfs::mount(&dir.path().join("runs"), "32m");
+    let experiment = super::train::experiment(dir.path(), 4);
+    // Trains until its first checkpoint, then stops (SIGTERM: it checkpoints and exits 3).
+    let mut first = super::train::start_and_wait(dir.path(), &experiment, |events| {
+        events.iter().any(|e| matches!(e, Event::Checkpoint { .. }))
+    });
+    let stopped = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(stopped.success());
+    assert_eq!(first.wait().expect("stops").code(), Some(3));
+    let run = std::fs::read_dir(&runs.0)
+        .expect("runs/")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("a run");
+    let listing = |dir: &Path| -> Vec<(String, u64)> {
+        let mut files: Vec<(String, u64)> = walk(dir)
+            .into_iter()
+            .map(|(p, len)| (p.strip_prefix(dir).expect("inside").display().to_string(), len))
+            .collect();
+        files.sort();
+        files
+    };
+    let checkpoints = run.join("checkpoints");
+    let before = listing(&checkpoints);
+    let state = |files: &[(String, u64)]| files.iter().find(|(p, _)| p.ends_with("state.json")).cloned();
+    let state_before = state(&before).expect("a checkpoint's state.json");
+    let state_text = std::fs::read(checkpoints.join(&state_before.0)).expect("state");
+
+    // The disk fills up: leave 64 kB, less than the model (about 90 kB).
+    let filler = runs.0.join("filler");
+    let room = runs.free().saturating_sub(64 << 10);
+    std::fs::write(&filler, vec![0u8; room as usize]).expect("fill the disk");
+    let full = resume(dir.path(), &run);
+    assert_eq!(full.status.code(), Some(1), "{}", String::from_utf8_lossy(&full.stderr));
+    let said = String::from_utf8_lossy(&full.stderr);
+    assert!(said.contains("No space left on device"), "{said}");
+    // As far as the disk allowed, the events say so too.
+    if let Some((outcome, reason)) = finished(&run) {
+        assert_eq!(outcome, Outcome::Failed);
+        assert!(reason.unwrap_or_default().contains("No space left on device"));
+    }
+    assert_eq!(listing(&checkpoints), before, "no half-written checkpoint left behind");
+    assert_eq!(
+        std::fs::read(checkpoints.join(&state_before.0)).expect("state"),
+        state_text
+    );
+
+    // Space freed: it resumes from that checkpoint and trains to the end.
+    std::fs::remove_file(&filler).expect("free the disk");
+    let done = resume(dir.path(), &run);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(matches!(finished(&run), Some((Outcome::Completed, _))));
+    drop(runs);
+}
+
+/// Every file under `dir`, with its length.
+fn walk(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            let len = entry.metadata().map_or(0, |m| m.len());
+            files.push((path, len));
+        }
+    }
+    files
+}
+
+#[test]
+#[ignore = "needs root to mount a tmpfs: ./quickstart.sh test, as root, runs it"]
+fn a_cache_on_a_full_disk_leaves_no_half_written_entry_and_is_built_once_there_is_room() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let experiment = super::train::experiment(dir.path(), 1);
+    // Four 48x48x32 cases, cropped to the head and stored in float16: about 0.25 MB a case;
+    // room for one.
+    let cache = Tmpfs::mount(&dir.path().join("cache"), "400k");
+    let full = Command::new(env!("CARGO_BIN_EXE_segtop-train"))
+        .arg("train")
+        .arg(&experiment)
+        .current_dir(dir.path())
+        .env("SEGTOP_THREADS", "1")
+        .output()
+        .expect("the trainer runs");
+    let entries = walk(&cache.0);
+    assert_eq!(
+        full.status.code(),
+        Some(1),
+        "{}\n{entries:?}",
+        String::from_utf8_lossy(&full.stderr)
+    );
+    let said = String::from_utf8_lossy(&full.stderr);
+    assert!(said.contains("No space left on device"), "{said}");
+    // Only whole entries are left: the one that did not fit was written under a temporary
+    // name and is gone; what is there opens as a complete cache file.
+    assert!(!entries.is_empty(), "one case fitted");
+    for (path, _) in &entries {
+        assert_eq!(path.extension().and_then(|e| e.to_str()), Some("segc"), "{entries:?}");
+        segtop::data::cache::CachedCase::open(path).expect("a whole cache entry");
+    }
+    // With room, the same command builds the rest of the cache and trains.
+    let status = Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&cache.0)
+        .status()
+        .expect("mount runs");
+    assert!(status.success());
+    let done = Command::new(env!("CARGO_BIN_EXE_segtop-train"))
+        .arg("train")
+        .arg(&experiment)
+        .current_dir(dir.path())
+        .env("SEGTOP_THREADS", "1")
+        .output()
+        .expect("the trainer runs");
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let run = std::fs::read_dir(dir.path().join("runs"))
+        .expect("runs/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| finished(p).is_some_and(|(o, _)| o == Outcome::Completed))
+        .count();
+    assert_eq!(run, 1);
+}
