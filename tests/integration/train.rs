@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use segtop::events::Event;
 
@@ -966,4 +966,77 @@ fn bench_times_training_steps_and_a_sliding_window_case_and_reports_json() {
         stderr.contains("--patch: a size from 8 to 512 that divides by 4"),
         "{stderr}"
     );
+}
+
+/// SIGKILL at moments spread over a whole run (steps, checkpoint and preview writes,
+/// validations, the end-of-run evaluation): every run resumes from a complete checkpoint to
+/// the numbers of the run never interrupted, or had already finished with them.
+#[test]
+fn a_run_killed_at_any_moment_resumes_to_the_same_result() {
+    const TRIALS: u32 = 8;
+    let straight = tempfile::tempdir().expect("temp dir");
+    let path = experiment(straight.path(), 3);
+    // Its data and cache made first, so the timed run below is training only.
+    succeed(trainer(straight.path()).arg("train").arg(&path));
+    let start = Instant::now();
+    succeed(trainer(straight.path()).arg("train").arg(&path));
+    let length = start.elapsed();
+    let runs: Vec<PathBuf> = std::fs::read_dir(straight.path().join("runs"))
+        .expect("runs/")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let expected = last_validation(&events(&runs[0]));
+    let mut resumed_after = Vec::new();
+    for trial in 0..TRIALS {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = experiment(dir.path(), 3);
+        // Data and cache first (as above), then the run that is killed.
+        std::fs::create_dir_all(dir.path().join("cache")).expect("mkdir");
+        succeed(trainer(dir.path()).args(["train", "--runs", "warm"]).arg(&path));
+        let mut child = trainer(dir.path())
+            .arg("train")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts");
+        // Not a wait: the moment of the kill, spread over the run's length.
+        std::thread::sleep(length.mul_f64((f64::from(trial) + 0.5) / f64::from(TRIALS)));
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        let made = std::fs::read_dir(dir.path().join("runs")).map_or(0, |runs| runs.count());
+        if made == 0 {
+            continue; // killed before it made its run directory: nothing to resume
+        }
+        let run = only_run(dir.path());
+        let finished = events(&run).iter().any(|e| matches!(e, Event::RunFinished { .. }));
+        if !finished {
+            // What the run had written last when it was killed.
+            let last = events(&run)
+                .last()
+                .map(|e| format!("{e:?}").split([' ', '{']).next().unwrap_or("").to_string());
+            resumed_after.push(last.unwrap_or_else(|| "nothing".to_string()));
+            let resumed = trainer(dir.path())
+                .args(["train", "--resume"])
+                .arg(&run)
+                .output()
+                .expect("the trainer runs");
+            assert!(
+                resumed.status.success(),
+                "trial {trial}: {}",
+                String::from_utf8_lossy(&resumed.stderr)
+            );
+        }
+        let got = last_validation(&events(&run));
+        for (a, b) in [(got.et, expected.et), (got.tc, expected.tc), (got.wt, expected.wt)] {
+            assert!(
+                (a - b).abs() < 1e-6,
+                "trial {trial} (finished before the kill: {finished}): resumed {got:?} vs {expected:?}"
+            );
+        }
+    }
+    // Most kills land in the middle of the run, at different records.
+    eprintln!("killed after: {resumed_after:?}");
+    assert!(resumed_after.len() >= TRIALS as usize / 2, "{resumed_after:?}");
 }
