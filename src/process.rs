@@ -46,6 +46,15 @@ pub fn start_time(pid: u32) -> Option<u64> {
     Some(system.process(pid)?.start_time())
 }
 
+/// How many processes the kernel has killed for want of memory since boot (`oom_kill` in
+/// `/proc/vmstat`: memory cgroups' limits and the whole machine's alike); `None` where the
+/// kernel does not say.
+pub fn oom_kills() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/vmstat").ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("oom_kill ")?.trim().parse().ok())
+}
+
 /// Whether two readings of a process start time are the same process (they are computed
 /// from clock ticks since boot, so they may differ by rounding).
 pub fn same_start(a: u64, b: u64) -> bool {

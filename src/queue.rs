@@ -871,6 +871,7 @@ mod tests {
                 time: Utc::now(),
                 experiment: request.experiment.clone(),
                 launcher: self.kind(),
+                oom_kills: None,
                 threads: request.threads,
                 peak_bytes: request.peak_bytes,
                 job: None,

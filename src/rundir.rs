@@ -221,6 +221,10 @@ pub struct Launch {
     /// Which launcher started it (`local`, `slurm`).
     #[serde(default)]
     pub launcher: LauncherKind,
+    /// The machine's count of processes killed for want of memory when it was launched
+    /// (`/proc/vmstat`), to tell such a kill from another SIGKILL when it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_kills: Option<u64>,
     /// Torch threads the launcher granted, when it chose them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<u32>,
@@ -247,12 +251,17 @@ pub struct ExitRecord {
     /// The signal that ended it, when one did.
     pub signal: Option<i32>,
     pub time: DateTime<chrono::Utc>,
+    /// The kernel killed it for want of memory (its memory cgroup's limit, or the machine's):
+    /// the machine's count of such kills rose while it ran and it died by SIGKILL.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub out_of_memory: bool,
 }
 
 impl ExitRecord {
     /// How it ended, in words: `exited with code 1`, `was killed by SIGKILL (...)`.
     pub fn describe(&self) -> String {
         match (self.code, self.signal) {
+            _ if self.out_of_memory => "was killed by the kernel: out of memory".to_string(),
             (Some(code), _) => format!("exited with code {code}"),
             (None, Some(signal)) => format!("was killed by {}", crate::process::signal_name(signal)),
             (None, None) => "ended".to_string(),

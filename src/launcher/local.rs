@@ -74,6 +74,7 @@ impl Launcher for Local {
             time: chrono::Utc::now(),
             experiment: request.experiment.clone(),
             launcher: self.kind(),
+            oom_kills: crate::process::oom_kills(),
             threads: request.threads,
             peak_bytes: request.peak_bytes,
             job: None,

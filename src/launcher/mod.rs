@@ -76,11 +76,18 @@ pub fn trainer_path() -> anyhow::Result<PathBuf> {
 /// Records how the trainer `pid` of `run` ended.
 pub fn record_exit(run: &RunDir, pid: u32, status: ExitStatus) {
     use std::os::unix::process::ExitStatusExt;
+    let killed_for_memory = status.signal() == Some(libc::SIGKILL)
+        && run
+            .read_launch()
+            .and_then(|launch| launch.oom_kills)
+            .zip(crate::process::oom_kills())
+            .is_some_and(|(then, now)| now > then);
     let record = ExitRecord {
         pid,
         code: status.code(),
         signal: status.signal(),
         time: chrono::Utc::now(),
+        out_of_memory: killed_for_memory,
     };
     // Nothing else to do when the run directory is gone or full: the events still tell.
     let _ = run.write_exit(&record);

@@ -203,6 +203,7 @@ fn launch_record(
         time,
         experiment: experiment_file.to_path_buf(),
         launcher: LauncherKind::Slurm,
+        oom_kills: None,
         threads: Some(if experiment.train.threads > 0 {
             experiment.train.threads
         } else {

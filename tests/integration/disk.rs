@@ -1,5 +1,6 @@
-//! A real full disk: a small tmpfs mounted as the run directory. These tests need root to
-//! mount it, so they are ignored by default; `./quickstart.sh test` runs them as root.
+//! Real resources running out: a small tmpfs mounted as the run or cache directory, and a
+//! memory cgroup with a limit below a run's needs. These tests need root, so they are
+//! ignored by default; `./quickstart.sh test` runs them as root where it can mount a tmpfs.
 
 #![cfg(feature = "trainer")]
 
@@ -198,4 +199,128 @@ fn a_cache_on_a_full_disk_leaves_no_half_written_entry_and_is_built_once_there_i
         .filter(|p| finished(p).is_some_and(|(o, _)| o == Outcome::Completed))
         .count();
     assert_eq!(run, 1);
+}
+
+/// A memory cgroup (v1 or v2) limited to `limit` bytes, removed when this is dropped.
+struct MemoryCgroup(PathBuf);
+
+impl MemoryCgroup {
+    fn create(limit: u64) -> MemoryCgroup {
+        let name = format!("segtop-test-{}", std::process::id());
+        let v1 = Path::new("/sys/fs/cgroup/memory");
+        let (dir, files): (PathBuf, &[&str]) = if v1.join("memory.limit_in_bytes").exists() {
+            (
+                v1.join(&name),
+                &["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"],
+            )
+        } else {
+            (
+                Path::new("/sys/fs/cgroup").join(&name),
+                &["memory.max", "memory.swap.max"],
+            )
+        };
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("cannot create the cgroup {}: {e}", dir.display()));
+        for (i, file) in files.iter().enumerate() {
+            let path = dir.join(file);
+            let value = if i == 1 && file.ends_with("swap.max") { 0 } else { limit };
+            if path.exists() {
+                std::fs::write(&path, value.to_string()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+        }
+        MemoryCgroup(dir)
+    }
+
+    /// Makes `command`'s process (and so its children) a member when it starts.
+    fn adopt(&self, command: &mut Command) {
+        use std::os::unix::process::CommandExt;
+        let procs = std::ffi::CString::new(self.0.join("cgroup.procs").to_string_lossy().as_bytes()).expect("path");
+        // SAFETY: only open, write and close between fork and exec, on a path made before.
+        unsafe {
+            command.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if written != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+#[ignore = "needs root for a memory cgroup: ./quickstart.sh test, as root, runs it"]
+fn a_run_over_its_memory_cgroup_is_killed_reads_out_of_memory_and_the_queue_goes_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ws = dir.path();
+    std::fs::create_dir_all(ws.join("config/segtop")).expect("mkdir");
+    std::fs::write(
+        ws.join("config/segtop/settings.toml"),
+        "[queue]\nmax_concurrent = 1\nreserve_ram = 0\n",
+    )
+    .expect("write");
+    let text = |name: &str, filters: u32, patch: &str, batch: u32| {
+        format!(
+            "[data]\nroot = \"data\"\ncache_dir = \"cache\"\nsplit = [0.5, 0.5, 0.0]\n\
+             [data.synthetic]\ncases = 4\nseed = 3\nshape = [48, 48, 32]\n\
+             [model]\nbase_filters = {filters}\ndepth = 3\n\
+             [train]\npatch_size = {patch}\nbatch_size = {batch}\nepochs = 1\npatches_per_epoch = 16\nwarmup_epochs = 0\nthreads = 1\n\
+             [validate]\nevery = 1\n[run]\nname = \"{name}\"\n"
+        )
+    };
+    std::fs::write(ws.join("big.toml"), text("big", 32, "[48, 48, 32]", 16)).expect("write");
+    std::fs::write(ws.join("tiny.toml"), text("tiny", 4, "[16, 16, 16]", 2)).expect("write");
+    let workspace = segtop::workspace::Workspace::new(ws);
+    let queue = segtop::queue::Queue::new(&workspace);
+    let big = queue
+        .add(&workspace, &ws.join("big.toml"), None)
+        .expect("queued")
+        .remove(0)
+        .run;
+    let tiny = queue
+        .add(&workspace, &ws.join("tiny.toml"), None)
+        .expect("queued")
+        .remove(0)
+        .run;
+    let cgroup = MemoryCgroup::create(600 << 20);
+    let mut supervisor = Command::new(env!("CARGO_BIN_EXE_segtop"));
+    supervisor
+        .arg("supervise")
+        .current_dir(ws)
+        .env("XDG_CONFIG_HOME", ws.join("config"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cgroup.adopt(&mut supervisor);
+    let status = supervisor.status().expect("the supervisor runs");
+    assert!(status.success(), "{status:?}");
+    let exit = big.read_exit().expect("the big run's exit record");
+    assert_eq!(exit.signal, Some(libc::SIGKILL), "{exit:?}");
+    assert!(exit.out_of_memory, "{exit:?}");
+    let runs = Command::new(env!("CARGO_BIN_EXE_segtop"))
+        .args(["runs", "--json"])
+        .current_dir(ws)
+        .output()
+        .expect("segtop runs");
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&runs.stdout).expect("JSON");
+    let row = runs.iter().find(|r| r["id"] == big.id().as_str()).expect("listed");
+    assert_eq!(row["state"], "failed", "{row}");
+    assert!(
+        row["error"].as_str().is_some_and(|e| e.contains("out of memory")),
+        "{row}"
+    );
+    assert!(
+        matches!(finished(tiny.path()), Some((Outcome::Completed, _))),
+        "the queue went on"
+    );
+    drop(cgroup);
 }
