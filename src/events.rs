@@ -347,18 +347,26 @@ impl Event {
 /// for a buffer and a crash loses at most the line being written.
 pub struct EventLog {
     file: std::fs::File,
+    path: std::path::PathBuf,
 }
 
 impl EventLog {
     pub fn open(path: &std::path::Path) -> std::io::Result<EventLog> {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(EventLog { file })
+        Ok(EventLog {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
+    /// Appends one record; an error names the file (`.../events.jsonl: No space left on
+    /// device`), as the user reads it in the trainer's output.
     pub fn emit(&mut self, event: &Event) -> std::io::Result<()> {
         use std::io::Write;
-        self.file.write_all(event.to_line().as_bytes())?;
-        self.file.flush()
+        self.file
+            .write_all(event.to_line().as_bytes())
+            .and_then(|()| self.file.flush())
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot write {}: {e}", self.path.display())))
     }
 
     /// Ends a run as failed: an `error` and a `run_finished` record with the same `reason`,

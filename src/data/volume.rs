@@ -50,6 +50,8 @@ impl<T> Volume<T> {
 pub enum VolumeError {
     #[error("cannot read: {0}")]
     Io(std::io::Error),
+    #[error("cannot write: {0}")]
+    Write(String),
     #[error("corrupt or truncated gzip data: {0}")]
     Gzip(std::io::Error),
     #[error("not a NIfTI-1 file ({0})")]
@@ -291,11 +293,18 @@ pub fn write_labels_like(reference: &Path, out: &Path, shape: [usize; 3], labels
         std::process::id(),
         if name.ends_with(".gz") { ".nii.gz" } else { ".nii" }
     ));
-    nifti::writer::WriterOptions::new(&temporary)
+    let written = nifti::writer::WriterOptions::new(&temporary)
         .reference_header(&header)
-        .write_nifti(&array)
-        .map_err(|e| VolumeError::Io(std::io::Error::other(e)))?;
-    std::fs::rename(&temporary, out).map_err(VolumeError::Io)
+        .write_nifti(&array);
+    if let Err(error) = written {
+        // Nothing half-written is left behind (a full disk stays as full as it was).
+        let _ = std::fs::remove_file(&temporary);
+        return Err(VolumeError::Write(match error {
+            nifti::NiftiError::Io(io) => io.to_string(),
+            other => other.to_string(),
+        }));
+    }
+    std::fs::rename(&temporary, out).map_err(|e| VolumeError::Write(e.to_string()))
 }
 
 /// Whether two affines map voxels to the same places, to within `tolerance` mm.

@@ -104,27 +104,48 @@ fn a_run_on_a_full_disk_fails_with_the_reason_keeps_its_checkpoint_and_resumes_w
     let state_before = state(&before).expect("a checkpoint's state.json");
     let state_text = std::fs::read(checkpoints.join(&state_before.0)).expect("state");
 
-    // The disk fills up: leave 64 kB, less than the model (about 90 kB).
+    // The disk fills up, three ways: nothing left (the first event record cannot be written),
+    // 16 kB (events of a few steps, then the next write), 64 kB (less than the model, about
+    // 90 kB: the checkpoint). Each time the run fails with the reason and loses nothing
+    // beyond the steps since its checkpoint.
     let filler = runs.0.join("filler");
-    let room = runs.free().saturating_sub(64 << 10);
-    std::fs::write(&filler, vec![0u8; room as usize]).expect("fill the disk");
-    let full = resume(dir.path(), &run);
-    assert_eq!(full.status.code(), Some(1), "{}", String::from_utf8_lossy(&full.stderr));
-    let said = String::from_utf8_lossy(&full.stderr);
-    assert!(said.contains("No space left on device"), "{said}");
-    // As far as the disk allowed, the events say so too.
-    if let Some((outcome, reason)) = finished(&run) {
-        assert_eq!(outcome, Outcome::Failed);
-        assert!(reason.unwrap_or_default().contains("No space left on device"));
+    for left in [0u64, 16 << 10, 64 << 10] {
+        let room = runs.free().saturating_sub(left);
+        std::fs::write(&filler, vec![0u8; room as usize]).expect("fill the disk");
+        let ends = |run: &Path| {
+            events(run)
+                .iter()
+                .filter(|e| matches!(e, Event::RunFinished { .. }))
+                .count()
+        };
+        let ends_before = ends(&run);
+        let full = resume(dir.path(), &run);
+        let said = String::from_utf8_lossy(&full.stderr);
+        assert_eq!(full.status.code(), Some(1), "{left} bytes left: {said}");
+        assert!(said.contains("No space left on device"), "{left} bytes left: {said}");
+        eprintln!(
+            "{left} bytes left: {}",
+            said.lines().rfind(|l| !l.is_empty()).unwrap_or_default()
+        );
+        // As far as the disk allowed, the events say so too.
+        if ends(&run) > ends_before {
+            let (outcome, reason) = finished(&run).expect("finished");
+            assert_eq!(outcome, Outcome::Failed);
+            assert!(reason.unwrap_or_default().contains("No space left on device"));
+        }
+        assert_eq!(
+            listing(&checkpoints),
+            before,
+            "{left} bytes left: a half-written checkpoint"
+        );
+        assert_eq!(
+            std::fs::read(checkpoints.join(&state_before.0)).expect("state"),
+            state_text
+        );
+        std::fs::remove_file(&filler).expect("free the disk");
     }
-    assert_eq!(listing(&checkpoints), before, "no half-written checkpoint left behind");
-    assert_eq!(
-        std::fs::read(checkpoints.join(&state_before.0)).expect("state"),
-        state_text
-    );
 
     // Space freed: it resumes from that checkpoint and trains to the end.
-    std::fs::remove_file(&filler).expect("free the disk");
     let done = resume(dir.path(), &run);
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
     assert!(matches!(finished(&run), Some((Outcome::Completed, _))));
