@@ -9,6 +9,8 @@ use std::process::Command;
 
 use segtop::events::{Event, Outcome};
 
+use super::queue::{events, finished};
+
 /// A tmpfs mounted at a path for as long as this lives.
 struct Tmpfs(PathBuf);
 
@@ -46,26 +48,19 @@ impl Drop for Tmpfs {
     }
 }
 
-fn events(run: &Path) -> Vec<Event> {
-    let text = std::fs::read_to_string(run.join("events.jsonl")).unwrap_or_default();
-    text.lines().filter_map(|line| Event::from_line(line).ok()).collect()
-}
-
-fn finished(run: &Path) -> Option<(Outcome, Option<String>)> {
-    events(run).into_iter().rev().find_map(|e| match e {
-        Event::RunFinished { outcome, reason, .. } => Some((outcome, reason)),
-        _ => None,
-    })
-}
-
-fn resume(dir: &Path, run: &Path) -> std::process::Output {
+/// `segtop-train ARGS` in `dir`, to its end.
+fn train(dir: &Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_segtop-train"))
-        .args(["train", "--resume"])
-        .arg(run)
+        .arg("train")
+        .args(args)
         .current_dir(dir)
         .env("SEGTOP_THREADS", "1")
         .output()
         .expect("the trainer runs")
+}
+
+fn resume(dir: &Path, run: &Path) -> std::process::Output {
+    train(dir, &["--resume".as_ref(), run.as_os_str()])
 }
 
 #[test]
@@ -175,13 +170,7 @@ fn a_cache_on_a_full_disk_leaves_no_half_written_entry_and_is_built_once_there_i
     // Four 48x48x32 cases, cropped to the head and stored in float16: about 0.25 MB a case;
     // room for one.
     let cache = Tmpfs::mount(&dir.path().join("cache"), "400k");
-    let full = Command::new(env!("CARGO_BIN_EXE_segtop-train"))
-        .arg("train")
-        .arg(&experiment)
-        .current_dir(dir.path())
-        .env("SEGTOP_THREADS", "1")
-        .output()
-        .expect("the trainer runs");
+    let full = train(dir.path(), &[experiment.as_os_str()]);
     let entries = walk(&cache.0);
     assert_eq!(
         full.status.code(),
@@ -205,13 +194,7 @@ fn a_cache_on_a_full_disk_leaves_no_half_written_entry_and_is_built_once_there_i
         .status()
         .expect("mount runs");
     assert!(status.success());
-    let done = Command::new(env!("CARGO_BIN_EXE_segtop-train"))
-        .arg("train")
-        .arg(&experiment)
-        .current_dir(dir.path())
-        .env("SEGTOP_THREADS", "1")
-        .output()
-        .expect("the trainer runs");
+    let done = train(dir.path(), &[experiment.as_os_str()]);
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
     let run = std::fs::read_dir(dir.path().join("runs"))
         .expect("runs/")

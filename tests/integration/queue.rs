@@ -29,12 +29,12 @@ fn settings(dir: &Path, queue: &str) {
     std::fs::write(dir.join("config/segtop/settings.toml"), format!("[queue]\n{queue}")).expect("write");
 }
 
-fn events(run: &Path) -> Vec<Event> {
+pub(crate) fn events(run: &Path) -> Vec<Event> {
     let text = std::fs::read_to_string(run.join("events.jsonl")).unwrap_or_default();
     text.lines().filter_map(|line| Event::from_line(line).ok()).collect()
 }
 
-fn finished(run: &Path) -> Option<(Outcome, Option<String>)> {
+pub(crate) fn finished(run: &Path) -> Option<(Outcome, Option<String>)> {
     events(run).into_iter().rev().find_map(|e| match e {
         Event::RunFinished { outcome, reason, .. } => Some((outcome, reason)),
         _ => None,
@@ -344,7 +344,15 @@ fn a_trainer_out_of_memory_fails_with_a_reason_and_the_queue_moves_on() {
     });
     assert!(status.success(), "{status:?}");
 
-    let (outcome, reason) = finished(big_run.path()).expect("the big run finished");
+    let (outcome, reason) = finished(big_run.path()).unwrap_or_else(|| {
+        let log = std::fs::read_to_string(big_run.log()).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        panic!(
+            "the big run has no run_finished; exit {:?}; events end {:?}; train.log ends {tail:?}",
+            big_run.read_exit(),
+            events(big_run.path()).last()
+        )
+    });
     assert_eq!(outcome, Outcome::Failed);
     let reason = reason.unwrap_or_default();
     assert!(
