@@ -8,8 +8,17 @@
 //! raises that region's mean lesion-wise Dice most:
 //!
 //! - remove 26-connected components of fewer voxels than a size (a grid up to 5,000 voxels);
+//! - remove components smaller than a fraction of the case's largest one (2% to 50%): a
+//!   threshold that scales with the tumour, so it carries over to cases whose tumour and
+//!   false positives are larger or smaller than the validation cases';
 //! - keep only the largest component;
 //! - then relabel a case's enhancing tumour as necrosis when it has fewer voxels than a size.
+//!
+//! Learned from a handful of cases, a choice can fit them and nothing else. So the search
+//! scores every candidate case by case, adopts an operation only when it beats doing nothing
+//! on the mean *and* does no harm on at least half the cases, and estimates by leave-one-out
+//! (the whole choice made again without each case, then scored on it) what the plan can be
+//! expected to give on cases it has not seen, with the spread over the cases left out.
 //!
 //! A voxel taken out of a region moves to the next region out: enhancing tumour becomes
 //! necrosis (still tumour core), tumour core becomes oedema (still whole tumour), whole tumour
@@ -35,6 +44,10 @@ pub const FILE: &str = "postprocess.toml";
 
 /// Component sizes (voxels) the search tries as "remove smaller than".
 pub const REMOVE_BELOW: [u32; 12] = [20, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000];
+
+/// Fractions (percent) of the largest component the search tries as "remove components
+/// smaller than".
+pub const REMOVE_BELOW_PERCENT: [u32; 6] = [2, 5, 10, 20, 30, 50];
 
 /// Enhancing-tumour volumes (voxels) the search tries as "relabel as necrosis below".
 pub const ET_TO_NCR_BELOW: [u32; 10] = [20, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000];
@@ -96,17 +109,21 @@ pub enum Operation {
     None,
     /// Components of fewer voxels than this leave the region.
     RemoveSmall(u32),
+    /// Components of fewer voxels than this percentage of the case's largest component (of
+    /// the region) leave the region.
+    RemoveRelative(u32),
     /// Every component but the largest leaves the region.
     KeepLargest,
 }
 
 impl Operation {
-    const NAMES: [&'static str; 3] = ["none", "remove-small", "keep-largest"];
+    const NAMES: [&'static str; 4] = ["none", "remove-small", "remove-relative", "keep-largest"];
 
     fn name(self) -> &'static str {
         match self {
             Operation::None => "none",
             Operation::RemoveSmall(_) => "remove-small",
+            Operation::RemoveRelative(_) => "remove-relative",
             Operation::KeepLargest => "keep-largest",
         }
     }
@@ -117,6 +134,9 @@ impl fmt::Display for Operation {
         match self {
             Operation::None => f.write_str("as predicted"),
             Operation::RemoveSmall(size) => write!(f, "remove components under {size} voxels"),
+            Operation::RemoveRelative(percent) => {
+                write!(f, "remove components under {percent}% of the largest")
+            }
             Operation::KeepLargest => f.write_str("keep the largest component"),
         }
     }
@@ -211,6 +231,27 @@ impl Plan {
                         Operation::None
                     }
                 },
+                Some("remove-relative") => {
+                    match table.min_fraction {
+                        Some(fraction) if fraction > 0.0 && fraction < 1.0 => {
+                            Operation::RemoveRelative(((fraction * 100.0).round() as u32).clamp(1, 99))
+                        }
+                        Some(fraction) => {
+                            check.error(
+                            &format!("{key}.min_fraction"),
+                            format!("{key}.min_fraction = {fraction} is out of range: give a fraction above 0 and below 1"),
+                        );
+                            Operation::None
+                        }
+                        None => {
+                            check.error(
+                                &format!("{key}.operation"),
+                                format!("{key}.operation = 'remove-relative' needs {key}.min_fraction"),
+                            );
+                            Operation::None
+                        }
+                    }
+                }
                 Some(other) => {
                     check.error(
                         &format!("{key}.operation"),
@@ -226,6 +267,12 @@ impl Plan {
                 check.error(
                     &format!("{key}.min_voxels"),
                     format!("{key}.min_voxels only applies to {key}.operation = 'remove-small'"),
+                );
+            }
+            if table.min_fraction.is_some() && !matches!(table.operation.as_deref(), Some("remove-relative")) {
+                check.error(
+                    &format!("{key}.min_fraction"),
+                    format!("{key}.min_fraction only applies to {key}.operation = 'remove-relative'"),
                 );
             }
             plan.set(region, operation);
@@ -249,13 +296,20 @@ impl Plan {
              # (--no-postprocess turns it off). Labels: 1 necrosis, 2 oedema, 3 enhancing tumour;\n\
              # sizes in voxels, components 26-connected. A voxel taken out of a region moves to the\n\
              # next region out (ET to necrosis, TC to oedema, WT to background).\n\
-             # operation: none, remove-small (components under min_voxels), keep-largest.\n",
+             # operation: none, remove-small (components under min_voxels), remove-relative\n\
+             # (components under min_fraction of the case's largest), keep-largest.\n",
         );
         for region in Region::ALL {
             let operation = self.operation(region);
             let _ = write!(out, "\n[{}]\noperation = \"{}\"\n", region.key(), operation.name());
-            if let Operation::RemoveSmall(size) = operation {
-                let _ = writeln!(out, "min_voxels = {size}");
+            match operation {
+                Operation::RemoveSmall(size) => {
+                    let _ = writeln!(out, "min_voxels = {size}");
+                }
+                Operation::RemoveRelative(percent) => {
+                    let _ = writeln!(out, "min_fraction = {:.2}", f64::from(percent) / 100.0);
+                }
+                Operation::None | Operation::KeepLargest => {}
             }
         }
         let _ = writeln!(
@@ -280,6 +334,24 @@ impl Plan {
                     "# The search stopped at {step} to stay inside the run's time budget: \
                      `segtop postprocess RUN` searches in full."
                 );
+            }
+            if !v.expected.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\n# Leave-one-out: each step chosen again without each case, then scored on it; what the plan\n\
+                     # can be expected to give on cases it has not seen (mean and standard deviation over cases).\n\
+                     [validation.expected]"
+                );
+                let cells = |f: &dyn Fn(&Expected) -> f64| {
+                    let cells: Vec<String> = v
+                        .expected
+                        .iter()
+                        .map(|e| format!("{} = {:.4}", e.region.to_ascii_lowercase(), f(e)))
+                        .collect();
+                    format!("{{ {} }}", cells.join(", "))
+                };
+                let _ = writeln!(out, "lesion_dice = {}", cells(&|e| e.lesion_dice));
+                let _ = writeln!(out, "spread = {}", cells(&|e| e.spread));
             }
             for (name, scores) in [("before", &v.before), ("after", &v.after)] {
                 let _ = writeln!(out, "\n[validation.{name}]");
@@ -343,6 +415,7 @@ impl RawPlan {
 struct RawRegion {
     operation: Option<String>,
     min_voxels: Option<u32>,
+    min_fraction: Option<f64>,
     relabel_below: Option<u32>,
 }
 
@@ -363,10 +436,13 @@ fn apply_operation(grid: Grid, labels: &mut [u8], region: Region, operation: Ope
         .enumerate()
         .max_by_key(|(i, c)| (c.len(), std::cmp::Reverse(*i)))
         .map(|(i, _)| i);
+    let largest_size = largest.map_or(0, |i| components[i].len());
     for (i, component) in components.iter().enumerate() {
         let remove = match operation {
             Operation::None => false,
             Operation::RemoveSmall(size) => component.len() < size as usize,
+            // Compared in whole numbers: size < percent% of the largest.
+            Operation::RemoveRelative(percent) => component.len() * 100 < largest_size * percent as usize,
             Operation::KeepLargest => Some(i) != largest,
         };
         if remove {
@@ -485,6 +561,9 @@ pub struct Validation {
     /// Per case, before and after.
     pub cases_before: Vec<CaseEvaluation>,
     pub cases_after: Vec<CaseEvaluation>,
+    /// Per region, the leave-one-out estimate of the plan's lesion-wise Dice on cases it was
+    /// not learned on (none for a single case, or a region the search did not reach).
+    pub expected: Vec<Expected>,
     /// The step ("TC", "ET volume") at which a search with a deadline stopped; it and the
     /// steps after it kept what they had tried so far (nothing: `none`).
     pub cut_short_at: Option<&'static str>,
@@ -492,10 +571,13 @@ pub struct Validation {
 
 /// Finds the plan that maximises the mean lesion-wise Dice of the validation cases, region by
 /// region (WT, then TC, then ET's components, then ET's volume rule), each choice made with
-/// the earlier ones applied. A region keeps `none` unless an operation beats it; between
-/// equal scores the simpler operation wins (none, then remove-small, then keep-largest), and
-/// among equally good sizes the middle of their run, which leaves the most margin for cases
-/// not seen. `progress` is told each step's name as it starts.
+/// the earlier ones applied. A region keeps `none` unless an operation beats it on the mean
+/// and does no harm on at least half the cases (see [`choose`]); between equal scores the
+/// simpler operation wins (none, then absolute sizes, relative sizes, keep-largest), and among
+/// equally good sizes the middle of their run, which leaves the most margin for cases not
+/// seen. Each step is also made again without each case in turn and scored on it: the
+/// leave-one-out estimate in [`Validation::expected`]. `progress` is told each step's name as
+/// it starts.
 ///
 /// With a `deadline` (a time-budgeted run's end), no candidate is tried once what is left
 /// would not also cover scoring the chosen plan in full (timed on the first, full scoring of
@@ -515,15 +597,14 @@ pub fn search(
     let full_scoring = started.elapsed();
     let out_of_time = || deadline.is_some_and(|d| Instant::now() + full_scoring >= d);
     let mut cut_short_at = None;
+    let mut left_out: Vec<(Region, Vec<f64>)> = Vec::new();
+    let (candidates, runs) = region_candidates();
     for region in Region::ALL {
         if cut_short_at.is_some() || out_of_time() {
             cut_short_at = cut_short_at.or(Some(region.name()));
             break;
         }
         progress(region.name());
-        let mut candidates = vec![Operation::None];
-        candidates.extend(REMOVE_BELOW.iter().map(|&s| Operation::RemoveSmall(s)));
-        candidates.push(Operation::KeepLargest);
         let mut scores = Vec::with_capacity(candidates.len());
         for &operation in &candidates {
             if !scores.is_empty() && out_of_time() {
@@ -532,17 +613,17 @@ pub fn search(
             }
             let mut trial = plan;
             trial.set(region, operation);
-            scores.push(mean_lesion_dice(challenge, cases, &trial, region, threads));
+            scores.push(case_lesion_dice(challenge, cases, &trial, region, threads));
         }
-        let chosen = choose(&scores, REMOVE_BELOW.len().min(scores.len() - 1));
-        plan.set(region, candidates[chosen]);
+        plan.set(region, candidates[choose(&scores, &runs)]);
+        left_out.push((region, leave_one_out(&scores, &runs)));
     }
     if cut_short_at.is_none() && out_of_time() {
         cut_short_at = Some(ET_VOLUME);
     }
     if cut_short_at.is_none() {
         progress(ET_VOLUME);
-        let mut scores = vec![mean_lesion_dice(challenge, cases, &plan, Region::Et, threads)];
+        let mut scores = vec![case_lesion_dice(challenge, cases, &plan, Region::Et, threads)];
         for &size in &ET_TO_NCR_BELOW {
             if out_of_time() {
                 cut_short_at = Some(ET_VOLUME);
@@ -552,10 +633,15 @@ pub fn search(
                 et_to_ncr_below: size,
                 ..plan
             };
-            scores.push(mean_lesion_dice(challenge, cases, &trial, Region::Et, threads));
+            scores.push(case_lesion_dice(challenge, cases, &trial, Region::Et, threads));
         }
-        let chosen = choose(&scores, ET_TO_NCR_BELOW.len().min(scores.len() - 1));
+        let volume_sizes = 1..scores.len();
+        let sizes = std::slice::from_ref(&volume_sizes);
+        let chosen = choose(&scores, sizes);
         plan.et_to_ncr_below = if chosen == 0 { 0 } else { ET_TO_NCR_BELOW[chosen - 1] };
+        // ET's estimate is that of its last step, the volume rule, made after its components.
+        left_out.retain(|(region, _)| *region != Region::Et);
+        left_out.push((Region::Et, leave_one_out(&scores, sizes)));
     }
     let after = if plan == Plan::NONE {
         before.clone()
@@ -571,9 +657,79 @@ pub fn search(
         after: CaseEvaluation::mean(&after, regions),
         cases_before: before,
         cases_after: after,
+        expected: left_out
+            .into_iter()
+            .filter(|(_, scores)| !scores.is_empty())
+            .map(|(region, scores)| Expected::of(region.name(), &scores))
+            .collect(),
         cut_short_at,
     };
     (plan, validation)
+}
+
+/// The operations one region's step tries, in order of preference on a tie, and the ranges of
+/// them that are one operation at growing sizes.
+fn region_candidates() -> (Vec<Operation>, Vec<std::ops::Range<usize>>) {
+    let mut candidates = vec![Operation::None];
+    let absolute = candidates.len()..candidates.len() + REMOVE_BELOW.len();
+    candidates.extend(REMOVE_BELOW.iter().map(|&s| Operation::RemoveSmall(s)));
+    let relative = candidates.len()..candidates.len() + REMOVE_BELOW_PERCENT.len();
+    candidates.extend(REMOVE_BELOW_PERCENT.iter().map(|&p| Operation::RemoveRelative(p)));
+    candidates.push(Operation::KeepLargest);
+    (candidates, vec![absolute, relative])
+}
+
+/// What a plan can be expected to give on one region of cases it was not learned on: the
+/// leave-one-out scores' mean and standard deviation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expected {
+    pub region: &'static str,
+    /// Mean lesion-wise Dice over the cases left out.
+    pub lesion_dice: f64,
+    /// Their standard deviation (0 for one case).
+    pub spread: f64,
+    /// Cases left out, one at a time.
+    pub cases: usize,
+}
+
+impl Expected {
+    fn of(region: &'static str, scores: &[f64]) -> Expected {
+        let n = scores.len().max(1) as f64;
+        let mean = scores.iter().sum::<f64>() / n;
+        let variance = scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        Expected {
+            region,
+            lesion_dice: mean,
+            spread: variance.sqrt(),
+            cases: scores.len(),
+        }
+    }
+}
+
+/// For each case, the score on it of the candidate [`choose`] takes from the other cases'
+/// scores (`scores[candidate][case]`): the choice's leave-one-out scores. Empty for fewer than
+/// two cases, where nothing is left to choose from.
+fn leave_one_out(scores: &[Vec<f64>], runs: &[std::ops::Range<usize>]) -> Vec<f64> {
+    let cases = scores.first().map_or(0, Vec::len);
+    if cases < 2 {
+        return Vec::new();
+    }
+    (0..cases)
+        .map(|held_out| {
+            let others: Vec<Vec<f64>> = scores
+                .iter()
+                .map(|per_case| {
+                    per_case
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != held_out)
+                        .map(|(_, &s)| s)
+                        .collect()
+                })
+                .collect();
+            scores[choose(&others, runs)][held_out]
+        })
+        .collect()
 }
 
 /// The name of the search's last step, the enhancing-tumour volume rule.
@@ -597,13 +753,21 @@ pub fn learn(
 /// The validation scores before and after a plan, as table lines for a terminal.
 pub fn table(validation: &Validation) -> Vec<String> {
     let mut lines = vec![format!(
-        "{:<3} {:>16} {:>16} {:>16}",
-        "", "lesion-wise Dice", "legacy Dice", "FP per case"
+        "{:<3} {:>16} {:>16} {:>16} {:>18}",
+        "", "lesion-wise Dice", "legacy Dice", "FP per case", "unseen (LOO)"
     )];
     let n = validation.cases.len().max(1) as f64;
     for (before, after) in validation.before.iter().zip(&validation.after) {
+        let expected = validation
+            .expected
+            .iter()
+            .find(|e| e.region == before.region)
+            .map_or_else(
+                || "-".to_string(),
+                |e| format!("{:.3} +- {:.3}", e.lesion_dice, e.spread),
+            );
         lines.push(format!(
-            "{:<3} {:>7.3} -> {:<5.3} {:>7.3} -> {:<5.3} {:>7.1} -> {:<5.1}",
+            "{:<3} {:>7.3} -> {:<5.3} {:>7.3} -> {:<5.3} {:>7.1} -> {:<5.1} {:>18}",
             before.region,
             before.lesion_dice,
             after.lesion_dice,
@@ -611,40 +775,51 @@ pub fn table(validation: &Validation) -> Vec<String> {
             after.legacy_dice,
             before.num_fp as f64 / n,
             after.num_fp as f64 / n,
+            expected,
         ));
     }
     lines
 }
 
-/// The index of the chosen candidate among `scores`: `scores[0]` is doing nothing, the next
-/// `sizes` are one operation at growing sizes, and any after them are other operations. Doing
-/// nothing is kept unless something beats it; ties go to the earlier (simpler) candidate,
-/// except that among tied sizes the middle of the first run of them is taken.
-fn choose(scores: &[f64], sizes: usize) -> usize {
-    let Some(best) = scores.iter().copied().reduce(f64::max) else {
+/// The index of the chosen candidate, from each candidate's per-case scores
+/// (`scores[candidate][case]`): `scores[0]` is doing nothing, and each range of `runs` is one
+/// operation at growing sizes. A candidate is eligible when it scores at least as well as
+/// doing nothing on at least half the cases (a gain on one case that costs the others is not
+/// taken). Doing nothing is kept unless an eligible candidate beats its mean; ties go to the
+/// earlier (simpler) candidate, except that among tied sizes of one operation the middle of
+/// the first run of them is taken.
+fn choose(scores: &[Vec<f64>], runs: &[std::ops::Range<usize>]) -> usize {
+    let Some(nothing) = scores.first() else {
         return 0;
     };
-    if best <= scores[0] + TIE {
+    let mean = |s: &Vec<f64>| s.iter().sum::<f64>() / s.len().max(1) as f64;
+    let means: Vec<f64> = scores.iter().map(mean).collect();
+    let eligible = |c: usize| {
+        let held = scores[c].iter().zip(nothing).filter(|(s, n)| **s >= **n - TIE).count();
+        c == 0 || held * 2 >= nothing.len()
+    };
+    let Some(best) = (0..scores.len())
+        .filter(|&c| eligible(c))
+        .map(|c| means[c])
+        .reduce(f64::max)
+    else {
+        return 0;
+    };
+    if best <= means[0] + TIE {
         return 0;
     }
-    let first = scores.iter().position(|&s| s >= best - TIE).unwrap_or(0);
-    if first == 0 || first > sizes {
+    let tied = |c: usize| eligible(c) && means[c] >= best - TIE;
+    let first = (0..scores.len()).find(|&c| tied(c)).unwrap_or(0);
+    let Some(run) = runs.iter().find(|r| r.contains(&first)) else {
         return first;
-    }
-    let run_end = (first..=sizes)
-        .take_while(|&i| scores[i] >= best - TIE)
-        .last()
-        .unwrap_or(first);
+    };
+    let run_end = (first..run.end).take_while(|&c| tied(c)).last().unwrap_or(first);
     first + (run_end - first) / 2
 }
 
-/// The mean over cases of one region's lesion-wise Dice after `plan`.
-fn mean_lesion_dice(challenge: Challenge, cases: &[Case], plan: &Plan, region: Region, threads: usize) -> f64 {
-    if cases.is_empty() {
-        return 0.0;
-    }
-    let scores = on_threads(cases, threads, |case| case.lesion_dice(challenge, plan, region));
-    scores.iter().sum::<f64>() / scores.len() as f64
+/// Each case's lesion-wise Dice of one region after `plan`, in the cases' order.
+fn case_lesion_dice(challenge: Challenge, cases: &[Case], plan: &Plan, region: Region, threads: usize) -> Vec<f64> {
+    on_threads(cases, threads, |case| case.lesion_dice(challenge, plan, region))
 }
 
 /// Every case's scores after `plan`, on up to `threads` threads, in the cases' order.
@@ -763,17 +938,112 @@ mod tests {
         assert_eq!(count(&labels, 3), 27);
     }
 
+    /// One run of sizes.
+    fn sizes(run: std::ops::Range<usize>) -> Vec<std::ops::Range<usize>> {
+        vec![run]
+    }
+
+    /// Per-case scores of candidates that score the same on every case.
+    fn flat(means: &[f64], cases: usize) -> Vec<Vec<f64>> {
+        means.iter().map(|&m| vec![m; cases]).collect()
+    }
+
     #[test]
     fn choice_keeps_nothing_unless_beaten_and_takes_the_middle_of_a_tie() {
         // Doing nothing is as good as anything: keep it.
-        assert_eq!(choose(&[0.5, 0.5, 0.4, 0.5], 3), 0);
+        assert_eq!(choose(&flat(&[0.5, 0.5, 0.4, 0.5], 2), &sizes(1..4)), 0);
         // Sizes 2..=4 tie at the best: the middle one (index 3).
-        assert_eq!(choose(&[0.1, 0.3, 0.6, 0.6, 0.6, 0.2, 0.6], 5), 3);
+        assert_eq!(choose(&flat(&[0.1, 0.3, 0.6, 0.6, 0.6, 0.2, 0.6], 2), &sizes(1..6)), 3);
         // An even run takes its lower middle.
-        assert_eq!(choose(&[0.1, 0.6, 0.6, 0.2], 3), 1);
+        assert_eq!(choose(&flat(&[0.1, 0.6, 0.6, 0.2], 2), &sizes(1..4)), 1);
         // An operation after the sizes wins only when it is strictly better.
-        assert_eq!(choose(&[0.1, 0.2, 0.3, 0.7], 2), 3);
-        assert_eq!(choose(&[0.1, 0.2, 0.7, 0.7], 2), 2);
+        assert_eq!(choose(&flat(&[0.1, 0.2, 0.3, 0.7], 2), &sizes(1..3)), 3);
+        assert_eq!(choose(&flat(&[0.1, 0.2, 0.7, 0.7], 2), &sizes(1..3)), 2);
+        // A tie run stays inside its own operation's sizes.
+        assert_eq!(choose(&flat(&[0.1, 0.2, 0.7, 0.7, 0.7, 0.7], 2), &[1..3, 3..6]), 2);
+    }
+
+    #[test]
+    fn a_gain_on_one_case_that_costs_the_others_is_not_taken() {
+        // Better on the mean, but worse than nothing on two of three cases.
+        let scores = vec![vec![0.5, 0.5, 0.5], vec![1.0, 0.45, 0.45]];
+        assert_eq!(choose(&scores, &[]), 0);
+        // Worse on one case of three: taken.
+        let scores = vec![vec![0.5, 0.5, 0.5], vec![1.0, 0.6, 0.45]];
+        assert_eq!(choose(&scores, &[]), 1);
+    }
+
+    #[test]
+    fn leave_one_out_scores_each_case_with_the_choice_made_without_it() {
+        // Candidate 1 wins on the mean only thanks to cases 0 and 1; without case 2 it is
+        // chosen and fails case 2, without case 0 or 1 candidate 2 is.
+        let scores = vec![vec![0.5, 0.5, 0.5], vec![0.9, 0.9, 0.1], vec![0.6, 0.6, 0.6]];
+        assert_eq!(choose(&scores, &[]), 1);
+        assert_eq!(leave_one_out(&scores, &[]), [0.6, 0.6, 0.1]);
+        let expected = Expected::of("WT", &leave_one_out(&scores, &[]));
+        assert!((expected.lesion_dice - 1.3 / 3.0).abs() < 1e-12);
+        assert!((expected.spread - (0.25f64 / 3.0).sqrt()).abs() < 1e-12, "{expected:?}");
+        // One case: nothing to leave out.
+        assert!(leave_one_out(&[vec![0.5], vec![0.7]], &[]).is_empty());
+    }
+
+    #[test]
+    fn relative_sizes_remove_what_is_small_for_its_case() {
+        let mut labels = vec![0u8; grid().len()];
+        tumour(&mut labels, [2, 2, 2]);
+        // 1,440 voxels of tumour; components of 100 (6.9%) and 180 (12.5%) voxels.
+        paint(&mut labels, [4, 30, 20], [9, 35, 24], 2);
+        paint(&mut labels, [28, 4, 4], [34, 10, 9], 2);
+        let mut ten = labels.clone();
+        apply_operation(grid(), &mut ten, Region::Wt, Operation::RemoveRelative(10));
+        assert_eq!(ten[grid().index([4, 30, 20])], 0, "6.9% of the largest goes");
+        assert_eq!(ten[grid().index([28, 4, 4])], 2, "12.5% stays");
+        let mut fifteen = labels.clone();
+        apply_operation(grid(), &mut fifteen, Region::Wt, Operation::RemoveRelative(15));
+        assert_eq!(fifteen[grid().index([28, 4, 4])], 0);
+        assert_ne!(fifteen[grid().index([5, 5, 5])], 0, "the largest always stays");
+    }
+
+    #[test]
+    fn the_search_takes_a_relative_size_where_tumours_differ_in_size() {
+        let g = grid();
+        // A large tumour with a real second focus (180 voxels) and a false positive of 100;
+        // a small tumour of 180 voxels with a false positive of 12. No absolute size removes
+        // both false positives and keeps both 180-voxel lesions; 10% of the largest does.
+        let mut big = vec![0u8; g.len()];
+        tumour(&mut big, [2, 2, 2]);
+        paint(&mut big, [28, 4, 4], [34, 10, 9], 2);
+        let mut big_prediction = big.clone();
+        paint(&mut big_prediction, [4, 30, 20], [9, 35, 24], 2);
+        let mut small = vec![0u8; g.len()];
+        paint(&mut small, [10, 10, 10], [16, 16, 15], 2);
+        let mut small_prediction = small.clone();
+        paint(&mut small_prediction, [30, 30, 20], [33, 32, 22], 2);
+        let cases = vec![
+            Case {
+                id: "big".into(),
+                grid: g,
+                spacing: [1.0; 3],
+                prediction: big_prediction,
+                truth: big,
+            },
+            Case {
+                id: "small".into(),
+                grid: g,
+                spacing: [1.0; 3],
+                prediction: small_prediction,
+                truth: small,
+            },
+        ];
+        let (plan, validation) = search(Challenge::Ssa, &cases, 1, 2, &|_| {}, None);
+        assert!(matches!(plan.wt, Operation::RemoveRelative(10)), "{plan:?}");
+        let wt = |scores: &[BratsScores]| scores.iter().find(|s| s.region == "WT").map(|s| s.lesion_dice);
+        assert_eq!(wt(&validation.after), Some(1.0));
+        assert_eq!(validation.expected.len(), 3, "{:?}", validation.expected);
+        let text = plan.to_toml(Some(&validation));
+        assert!(text.contains("operation = \"remove-relative\""), "{text}");
+        assert!(text.contains("[validation.expected]"), "{text}");
+        assert_eq!(Plan::parse(Path::new("p.toml"), &text).expect("reads back"), plan);
     }
 
     /// Two synthetic validation cases, each a two-focus tumour (the second focus smaller
@@ -909,7 +1179,7 @@ mod tests {
         let error = Plan::parse(Path::new("run/postprocess.toml"), bad).expect_err("invalid");
         assert_eq!(
             error.to_string(),
-            "run/postprocess.toml:2:13: wt.operation = 'remove-smal' is not one of: none, remove-small, keep-largest"
+            "run/postprocess.toml:2:13: wt.operation = 'remove-smal' is not one of: none, remove-small, remove-relative, keep-largest"
         );
         let missing = "[tc]\noperation = \"remove-small\"\n";
         let error = Plan::parse(Path::new("p.toml"), missing).expect_err("invalid");
@@ -918,6 +1188,12 @@ mod tests {
         let error = Plan::parse(Path::new("p.toml"), misplaced).expect_err("invalid");
         assert!(
             error.to_string().starts_with("p.toml:2:17: wt.relabel_below"),
+            "{error}"
+        );
+        let fraction = "[wt]\noperation = \"remove-relative\"\nmin_fraction = 1.5\n";
+        let error = Plan::parse(Path::new("p.toml"), fraction).expect_err("invalid");
+        assert!(
+            error.to_string().contains("wt.min_fraction = 1.5 is out of range"),
             "{error}"
         );
         let unknown = "[et]\nsize = 3\n";

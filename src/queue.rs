@@ -411,7 +411,7 @@ impl Queue {
         let experiment = launch
             .as_ref()
             .map_or_else(|| run.experiment(), |l| l.experiment.clone());
-        let frozen = Experiment::load(&run.experiment(), workspace.root())?;
+        let frozen = Experiment::load_frozen(&run.experiment(), workspace.root())?;
         let slurm = frozen.run.launcher == LauncherKind::Slurm
             || launch.as_ref().is_some_and(|l| l.launcher == LauncherKind::Slurm);
         if !slurm {
@@ -699,7 +699,7 @@ pub fn schedule(
         let mut kept = Vec::with_capacity(file.entries.len());
         for entry in file.entries.drain(..) {
             let run = RunDir::open(workspace.runs_dir().join(&entry.run));
-            match Experiment::load(&run.experiment(), workspace.root()) {
+            match Experiment::load_frozen(&run.experiment(), workspace.root()) {
                 Ok(experiment) => {
                     candidates.push(Candidate {
                         id: entry.run.clone(),

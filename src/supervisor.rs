@@ -220,7 +220,7 @@ pub fn machine(workspace: &Workspace, system: &mut System, host: &str, settings:
             continue;
         }
         let peak_bytes = launch.peak_bytes.unwrap_or_else(|| {
-            crate::experiment::Experiment::load(&run.experiment(), workspace.root())
+            crate::experiment::Experiment::load_frozen(&run.experiment(), workspace.root())
                 .map_or(0, |e| crate::experiment::cost::peak_bytes(&e))
         });
         live.push(LiveRun {

@@ -15,6 +15,7 @@ use segtop::data::volume::{self, Volume};
 use segtop::experiment::Layout;
 use segtop::metrics::brats::{self, Challenge, RegionReport};
 use segtop::metrics::grid::Grid;
+use segtop::postprocess::Plan;
 
 use super::data::progress_bar;
 
@@ -44,6 +45,10 @@ pub struct EvalArgs {
     /// earlier: enhancing tumour 4, read as 3)
     #[arg(long, value_enum, default_value = "auto")]
     labels: LabelConvention,
+    /// Apply this post-processing plan (a run's postprocess.toml) to every prediction before
+    /// scoring it: how a plan does on predictions it was not learned on
+    #[arg(long, value_name = "PLAN")]
+    postprocess: Option<PathBuf>,
 }
 
 /// How label maps number the enhancing tumour.
@@ -106,6 +111,15 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<bool> {
             args.challenge.name()
         );
     }
+    let plan = match &args.postprocess {
+        Some(path) if args.challenge.labels() != [0, 1, 2, 3] => bail!(
+            "--postprocess {}: plans act on labels 1 NCR, 2 ED, 3 ET; {} labels differ",
+            path.display(),
+            args.challenge.name()
+        ),
+        Some(path) => Some(Plan::load(path)?),
+        None => None,
+    };
     let pairs = pair_files(&args.pred, &args.gt)?;
     let bar = progress_bar(pairs.len(), "evaluating");
     let next = AtomicUsize::new(0);
@@ -119,8 +133,8 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<bool> {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((id, pred, gt)) = pairs.get(i) else { break };
-                    let result =
-                        evaluate_pair(args.challenge, args.labels, id, pred, gt).map_err(|e| format!("{id}: {e:#}"));
+                    let result = evaluate_pair(args.challenge, args.labels, plan.as_ref(), id, pred, gt)
+                        .map_err(|e| format!("{id}: {e:#}"));
                     results.lock().unwrap_or_else(|e| e.into_inner()).push(result);
                     bar.inc(1);
                 }
@@ -351,6 +365,7 @@ fn read_label_map(path: &Path, allowed: &[u8], convention: LabelConvention) -> a
 fn evaluate_pair(
     challenge: Challenge,
     convention: LabelConvention,
+    plan: Option<&Plan>,
     id: &str,
     pred: &Path,
     gt: &Path,
@@ -365,7 +380,7 @@ fn evaluate_pair(
             t,
         )
     });
-    let (p, t) = (p?, t?);
+    let (mut p, t) = (p?, t?);
     if p.shape != t.shape {
         bail!(
             "prediction {} is {:?} voxels but ground truth {} is {:?}",
@@ -382,6 +397,9 @@ fn evaluate_pair(
             pred.display(),
             gt.display()
         );
+    }
+    if let Some(plan) = plan {
+        plan.apply(Grid::new(p.shape), &mut p.data);
     }
     let regions = brats::evaluate(challenge, Grid::new(p.shape), p.spacing, &p.data, &t.data);
     Ok(CaseResult {

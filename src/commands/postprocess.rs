@@ -41,7 +41,7 @@ pub fn postprocess(workspace: &Workspace, args: &PostprocessArgs) -> anyhow::Res
         model.state().name()
     );
     let run = RunDir::open(&model.dir);
-    let experiment = Experiment::load(&run.experiment(), workspace.root())
+    let experiment = Experiment::load_frozen(&run.experiment(), workspace.root())
         .with_context(|| format!("{} is not a run directory", run.path().display()))?;
     let threads = args
         .threads

@@ -206,7 +206,7 @@ fn list(workspace: &Workspace, file: &QueueFile, json: bool) -> anyhow::Result<(
         .enumerate()
         .map(|(i, entry)| {
             let run = RunDir::open(workspace.runs_dir().join(&entry.run));
-            let needs_bytes = Experiment::load(&run.experiment(), workspace.root())
+            let needs_bytes = Experiment::load_frozen(&run.experiment(), workspace.root())
                 .ok()
                 .map(|e| cost::peak_bytes(&e));
             Row {

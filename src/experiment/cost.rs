@@ -3,7 +3,7 @@
 //! with the schema and needs no libtorch; the trainer's tests check the counts against the
 //! network it builds.
 
-use super::{Experiment, ModelConfig, NUM_CLASSES, Norm, Precision, Upsample};
+use super::{Experiment, ModelConfig, Norm, Precision, Upsample};
 
 /// Bytes per float32.
 const F32: u64 = 4;
@@ -48,7 +48,7 @@ pub fn parameter_count(config: &ModelConfig, in_channels: u64) -> u64 {
         count += block(cin, f);
         cin = f;
     }
-    let classes = NUM_CLASSES as u64;
+    let classes = config.output.channels() as u64;
     for level in (1..filters.len()).rev() {
         let (from, to) = (filters[level], filters[level - 1]);
         count += match config.upsample {
@@ -89,7 +89,7 @@ pub fn macs_per_patch(config: &ModelConfig, in_channels: u64, patch: [u32; 3]) -
             macs += voxels(level - 1) * 2 * to * to;
         }
     }
-    macs + voxels(0) * filters[0] * NUM_CLASSES as u64
+    macs + voxels(0) * filters[0] * config.output.channels() as u64
 }
 
 /// Peak memory of training: libtorch itself, the parameters with their gradients and two
@@ -114,7 +114,7 @@ pub fn training_bytes(experiment: &Experiment, precision: Precision) -> u64 {
         }
     }
     let channels = experiment.data.modalities.len() as u64;
-    let floats = voxels(0) * (channels + 3 * NUM_CLASSES as u64);
+    let floats = voxels(0) * (channels + 3 * experiment.model.output.channels() as u64);
     let counted = values * activation_tenth_bytes(precision) / 10 + floats * F32;
     // Calibration: the count above misses autograd's extra buffers, the allocator's slack and
     // the mapped cache pages the sampler touches. Training the seed at 64^3, batch 2 peaked at
@@ -160,9 +160,9 @@ pub fn validation_bytes(experiment: &Experiment) -> u64 {
     let voxels = |level: usize| window.iter().map(|&n| u64::from(n) >> level).product::<u64>();
     let mut window_floats: u64 = filters.iter().enumerate().map(|(level, &f)| voxels(level) * f).sum();
     let top = filters.first().copied().unwrap_or(0);
-    window_floats += voxels(0) * (5 * top + 2 * NUM_CLASSES as u64);
+    let classes = experiment.model.output.channels() as u64;
+    window_floats += voxels(0) * (5 * top + 2 * classes);
     let channels = experiment.data.modalities.len() as u64;
-    let classes = NUM_CLASSES as u64;
     let case_floats = BRATS_CROPPED_VOXELS * (channels + 2 * classes + 1);
     // Calibration: validating the seed network with 128^3 windows peaked at 1814 MB RSS where
     // this count gives 1357 MB (917 MB of it the window's tensors); the window part, which

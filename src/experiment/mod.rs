@@ -36,6 +36,16 @@ pub const MAX_FOLDS: u32 = 20;
 /// The most epochs a time budget may plan when `train.epochs` is not set beside it.
 pub const MAX_BUDGET_EPOCHS: u32 = 10_000;
 
+/// Keys added after runs were first frozen, each with the value (TOML) that does what segtop
+/// did before the key existed (see [`Experiment::load_frozen`]).
+pub const KEYS_ADDED_LATER: &[(&str, &str)] = &[
+    ("model.output", "'labels'"),
+    ("train.foreground_sampling", "'any-tumour'"),
+    ("augment.lowres_p", "0.0"),
+    ("augment.thick_slices_p", "0.0"),
+    ("augment.bias_field_p", "0.0"),
+];
+
 /// Keys that have no default and are written out only when set, with the key the
 /// experiment editor lists each after.
 pub const OPTIONAL_KEYS: &[(&str, &str)] = &[
@@ -43,8 +53,11 @@ pub const OPTIONAL_KEYS: &[(&str, &str)] = &[
     ("train.budget", "train.epochs"),
 ];
 
-/// Number of output classes: background, NCR/NETC, ED/SNFH, ET.
+/// Number of labels a label-trained network scores: background, NCR/NETC, ED/SNFH, ET.
 pub const NUM_CLASSES: usize = 4;
+
+/// Number of evaluated regions a region-trained network scores: WT, TC, ET.
+pub const NUM_REGIONS: usize = 3;
 
 /// A checked experiment: every value in range, every default filled in.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -106,6 +119,41 @@ choice_enum! {
         Batch => "batch",
         Instance => "instance",
         Group => "group",
+    }
+}
+
+choice_enum! {
+    /// What the network's output channels stand for.
+    pub enum Output {
+        /// One channel per label (background, NCR, ED, ET) under a softmax: each voxel gets
+        /// the label of highest probability.
+        Labels => "labels",
+        /// One channel per evaluated region (WT, TC, ET), each its own sigmoid, trained with
+        /// Dice and binary cross-entropy per region (nnU-Net's BraTS configuration). Turned
+        /// back into labels by thresholding the regions at 0.5, outermost first.
+        Regions => "regions",
+    }
+}
+
+impl Output {
+    /// Channels of the network's last layer.
+    pub fn channels(self) -> usize {
+        match self {
+            Output::Labels => NUM_CLASSES,
+            Output::Regions => NUM_REGIONS,
+        }
+    }
+}
+
+choice_enum! {
+    /// Where patches centred on tumour are centred.
+    pub enum ForegroundSampling {
+        /// A tumour label present in the case is drawn first, each equally likely, then a
+        /// voxel of it: small sub-regions (enhancing tumour, necrosis) are centred as often as
+        /// oedema (nnU-Net's per-class oversampling).
+        ClassBalanced => "class-balanced",
+        /// A tumour voxel drawn uniformly: mostly oedema, the largest sub-region.
+        AnyTumour => "any-tumour",
     }
 }
 
@@ -289,6 +337,8 @@ pub struct ModelConfig {
     pub upsample: Upsample,
     pub residual: bool,
     pub deep_supervision: bool,
+    /// What the output channels stand for: labels (softmax) or regions (sigmoids).
+    pub output: Output,
     /// Weights to start from: a run id, a run directory or a `.safetensors` file (see
     /// [`resolve_init`]); paths absolute once checked, and the weights file itself in a run's
     /// frozen experiment, which so records where its weights came from.
@@ -311,6 +361,7 @@ impl Default for ModelConfig {
             upsample: Upsample::Transposed,
             residual: false,
             deep_supervision: false,
+            output: Output::Regions,
             init: None,
             init_partial: false,
         }
@@ -354,6 +405,8 @@ pub struct TrainConfig {
     pub patches_per_epoch: u32,
     /// Share of patches centred on a tumour voxel; the rest are drawn uniformly.
     pub foreground_fraction: f64,
+    /// How the tumour voxel those patches centre on is drawn.
+    pub foreground_sampling: ForegroundSampling,
     pub optimizer: Optimizer,
     pub lr: f64,
     pub weight_decay: f64,
@@ -389,6 +442,7 @@ impl Default for TrainConfig {
             budget: None,
             patches_per_epoch: 100,
             foreground_fraction: 0.33,
+            foreground_sampling: ForegroundSampling::ClassBalanced,
             optimizer: Optimizer::Adamw,
             lr: 1e-3,
             weight_decay: 1e-4,
@@ -456,6 +510,20 @@ pub struct AugmentConfig {
     pub gamma_p: f64,
     pub noise_sigma: f64,
     pub noise_p: f64,
+    /// Probability (per channel) of a lower-resolution scan: the patch down-sampled by a
+    /// factor drawn from `lowres_zoom` on every axis and interpolated back.
+    pub lowres_p: f64,
+    pub lowres_zoom: [f64; 2],
+    /// Probability (per patch) of thick slices along one random axis: groups of a thickness
+    /// drawn from `thick_slices` (voxels) averaged, then interpolated back to the grid, as a
+    /// thick-sliced acquisition resampled to 1 mm looks.
+    pub thick_slices_p: f64,
+    pub thick_slices: [f64; 2],
+    /// Probability (per channel) of a smooth multiplicative intensity field (scanner
+    /// inhomogeneity), `exp` of a random second-order polynomial of up to `bias_field` across
+    /// the patch.
+    pub bias_field_p: f64,
+    pub bias_field: f64,
 }
 
 impl Default for AugmentConfig {
@@ -475,6 +543,12 @@ impl Default for AugmentConfig {
             gamma_p: 0.3,
             noise_sigma: 0.1,
             noise_p: 0.1,
+            lowres_p: 0.15,
+            lowres_zoom: [0.5, 1.0],
+            thick_slices_p: 0.2,
+            thick_slices: [2.0, 6.0],
+            bias_field_p: 0.2,
+            bias_field: 0.3,
         }
     }
 }
@@ -567,6 +641,32 @@ impl Experiment {
     /// are resolved against `workspace`.
     pub fn load(path: &Path, workspace: &Path) -> Result<Experiment, ConfigError> {
         Experiment::parse(path, &crate::config::read_text(path)?, workspace)
+    }
+
+    /// Reads a run's frozen experiment (`experiment.toml` in its run directory). Frozen
+    /// experiments spell out every key, so a key missing from one was added to segtop after
+    /// the run was made: it gets the value that reproduces what segtop did then
+    /// ([`KEYS_ADDED_LATER`]), not today's default, and old runs resume, predict and
+    /// fine-tune as they trained.
+    pub fn load_frozen(path: &Path, workspace: &Path) -> Result<Experiment, ConfigError> {
+        let text = crate::config::read_text(path)?;
+        let Ok(mut document) = text.parse::<toml_edit::DocumentMut>() else {
+            // Not TOML: the parse below reports where.
+            return Experiment::parse(path, &text, workspace);
+        };
+        let mut added = false;
+        for (key, before) in KEYS_ADDED_LATER {
+            if get_value(&document, key).is_none()
+                && let Ok(value) = before.parse::<toml_edit::Value>()
+            {
+                set_value(&mut document, key, value);
+                added = true;
+            }
+        }
+        if !added {
+            return Experiment::parse(path, &text, workspace);
+        }
+        Experiment::parse(path, &document.to_string(), workspace)
     }
 
     /// Parses and checks experiment text that was read from `path`.
@@ -713,6 +813,8 @@ pub fn choices(key: &str) -> Option<&'static [&'static str]> {
         "model.norm" => Norm::NAMES,
         "model.activation" => Activation::NAMES,
         "model.upsample" => Upsample::NAMES,
+        "model.output" => Output::NAMES,
+        "train.foreground_sampling" => ForegroundSampling::NAMES,
         "train.optimizer" => Optimizer::NAMES,
         "train.schedule" => Schedule::NAMES,
         "train.precision" => Precision::NAMES,
@@ -1054,6 +1156,7 @@ fn check_model(check: &mut Checker, raw: raw::RawModel, workspace: &Path) -> Mod
         upsample: check.choice("model.upsample", raw.upsample.as_deref(), defaults.upsample),
         residual: raw.residual.unwrap_or(defaults.residual),
         deep_supervision: raw.deep_supervision.unwrap_or(defaults.deep_supervision),
+        output: check.choice("model.output", raw.output.as_deref(), defaults.output),
         init: match raw.init.as_deref() {
             Some("") => {
                 check.error(
@@ -1164,6 +1267,11 @@ fn check_train(check: &mut Checker, raw: raw::RawTrain, model: &ModelConfig) -> 
             defaults.foreground_fraction,
             probability,
             "must be between 0 and 1",
+        ),
+        foreground_sampling: check.choice(
+            "train.foreground_sampling",
+            raw.foreground_sampling.as_deref(),
+            defaults.foreground_sampling,
         ),
         optimizer: check.choice("train.optimizer", raw.optimizer.as_deref(), defaults.optimizer),
         lr,
@@ -1464,6 +1572,44 @@ fn check_augment(check: &mut Checker, raw: raw::RawAugment) -> AugmentConfig {
             "must be at least 0",
         ),
         noise_p: check.value("augment.noise_p", raw.noise_p, d.noise_p, probability, P_RULE),
+        lowres_p: check.value("augment.lowres_p", raw.lowres_p, d.lowres_p, probability, P_RULE),
+        lowres_zoom: range_pair(
+            check,
+            "augment.lowres_zoom",
+            raw.lowres_zoom,
+            d.lowres_zoom,
+            |z| z > 0.0 && z <= 1.0,
+            "zoom factors must be above 0 and at most 1",
+        ),
+        thick_slices_p: check.value(
+            "augment.thick_slices_p",
+            raw.thick_slices_p,
+            d.thick_slices_p,
+            probability,
+            P_RULE,
+        ),
+        thick_slices: range_pair(
+            check,
+            "augment.thick_slices",
+            raw.thick_slices,
+            d.thick_slices,
+            |t| (1.0..=16.0).contains(&t),
+            "thicknesses must be between 1 and 16 voxels",
+        ),
+        bias_field_p: check.value(
+            "augment.bias_field_p",
+            raw.bias_field_p,
+            d.bias_field_p,
+            probability,
+            P_RULE,
+        ),
+        bias_field: check.value(
+            "augment.bias_field",
+            raw.bias_field,
+            d.bias_field,
+            |b| (0.0..=2.0).contains(&b),
+            "must be between 0 and 2",
+        ),
     }
 }
 
@@ -1601,5 +1747,52 @@ mod tests {
         assert!(!is_valid_run_name("../etc"));
         assert!(!is_valid_run_name("a b"));
         assert!(!is_valid_run_name(""));
+    }
+
+    #[test]
+    fn a_frozen_experiment_from_before_a_key_existed_keeps_what_segtop_did_then() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let current = parse("[data]\nroot = \"d\"\n").expect("valid");
+        assert_eq!(current.model.output, Output::Regions);
+        assert_eq!(current.train.foreground_sampling, ForegroundSampling::ClassBalanced);
+        // A frozen file as an older segtop wrote it: every key of its day, none of the later ones.
+        let old: String = current
+            .to_toml()
+            .lines()
+            .filter(|line| {
+                !KEYS_ADDED_LATER.iter().any(|(key, _)| {
+                    key.rsplit('.')
+                        .next()
+                        .is_some_and(|k| line.starts_with(&format!("{k} =")))
+                })
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert!(!old.contains("output ="), "{old}");
+        let path = dir.path().join("experiment.toml");
+        std::fs::write(&path, &old).expect("write");
+        let frozen = Experiment::load_frozen(&path, dir.path()).expect("loads");
+        assert_eq!(frozen.model.output, Output::Labels);
+        assert_eq!(frozen.train.foreground_sampling, ForegroundSampling::AnyTumour);
+        assert_eq!(
+            (
+                frozen.augment.lowres_p,
+                frozen.augment.thick_slices_p,
+                frozen.augment.bias_field_p
+            ),
+            (0.0, 0.0, 0.0)
+        );
+        // A frozen file that has the keys keeps them, and a new run's file takes today's defaults.
+        std::fs::write(&path, current.to_toml()).expect("write");
+        assert_eq!(Experiment::load_frozen(&path, dir.path()).expect("loads"), current);
+        // Bad text is reported with its place, as for any experiment.
+        std::fs::write(&path, "[model]\noutput = \"region\"\n[data]\nroot = \"d\"\n").expect("write");
+        let error = Experiment::load_frozen(&path, dir.path())
+            .expect_err("misspelt")
+            .to_string();
+        assert!(
+            error.contains("model.output = 'region'") && error.contains("labels, regions"),
+            "{error}"
+        );
     }
 }

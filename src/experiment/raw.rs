@@ -62,6 +62,7 @@ pub struct RawModel {
     pub upsample: Option<String>,
     pub residual: Option<bool>,
     pub deep_supervision: Option<bool>,
+    pub output: Option<String>,
     /// A run id, a run directory or a `.safetensors` file to start from.
     pub init: Option<String>,
     pub init_partial: Option<bool>,
@@ -79,6 +80,7 @@ pub struct RawTrain {
     pub freeze: Option<Vec<String>>,
     pub patches_per_epoch: Option<u32>,
     pub foreground_fraction: Option<f64>,
+    pub foreground_sampling: Option<String>,
     pub optimizer: Option<String>,
     pub lr: Option<f64>,
     pub weight_decay: Option<f64>,
@@ -124,6 +126,12 @@ pub struct RawAugment {
     pub gamma_p: Option<f64>,
     pub noise_sigma: Option<f64>,
     pub noise_p: Option<f64>,
+    pub lowres_p: Option<f64>,
+    pub lowres_zoom: Option<[f64; 2]>,
+    pub thick_slices_p: Option<f64>,
+    pub thick_slices: Option<[f64; 2]>,
+    pub bias_field_p: Option<f64>,
+    pub bias_field: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -60,7 +60,7 @@ pub fn load_epoch(
     else {
         return Ok(None);
     };
-    let experiment = Experiment::load(&run.experiment(), workspace)?;
+    let experiment = Experiment::load_frozen(&run.experiment(), workspace)?;
     let found = case::discover(&experiment.data.root, experiment.data.layout)
         .with_context(|| format!("cannot read {}", experiment.data.root.display()))?;
     let files = found.cases.into_iter().find(|c| c.id == case_id).ok_or_else(|| {

@@ -1,12 +1,16 @@
 //! Whole-volume inference by sliding window: overlapping windows, each weighted by a
 //! Gaussian centred in it (nnU-Net's sigma of an eighth of the window), so that window edges,
 //! where the network sees least context, count least.
+//!
+//! And the way from probabilities to labels for either kind of network output
+//! ([`labels_of`]): the most probable label, or the regions thresholded at 0.5 and nested
+//! outermost first, as nnU-Net's `regions_class_order` does.
 
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
 
 use segtop::data::cache::CachedCase;
-use segtop::experiment::{NUM_CLASSES, ValidateConfig};
+use segtop::experiment::{Output, ValidateConfig};
 
 use crate::model::UNet;
 
@@ -104,15 +108,15 @@ impl SlidingWindow {
         self.mirrors.len()
     }
 
-    /// Softmax probabilities of a batch of windows, averaged over the mirrorings.
+    /// Probabilities of a batch of windows (labels' softmax or regions' sigmoids), averaged
+    /// over the mirrorings.
     fn window_probabilities(&self, net: &UNet, windows: &Tensor) -> Tensor {
         let mut sum: Option<Tensor> = None;
         for dims in &self.mirrors {
             let probs = if dims.is_empty() {
-                net.forward_t(windows, false).softmax(1, Kind::Float)
+                net.probabilities(&net.forward_t(windows, false))
             } else {
-                net.forward_t(&windows.flip(dims.as_slice()), false)
-                    .softmax(1, Kind::Float)
+                net.probabilities(&net.forward_t(&windows.flip(dims.as_slice()), false))
                     .flip(dims.as_slice())
             };
             sum = Some(match sum {
@@ -124,7 +128,7 @@ impl SlidingWindow {
         match sum {
             Some(total) if passes > 1.0 => total / passes,
             Some(total) => total,
-            None => net.forward_t(windows, false).softmax(1, Kind::Float),
+            None => net.probabilities(&net.forward_t(windows, false)),
         }
     }
 
@@ -154,7 +158,8 @@ impl SlidingWindow {
             .sum()
     }
 
-    /// Class probabilities `[1, 4, z, y, x]` of a whole volume `[1, channels, z, y, x]`.
+    /// Probabilities `[1, 4 labels or 3 regions, z, y, x]` of a whole volume
+    /// `[1, channels, z, y, x]`.
     pub fn probabilities(&self, net: &UNet, volume: &Tensor) -> Tensor {
         let _guard = tch::no_grad_guard();
         let window = self.size;
@@ -175,7 +180,7 @@ impl SlidingWindow {
                 .copy_(volume);
             out
         };
-        let classes = NUM_CLASSES as i64;
+        let classes = net.output().channels() as i64;
         let sum = Tensor::zeros(
             [1, classes, padded_shape[0], padded_shape[1], padded_shape[2]],
             (Kind::Float, Device::Cpu),
@@ -212,21 +217,52 @@ impl SlidingWindow {
 
     /// Labels, `x` fastest, of a whole volume `[1, channels, z, y, x]`.
     pub fn labels(&self, net: &UNet, volume: &Tensor) -> Vec<u8> {
-        labels_of(&self.probabilities(net, volume))
+        labels_of(net.output(), &self.probabilities(net, volume))
     }
 }
 
-/// Labels `x` fastest, as the cache stores them, from probabilities `[1, 4, z, y, x]`.
-pub fn labels_of(probabilities: &Tensor) -> Vec<u8> {
+/// Labels `x` fastest, as the cache stores them (BraTS 2023: 1 NCR, 2 ED, 3 ET), from
+/// probabilities `[batch, channels, z, y, x]` of an `output` kind.
+///
+/// Labels: the most probable. Regions (WT, TC, ET): a voxel whose whole-tumour probability is
+/// above 0.5 is oedema, above 0.5 for tumour core necrosis, above 0.5 for enhancing tumour
+/// enhancing, each overriding the one before; exactly 0.5 is outside. An inner region above
+/// 0.5 thus wins over an outer one below, so the labels' regions stay nested (ET inside TC
+/// inside WT) whatever the network says.
+pub fn labels_of(output: Output, probabilities: &Tensor) -> Vec<u8> {
+    let labels = match output {
+        Output::Labels => probabilities.argmax(1, false).to_kind(Kind::Uint8),
+        Output::Regions => {
+            let above = |region: i64| probabilities.select(1, region).gt(0.5);
+            let mut labels = probabilities.select(1, 0).zeros_like().to_kind(Kind::Uint8);
+            for (region, label) in [(0, 2), (1, 1), (2, 3)] {
+                labels = labels.masked_fill(&above(region), label);
+            }
+            labels
+        }
+    };
     // Contiguous first, so the copy is x-fastest whatever layout the network's output has.
-    let labels = probabilities
-        .argmax(1, false)
-        .to_kind(Kind::Uint8)
-        .contiguous()
-        .flatten(0, -1);
+    let labels = labels.contiguous().flatten(0, -1);
     let mut out = vec![0u8; labels.numel()];
     labels.copy_data(&mut out, labels.numel());
     out
+}
+
+/// Region probabilities `[batch, 3, z, y, x]` (WT, TC, ET) of probabilities of an `output`
+/// kind: a label softmax sums into the regions each label belongs to (WT = NCR + ED + ET,
+/// TC = NCR + ET, ET), which is the probability of each region under the softmax. Networks
+/// of both kinds average in this form.
+pub fn as_regions(output: Output, probabilities: &Tensor) -> Tensor {
+    match output {
+        Output::Regions => probabilities.shallow_clone(),
+        Output::Labels => {
+            let label = |l: i64| probabilities.narrow(1, l, 1);
+            let et = label(3);
+            let tc = label(1) + &et;
+            let wt = &tc + label(2);
+            Tensor::cat(&[wt, tc, et], 1)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -246,8 +282,12 @@ mod tests {
         let probabilities = Tensor::rand([1, 4, 3, 4, 5], (Kind::Float, Device::Cpu));
         let channels_last = crate::model::channels_last(&probabilities);
         assert!(!channels_last.is_contiguous());
-        let labels = labels_of(&probabilities);
-        assert_eq!(labels_of(&channels_last), labels);
+        let labels = labels_of(Output::Labels, &probabilities);
+        assert_eq!(labels_of(Output::Labels, &channels_last), labels);
+        assert_eq!(
+            labels_of(Output::Regions, &channels_last.narrow(1, 0, 3)),
+            labels_of(Output::Regions, &probabilities.narrow(1, 0, 3))
+        );
         // x fastest: voxel (x 1, y 2, z 0) is at 1 + 5 * 2.
         let at = probabilities.argmax(1, false).int64_value(&[0, 0, 2, 1]);
         assert_eq!(i64::from(labels[11]), at);
@@ -268,15 +308,23 @@ mod tests {
         let one = SlidingWindow::new(&experiment.validate);
         assert_eq!(one.count([12, 10, 9]), 8);
         let single = one.probabilities(&net, &volume);
-        assert_eq!(single.size(), [1, 4, 12, 10, 9]);
+        // Three region probabilities by default.
+        assert_eq!(single.size(), [1, 3, 12, 10, 9]);
         for batch in [2, 3, 8] {
             experiment.validate.window_batch = batch;
             let batched = SlidingWindow::new(&experiment.validate).probabilities(&net, &volume);
             let difference = (&batched - &single).abs().max().double_value(&[]);
             assert!(difference < 1e-5, "window batch {batch}: differs by {difference}");
         }
-        // Probabilities: the classes sum to one everywhere.
-        let total = single.sum_dim_intlist(1, false, Kind::Float);
+        // Region probabilities: each a sigmoid, in (0, 1).
+        assert!(single.min().double_value(&[]) > 0.0 && single.max().double_value(&[]) < 1.0);
+        // Label probabilities: the classes sum to one everywhere.
+        experiment.model.output = Output::Labels;
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let labels_net = UNet::new(&vs.root(), &experiment.model, 4);
+        let labels = SlidingWindow::new(&experiment.validate).probabilities(&labels_net, &volume);
+        assert_eq!(labels.size(), [1, 4, 12, 10, 9]);
+        let total = labels.sum_dim_intlist(1, false, Kind::Float);
         assert!((total - 1.0).abs().max().double_value(&[]) < 1e-5);
     }
 
@@ -314,6 +362,60 @@ mod tests {
         let b = all.probabilities(&net, &volume.flip([2, 3])).flip([2, 3]);
         let difference = (a - b).abs().max().double_value(&[]);
         assert!(difference < 1e-5, "differs by {difference}");
+    }
+
+    /// Probabilities `[1, 3, 1, 1, n]` of regions WT, TC, ET, one voxel per triple.
+    fn regions(voxels: &[[f32; 3]]) -> Tensor {
+        let n = voxels.len() as i64;
+        let flat: Vec<f32> = (0..3).flat_map(|r| voxels.iter().map(move |v| v[r])).collect();
+        Tensor::from_slice(&flat).view([1, 3, 1, 1, n])
+    }
+
+    #[test]
+    fn regions_become_nested_labels_innermost_winning_and_one_half_is_outside() {
+        let labels = labels_of(
+            Output::Regions,
+            &regions(&[
+                [0.1, 0.1, 0.1], // background
+                [0.9, 0.1, 0.1], // oedema
+                [0.9, 0.8, 0.2], // necrosis
+                [0.9, 0.8, 0.7], // enhancing
+                [0.2, 0.1, 0.9], // enhancing although WT says no: inner wins, regions stay nested
+                [0.3, 0.6, 0.4], // necrosis inside nothing: still tumour core, so tumour
+                [0.5, 0.5, 0.5], // exactly one half: outside every region
+                [0.5001, 0.5, 0.5],
+            ]),
+        );
+        assert_eq!(labels, [0, 2, 1, 3, 3, 1, 0, 2]);
+        // Every label's regions hold: ET inside TC inside WT.
+        for l in labels {
+            assert!(l <= 3);
+        }
+    }
+
+    #[test]
+    fn label_probabilities_sum_into_regions_and_keep_their_labels() {
+        // Softmax over (background, NCR, ED, ET) for four voxels.
+        let probs = [
+            [0.7f32, 0.1, 0.1, 0.1],
+            [0.1, 0.2, 0.6, 0.1],
+            [0.1, 0.45, 0.1, 0.35],
+            [0.05, 0.1, 0.15, 0.7],
+        ];
+        let flat: Vec<f32> = (0..4).flat_map(|c| probs.iter().map(move |p| p[c])).collect();
+        let labels_probs = Tensor::from_slice(&flat).view([1, 4, 1, 1, 4]);
+        let as_r = as_regions(Output::Labels, &labels_probs);
+        assert_eq!(as_r.size(), [1, 3, 1, 1, 4]);
+        let at = |r: i64, v: i64| as_r.double_value(&[0, r, 0, 0, v]);
+        assert!((at(0, 1) - 0.9).abs() < 1e-6 && (at(1, 1) - 0.3).abs() < 1e-6 && (at(2, 1) - 0.1).abs() < 1e-6);
+        // Here the label argmax and the thresholded regions agree.
+        assert_eq!(
+            labels_of(Output::Regions, &as_r),
+            labels_of(Output::Labels, &labels_probs)
+        );
+        // Region probabilities pass through unchanged.
+        let r = regions(&[[0.9, 0.2, 0.1]]);
+        assert!(as_regions(Output::Regions, &r).equal(&r));
     }
 
     #[test]

@@ -207,7 +207,7 @@ fn train(
     let (run, experiment) = match (resume, experiment) {
         (Some(dir), _) => {
             let run = RunDir::open(dir);
-            let experiment = Experiment::load(&run.experiment(), dir)
+            let experiment = Experiment::load_frozen(&run.experiment(), dir)
                 .with_context(|| format!("{} is not a run directory", dir.display()))?;
             (run, experiment)
         }

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-use segtop::experiment::{Activation, ModelConfig, NUM_CLASSES, Norm, Precision, Upsample};
+use segtop::experiment::{Activation, ModelConfig, Norm, Output, Precision, Upsample};
 
 /// He-uniform weights (Keras's `he_uniform`), zero biases, as the seed initialises.
 fn conv_config(padding: i64) -> nn::ConvConfigND<i64> {
@@ -258,6 +258,8 @@ pub struct UNet {
     out: Conv,
     /// 1x1x1 heads on the lower decoder levels, for deep supervision.
     deep: Vec<Conv>,
+    /// What the output channels stand for.
+    output: Output,
     /// What the convolutions compute in: `Float`, or `BFloat16` with float32 parameters.
     kind: Kind,
 }
@@ -276,6 +278,7 @@ impl UNet {
         let mut up = Vec::with_capacity(depth - 1);
         let mut dec = Vec::with_capacity(depth - 1);
         let mut deep = Vec::new();
+        let heads = config.output.channels() as i64;
         for (i, level) in (1..depth).rev().enumerate() {
             let (from, to) = (filters[level], filters[level - 1]);
             up.push(match config.upsample {
@@ -290,16 +293,17 @@ impl UNet {
                 config,
             ));
             if config.deep_supervision && level > 1 {
-                deep.push(Conv::new(vs / "deep" / i, to, NUM_CLASSES as i64, 1));
+                deep.push(Conv::new(vs / "deep" / i, to, heads, 1));
             }
         }
-        let out = Conv::new(vs / "out", filters[0], NUM_CLASSES as i64, 1);
+        let out = Conv::new(vs / "out", filters[0], heads, 1);
         UNet {
             enc,
             up,
             dec,
             out,
             deep,
+            output: config.output,
             kind: Kind::Float,
         }
     }
@@ -316,7 +320,21 @@ impl UNet {
         self
     }
 
-    /// Class logits `[batch, 4, z, y, x]` for input `[batch, channels, z, y, x]`, and, with deep
+    /// What the output channels stand for.
+    pub fn output(&self) -> Output {
+        self.output
+    }
+
+    /// Probabilities `[batch, channels, z, y, x]` of the network's logits: a softmax over the
+    /// labels, or a sigmoid per region.
+    pub fn probabilities(&self, logits: &Tensor) -> Tensor {
+        match self.output {
+            Output::Labels => logits.softmax(1, Kind::Float),
+            Output::Regions => logits.sigmoid(),
+        }
+    }
+
+    /// Logits `[batch, 4 labels or 3 regions, z, y, x]` for input `[batch, channels, z, y, x]`, and, with deep
     /// supervision, logits of the lower decoder levels (coarsest first).
     pub fn forward_all(&self, x: &Tensor, train: bool) -> (Tensor, Vec<Tensor>) {
         let mut skips = Vec::with_capacity(self.enc.len());

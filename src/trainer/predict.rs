@@ -3,8 +3,9 @@
 //! `<case id>.nii.gz`.
 //!
 //! Between the network and the file, as nnU-Net does it: optional mirror test-time
-//! augmentation (`--tta`); the softmax probabilities of every model averaged (`--run A --run
-//! B`); the run's learned post-processing (`postprocess.toml`, unless `--no-postprocess`); and
+//! augmentation (`--tta`); the probabilities of every model averaged (`--run A --run B`: label
+//! softmaxes as they are; when region-trained networks take part, every model's probabilities
+//! as regions, see [`crate::infer::as_regions`]); the run's learned post-processing (`postprocess.toml`, unless `--no-postprocess`); and
 //! the labels written in the dataset's own convention (enhancing tumour 4 in older BraTS).
 
 use std::io::IsTerminal;
@@ -19,12 +20,12 @@ use segtop::data::case::{self, CaseFiles, Naming};
 use segtop::data::dataset::Split;
 use segtop::data::preprocess;
 use segtop::data::volume;
-use segtop::experiment::{Experiment, Layout, Precision};
+use segtop::experiment::{Experiment, Layout, Output, Precision};
 use segtop::metrics::grid::Grid;
 use segtop::postprocess::Plan;
 use segtop::rundir::RunDir;
 
-use crate::infer::{SlidingWindow, labels_of};
+use crate::infer::{SlidingWindow, as_regions, labels_of};
 use crate::model::UNet;
 
 /// Which label convention the written maps use.
@@ -74,7 +75,7 @@ pub fn from_run(run_dir: &Path) -> anyhow::Result<(Experiment, PathBuf)> {
     if !run_dir.is_dir() {
         bail!("run {}: no such run directory", run_dir.display());
     }
-    let experiment = Experiment::load(&run.experiment(), run_dir)
+    let experiment = Experiment::load_frozen(&run.experiment(), run_dir)
         .with_context(|| format!("{} is not a run directory", run_dir.display()))?;
     let best = run.checkpoints().join("best.safetensors");
     let weights = if best.is_file() {
@@ -112,7 +113,7 @@ pub fn fold_runs(run_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .filter(|dir| dir.join(RunDir::CHECKPOINTS).join("best.safetensors").is_file())
         .filter(|dir| dir.file_name() != run_dir.file_name())
         .filter_map(|dir| {
-            let other = Experiment::load(&RunDir::open(&dir).experiment(), &dir).ok()?;
+            let other = Experiment::load_frozen(&RunDir::open(&dir).experiment(), &dir).ok()?;
             same_configuration(&other).then_some((other.data.fold, dir))
         })
         .collect();
@@ -180,6 +181,17 @@ pub fn check_ensemble(models: &[Model]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The form an ensemble's probabilities are averaged in: label softmaxes when every model
+/// outputs labels (as one model alone does), else regions, which every model's output can be
+/// turned into.
+pub fn ensemble_output(models: &[Model]) -> Output {
+    if models.iter().all(|m| m.net.output() == Output::Labels) {
+        Output::Labels
+    } else {
+        Output::Regions
+    }
 }
 
 /// The post-processing to apply, and a line saying where it came from.
@@ -266,6 +278,9 @@ pub fn run(models: &[Model], cases: &[CaseFiles], plan: &Plan, options: &Options
     check_ensemble(models)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let passes: usize = models.iter().map(|m| m.window.passes()).sum();
+    if ensemble_output(models) == Output::Regions && models.len() > 1 {
+        println!("averaging the models' probabilities as regions (WT, TC, ET): some output regions");
+    }
     println!(
         "segmenting {} case(s) with {} model(s), {} pass(es) per window{}",
         cases.len(),
@@ -331,16 +346,21 @@ fn predict_case(
         .map(|c| Tensor::from_slice(c).view([z, y, x]))
         .collect();
     let volume = Tensor::stack(&channels, 0).unsqueeze(0);
+    let output = ensemble_output(models);
     let mut sum: Option<Tensor> = None;
     for model in models {
         let probabilities = model.window.probabilities(&model.net, &volume);
+        let probabilities = match output {
+            Output::Labels => probabilities,
+            Output::Regions => as_regions(model.net.output(), &probabilities),
+        };
         sum = Some(match sum {
             None => probabilities,
             Some(total) => total + probabilities,
         });
     }
     let probabilities = sum.context("no model to predict with")? / models.len() as f64;
-    let cropped = labels_of(&probabilities);
+    let cropped = labels_of(output, &probabilities);
     let mut full = preprocess::uncrop(&cropped, prepared.shape, prepared.origin, prepared.original_shape);
     plan.apply(Grid::new(prepared.original_shape), &mut full);
     let legacy = match labels {

@@ -212,7 +212,11 @@ mod tests {
     fn the_schema_counts_the_parameters_the_network_builds() {
         for norm in ["none", "batch", "instance", "group"] {
             for upsample in ["transposed", "trilinear"] {
-                for extra in ["", "residual = true\ndeep_supervision = true\n"] {
+                for extra in [
+                    "",
+                    "residual = true\ndeep_supervision = true\n",
+                    "output = \"labels\"\n",
+                ] {
                     let e = experiment(&format!(
                         "[model]\nbase_filters = 4\ndepth = 4\nnorm = \"{norm}\"\ngroups = 2\nupsample = \"{upsample}\"\n{extra}"
                     ));
@@ -241,9 +245,10 @@ mod tests {
         for [z, y, x] in [[16i64, 16, 16], [8, 24, 32]] {
             let input = tch::Tensor::zeros([2, 4, z, y, x], (tch::Kind::Float, tch::Device::Cpu));
             let (logits, aux) = net.forward_all(&input, false);
-            assert_eq!(logits.size(), [2, 4, z, y, x]);
+            // Three regions (WT, TC, ET) by default.
+            assert_eq!(logits.size(), [2, 3, z, y, x]);
             assert_eq!(aux.len(), 1);
-            assert_eq!(aux[0].size(), [2, 4, z / 2, y / 2, x / 2]);
+            assert_eq!(aux[0].size(), [2, 3, z / 2, y / 2, x / 2]);
         }
     }
 
@@ -258,7 +263,7 @@ mod tests {
                 let net = UNet::new(&vs.root(), &e.model, 4);
                 let input = tch::Tensor::randn([1, 4, 8, 8, 8], (tch::Kind::Float, tch::Device::Cpu));
                 let out = tch::nn::ModuleT::forward_t(&net, &input, true);
-                assert_eq!(out.size(), [1, 4, 8, 8, 8], "{norm} {upsample}");
+                assert_eq!(out.size(), [1, 3, 8, 8, 8], "{norm} {upsample}");
             }
         }
     }

@@ -127,7 +127,7 @@ impl Trainer<'_> {
         let sampler = Sampler::new(
             self.cases.train.clone(),
             config.patch_size.map(|n| n as usize),
-            config.foreground_fraction,
+            (config.foreground_fraction, config.foreground_sampling),
             self.experiment.augment.clone(),
             mix(config.seed, self.state.epoch, 0),
         );

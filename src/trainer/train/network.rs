@@ -43,7 +43,7 @@ impl Network {
             keep
         });
         let optimizer = Optimizer::new(params, &experiment.train);
-        let loss = Loss::new(&experiment.train.loss);
+        let loss = Loss::new(&experiment.train.loss, experiment.model.output);
         Network {
             vs,
             net,
@@ -106,7 +106,7 @@ pub(super) fn batch_labels_predicted(net: &UNet, batch: &Batch) -> Vec<u8> {
     let [x, y, z] = batch.patch.map(|n| n as i64);
     let images = Tensor::from_slice(&batch.images).view([batch.size as i64, batch.channels as i64, z, y, x]);
     let logits = tch::nn::ModuleT::forward_t(net, &images, false);
-    infer::labels_of(&logits)
+    infer::labels_of(net.output(), &net.probabilities(&logits))
 }
 
 #[cfg(test)]

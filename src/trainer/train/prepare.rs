@@ -189,8 +189,33 @@ impl<'a> Trainer<'a> {
             .map_err(|message| anyhow::anyhow!("{message}"))
     }
 
-    /// Loads `model.init`'s weights into the network, saying what was and was not used.
+    /// Loads `model.init`'s weights into the network, saying what was and was not used. Weights
+    /// of a run whose network outputs the other kind (labels against regions) have output
+    /// layers of another meaning, not only another shape: refused unless `model.init_partial`,
+    /// and then those layers start from their initialisation.
     fn load_init(&self, path: &Path) -> anyhow::Result<()> {
+        let model = &self.experiment.model;
+        if let Some(theirs) = init_output(path)
+            && theirs != model.output
+        {
+            if !model.init_partial {
+                anyhow::bail!(
+                    "model.init: {} comes from a network with model.output = '{theirs}' ({} output channels), \
+                     this experiment has model.output = '{}' ({}): their output layers mean different things; \
+                     set model.output = '{theirs}', or model.init_partial = true to start from everything but the \
+                     output layers",
+                    path.display(),
+                    theirs.channels(),
+                    model.output,
+                    model.output.channels()
+                );
+            }
+            self.console.line(&format!(
+                "model.init: its network outputs {theirs}, this one {}: the output layers start from their \
+                 initialisation",
+                model.output
+            ));
+        }
         let report = checkpoint::load_init(&self.network.vs, path, self.experiment.model.init_partial)?;
         self.console.line(&format!(
             "starting from {}: {} tensors loaded",
@@ -292,4 +317,18 @@ impl<'a> Trainer<'a> {
         ));
         Ok(())
     }
+}
+
+/// What the network of a run's weights file (`<run>/checkpoints/best.safetensors`) outputs,
+/// from the run's frozen experiment; `None` for a weights file outside a run.
+fn init_output(weights: &Path) -> Option<segtop::experiment::Output> {
+    let checkpoints = weights.parent()?;
+    if checkpoints.file_name()? != RunDir::CHECKPOINTS {
+        return None;
+    }
+    let run_dir = checkpoints.parent()?;
+    let run = RunDir::open(run_dir);
+    segtop::experiment::Experiment::load_frozen(&run.experiment(), run_dir)
+        .ok()
+        .map(|e| e.model.output)
 }
