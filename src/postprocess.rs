@@ -671,12 +671,12 @@ pub fn search(
 /// them that are one operation at growing sizes.
 fn region_candidates() -> (Vec<Operation>, Vec<std::ops::Range<usize>>) {
     let mut candidates = vec![Operation::None];
-    let absolute = candidates.len()..candidates.len() + REMOVE_BELOW.len();
-    candidates.extend(REMOVE_BELOW.iter().map(|&s| Operation::RemoveSmall(s)));
     let relative = candidates.len()..candidates.len() + REMOVE_BELOW_PERCENT.len();
     candidates.extend(REMOVE_BELOW_PERCENT.iter().map(|&p| Operation::RemoveRelative(p)));
+    let absolute = candidates.len()..candidates.len() + REMOVE_BELOW.len();
+    candidates.extend(REMOVE_BELOW.iter().map(|&s| Operation::RemoveSmall(s)));
     candidates.push(Operation::KeepLargest);
-    (candidates, vec![absolute, relative])
+    (candidates, vec![relative, absolute])
 }
 
 /// What a plan can be expected to give on one region of cases it was not learned on: the

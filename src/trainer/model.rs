@@ -14,6 +14,10 @@ use tch::{Device, Kind, Tensor};
 
 use segtop::experiment::{Activation, ModelConfig, Norm, Output, Precision, Upsample};
 
+/// The share of a training patch's voxels a region head starts by calling tumour: about what
+/// the whole tumour fills of a foreground-oversampled 64^3 patch of BraTS.
+const RARE_REGION_PRIOR: f64 = 0.1;
+
 /// He-uniform weights (Keras's `he_uniform`), zero biases, as the seed initialises.
 fn conv_config(padding: i64) -> nn::ConvConfigND<i64> {
     nn::ConvConfigND {
@@ -38,6 +42,19 @@ impl Conv {
         let mut layer = nn::conv3d(vs, cin, cout, kernel, conv_config(padding));
         store_channels_last(&mut layer.ws);
         Conv { layer, padding }
+    }
+
+    /// Starts the biases at the logit of [`RARE_REGION_PRIOR`]: a region head then begins by
+    /// calling few voxels tumour, as few are, instead of half of them (a sigmoid of 0), which
+    /// the losses otherwise spend their first hundred steps unlearning (RetinaNet's prior
+    /// initialisation).
+    fn start_rare(&self) {
+        if let Some(bias) = &self.layer.bs {
+            let logit = (RARE_REGION_PRIOR / (1.0 - RARE_REGION_PRIOR)).ln();
+            tch::no_grad(|| {
+                let _ = bias.shallow_clone().fill_(logit);
+            });
+        }
     }
 
     fn forward(&self, x: &Tensor, kind: Kind) -> Tensor {
@@ -297,6 +314,11 @@ impl UNet {
             }
         }
         let out = Conv::new(vs / "out", filters[0], heads, 1);
+        if config.output == Output::Regions {
+            for head in deep.iter().chain([&out]) {
+                head.start_rare();
+            }
+        }
         UNet {
             enc,
             up,

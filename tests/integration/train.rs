@@ -656,12 +656,13 @@ fn a_crash_in_native_code_is_recorded_in_the_events_and_ends_the_trainer_by_its_
 }
 
 /// Trains the learning experiment (a little wider and longer than the tiny one) in `dir`,
-/// computing in `precision`; returns its run and the whole-tumour Dice of each validation.
-fn learn(dir: &Path, precision: &str) -> (PathBuf, Vec<f64>) {
+/// computing in `precision`, its network's output `output` (labels or regions); returns its run
+/// and the whole-tumour Dice of each validation.
+fn learn(dir: &Path, precision: &str, output: &str) -> (PathBuf, Vec<f64>) {
     let text = format!(
         "[data]\nroot = \"data\"\ncache_dir = \"cache\"\nsplit = [0.5, 0.5, 0.0]\n\
          [data.synthetic]\ncases = 4\nseed = 3\nshape = [48, 48, 32]\n\
-         [model]\nbase_filters = 8\ndepth = 3\n\
+         [model]\nbase_filters = 8\ndepth = 3\noutput = \"{output}\"\n\
          [train]\npatch_size = [24, 24, 24]\nbatch_size = 2\nepochs = 10\npatches_per_epoch = 16\nlr = 3e-3\nwarmup_epochs = 0\n\
          precision = \"{precision}\"\n\
          [validate]\nevery = 1\n[run]\nname = \"learn\"\n"
@@ -677,11 +678,12 @@ fn learn(dir: &Path, precision: &str) -> (PathBuf, Vec<f64>) {
         })
         .collect();
     assert_eq!(wt.len(), 10);
-    // After one epoch the network is close to its random start; nine more must find the tumours.
+    // The untrained network finds no tumour (label argmax on background, or region heads that
+    // start calling few voxels tumour); ten epochs must find them, and improve on the first.
     let (first, last) = (wt[0], wt[9]);
     assert!(
-        last > 0.6 && last > first + 0.3,
-        "{precision}: whole-tumour Dice by epoch: {wt:?}"
+        last > 0.6 && last > first,
+        "{precision} {output}: whole-tumour Dice by epoch: {wt:?}"
     );
     let started = events(&run).into_iter().find_map(|e| match e {
         Event::RunStarted { precision, .. } => Some(precision),
@@ -698,7 +700,7 @@ fn learn(dir: &Path, precision: &str) -> (PathBuf, Vec<f64>) {
 #[test]
 fn training_learns_the_synthetic_tumours_and_the_run_predicts_alone_ensembled_and_relabelled() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (run, _) = learn(dir.path(), "float32");
+    let (run, _) = learn(dir.path(), "float32", "regions");
     predictions_of_a_trained_run(dir.path(), &run);
 }
 
@@ -719,7 +721,7 @@ fn safetensors_dtypes(path: &Path) -> Vec<(String, String)> {
 fn bfloat16_training_learns_as_float32_does_and_its_float32_checkpoint_predicts_in_either_precision() {
     // Whatever the CPU: without bfloat16 instructions oneDNN emulates them (slowly).
     let dir = tempfile::tempdir().expect("temp dir");
-    let (run, _) = learn(dir.path(), "bfloat16");
+    let (run, _) = learn(dir.path(), "bfloat16", "labels");
     let latest = std::fs::read_dir(run.join("checkpoints"))
         .expect("checkpoints/")
         .flatten()
@@ -838,8 +840,8 @@ fn predictions_of_a_trained_run(dir: &Path, run: &Path) {
     assert_eq!(labels(&run.join(format!("validation/{id}.nii.gz"))), single);
 
     // The label convention: a copy of the run whose output layer favours enhancing tumour
-    // everywhere (its bias for class 3 raised) writes ET as 3, or as 4 in the legacy
-    // convention, and nothing else changes.
+    // everywhere (its bias for class 3 raised, or for a region network every region's) writes
+    // ET as 3, or as 4 in the legacy convention, and nothing else changes.
     let enhancing = dir.join("enhancing");
     std::fs::create_dir_all(enhancing.join("checkpoints")).expect("mkdir");
     for file in ["split.json", "experiment.toml"] {
@@ -850,7 +852,12 @@ fn predictions_of_a_trained_run(dir: &Path, run: &Path) {
         .into_iter()
         .map(|(name, tensor)| {
             let tensor = if name == "out.bias" {
-                tensor + tch::Tensor::from_slice(&[0.0f32, 0.0, 0.0, 100.0])
+                let raise: &[f32] = if tensor.size() == [3] {
+                    &[100.0, 100.0, 100.0]
+                } else {
+                    &[0.0, 0.0, 0.0, 100.0]
+                };
+                tensor + tch::Tensor::from_slice(raise)
             } else {
                 tensor
             };
@@ -928,6 +935,118 @@ fn predictions_of_a_trained_run(dir: &Path, run: &Path) {
         .filter(|e| matches!(e, Event::Evaluation { .. }))
         .count();
     assert_eq!(evaluations, 2);
+}
+
+/// Trains the tiny experiment for one epoch with `output` in its own folder of `dir`; returns
+/// the run.
+fn tiny_run(dir: &Path, output: &str) -> PathBuf {
+    let folder = dir.join(output);
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    let path = experiment(&folder, 1);
+    let text = std::fs::read_to_string(&path).expect("read");
+    let text = text.replace("[model]\n", &format!("[model]\noutput = \"{output}\"\n"));
+    std::fs::write(&path, text).expect("write");
+    succeed(trainer(&folder).args(["train", "tiny.toml"]));
+    only_run(&folder)
+}
+
+#[test]
+fn region_and_label_runs_ensemble_as_regions_refuse_each_others_heads_and_old_runs_still_predict() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let regions = tiny_run(dir.path(), "regions");
+    let labels_run = tiny_run(dir.path(), "labels");
+    let frozen = std::fs::read_to_string(regions.join("experiment.toml")).expect("frozen");
+    assert!(frozen.contains("output = \"regions\""), "{frozen}");
+    let predict = |out: &str, runs: &[&Path], extra: &[&str]| {
+        let mut command = trainer(dir.path());
+        command.args(["predict", "--split", "validation", "--no-postprocess", "--out", out]);
+        for run in runs {
+            command.arg("--run").arg(run);
+        }
+        let output = command.args(extra).output().expect("the trainer runs");
+        let said = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{said}");
+        said
+    };
+    // A mixed ensemble averages as regions and says so.
+    let said = predict("mixed", &[&regions, &labels_run], &[]);
+    assert!(said.contains("as regions (WT, TC, ET)"), "{said}");
+    let said = predict("labels-only", &[&labels_run, &labels_run], &[]);
+    assert!(!said.contains("as regions"), "{said}");
+    // Every written label map holds BraTS labels only.
+    for out in ["mixed", "labels-only"] {
+        for file in std::fs::read_dir(dir.path().join(out)).expect("predictions").flatten() {
+            assert!(labels(&file.path()).iter().all(|&l| l <= 3), "{out}");
+        }
+    }
+
+    // A run made before model.output existed (its frozen experiment lacks the key) trained
+    // labels: it still loads and predicts, as labels.
+    let old = dir.path().join("old");
+    std::fs::create_dir_all(old.join("checkpoints")).expect("mkdir");
+    std::fs::copy(labels_run.join("split.json"), old.join("split.json")).expect("copy");
+    std::fs::copy(
+        labels_run.join("checkpoints/best.safetensors"),
+        old.join("checkpoints/best.safetensors"),
+    )
+    .expect("copy");
+    let frozen = std::fs::read_to_string(labels_run.join("experiment.toml")).expect("frozen");
+    let before: String = frozen
+        .lines()
+        .filter(|l| !l.starts_with("output =") && !l.starts_with("foreground_sampling ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(old.join("experiment.toml"), before).expect("write");
+    predict("old", &[&old], &[]);
+    let mut ours = std::fs::read_dir(dir.path().join("labels-only"))
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect::<Vec<_>>();
+    ours.sort();
+    for file in ours {
+        let name = file.file_name().expect("a name");
+        assert_eq!(
+            labels(&dir.path().join("old").join(name)),
+            labels(&file),
+            "the old run predicts as before"
+        );
+    }
+
+    // A region run as model.init of a label experiment: refused, naming both outputs, unless
+    // init_partial, when all but the output layer load.
+    let fine = dir.path().join("fine");
+    std::fs::create_dir_all(&fine).expect("mkdir");
+    let path = experiment(&fine, 1);
+    let text = std::fs::read_to_string(&path).expect("read");
+    let init = format!("[model]\noutput = \"labels\"\ninit = \"{}\"\n", regions.display());
+    std::fs::write(&path, text.replace("[model]\n", &init)).expect("write");
+    let output = trainer(&fine)
+        .args(["train", "tiny.toml"])
+        .output()
+        .expect("the trainer runs");
+    let said = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{said}");
+    assert!(
+        said.contains("model.output = 'regions'")
+            && said.contains("model.output = 'labels'")
+            && said.contains("init_partial"),
+        "{said}"
+    );
+    let text = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(&path, text.replace("[model]\n", "[model]\ninit_partial = true\n")).expect("write");
+    std::fs::remove_dir_all(fine.join("runs")).expect("rm the failed run");
+    let output = trainer(&fine)
+        .args(["train", "tiny.toml"])
+        .output()
+        .expect("the trainer runs");
+    let said = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{said}");
+    assert!(
+        said.contains("the output layers start from their initialisation"),
+        "{said}"
+    );
+    assert!(said.contains("left at its initialisation: out.weight"), "{said}");
 }
 
 #[test]
