@@ -17,7 +17,7 @@ fn check_text(text: &[u8]) -> (bool, String, String) {
 
 #[test]
 fn broken_files_give_exact_located_messages() {
-    let allowed_train_keys = "patch_size, batch_size, epochs, budget, freeze, patches_per_epoch, foreground_fraction, optimizer, lr, \
+    let allowed_train_keys = "patch_size, batch_size, epochs, budget, freeze, patches_per_epoch, foreground_fraction, foreground_sampling, optimizer, lr, \
          weight_decay, momentum, grad_clip, schedule, plateau_factor, plateau_patience, min_lr, warmup_epochs, \
          early_stopping_patience, seed, threads, precision, loss";
     let cases: Vec<(&str, String, String)> = vec![

@@ -88,6 +88,73 @@ fn json_lists_lesions_and_a_worse_prediction_scores_lower() {
 }
 
 #[test]
+fn a_plan_applied_before_scoring_removes_a_planted_false_positive() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A 3x3x3 blob of oedema in a corner, far from the tumour: a false-positive lesion.
+    predictions_and_truth(dir.path(), 1, |_, labels| {
+        for z in 1..4 {
+            for y in 1..4 {
+                for x in 1..4 {
+                    labels[x + 48 * (y + 48 * z)] = 2;
+                }
+            }
+        }
+    });
+    fs::write(
+        dir.path().join("plan.toml"),
+        "[wt]\noperation = \"remove-relative\"\nmin_fraction = 0.05\n",
+    )
+    .expect("write");
+    let wt_of = |extra: &[&str]| {
+        let mut args = vec!["eval", "--pred", "pred", "--gt", "gt", "--json"];
+        args.extend_from_slice(extra);
+        let out = segtop(dir.path(), &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON on stdout");
+        let wt = &doc["cases"][0]["regions"][0];
+        (
+            wt["lesion_dice"].as_f64().expect("a number"),
+            wt["num_fp"].as_u64().expect("a count"),
+        )
+    };
+    let (raw, raw_fp) = wt_of(&[]);
+    assert_eq!(raw_fp, 1, "the blob is a false positive");
+    assert!(raw < 0.9, "{raw}");
+    let (planned, planned_fp) = wt_of(&["--postprocess", "plan.toml"]);
+    assert_eq!((planned, planned_fp), (1.0, 0));
+    // The prediction files are left as they were.
+    assert_eq!(wt_of(&[]), (raw, raw_fp));
+    // A bad plan is refused with its place; a challenge with other labels refuses plans.
+    fs::write(dir.path().join("bad.toml"), "[wt]\noperation = \"remove-relative\"\n").expect("write");
+    let out = segtop(
+        dir.path(),
+        &["eval", "--pred", "pred", "--gt", "gt", "--postprocess", "bad.toml"],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("needs wt.min_fraction"), "{}", stderr(&out));
+    let out = segtop(
+        dir.path(),
+        &[
+            "eval",
+            "--pred",
+            "pred",
+            "--gt",
+            "gt",
+            "--postprocess",
+            "plan.toml",
+            "--challenge",
+            "gli",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("plans act on labels 1 NCR, 2 ED, 3 ET"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn a_case_without_prediction_is_named() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ids = predictions_and_truth(dir.path(), 2, |_, _| {});
