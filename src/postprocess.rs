@@ -1075,9 +1075,11 @@ mod tests {
     fn the_search_removes_planted_blobs_and_keeps_the_second_focus() {
         let cases = planted_cases();
         let (plan, validation) = search(Challenge::Ssa, &cases, 3, 2, &|_| {}, None);
-        // Blobs of 64 and 80 voxels go, the 180-voxel focus stays: of the sizes tried, only
-        // 100 does both (keeping the largest component would lose the focus).
-        assert_eq!(plan.wt, Operation::RemoveSmall(100));
+        // Blobs of 64 and 80 voxels (4.4% and 5.6% of the 1,440-voxel tumour) go, the
+        // 180-voxel focus (12.5%) stays: of the relative sizes, only 10% does both, and it is
+        // preferred to the absolute size that does too (100 voxels). Keeping the largest
+        // component would lose the focus.
+        assert_eq!(plan.wt, Operation::RemoveRelative(10));
         let wt = |scores: &[BratsScores]| scores.iter().find(|s| s.region == "WT").map(|s| s.lesion_dice);
         assert!(wt(&validation.before) < Some(0.99), "{:?}", validation.before);
         assert_eq!(wt(&validation.after), Some(1.0));
@@ -1114,7 +1116,7 @@ mod tests {
             }
         };
         let (plan, validation) = search(Challenge::Ssa, &cases, 3, 2, &progress, Some(deadline));
-        assert_eq!(plan.wt, Operation::RemoveSmall(100));
+        assert_eq!(plan.wt, Operation::RemoveRelative(10));
         assert_eq!((plan.tc, plan.et), (Operation::None, Operation::None));
         assert_eq!(validation.cut_short_at, Some("TC"));
         // With time to spare, the search is the one without a deadline.
