@@ -90,11 +90,12 @@ fn json_lists_lesions_and_a_worse_prediction_scores_lower() {
 #[test]
 fn a_plan_applied_before_scoring_removes_a_planted_false_positive() {
     let dir = tempfile::tempdir().expect("temp dir");
-    // A 3x3x3 blob of oedema in a corner, far from the tumour: a false-positive lesion.
+    // A 5x5x5 blob of oedema in a corner, far from the tumour: a false-positive lesion (the
+    // metric itself drops predicted lesions of 50 voxels or fewer).
     predictions_and_truth(dir.path(), 1, |_, labels| {
-        for z in 1..4 {
-            for y in 1..4 {
-                for x in 1..4 {
+        for z in 1..6 {
+            for y in 1..6 {
+                for x in 1..6 {
                     labels[x + 48 * (y + 48 * z)] = 2;
                 }
             }
@@ -102,7 +103,7 @@ fn a_plan_applied_before_scoring_removes_a_planted_false_positive() {
     });
     fs::write(
         dir.path().join("plan.toml"),
-        "[wt]\noperation = \"remove-relative\"\nmin_fraction = 0.05\n",
+        "[wt]\noperation = \"remove-small\"\nmin_voxels = 126\n",
     )
     .expect("write");
     let wt_of = |extra: &[&str]| {
@@ -126,6 +127,7 @@ fn a_plan_applied_before_scoring_removes_a_planted_false_positive() {
     assert_eq!(wt_of(&[]), (raw, raw_fp));
     // A bad plan is refused with its place; a challenge with other labels refuses plans.
     fs::write(dir.path().join("bad.toml"), "[wt]\noperation = \"remove-relative\"\n").expect("write");
+    // (remove-relative without its fraction)
     let out = segtop(
         dir.path(),
         &["eval", "--pred", "pred", "--gt", "gt", "--postprocess", "bad.toml"],
