@@ -598,12 +598,11 @@ mod tests {
         assert!(batch.labels.chunks(64).all(|patch| patch.contains(&3)));
     }
 
-    #[test]
-    fn quarter_turns_move_voxels_without_blending_them() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let augment = AugmentConfig {
+    /// Augmentation on, but every transform's probability 0.
+    fn no_transform() -> AugmentConfig {
+        AugmentConfig {
             rotate_p: 0.0,
-            rotate90_p: 1.0,
+            rotate90_p: 0.0,
             scale_p: 0.0,
             flip_p: 0.0,
             brightness_p: 0.0,
@@ -613,6 +612,15 @@ mod tests {
             thick_slices_p: 0.0,
             bias_field_p: 0.0,
             ..AugmentConfig::default()
+        }
+    }
+
+    #[test]
+    fn quarter_turns_move_voxels_without_blending_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let augment = AugmentConfig {
+            rotate90_p: 1.0,
+            ..no_transform()
         };
         let mut sampler = Sampler::new(
             vec![case(dir.path())],
@@ -798,18 +806,7 @@ mod tests {
     #[test]
     fn degrading_augmentation_changes_images_and_never_labels() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let plain = AugmentConfig {
-            rotate_p: 0.0,
-            scale_p: 0.0,
-            flip_p: 0.0,
-            brightness_p: 0.0,
-            gamma_p: 0.0,
-            noise_p: 0.0,
-            lowres_p: 0.0,
-            thick_slices_p: 0.0,
-            bias_field_p: 0.0,
-            ..AugmentConfig::default()
-        };
+        let plain = no_transform();
         let degraded = AugmentConfig {
             lowres_p: 1.0,
             thick_slices_p: 1.0,

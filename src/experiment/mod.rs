@@ -9,8 +9,10 @@
 //! directory segtop runs in, which holds `experiments/` and `runs/`.
 //!
 //! The defaults follow what works on real skull-stripped multi-modal MRI (nnU-Net's
-//! choices where they apply: z-score over brain voxels, foreground-oversampled patches,
-//! instance norm, Dice + cross-entropy). `experiments/seed-tutorial.toml` spells out the
+//! choices where they apply: z-score over brain voxels, foreground-oversampled patches drawn
+//! per tumour label, instance norm, the evaluated regions as outputs with Dice + binary
+//! cross-entropy, as nnU-Net's BraTS configuration), plus augmentation that makes scans look
+//! like those of older scanners (thick slices, low resolution, bias fields). `experiments/seed-tutorial.toml` spells out the
 //! seed tutorial's recipe value for value instead.
 
 pub mod catalog;
