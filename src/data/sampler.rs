@@ -88,10 +88,11 @@ impl Sampler {
         let foreground = cases
             .iter()
             .map(|case| match sampling {
-                ForegroundSampling::AnyTumour => Foreground::Any(foreground_voxels(case, &mut rng, |l| l > 0)),
+                ForegroundSampling::AnyTumour => Foreground::Any(spread(foreground_voxels(case), &mut rng)),
                 ForegroundSampling::ClassBalanced => Foreground::ByLabel(
-                    (1..=3u8)
-                        .map(|label| foreground_voxels(case, &mut rng, |l| l == label))
+                    voxels_by_label(case)
+                        .into_iter()
+                        .map(|voxels| spread(voxels, &mut rng))
                         .filter(|voxels| !voxels.is_empty())
                         .collect(),
                 ),
@@ -258,8 +259,11 @@ fn resample_axis(channel: &mut [f32], patch: [usize; 3], axis: usize, factor: f6
     let stride = [1, patch[0], patch[0] * patch[1]][axis];
     let mut line = vec![0f32; n];
     let mut coarse = vec![0f64; coarse_len];
-    let others: Vec<usize> = (0..channel.len()).filter(|&i| (i / stride).is_multiple_of(n)).collect();
-    for start in others {
+    // Line starts: every position along the axes faster than `axis` (`inner`), for every
+    // position along the slower ones (`outer`).
+    let starts =
+        (0..channel.len() / (n * stride)).flat_map(|outer| (0..stride).map(move |inner| outer * n * stride + inner));
+    for start in starts {
         for (k, value) in line.iter_mut().enumerate() {
             *value = channel[start + k * stride];
         }
@@ -341,18 +345,25 @@ fn multiply(a: &[[f64; 3]; 3], b: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
     std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|k| a[i][k] * b[k][j]).sum()))
 }
 
-/// Up to MAX_FOREGROUND_SAMPLES indices of a case's voxels whose label is `wanted`, spread
-/// over all of them.
-fn foreground_voxels(case: &CachedCase, rng: &mut ChaCha8Rng, wanted: impl Fn(u8) -> bool) -> Vec<u32> {
-    let Some(labels) = case.labels() else {
-        return Vec::new();
-    };
-    let all: Vec<u32> = labels
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| wanted(**l))
-        .map(|(i, _)| i as u32)
-        .collect();
+/// Indices of a case's tumour voxels.
+fn foreground_voxels(case: &CachedCase) -> Vec<u32> {
+    let labels = case.labels().unwrap_or(&[]);
+    (0..labels.len() as u32).filter(|&i| labels[i as usize] > 0).collect()
+}
+
+/// Indices of a case's voxels of each tumour label (1, 2, 3), in one pass over its labels.
+fn voxels_by_label(case: &CachedCase) -> [Vec<u32>; 3] {
+    let mut by_label: [Vec<u32>; 3] = Default::default();
+    for (i, &label) in case.labels().unwrap_or(&[]).iter().enumerate() {
+        if let Some(voxels) = by_label.get_mut(usize::from(label).wrapping_sub(1)) {
+            voxels.push(i as u32);
+        }
+    }
+    by_label
+}
+
+/// At most MAX_FOREGROUND_SAMPLES of `all`, drawn over all of them.
+fn spread(all: Vec<u32>, rng: &mut ChaCha8Rng) -> Vec<u32> {
     if all.len() <= MAX_FOREGROUND_SAMPLES {
         return all;
     }
