@@ -10,22 +10,18 @@
 
 pub mod budget;
 pub mod config;
+pub mod cost;
 pub mod cpu;
 pub mod dashboard;
 pub mod data;
-pub mod events;
 pub mod experiment;
-pub mod halving;
-pub mod launcher;
 pub mod metrics;
 pub mod postprocess;
-pub mod process;
-pub mod queue;
 pub mod render;
-pub mod rundir;
+pub mod run;
 pub mod runs;
+pub mod schedule;
 pub mod settings;
-pub mod slurm;
 pub mod supervisor;
 pub mod theme;
 pub mod workspace;

@@ -325,7 +325,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Supervise) => {
-            let launcher = segtop::launcher::Local::new()?;
+            let launcher = segtop::schedule::launcher::Local::new()?;
             segtop::supervisor::run(&workspace, &launcher, &Settings::queue)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -379,7 +379,7 @@ fn check_experiments(workspace: &Workspace, files: &[PathBuf], quiet: bool) -> b
         };
         let spans = Source::spans(path, &text);
         let mut usable = true;
-        for problem in experiment.check_paths(workspace.root()) {
+        for problem in segtop::run::path_problems(&experiment, workspace.root()) {
             let diagnostic = spans.at_key(problem.key, problem.message);
             if problem.fatal {
                 usable = false;

@@ -35,12 +35,9 @@ use std::time::Instant;
 use serde::Deserialize;
 
 use crate::config::{Checker, ConfigError, Source};
-use crate::events::{BratsScores, CaseEvaluation};
 use crate::metrics::brats::{self, Challenge};
 use crate::metrics::grid::{Bounds, Grid, lesions_by_dilation};
-
-/// The file a run's learned post-processing is stored in.
-pub const FILE: &str = "postprocess.toml";
+use crate::run::events::{BratsScores, CaseEvaluation};
 
 /// Component sizes (voxels) the search tries as "remove smaller than".
 pub const REMOVE_BELOW: [u32; 12] = [20, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000];
@@ -738,7 +735,7 @@ const ET_VOLUME: &str = "ET volume";
 /// Searches the plan for a run's validation cases, writes it to the run's `postprocess.toml`
 /// (replacing any earlier one whole), and returns it.
 pub fn learn(
-    run: &crate::rundir::RunDir,
+    run: &crate::run::RunDir,
     cases: &[Case],
     epoch: u32,
     threads: usize,
@@ -746,7 +743,7 @@ pub fn learn(
     deadline: Option<Instant>,
 ) -> std::io::Result<(Plan, Validation)> {
     let (plan, validation) = search(Challenge::Ssa, cases, epoch, threads, progress, deadline);
-    crate::rundir::write_text(run.path(), &run.postprocess(), &plan.to_toml(Some(&validation)))?;
+    crate::run::write_text(run.path(), &run.postprocess(), &plan.to_toml(Some(&validation)))?;
     Ok((plan, validation))
 }
 

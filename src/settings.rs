@@ -42,7 +42,7 @@ pub struct Settings {
     pub theme: Option<String>,
     pub chart_marker: ChartMarker,
     /// How the queue starts runs (`[queue]`: cores, max_concurrent, reserve_ram).
-    pub queue: crate::queue::QueueSettings,
+    pub queue: crate::schedule::queue::QueueSettings,
 }
 
 impl Settings {
@@ -60,7 +60,7 @@ impl Settings {
     }
 
     /// The queue's settings from the settings file, defaults when it is missing or broken.
-    pub fn queue() -> crate::queue::QueueSettings {
+    pub fn queue() -> crate::schedule::queue::QueueSettings {
         Settings::path()
             .and_then(|path| Settings::load(&path).ok())
             .unwrap_or_default()
@@ -134,7 +134,7 @@ mod tests {
         let settings = Settings {
             theme: Some("light".into()),
             chart_marker: ChartMarker::Dots,
-            queue: crate::queue::QueueSettings {
+            queue: crate::schedule::queue::QueueSettings {
                 max_concurrent: 2,
                 ..Default::default()
             },
@@ -159,7 +159,7 @@ mod tests {
             "# my lab's server\ntheme = \"mono\"\n\n[queue]\n# leave room for the others\nreserve_ram = \"1536 MiB\"\n";
         std::fs::write(&path, text).expect("write");
         let mut settings = Settings::load(&path).expect("loads");
-        assert_eq!(settings.queue.reserve_ram, crate::queue::ByteSize(1536 << 20));
+        assert_eq!(settings.queue.reserve_ram, crate::schedule::queue::ByteSize(1536 << 20));
         settings.chart_marker = ChartMarker::Dots;
         settings.save(&path).expect("saves");
         let saved = std::fs::read_to_string(&path).expect("read");
@@ -169,7 +169,7 @@ mod tests {
         );
         assert_eq!(Settings::load(&path), Ok(settings.clone()));
         // A changed size is written exactly.
-        settings.queue.reserve_ram = crate::queue::ByteSize(1_610_612_736 + 4096);
+        settings.queue.reserve_ram = crate::schedule::queue::ByteSize(1_610_612_736 + 4096);
         settings.save(&path).expect("saves");
         assert_eq!(Settings::load(&path), Ok(settings));
     }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use segtop::events::{Event, EventTail};
+use segtop::run::events::{Event, EventTail};
 
 const POLL: u8 = 0xFF;
 const TRUNCATE: u8 = 0xFE;

@@ -298,7 +298,7 @@ pub fn prepare(experiment: &segtop::experiment::Experiment) -> anyhow::Result<()
     let config = &experiment.data;
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     if let Some(synthetic) = &config.synthetic {
-        let spec = synthetic.spec();
+        let spec = segtop::data::synth::SynthSpec::of(synthetic);
         if !synth::is_complete(&config.root, &spec) {
             synth(&config.root, &spec, false)?;
         }

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use anyhow::Context;
 use serde::Serialize;
 
-use segtop::events::{BratsScores, Event, EventTail, RegionScores};
-use segtop::rundir::RunDir;
+use segtop::run::RunDir;
+use segtop::run::events::{BratsScores, Event, EventTail, RegionScores};
 use segtop::runs::watch::run_directories;
 use segtop::workspace::Workspace;
 

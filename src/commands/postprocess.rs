@@ -13,11 +13,11 @@ use chrono::Utc;
 
 use segtop::data::case;
 use segtop::data::volume;
-use segtop::events::{CaseEvaluation, Event, EventLog, EventTail};
 use segtop::experiment::Experiment;
 use segtop::metrics::grid::Grid;
 use segtop::postprocess::{self, Case};
-use segtop::rundir::RunDir;
+use segtop::run::RunDir;
+use segtop::run::events::{CaseEvaluation, Event, EventLog, EventTail};
 use segtop::workspace::Workspace;
 
 /// Which run, and how.

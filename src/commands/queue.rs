@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
-use segtop::experiment::{Experiment, LauncherKind, cost};
-use segtop::queue::{ByteSize, Queue, QueueFile};
-use segtop::rundir::RunDir;
+use segtop::cost;
+use segtop::experiment::{Experiment, LauncherKind};
+use segtop::run::RunDir;
+use segtop::schedule::queue::{ByteSize, Queue, QueueFile};
 use segtop::settings::Settings;
 use segtop::workspace::Workspace;
 
@@ -70,7 +71,7 @@ pub fn queue(workspace: &Workspace, args: &QueueArgs) -> anyhow::Result<()> {
     };
     if let Some(run) = &args.pause {
         if let Some(job) = slurm_job(workspace, run, &queue)? {
-            segtop::launcher::slurm::hold(&job.1, true)?;
+            segtop::schedule::launcher::slurm::hold(&job.1, true)?;
             println!(
                 "held {}'s Slurm job {}; release it with: segtop queue --release {}",
                 job.0, job.1, job.0
@@ -82,7 +83,7 @@ pub fn queue(workspace: &Workspace, args: &QueueArgs) -> anyhow::Result<()> {
         println!("held {id}; let it start again with: segtop queue --release {id}");
     } else if let Some(run) = &args.release {
         if let Some(job) = slurm_job(workspace, run, &queue)? {
-            segtop::launcher::slurm::hold(&job.1, false)?;
+            segtop::schedule::launcher::slurm::hold(&job.1, false)?;
             println!("released {}'s Slurm job {}", job.0, job.1);
             return Ok(());
         }
@@ -146,7 +147,7 @@ fn add(
         text = segtop::experiment::sweep::with_folds(file, &text)?;
     }
     let queued = queue.add_text(workspace, file, &text, launcher)?;
-    let shown = segtop::launcher::shown(workspace.root(), file);
+    let shown = segtop::schedule::launcher::shown(workspace.root(), file);
     let sweep = queued.first().and_then(|q| q.sweep.as_ref()).map(|t| t.sweep.clone());
     if let Some(id) = &sweep {
         println!("sweep {id}: {} runs of {}", queued.len(), shown.display());

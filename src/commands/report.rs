@@ -14,10 +14,10 @@ use anyhow::Context;
 use plotters::prelude::*;
 
 use segtop::config::Choice;
-use segtop::events::RegionScores;
 use segtop::experiment::{Axis, Modality};
 use segtop::render::{self, Slice};
-use segtop::rundir::RunDir;
+use segtop::run::RunDir;
+use segtop::run::events::RegionScores;
 use segtop::runs::preview::{self, PreviewData};
 use segtop::theme::Theme;
 use segtop::workspace::Workspace;

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use serde::Serialize;
 
-use segtop::events::{BratsScores, RegionScores};
-use segtop::process::Halt;
-use segtop::rundir::RunDir;
+use segtop::run::RunDir;
+use segtop::run::events::{BratsScores, RegionScores};
+use segtop::run::process::Halt;
 use segtop::runs::format_duration;
 use segtop::runs::model::{EvaluationSummary, FoldGroup, RunModel, RunSort, RunState, fold_groups, sort_runs};
 use segtop::runs::watch::snapshot;
@@ -63,7 +63,7 @@ struct RunRecord<'a> {
     queue_place: Option<usize>,
     waiting: Option<String>,
     /// Its Slurm job as last seen, for runs submitted to Slurm.
-    job: Option<&'a segtop::slurm::JobStatus>,
+    job: Option<&'a segtop::schedule::slurm::JobStatus>,
     sweep: Option<&'a segtop::experiment::sweep::SweepTag>,
     /// The latest end-of-run evaluation of the best weights, when there is one.
     evaluation: Option<EvaluationRecord<'a>>,
@@ -356,7 +356,7 @@ pub fn stop(workspace: &Workspace, query: &str, kill: bool) -> anyhow::Result<()
         anyhow::ensure!(*host == here, "{} runs on {host}; stop it there", run.id);
     }
     let halt = if kill { Halt::Kill } else { Halt::Stop };
-    let how = segtop::launcher::halt_run(&run.dir, run.pid, run.pid_start, halt)
+    let how = segtop::schedule::launcher::halt_run(&run.dir, run.pid, run.pid_start, halt)
         .with_context(|| format!("cannot stop {}", run.id))?;
     if kill || state == RunState::Pending {
         println!(
@@ -380,7 +380,7 @@ pub fn resume(workspace: &Workspace, query: &str) -> anyhow::Result<()> {
         RunState::Stopped | RunState::Failed | RunState::Lost => {}
         RunState::Pruned => {
             // Resumed by hand, a pruned run leaves its sweep's rungs and trains to its full budget.
-            for file in [segtop::halving::PRUNED_FILE, segtop::halving::RUNG_FILE] {
+            for file in [segtop::run::RunDir::PRUNED, segtop::run::RunDir::RUNG] {
                 let path = run.dir.join(file);
                 if path.exists() {
                     std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
@@ -391,8 +391,8 @@ pub fn resume(workspace: &Workspace, query: &str) -> anyhow::Result<()> {
         state => anyhow::bail!("{} is {}: there is nothing left to train", run.id, state.name()),
     }
     let dir = RunDir::open(&run.dir);
-    match segtop::queue::Queue::new(workspace).resume(workspace, &dir)? {
-        segtop::queue::Resumed::Queued => {
+    match segtop::schedule::queue::Queue::new(workspace).resume(workspace, &dir)? {
+        segtop::schedule::queue::Resumed::Queued => {
             segtop::supervisor::ensure(workspace)?;
             println!(
                 "queued {} to resume from its last checkpoint; it starts when cores and memory allow (output: {})",
@@ -400,7 +400,7 @@ pub fn resume(workspace: &Workspace, query: &str) -> anyhow::Result<()> {
                 dir.log().display()
             );
         }
-        segtop::queue::Resumed::Submitted { job } => println!(
+        segtop::schedule::queue::Resumed::Submitted { job } => println!(
             "resubmitted {} to Slurm as job {job} to resume from its last checkpoint (output: {})",
             run.id,
             dir.log().display()
@@ -442,7 +442,7 @@ pub fn remove(workspace: &Workspace, query: &str, yes: bool) -> anyhow::Result<b
         }
     }
     if run.queue.is_some() {
-        segtop::queue::Queue::new(workspace).remove(&run.id)?;
+        segtop::schedule::queue::Queue::new(workspace).remove(&run.id)?;
     }
     if run.dir.exists() {
         std::fs::remove_dir_all(&run.dir).with_context(|| format!("cannot remove {}", run.dir.display()))?;
@@ -471,7 +471,7 @@ fn size_of(dir: &std::path::Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use segtop::events::Event;
+    use segtop::run::events::Event;
 
     fn brats(region: &str, lesion_dice: f64, legacy_dice: f64) -> BratsScores {
         BratsScores {

@@ -13,8 +13,8 @@ use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, Mou
 use super::hits::{Hits, Target};
 use super::preview::Preview;
 use super::screens::{Compare, ExperimentKey, ExperimentList, Handled, Notice, PreviewPane, RunList, RunView};
-use crate::experiment::catalog::{ExperimentEntry, ExperimentStatus};
-use crate::process::Halt;
+use crate::dashboard::catalog::{ExperimentEntry, ExperimentStatus};
+use crate::run::process::Halt;
 use crate::runs::model::{RunModel, RunState};
 use crate::runs::watch::{HostSample, Watch};
 use crate::settings::{ChartMarker, Settings};
@@ -798,7 +798,7 @@ impl App {
             return;
         };
         let effect = Effect::Clone {
-            source: run.dir.join(crate::rundir::RunDir::EXPERIMENT),
+            source: run.dir.join(crate::run::RunDir::EXPERIMENT),
             from: format!("run {}", run.id),
             base: run.name.clone(),
         };

@@ -6,6 +6,7 @@
 //! and only when something changed.
 
 pub mod app;
+pub mod catalog;
 pub mod chart;
 pub mod editor;
 pub mod hits;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
 
-use crate::experiment::catalog::{ExperimentEntry, ExperimentStatus};
+use crate::dashboard::catalog::{ExperimentEntry, ExperimentStatus};
 use crate::runs::watch;
 use crate::settings::Settings;
 use crate::theme::Theme;
@@ -200,12 +201,12 @@ fn perform(
             Effect::Launch(file) => launch(app, workspace, &file, None),
             Effect::LaunchOn(file, kind) => launch(app, workspace, &file, Some(kind)),
             Effect::Resume { id, dir } => {
-                let run = crate::rundir::RunDir::open(&dir);
-                match crate::queue::Queue::new(workspace).resume(workspace, &run) {
+                let run = crate::run::RunDir::open(&dir);
+                match crate::schedule::queue::Queue::new(workspace).resume(workspace, &run) {
                     Ok(resumed) => {
                         let job = match resumed {
-                            crate::queue::Resumed::Submitted { job } => Some(job),
-                            crate::queue::Resumed::Queued => None,
+                            crate::schedule::queue::Resumed::Submitted { job } => Some(job),
+                            crate::schedule::queue::Resumed::Queued => None,
                         };
                         let queued = job.is_none();
                         app.update(Msg::Queued {
@@ -228,7 +229,7 @@ fn perform(
                 pid_start,
                 halt,
             } => {
-                if let Err(error) = crate::launcher::halt_run(&dir, pid, pid_start, halt) {
+                if let Err(error) = crate::schedule::launcher::halt_run(&dir, pid, pid_start, halt) {
                     app.update(Msg::Failed(format!("{id}: {error:#}")));
                 }
             }
@@ -257,7 +258,7 @@ fn perform(
                 }
             }
             Effect::HoldJob { id, job, hold } => {
-                if let Err(error) = crate::launcher::slurm::hold(&job, hold) {
+                if let Err(error) = crate::schedule::launcher::slurm::hold(&job, hold) {
                     app.update(Msg::Failed(format!("{id}: {error:#}")));
                 }
             }
@@ -381,9 +382,9 @@ impl Drop for Paused<'_> {
 }
 
 fn requeue(workspace: &Workspace, id: &str, change: app::QueueChange) -> anyhow::Result<()> {
-    use crate::queue::EditError;
+    use crate::schedule::queue::EditError;
     use app::QueueChange;
-    let queue = crate::queue::Queue::new(workspace);
+    let queue = crate::schedule::queue::Queue::new(workspace);
     let edited = match change {
         QueueChange::Earlier => queue.move_by(id, -1).map(drop),
         QueueChange::Later => queue.move_by(id, 1).map(drop),
@@ -407,7 +408,7 @@ fn launch(
     file: &std::path::Path,
     launcher: Option<crate::experiment::LauncherKind>,
 ) {
-    match crate::queue::Queue::new(workspace).add(workspace, file, launcher) {
+    match crate::schedule::queue::Queue::new(workspace).add(workspace, file, launcher) {
         Ok(queued) => {
             let job = queued
                 .iter()
@@ -510,7 +511,10 @@ fn spawn_demo_data(workspace: Workspace, tx: Sender<Msg>) -> anyhow::Result<()> 
                 let Some(synthetic) = &experiment.data.synthetic else {
                     continue;
                 };
-                let (root, spec) = (experiment.data.root.clone(), synthetic.spec());
+                let (root, spec) = (
+                    experiment.data.root.clone(),
+                    crate::data::synth::SynthSpec::of(synthetic),
+                );
                 if done.contains(&(root.clone(), spec)) || crate::data::synth::is_complete(&root, &spec) {
                     continue;
                 }

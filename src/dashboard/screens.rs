@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use crossterm::event::KeyCode;
 
 use super::preview::{Preview, PreviewView};
-use crate::experiment::catalog::ExperimentEntry;
+use crate::dashboard::catalog::ExperimentEntry;
 use crate::experiment::{Axis, LauncherKind, Modality};
 use crate::render::ColorMode;
 use crate::runs::model::{RunModel, RunSort, sort_runs};

@@ -8,7 +8,7 @@
 //!
 //! A case without a `seg` file can be segmented but not trained or evaluated on.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -497,11 +497,6 @@ pub fn label_counts(labels: &Volume<u8>) -> [usize; 4] {
         counts[usize::from(l.min(3))] += 1;
     }
     counts
-}
-
-/// Names of the labels that appear, for messages: `{1, 2, 3}`.
-pub fn present_labels(labels: &Volume<u8>) -> BTreeSet<u8> {
-    labels.data.iter().copied().collect()
 }
 
 #[cfg(test)]

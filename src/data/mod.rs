@@ -5,6 +5,7 @@ pub mod cache;
 pub mod case;
 pub mod dataset;
 pub mod preprocess;
+pub mod probe;
 pub mod sampler;
 pub mod synth;
 pub mod volume;

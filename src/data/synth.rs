@@ -19,7 +19,7 @@ use nifti::writer::WriterOptions;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::experiment::Modality;
+use crate::experiment::{Modality, SyntheticConfig};
 
 /// The order modalities are generated and written in.
 pub const MODALITIES: [Modality; 4] = [Modality::T1n, Modality::T1c, Modality::T2w, Modality::T2f];
@@ -340,6 +340,17 @@ pub struct SynthSpec {
     pub cases: u32,
     pub shape: [usize; 3],
     pub seed: u64,
+}
+
+impl SynthSpec {
+    /// What an experiment's `[data.synthetic]` asks to generate.
+    pub fn of(config: &SyntheticConfig) -> SynthSpec {
+        SynthSpec {
+            cases: config.cases,
+            shape: config.shape.map(|n| n as usize),
+            seed: config.seed,
+        }
+    }
 }
 
 /// Whether `out` holds exactly the dataset `spec` describes, completely.

@@ -39,7 +39,7 @@ pub struct SweepTag {
     pub values: BTreeMap<String, serde_json::Value>,
     /// For a successive-halving sweep: its rungs and rules, the same in every run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub halving: Option<crate::halving::Halving>,
+    pub halving: Option<super::halving::Halving>,
 }
 
 impl SweepTag {
@@ -67,7 +67,7 @@ pub struct Member {
 pub struct Sweep {
     pub name: String,
     pub members: Vec<Member>,
-    pub halving: Option<crate::halving::Halving>,
+    pub halving: Option<super::halving::Halving>,
 }
 
 impl Sweep {
@@ -140,7 +140,7 @@ pub fn expand(path: &Path, text: &str, workspace: &Path) -> anyhow::Result<Optio
     let mut samples = None;
     let mut seed = 0u64;
     let mut axes: Vec<(String, Axis)> = Vec::new();
-    let mut halving = crate::halving::Rules::default();
+    let mut halving = super::halving::Rules::default();
     for (key, item) in table.iter() {
         let value = item
             .as_value()

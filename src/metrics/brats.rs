@@ -224,9 +224,9 @@ pub struct RegionReport {
     pub lesions: Vec<LesionScore>,
 }
 
-impl From<&RegionReport> for crate::events::BratsScores {
+impl From<&RegionReport> for crate::run::events::BratsScores {
     fn from(r: &RegionReport) -> Self {
-        crate::events::BratsScores {
+        crate::run::events::BratsScores {
             region: r.region.to_string(),
             lesion_dice: r.lesion_dice,
             lesion_hd95: r.lesion_hd95,

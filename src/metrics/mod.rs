@@ -1,7 +1,7 @@
 //! Segmentation scores on BraTS label maps (0 background, 1 NCR, 2 ED, 3 ET) by the regions
 //! the challenge evaluates: whole tumour (1, 2, 3), tumour core (1, 3), enhancing tumour (3).
 
-use crate::events::RegionScores;
+use crate::run::events::RegionScores;
 
 pub mod brats;
 mod edt;

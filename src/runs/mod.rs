@@ -2,7 +2,7 @@
 //! the commands that answer questions about runs (`runs`, `queue`, `report`, `export`) and
 //! the supervisor. Nothing here draws or reads keys.
 //!
-//! A run directory holds what the trainer wrote ([`crate::rundir`], [`crate::events`]);
+//! A run directory holds what the trainer wrote ([`crate::run`], [`crate::run::events`]);
 //! [`watch`] notices run directories and reads what their files gained, [`model`] folds
 //! those records into a [`RunModel`] per run, [`history`] keeps chart series bounded, and
 //! [`preview`] loads a run's latest prediction with its case.

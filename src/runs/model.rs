@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 
 use super::history::History;
 use crate::config::Choice;
-use crate::events::{BratsScores, Event, Outcome, RegionScores};
 use crate::experiment::Selection;
-use crate::slurm::Phase;
+use crate::run::events::{BratsScores, Event, Outcome, RegionScores};
+use crate::schedule::slurm::Phase;
 
 /// Lines of `train.log` kept for the run view.
 pub const LOG_LINES: usize = 40;
@@ -365,9 +365,9 @@ pub struct RunModel {
     pub budget: Option<f64>,
     /// In a halving sweep: its `rung.json` and, once pruned, its `pruned.json`.
     #[serde(skip)]
-    pub rung: Option<crate::halving::RungRecord>,
+    pub rung: Option<crate::run::RungRecord>,
     #[serde(skip)]
-    pub pruned: Option<crate::halving::Pruned>,
+    pub pruned: Option<crate::run::Pruned>,
     /// The weights file it started from (`model.init`), when not from random weights.
     pub init: Option<String>,
     pub steps_per_epoch: u32,
@@ -427,12 +427,12 @@ pub struct RunModel {
     pub queue: Option<QueuePlace>,
     /// How the last trainer process ended, when its launcher recorded it.
     #[serde(skip)]
-    pub exit: Option<crate::rundir::ExitRecord>,
+    pub exit: Option<crate::run::ExitRecord>,
     /// When it was last launched (its launch record), and its Slurm job as last seen.
     #[serde(skip)]
     pub launched: Option<DateTime<Utc>>,
     #[serde(skip)]
-    pub job: Option<crate::slurm::JobStatus>,
+    pub job: Option<crate::schedule::slurm::JobStatus>,
     /// When the trainer last wrote `run_finished`.
     pub finished_at: Option<DateTime<Utc>>,
     /// The Slurm job the latest `run_started` came from.
@@ -720,7 +720,7 @@ impl RunModel {
             };
         }
         let job = self.current_job();
-        match job.map(crate::slurm::JobStatus::phase) {
+        match job.map(crate::schedule::slurm::JobStatus::phase) {
             Some(Phase::Pending) => return RunState::Pending,
             // The trainer's own records once it has started under this job.
             Some(Phase::Running) if self.started_since_launch() => return RunState::Running,
@@ -742,7 +742,7 @@ impl RunModel {
             // The job ended and the trainer did not say how.
             return match job.state.as_str() {
                 "CANCELLED" => RunState::Stopped,
-                crate::slurm::UNKNOWN => RunState::Lost,
+                crate::schedule::slurm::UNKNOWN => RunState::Lost,
                 _ => RunState::Failed,
             };
         }
@@ -756,7 +756,7 @@ impl RunModel {
 
     /// The Slurm job of the latest launch, unless the trainer finished under it: then its
     /// events tell.
-    fn current_job(&self) -> Option<&crate::slurm::JobStatus> {
+    fn current_job(&self) -> Option<&crate::schedule::slurm::JobStatus> {
         let job = self.job.as_ref()?;
         let finished_under_it = match (self.finished_at, self.launched) {
             (Some(finished), Some(launched)) => finished >= launched,
@@ -809,7 +809,7 @@ impl RunModel {
 
     /// How the current trainer process ended when it ended badly without saying so in its
     /// events (out of memory, killed, crashed): the launcher's exit record for its pid.
-    fn died(&self) -> Option<&crate::rundir::ExitRecord> {
+    fn died(&self) -> Option<&crate::run::ExitRecord> {
         self.exit
             .as_ref()
             .filter(|exit| !exit.clean() && self.pid.is_none_or(|pid| pid == exit.pid))
@@ -824,7 +824,7 @@ impl RunModel {
         {
             let last = self.log_tail.iter().rev().find(|l| !l.trim().is_empty());
             let said = match job.state.as_str() {
-                crate::slurm::UNKNOWN => format!("Slurm no longer knows job {}", job.id),
+                crate::schedule::slurm::UNKNOWN => format!("Slurm no longer knows job {}", job.id),
                 _ => format!("Slurm job {} ended {}", job.id, job.describe()),
             };
             return Some(match last {
@@ -886,7 +886,7 @@ impl RunModel {
         let path = Path::new(self.init.as_deref()?);
         let run = path
             .parent()
-            .filter(|dir| dir.file_name().is_some_and(|n| n == crate::rundir::RunDir::CHECKPOINTS))
+            .filter(|dir| dir.file_name().is_some_and(|n| n == crate::run::RunDir::CHECKPOINTS))
             .and_then(Path::parent)
             .and_then(Path::file_name);
         Some(run.or(path.file_name())?.to_string_lossy().into_owned())
@@ -1256,12 +1256,12 @@ mod tests {
         assert!(run.eta(at(70)).is_none());
     }
 
-    fn job(state: &str, reason: Option<&str>) -> crate::slurm::JobStatus {
+    fn job(state: &str, reason: Option<&str>) -> crate::schedule::slurm::JobStatus {
         job_id("12", state, reason)
     }
 
-    fn job_id(id: &str, state: &str, reason: Option<&str>) -> crate::slurm::JobStatus {
-        crate::slurm::JobStatus {
+    fn job_id(id: &str, state: &str, reason: Option<&str>) -> crate::schedule::slurm::JobStatus {
+        crate::schedule::slurm::JobStatus {
             id: id.into(),
             state: state.into(),
             reason: reason.map(Into::into),
@@ -1327,7 +1327,7 @@ mod tests {
         );
         run.job = Some(job("CANCELLED", None));
         assert_eq!((run.state(), run.error()), (RunState::Stopped, None));
-        run.job = Some(job(crate::slurm::UNKNOWN, None));
+        run.job = Some(job(crate::schedule::slurm::UNKNOWN, None));
         assert_eq!(run.state(), RunState::Lost);
     }
 

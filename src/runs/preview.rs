@@ -11,10 +11,10 @@ use anyhow::Context;
 
 use crate::data::case;
 use crate::data::volume::Volume;
-use crate::events::{Event, EventTail, RegionScores};
 use crate::experiment::{Axis, Experiment, Modality};
 use crate::render::{self, Slice};
-use crate::rundir::RunDir;
+use crate::run::RunDir;
+use crate::run::events::{Event, EventTail, RegionScores};
 
 /// A run's latest preview, loaded.
 #[derive(Debug)]

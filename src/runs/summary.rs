@@ -18,11 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use super::config::Config;
 use super::model::RunModel;
-use crate::events::EventTail;
-use crate::rundir::RunDir;
+use crate::run::RunDir;
+use crate::run::events::EventTail;
 
 /// The summary's file name in a run directory.
-pub const FILE: &str = "summary.json";
+const FILE: &str = RunDir::SUMMARY;
 /// Bumped when the model's folded fields change meaning, so older summaries are refolded.
 const SCHEMA: u32 = 1;
 
@@ -112,13 +112,13 @@ fn write(dir: &Path, model: &RunModel, events: (u64, u64)) {
         model,
     };
     // Best effort: without it, readers fold the events as before.
-    let _ = crate::rundir::write_json(dir, &dir.join(FILE), &stored);
+    let _ = crate::run::write_json(dir, &dir.join(FILE), &stored);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Event, EventLog};
+    use crate::run::events::{Event, EventLog};
 
     fn recorded(name: &str) -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/runs").join(name)
@@ -216,7 +216,7 @@ mod tests {
         let run = dir.path().join("r");
         std::fs::create_dir(&run).expect("mkdir");
         let mut log = EventLog::open(&run.join("events.jsonl")).expect("open");
-        let scores = |v: f64| crate::events::RegionScores { et: v, tc: v, wt: v };
+        let scores = |v: f64| crate::run::events::RegionScores { et: v, tc: v, wt: v };
         let time = chrono::Utc::now();
         // Legacy Dice is best at epoch 1, lesion-wise Dice at epoch 2.
         for (epoch, legacy, lesion) in [(1, 0.8, 0.2), (2, 0.6, 0.5)] {

@@ -16,11 +16,11 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System}
 
 use super::config::Config;
 use super::model::{LOG_LINES, Liveness, ProcessSample, QueuePlace};
-use crate::events::{Event, EventTail};
 use crate::experiment::sweep::SweepTag;
-use crate::process::is_trainer_name;
-use crate::rundir::RunDir;
-use crate::slurm::{JobRef, JobStatus, Phase};
+use crate::run::RunDir;
+use crate::run::events::{Event, EventTail};
+use crate::run::process::is_trainer_name;
+use crate::schedule::slurm::{JobRef, JobStatus, Phase};
 use crate::workspace::Workspace;
 
 /// Time between two looks.
@@ -69,9 +69,9 @@ pub struct RunUpdate {
     pub log_tail: Option<Vec<String>>,
     pub sample: Option<ProcessSample>,
     /// How its trainer process ended, when its launcher recorded it.
-    pub exit: Option<crate::rundir::ExitRecord>,
+    pub exit: Option<crate::run::ExitRecord>,
     /// Its launch record, when it is new (a first launch, a resume).
-    pub launch: Option<crate::rundir::Launch>,
+    pub launch: Option<crate::run::Launch>,
     /// Its Slurm job's state, when it changed.
     pub job: Option<JobStatus>,
 }
@@ -183,7 +183,7 @@ struct Tracked {
 }
 
 /// A halving-sweep run's `rung.json` and `pruned.json`.
-pub type HalvingFiles = (Option<crate::halving::RungRecord>, Option<crate::halving::Pruned>);
+pub type HalvingFiles = (Option<crate::run::RungRecord>, Option<crate::run::Pruned>);
 
 pub struct Watcher {
     workspace: Workspace,
@@ -411,10 +411,7 @@ impl Watcher {
                 }
             }
             if tracked.halving.is_some() {
-                let files = (
-                    crate::halving::read_record(tracked.run.path()),
-                    crate::halving::read_pruned(tracked.run.path()),
-                );
+                let files = (tracked.run.read_rung(), tracked.run.read_pruned());
                 if tracked.halving.as_ref() != Some(&files) {
                     tracked.halving = Some(files.clone());
                     update.halving = Some(files);
@@ -469,13 +466,13 @@ impl Watcher {
             return changed;
         }
         let refs: Vec<JobRef> = asked.iter().map(|(_, j)| j.clone()).collect();
-        match crate::slurm::poll(&refs) {
+        match crate::schedule::slurm::poll(&refs) {
             Ok(states) => {
                 self.slurm_error = None;
                 for (id, job) in asked {
                     let status = states.get(&job.id).cloned().unwrap_or_else(|| JobStatus {
                         id: job.id.clone(),
-                        state: crate::slurm::UNKNOWN.to_string(),
+                        state: crate::schedule::slurm::UNKNOWN.to_string(),
                         reason: None,
                         exit_code: None,
                         nodes: None,
@@ -503,7 +500,7 @@ impl Watcher {
 
     /// The queue's places by run id, when `queue.json` changed since the last look.
     fn read_queue(&mut self) -> Option<BTreeMap<String, QueuePlace>> {
-        let queue = crate::queue::Queue::new(&self.workspace);
+        let queue = crate::schedule::queue::Queue::new(&self.workspace);
         let stamp = std::fs::metadata(queue.path())
             .ok()
             .and_then(|m| Some((m.modified().ok()?, m.len())));
@@ -558,7 +555,7 @@ impl Watcher {
             let alive = system.process(pid).is_some_and(|p| {
                 p.status() != ProcessStatus::Zombie
                     && is_trainer_name(&p.name().to_string_lossy())
-                    && start.is_none_or(|s| crate::process::same_start(p.start_time(), s))
+                    && start.is_none_or(|s| crate::run::process::same_start(p.start_time(), s))
             });
             let mut sample = ProcessSample {
                 time,

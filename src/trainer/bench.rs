@@ -11,8 +11,9 @@ use std::time::Instant;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use segtop::cost;
 use segtop::data::sampler::Batch;
-use segtop::experiment::{Experiment, Precision, cost};
+use segtop::experiment::{Experiment, Precision};
 
 use crate::infer::SlidingWindow;
 use crate::model::UNet;

@@ -21,9 +21,9 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tch::{Tensor, nn};
 
-use segtop::events::RegionScores;
 use segtop::experiment::TrainConfig;
-use segtop::rundir::RunDir;
+use segtop::run::RunDir;
+use segtop::run::events::RegionScores;
 
 use crate::optim::{Optimizer, Scheduler};
 
@@ -86,7 +86,11 @@ pub fn save(
     best: bool,
 ) -> anyhow::Result<String> {
     let root = run.checkpoints();
-    let name = format!("step-{:06}", state.global_step);
+    let target = run.step(state.global_step);
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let temporary = root.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&temporary);
     if let Err(error) = write_files(&temporary, vs, optimizer, state) {
@@ -94,20 +98,19 @@ pub fn save(
         let _ = std::fs::remove_dir_all(&temporary);
         return Err(error);
     }
-    let target = root.join(&name);
     let _ = std::fs::remove_dir_all(&target);
     std::fs::rename(&temporary, &target).with_context(|| format!("cannot rename to {}", target.display()))?;
     if best {
         let staged = root.join(format!(".best.tmp-{}", std::process::id()));
-        std::fs::copy(target.join("model.safetensors"), &staged)?;
+        std::fs::copy(target.join(RunDir::STEP_WEIGHTS), &staged)?;
         sync(&staged)?;
-        std::fs::rename(&staged, root.join("best.safetensors"))?;
+        std::fs::rename(&staged, run.best_weights())?;
     }
     sync(&root)?;
     // Only the newest complete checkpoint is kept.
     for entry in std::fs::read_dir(&root)?.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        if file_name.starts_with("step-") && file_name != name {
+        if file_name.starts_with(RunDir::STEP_PREFIX) && file_name != name {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -125,19 +128,19 @@ fn contiguous(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Vec<(Strin
 /// The checkpoint's files in `temporary`, each synced.
 fn write_files(temporary: &Path, vs: &nn::VarStore, optimizer: &Optimizer, state: &TrainState) -> anyhow::Result<()> {
     std::fs::create_dir_all(temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
-    let model = temporary.join("model.safetensors");
+    let model = temporary.join(RunDir::STEP_WEIGHTS);
     Tensor::write_safetensors(&contiguous(vs.variables()), &model)
         .with_context(|| format!("cannot write {}", model.display()))?;
     let (moments, scalars) = optimizer.state();
-    let optimizer_file = temporary.join("optimizer.safetensors");
+    let optimizer_file = temporary.join(RunDir::STEP_OPTIMIZER);
     Tensor::write_safetensors(&contiguous(moments), &optimizer_file)
         .with_context(|| format!("cannot write {}", optimizer_file.display()))?;
     let mut state = state.clone();
     state.optimizer = scalars;
-    let state_file = temporary.join("state.json");
+    let state_file = temporary.join(RunDir::STEP_STATE);
     std::fs::write(&state_file, serde_json::to_vec_pretty(&state)?)
         .with_context(|| format!("cannot write {}", state_file.display()))?;
-    for file in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+    for file in [RunDir::STEP_WEIGHTS, RunDir::STEP_OPTIMIZER, RunDir::STEP_STATE] {
         sync(&temporary.join(file)).with_context(|| format!("cannot write {}", temporary.join(file).display()))?;
     }
     Ok(())
@@ -145,25 +148,16 @@ fn write_files(temporary: &Path, vs: &nn::VarStore, optimizer: &Optimizer, state
 
 /// The newest complete checkpoint of a run, if any.
 pub fn latest(run: &RunDir) -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(run.checkpoints())
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")) && p.join("state.json").is_file()
-        })
-        .collect();
-    found.sort();
-    found.pop()
+    run.latest_step()
 }
 
 /// Loads a checkpoint folder into the model and optimizer; returns the training state.
 pub fn load(dir: &Path, vs: &mut nn::VarStore, optimizer: &mut Optimizer) -> anyhow::Result<TrainState> {
-    let state: TrainState = serde_json::from_slice(&std::fs::read(dir.join("state.json"))?)
+    let state: TrainState = serde_json::from_slice(&std::fs::read(dir.join(RunDir::STEP_STATE))?)
         .with_context(|| format!("{}: unreadable training state", dir.display()))?;
-    vs.load(dir.join("model.safetensors"))
+    vs.load(dir.join(RunDir::STEP_WEIGHTS))
         .with_context(|| format!("{}: cannot load the model", dir.display()))?;
-    let moments: BTreeMap<String, Tensor> = Tensor::read_safetensors(dir.join("optimizer.safetensors"))
+    let moments: BTreeMap<String, Tensor> = Tensor::read_safetensors(dir.join(RunDir::STEP_OPTIMIZER))
         .with_context(|| format!("{}: cannot load the optimizer", dir.display()))?
         .into_iter()
         .collect();

@@ -14,7 +14,7 @@ use std::os::fd::IntoRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
-use segtop::events::EventLog;
+use segtop::run::events::EventLog;
 
 const ADVICE: &str = "make the patch or batch smaller, or run fewer runs at once";
 
@@ -367,7 +367,7 @@ impl<const N: usize> std::fmt::Write for Text<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use segtop::events::{Event, Outcome};
+    use segtop::run::events::{Event, Outcome};
 
     #[test]
     fn panics_read_as_plain_reasons() {

@@ -14,12 +14,12 @@ use tch::nn;
 
 use segtop::data::cache::CachedCase;
 use segtop::data::preprocess::uncrop;
-use segtop::events::{BratsScores, CaseEvaluation, Event, EventLog, RegionScores};
 use segtop::experiment::Experiment;
 use segtop::metrics::brats::{Challenge, Detail};
 use segtop::metrics::grid::Grid;
 use segtop::postprocess::{self, Plan};
-use segtop::rundir::RunDir;
+use segtop::run::RunDir;
+use segtop::run::events::{BratsScores, CaseEvaluation, Event, EventLog, RegionScores};
 
 use crate::infer::{self, SlidingWindow};
 use crate::model::UNet;
@@ -68,7 +68,7 @@ impl FinalEvaluation<'_> {
             return Ok(());
         }
         let start = Instant::now();
-        let best = self.run.checkpoints().join("best.safetensors");
+        let best = self.run.best_weights();
         if best.exists() {
             vs.load(&best)
                 .with_context(|| format!("cannot load {}", best.display()))?;

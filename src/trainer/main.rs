@@ -24,7 +24,7 @@ use clap::{Parser, Subcommand};
 
 use segtop::config::Choice;
 use segtop::experiment::{Experiment, Precision};
-use segtop::process::exit;
+use segtop::run::process::exit;
 
 #[derive(Parser)]
 #[command(
@@ -203,7 +203,7 @@ fn train(
     resume: Option<&std::path::Path>,
     runs: &std::path::Path,
 ) -> anyhow::Result<i32> {
-    use segtop::rundir::RunDir;
+    use segtop::run::RunDir;
     let (run, experiment) = match (resume, experiment) {
         (Some(dir), _) => {
             let run = RunDir::open(dir);
@@ -244,7 +244,7 @@ fn train(
             Ok(exit::STOPPED)
         }
         Err(error) => {
-            if let Ok(mut events) = segtop::events::EventLog::open(&run.events()) {
+            if let Ok(mut events) = segtop::run::events::EventLog::open(&run.events()) {
                 let _ = events.emit_failure(&format!("{error:#}"), 0.0);
             }
             Err(error)
@@ -258,8 +258,8 @@ fn train(
 /// After the checkpoint at a Slurm job's time limit: the run goes on in a new job (`slurm.requeue`),
 /// submitted as `segtop resume` would, unless this job trained nothing (it would only run out
 /// of time again). What happened goes to the run's log; the run stays stopped when it fails.
-fn go_on_in_a_new_job(run: &segtop::rundir::RunDir, experiment: &Experiment, steps: u64) {
-    if segtop::slurm::current_job().is_none() {
+fn go_on_in_a_new_job(run: &segtop::run::RunDir, experiment: &Experiment, steps: u64) {
+    if segtop::schedule::slurm::current_job().is_none() {
         return;
     }
     let by_hand = format!("go on with: segtop resume {}", run.id());
@@ -280,13 +280,13 @@ fn go_on_in_a_new_job(run: &segtop::rundir::RunDir, experiment: &Experiment, ste
         return;
     };
     let workspace = segtop::workspace::Workspace::new(workspace);
-    match segtop::queue::Queue::new(&workspace).resume(&workspace, run) {
-        Ok(segtop::queue::Resumed::Submitted { job }) => {
+    match segtop::schedule::queue::Queue::new(&workspace).resume(&workspace, run) {
+        Ok(segtop::schedule::queue::Resumed::Submitted { job }) => {
             say(&format!(
                 "time limit near: submitted again as Slurm job {job}, to go on from the checkpoint"
             ));
         }
-        Ok(segtop::queue::Resumed::Queued) => {
+        Ok(segtop::schedule::queue::Resumed::Queued) => {
             say("time limit near: queued to go on from the checkpoint");
         }
         Err(error) => say(&format!("error: could not submit the run again: {error:#}; {by_hand}")),

@@ -23,7 +23,7 @@ use segtop::data::volume;
 use segtop::experiment::{Experiment, Layout, Output, Precision};
 use segtop::metrics::grid::Grid;
 use segtop::postprocess::Plan;
-use segtop::rundir::RunDir;
+use segtop::run::RunDir;
 
 use crate::infer::{SlidingWindow, as_regions, labels_of};
 use crate::model::UNet;
@@ -77,14 +77,9 @@ pub fn from_run(run_dir: &Path) -> anyhow::Result<(Experiment, PathBuf)> {
     }
     let experiment = Experiment::load_frozen(&run.experiment(), run_dir)
         .with_context(|| format!("{} is not a run directory", run_dir.display()))?;
-    let best = run.checkpoints().join("best.safetensors");
-    let weights = if best.is_file() {
-        best
-    } else {
-        crate::checkpoint::latest(&run)
-            .map(|dir| dir.join("model.safetensors"))
-            .with_context(|| format!("run {} has no checkpoint yet", run_dir.display()))?
-    };
+    let weights = run
+        .weights()
+        .with_context(|| format!("run {} has no checkpoint yet", run_dir.display()))?;
     Ok((experiment, weights))
 }
 
@@ -110,7 +105,7 @@ pub fn fold_runs(run_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .with_context(|| format!("cannot list {}", parent.display()))?
         .flatten()
         .map(|entry| entry.path())
-        .filter(|dir| dir.join(RunDir::CHECKPOINTS).join("best.safetensors").is_file())
+        .filter(|dir| RunDir::open(dir).best_weights().is_file())
         .filter(|dir| dir.file_name() != run_dir.file_name())
         .filter_map(|dir| {
             let other = Experiment::load_frozen(&RunDir::open(&dir).experiment(), &dir).ok()?;

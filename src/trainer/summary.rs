@@ -4,7 +4,8 @@ use std::fmt::Write;
 
 use tch::nn;
 
-use segtop::experiment::{Experiment, Precision, cost};
+use segtop::cost;
+use segtop::experiment::{Experiment, Precision};
 
 use crate::model::UNet;
 

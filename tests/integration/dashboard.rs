@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 
-use segtop::events::{Event, EventTail};
+use segtop::run::events::{Event, EventTail};
 
 use super::wait::{poll_until, wait_until};
 
@@ -279,7 +279,7 @@ fn assert_completes(run: &Path) {
         matches!(
             finished,
             Event::RunFinished {
-                outcome: segtop::events::Outcome::Completed,
+                outcome: segtop::run::events::Outcome::Completed,
                 ..
             }
         ),
@@ -307,7 +307,7 @@ fn the_watcher_samples_a_live_trainer_as_one_process() {
     });
     // An impostor: a run whose record names the same pid but a process started earlier,
     // as when a pid is reused. It must not be taken for alive.
-    let start = segtop::process::start_time(child.id()).expect("the trainer's start time");
+    let start = segtop::run::process::start_time(child.id()).expect("the trainer's start time");
     let impostor = dir.path().join("runs/20261126-000000-impostor");
     std::fs::create_dir_all(&impostor).expect("mkdir");
     let record = Event::RunStarted {

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use segtop::events::{Event, Outcome};
+use segtop::run::events::{Event, Outcome};
 
 use super::queue::{events, finished};
 
@@ -285,7 +285,7 @@ fn a_run_over_its_memory_cgroup_is_killed_reads_out_of_memory_and_the_queue_goes
     std::fs::write(ws.join("big.toml"), text("big", 32, "[48, 48, 32]", 16)).expect("write");
     std::fs::write(ws.join("tiny.toml"), text("tiny", 4, "[16, 16, 16]", 2)).expect("write");
     let workspace = segtop::workspace::Workspace::new(ws);
-    let queue = segtop::queue::Queue::new(&workspace);
+    let queue = segtop::schedule::queue::Queue::new(&workspace);
     let big = queue
         .add(&workspace, &ws.join("big.toml"), None)
         .expect("queued")

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use segtop::events::{Event, Outcome};
-use segtop::rundir::RunDir;
+use segtop::run::RunDir;
+use segtop::run::events::{Event, Outcome};
 
 use super::stdout;
 use super::wait::{poll_until, wait_until};
@@ -208,9 +208,10 @@ fn a_halving_sweep_promotes_the_best_run_from_its_checkpoint_and_prunes_the_rest
     assert!(queued.status.success(), "{queued:?}");
     let runs = wait_for_all(dir.path(), 3, Duration::from_secs(300));
     let log = std::fs::read_to_string(dir.path().join("runs/supervisor.log")).unwrap_or_default();
-    let record = |run: &Path| segtop::halving::read_record(run).expect("rung.json");
-    let (promoted, pruned): (Vec<&PathBuf>, Vec<&PathBuf>) =
-        runs.iter().partition(|run| segtop::halving::read_pruned(run).is_none());
+    let record = |run: &Path| segtop::run::RunDir::open(run).read_rung().expect("rung.json");
+    let (promoted, pruned): (Vec<&PathBuf>, Vec<&PathBuf>) = runs
+        .iter()
+        .partition(|run| segtop::run::RunDir::open(run).read_pruned().is_none());
     assert_eq!((promoted.len(), pruned.len()), (1, 2), "{log}");
     let best = promoted[0];
     // It stopped at the end of rung 0, then went on from its checkpoint and completed.
@@ -232,11 +233,18 @@ fn a_halving_sweep_promotes_the_best_run_from_its_checkpoint_and_prunes_the_rest
     for run in &pruned {
         let (outcome, reason) = finished(run).expect("finished");
         assert_eq!(outcome, Outcome::Stopped);
-        assert!(reason.unwrap_or_default().starts_with(segtop::halving::RUNG_END));
+        assert!(
+            reason
+                .unwrap_or_default()
+                .starts_with(segtop::schedule::halving::RUNG_END)
+        );
         let record = record(run);
         assert_eq!((record.rung, record.scores.len()), (0, 1));
         assert!(record.scores[0] <= best_record.scores[0], "{log}");
-        let why = segtop::halving::read_pruned(run).expect("pruned.json").reason;
+        let why = segtop::run::RunDir::open(run)
+            .read_pruned()
+            .expect("pruned.json")
+            .reason;
         assert!(why.starts_with("rung 0: legacy Dice"), "{why}");
         assert!(!events(run).iter().any(|e| matches!(e, Event::Evaluation { .. })));
     }
@@ -323,7 +331,7 @@ fn a_trainer_out_of_memory_fails_with_a_reason_and_the_queue_moves_on() {
     let tiny = dir.path().join("tiny.toml");
     std::fs::write(&tiny, tiny_text(2)).expect("write");
     // Queued here, without a supervisor: the test starts its own under a memory limit.
-    let queue = segtop::queue::Queue::new(&workspace);
+    let queue = segtop::schedule::queue::Queue::new(&workspace);
     let big_run = queue.add(&workspace, &big, None).expect("queued").remove(0).run;
     let tiny_run = queue.add(&workspace, &tiny, None).expect("queued").remove(0).run;
     let mut supervisor = Command::new(env!("CARGO_BIN_EXE_segtop"));
@@ -575,7 +583,7 @@ fn queue_commands_and_supervisors_started_at_the_same_moment_start_each_run_once
             assert_eq!(ends, 1, "repetition {repetition}: {id} ran more than once");
         }
         assert!(
-            segtop::queue::Queue::new(&workspace)
+            segtop::schedule::queue::Queue::new(&workspace)
                 .read()
                 .expect("queue")
                 .entries

@@ -142,7 +142,7 @@ fn wait_for_state(dir: &Path, id: &str, state: &str) {
 #[cfg(feature = "trainer")]
 #[test]
 fn stop_resume_kill_and_remove_a_run_from_the_command_line() {
-    use segtop::events::Event;
+    use segtop::run::events::Event;
     let dir = tempfile::tempdir().expect("temp dir");
     let experiment = super::train::experiment(dir.path(), 500);
     let mut child = super::train::start_and_wait(dir.path(), &experiment, |events| {
@@ -212,8 +212,8 @@ fn stop_resume_kill_and_remove_a_run_from_the_command_line() {
 }
 
 /// The official scores of one region, for an evaluation record.
-fn brats(region: &str, lesion_dice: f64, legacy_dice: f64) -> segtop::events::BratsScores {
-    segtop::events::BratsScores {
+fn brats(region: &str, lesion_dice: f64, legacy_dice: f64) -> segtop::run::events::BratsScores {
+    segtop::run::events::BratsScores {
         region: region.into(),
         lesion_dice,
         lesion_hd95: 10.0,
@@ -239,7 +239,7 @@ fn export_writes_one_row_per_run_and_epoch() {
         .to_utc();
     let regions = |wt: (f64, f64)| vec![brats("WT", wt.0, wt.1), brats("TC", 0.1, 0.2), brats("ET", 0.3, 0.4)];
     events.push_str(
-        &segtop::events::Event::Evaluation {
+        &segtop::run::events::Event::Evaluation {
             time,
             epoch: 6,
             challenge: "BraTS-SSA".into(),

@@ -13,11 +13,11 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
 use segtop::dashboard::app::{App, Effect, Msg, Screen};
+use segtop::dashboard::catalog::{ExperimentEntry, ExperimentStatus};
 use segtop::dashboard::view;
-use segtop::events::EventTail;
 use segtop::experiment::Experiment;
-use segtop::experiment::catalog::{ExperimentEntry, ExperimentStatus};
-use segtop::process::Halt;
+use segtop::run::events::EventTail;
+use segtop::run::process::Halt;
 use segtop::runs::model::{Liveness, ProcessSample, QueuePlace, RunState};
 use segtop::runs::watch::{HostSample, RunFound, RunUpdate, Watch, log_tail};
 use segtop::theme::Theme;
@@ -811,7 +811,7 @@ fn the_run_list_shows_long_runs_epochs_whole() {
         ];
         let events = lines
             .iter()
-            .map(|line| segtop::events::Event::from_line(line).expect("a valid event"))
+            .map(|line| segtop::run::events::Event::from_line(line).expect("a valid event"))
             .collect();
         RunUpdate {
             id: id.to_string(),
@@ -856,7 +856,7 @@ fn the_run_list_shows_long_runs_epochs_whole() {
 /// lesion-wise Dice.
 #[test]
 fn the_run_view_shows_raw_and_post_processed_scores_and_d_shows_lesion_wise_dice() {
-    use segtop::events::{BratsScores, Event, RegionScores};
+    use segtop::run::events::{BratsScores, Event, RegionScores};
     const COMPLETED: &str = "20261126-204650-unet-base8";
     let mut app = dashboard_with_recorded_runs(120, 36);
     key(&mut app, KeyCode::Char('2'));

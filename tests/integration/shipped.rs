@@ -116,37 +116,121 @@ fn lite_is_lighter_than_the_seed() {
 fn quick_demo_brings_its_own_data() {
     let demo = Experiment::load(&repo().join("experiments/quick-demo.toml"), Path::new("/ws")).expect("valid");
     assert!(demo.data.synthetic.is_some());
-    let problems = demo.check_paths(Path::new("/ws"));
+    let problems = segtop::run::path_problems(&demo, Path::new("/ws"));
     assert!(problems.iter().all(|p| !p.fatal), "{problems:?}");
 }
 
+/// The key reference's text for each top-level section: from its `` ## `[section]` `` heading
+/// to the next heading of that level.
+fn key_reference_sections() -> std::collections::BTreeMap<String, String> {
+    let path = repo().join("docs/src/experiment-files.md");
+    let text = std::fs::read_to_string(&path).expect("docs/src/experiment-files.md");
+    let mut sections = std::collections::BTreeMap::new();
+    let mut current: Option<(String, String)> = None;
+    for line in text.lines() {
+        if let Some(heading) = line.strip_prefix("## ") {
+            if let Some((name, body)) = current.take() {
+                sections.insert(name, body);
+            }
+            let name = heading.trim().trim_matches('`').trim_matches(['[', ']']);
+            current = Some((name.to_string(), String::new()));
+        } else if let Some((_, body)) = current.as_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    sections.extend(current);
+    sections
+}
+
+/// Every key `segtop check` writes out is documented in its own section of the key reference
+/// (a nested table such as `[train.loss]` in its parent's), not merely somewhere in the docs.
 #[test]
-fn readme_documents_every_experiment_key() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+fn the_key_reference_documents_every_experiment_key_in_its_section() {
+    let sections = key_reference_sections();
     let mut text = "[data]\nroot = \"d\"\n[data.synthetic]\n".to_string();
     text.push_str("[train]\n");
     let experiment = Experiment::parse(Path::new("x.toml"), &text, Path::new("/ws")).expect("valid");
     let resolved: toml::Table = toml::from_str(&experiment.to_toml()).expect("check output is TOML");
     let mut missing = Vec::new();
-    let mut visit = vec![(String::new(), &resolved)];
+    let mut visit: Vec<(String, &toml::Table)> = resolved
+        .iter()
+        .filter_map(|(key, value)| value.as_table().map(|table| (key.clone(), table)))
+        .collect();
     while let Some((section, table)) = visit.pop() {
-        if !section.is_empty() && !readme.contains(&format!("[{section}]")) {
+        let top = section.split('.').next().unwrap_or_default();
+        let Some(body) = sections.get(top) else {
+            missing.push(format!("[{section}] (no section)"));
+            continue;
+        };
+        if section != top && !body.contains(&format!("[{section}]")) {
             missing.push(format!("[{section}]"));
         }
         for (key, value) in table {
             match value {
-                toml::Value::Table(inner) => {
-                    let name = if section.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{section}.{key}")
-                    };
-                    visit.push((name, inner));
-                }
-                _ if !readme.contains(&format!("`{key}`")) => missing.push(format!("{section}.{key}")),
+                toml::Value::Table(inner) => visit.push((format!("{section}.{key}"), inner)),
+                _ if !body.contains(&format!("`{key}`")) => missing.push(format!("{section}.{key}")),
                 _ => {}
             }
         }
     }
-    assert!(missing.is_empty(), "README.md does not document: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "docs/src/experiment-files.md does not document, in the key's own section: {missing:?}"
+    );
+}
+
+/// The book's table of contents lists every chapter there is, and every chapter it lists
+/// exists; the README links only to files that exist.
+#[test]
+fn the_book_lists_its_chapters_and_links_resolve() {
+    let docs = repo().join("docs/src");
+    let summary = std::fs::read_to_string(docs.join("SUMMARY.md")).expect("docs/src/SUMMARY.md");
+    let listed: Vec<&str> = summary
+        .lines()
+        .filter_map(|line| line.split("](").nth(1)?.split(')').next())
+        .collect();
+    let mut chapters: Vec<String> = std::fs::read_dir(&docs)
+        .expect("docs/src")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".md") && name != "SUMMARY.md")
+        .collect();
+    chapters.sort();
+    let mut sorted: Vec<String> = listed.iter().map(|s| s.to_string()).collect();
+    sorted.sort();
+    assert_eq!(sorted, chapters, "SUMMARY.md and the chapters in docs/src differ");
+    let mut broken = Vec::new();
+    let mut files: Vec<std::path::PathBuf> = chapters.iter().map(|c| docs.join(c)).collect();
+    files.push(repo().join("README.md"));
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("readable");
+        let dir = file.parent().expect("in a folder");
+        for target in text.split("](").skip(1).filter_map(|rest| rest.split(')').next()) {
+            let path = target.split('#').next().unwrap_or_default();
+            if path.is_empty() || path.contains("://") {
+                continue;
+            }
+            if !dir.join(path).exists() {
+                broken.push(format!("{}: {target}", file.display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "links to files that do not exist: {broken:?}");
+}
+
+/// No import circles among the files of `src/`, and no import against the flow the Layout
+/// chapter describes (`scripts/imports.py` says which and where).
+#[test]
+fn the_source_imports_follow_the_flow() {
+    let output = std::process::Command::new("python3")
+        .arg(repo().join("scripts/imports.py"))
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -15,8 +15,8 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use segtop::events::{Event, Outcome};
-use segtop::rundir::RunDir;
+use segtop::run::RunDir;
+use segtop::run::events::{Event, Outcome};
 
 use super::wait::poll_until;
 use super::{stderr, stdout};

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use segtop::events::Event;
+use segtop::run::events::Event;
 
 use super::wait::poll_until;
 
@@ -106,7 +106,7 @@ fn signal(child: &std::process::Child, name: &str) {
     assert!(status.success(), "kill -{name} failed");
 }
 
-fn last_validation(events: &[Event]) -> segtop::events::RegionScores {
+fn last_validation(events: &[Event]) -> segtop::run::events::RegionScores {
     events
         .iter()
         .rev()
@@ -150,7 +150,7 @@ fn a_tiny_run_writes_a_complete_run_directory() {
     assert!(matches!(
         events.last(),
         Some(Event::RunFinished {
-            outcome: segtop::events::Outcome::Completed,
+            outcome: segtop::run::events::Outcome::Completed,
             ..
         })
     ));
@@ -335,7 +335,7 @@ fn a_time_budgeted_run_plans_its_epochs_and_ends_on_a_validated_one() {
     assert!(matches!(
         events.last(),
         Some(Event::RunFinished {
-            outcome: segtop::events::Outcome::Completed,
+            outcome: segtop::run::events::Outcome::Completed,
             ..
         })
     ));
@@ -360,7 +360,7 @@ fn a_budget_too_small_for_one_epoch_is_refused_with_the_estimate() {
     assert!(matches!(
         events.last(),
         Some(Event::RunFinished {
-            outcome: segtop::events::Outcome::Failed,
+            outcome: segtop::run::events::Outcome::Failed,
             ..
         })
     ));
@@ -535,7 +535,7 @@ fn a_run_killed_mid_training_resumes_to_the_same_result() {
 }
 
 /// Every validation's (epoch, Dice, seed Dice).
-fn validations(events: &[Event]) -> Vec<(u32, segtop::events::RegionScores, f64)> {
+fn validations(events: &[Event]) -> Vec<(u32, segtop::run::events::RegionScores, f64)> {
     events
         .iter()
         .filter_map(|e| match e {
@@ -574,7 +574,7 @@ fn a_run_stopped_in_a_validation_validates_again_on_resume_to_the_same_result() 
     assert!(matches!(
         stopped.last(),
         Some(Event::RunFinished {
-            outcome: segtop::events::Outcome::Stopped,
+            outcome: segtop::run::events::Outcome::Stopped,
             reason: Some(reason),
             ..
         }) if reason.contains("time limit")
@@ -615,7 +615,7 @@ fn sigterm_checkpoints_and_stops_with_its_own_exit_code() {
     assert!(matches!(
         events.last(),
         Some(Event::RunFinished {
-            outcome: segtop::events::Outcome::Stopped,
+            outcome: segtop::run::events::Outcome::Stopped,
             ..
         })
     ));
@@ -639,7 +639,7 @@ fn a_crash_in_native_code_is_recorded_in_the_events_and_ends_the_trainer_by_its_
         ..,
         Event::Error { message, .. },
         Event::RunFinished {
-            outcome: segtop::events::Outcome::Failed,
+            outcome: segtop::run::events::Outcome::Failed,
             reason: Some(reason),
             seconds,
             ..
@@ -1060,7 +1060,7 @@ fn bench_times_training_steps_and_a_sliding_window_case_and_reports_json() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
     let checked = segtop::experiment::Experiment::load(&experiment, dir.path()).expect("experiment");
-    let params = segtop::experiment::cost::parameter_count(&checked.model, 4);
+    let params = segtop::cost::parameter_count(&checked.model, 4);
     assert_eq!(report["params"].as_u64(), Some(params), "{report}");
     assert_eq!(report["patch"], serde_json::json!([16, 16, 16]));
     assert_eq!((report["batch"].as_u64(), report["steps"].as_u64()), (Some(2), Some(3)));

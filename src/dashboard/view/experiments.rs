@@ -10,8 +10,8 @@ use ratatui::widgets::{List, ListItem, ListState, Paragraph, Wrap};
 
 use super::{panel, record_rows, selected_style};
 use crate::dashboard::app::App;
+use crate::dashboard::catalog::{ExperimentEntry, ExperimentStatus};
 use crate::dashboard::hits::{Hits, Target};
-use crate::experiment::catalog::{ExperimentEntry, ExperimentStatus};
 use crate::experiment::{Experiment, Norm};
 use crate::theme::Theme;
 

@@ -76,7 +76,7 @@ fn header_line<'a>(app: &App, run: &'a RunModel) -> Line<'a> {
         spans.push(Span::styled(format!(" · {}", short_precision(precision)), dim));
     }
     if let Some(source) = run.init_source() {
-        let name = crate::rundir::split_id(&source).map_or(source.as_str(), |(_, name)| name);
+        let name = crate::run::split_id(&source).map_or(source.as_str(), |(_, name)| name);
         spans.push(Span::styled(format!(" · from {name}"), dim));
     }
     match (run.elapsed(app.now), run.budget) {

@@ -165,7 +165,7 @@ fn row<'a>(app: &App, run: &'a RunModel, wide: bool, elapsed: bool) -> Row<'a> {
 /// A run id without its year (`20261126-090512-quick` -> `1126-090512 quick`): runs of one
 /// experiment launched in the same minute stay apart.
 pub(super) fn short_id(id: &str) -> String {
-    match crate::rundir::split_id(id) {
+    match crate::run::split_id(id) {
         Some((time, name)) => format!("{} {name}", &time[4..]),
         None => id.to_string(),
     }

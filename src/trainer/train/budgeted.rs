@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use segtop::budget::{Budget, Pace, Planner, Shape, clock};
-use segtop::events::{Event, EventLog};
 use segtop::experiment::Experiment;
+use segtop::run::events::{Event, EventLog};
 
 /// Steps of a time-budgeted run's first epoch timed before deciding whether the budget holds
 /// one epoch, its validation and the end of the run (the first step, a warm-up, not counted).
@@ -32,7 +32,7 @@ pub(super) struct Budgeted {
 impl Budgeted {
     pub(super) fn new(
         limit: Budget,
-        rung: Option<segtop::halving::RungRecord>,
+        rung: Option<segtop::run::RungRecord>,
         experiment: &Experiment,
         steps_per_epoch: u32,
         pace: Pace,

@@ -10,7 +10,7 @@ use anyhow::Context;
 use chrono::Utc;
 
 use segtop::data::sampler::{Batch, Prefetcher, Sampler};
-use segtop::events::Event;
+use segtop::run::events::Event;
 
 use super::budgeted::PROBE_STEPS;
 use super::network::batch_labels_predicted;

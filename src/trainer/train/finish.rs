@@ -4,7 +4,7 @@
 
 use chrono::Utc;
 
-use segtop::events::{Event, Outcome};
+use segtop::run::events::{Event, Outcome};
 
 use crate::evaluate;
 
@@ -18,7 +18,7 @@ impl Trainer<'_> {
                 // Stopped, validated and checkpointed at the end of its rung: the sweep decides.
                 let reason = format!(
                     "{} {rung} ({until}): waiting for the sweep to promote or prune it",
-                    segtop::halving::RUNG_END
+                    segtop::schedule::halving::RUNG_END
                 );
                 self.console.line(&reason);
                 self.run_finished(Outcome::Stopped, Some(reason))?;
@@ -68,7 +68,7 @@ impl Trainer<'_> {
     /// The end-of-run evaluation of the best weights (else the last), on the validation
     /// cases, within what the time budget leaves.
     fn evaluate_best(&mut self) -> anyhow::Result<()> {
-        let best_epoch = if self.run.checkpoints().join("best.safetensors").exists() {
+        let best_epoch = if self.run.best_weights().exists() {
             self.state.best_epoch.unwrap_or(self.state.epoch)
         } else {
             self.state.epoch

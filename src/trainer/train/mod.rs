@@ -27,9 +27,9 @@ use std::time::Instant;
 
 use segtop::budget::Budget;
 use segtop::data::cache::CachedCase;
-use segtop::events::EventLog;
 use segtop::experiment::Experiment;
-use segtop::rundir::RunDir;
+use segtop::run::RunDir;
+use segtop::run::events::EventLog;
 
 use crate::checkpoint::{self, TrainState};
 use crate::infer::SlidingWindow;

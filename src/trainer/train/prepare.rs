@@ -11,9 +11,9 @@ use chrono::Utc;
 use segtop::budget::{Pace, clock};
 use segtop::data::dataset::{self, Dataset, Split};
 use segtop::data::synth;
-use segtop::events::{Event, EventLog, SCHEMA};
 use segtop::experiment::Experiment;
-use segtop::rundir::RunDir;
+use segtop::run::RunDir;
+use segtop::run::events::{Event, EventLog, SCHEMA};
 
 use crate::checkpoint::{self, TrainState};
 use crate::infer::SlidingWindow;
@@ -37,7 +37,7 @@ impl Cases {
         // Data: synthetic cases first where asked for, then the cache.
         let data = &experiment.data;
         if let Some(synthetic) = &data.synthetic {
-            let spec = synthetic.spec();
+            let spec = segtop::data::synth::SynthSpec::of(synthetic);
             if !synth::is_complete(&data.root, &spec) {
                 say(&format!(
                     "generating {} synthetic cases in {}",
@@ -184,7 +184,7 @@ impl<'a> Trainer<'a> {
             .path()
             .parent()
             .map_or_else(|| "runs".into(), Path::to_path_buf);
-        segtop::experiment::resolve_init(init, &runs)
+        segtop::run::resolve_init(init, &runs)
             .map(|path| Some(std::path::absolute(&path).unwrap_or(path)))
             .map_err(|message| anyhow::anyhow!("{message}"))
     }
@@ -251,8 +251,8 @@ impl<'a> Trainer<'a> {
             libtorch: option_env!("SEGTOP_LIBTORCH_VERSION").unwrap_or("unknown").to_string(),
             precision: Some(self.network.precision.0.to_string()),
             resumed_from: start.resumed_from,
-            pid_start: segtop::process::start_time(std::process::id()),
-            slurm_job: segtop::slurm::current_job(),
+            pid_start: segtop::run::process::start_time(std::process::id()),
+            slurm_job: segtop::schedule::slurm::current_job(),
             budget_seconds: config.budget.map(|b| b.seconds() as f64),
             init: start.init.as_ref().map(|p| p.display().to_string()),
         })?;
@@ -279,7 +279,7 @@ impl<'a> Trainer<'a> {
             });
             Budgeted::new(
                 limit,
-                segtop::halving::read_record(self.run.path()),
+                self.run.read_rung(),
                 experiment,
                 self.steps_per_epoch,
                 pace,

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 
-use segtop::events::{Event, EventLog};
+use segtop::run::events::{Event, EventLog};
 
 /// How often the trainer reports its own CPU and memory.
 const RESOURCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);

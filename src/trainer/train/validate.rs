@@ -9,10 +9,10 @@ use anyhow::Context;
 use chrono::Utc;
 
 use segtop::data::cache::CachedCase;
-use segtop::events::{CaseScores, Event, RegionScores};
 use segtop::experiment::Selection;
 use segtop::metrics;
-use segtop::rundir::RunDir;
+use segtop::run::RunDir;
+use segtop::run::events::{CaseScores, Event, RegionScores};
 
 use crate::evaluate;
 use crate::infer;

@@ -23,8 +23,8 @@ use anyhow::Context;
 pub use local::Local;
 
 use crate::experiment::LauncherKind;
-use crate::process::Halt;
-use crate::rundir::{ExitRecord, Launch, RunDir};
+use crate::run::process::Halt;
+use crate::run::{ExitRecord, Launch, RunDir};
 
 /// What to start.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +80,7 @@ pub fn record_exit(run: &RunDir, pid: u32, status: ExitStatus) {
         && run
             .read_launch()
             .and_then(|launch| launch.oom_kills)
-            .zip(crate::process::oom_kills())
+            .zip(crate::run::process::oom_kills())
             .is_some_and(|(then, now)| now > then);
     let record = ExitRecord {
         pid,
@@ -105,7 +105,7 @@ pub fn halt_run(dir: &Path, pid: Option<u32>, pid_start: Option<u64>, how: Halt)
         return Ok(format!("Slurm job {job}"));
     }
     let pid = pid.ok_or_else(|| anyhow::anyhow!("no known process yet; try again in a moment"))?;
-    crate::process::signal(pid, pid_start, how)?;
+    crate::run::process::signal(pid, pid_start, how)?;
     Ok(format!("pid {pid}"))
 }
 

@@ -4,19 +4,27 @@
 //! runs/<YYYYMMDD-HHMMSS>-<name>/
 //!   experiment.toml   the checked experiment with every default written out, as launched
 //!   split.json        which cases train, validate and test
-//!   events.jsonl      event records (crate::events), appended by the trainer
+//!   events.jsonl      event records (crate::run::events), appended by the trainer
 //!   train.log         the trainer's stdout and stderr
 //!   launch.json       who started the trainer: launcher, pid or Slurm job, host, time, threads
 //!   slurm.sh          the job script of a run submitted to Slurm
 //!   exit.json         how the trainer process ended: exit code or signal (when its launcher saw it)
 //!   sweep.json        the sweep the run belongs to and the values it varies (sweep runs)
-//!   checkpoints/      model and optimizer state, for resuming and predicting
+//!   checkpoints/      model and optimizer state, for resuming and predicting:
+//!     step-<N>/         the newest complete checkpoint: model.safetensors,
+//!                       optimizer.safetensors, state.json
+//!     best.safetensors  the weights of the best validation so far
 //!   preview/          predictions of the preview case, for the slice view
 //!   validation/       the best weights' raw predictions of the validation cases (end of run)
 //!   postprocess.toml  the post-processing learned on them, with its validation scores
+//!   summary.json      the fold of the events that run lists need (crate::runs::summary)
+//!   rung.json         a halving sweep's run: its rung and scores (crate::schedule::halving)
+//!   pruned.json       a halving sweep's run stopped for good, and why
 //! ```
 //!
-//! The trainer reads only `experiment.toml`, so a run started by hand with `segtop-train`
+//! [`RunDir`] owns these names: everyone else asks it for a path, or reads and writes the
+//! JSON records ([`Launch`], [`ExitRecord`], [`RungRecord`], [`Pruned`], the sweep tag) through
+//! it. The trainer reads only `experiment.toml`, so a run started by hand with `segtop-train`
 //! looks exactly like one started from the dashboard.
 
 use std::io;
@@ -24,7 +32,13 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Local};
 
-use crate::experiment::{Experiment, LauncherKind};
+use crate::experiment::Experiment;
+
+pub mod events;
+pub mod process;
+mod records;
+
+pub use records::{ExitRecord, Launch, Pruned, RungRecord};
 
 /// Paths inside one run directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +57,19 @@ impl RunDir {
     pub const EXIT: &'static str = "exit.json";
     pub const SWEEP: &'static str = "sweep.json";
     pub const VALIDATION: &'static str = "validation";
+    pub const POSTPROCESS: &'static str = "postprocess.toml";
+    pub const SUMMARY: &'static str = "summary.json";
+    pub const RUNG: &'static str = "rung.json";
+    pub const PRUNED: &'static str = "pruned.json";
+    pub const SLURM_SCRIPT: &'static str = "slurm.sh";
+    /// The best validation's weights, in `checkpoints/`.
+    pub const BEST_WEIGHTS: &'static str = "best.safetensors";
+    /// A checkpoint folder's files: the weights, the optimizer's moments, the training state.
+    pub const STEP_WEIGHTS: &'static str = "model.safetensors";
+    pub const STEP_OPTIMIZER: &'static str = "optimizer.safetensors";
+    pub const STEP_STATE: &'static str = "state.json";
+    /// How a checkpoint folder's name starts (`step-000120`).
+    pub const STEP_PREFIX: &'static str = "step-";
 
     /// An existing run directory.
     pub fn open(path: impl Into<PathBuf>) -> RunDir {
@@ -58,7 +85,7 @@ impl RunDir {
     pub fn create(runs: &Path, experiment: &Experiment, now: DateTime<Local>) -> io::Result<RunDir> {
         let mut experiment = experiment.clone();
         if let Some(init) = &experiment.model.init {
-            let weights = crate::experiment::resolve_init(init, runs).map_err(io::Error::other)?;
+            let weights = resolve_init(init, runs).map_err(io::Error::other)?;
             let weights = std::path::absolute(&weights).unwrap_or(weights);
             experiment.model.init = Some(weights.display().to_string());
         }
@@ -142,7 +169,61 @@ impl RunDir {
 
     /// The post-processing learned on the validation cases (see `crate::postprocess`).
     pub fn postprocess(&self) -> PathBuf {
-        self.path.join(crate::postprocess::FILE)
+        self.path.join(Self::POSTPROCESS)
+    }
+
+    /// The fold of the run's events that lists need (see `crate::runs::summary`).
+    pub fn summary(&self) -> PathBuf {
+        self.path.join(Self::SUMMARY)
+    }
+
+    pub fn rung(&self) -> PathBuf {
+        self.path.join(Self::RUNG)
+    }
+
+    pub fn pruned(&self) -> PathBuf {
+        self.path.join(Self::PRUNED)
+    }
+
+    /// The job script of a run submitted to Slurm on its own.
+    pub fn slurm_script(&self) -> PathBuf {
+        self.path.join(Self::SLURM_SCRIPT)
+    }
+
+    /// The weights of the best validation so far.
+    pub fn best_weights(&self) -> PathBuf {
+        self.checkpoints().join(Self::BEST_WEIGHTS)
+    }
+
+    /// The checkpoint folder of global step `step`.
+    pub fn step(&self, step: u64) -> PathBuf {
+        self.checkpoints().join(format!("{}{step:06}", Self::STEP_PREFIX))
+    }
+
+    /// The newest complete checkpoint folder (one with its training state written), if any.
+    pub fn latest_step(&self) -> Option<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(self.checkpoints())
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(Self::STEP_PREFIX))
+                    && p.join(Self::STEP_STATE).is_file()
+            })
+            .collect();
+        found.sort();
+        found.pop()
+    }
+
+    /// The weights `predict` and `model.init` take: the best validation's, else the newest
+    /// checkpoint's; `None` before the first checkpoint.
+    pub fn weights(&self) -> Option<PathBuf> {
+        let best = self.best_weights();
+        if best.is_file() {
+            return Some(best);
+        }
+        self.latest_step().map(|dir| dir.join(Self::STEP_WEIGHTS))
     }
 
     /// The launch record, when the run was started by a launcher and the file reads.
@@ -160,6 +241,10 @@ impl RunDir {
         read_json(&self.sweep())
     }
 
+    pub fn write_sweep(&self, tag: &crate::experiment::sweep::SweepTag) -> io::Result<()> {
+        write_json(&self.path, &self.sweep(), tag)
+    }
+
     /// How the last launched trainer ended, when its launcher saw it end.
     pub fn read_exit(&self) -> Option<ExitRecord> {
         read_json(&self.exit())
@@ -167,6 +252,24 @@ impl RunDir {
 
     pub fn write_exit(&self, exit: &ExitRecord) -> io::Result<()> {
         write_json(&self.path, &self.exit(), exit)
+    }
+
+    /// The run's place in its halving sweep, when it belongs to one and the file reads.
+    pub fn read_rung(&self) -> Option<RungRecord> {
+        read_json(&self.rung())
+    }
+
+    pub fn write_rung(&self, record: &RungRecord) -> io::Result<()> {
+        write_json(&self.path, &self.rung(), record)
+    }
+
+    /// Why its halving sweep stopped the run for good, when it did.
+    pub fn read_pruned(&self) -> Option<Pruned> {
+        read_json(&self.pruned())
+    }
+
+    pub fn write_pruned(&self, pruned: &Pruned) -> io::Result<()> {
+        write_json(&self.path, &self.pruned(), pruned)
     }
 }
 
@@ -180,6 +283,86 @@ pub fn split_id(id: &str) -> Option<(&str, &str)> {
         && bytes[9..15].iter().all(u8::is_ascii_digit)
         && bytes[15] == b'-';
     dated.then(|| (&id[..15], &id[16..]))
+}
+
+/// The weights file `model.init` names: a `.safetensors` file; a run directory (its
+/// `checkpoints/best.safetensors`); or a run in `runs` by its id or a part of it only that
+/// run's id holds.
+pub fn resolve_init(init: &str, runs: &Path) -> Result<PathBuf, String> {
+    let best = |dir: &Path| {
+        let file = RunDir::open(dir).best_weights();
+        if file.is_file() {
+            Ok(file)
+        } else {
+            Err(format!(
+                "model.init = '{init}': the run {} has no best weights yet ({} is missing)",
+                dir.display(),
+                Path::new(RunDir::CHECKPOINTS).join(RunDir::BEST_WEIGHTS).display()
+            ))
+        }
+    };
+    if crate::experiment::looks_like_path(init) {
+        let path = Path::new(init);
+        return if path.is_file() {
+            Ok(path.to_path_buf())
+        } else if path.is_dir() {
+            best(path)
+        } else {
+            Err(format!(
+                "model.init = '{init}' does not exist: name a run, a run directory or a .safetensors file"
+            ))
+        };
+    }
+    let ids: Vec<String> = std::fs::read_dir(runs)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if ids.iter().any(|id| id == init) {
+        return best(&runs.join(init));
+    }
+    let matches: Vec<&String> = ids.iter().filter(|id| id.contains(init)).collect();
+    match matches.as_slice() {
+        [id] => best(&runs.join(id)),
+        [] => Err(format!(
+            "model.init = '{init}' is not a run in {}: name a run id, a run directory or a .safetensors file",
+            runs.display()
+        )),
+        several => Err(format!(
+            "model.init = '{init}' matches {} runs ({}): give more of the id",
+            several.len(),
+            several.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// Problems with what `experiment` points at that can change after it is written (a missing
+/// dataset folder, a `model.init` run without best weights yet): the dataset's, then the
+/// initial weights'.
+pub fn path_problems(experiment: &Experiment, workspace: &Path) -> Vec<crate::experiment::PathProblem> {
+    let mut problems = crate::data::probe::problems(&experiment.data);
+    if let Some(init) = &experiment.model.init
+        && let Err(message) = resolve_init(init, &workspace.join("runs"))
+    {
+        // Listed after the folds and before the dataset folder.
+        let at = problems
+            .iter()
+            .position(|p| p.key == "data.root")
+            .unwrap_or(problems.len());
+        problems.insert(
+            at,
+            crate::experiment::PathProblem {
+                key: "model.init",
+                message,
+                fatal: true,
+            },
+        );
+    }
+    problems
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
@@ -202,77 +385,6 @@ pub fn write_text(dir: &Path, path: &Path, text: &str) -> io::Result<()> {
     file.write_all(text.as_bytes())?;
     file.persist(path).map_err(|e| e.error)?;
     Ok(())
-}
-
-/// Who started a run's trainer, so a later dashboard can find its process before the
-/// trainer writes `run_started` (it may spend a while preparing data first).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Launch {
-    /// The trainer's process id, for launchers that start it themselves (`local`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    /// The process's start time (see [`crate::process::start_time`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pid_start: Option<u64>,
-    pub host: String,
-    pub time: DateTime<chrono::Utc>,
-    /// The experiment file the run was launched from, as given.
-    pub experiment: PathBuf,
-    /// Which launcher started it (`local`, `slurm`).
-    #[serde(default)]
-    pub launcher: LauncherKind,
-    /// The machine's count of processes killed for want of memory when it was launched
-    /// (`/proc/vmstat`), to tell such a kill from another SIGKILL when it ends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oom_kills: Option<u64>,
-    /// Torch threads the launcher granted, when it chose them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threads: Option<u32>,
-    /// The run's estimated peak memory when it was launched, in bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub peak_bytes: Option<u64>,
-    /// The Slurm job id (`123`, or `123_4` for a task of an array).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job: Option<String>,
-    /// The Slurm job's name: the run's id, or the sweep's for an array.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_name: Option<String>,
-    /// The job script that was submitted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub script: Option<PathBuf>,
-}
-
-/// How a launched trainer process ended, as its parent saw it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ExitRecord {
-    pub pid: u32,
-    /// The exit code, when it exited.
-    pub code: Option<i32>,
-    /// The signal that ended it, when one did.
-    pub signal: Option<i32>,
-    pub time: DateTime<chrono::Utc>,
-    /// The kernel killed it for want of memory (its memory cgroup's limit, or the machine's):
-    /// the machine's count of such kills rose while it ran and it died by SIGKILL.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub out_of_memory: bool,
-}
-
-impl ExitRecord {
-    /// How it ended, in words: `exited with code 1`, `was killed by SIGKILL (...)`.
-    pub fn describe(&self) -> String {
-        match (self.code, self.signal) {
-            _ if self.out_of_memory => "was killed by the kernel: out of memory".to_string(),
-            (Some(code), _) => format!("exited with code {code}"),
-            (None, Some(signal)) => format!("was killed by {}", crate::process::signal_name(signal)),
-            (None, None) => "ended".to_string(),
-        }
-    }
-
-    /// Whether the process ended the way a trainer ends when all went well or it was asked
-    /// to stop.
-    pub fn clean(&self) -> bool {
-        self.code.is_some_and(crate::process::exit::clean)
-    }
 }
 
 #[cfg(test)]

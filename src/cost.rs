@@ -3,7 +3,7 @@
 //! with the schema and needs no libtorch; the trainer's tests check the counts against the
 //! network it builds.
 
-use super::{Experiment, ModelConfig, Norm, Precision, Upsample};
+use crate::experiment::{Experiment, LauncherKind, ModelConfig, Norm, Precision, Upsample};
 
 /// Bytes per float32.
 const F32: u64 = 4;
@@ -193,8 +193,8 @@ pub fn peak_bytes_in(experiment: &Experiment, precision: Precision) -> u64 {
 /// asked for outright (`auto` counts as float32, which needs more memory).
 pub fn run_precision(experiment: &Experiment) -> Precision {
     match (experiment.run.launcher, experiment.train.precision) {
-        (super::LauncherKind::Slurm, Precision::Bfloat16) => Precision::Bfloat16,
-        (super::LauncherKind::Slurm, _) => Precision::Float32,
+        (LauncherKind::Slurm, Precision::Bfloat16) => Precision::Bfloat16,
+        (LauncherKind::Slurm, _) => Precision::Float32,
         (_, precision) => crate::cpu::resolve_here(precision).0,
     }
 }

@@ -8,8 +8,8 @@ use anyhow::Context;
 
 use super::{Launcher, Request, Started, trainer_path};
 use crate::experiment::LauncherKind;
-use crate::process::Halt;
-use crate::rundir::{Launch, RunDir};
+use crate::run::process::Halt;
+use crate::run::{Launch, RunDir};
 
 /// Runs on this machine, as detached processes.
 #[derive(Debug, Clone)]
@@ -23,13 +23,6 @@ impl Local {
         Ok(Local {
             trainer: trainer_path()?,
         })
-    }
-
-    /// A launcher that starts `trainer` (tests start stand-ins).
-    pub fn with_trainer(trainer: impl Into<PathBuf>) -> Local {
-        Local {
-            trainer: trainer.into(),
-        }
     }
 }
 
@@ -63,18 +56,18 @@ impl Launcher for Local {
         if let Some(threads) = request.threads {
             command.env("SEGTOP_THREADS", threads.to_string());
         }
-        crate::process::detach(&mut command);
+        crate::run::process::detach(&mut command);
         let child = command
             .spawn()
             .with_context(|| format!("cannot start {}", self.trainer.display()))?;
         let launch = Launch {
             pid: Some(child.id()),
-            pid_start: crate::process::start_time(child.id()),
+            pid_start: crate::run::process::start_time(child.id()),
             host: sysinfo::System::host_name().unwrap_or_default(),
             time: chrono::Utc::now(),
             experiment: request.experiment.clone(),
             launcher: self.kind(),
-            oom_kills: crate::process::oom_kills(),
+            oom_kills: crate::run::process::oom_kills(),
             threads: request.threads,
             peak_bytes: request.peak_bytes,
             job: None,
@@ -94,6 +87,6 @@ impl Launcher for Local {
         let pid = launch
             .pid
             .ok_or_else(|| anyhow::anyhow!("the launch record names no process"))?;
-        crate::process::signal(pid, launch.pid_start, how)
+        crate::run::process::signal(pid, launch.pid_start, how)
     }
 }

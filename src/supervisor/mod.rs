@@ -19,11 +19,13 @@ use std::time::Duration;
 use anyhow::Context;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, RefreshKind, System};
 
-use crate::events::EventLog;
-use crate::launcher::{self, Launcher};
-use crate::queue::{self, LiveRun, Machine, Outcome, Queue, QueueSettings};
-use crate::rundir::RunDir;
+use crate::run::RunDir;
+use crate::run::events::EventLog;
+use crate::schedule::launcher::{self, Launcher};
+use crate::schedule::queue::{self, LiveRun, Machine, Outcome, Queue, QueueSettings};
 use crate::workspace::Workspace;
+
+pub mod sweeps;
 
 const LOCK_FILE: &str = ".supervisor.lock";
 pub const LOG_FILE: &str = "supervisor.log";
@@ -71,7 +73,7 @@ pub fn ensure(workspace: &Workspace) -> anyhow::Result<bool> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
-    crate::process::detach(&mut command);
+    crate::run::process::detach(&mut command);
     let mut child = command.spawn().context("cannot start the segtop supervisor")?;
     // The supervisor outlives us; a thread waits for it so it leaves no zombie while we live.
     std::thread::spawn(move || child.wait());
@@ -119,7 +121,7 @@ pub fn run(workspace: &Workspace, launcher: &dyn Launcher, settings: &dyn Fn() -
         // look every few ticks, and whenever a trainer ended).
         ticks += 1;
         if ticks.is_multiple_of(HALVING_TICKS) || ended {
-            match crate::halving::tick(workspace, &queue) {
+            match sweeps::tick(workspace, &queue) {
                 Ok(lines) => lines.iter().for_each(|line| say(line)),
                 Err(error) => say(&format!("halving: {error:#}")),
             }
@@ -215,13 +217,13 @@ pub fn machine(workspace: &Workspace, system: &mut System, host: &str, settings:
         };
         let same = launch
             .pid_start
-            .is_none_or(|start| crate::process::same_start(process.start_time(), start));
+            .is_none_or(|start| crate::run::process::same_start(process.start_time(), start));
         if !same || process.thread_kind().is_some() {
             continue;
         }
         let peak_bytes = launch.peak_bytes.unwrap_or_else(|| {
             crate::experiment::Experiment::load_frozen(&run.experiment(), workspace.root())
-                .map_or(0, |e| crate::experiment::cost::peak_bytes(&e))
+                .map_or(0, |e| crate::cost::peak_bytes(&e))
         });
         live.push(LiveRun {
             id: run.id(),

@@ -14,7 +14,7 @@
 //!
 //! Admission ([`plan`]): at most `max_concurrent` runs at once; each gets an equal share of the
 //! core budget as torch threads; a run starts only when its estimated peak memory
-//! ([`crate::experiment::cost::peak_bytes`]) fits in the available memory less `reserve_ram`
+//! ([`crate::cost::peak_bytes`]) fits in the available memory less `reserve_ram`
 //! and less what the runs already started have yet to allocate. Runs start in queue order: one
 //! that does not fit yet holds the ones behind it (so a large run is not starved by small
 //! ones), except a run that can never fit, which waits aside with its reason.
@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::experiment::sweep::{self, SweepTag};
 use crate::experiment::{Experiment, LauncherKind};
-use crate::launcher::{Launcher, Request, Started};
-use crate::rundir::RunDir;
+use crate::run::RunDir;
+use crate::schedule::launcher::{Launcher, Request, Started};
 use crate::workspace::Workspace;
 
 pub const QUEUE_FILE: &str = "queue.json";
@@ -214,7 +214,7 @@ pub struct Queued {
     /// The sweep it belongs to, when its file has one.
     pub sweep: Option<SweepTag>,
     /// Its launch record, when it went to Slurm rather than into the local queue.
-    pub submitted: Option<crate::rundir::Launch>,
+    pub submitted: Option<crate::run::Launch>,
 }
 
 /// How a run was resumed.
@@ -267,7 +267,7 @@ impl Queue {
     }
 
     fn write(&self, queue: &QueueFile) -> anyhow::Result<()> {
-        crate::rundir::write_json(&self.runs, &self.path(), queue)
+        crate::run::write_json(&self.runs, &self.path(), queue)
             .with_context(|| format!("cannot write {}", self.path().display()))
     }
 
@@ -334,28 +334,27 @@ impl Queue {
                 .with_context(|| format!("cannot create a run directory in {}", runs.display()))?;
             queued.push(Queued {
                 run: run.clone(),
-                peak_bytes: crate::experiment::cost::peak_bytes(experiment),
+                peak_bytes: crate::cost::peak_bytes(experiment),
                 sweep: tag.clone(),
                 submitted: None,
             });
             if let Some(tag) = &tag {
-                crate::rundir::write_json(run.path(), &run.sweep(), tag)
+                run.write_sweep(tag)
                     .with_context(|| format!("cannot write {}", run.sweep().display()))?;
                 if let Some(halving) = &tag.halving {
                     // A halving sweep's runs start in its first rung.
-                    let record = crate::halving::RungRecord {
+                    let record = crate::run::RungRecord {
                         rung: 0,
                         until_seconds: halving.rungs.first().copied().unwrap_or(0),
                         scores: Vec::new(),
                     };
-                    crate::halving::write_record(run.path(), &record).with_context(|| {
-                        format!("cannot write {}", run.path().join(crate::halving::RUNG_FILE).display())
-                    })?;
+                    run.write_rung(&record)
+                        .with_context(|| format!("cannot write {}", run.rung().display()))?;
                 }
             }
             Ok(())
         });
-        let shown = crate::launcher::shown(workspace.root(), file);
+        let shown = crate::schedule::launcher::shown(workspace.root(), file);
         let slurm: Vec<usize> = members
             .iter()
             .enumerate()
@@ -372,7 +371,8 @@ impl Queue {
                     .map(|&i| (queued[i].run.clone(), members[i].0.clone(), queued[i].peak_bytes))
                     .collect();
                 let name = sweep_id.clone().unwrap_or_else(|| queued[slurm[0]].run.id());
-                let launches = crate::launcher::slurm::Slurm::new().submit_all(workspace, &batch, &name, &shown)?;
+                let launches =
+                    crate::schedule::launcher::slurm::Slurm::new().submit_all(workspace, &batch, &name, &shown)?;
                 for (&i, launch) in slurm.iter().zip(launches) {
                     queued[i].submitted = Some(launch);
                 }
@@ -422,10 +422,10 @@ impl Queue {
             workspace: workspace.root().to_path_buf(),
             experiment,
             threads: None,
-            peak_bytes: Some(crate::experiment::cost::peak_bytes(&frozen)),
+            peak_bytes: Some(crate::cost::peak_bytes(&frozen)),
             append_log: true,
         };
-        let launch = crate::launcher::slurm::Slurm::new().submit_one(run, &frozen, &request)?;
+        let launch = crate::schedule::launcher::slurm::Slurm::new().submit_one(run, &frozen, &request)?;
         Ok(Resumed::Submitted {
             job: launch.job.unwrap_or_default(),
         })
@@ -704,7 +704,7 @@ pub fn schedule(
                     candidates.push(Candidate {
                         id: entry.run.clone(),
                         paused: entry.paused,
-                        peak_bytes: crate::experiment::cost::peak_bytes(&experiment),
+                        peak_bytes: crate::cost::peak_bytes(&experiment),
                         threads: (experiment.train.threads > 0).then_some(experiment.train.threads),
                     });
                     kept.push(entry);
@@ -864,7 +864,7 @@ mod tests {
             self.starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             // Wide enough a window for a second scheduler to read the queue meanwhile.
             std::thread::sleep(std::time::Duration::from_millis(150));
-            let launch = crate::rundir::Launch {
+            let launch = crate::run::Launch {
                 pid: Some(1),
                 pid_start: None,
                 host: "test".into(),
@@ -882,7 +882,7 @@ mod tests {
             Ok(Started { launch, child: None })
         }
 
-        fn halt(&self, _: &crate::rundir::Launch, _: crate::process::Halt) -> anyhow::Result<()> {
+        fn halt(&self, _: &crate::run::Launch, _: crate::run::process::Halt) -> anyhow::Result<()> {
             Ok(())
         }
     }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::Experiment;
+use crate::experiment::Experiment;
 use crate::workspace::Workspace;
 
 /// One experiment file and what checking it found.
@@ -80,7 +80,7 @@ impl ExperimentEntry {
                             .unwrap_or_default();
                         sweep = Some(format!("{} runs: {}", expanded.members.len(), keys.join(" × ")));
                     }
-                    let problems = experiment.check_paths(workspace.root());
+                    let problems = crate::run::path_problems(&experiment, workspace.root());
                     if problems.is_empty() {
                         ExperimentStatus::Ready(Box::new(experiment))
                     } else {

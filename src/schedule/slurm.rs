@@ -2,7 +2,7 @@
 //! cluster keeps accounting, else `scontrol show job` and the job-completion log. Jobs are
 //! found by their name, which is the run's id (an array's is the sweep's id), so job ids
 //! reused after a cluster restart do not mislead. Submitting and cancelling jobs is
-//! [`crate::launcher::slurm`]'s.
+//! [`crate::schedule::launcher::slurm`]'s.
 //!
 //! Nothing here needs libtorch: the dashboard on a login node uses it as it is.
 
@@ -12,7 +12,7 @@ use std::process::Command;
 
 use anyhow::bail;
 
-use crate::rundir::Launch;
+use crate::run::Launch;
 
 /// The state of a job no Slurm command knows (purged, or never seen).
 pub const UNKNOWN: &str = "UNKNOWN";

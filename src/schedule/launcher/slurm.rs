@@ -11,7 +11,7 @@
 //! A sweep whose runs ask for the same resources is one job array; runs that differ in what
 //! they ask of Slurm (a `[sweep]` over a `slurm.` key) go as one job each.
 //!
-//! Jobs are named by the run's id (an array's by the sweep's id); [`crate::slurm`] reads
+//! Jobs are named by the run's id (an array's by the sweep's id); [`crate::schedule::slurm`] reads
 //! their states.
 //!
 //! Nothing here needs libtorch: the dashboard on a login node uses it as it is.
@@ -23,12 +23,10 @@ use anyhow::{Context, bail};
 
 use super::Request;
 use crate::experiment::{Experiment, LauncherKind};
-use crate::process::Halt;
-use crate::rundir::{Launch, RunDir};
-use crate::slurm::{Phase, job_status, output, run};
+use crate::run::process::Halt;
+use crate::run::{Launch, RunDir};
+use crate::schedule::slurm::{Phase, job_status, output, run};
 
-/// The job script of a single run, in its run directory.
-pub const SCRIPT: &str = "slurm.sh";
 /// Job arrays' scripts and links, under `runs/`.
 pub const ARRAYS: &str = ".slurm";
 
@@ -152,7 +150,7 @@ impl Slurm {
     pub fn submit_one(&self, run: &RunDir, experiment: &Experiment, request: &Request) -> anyhow::Result<Launch> {
         let peak = request
             .peak_bytes
-            .unwrap_or_else(|| crate::experiment::cost::peak_bytes(experiment));
+            .unwrap_or_else(|| crate::cost::peak_bytes(experiment));
         let trainer = self.trainer(experiment)?;
         let name = job_name(&run.id());
         let header = options(&request.workspace, experiment, peak, &name, &run.log())?;
@@ -162,7 +160,7 @@ impl Slurm {
             quote(&trainer.to_string_lossy()),
             quote(&run.path().to_string_lossy()),
         );
-        let script = run.path().join(SCRIPT);
+        let script = run.slurm_script();
         write_script(
             &script,
             &format!("run {} of {}", run.id(), request.experiment.display()),
@@ -219,7 +217,7 @@ fn launch_record(
 /// The job name for a run or sweep id: its name first, as `squeue` shows only the first
 /// characters (`20261127-081453-sw-2` -> `sw-2-20261127-081453`). Unique as the id is.
 pub fn job_name(id: &str) -> String {
-    match crate::rundir::split_id(id) {
+    match crate::run::split_id(id) {
         Some((time, name)) => format!("{name}-{time}"),
         None => id.to_string(),
     }

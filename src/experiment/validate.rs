@@ -1,0 +1,115 @@
+//! `[validate]` and `[preview]`: when and how the network is scored during training, and the
+//! slices drawn of the preview case.
+
+use serde::Serialize;
+
+use super::raw;
+use super::{Modality, ModelConfig, TrainConfig, check_patch};
+use crate::choice_enum;
+use crate::config::Checker;
+
+choice_enum! {
+    pub enum Axis {
+        Axial => "axial",
+        Coronal => "coronal",
+        Sagittal => "sagittal",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValidateConfig {
+    /// Validate every this many epochs.
+    pub every: u32,
+    /// Sliding-window size; defaults to the training patch size.
+    pub window: [u32; 3],
+    /// Overlap between neighbouring windows, as a fraction of the window.
+    pub overlap: f64,
+    /// Weight each window's voxels by a Gaussian centred in the window.
+    pub gaussian: bool,
+    /// Windows run through the network at once.
+    pub window_batch: u32,
+    /// Validation cases used during training (0: all of them).
+    pub cases: u32,
+    /// Compute HD95 at every validation, not only at the end.
+    pub hd95: bool,
+    /// Which Dice picks the best checkpoint and drives early stopping and the plateau schedule.
+    pub select: Selection,
+    /// Mirror test-time augmentation (over `augment.flip_axes`) in the end-of-run evaluation.
+    pub tta: bool,
+    /// Learn post-processing on the validation cases at the end of the run and apply it in
+    /// the end-of-run evaluation.
+    pub postprocess: bool,
+}
+
+choice_enum! {
+    /// The validation score that model selection follows.
+    pub enum Selection {
+        /// Whole-image Dice per region (BraTS "legacy" Dice).
+        Legacy => "legacy",
+        /// The official lesion-wise Dice per region (BraTS-SSA 2024 parameters).
+        Lesion => "lesion",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PreviewConfig {
+    /// Case id shown in the slice preview ("" for the first validation case).
+    pub case: String,
+    pub modality: Modality,
+    pub axis: Axis,
+    /// Save a prediction of the preview case every this many epochs.
+    pub every: u32,
+}
+
+impl Default for PreviewConfig {
+    fn default() -> Self {
+        PreviewConfig {
+            case: String::new(),
+            modality: Modality::T2f,
+            axis: Axis::Axial,
+            every: 1,
+        }
+    }
+}
+
+pub(super) fn check_validate(
+    check: &mut Checker,
+    raw: raw::RawValidate,
+    train: &TrainConfig,
+    model: &ModelConfig,
+) -> ValidateConfig {
+    ValidateConfig {
+        every: check.value("validate.every", raw.every, 1, |n| n >= 1, "must be at least 1"),
+        window: check_patch("validate.window", check, raw.window, train.patch_size, model),
+        overlap: check.value(
+            "validate.overlap",
+            raw.overlap,
+            0.5,
+            |o| (0.0..0.95).contains(&o),
+            "must be at least 0 and below 0.95",
+        ),
+        gaussian: raw.gaussian.unwrap_or(true),
+        window_batch: check.value(
+            "validate.window_batch",
+            raw.window_batch,
+            2,
+            |n| (1..=64).contains(&n),
+            "must be between 1 and 64",
+        ),
+        cases: raw.cases.unwrap_or(0),
+        hd95: raw.hd95.unwrap_or(true),
+        select: check.choice("validate.select", raw.select.as_deref(), Selection::Legacy),
+        tta: raw.tta.unwrap_or(false),
+        postprocess: raw.postprocess.unwrap_or(true),
+    }
+}
+
+pub(super) fn check_preview(check: &mut Checker, raw: raw::RawPreview) -> PreviewConfig {
+    let d = PreviewConfig::default();
+    PreviewConfig {
+        case: raw.case.unwrap_or(d.case),
+        modality: check.choice("preview.modality", raw.modality.as_deref(), d.modality),
+        axis: check.choice("preview.axis", raw.axis.as_deref(), d.axis),
+        every: check.value("preview.every", raw.every, d.every, |n| n >= 1, "must be at least 1"),
+    }
+}
