@@ -122,7 +122,7 @@ fn slurm_job(workspace: &Workspace, query: &str, queue: &Queue) -> anyhow::Resul
     let Ok(run) = super::runs::find(&runs, query) else {
         return Ok(None);
     };
-    match (&run.job, run.state()) {
+    match (&run.observed.job, run.state()) {
         (Some(job), segtop::runs::model::RunState::Pending) => Ok(Some((run.id.clone(), job.id.clone()))),
         (Some(_), state) => anyhow::bail!(
             "{} is {}: only a pending Slurm job can be held or released",

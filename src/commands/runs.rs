@@ -118,7 +118,7 @@ pub fn runs(workspace: &Workspace, args: &RunsArgs) -> anyhow::Result<()> {
         Some(query) => {
             let mut ids: Vec<&str> = models
                 .values()
-                .filter_map(|r| r.sweep.as_ref().map(|t| t.sweep.as_str()))
+                .filter_map(|r| r.observed.sweep.as_ref().map(|t| t.sweep.as_str()))
                 .collect();
             ids.sort_unstable();
             ids.dedup();
@@ -136,7 +136,7 @@ pub fn runs(workspace: &Workspace, args: &RunsArgs) -> anyhow::Result<()> {
         .filter(|r| {
             sweep
                 .as_ref()
-                .is_none_or(|id| r.sweep.as_ref().is_some_and(|t| t.sweep == *id))
+                .is_none_or(|id| r.observed.sweep.as_ref().is_some_and(|t| t.sweep == *id))
         })
         .collect();
     let default_sort = if sweep.is_some() {
@@ -165,10 +165,10 @@ pub fn runs(workspace: &Workspace, args: &RunsArgs) -> anyhow::Result<()> {
                 host: r.host.as_deref(),
                 peak_rss_mb: r.peak_rss_mb,
                 error: r.error(),
-                queue_place: r.queue.as_ref().map(|q| q.position),
+                queue_place: r.observed.queue.as_ref().map(|q| q.position),
                 waiting: r.waiting(),
-                job: r.job.as_ref(),
-                sweep: r.sweep.as_ref(),
+                job: r.observed.job.as_ref(),
+                sweep: r.observed.sweep.as_ref(),
                 evaluation: r.evaluation.as_ref().map(EvaluationRecord::of),
                 path: r.dir.display().to_string(),
             })
@@ -285,7 +285,7 @@ fn table(runs: &[&RunModel], now: chrono::DateTime<chrono::Utc>, values: bool, c
                 format_duration(budget)
             ));
         }
-        if values && let Some(tag) = &run.sweep {
+        if values && let Some(tag) = &run.observed.sweep {
             out.pop();
             out.push_str(&format!("  {}\n", tag.describe()));
         }
@@ -350,7 +350,7 @@ pub fn stop(workspace: &Workspace, query: &str, kill: bool) -> anyhow::Result<()
         run.id
     );
     anyhow::ensure!(state.is_active(), "{} is {}: nothing to stop", run.id, state.name());
-    let slurm = run.job.is_some();
+    let slurm = run.observed.job.is_some();
     if let Some(host) = run.host.as_ref().filter(|_| !slurm) {
         let here = sysinfo::System::host_name().unwrap_or_default();
         anyhow::ensure!(*host == here, "{} runs on {host}; stop it there", run.id);
@@ -441,7 +441,7 @@ pub fn remove(workspace: &Workspace, query: &str, yes: bool) -> anyhow::Result<b
             return Ok(false);
         }
     }
-    if run.queue.is_some() {
+    if run.observed.queue.is_some() {
         segtop::schedule::queue::Queue::new(workspace).remove(&run.id)?;
     }
     if run.dir.exists() {

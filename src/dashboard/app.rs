@@ -256,7 +256,7 @@ impl App {
         }
         let wanted: Vec<String> = shown
             .iter()
-            .filter(|id| self.runs.get(*id).is_some_and(|r| !r.charts) && !self.charts_asked.contains(*id))
+            .filter(|id| self.runs.get(*id).is_some_and(|r| !r.charts.complete) && !self.charts_asked.contains(*id))
             .cloned()
             .collect();
         if !wanted.is_empty() {
@@ -264,7 +264,7 @@ impl App {
             self.effects.push(Effect::LoadCharts(wanted));
         }
         for run in self.runs.values_mut() {
-            if run.charts && run.finished.is_some() && !self.charted.contains(&run.id) {
+            if run.charts.complete && run.finished.is_some() && !self.charted.contains(&run.id) {
                 run.drop_charts();
             }
         }
@@ -515,7 +515,7 @@ impl App {
         self.dirty |= for_run || compared;
     }
 
-    fn watch(&mut self, watch: Watch) {
+    fn watch(&mut self, mut watch: Watch) {
         self.now = watch.time;
         // Draw only what changed on screen: news of runs, the queue, a notice expiring, the
         // host's figures as shown, or clocks of live runs.
@@ -525,25 +525,12 @@ impl App {
             changed |= self.host.is_none_or(|old| host_figures(&old) != host_figures(&host));
             self.host = Some(host);
         }
-        for id in watch.removed {
-            self.runs.remove(&id);
-        }
-        for update in watch.runs {
-            let run = self
-                .runs
-                .entry(update.id.clone())
-                .or_insert_with(|| RunModel::new(update.id.clone(), update.dir.clone()));
-            if let Some(warning) = update.warnings.last() {
+        for applied in watch.apply_runs(&mut self.runs) {
+            if let Some(warning) = applied.warning {
                 self.notice.say(format!("⚠ {warning}"));
             }
-            if update.fold.as_ref().is_some_and(|fold| fold.charts) {
-                self.charts_asked.remove(&update.id);
-            }
-            update.apply_to(run);
-        }
-        if let Some(queue) = watch.queue {
-            for run in self.runs.values_mut() {
-                run.queue = queue.get(&run.id).cloned();
+            if applied.charts {
+                self.charts_asked.remove(&applied.id);
             }
         }
         if self.list.selected.as_ref().is_none_or(|id| !self.runs.contains_key(id)) {
@@ -863,7 +850,7 @@ impl App {
         let Some(run) = self.target_run() else {
             return;
         };
-        if run.queue.is_some() {
+        if run.observed.queue.is_some() {
             self.requeue(QueueChange::Remove);
         } else {
             let id = run.id.clone();
@@ -877,8 +864,8 @@ impl App {
             return;
         };
         let id = run.id.clone();
-        let Some(place) = &run.queue else {
-            match (run.job.clone(), run.state(), change) {
+        let Some(place) = &run.observed.queue else {
+            match (run.observed.job.clone(), run.state(), change) {
                 (Some(job), RunState::Pending, QueueChange::Hold) => {
                     let hold = !job.is_held();
                     self.say(if hold {
@@ -928,7 +915,7 @@ impl App {
         let Some(run) = self.target_run() else {
             return;
         };
-        if run.state().is_active() && (run.pid.is_some() || run.job.is_some()) {
+        if run.state().is_active() && (run.pid.is_some() || run.observed.job.is_some()) {
             self.confirm_kill = Some(run.id.clone());
         } else {
             self.say(format!("{} is {}: nothing to kill", run.id, run.state().name()));
@@ -940,7 +927,7 @@ impl App {
             return;
         };
         let state = run.state();
-        match (state.is_active(), run.pid.is_some() || run.job.is_some()) {
+        match (state.is_active(), run.pid.is_some() || run.observed.job.is_some()) {
             (true, true) => {
                 self.effects.push(Effect::Halt {
                     id: id.to_string(),

@@ -266,14 +266,14 @@ impl RunList {
             .selected
             .as_ref()
             .and_then(|id| runs.get(id))
-            .and_then(|r| r.sweep.as_ref())
+            .and_then(|r| r.observed.sweep.as_ref())
             .map(|t| t.sweep.clone())
         else {
             return Handled::Say("the selected run is not part of a sweep".to_string());
         };
         let ids: Vec<String> = runs
             .values()
-            .filter(|r| r.sweep.as_ref().is_some_and(|t| t.sweep == sweep))
+            .filter(|r| r.observed.sweep.as_ref().is_some_and(|t| t.sweep == sweep))
             .map(|r| r.id.clone())
             .collect();
         let said = format!("marked the {} runs of sweep {sweep}: 4 compares them", ids.len());

@@ -234,14 +234,16 @@ pub fn fold_groups(runs: &[&RunModel]) -> Vec<FoldGroup> {
         .iter()
         .copied()
         .filter(|r| {
-            r.config
+            r.observed
+                .config
                 .get("data.folds")
                 .and_then(|k| k.parse::<u32>().ok())
                 .is_some_and(|k| k > 0)
         })
         .collect();
     let configuration = |run: &RunModel| -> Vec<(String, String)> {
-        run.config
+        run.observed
+            .config
             .iter()
             .filter(|(key, _)| !NOT_CONFIGURATION.contains(key))
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -276,7 +278,8 @@ pub fn fold_groups(runs: &[&RunModel]) -> Vec<FoldGroup> {
         .into_iter()
         .map(|(key, mut members)| {
             let fold = |r: &RunModel| {
-                r.config
+                r.observed
+                    .config
                     .get("data.fold")
                     .and_then(|f| f.parse::<u32>().ok())
                     .unwrap_or(0)
@@ -317,6 +320,7 @@ pub fn fold_groups(runs: &[&RunModel]) -> Vec<FoldGroup> {
                 label,
                 runs: members.iter().map(|r| r.id.clone()).collect(),
                 folds: members[0]
+                    .observed
                     .config
                     .get("data.folds")
                     .and_then(|k| k.parse().ok())
@@ -333,9 +337,13 @@ pub fn fold_groups(runs: &[&RunModel]) -> Vec<FoldGroup> {
         .collect()
 }
 
-/// Fields read from the run's events are kept in its summary (`summary.json`, see
-/// [`super::summary`]); those marked `skip` come from elsewhere (the directory, the watcher,
-/// the host) or are the charts, read again from the events when a run is on screen.
+/// A run as readers know it, in three parts by where each comes from:
+/// - the fields of `RunModel` itself are folded from the run's events and kept in its summary
+///   (`summary.json`, see [`super::summary`]), so a list of runs opens without their events;
+/// - [`Charts`]: the histories drawn as charts, read from the events for the runs on screen
+///   and let go otherwise; never saved;
+/// - [`Observed`]: what a reader learned besides the events (the directory, the process, the
+///   queue, Slurm, the records beside the events); never saved, observed again.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct RunModel {
@@ -344,14 +352,12 @@ pub struct RunModel {
     pub id: String,
     #[serde(skip)]
     pub dir: PathBuf,
+    #[serde(skip)]
+    pub charts: Charts,
+    #[serde(skip)]
+    pub observed: Observed,
     /// The experiment's run name (from the frozen experiment), until `run_started` says.
     pub name: String,
-    /// When the directory was created (for sorting runs that have not started).
-    #[serde(skip)]
-    pub created: Option<DateTime<Utc>>,
-    /// The experiment file it was launched from, when the dashboard launched it.
-    #[serde(skip)]
-    pub experiment: Option<PathBuf>,
     pub started: Option<DateTime<Utc>>,
     pub pid: Option<u32>,
     /// The trainer process's start time, when recorded (tells a reused pid apart).
@@ -363,39 +369,13 @@ pub struct RunModel {
     pub epochs: u32,
     /// A time-budgeted run's budget in seconds (`train.budget`).
     pub budget: Option<f64>,
-    /// In a halving sweep: its `rung.json` and, once pruned, its `pruned.json`.
-    #[serde(skip)]
-    pub rung: Option<crate::run::RungRecord>,
-    #[serde(skip)]
-    pub pruned: Option<crate::run::Pruned>,
     /// The weights file it started from (`model.init`), when not from random weights.
     pub init: Option<String>,
     pub steps_per_epoch: u32,
     /// The latest training speed, in patches per second.
     pub last_patches_per_s: Option<f64>,
-    /// The charts hold every event read so far; false for a run read from its summary
-    /// (or whose charts were let go), until its events are read again.
-    #[serde(skip)]
-    pub charts: bool,
     pub epoch: u32,
     pub step: u32,
-    /// Training loss per step, smoothed, x in (fractional) epochs.
-    #[serde(skip)]
-    pub loss: History,
-    #[serde(skip)]
-    pub loss_parts: BTreeMap<String, History>,
-    #[serde(skip)]
-    pub lr: History,
-    #[serde(skip)]
-    pub throughput: History,
-    /// Validation Dice per region (ET, TC, WT) over epochs.
-    #[serde(skip)]
-    pub dice: [History; 3],
-    /// The official lesion-wise Dice per region over epochs, from validations that report it.
-    #[serde(skip)]
-    pub lesion_dice: [History; 3],
-    #[serde(skip)]
-    pub seed_dice: History,
     /// The best validation's epoch and Dice, chosen as the trainer chooses its best
     /// checkpoint (`validate.select`).
     pub best: Option<(u32, RegionScores)>,
@@ -403,56 +383,92 @@ pub struct RunModel {
     pub best_lesion_dice: Option<RegionScores>,
     pub hd95: Option<RegionScores>,
     pub evaluation: Option<EvaluationSummary>,
-    /// CPU % and RSS of the process tree over time, x in seconds since the run started.
-    #[serde(skip)]
-    pub cpu: History,
-    #[serde(skip)]
-    pub rss: History,
-    #[serde(skip)]
-    pub liveness: Liveness,
-    #[serde(skip)]
-    pub last_sample: Option<ProcessSample>,
     pub peak_rss_mb: Option<f64>,
     pub finished: Option<(Outcome, Option<String>, f64)>,
     pub last_error: Option<String>,
-    #[serde(skip)]
-    pub warnings: Vec<String>,
-    #[serde(skip)]
-    pub log_tail: Vec<String>,
     pub previews: u32,
     /// The epochs previews were written at, in order.
     pub preview_epochs: Vec<u32>,
-    /// Its place in the queue, while it waits there.
-    #[serde(skip)]
-    pub queue: Option<QueuePlace>,
-    /// How the last trainer process ended, when its launcher recorded it.
-    #[serde(skip)]
-    pub exit: Option<crate::run::ExitRecord>,
-    /// When it was last launched (its launch record), and its Slurm job as last seen.
-    #[serde(skip)]
-    pub launched: Option<DateTime<Utc>>,
-    #[serde(skip)]
-    pub job: Option<crate::schedule::slurm::JobStatus>,
     /// When the trainer last wrote `run_finished`.
     pub finished_at: Option<DateTime<Utc>>,
     /// The Slurm job the latest `run_started` came from.
     pub started_job: Option<String>,
-    /// The sweep it belongs to, and the values it varies.
-    #[serde(skip)]
-    pub sweep: Option<crate::experiment::sweep::SweepTag>,
-    /// Its frozen experiment as dotted keys and values, for comparing runs.
-    #[serde(skip)]
-    pub config: super::config::Config,
     /// Where and when the current trainer process started (epochs, time), for the time left.
     session_start: Option<(f64, DateTime<Utc>)>,
-    /// Exponentially smoothed step loss and loss parts, for calm charts.
-    #[serde(skip)]
-    smoothed: BTreeMap<String, Smoothed>,
     /// The mean of the score that chose `best` (lesion-wise or legacy Dice).
     best_score: Option<f64>,
     /// Seconds the trainer reported before the latest `run_started` (resumed runs).
     seconds_before: f64,
     last_event: Option<DateTime<Utc>>,
+}
+
+/// The histories a run's charts draw, from its events (and, while it is live, the reader's
+/// own samples of its process).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Charts {
+    /// They hold every event read so far; false for a run read from its summary (or whose
+    /// charts were let go), until its events are read again.
+    pub complete: bool,
+    /// Training loss per step, smoothed, x in (fractional) epochs.
+    pub loss: History,
+    pub loss_parts: BTreeMap<String, History>,
+    pub lr: History,
+    pub throughput: History,
+    /// Validation Dice per region (ET, TC, WT) over epochs.
+    pub dice: [History; 3],
+    /// The official lesion-wise Dice per region over epochs, from validations that report it.
+    pub lesion_dice: [History; 3],
+    pub seed_dice: History,
+    /// CPU % and RSS of the process tree over time, x in seconds since the run started.
+    pub cpu: History,
+    pub rss: History,
+    /// Exponentially smoothed step loss and loss parts, for calm charts.
+    smoothed: BTreeMap<String, Smoothed>,
+}
+
+impl Default for Charts {
+    fn default() -> Charts {
+        Charts {
+            complete: true,
+            loss: History::default(),
+            loss_parts: BTreeMap::new(),
+            lr: History::default(),
+            throughput: History::default(),
+            dice: Default::default(),
+            lesion_dice: Default::default(),
+            seed_dice: History::default(),
+            cpu: History::default(),
+            rss: History::default(),
+            smoothed: BTreeMap::new(),
+        }
+    }
+}
+
+/// What a reader learned of a run besides its events.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Observed {
+    /// When the directory was created (for sorting runs that have not started).
+    pub created: Option<DateTime<Utc>>,
+    /// The experiment file it was launched from, when the dashboard launched it.
+    pub experiment: Option<PathBuf>,
+    /// In a halving sweep: its `rung.json` and, once pruned, its `pruned.json`.
+    pub rung: Option<crate::run::RungRecord>,
+    pub pruned: Option<crate::run::Pruned>,
+    pub liveness: Liveness,
+    pub last_sample: Option<ProcessSample>,
+    pub warnings: Vec<String>,
+    pub log_tail: Vec<String>,
+    /// Its place in the queue, while it waits there.
+    pub queue: Option<QueuePlace>,
+    /// How the last trainer process ended, when its launcher recorded it.
+    pub exit: Option<crate::run::ExitRecord>,
+    /// When it was last launched (its launch record), and its Slurm job as last seen.
+    pub launched: Option<DateTime<Utc>>,
+    pub job: Option<crate::schedule::slurm::JobStatus>,
+    /// The sweep it belongs to, and the values it varies.
+    pub sweep: Option<crate::experiment::sweep::SweepTag>,
+    /// Its frozen experiment as dotted keys and values, for comparing runs.
+    pub config: super::config::Config,
 }
 
 impl Default for RunModel {
@@ -468,8 +484,8 @@ impl RunModel {
             name: id.clone(),
             id,
             dir: dir.into(),
-            created: None,
-            experiment: None,
+            charts: Charts::default(),
+            observed: Observed::default(),
             started: None,
             pid: None,
             pid_start: None,
@@ -477,46 +493,23 @@ impl RunModel {
             precision: None,
             epochs: 0,
             budget: None,
-            rung: None,
-            pruned: None,
             init: None,
             steps_per_epoch: 0,
             last_patches_per_s: None,
-            charts: true,
             epoch: 0,
             step: 0,
-            loss: History::default(),
-            loss_parts: BTreeMap::new(),
-            lr: History::default(),
-            throughput: History::default(),
-            dice: Default::default(),
-            lesion_dice: Default::default(),
-            seed_dice: History::default(),
             best: None,
             best_lesion_dice: None,
             hd95: None,
             evaluation: None,
-            cpu: History::default(),
-            rss: History::default(),
-            liveness: Liveness::Unknown,
-            last_sample: None,
             peak_rss_mb: None,
             finished: None,
             last_error: None,
-            warnings: Vec::new(),
-            log_tail: Vec::new(),
             previews: 0,
             preview_epochs: Vec::new(),
-            queue: None,
-            exit: None,
-            launched: None,
-            job: None,
             finished_at: None,
             started_job: None,
-            sweep: None,
-            config: Default::default(),
             session_start: None,
-            smoothed: BTreeMap::new(),
             best_score: None,
             seconds_before: 0.0,
             last_event: None,
@@ -560,7 +553,7 @@ impl RunModel {
                 self.steps_per_epoch = *steps_per_epoch;
                 self.session_start = Some((f64::from(resumed_from.unwrap_or(0)), *time));
                 self.finished = None;
-                self.liveness = Liveness::Unknown;
+                self.observed.liveness = Liveness::Unknown;
             }
             Event::Step {
                 epoch,
@@ -575,13 +568,13 @@ impl RunModel {
                 self.step = *step;
                 let x = self.epoch_position(*epoch, *step);
                 let loss = self.smooth("", *loss);
-                self.loss.push(x, loss);
+                self.charts.loss.push(x, loss);
                 for (part, value) in loss_parts {
                     let value = self.smooth(part, *value);
-                    self.loss_parts.entry(part.clone()).or_default().push(x, value);
+                    self.charts.loss_parts.entry(part.clone()).or_default().push(x, value);
                 }
-                self.lr.push(x, *lr);
-                self.throughput.push(x, *patches_per_s);
+                self.charts.lr.push(x, *lr);
+                self.charts.throughput.push(x, *patches_per_s);
                 self.last_patches_per_s = Some(*patches_per_s);
             }
             Event::Resources {
@@ -592,10 +585,10 @@ impl RunModel {
             } => {
                 self.peak_rss_mb = Some(*peak_rss_mb);
                 // Samples taken here are finer; the trainer's own are for runs elsewhere.
-                if self.liveness == Liveness::Unknown {
+                if self.observed.liveness == Liveness::Unknown {
                     let x = self.seconds_since_start(*time);
-                    self.cpu.push(x, *cpu_percent);
-                    self.rss.push(x, *rss_mb);
+                    self.charts.cpu.push(x, *cpu_percent);
+                    self.charts.rss.push(x, *rss_mb);
                 }
             }
             Event::Plan {
@@ -617,15 +610,20 @@ impl RunModel {
                 ..
             } => {
                 let x = f64::from(*epoch);
-                for (history, value) in self.dice.iter_mut().zip([dice.et, dice.tc, dice.wt]) {
+                for (history, value) in self.charts.dice.iter_mut().zip([dice.et, dice.tc, dice.wt]) {
                     history.push(x, value);
                 }
                 if let Some(lesion) = lesion_dice {
-                    for (history, value) in self.lesion_dice.iter_mut().zip([lesion.et, lesion.tc, lesion.wt]) {
+                    for (history, value) in self
+                        .charts
+                        .lesion_dice
+                        .iter_mut()
+                        .zip([lesion.et, lesion.tc, lesion.wt])
+                    {
                         history.push(x, value);
                     }
                 }
-                self.seed_dice.push(x, *seed_dice);
+                self.charts.seed_dice.push(x, *seed_dice);
                 // As the trainer picks its best checkpoint: lesion-wise Dice when the run
                 // selects by it and the validation has it, else legacy Dice.
                 let score = match (self.selection(), lesion_dice) {
@@ -687,32 +685,32 @@ impl RunModel {
 
     /// Records a sample of the run's process.
     pub fn sample(&mut self, sample: ProcessSample) {
-        self.liveness = sample.liveness;
+        self.observed.liveness = sample.liveness;
         if sample.liveness == Liveness::Alive {
             let x = self.seconds_since_start(sample.time);
-            self.cpu.push(x, sample.cpu_percent);
-            self.rss.push(x, sample.rss_mb);
+            self.charts.cpu.push(x, sample.cpu_percent);
+            self.charts.rss.push(x, sample.rss_mb);
             self.peak_rss_mb = Some(self.peak_rss_mb.map_or(sample.rss_mb, |p| p.max(sample.rss_mb)));
         }
-        self.last_sample = Some(sample);
+        self.observed.last_sample = Some(sample);
     }
 
     pub fn warn(&mut self, warning: String) {
-        if self.warnings.len() == WARNINGS {
-            self.warnings.remove(0);
+        if self.observed.warnings.len() == WARNINGS {
+            self.observed.warnings.remove(0);
         }
-        self.warnings.push(warning);
+        self.observed.warnings.push(warning);
     }
 
     pub fn set_log_tail(&mut self, lines: Vec<String>) {
-        self.log_tail = lines;
-        if self.log_tail.len() > LOG_LINES {
-            self.log_tail.drain(..self.log_tail.len() - LOG_LINES);
+        self.observed.log_tail = lines;
+        if self.observed.log_tail.len() > LOG_LINES {
+            self.observed.log_tail.drain(..self.observed.log_tail.len() - LOG_LINES);
         }
     }
 
     pub fn state(&self) -> RunState {
-        if let Some(place) = &self.queue {
+        if let Some(place) = &self.observed.queue {
             return if place.paused {
                 RunState::Paused
             } else {
@@ -733,7 +731,7 @@ impl RunModel {
             return match outcome {
                 Outcome::Completed => RunState::Completed,
                 Outcome::EarlyStopped => RunState::EarlyStopped,
-                Outcome::Stopped if self.pruned.is_some() => RunState::Pruned,
+                Outcome::Stopped if self.observed.pruned.is_some() => RunState::Pruned,
                 Outcome::Stopped => RunState::Stopped,
                 Outcome::Failed => RunState::Failed,
             };
@@ -746,7 +744,7 @@ impl RunModel {
                 _ => RunState::Failed,
             };
         }
-        match (self.started.is_some(), self.liveness) {
+        match (self.started.is_some(), self.observed.liveness) {
             (_, Liveness::Gone) if self.died().is_some() => RunState::Failed,
             (_, Liveness::Gone) => RunState::Lost,
             (true, _) => RunState::Running,
@@ -757,8 +755,8 @@ impl RunModel {
     /// The Slurm job of the latest launch, unless the trainer finished under it: then its
     /// events tell.
     fn current_job(&self) -> Option<&crate::schedule::slurm::JobStatus> {
-        let job = self.job.as_ref()?;
-        let finished_under_it = match (self.finished_at, self.launched) {
+        let job = self.observed.job.as_ref()?;
+        let finished_under_it = match (self.finished_at, self.observed.launched) {
             (Some(finished), Some(launched)) => finished >= launched,
             (Some(_), None) => true,
             (None, _) => false,
@@ -786,7 +784,7 @@ impl RunModel {
 
     /// Why the run waits, in the local queue or in Slurm's.
     pub fn waiting(&self) -> Option<String> {
-        if let Some(place) = &self.queue {
+        if let Some(place) = &self.observed.queue {
             return place.waiting.clone();
         }
         self.current_job()
@@ -797,10 +795,10 @@ impl RunModel {
     /// Whether the trainer wrote `run_started` under the current Slurm job: it names the
     /// job (trainers before it did not: then by time, as the nodes' clocks say).
     fn started_since_launch(&self) -> bool {
-        if let (Some(started), Some(job)) = (&self.started_job, &self.job) {
+        if let (Some(started), Some(job)) = (&self.started_job, &self.observed.job) {
             return *started == job.id;
         }
-        match (self.started, self.launched) {
+        match (self.started, self.observed.launched) {
             (Some(started), Some(launched)) => started >= launched,
             (started, None) => started.is_some(),
             (None, Some(_)) => false,
@@ -810,7 +808,8 @@ impl RunModel {
     /// How the current trainer process ended when it ended badly without saying so in its
     /// events (out of memory, killed, crashed): the launcher's exit record for its pid.
     fn died(&self) -> Option<&crate::run::ExitRecord> {
-        self.exit
+        self.observed
+            .exit
             .as_ref()
             .filter(|exit| !exit.clean() && self.pid.is_none_or(|pid| pid == exit.pid))
     }
@@ -822,7 +821,7 @@ impl RunModel {
             .current_job()
             .filter(|j| j.phase() == Phase::Ended && j.state != "CANCELLED")
         {
-            let last = self.log_tail.iter().rev().find(|l| !l.trim().is_empty());
+            let last = self.observed.log_tail.iter().rev().find(|l| !l.trim().is_empty());
             let said = match job.state.as_str() {
                 crate::schedule::slurm::UNKNOWN => format!("Slurm no longer knows job {}", job.id),
                 _ => format!("Slurm job {} ended {}", job.id, job.describe()),
@@ -835,11 +834,11 @@ impl RunModel {
         if let Some(error) = &self.last_error {
             return Some(error.clone());
         }
-        if self.finished.is_some() || self.liveness != Liveness::Gone {
+        if self.finished.is_some() || self.observed.liveness != Liveness::Gone {
             return None;
         }
         let exit = self.died()?;
-        let last = self.log_tail.iter().rev().find(|l| !l.trim().is_empty());
+        let last = self.observed.log_tail.iter().rev().find(|l| !l.trim().is_empty());
         Some(match last {
             Some(line) => format!("the trainer {}; its log ends: {}", exit.describe(), line.trim()),
             None => format!("the trainer {}", exit.describe()),
@@ -864,9 +863,9 @@ impl RunModel {
 
     /// Its place in a halving sweep: the rung it is in and its scores so far.
     pub fn rung_line(&self) -> Option<String> {
-        let rung = self.rung.as_ref()?;
+        let rung = self.observed.rung.as_ref()?;
         let scores: Vec<String> = rung.scores.iter().map(|s| format!("{s:.3}")).collect();
-        Some(match &self.pruned {
+        Some(match &self.observed.pruned {
             Some(pruned) => format!("pruned: {}", pruned.reason),
             None if scores.is_empty() => format!("rung {}", rung.rung),
             None => format!("rung {} (scores {})", rung.rung, scores.join(", ")),
@@ -875,8 +874,8 @@ impl RunModel {
 
     /// Its cross-validation fold and the number of folds, when it is one.
     pub fn fold(&self) -> Option<[u32; 2]> {
-        let folds: u32 = self.config.get("data.folds")?.parse().ok()?;
-        let fold: u32 = self.config.get("data.fold")?.parse().ok()?;
+        let folds: u32 = self.observed.config.get("data.folds")?.parse().ok()?;
+        let fold: u32 = self.observed.config.get("data.fold")?.parse().ok()?;
         (folds > 0).then_some([fold, folds])
     }
 
@@ -917,7 +916,7 @@ impl RunModel {
         if !value.is_finite() {
             return value;
         }
-        let state = self.smoothed.entry(key.to_string()).or_default();
+        let state = self.charts.smoothed.entry(key.to_string()).or_default();
         state.biased = WEIGHT * state.biased + (1.0 - WEIGHT) * value;
         state.steps += 1;
         state.biased / (1.0 - WEIGHT.powi(state.steps))
@@ -932,13 +931,14 @@ impl RunModel {
             .and_then(|local| local.and_local_timezone(chrono::Local).earliest())
             .map(|time| time.with_timezone(&Utc))
             .or(self.started)
-            .or(self.created)
+            .or(self.observed.created)
     }
 
     /// Which Dice chooses the run's best checkpoint, as its frozen experiment says
     /// (`validate.select`; legacy when it does not say, as in runs from before the key).
     pub fn selection(&self) -> Selection {
-        self.config
+        self.observed
+            .config
             .get("validate.select")
             .and_then(Selection::from_name)
             .unwrap_or(Selection::Legacy)
@@ -952,51 +952,29 @@ impl RunModel {
     /// Lets the charts go (a run off screen); [`RunModel::take_fold`] of the run read again
     /// brings them back.
     pub fn drop_charts(&mut self) {
-        let empty = RunModel::default();
-        self.loss = empty.loss;
-        self.loss_parts = empty.loss_parts;
-        self.lr = empty.lr;
-        self.throughput = empty.throughput;
-        self.dice = empty.dice;
-        self.lesion_dice = empty.lesion_dice;
-        self.seed_dice = empty.seed_dice;
-        self.cpu = empty.cpu;
-        self.rss = empty.rss;
-        self.smoothed = empty.smoothed;
-        self.charts = false;
+        self.charts = Charts {
+            complete: false,
+            ..Charts::default()
+        };
     }
 
     /// Takes what `fold` read from the run's events (its summary and what followed, or all
-    /// its events with charts), keeping what the model learned elsewhere: the directory, the
-    /// watcher's samples and records, the queue.
-    pub fn take_fold(&mut self, mut fold: RunModel) {
-        let kept = std::mem::take(self);
-        fold.id = kept.id;
-        fold.dir = kept.dir;
-        fold.created = kept.created;
-        fold.experiment = kept.experiment;
-        fold.rung = kept.rung;
-        fold.pruned = kept.pruned;
-        fold.liveness = kept.liveness;
-        fold.last_sample = kept.last_sample;
-        fold.warnings = kept.warnings;
-        fold.log_tail = kept.log_tail;
-        fold.queue = kept.queue;
-        fold.exit = kept.exit;
-        fold.launched = kept.launched;
-        fold.job = kept.job;
-        fold.sweep = kept.sweep;
-        fold.config = kept.config;
-        if fold.pid.is_none() {
-            fold.pid = kept.pid;
-            fold.pid_start = kept.pid_start;
+    /// its events with charts), keeping what the model learned elsewhere: the directory and
+    /// everything observed.
+    pub fn take_fold(&mut self, fold: RunModel) {
+        let kept = std::mem::replace(self, fold);
+        self.id = kept.id;
+        self.dir = kept.dir;
+        self.observed = kept.observed;
+        if self.pid.is_none() {
+            self.pid = kept.pid;
+            self.pid_start = kept.pid_start;
         }
         // Samples taken here while the run is live are finer than the trainer's records.
-        if !kept.cpu.is_empty() {
-            fold.cpu = kept.cpu;
-            fold.rss = kept.rss;
+        if !kept.charts.cpu.is_empty() {
+            self.charts.cpu = kept.charts.cpu;
+            self.charts.rss = kept.charts.rss;
         }
-        *self = fold;
     }
 
     /// Epochs trained, as a fraction: where the loss chart's x axis ends.
@@ -1010,7 +988,7 @@ impl RunModel {
     }
 
     fn seconds_since_start(&self, time: DateTime<Utc>) -> f64 {
-        let started = self.started.or(self.created).unwrap_or(time);
+        let started = self.started.or(self.observed.created).unwrap_or(time);
         self.seconds_before + (time - started).as_seconds_f64()
     }
 }
@@ -1080,11 +1058,15 @@ mod tests {
         }
         assert_eq!(run.state(), RunState::Running);
         // Smoothed: the first step as it is, then weighted towards the past.
-        let loss = run.loss.points();
+        let loss = run.charts.loss.points();
         assert_eq!(loss[0], (0.25, 1.0));
         assert_eq!(loss[1].0, 0.5);
         assert!((loss[1].1 - (0.09 * 1.0 + 0.1 * 0.5) / 0.19).abs() < 1e-12, "{loss:?}");
-        assert!(run.loss_parts["dice"].last().is_some_and(|d| d > 0.25 && d < 0.5));
+        assert!(
+            run.charts.loss_parts["dice"]
+                .last()
+                .is_some_and(|d| d > 0.25 && d < 0.5)
+        );
         assert_eq!(run.progress(), 0.5);
         // Half an epoch in 20 s: the remaining 1.5 epochs take 60 s.
         assert_eq!(run.eta(at(20)), Some(60.0));
@@ -1099,7 +1081,7 @@ mod tests {
         run.apply(&validation(2, 0.9));
         run.apply(&validation(3, 0.7));
         assert_eq!(run.best.map(|(epoch, _)| epoch), Some(2));
-        assert_eq!(run.dice[2].points(), [(1.0, 0.5), (2.0, 0.9), (3.0, 0.7)]);
+        assert_eq!(run.charts.dice[2].points(), [(1.0, 0.5), (2.0, 0.9), (3.0, 0.7)]);
     }
 
     fn scores(et: f64, tc: f64, wt: f64) -> RegionScores {
@@ -1131,9 +1113,9 @@ mod tests {
             Some(scores(0.25, 0.35, 0.45)),
         ));
         // Epoch 1 had no lesion-wise Dice: that history starts at epoch 2.
-        assert_eq!(run.lesion_dice[0].points(), [(2.0, 0.2), (3.0, 0.25)]);
-        assert_eq!(run.lesion_dice[2].points(), [(2.0, 0.4), (3.0, 0.45)]);
-        assert_eq!(run.dice[2].points(), [(1.0, 0.7), (2.0, 0.8), (3.0, 0.9)]);
+        assert_eq!(run.charts.lesion_dice[0].points(), [(2.0, 0.2), (3.0, 0.25)]);
+        assert_eq!(run.charts.lesion_dice[2].points(), [(2.0, 0.4), (3.0, 0.45)]);
+        assert_eq!(run.charts.dice[2].points(), [(1.0, 0.7), (2.0, 0.8), (3.0, 0.9)]);
         assert_eq!(run.best_lesion_dice, Some(scores(0.25, 0.35, 0.45)));
     }
 
@@ -1148,7 +1130,7 @@ mod tests {
         let best_with = |select: Option<&str>| {
             let mut run = RunModel::new("r", "runs/r");
             if let Some(select) = select {
-                run.config.insert("validate.select", select);
+                run.observed.config.insert("validate.select", select);
             }
             run.apply(&started(0));
             for validation in &validations {
@@ -1167,7 +1149,7 @@ mod tests {
 
         // Selecting by lesion-wise Dice without it in the records: legacy, as the trainer does.
         let mut run = RunModel::new("r", "runs/r");
-        run.config.insert("validate.select", "lesion");
+        run.observed.config.insert("validate.select", "lesion");
         run.apply(&validation_with(1, scores(0.5, 0.5, 0.5), None));
         run.apply(&validation_with(2, scores(0.7, 0.7, 0.7), None));
         assert_eq!(run.best.map(|(epoch, _)| epoch), Some(2));
@@ -1238,7 +1220,10 @@ mod tests {
         };
         run.sample(sample(Liveness::Alive));
         assert_eq!(run.state(), RunState::Running);
-        assert_eq!((run.cpu.last(), run.rss.last()), (Some(190.0), Some(800.0)));
+        assert_eq!(
+            (run.charts.cpu.last(), run.charts.rss.last()),
+            (Some(190.0), Some(800.0))
+        );
         run.sample(sample(Liveness::Gone));
         assert_eq!(run.state(), RunState::Lost);
         // Resumed: a new run_started brings it back; a failure keeps its reason.
@@ -1283,12 +1268,12 @@ mod tests {
     #[test]
     fn a_slurm_runs_state_follows_its_job_until_the_trainer_speaks() {
         let mut run = RunModel::new("r", "runs/r");
-        run.launched = Some(at(0));
-        run.job = Some(job("PENDING", Some("Resources")));
+        run.observed.launched = Some(at(0));
+        run.observed.job = Some(job("PENDING", Some("Resources")));
         assert_eq!(run.state(), RunState::Pending);
         assert_eq!(run.waiting().as_deref(), Some("Resources"));
         assert_eq!(run.job_line().as_deref(), Some("Slurm job 12 pending (Resources)"));
-        run.job = Some(job("RUNNING", None));
+        run.observed.job = Some(job("RUNNING", None));
         assert_eq!(run.state(), RunState::Starting, "running, no run_started yet");
         run.apply(&started(5));
         assert_eq!(run.state(), RunState::Running);
@@ -1299,11 +1284,11 @@ mod tests {
         assert_eq!(run.job_line(), None);
 
         // Resubmitted: the new job decides, although the last session said it stopped.
-        run.launched = Some(at(30));
-        run.job = Some(job("PENDING", None));
+        run.observed.launched = Some(at(30));
+        run.observed.job = Some(job("PENDING", None));
         assert_eq!(run.state(), RunState::Pending);
         assert_eq!(run.waiting().as_deref(), Some("queued"));
-        run.job = Some(job("RUNNING", None));
+        run.observed.job = Some(job("RUNNING", None));
         assert_eq!(run.state(), RunState::Starting, "the old run_started is not this job's");
         // A trainer that names its job is matched by it, whatever the nodes' clocks say.
         let mut under = |job: &str, seconds: i64| {
@@ -1315,19 +1300,19 @@ mod tests {
         };
         under("12", 25);
         assert_eq!(run.state(), RunState::Running, "a clock behind the login node's");
-        run.job = Some(job_id("13", "RUNNING", None));
+        run.observed.job = Some(job_id("13", "RUNNING", None));
         assert_eq!(run.state(), RunState::Starting);
-        run.job = Some(job("RUNNING", None));
+        run.observed.job = Some(job("RUNNING", None));
         // The job runs out of time before the trainer could say anything.
-        run.job = Some(job("TIMEOUT", None));
+        run.observed.job = Some(job("TIMEOUT", None));
         assert_eq!(run.state(), RunState::Failed);
         assert_eq!(
             run.error().as_deref(),
             Some("Slurm job 12 ended TIMEOUT, exit code 0:15")
         );
-        run.job = Some(job("CANCELLED", None));
+        run.observed.job = Some(job("CANCELLED", None));
         assert_eq!((run.state(), run.error()), (RunState::Stopped, None));
-        run.job = Some(job(crate::schedule::slurm::UNKNOWN, None));
+        run.observed.job = Some(job(crate::schedule::slurm::UNKNOWN, None));
         assert_eq!(run.state(), RunState::Lost);
     }
 
@@ -1350,7 +1335,7 @@ mod tests {
             rss_mb: 300.0,
             peak_rss_mb: 320.0,
         });
-        assert_eq!((run.cpu.last(), run.peak_rss_mb), (Some(150.0), Some(320.0)));
+        assert_eq!((run.charts.cpu.last(), run.peak_rss_mb), (Some(150.0), Some(320.0)));
     }
 
     #[test]
@@ -1364,7 +1349,7 @@ mod tests {
                 ("train.lr", lr.to_string()),
                 ("run.name", format!("cv-{fold}")),
             ] {
-                run.config.insert(k, &v);
+                run.observed.config.insert(k, &v);
             }
             run.best = wt.map(|wt| (4, RegionScores { et: 0.5, tc: 0.6, wt }));
             run
@@ -1377,7 +1362,7 @@ mod tests {
             run("b1", "0.003", 1, None),
         ];
         let mut plain = RunModel::new("p", "/ws/runs/p");
-        plain.config.insert("train.lr", "0.001");
+        plain.observed.config.insert("train.lr", "0.001");
         let refs: Vec<&RunModel> = runs.iter().chain([&plain]).collect();
         let groups = fold_groups(&refs);
         assert_eq!(groups.len(), 2, "the run without folds is in no group");

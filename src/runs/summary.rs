@@ -57,7 +57,7 @@ pub fn fold(id: &str, dir: &Path, config: &Config, charts: bool) -> Folded {
     };
     model.id = id.to_string();
     model.dir = dir.to_path_buf();
-    model.config = config.clone();
+    model.observed.config = config.clone();
     let mut warnings = match tail.read_each(|event| model.apply(&event)) {
         Ok(warnings) => warnings,
         Err(error) => vec![format!("{}: cannot read: {error}", run.events().display())],
@@ -66,7 +66,7 @@ pub fn fold(id: &str, dir: &Path, config: &Config, charts: bool) -> Folded {
     if from_summary && warnings.iter().any(|w| w.ends_with("reading it again from the start")) {
         return fold(id, dir, config, true);
     }
-    model.charts = !from_summary;
+    model.charts.complete = !from_summary;
     if model.finished.is_some() && on_disk != Some(tail.position()) {
         write(dir, &model, tail.position());
     }
@@ -155,11 +155,11 @@ mod tests {
         let name = "20261126-204650-unet-base8";
         let (_dir, run) = copy(name);
         let first = fold(name, &run, &Config::default(), false);
-        assert!(first.model.charts && !first.model.loss.is_empty());
+        assert!(first.model.charts.complete && !first.model.charts.loss.is_empty());
         assert!(run.join(FILE).is_file(), "a finished run's summary is written");
         let second = fold(name, &run, &Config::default(), false);
         assert!(
-            !second.model.charts && second.model.loss.is_empty(),
+            !second.model.charts.complete && second.model.charts.loss.is_empty(),
             "no charts from a summary"
         );
         assert_eq!(listed(&second.model), listed(&first.model));

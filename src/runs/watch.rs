@@ -52,6 +52,45 @@ pub struct Watch {
     pub queue: Option<BTreeMap<String, QueuePlace>>,
 }
 
+/// What applying one run's update brought that a reader may want to say or know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub id: String,
+    /// The newest warning its update carried.
+    pub warning: Option<String>,
+    /// Its events were read afresh with complete charts.
+    pub charts: bool,
+}
+
+impl Watch {
+    /// Folds this look's runs into `runs`: removed runs leave, new ones are made, every
+    /// update is applied and, when the queue changed, every run's place in it is set. The
+    /// dashboard and the commands that print keep their runs this one way.
+    pub fn apply_runs(&mut self, runs: &mut BTreeMap<String, super::model::RunModel>) -> Vec<Applied> {
+        for id in self.removed.drain(..) {
+            runs.remove(&id);
+        }
+        let mut applied = Vec::with_capacity(self.runs.len());
+        for update in self.runs.drain(..) {
+            applied.push(Applied {
+                id: update.id.clone(),
+                warning: update.warnings.last().cloned(),
+                charts: update.fold.as_ref().is_some_and(|fold| fold.charts.complete),
+            });
+            let run = runs
+                .entry(update.id.clone())
+                .or_insert_with(|| super::model::RunModel::new(update.id.clone(), update.dir.clone()));
+            update.apply_to(run);
+        }
+        if let Some(queue) = self.queue.take() {
+            for run in runs.values_mut() {
+                run.observed.queue = queue.get(&run.id).cloned();
+            }
+        }
+        applied
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RunUpdate {
     pub id: String,
@@ -84,10 +123,10 @@ impl RunUpdate {
         }
         if let Some(found) = self.found {
             run.name = found.name;
-            run.created = found.created;
-            run.experiment = found.experiment;
-            run.sweep = found.sweep;
-            run.config = found.config;
+            run.observed.created = found.created;
+            run.observed.experiment = found.experiment;
+            run.observed.sweep = found.sweep;
+            run.observed.config = found.config;
             if run.pid.is_none() {
                 run.pid = found.pid;
                 run.pid_start = found.pid_start;
@@ -103,20 +142,20 @@ impl RunUpdate {
             run.set_log_tail(lines);
         }
         if let Some(exit) = self.exit {
-            run.exit = Some(exit);
+            run.observed.exit = Some(exit);
         }
         if let Some((rung, pruned)) = self.halving {
-            run.rung = rung;
-            run.pruned = pruned;
+            run.observed.rung = rung;
+            run.observed.pruned = pruned;
         }
         if let Some(launch) = self.launch {
-            run.launched = Some(launch.time);
-            if launch.job != run.job.as_ref().map(|j| j.id.clone()) {
-                run.job = None;
+            run.observed.launched = Some(launch.time);
+            if launch.job != run.observed.job.as_ref().map(|j| j.id.clone()) {
+                run.observed.job = None;
             }
         }
         if let Some(job) = self.job {
-            run.job = Some(job);
+            run.observed.job = Some(job);
         }
         if let Some(sample) = self.sample {
             run.sample(sample);
@@ -596,18 +635,8 @@ impl Watcher {
 pub fn snapshot(workspace: &Workspace) -> BTreeMap<String, super::model::RunModel> {
     let mut watcher = Watcher::new(workspace.clone());
     let mut runs: BTreeMap<String, super::model::RunModel> = BTreeMap::new();
-    let take = |watch: Watch, runs: &mut BTreeMap<String, super::model::RunModel>| {
-        for update in watch.runs {
-            let run = runs
-                .entry(update.id.clone())
-                .or_insert_with(|| super::model::RunModel::new(update.id.clone(), update.dir.clone()));
-            update.apply_to(run);
-        }
-        if let Some(queue) = watch.queue {
-            for run in runs.values_mut() {
-                run.queue = queue.get(&run.id).cloned();
-            }
-        }
+    let take = |mut watch: Watch, runs: &mut BTreeMap<String, super::model::RunModel>| {
+        watch.apply_runs(runs);
     };
     // The first looks read the runs (a batch at a time) and learn the pids; one more, a
     // moment later, finds out which processes are alive.

@@ -352,11 +352,11 @@ fn garbage_in_an_event_file_is_a_visible_warning_and_the_rest_is_read() {
     let live = &app.runs[LIVE];
     assert_eq!(live.state(), RunState::Running);
     assert_eq!(live.epoch, 8, "records after the garbage line are read");
-    assert_eq!(live.warnings.len(), 1, "{:?}", live.warnings);
+    assert_eq!(live.observed.warnings.len(), 1, "{:?}", live.observed.warnings);
     assert!(
-        live.warnings[0].contains("events.jsonl:90: not an event record"),
+        live.observed.warnings[0].contains("events.jsonl:90: not an event record"),
         "{:?}",
-        live.warnings
+        live.observed.warnings
     );
 }
 
@@ -516,7 +516,7 @@ fn only_the_runs_on_screen_keep_their_charts_and_the_others_are_read_again_when_
     // The watcher reads the run again; its charts arrive.
     let dir = repo().join("tests/data/runs").join(DONE);
     let folded = segtop::runs::summary::fold(DONE, &dir, &Default::default(), true);
-    assert!(folded.model.charts);
+    assert!(folded.model.charts.complete);
     app.update(Msg::Watch(Box::new(Watch {
         time: app.now,
         runs: vec![RunUpdate {
@@ -528,12 +528,12 @@ fn only_the_runs_on_screen_keep_their_charts_and_the_others_are_read_again_when_
         ..Watch::default()
     })));
     let run = &app.runs[DONE];
-    assert!(run.charts && !run.loss.is_empty(), "charts on screen");
+    assert!(run.charts.complete && !run.charts.loss.is_empty(), "charts on screen");
     assert!(render(&app).contains("loss"), "{}", render(&app));
     // Back to the list and through other runs: the run stays among the last few charted...
     key(&mut app, KeyCode::Esc);
     draw(&mut app);
-    assert!(app.runs[DONE].charts);
+    assert!(app.runs[DONE].charts.complete);
     // ... until 8 other runs have been charted since.
     for i in 0..8 {
         let id = format!("20261201-00000{i}-other");
@@ -546,11 +546,11 @@ fn only_the_runs_on_screen_keep_their_charts_and_the_others_are_read_again_when_
         draw(&mut app);
     }
     assert!(
-        !app.runs[DONE].charts && app.runs[DONE].loss.is_empty(),
+        !app.runs[DONE].charts.complete && app.runs[DONE].charts.loss.is_empty(),
         "let go off screen"
     );
     // A live run keeps its charts whatever is on screen.
-    assert!(app.runs[LIVE].charts && !app.runs[LIVE].loss.is_empty());
+    assert!(app.runs[LIVE].charts.complete && !app.runs[LIVE].charts.loss.is_empty());
 }
 
 #[test]

@@ -78,8 +78,8 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
     for (i, run) in runs.iter().enumerate() {
         hits.charted.push(run.id.clone());
         let style = Style::new().fg(COLOURS[i % COLOURS.len()]);
-        loss_chart = loss_chart.series(&names[i], style, &run.loss);
-        dice_chart = dice_chart.series(&names[i], style, &run.dice[2]);
+        loss_chart = loss_chart.series(&names[i], style, &run.charts.loss);
+        dice_chart = dice_chart.series(&names[i], style, &run.charts.dice[2]);
     }
     loss_chart.render(loss, buf);
     dice_chart.render(dice, buf);
@@ -211,12 +211,12 @@ fn draw_previews(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
 
 /// The experiment keys whose values are not the same in every run.
 pub fn differing_keys(runs: &[&RunModel]) -> Vec<String> {
-    let keys: BTreeSet<&str> = runs.iter().flat_map(|r| r.config.keys()).collect();
+    let keys: BTreeSet<&str> = runs.iter().flat_map(|r| r.observed.config.keys()).collect();
     keys.into_iter()
         .filter(|key| !IGNORED.contains(key))
         .filter(|key| {
-            let first = runs[0].config.get(key);
-            runs.iter().any(|r| r.config.get(key) != first)
+            let first = runs[0].observed.config.get(key);
+            runs.iter().any(|r| r.observed.config.get(key) != first)
         })
         .map(str::to_string)
         .collect()
@@ -235,7 +235,7 @@ fn draw_table(app: &App, runs: &[&RunModel], area: Rect, buf: &mut ratatui::buff
     let keys = differing_keys(runs);
     let mut header: Vec<String> = vec!["#".into(), "run".into()];
     // A halving sweep's runs: the rung each reached, so the table sorts by it.
-    let rungs = runs.iter().any(|r| r.rung.is_some());
+    let rungs = runs.iter().any(|r| r.observed.rung.is_some());
     if rungs {
         header.push("rung".into());
     }
@@ -247,14 +247,14 @@ fn draw_table(app: &App, runs: &[&RunModel], area: Rect, buf: &mut ratatui::buff
         .map(|(i, run)| {
             let mut values = vec![Value::Number(i as f64 + 1.0), Value::Text(short_id(&run.id))];
             if rungs {
-                values.push(match (&run.rung, &run.pruned) {
+                values.push(match (&run.observed.rung, &run.observed.pruned) {
                     (Some(rung), None) => Value::Number(f64::from(rung.rung)),
                     (Some(rung), Some(_)) => Value::Text(format!("{}✗", rung.rung)),
                     (None, _) => Value::Missing,
                 });
             }
             for key in &keys {
-                values.push(match run.config.get(key) {
+                values.push(match run.observed.config.get(key) {
                     Some(v) => v
                         .parse::<f64>()
                         .map_or_else(|_| Value::Text(v.to_string()), Value::Number),
@@ -265,7 +265,7 @@ fn draw_table(app: &App, runs: &[&RunModel], area: Rect, buf: &mut ratatui::buff
             for score in [best.map(|d| d.et), best.map(|d| d.tc), best.map(|d| d.wt)] {
                 values.push(score.map_or(Value::Missing, Value::Number));
             }
-            values.push(run.loss.last().map_or(Value::Missing, Value::Number));
+            values.push(run.charts.loss.last().map_or(Value::Missing, Value::Number));
             (i, values)
         })
         .collect();

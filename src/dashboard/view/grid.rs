@@ -97,11 +97,12 @@ fn card(app: &App, run: &RunModel, selected: bool, area: Rect, buf: &mut Buffer)
         Constraint::Fill(1),
     ])
     .areas(inner);
-    if let Some(place) = &run.queue {
+    if let Some(place) = &run.observed.queue {
         progress = format!("#{} in the queue", place.position);
     }
     Line::styled(progress, dim).render(info, buf);
     match run
+        .observed
         .queue
         .as_ref()
         .and_then(|q| q.waiting.clone())
@@ -114,8 +115,8 @@ fn card(app: &App, run: &RunModel, selected: bool, area: Rect, buf: &mut Buffer)
         app,
         buf,
         loss,
-        format!("loss {}", run.loss.last().map_or("–".to_string(), format_value)),
-        &run.loss,
+        format!("loss {}", run.charts.loss.last().map_or("–".to_string(), format_value)),
+        &run.charts.loss,
         theme.series.loss,
     );
     labelled_sparkline(
@@ -124,9 +125,9 @@ fn card(app: &App, run: &RunModel, selected: bool, area: Rect, buf: &mut Buffer)
         dice,
         format!(
             "WT {}",
-            run.dice[2].last().map_or("–".to_string(), |d| format!("{d:.2}"))
+            run.charts.dice[2].last().map_or("–".to_string(), |d| format!("{d:.2}"))
         ),
-        &run.dice[2],
+        &run.charts.dice[2],
         theme.series.dice_wt,
     );
 }

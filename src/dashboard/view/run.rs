@@ -60,7 +60,7 @@ fn header_line<'a>(app: &App, run: &'a RunModel) -> Line<'a> {
         ),
         Span::styled(state.name(), state_style(theme, state)),
     ];
-    if let Some(place) = &run.queue {
+    if let Some(place) = &run.observed.queue {
         spans.push(Span::styled(format!(" #{}", place.position), dim));
         if let Some(why) = &place.waiting {
             spans.push(Span::styled(format!(" · {why}"), Style::new().fg(theme.ui.warn)));
@@ -130,7 +130,7 @@ fn draw_wide(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
     loss_chart(app, run).render(loss, buf);
     dice_chart(app, run).render(dice, buf);
     LineChart::new("lr", &app.theme, app.marker())
-        .series("lr", Style::new().fg(app.theme.series.lr), &run.lr)
+        .series("lr", Style::new().fg(app.theme.series.lr), &run.charts.lr)
         .x_unit("epochs")
         .render(lr, buf);
     speed_chart(app, run, false).render(speed, buf);
@@ -171,13 +171,18 @@ fn draw_tabs(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
 fn loss_chart<'a>(app: &'a App, run: &'a RunModel) -> LineChart<'a> {
     let series = &app.theme.series;
     let mut chart = LineChart::new("loss", &app.theme, app.marker())
-        .series("loss", Style::new().fg(series.loss), &run.loss)
+        .series("loss", Style::new().fg(series.loss), &run.charts.loss)
         .log_y(app.run.log_scale)
         .x_unit("epochs");
-    for (part, color) in run.loss_parts.iter().zip([series.seed_dice, series.lr, series.ram]) {
+    for (part, color) in run
+        .charts
+        .loss_parts
+        .iter()
+        .zip([series.seed_dice, series.lr, series.ram])
+    {
         chart = chart.series(part.0, Style::new().fg(color), part.1);
     }
-    if let Some(min) = run.loss.min() {
+    if let Some(min) = run.charts.loss.min() {
         chart = chart.bottom(Line::styled(
             format!(" min {} ", format_value(min)),
             Style::new().fg(app.theme.ui.dim),
@@ -191,16 +196,16 @@ fn loss_chart<'a>(app: &'a App, run: &'a RunModel) -> LineChart<'a> {
 fn dice_chart<'a>(app: &'a App, run: &'a RunModel) -> LineChart<'a> {
     let series = &app.theme.series;
     let (title, histories, best) = if app.run.lesion_wise_dice {
-        ("LW Dice", &run.lesion_dice, run.best_lesion_dice)
+        ("LW Dice", &run.charts.lesion_dice, run.best_lesion_dice)
     } else {
-        ("Dice", &run.dice, run.best.map(|(_, dice)| dice))
+        ("Dice", &run.charts.dice, run.best.map(|(_, dice)| dice))
     };
     let mut chart = LineChart::new(title, &app.theme, app.marker())
         .series("ET", Style::new().fg(series.dice_et), &histories[0])
         .series("TC", Style::new().fg(series.dice_tc), &histories[1])
         .series("WT", Style::new().fg(series.dice_wt), &histories[2]);
     if !app.run.lesion_wise_dice {
-        chart = chart.series("seed", Style::new().fg(series.seed_dice), &run.seed_dice);
+        chart = chart.series("seed", Style::new().fg(series.seed_dice), &run.charts.seed_dice);
     }
     chart = chart.y_range(0.0, 1.0).decimals(2).x_unit("epochs");
     if let (Some((epoch, _)), Some(best)) = (run.best, best) {
@@ -215,9 +220,13 @@ fn dice_chart<'a>(app: &'a App, run: &'a RunModel) -> LineChart<'a> {
 /// Patches per second; in the compact layout the learning rate rides along in the border.
 fn speed_chart<'a>(app: &'a App, run: &'a RunModel, with_lr: bool) -> LineChart<'a> {
     let mut chart = LineChart::new("patches/s", &app.theme, app.marker())
-        .series("patches/s", Style::new().fg(app.theme.series.cpu), &run.throughput)
+        .series(
+            "patches/s",
+            Style::new().fg(app.theme.series.cpu),
+            &run.charts.throughput,
+        )
         .x_unit("epochs");
-    if with_lr && let Some(lr) = run.lr.last() {
+    if with_lr && let Some(lr) = run.charts.lr.last() {
         chart = chart.bottom(Line::styled(
             format!(" lr {lr:.1e} "),
             Style::new().fg(app.theme.series.lr),
@@ -267,17 +276,23 @@ fn draw_resources(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
     };
     let live = run.state().is_live();
     let cores = app.host.map_or(1, |h| h.cores) as f64;
-    let cpu = match (run.cpu.last(), live) {
+    let cpu = match (run.charts.cpu.last(), live) {
         (Some(cpu), true) => format!("cpu {cpu:.0}%\nof {:.0}%", cores * 100.0),
         _ => "cpu –".to_string(),
     };
-    let rss = match (run.rss.last(), live, run.peak_rss_mb) {
+    let rss = match (run.charts.rss.last(), live, run.peak_rss_mb) {
         (Some(rss), true, peak) => format!("rss {rss:.0} MB\npeak {:.0} MB", peak.unwrap_or(rss)),
         (_, _, Some(peak)) => format!("peak rss\n{peak:.0} MB"),
         _ => "rss –".to_string(),
     };
-    draw_series(rows[0], cpu, run.cpu.tail(512), theme.series.cpu, Some(cores * 100.0));
-    draw_series(rows[1], rss, run.rss.tail(512), theme.series.ram, None);
+    draw_series(
+        rows[0],
+        cpu,
+        run.charts.cpu.tail(512),
+        theme.series.cpu,
+        Some(cores * 100.0),
+    );
+    draw_series(rows[1], rss, run.charts.rss.tail(512), theme.series.ram, None);
     if let Some(host) = app.host {
         Line::styled(
             format!(
@@ -305,11 +320,11 @@ fn draw_log(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
     if let Some(error) = &run.error() {
         lines.push(Line::styled(format!("✗ {error}"), Style::new().fg(theme.ui.error)));
     }
-    for warning in &run.warnings {
+    for warning in &run.observed.warnings {
         lines.push(Line::styled(format!("⚠ {warning}"), Style::new().fg(theme.ui.warn)));
     }
     let room = usize::from(inner.height).saturating_sub(lines.len());
-    let log = &run.log_tail[run.log_tail.len().saturating_sub(room)..];
+    let log = &run.observed.log_tail[run.observed.log_tail.len().saturating_sub(room)..];
     lines.extend(
         log.iter()
             .map(|l| Line::styled(l.as_str(), Style::new().fg(theme.ui.text))),

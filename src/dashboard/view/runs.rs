@@ -34,7 +34,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
         .selected
         .as_ref()
         .and_then(|id| app.runs.get(id))
-        .and_then(|r| r.queue.as_ref())
+        .and_then(|r| r.observed.queue.as_ref())
     {
         let why = match (&place.waiting, place.paused) {
             (_, true) => "held: p releases it".to_string(),
@@ -113,7 +113,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
 
 /// The epoch column: the queue place of a queued run, else `epoch/epochs`.
 fn epoch(run: &RunModel) -> String {
-    if let Some(place) = &run.queue {
+    if let Some(place) = &run.observed.queue {
         format!("#{}", place.position)
     } else if run.epochs > 0 {
         format!("{}/{}", run.epoch, run.epochs)
@@ -147,11 +147,12 @@ fn row<'a>(app: &App, run: &'a RunModel, wide: bool, elapsed: bool) -> Row<'a> {
     }
     if wide {
         let experiment = run
+            .observed
             .experiment
             .as_ref()
             .map_or_else(|| run.name.clone(), |e| e.display().to_string());
         cells.insert(1, Cell::from(experiment));
-        let sample = run.last_sample.filter(|_| state.is_live());
+        let sample = run.observed.last_sample.filter(|_| state.is_live());
         cells.push(Cell::from(
             sample.map_or("–".to_string(), |s| format!("{:.0}%", s.cpu_percent)),
         ));
@@ -189,7 +190,7 @@ pub(super) fn state_style(theme: &Theme, state: RunState) -> Style {
 
 /// A one-line summary of a run's process, for headers and cards.
 pub(super) fn process_line(run: &RunModel) -> String {
-    match run.last_sample {
+    match run.observed.last_sample {
         Some(sample) if run.state().is_live() => {
             format!("cpu {:.0}% · {:.0} MB", sample.cpu_percent, sample.rss_mb)
         }
