@@ -1,9 +1,11 @@
 //! The `segtop` dashboard: a terminal UI over the workspace's experiments and runs.
 //!
 //! State lives in [`app::App`] and changes only in `App::update`; [`view::draw`] renders it
-//! without mutating. Keyboard input and workspace scanning run on their own threads and send
+//! without mutating. Keyboard input, workspace scanning and the effects that run other
+//! programs ([`worker`]: queueing, Slurm, signals) run on their own threads and send
 //! [`app::Msg`]s over one channel; the loop drains them and redraws at most every 100 ms,
-//! and only when something changed.
+//! and only when something changed. The UI thread never waits on another program, but for
+//! the user's own editor, which it hands the terminal to.
 
 pub mod app;
 pub mod catalog;
@@ -13,6 +15,7 @@ pub mod hits;
 pub mod preview;
 pub mod screens;
 pub mod view;
+pub mod worker;
 
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread;
@@ -67,6 +70,7 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
     )
     .context("cannot start the watcher thread")?;
     spawn_demo_data(workspace.clone(), tx.clone())?;
+    let worker = worker::spawn(workspace.clone(), tx.clone(), look.clone())?;
 
     let mut app = App::new(workspace.clone(), options.theme).with_choices(options.themes, options.settings);
     app.update(Msg::Notice(options.notice));
@@ -91,7 +95,7 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
                 match rx.recv_timeout(wait) {
                     Ok(msg) => {
                         take(&mut app, msg);
-                        perform(&mut app, &workspace, &tx, &look, &mut terminal, &gate);
+                        perform(&mut app, &workspace, &tx, &look, &worker, &mut terminal, &gate);
                         if app.should_quit() {
                             return Ok(());
                         }
@@ -105,14 +109,14 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
                     .draw(|frame| hits = view::draw(&app, frame))
                     .context("cannot draw")?;
                 app.drawn(hits);
-                perform(&mut app, &workspace, &tx, &look, &mut terminal, &gate);
+                perform(&mut app, &workspace, &tx, &look, &worker, &mut terminal, &gate);
                 last_frame = Instant::now();
             }
             let Ok(msg) = rx.recv() else {
                 return Ok(());
             };
             take(&mut app, msg);
-            perform(&mut app, &workspace, &tx, &look, &mut terminal, &gate);
+            perform(&mut app, &workspace, &tx, &look, &worker, &mut terminal, &gate);
             if app.should_quit() {
                 return Ok(());
             }
@@ -149,11 +153,27 @@ fn perform(
     workspace: &Workspace,
     tx: &Sender<Msg>,
     look: &Sender<watch::Request>,
+    worker: &Sender<Effect>,
     terminal: &mut ratatui::DefaultTerminal,
     gate: &InputGate,
 ) {
     for effect in app.take_effects() {
         match effect {
+            // Those that run programs go to the worker, which answers with messages and asks
+            // the watcher to look itself.
+            effect @ (Effect::Launch(_)
+            | Effect::LaunchOn(..)
+            | Effect::Resume { .. }
+            | Effect::Halt { .. }
+            | Effect::HoldJob { .. }
+            | Effect::Requeue { .. }) => {
+                if worker.send(effect).is_err() {
+                    app.update(Msg::Failed(
+                        "the effects thread has stopped; restart segtop".to_string(),
+                    ));
+                }
+                continue;
+            }
             Effect::Clone { source, from, base } => {
                 let taken: Vec<String> = app
                     .experiments
@@ -198,41 +218,6 @@ fn perform(
                 app.update(Msg::Experiments(entries));
                 app.update(Msg::Failed(notice));
             }
-            Effect::Launch(file) => launch(app, workspace, &file, None),
-            Effect::LaunchOn(file, kind) => launch(app, workspace, &file, Some(kind)),
-            Effect::Resume { id, dir } => {
-                let run = crate::run::RunDir::open(&dir);
-                match crate::schedule::queue::Queue::new(workspace).resume(workspace, &run) {
-                    Ok(resumed) => {
-                        let job = match resumed {
-                            crate::schedule::queue::Resumed::Submitted { job } => Some(job),
-                            crate::schedule::queue::Resumed::Queued => None,
-                        };
-                        let queued = job.is_none();
-                        app.update(Msg::Queued {
-                            runs: vec![(id, dir)],
-                            resume: true,
-                            sweep: None,
-                            job,
-                        });
-                        if queued {
-                            supervise(app, workspace);
-                        }
-                    }
-                    Err(error) => app.update(Msg::Failed(format!("cannot resume {id}: {error:#}"))),
-                }
-            }
-            Effect::Halt {
-                id,
-                dir,
-                pid,
-                pid_start,
-                halt,
-            } => {
-                if let Err(error) = crate::schedule::launcher::halt_run(&dir, pid, pid_start, halt) {
-                    app.update(Msg::Failed(format!("{id}: {error:#}")));
-                }
-            }
             Effect::LoadPreview {
                 run,
                 dir,
@@ -255,16 +240,6 @@ fn perform(
                 });
                 if let Err(error) = spawned {
                     app.update(Msg::Failed(format!("cannot load the preview: {error}")));
-                }
-            }
-            Effect::HoldJob { id, job, hold } => {
-                if let Err(error) = crate::schedule::launcher::slurm::hold(&job, hold) {
-                    app.update(Msg::Failed(format!("{id}: {error:#}")));
-                }
-            }
-            Effect::Requeue { id, change } => {
-                if let Err(error) = requeue(workspace, &id, change) {
-                    app.update(Msg::Failed(format!("{id}: {error:#}")));
                 }
             }
             Effect::SaveSettings(settings) => {
@@ -378,68 +353,6 @@ struct Paused<'a> {
 impl Drop for Paused<'_> {
     fn drop(&mut self) {
         self.gate.paused.store(false, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-fn requeue(workspace: &Workspace, id: &str, change: app::QueueChange) -> anyhow::Result<()> {
-    use crate::schedule::queue::EditError;
-    use app::QueueChange;
-    let queue = crate::schedule::queue::Queue::new(workspace);
-    let edited = match change {
-        QueueChange::Earlier => queue.move_by(id, -1).map(drop),
-        QueueChange::Later => queue.move_by(id, 1).map(drop),
-        QueueChange::Hold => queue.set_paused(id, true),
-        QueueChange::Release => queue.set_paused(id, false),
-        QueueChange::Remove => queue.remove(id).map(drop),
-    };
-    match edited {
-        // It started (or left) between the screen and the key: nothing to change.
-        Err(EditError::NotQueued(_)) => anyhow::bail!("not in the queue any more"),
-        Err(EditError::Failed(error)) => Err(error),
-        Ok(()) if change == QueueChange::Release => crate::supervisor::ensure(workspace).map(drop),
-        Ok(()) => Ok(()),
-    }
-}
-
-/// Queues the runs of an experiment file, or submits them to Slurm.
-fn launch(
-    app: &mut App,
-    workspace: &Workspace,
-    file: &std::path::Path,
-    launcher: Option<crate::experiment::LauncherKind>,
-) {
-    match crate::schedule::queue::Queue::new(workspace).add(workspace, file, launcher) {
-        Ok(queued) => {
-            let job = queued
-                .iter()
-                .filter_map(|q| q.submitted.as_ref()?.job.clone())
-                .next()
-                .map(|job| match queued.len() {
-                    1 => job,
-                    _ => job.split('_').next().unwrap_or_default().to_string(),
-                });
-            let local = queued.iter().any(|q| q.submitted.is_none());
-            app.update(Msg::Queued {
-                runs: queued
-                    .iter()
-                    .map(|q| (q.run.id(), q.run.path().to_path_buf()))
-                    .collect(),
-                resume: false,
-                sweep: queued.first().and_then(|q| q.sweep.as_ref()).map(|t| t.sweep.clone()),
-                job,
-            });
-            if local {
-                supervise(app, workspace);
-            }
-        }
-        Err(error) => app.update(Msg::Failed(format!("cannot launch {}: {error:#}", file.display()))),
-    }
-}
-
-/// Makes sure the workspace's supervisor is running to start what was queued.
-fn supervise(app: &mut App, workspace: &Workspace) {
-    if let Err(error) = crate::supervisor::ensure(workspace) {
-        app.update(Msg::Failed(format!("cannot start the supervisor: {error:#}")));
     }
 }
 
