@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::bail;
 
@@ -17,15 +18,75 @@ use crate::run::Launch;
 /// The state of a job no Slurm command knows (purged, or never seen).
 pub const UNKNOWN: &str = "UNKNOWN";
 
+/// How long a Slurm command may take before segtop gives up on it (`SEGTOP_SLURM_TIMEOUT`,
+/// in seconds, overrides it): a busy or unreachable controller must not hold a screen or the
+/// supervisor for ever.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The time-out in force: `SEGTOP_SLURM_TIMEOUT` seconds when set to a positive number.
+pub fn timeout() -> Duration {
+    std::env::var("SEGTOP_SLURM_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(TIMEOUT, Duration::from_secs_f64)
+}
+
 /// Runs a Slurm command (`program`, already given its arguments): its output, whatever its
-/// exit status, or an error saying the command is missing.
+/// exit status, or an error saying the command is missing or did not answer in [`timeout`].
 pub(crate) fn output(program: &str, command: &mut Command) -> anyhow::Result<std::process::Output> {
-    command.output().map_err(|error| {
-        if error.kind() == std::io::ErrorKind::NotFound {
-            anyhow::anyhow!("{program} not found: this machine has no Slurm client commands on its PATH")
-        } else {
-            anyhow::anyhow!("cannot run {program}: {error}")
+    output_within(program, command, timeout())
+}
+
+/// [`output`] with its own time-out; a command still running then is killed.
+pub(crate) fn output_within(
+    program: &str,
+    command: &mut Command,
+    limit: Duration,
+) -> anyhow::Result<std::process::Output> {
+    use std::io::Read;
+    use wait_timeout::ChildExt;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| {
+            if error.kind() == std::io::ErrorKind::NotFound {
+                anyhow::anyhow!("{program} not found: this machine has no Slurm client commands on its PATH")
+            } else {
+                anyhow::anyhow!("cannot run {program}: {error}")
+            }
+        })?;
+    // Both pipes are drained while it runs, so a command that writes much never blocks on them.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let status = match child.wait_timeout(limit) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "{program} did not answer within {} s (the Slurm controller may be busy or unreachable); \
+                 SEGTOP_SLURM_TIMEOUT sets how long to wait, in seconds",
+                limit.as_secs_f64()
+            );
         }
+        Err(error) => bail!("cannot wait for {program}: {error}"),
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     })
 }
 
@@ -365,5 +426,31 @@ mod tests {
         assert_eq!(found.len(), 2);
         assert_eq!(found[0].describe(), "OUT_OF_MEMORY, exit code 0:125");
         assert_eq!((found[1].id.as_str(), found[1].state.as_str()), ("9_2", "COMPLETED"));
+    }
+
+    #[test]
+    fn a_command_that_does_not_answer_in_time_is_killed_with_a_clear_error() {
+        let error = output_within("sleep", Command::new("sleep").arg("30"), Duration::from_millis(300))
+            .expect_err("sleep 30 outlives 0.3 s");
+        let message = format!("{error:#}");
+        assert!(message.contains("sleep did not answer within 0.3 s"), "{message}");
+        assert!(message.contains("SEGTOP_SLURM_TIMEOUT"), "{message}");
+        let answered = output_within(
+            "sh",
+            Command::new("sh").args(["-c", "echo out; echo err >&2"]),
+            Duration::from_secs(20),
+        )
+        .expect("sh answers");
+        assert_eq!(
+            (answered.stdout.as_slice(), answered.stderr.as_slice()),
+            (&b"out\n"[..], &b"err\n"[..])
+        );
+        let missing = output_within(
+            "no-such-slurm-command",
+            &mut Command::new("no-such-slurm-command"),
+            Duration::from_secs(5),
+        )
+        .expect_err("not on PATH");
+        assert!(format!("{missing}").contains("not found"), "{missing}");
     }
 }
