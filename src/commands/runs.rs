@@ -10,7 +10,8 @@ use segtop::run::RunDir;
 use segtop::run::events::{BratsScores, RegionScores};
 use segtop::run::process::Halt;
 use segtop::runs::format_duration;
-use segtop::runs::model::{EvaluationSummary, FoldGroup, RunModel, RunSort, RunState, fold_groups, sort_runs};
+use segtop::runs::lists::{FoldGroup, RunSort, fold_groups, sort_runs};
+use segtop::runs::model::{EvaluationSummary, RunModel, RunState};
 use segtop::runs::watch::snapshot;
 use segtop::workspace::Workspace;
 

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod chart;
 pub mod editor;
 pub mod hits;
+pub mod msg;
 pub mod preview;
 pub mod screens;
 pub mod view;

@@ -12,7 +12,8 @@ use super::preview::{Preview, PreviewView};
 use crate::dashboard::catalog::ExperimentEntry;
 use crate::experiment::{Axis, LauncherKind, Modality};
 use crate::render::ColorMode;
-use crate::runs::model::{RunModel, RunSort, sort_runs};
+use crate::runs::lists::{RunSort, sort_runs};
+use crate::runs::model::RunModel;
 
 /// Panels of the run view; on terminals smaller than 80x24 they become tabs.
 pub const RUN_PANELS: [&str; 5] = ["loss", "dice", "speed", "resources", "log"];

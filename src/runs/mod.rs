@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod history;
+pub mod lists;
 pub mod model;
 pub mod preview;
 pub mod summary;

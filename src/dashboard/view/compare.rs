@@ -16,7 +16,8 @@ use super::runs::short_id;
 use crate::dashboard::app::App;
 use crate::dashboard::chart::{LineChart, format_value};
 use crate::dashboard::hits::Hits;
-use crate::runs::model::{FoldGroup, RunModel, fold_groups};
+use crate::runs::lists::{FoldGroup, fold_groups};
+use crate::runs::model::RunModel;
 
 /// Run colours, in marking order; they repeat after eight runs.
 const COLOURS: [Color; 8] = [
