@@ -206,46 +206,13 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    // `-C DIR` works as `git -C` does: segtop (and the trainer it hands over to) runs as if
-    // started in DIR, so relative FILE arguments and `runs/` are DIR's.
-    if let Some(dir) = &cli.workspace {
-        std::env::set_current_dir(dir).with_context(|| format!("-C {}: cannot enter the workspace", dir.display()))?;
-    }
-    let workspace = Workspace::new(std::env::current_dir().context("cannot read the current directory")?);
+    let workspace = enter_workspace(cli.workspace.as_deref())?;
     match cli.command {
         None => {
-            let (settings, mut notice) = match Settings::path().map(|path| Settings::load(&path)) {
-                Some(Err(problem)) => (Settings::default(), Some(problem)),
-                Some(Ok(settings)) => (settings, None),
-                None => (Settings::default(), None),
-            };
-            let theme = match (cli.theme.as_deref(), settings.theme.as_deref()) {
-                (None, Some(saved)) if !no_color() => choose_theme(&workspace, Some(saved)).unwrap_or_else(|error| {
-                    notice = Some(format!("saved theme: {error:#}"));
-                    Theme::default()
-                }),
-                (name, _) => choose_theme(&workspace, name)?,
-            };
-            let themes = available_themes(&workspace, &theme);
-            segtop::dashboard::run(
-                workspace,
-                segtop::dashboard::Options {
-                    theme,
-                    themes,
-                    settings,
-                    notice,
-                },
-            )?;
+            open_dashboard(workspace, cli.theme.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Check { files, themes, quiet }) => {
-            let ok = if themes {
-                check_themes(&files)
-            } else {
-                check_experiments(&workspace, &files, quiet)
-            };
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-        }
+        Some(Command::Check { files, themes, quiet }) => Ok(exit_code(check(&workspace, &files, themes, quiet))),
         Some(Command::Synth {
             out,
             cases,
@@ -253,57 +220,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seed,
             progress_lines,
         }) => {
-            commands::data::synth(
-                &out,
-                &segtop::data::synth::SynthSpec {
-                    cases,
-                    shape: size,
-                    seed,
-                },
-                progress_lines,
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::Data(DataCommand::Scan {
-            root,
-            layout,
-            modalities,
-        })) => {
-            let ok = commands::data::scan(&root, layout, &modalities)?;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-        }
-        Some(Command::Data(DataCommand::Prepare { experiment })) => {
-            let experiment = Experiment::load(&experiment, workspace.root())?;
-            commands::data::prepare(&experiment)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::Data(DataCommand::Bench { case, repeats, json })) => {
-            commands::data::bench(&case, repeats as usize, json)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::Data(DataCommand::Show {
-            case,
-            modality,
-            axis,
-            slice,
-            width,
-            color,
-        })) => {
-            let color = match color.as_str() {
-                "auto" => None,
-                "truecolor" | "24bit" => Some(ColorMode::TrueColor),
-                "256" => Some(ColorMode::Indexed256),
-                "16" => Some(ColorMode::Ansi16),
-                "ascii" | "none" => Some(ColorMode::Ascii),
-                other => bail!("--color '{other}' is not one of: auto, truecolor, 256, 16, ascii"),
+            let spec = segtop::data::synth::SynthSpec {
+                cases,
+                shape: size,
+                seed,
             };
-            commands::data::show(&case, modality, axis, slice, width.map(usize::from), color)?;
+            commands::data::synth(&out, &spec, progress_lines)?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Eval(args)) => {
-            let ok = commands::eval::eval(&args)?;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-        }
+        Some(Command::Data(command)) => run_data(&workspace, command),
+        Some(Command::Eval(args)) => Ok(exit_code(commands::eval::eval(&args)?)),
         Some(Command::Runs(args)) => {
             commands::runs::runs(&workspace, &args)?;
             Ok(ExitCode::SUCCESS)
@@ -337,15 +263,108 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::export::export(&workspace, &args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Rm { run, yes }) => {
-            let removed = commands::runs::remove(&workspace, &run, yes)?;
-            Ok(if removed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-        }
+        Some(Command::Rm { run, yes }) => Ok(exit_code(commands::runs::remove(&workspace, &run, yes)?)),
         Some(Command::Train(args)) => hand_over("train", args.args),
         Some(Command::Predict(args)) => hand_over("predict", args.args),
         Some(Command::Summary(args)) => hand_over("summary", args.args),
         Some(Command::Info(args)) => hand_over("info", args.args),
     }
+}
+
+/// `-C DIR` works as `git -C` does: segtop (and the trainer it hands over to) runs as if
+/// started in DIR, so relative FILE arguments and `runs/` are DIR's.
+fn enter_workspace(dir: Option<&Path>) -> anyhow::Result<Workspace> {
+    if let Some(dir) = dir {
+        std::env::set_current_dir(dir).with_context(|| format!("-C {}: cannot enter the workspace", dir.display()))?;
+    }
+    Ok(Workspace::new(
+        std::env::current_dir().context("cannot read the current directory")?,
+    ))
+}
+
+/// `segtop check`: theme files with `--themes`, else experiment files; true when all are usable.
+fn check(workspace: &Workspace, files: &[PathBuf], themes: bool, quiet: bool) -> bool {
+    if themes {
+        check_themes(files)
+    } else {
+        check_experiments(workspace, files, quiet)
+    }
+}
+
+/// Commands that report a verdict exit 1 when it is negative, so scripts can test them.
+fn exit_code(ok: bool) -> ExitCode {
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Opens the dashboard with the saved settings and the chosen theme; a saved theme that no
+/// longer loads becomes a notice rather than an error, but one named on the command line fails.
+fn open_dashboard(workspace: Workspace, theme_name: Option<&str>) -> anyhow::Result<()> {
+    let (settings, mut notice) = match Settings::path().map(|path| Settings::load(&path)) {
+        Some(Err(problem)) => (Settings::default(), Some(problem)),
+        Some(Ok(settings)) => (settings, None),
+        None => (Settings::default(), None),
+    };
+    let theme = match (theme_name, settings.theme.as_deref()) {
+        (None, Some(saved)) if !no_color() => choose_theme(&workspace, Some(saved)).unwrap_or_else(|error| {
+            notice = Some(format!("saved theme: {error:#}"));
+            Theme::default()
+        }),
+        (name, _) => choose_theme(&workspace, name)?,
+    };
+    let themes = available_themes(&workspace, &theme);
+    segtop::dashboard::run(
+        workspace,
+        segtop::dashboard::Options {
+            theme,
+            themes,
+            settings,
+            notice,
+        },
+    )
+}
+
+/// `segtop data ...`: the dataset-folder commands, dispatched together as clap groups them.
+fn run_data(workspace: &Workspace, command: DataCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DataCommand::Scan {
+            root,
+            layout,
+            modalities,
+        } => Ok(exit_code(commands::data::scan(&root, layout, &modalities)?)),
+        DataCommand::Prepare { experiment } => {
+            let experiment = Experiment::load(&experiment, workspace.root())?;
+            commands::data::prepare(&experiment)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        DataCommand::Bench { case, repeats, json } => {
+            commands::data::bench(&case, repeats as usize, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        DataCommand::Show {
+            case,
+            modality,
+            axis,
+            slice,
+            width,
+            color,
+        } => {
+            let color = parse_color(&color)?;
+            commands::data::show(&case, modality, axis, slice, width.map(usize::from), color)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `--color` of `data show`: `None` for auto, which detects the terminal's colours.
+fn parse_color(name: &str) -> anyhow::Result<Option<ColorMode>> {
+    Ok(match name {
+        "auto" => None,
+        "truecolor" | "24bit" => Some(ColorMode::TrueColor),
+        "256" => Some(ColorMode::Indexed256),
+        "16" => Some(ColorMode::Ansi16),
+        "ascii" | "none" => Some(ColorMode::Ascii),
+        other => bail!("--color '{other}' is not one of: auto, truecolor, 256, 16, ascii"),
+    })
 }
 
 /// Checks each experiment file; prints the resolved experiment to stdout and every problem

@@ -59,31 +59,7 @@ pub fn scan(root: &Path, layout: Layout, modalities: &[Modality]) -> anyhow::Res
             root.display()
         );
     }
-    let bar = progress_bar(found.cases.len(), "checking cases");
-    let results: Vec<Mutex<Option<Result<CaseSummary, CaseError>>>> =
-        found.cases.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(found.cases.len());
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(files) = found.cases.get(i) else {
-                        break;
-                    };
-                    let result = case::scan_case(files, modalities);
-                    if let Ok(mut slot) = results[i].lock() {
-                        *slot = Some(result);
-                    }
-                    bar.inc(1);
-                }
-            });
-        }
-    });
-    bar.finish_and_clear();
+    let results = check_cases(&found.cases, modalities);
 
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -92,29 +68,9 @@ pub fn scan(root: &Path, layout: Layout, modalities: &[Modality]) -> anyhow::Res
         "case", "shape", "spacing mm", "dtype", "NCR cm3", "ED cm3", "ET cm3"
     )?;
     let mut bad = Vec::new();
-    for (files, slot) in found.cases.iter().zip(results) {
-        let result = slot.into_inner().ok().flatten();
+    for (files, result) in found.cases.iter().zip(results) {
         match result {
-            Some(Ok(summary)) => {
-                let [x, y, z] = summary.shape;
-                let [sx, sy, sz] = summary.spacing;
-                let voxel_cm3 = sx * sy * sz / 1000.0;
-                let volumes = match summary.label_voxels {
-                    Some(v) => [1, 2, 3].map(|l| format!("{:.1}", v[l] as f64 * voxel_cm3)),
-                    None => ["-".to_string(), "-".to_string(), "no seg".to_string()],
-                };
-                writeln!(
-                    out,
-                    "{:<24} {:<12} {:<11} {:<8} {:>8} {:>8} {:>8}",
-                    summary.id,
-                    format!("{x}x{y}x{z}"),
-                    format!("{sx}x{sy}x{sz}"),
-                    summary.datatype,
-                    volumes[0],
-                    volumes[1],
-                    volumes[2]
-                )?;
-            }
+            Some(Ok(summary)) => write_case_line(&mut out, &summary)?,
             Some(Err(error)) => {
                 writeln!(out, "{:<24} problem: see below", files.id)?;
                 bad.push(error.to_string());
@@ -135,6 +91,61 @@ pub fn scan(root: &Path, layout: Layout, modalities: &[Modality]) -> anyhow::Res
     Ok(bad.is_empty() && found.problems.is_empty())
 }
 
+/// Checks the cases on all cores behind a progress bar; a case whose checking thread failed
+/// comes back as `None`.
+fn check_cases(cases: &[case::CaseFiles], modalities: &[Modality]) -> Vec<Option<Result<CaseSummary, CaseError>>> {
+    let bar = progress_bar(cases.len(), "checking cases");
+    let results: Vec<Mutex<Option<Result<CaseSummary, CaseError>>>> = cases.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(cases.len());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(files) = cases.get(i) else {
+                        break;
+                    };
+                    let result = case::scan_case(files, modalities);
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = Some(result);
+                    }
+                    bar.inc(1);
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+    results
+        .into_iter()
+        .map(|slot| slot.into_inner().ok().flatten())
+        .collect()
+}
+
+/// One usable case's row of the scan table: shape, spacing, data type and label volumes in cm³.
+fn write_case_line(out: &mut impl Write, summary: &CaseSummary) -> std::io::Result<()> {
+    let [x, y, z] = summary.shape;
+    let [sx, sy, sz] = summary.spacing;
+    let voxel_cm3 = sx * sy * sz / 1000.0;
+    let volumes = match summary.label_voxels {
+        Some(v) => [1, 2, 3].map(|l| format!("{:.1}", v[l] as f64 * voxel_cm3)),
+        None => ["-".to_string(), "-".to_string(), "no seg".to_string()],
+    };
+    writeln!(
+        out,
+        "{:<24} {:<12} {:<11} {:<8} {:>8} {:>8} {:>8}",
+        summary.id,
+        format!("{x}x{y}x{z}"),
+        format!("{sx}x{sy}x{sz}"),
+        summary.datatype,
+        volumes[0],
+        volumes[1],
+        volumes[2]
+    )
+}
+
 /// `segtop data show`: one slice of a case, labels over the image, in the terminal.
 pub fn show(
     case_path: &Path,
@@ -144,30 +155,7 @@ pub fn show(
     width: Option<usize>,
     color: Option<ColorMode>,
 ) -> anyhow::Result<()> {
-    let folder = if case_path.is_file() {
-        case_path.parent().unwrap_or(Path::new("."))
-    } else {
-        case_path
-    };
-    let found = case::discover(folder, Layout::Auto).with_context(|| format!("{}: cannot list", folder.display()))?;
-    let files = match found.cases.as_slice() {
-        [one] => one,
-        [] => bail!("{}: no BraTS case files here", folder.display()),
-        many => bail!(
-            "{}: holds {} cases; give the folder of one case",
-            folder.display(),
-            many.len()
-        ),
-    };
-    let image_files = case::CaseFiles {
-        images: files
-            .images
-            .iter()
-            .filter(|(m, _)| **m == modality)
-            .map(|(m, p)| (*m, p.clone()))
-            .collect(),
-        ..files.clone()
-    };
+    let image_files = one_case_files(case_path, modality)?;
     let loaded = case::load_case(&image_files, &[modality])?;
     let image = &loaded.images[0];
     let count = render::slice_count(image, axis);
@@ -197,28 +185,68 @@ pub fn show(
     writeln!(out, "{} {} {axis} slice {index} of {count}", loaded.id, modality.name())?;
     out.write_all(render::to_ansi(&cells, mode).as_bytes())?;
     if let Some(labels) = &loaded.labels {
-        let mut counts = [0usize; 4];
-        for &l in &view.labels {
-            counts[usize::from(l.min(3))] += 1;
-        }
-        let legend = if mode == ColorMode::Ascii {
-            ["N", "o", "E"]
-        } else {
-            ["red", "green", "yellow"]
-        };
-        writeln!(
-            out,
-            "labels in this slice: NCR {} ({}), ED {} ({}), ET {} ({}); case total {} tumour voxels",
-            counts[1],
-            legend[0],
-            counts[2],
-            legend[1],
-            counts[3],
-            legend[2],
-            labels.data.iter().filter(|&&l| l > 0).count()
-        )?;
+        write_label_counts(&mut out, &view.labels, labels, mode)?;
     }
     Ok(())
+}
+
+/// The files of the one case at `case_path` (a case folder or one of its files), with only
+/// `modality`'s image kept so nothing else is read.
+fn one_case_files(case_path: &Path, modality: Modality) -> anyhow::Result<case::CaseFiles> {
+    let folder = if case_path.is_file() {
+        case_path.parent().unwrap_or(Path::new("."))
+    } else {
+        case_path
+    };
+    let found = case::discover(folder, Layout::Auto).with_context(|| format!("{}: cannot list", folder.display()))?;
+    let files = match found.cases.as_slice() {
+        [one] => one,
+        [] => bail!("{}: no BraTS case files here", folder.display()),
+        many => bail!(
+            "{}: holds {} cases; give the folder of one case",
+            folder.display(),
+            many.len()
+        ),
+    };
+    Ok(case::CaseFiles {
+        images: files
+            .images
+            .iter()
+            .filter(|(m, _)| **m == modality)
+            .map(|(m, p)| (*m, p.clone()))
+            .collect(),
+        ..files.clone()
+    })
+}
+
+/// The line under the slice: voxels of each label in it, named by how `mode` draws them, and
+/// the case's tumour total.
+fn write_label_counts(
+    out: &mut impl Write,
+    slice_labels: &[u8],
+    labels: &segtop::data::volume::Volume<u8>,
+    mode: ColorMode,
+) -> std::io::Result<()> {
+    let mut counts = [0usize; 4];
+    for &l in slice_labels {
+        counts[usize::from(l.min(3))] += 1;
+    }
+    let legend = if mode == ColorMode::Ascii {
+        ["N", "o", "E"]
+    } else {
+        ["red", "green", "yellow"]
+    };
+    writeln!(
+        out,
+        "labels in this slice: NCR {} ({}), ED {} ({}), ET {} ({}); case total {} tumour voxels",
+        counts[1],
+        legend[0],
+        counts[2],
+        legend[1],
+        counts[3],
+        legend[2],
+        labels.data.iter().filter(|&&l| l > 0).count()
+    )
 }
 
 /// `segtop data bench`: median wall time of loading one case (4 modalities and labels) from

@@ -213,15 +213,7 @@ fn pair_files(pred: &Path, gt: &Path) -> anyhow::Result<Vec<(String, PathBuf, Pa
     let mut missing = Vec::new();
     let mut used = std::collections::BTreeSet::new();
     for (id, gt_path) in truths {
-        let found = by_stem.get(&id).cloned().or_else(|| {
-            let containing: Vec<&PathBuf> = by_stem
-                .iter()
-                .filter(|(s, _)| s.contains(&id))
-                .map(|(_, p)| p)
-                .collect();
-            (containing.len() == 1).then(|| containing[0].clone())
-        });
-        match found {
+        match prediction_for(&by_stem, &id) {
             Some(p) => {
                 used.insert(p.clone());
                 pairs.push((id, p, gt_path));
@@ -234,35 +226,55 @@ fn pair_files(pred: &Path, gt: &Path) -> anyhow::Result<Vec<(String, PathBuf, Pa
         .filter(|p| !used.contains(*p))
         .map(|p| p.display().to_string())
         .collect();
-    let listed = |items: &[String]| {
-        let shown: Vec<&str> = items.iter().take(8).map(String::as_str).collect();
-        let more = if items.len() > 8 {
-            format!(" and {} more", items.len() - 8)
-        } else {
-            String::new()
-        };
-        format!("{}{more}", shown.join(", "))
-    };
     if !missing.is_empty() || !unused.is_empty() {
-        let mut message = String::new();
-        if !missing.is_empty() {
-            message += &format!(
-                "{} case(s) in {} have no prediction in {}: {}",
-                missing.len(),
-                gt.display(),
-                pred.display(),
-                listed(&missing)
-            );
-        }
-        if !unused.is_empty() {
-            if !message.is_empty() {
-                message += "; ";
-            }
-            message += &format!("{} prediction(s) match no case: {}", unused.len(), listed(&unused));
-        }
-        bail!("{message} (a prediction is matched by its file name: <case id>.nii.gz)");
+        bail!(
+            "{} (a prediction is matched by its file name: <case id>.nii.gz)",
+            unpaired_message(pred, gt, &missing, &unused)
+        );
     }
     Ok(pairs)
+}
+
+/// The prediction named exactly like case `id`, else the only one whose name contains it
+/// (several containing it would be a guess).
+fn prediction_for(by_stem: &BTreeMap<String, PathBuf>, id: &str) -> Option<PathBuf> {
+    by_stem.get(id).cloned().or_else(|| {
+        let containing: Vec<&PathBuf> = by_stem.iter().filter(|(s, _)| s.contains(id)).map(|(_, p)| p).collect();
+        (containing.len() == 1).then(|| containing[0].clone())
+    })
+}
+
+/// Says which cases lack a prediction and which predictions match no case, so the user can
+/// fix the names in one go.
+fn unpaired_message(pred: &Path, gt: &Path, missing: &[String], unused: &[String]) -> String {
+    let mut message = String::new();
+    if !missing.is_empty() {
+        message += &format!(
+            "{} case(s) in {} have no prediction in {}: {}",
+            missing.len(),
+            gt.display(),
+            pred.display(),
+            listed(missing)
+        );
+    }
+    if !unused.is_empty() {
+        if !message.is_empty() {
+            message += "; ";
+        }
+        message += &format!("{} prediction(s) match no case: {}", unused.len(), listed(unused));
+    }
+    message
+}
+
+/// The first eight items and how many more, so a long list does not flood the error.
+fn listed(items: &[String]) -> String {
+    let shown: Vec<&str> = items.iter().take(8).map(String::as_str).collect();
+    let more = if items.len() > 8 {
+        format!(" and {} more", items.len() - 8)
+    } else {
+        String::new()
+    };
+    format!("{}{more}", shown.join(", "))
 }
 
 /// Ground-truth label maps under a folder: the seg files of BraTS case folders, or failing

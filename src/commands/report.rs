@@ -87,7 +87,29 @@ fn draw_curves(path: &Path, title: &str, rows: &[EpochRow]) -> anyhow::Result<()
     let last = rows.iter().map(|r| r.epoch).max().unwrap_or(1).max(2);
     let x = 1f64..f64::from(last);
 
-    // Loss and its terms.
+    let series = loss_series(rows);
+    let top = series
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|p| p.1))
+        .fold(0.0f64, f64::max)
+        .max(1e-6)
+        * 1.05;
+    line_panel(&panels[0], "training loss", "loss", x.clone(), 0.0..top, &series, false)?;
+    line_panel(
+        &panels[1],
+        "validation Dice",
+        "Dice",
+        x.clone(),
+        0.0..1.0,
+        &dice_series(rows),
+        true,
+    )?;
+    lr_panel(&panels[2], x, last, rows)?;
+    root.present().map_err(draw_error)
+}
+
+/// The total training loss and each of its terms, one series per name, terms sorted.
+fn loss_series(rows: &[EpochRow]) -> Vec<(String, Vec<(f64, f64)>)> {
     let mut series: Vec<(String, Vec<(f64, f64)>)> = vec![(
         "total".to_string(),
         rows.iter()
@@ -105,19 +127,14 @@ fn draw_curves(path: &Path, title: &str, rows: &[EpochRow]) -> anyhow::Result<()
                 .collect(),
         ));
     }
-    let top = series
-        .iter()
-        .flat_map(|(_, s)| s.iter().map(|p| p.1))
-        .fold(0.0f64, f64::max)
-        .max(1e-6)
-        * 1.05;
-    line_panel(&panels[0], "training loss", "loss", x.clone(), 0.0..top, &series, false)?;
+    series
+}
 
-    // Validation Dice per region.
+/// Validation Dice per region (ET, TC, WT), over the epochs that were validated.
+fn dice_series(rows: &[EpochRow]) -> Vec<(String, Vec<(f64, f64)>)> {
     type Pick = fn(&RegionScores) -> f64;
     let pick: [(&str, Pick); 3] = [("ET", |d| d.et), ("TC", |d| d.tc), ("WT", |d| d.wt)];
-    let dice: Vec<(String, Vec<(f64, f64)>)> = pick
-        .iter()
+    pick.iter()
         .map(|(name, f)| {
             (
                 name.to_string(),
@@ -126,10 +143,17 @@ fn draw_curves(path: &Path, title: &str, rows: &[EpochRow]) -> anyhow::Result<()
                     .collect(),
             )
         })
-        .collect();
-    line_panel(&panels[1], "validation Dice", "Dice", x.clone(), 0.0..1.0, &dice, true)?;
+        .collect()
+}
 
-    // Learning rate, on a log scale.
+/// The learning rate on a log scale; left empty when no epoch logged a positive rate, since a
+/// log axis cannot hold zero.
+fn lr_panel(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    x: std::ops::Range<f64>,
+    last: u32,
+    rows: &[EpochRow],
+) -> anyhow::Result<()> {
     let lr: Vec<(f64, f64)> = rows
         .iter()
         .filter_map(|r| Some((f64::from(r.epoch), r.lr?)))
@@ -139,9 +163,9 @@ fn draw_curves(path: &Path, title: &str, rows: &[EpochRow]) -> anyhow::Result<()
         .iter()
         .fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
     if lr.is_empty() {
-        return root.present().map_err(draw_error);
+        return Ok(());
     }
-    let mut chart = ChartBuilder::on(&panels[2])
+    let mut chart = ChartBuilder::on(area)
         .caption("learning rate", (FONT, 22))
         .margin(16)
         .x_label_area_size(40)
@@ -160,7 +184,7 @@ fn draw_curves(path: &Path, title: &str, rows: &[EpochRow]) -> anyhow::Result<()
     chart
         .draw_series(LineSeries::new(lr, BLUE.stroke_width(2)))
         .map_err(draw_error)?;
-    root.present().map_err(draw_error)
+    Ok(())
 }
 
 /// How many epoch labels to ask of the x axis ending at epoch `last`: at most one per epoch,
@@ -237,18 +261,51 @@ fn line_panel(
         .map_err(draw_error)
 }
 
+/// Space between montage panels, in pixels.
+const GAP: i32 = 12;
+/// Height of the montage's header: title, column headings and the label legend.
+const HEADER: i32 = 100;
+/// Height of the line naming each montage row's slice.
+const LABEL: i32 = 28;
+
+/// One montage row: the axis, the slice index, and that slice under the truth and the prediction.
+type MontageRow = (Axis, usize, Slice, Slice);
+
 /// Rows: axial, coronal, sagittal through the most tumour; columns: image, ground truth,
 /// prediction.
 fn draw_montage(path: &Path, title: &str, preview: &PreviewData, theme: &Theme) -> anyhow::Result<()> {
-    const GAP: i32 = 12;
-    const HEADER: i32 = 100;
-    const LABEL: i32 = 28;
-    let image = &preview.image;
     let truth = preview
         .truth
         .as_ref()
         .with_context(|| format!("the preview case {} has no labels to compare with", preview.case))?;
-    let window = preview.window;
+    let rows = montage_rows(preview, truth);
+    // At least twice the voxels, and panels at least 300 pixels wide for small volumes.
+    let widest = rows.iter().map(|r| r.2.width.max(r.2.height)).max().unwrap_or(1) as f64;
+    let scale = (300.0 / widest).max(2.0);
+    let column_width = rows.iter().map(|r| panel_size(&r.2, scale).0).max().unwrap_or(1);
+    let width = (3 * column_width + 4 * GAP).max(960);
+    let height = HEADER
+        + rows
+            .iter()
+            .map(|r| panel_size(&r.2, scale).1 + LABEL + GAP)
+            .sum::<i32>();
+    let root = BitMapBackend::new(path, (width as u32, height as u32)).into_drawing_area();
+    root.fill(&BLACK).map_err(draw_error)?;
+    let dice = preview.dice.context("no ground truth to score against")?;
+    draw_montage_headings(&root, title, preview, dice, column_width)?;
+    let colors = label_colors(theme);
+    draw_label_legend(&root, &colors)?;
+    let mut y = HEADER;
+    for row in &rows {
+        y = draw_montage_row(&root, row, y, (column_width, scale), &colors)?;
+    }
+    root.present().map_err(draw_error)
+}
+
+/// The slice with the most tumour along each axis, rendered once with the truth and once
+/// with the prediction.
+fn montage_rows(preview: &PreviewData, truth: &segtop::data::volume::Volume<u8>) -> Vec<MontageRow> {
+    let (image, window) = (&preview.image, preview.window);
     let mut rows = Vec::new();
     for axis in [Axis::Axial, Axis::Coronal, Axis::Sagittal] {
         let index = render::slice_with_most_tumour(truth, axis);
@@ -256,23 +313,27 @@ fn draw_montage(path: &Path, title: &str, preview: &PreviewData, theme: &Theme) 
         let with_prediction = render::slice(image, Some(&preview.prediction), axis, index, window);
         rows.push((axis, index, with_truth, with_prediction));
     }
-    // At least twice the voxels, and panels at least 300 pixels wide for small volumes.
-    let widest = rows.iter().map(|r| r.2.width.max(r.2.height)).max().unwrap_or(1) as f64;
-    let scale = (300.0 / widest).max(2.0);
-    let size = |s: &Slice| {
-        let min = s.pixel_mm[0].min(s.pixel_mm[1]).max(1e-6);
-        (
-            (s.width as f64 * s.pixel_mm[0] / min * scale).round() as i32,
-            (s.height as f64 * s.pixel_mm[1] / min * scale).round() as i32,
-        )
-    };
-    let column_width = rows.iter().map(|r| size(&r.2).0).max().unwrap_or(1);
-    let width = (3 * column_width + 4 * GAP).max(960);
-    let height = HEADER + rows.iter().map(|r| size(&r.2).1 + LABEL + GAP).sum::<i32>();
-    let root = BitMapBackend::new(path, (width as u32, height as u32)).into_drawing_area();
-    root.fill(&BLACK).map_err(draw_error)?;
+    rows
+}
+
+/// A slice's size on the page: scaled, with non-square voxels stretched to their true aspect.
+fn panel_size(s: &Slice, scale: f64) -> (i32, i32) {
+    let min = s.pixel_mm[0].min(s.pixel_mm[1]).max(1e-6);
+    (
+        (s.width as f64 * s.pixel_mm[0] / min * scale).round() as i32,
+        (s.height as f64 * s.pixel_mm[1] / min * scale).round() as i32,
+    )
+}
+
+/// The title line (run, case, epoch, Dice) and the three column headings.
+fn draw_montage_headings(
+    root: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    title: &str,
+    preview: &PreviewData,
+    dice: RegionScores,
+    column_width: i32,
+) -> anyhow::Result<()> {
     let white = (FONT, 22).into_font().color(&WHITE);
-    let dice = preview.dice.context("no ground truth to score against")?;
     root.draw_text(
         &format!(
             "{title} · {} · epoch {} · Dice ET {:.2} TC {:.2} WT {:.2}",
@@ -290,9 +351,16 @@ fn draw_montage(path: &Path, title: &str, preview: &PreviewData, theme: &Theme) 
         root.draw_text(heading, &grey, (GAP + column as i32 * (column_width + GAP), 42))
             .map_err(draw_error)?;
     }
-    // The label colours, on a line of their own.
+    Ok(())
+}
+
+/// The label colours, on a line of their own, so the overlays can be read.
+fn draw_label_legend(
+    root: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    colors: &[RGBColor; 3],
+) -> anyhow::Result<()> {
+    let grey = (FONT, 18).into_font().color(&RGBColor(200, 200, 200));
     let mut x = GAP;
-    let colors = label_colors(theme);
     for (name, color) in ["necrosis", "oedema", "enhancing"].into_iter().zip(colors) {
         root.draw(&Rectangle::new([(x, 72), (x + 14, 86)], color.filled()))
             .map_err(draw_error)?;
@@ -300,43 +368,65 @@ fn draw_montage(path: &Path, title: &str, preview: &PreviewData, theme: &Theme) 
         let (w, _) = root.estimate_text_size(name, &grey).map_err(draw_error)?;
         x += w as i32 + 36;
     }
-    let mut y = HEADER;
-    for (axis, index, with_truth, with_prediction) in &rows {
-        let (w, h) = size(with_truth);
-        root.draw_text(
-            &format!("{} slice {index}", axis.name()),
-            &(FONT, 18).into_font().color(&WHITE),
-            (GAP, y + 4),
-        )
-        .map_err(draw_error)?;
-        let top = y + LABEL;
-        for (column, (slice, overlay)) in [(with_truth, false), (with_truth, true), (with_prediction, true)]
-            .into_iter()
-            .enumerate()
-        {
-            let left = GAP + column as i32 * (column_width + GAP);
-            for py in 0..h {
-                let sy = ((f64::from(py) / f64::from(h)) * slice.height as f64) as usize;
-                for px in 0..w {
-                    let sx = ((f64::from(px) / f64::from(w)) * slice.width as f64) as usize;
-                    let i = sy.min(slice.height - 1) * slice.width + sx.min(slice.width - 1);
-                    let gray = (slice.intensity[i] * 255.0) as u8;
-                    let mut rgb = [gray; 3];
-                    let label = slice.labels[i];
-                    if overlay && (1..=3).contains(&label) {
-                        let c = colors[usize::from(label) - 1];
-                        for (channel, value) in rgb.iter_mut().zip([c.0, c.1, c.2]) {
-                            *channel = ((f32::from(*channel) + f32::from(value)) / 2.0) as u8;
-                        }
-                    }
-                    root.draw_pixel((left + px, top + py), &RGBColor(rgb[0], rgb[1], rgb[2]))
-                        .map_err(draw_error)?;
+    Ok(())
+}
+
+/// One axis's row at height `y`: its slice label, then image, truth and prediction panels;
+/// returns where the next row starts. The pair after `y` is the column width and pixel scale.
+fn draw_montage_row(
+    root: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    (axis, index, with_truth, with_prediction): &MontageRow,
+    y: i32,
+    (column_width, scale): (i32, f64),
+    colors: &[RGBColor; 3],
+) -> anyhow::Result<i32> {
+    let (w, h) = panel_size(with_truth, scale);
+    root.draw_text(
+        &format!("{} slice {index}", axis.name()),
+        &(FONT, 18).into_font().color(&WHITE),
+        (GAP, y + 4),
+    )
+    .map_err(draw_error)?;
+    let top = y + LABEL;
+    for (column, (slice, overlay)) in [(with_truth, false), (with_truth, true), (with_prediction, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let left = GAP + column as i32 * (column_width + GAP);
+        draw_slice_panel(root, slice, overlay, colors, (left, top), (w, h))?;
+    }
+    Ok(top + h + GAP)
+}
+
+/// Paints a slice pixel by pixel at `origin`, nearest-neighbour scaled to `size`, with the
+/// labels blended half over the image when `overlay`.
+fn draw_slice_panel(
+    root: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    slice: &Slice,
+    overlay: bool,
+    colors: &[RGBColor; 3],
+    (left, top): (i32, i32),
+    (w, h): (i32, i32),
+) -> anyhow::Result<()> {
+    for py in 0..h {
+        let sy = ((f64::from(py) / f64::from(h)) * slice.height as f64) as usize;
+        for px in 0..w {
+            let sx = ((f64::from(px) / f64::from(w)) * slice.width as f64) as usize;
+            let i = sy.min(slice.height - 1) * slice.width + sx.min(slice.width - 1);
+            let gray = (slice.intensity[i] * 255.0) as u8;
+            let mut rgb = [gray; 3];
+            let label = slice.labels[i];
+            if overlay && (1..=3).contains(&label) {
+                let c = colors[usize::from(label) - 1];
+                for (channel, value) in rgb.iter_mut().zip([c.0, c.1, c.2]) {
+                    *channel = ((f32::from(*channel) + f32::from(value)) / 2.0) as u8;
                 }
             }
+            root.draw_pixel((left + px, top + py), &RGBColor(rgb[0], rgb[1], rgb[2]))
+                .map_err(draw_error)?;
         }
-        y = top + h + GAP;
     }
-    root.present().map_err(draw_error)
+    Ok(())
 }
 
 fn label_colors(theme: &Theme) -> [RGBColor; 3] {

@@ -115,8 +115,9 @@ impl<'a> LineChart<'a> {
     }
 }
 
-impl Widget for LineChart<'_> {
-    fn render(self, area: Rect, buf: &mut Buffer) {
+impl<'a> LineChart<'a> {
+    /// The top border carries the title and each series' latest value, so the plot keeps every row.
+    fn top_title(&self) -> Line<'a> {
         let theme = self.theme;
         let mut top = vec![Span::styled(
             format!(" {}", self.title),
@@ -132,26 +133,41 @@ impl Widget for LineChart<'_> {
                 } else {
                     format!(" {} ", series.name)
                 };
-                let value = match self.decimals {
-                    // Scores below 1 read as .87, as in papers' tables.
-                    Some(decimals) => {
-                        let text = format!("{last:.decimals$}");
-                        text.strip_prefix('0')
-                            .filter(|t| t.starts_with('.'))
-                            .map_or(text.clone(), str::to_string)
-                    }
-                    None => format_value(last),
-                };
                 top.push(Span::styled(label, series.style));
-                top.push(Span::styled(value, Style::new().fg(theme.ui.text).bold()));
+                top.push(Span::styled(
+                    self.latest_value_text(last),
+                    Style::new().fg(theme.ui.text).bold(),
+                ));
             }
         }
         top.push(Span::raw(" "));
-        let x_range = self
-            .series
+        Line::from(top)
+    }
+
+    /// Latest values honour the chosen decimals, else fall back to the 6-character format.
+    fn latest_value_text(&self, last: f64) -> String {
+        match self.decimals {
+            // Scores below 1 read as .87, as in papers' tables.
+            Some(decimals) => {
+                let text = format!("{last:.decimals$}");
+                text.strip_prefix('0')
+                    .filter(|t| t.starts_with('.'))
+                    .map_or(text.clone(), str::to_string)
+            }
+            None => format_value(last),
+        }
+    }
+
+    /// The x span covering every series, or `None` while no series has data.
+    fn x_range(&self) -> Option<(f64, f64)> {
+        self.series
             .iter()
             .filter_map(|s| s.history.x_range())
-            .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
+            .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
+    }
+
+    /// The bottom border carries the caller's extra text followed by the x range and unit.
+    fn bottom_title(&self, x_range: Option<(f64, f64)>) -> Line<'a> {
         let mut bottom = Vec::new();
         if let Some(line) = self.bottom.clone() {
             bottom.extend(line.spans);
@@ -159,26 +175,15 @@ impl Widget for LineChart<'_> {
         if let Some((low, high)) = x_range {
             bottom.push(Span::styled(
                 format!(" {}–{} {} ", format_value(low), format_value(high), self.x_unit),
-                Style::new().fg(theme.ui.dim),
+                Style::new().fg(self.theme.ui.dim),
             ));
         }
-        let block = Block::new()
-            .borders(Borders::ALL)
-            .border_style(Style::new().fg(theme.ui.border))
-            .title_top(Line::from(top))
-            .title_bottom(Line::from(bottom).right_aligned());
-        let Some((x_low, x_high)) = x_range else {
-            let inner = block.inner(area);
-            block.render(area, buf);
-            Line::styled("no data yet", Style::new().fg(theme.ui.dim)).render(inner, buf);
-            return;
-        };
-        let data: Vec<Vec<(f64, f64)>> = self
-            .series
-            .iter()
-            .map(|s| s.history.points().into_iter().map(|(x, y)| (x, self.y(y))).collect())
-            .collect();
-        let (y_low, y_high) = match self.y_range {
+        Line::from(bottom).right_aligned()
+    }
+
+    /// The y bounds in plot space: the fixed range if set, else the data's padded range.
+    fn y_bounds(&self) -> (f64, f64) {
+        match self.y_range {
             Some((low, high)) => (self.y(low), self.y(high)),
             None => {
                 let low = self
@@ -202,17 +207,32 @@ impl Widget for LineChart<'_> {
                 };
                 (padded_low.max(floor), padded_high)
             }
-        };
+        }
+    }
+
+    /// Bottom, middle and top y labels in real values, undoing the log scale if any.
+    fn y_labels(&self, y_low: f64, y_high: f64) -> Vec<Span<'static>> {
         let unlog = |v: f64| if self.log_y { 10f64.powf(v) } else { v };
-        let labels = vec![
+        vec![
             Span::raw(format_value(unlog(y_low))),
             Span::raw(format_value(unlog((y_low + y_high) / 2.0))),
             Span::raw(format_value(unlog(y_high))),
-        ];
-        let datasets = self
-            .series
+        ]
+    }
+
+    /// Each series' points mapped into plot space (log10 when the y axis is logarithmic).
+    fn plot_points(&self) -> Vec<Vec<(f64, f64)>> {
+        self.series
             .iter()
-            .zip(&data)
+            .map(|s| s.history.points().into_iter().map(|(x, y)| (x, self.y(y))).collect())
+            .collect()
+    }
+
+    /// One line dataset per series, each with its own marker and style.
+    fn datasets<'d>(&self, data: &'d [Vec<(f64, f64)>]) -> Vec<Dataset<'d>> {
+        self.series
+            .iter()
+            .zip(data)
             .enumerate()
             .map(|(i, (series, points))| {
                 Dataset::default()
@@ -221,9 +241,30 @@ impl Widget for LineChart<'_> {
                     .style(series.style)
                     .data(points)
             })
-            .collect();
+            .collect()
+    }
+}
+
+impl Widget for LineChart<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let theme = self.theme;
+        let x_range = self.x_range();
+        let block = Block::new()
+            .borders(Borders::ALL)
+            .border_style(Style::new().fg(theme.ui.border))
+            .title_top(self.top_title())
+            .title_bottom(self.bottom_title(x_range));
+        let Some((x_low, x_high)) = x_range else {
+            let inner = block.inner(area);
+            block.render(area, buf);
+            Line::styled("no data yet", Style::new().fg(theme.ui.dim)).render(inner, buf);
+            return;
+        };
+        let data = self.plot_points();
+        let (y_low, y_high) = self.y_bounds();
+        let labels = self.y_labels(y_low, y_high);
         let x_high = if x_high > x_low { x_high } else { x_low + 1.0 };
-        Chart::new(datasets)
+        Chart::new(self.datasets(&data))
             .block(block)
             .legend_position(None)
             .x_axis(Axis::default().bounds([x_low, x_high]))

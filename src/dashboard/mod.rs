@@ -175,20 +175,7 @@ fn perform(
                 }
                 continue;
             }
-            Effect::Clone { source, from, base } => {
-                let taken: Vec<String> = app
-                    .experiments
-                    .entries
-                    .iter()
-                    .flatten()
-                    .map(|e| e.name.clone())
-                    .collect();
-                let editor = crate::config::read_text(&source)
-                    .map_err(|e| format!("cannot clone {from}: {e}"))
-                    .and_then(|text| editor::Editor::new(from, &text, &base, taken, workspace.root()))
-                    .map(Box::new);
-                app.update(Msg::Editor(editor));
-            }
+            Effect::Clone { source, from, base } => open_clone_editor(app, workspace, &source, from, &base),
             Effect::SaveExperiment { path, text, overwrite } => {
                 let outcome = save_experiment(&path, &text, overwrite);
                 if outcome == editor::SaveOutcome::Saved {
@@ -196,29 +183,7 @@ fn perform(
                 }
                 app.update(Msg::Saved { path, outcome });
             }
-            Effect::EditFile(path) => {
-                let edited = edit_file(terminal, gate, &path);
-                // One reading of the files: the list, and the edited file's status from it.
-                let entries = ExperimentEntry::scan(workspace);
-                let shown = path
-                    .strip_prefix(workspace.root())
-                    .unwrap_or(&path)
-                    .display()
-                    .to_string();
-                let notice = match (edited, entries.iter().find(|e| e.path == path).map(|e| &e.status)) {
-                    (Err(error), _) => format!("{error:#}"),
-                    (Ok(()), None) => format!("{shown} is not in experiments/ any more"),
-                    (Ok(()), Some(ExperimentStatus::Invalid(problems))) => {
-                        format!("{shown}: {} problem(s), shown in its details", problems.len())
-                    }
-                    (Ok(()), Some(ExperimentStatus::Missing(..))) => {
-                        format!("{shown} checks, but see its details")
-                    }
-                    (Ok(()), Some(ExperimentStatus::Ready(_))) => format!("{shown} checks: ⏎ launches it"),
-                };
-                app.update(Msg::Experiments(entries));
-                app.update(Msg::Failed(notice));
-            }
+            Effect::EditFile(path) => edit_and_check(app, workspace, terminal, gate, &path),
             Effect::LoadPreview {
                 run,
                 dir,
@@ -226,20 +191,8 @@ fn perform(
                 modality,
                 epoch,
             } => {
-                let (tx, root) = (tx.clone(), workspace.root().to_path_buf());
-                let spawned = thread::Builder::new().name("preview".into()).spawn(move || {
-                    let result = crate::runs::preview::load_epoch(&root, &dir, modality, epoch)
-                        .map(|p| p.map(Box::new))
-                        .map_err(|e| format!("{e:#}"));
-                    let _ = tx.send(Msg::Preview {
-                        run,
-                        previews,
-                        modality,
-                        epoch,
-                        result,
-                    });
-                });
-                if let Err(error) = spawned {
+                let root = workspace.root().to_path_buf();
+                if let Err(error) = spawn_preview_loader(tx.clone(), root, run, dir, previews, modality, epoch) {
                     app.update(Msg::Failed(format!("cannot load the preview: {error}")));
                 }
             }
@@ -258,6 +211,82 @@ fn perform(
         }
         let _ = look.send(watch::Request::Look);
     }
+}
+
+/// Opens the editor on a copy of `source`, steering its new name clear of every experiment's.
+fn open_clone_editor(app: &mut App, workspace: &Workspace, source: &std::path::Path, from: String, base: &str) {
+    let taken: Vec<String> = app
+        .experiments
+        .entries
+        .iter()
+        .flatten()
+        .map(|e| e.name.clone())
+        .collect();
+    let editor = crate::config::read_text(source)
+        .map_err(|e| format!("cannot clone {from}: {e}"))
+        .and_then(|text| editor::Editor::new(from, &text, base, taken, workspace.root()))
+        .map(Box::new);
+    app.update(Msg::Editor(editor));
+}
+
+/// Hands the terminal to the user's editor on `path`, then rereads the experiments and says
+/// whether the edited file still checks.
+fn edit_and_check(
+    app: &mut App,
+    workspace: &Workspace,
+    terminal: &mut ratatui::DefaultTerminal,
+    gate: &InputGate,
+    path: &std::path::Path,
+) {
+    let edited = edit_file(terminal, gate, path);
+    // One reading of the files: the list, and the edited file's status from it.
+    let entries = ExperimentEntry::scan(workspace);
+    let shown = path
+        .strip_prefix(workspace.root())
+        .unwrap_or(path)
+        .display()
+        .to_string();
+    let notice = match (edited, entries.iter().find(|e| e.path == path).map(|e| &e.status)) {
+        (Err(error), _) => format!("{error:#}"),
+        (Ok(()), None) => format!("{shown} is not in experiments/ any more"),
+        (Ok(()), Some(ExperimentStatus::Invalid(problems))) => {
+            format!("{shown}: {} problem(s), shown in its details", problems.len())
+        }
+        (Ok(()), Some(ExperimentStatus::Missing(..))) => {
+            format!("{shown} checks, but see its details")
+        }
+        (Ok(()), Some(ExperimentStatus::Ready(_))) => format!("{shown} checks: ⏎ launches it"),
+    };
+    app.update(Msg::Experiments(entries));
+    app.update(Msg::Failed(notice));
+}
+
+/// Reads a preview on its own thread, so a large volume never stalls the UI; the result comes
+/// back as `Msg::Preview`.
+fn spawn_preview_loader(
+    tx: Sender<Msg>,
+    root: std::path::PathBuf,
+    run: String,
+    dir: std::path::PathBuf,
+    previews: u32,
+    modality: crate::experiment::Modality,
+    epoch: Option<u32>,
+) -> std::io::Result<()> {
+    thread::Builder::new()
+        .name("preview".into())
+        .spawn(move || {
+            let result = crate::runs::preview::load_epoch(&root, &dir, modality, epoch)
+                .map(|p| p.map(Box::new))
+                .map_err(|e| format!("{e:#}"));
+            let _ = tx.send(Msg::Preview {
+                run,
+                previews,
+                modality,
+                epoch,
+                result,
+            });
+        })
+        .map(drop)
 }
 
 /// Writes a new experiment file whole or not at all; an existing file is replaced only

@@ -323,41 +323,7 @@ impl RunModel {
     pub fn apply(&mut self, event: &Event) {
         let previous = self.last_event.replace(event.time());
         match event {
-            Event::RunStarted {
-                time,
-                pid,
-                host,
-                name,
-                epochs,
-                steps_per_epoch,
-                resumed_from,
-                pid_start,
-                slurm_job,
-                precision,
-                budget_seconds,
-                init,
-                ..
-            } => {
-                if let Some(started) = self.started {
-                    // A resumed run: the time before counts towards elapsed.
-                    let end = previous.unwrap_or(started);
-                    self.seconds_before += (end - started).as_seconds_f64().max(0.0);
-                }
-                self.started = Some(*time);
-                self.pid = Some(*pid);
-                self.pid_start = *pid_start;
-                self.started_job = slurm_job.clone();
-                self.host = Some(host.clone());
-                self.precision = precision.clone();
-                self.name = name.clone();
-                self.epochs = *epochs;
-                self.budget = *budget_seconds;
-                self.init = init.clone();
-                self.steps_per_epoch = *steps_per_epoch;
-                self.session_start = Some((f64::from(resumed_from.unwrap_or(0)), *time));
-                self.finished = None;
-                self.observed.liveness = Liveness::Unknown;
-            }
+            Event::RunStarted { .. } => self.start_session(event, previous),
             Event::Step {
                 epoch,
                 step,
@@ -366,20 +332,7 @@ impl RunModel {
                 lr,
                 patches_per_s,
                 ..
-            } => {
-                self.epoch = *epoch;
-                self.step = *step;
-                let x = self.epoch_position(*epoch, *step);
-                let loss = self.smooth("", *loss);
-                self.charts.loss.push(x, loss);
-                for (part, value) in loss_parts {
-                    let value = self.smooth(part, *value);
-                    self.charts.loss_parts.entry(part.clone()).or_default().push(x, value);
-                }
-                self.charts.lr.push(x, *lr);
-                self.charts.throughput.push(x, *patches_per_s);
-                self.last_patches_per_s = Some(*patches_per_s);
-            }
+            } => self.step_taken(*epoch, *step, *loss, loss_parts, *lr, *patches_per_s),
             Event::Resources {
                 time,
                 rss_mb,
@@ -411,35 +364,7 @@ impl RunModel {
                 seed_dice,
                 lesion_dice,
                 ..
-            } => {
-                let x = f64::from(*epoch);
-                for (history, value) in self.charts.dice.iter_mut().zip([dice.et, dice.tc, dice.wt]) {
-                    history.push(x, value);
-                }
-                if let Some(lesion) = lesion_dice {
-                    for (history, value) in self
-                        .charts
-                        .lesion_dice
-                        .iter_mut()
-                        .zip([lesion.et, lesion.tc, lesion.wt])
-                    {
-                        history.push(x, value);
-                    }
-                }
-                self.charts.seed_dice.push(x, *seed_dice);
-                // As the trainer picks its best checkpoint: lesion-wise Dice when the run
-                // selects by it and the validation has it, else legacy Dice.
-                let score = match (self.selection(), lesion_dice) {
-                    (Selection::Lesion, Some(lesion)) => lesion.mean(),
-                    _ => dice.mean(),
-                };
-                if self.best_score.is_none_or(|best| score > best) {
-                    self.best = Some((*epoch, *dice));
-                    self.best_lesion_dice = *lesion_dice;
-                    self.best_score = Some(score);
-                }
-                self.hd95 = *hd95;
-            }
+            } => self.validated(*epoch, *dice, *hd95, *seed_dice, *lesion_dice),
             Event::Evaluation {
                 epoch,
                 challenge,
@@ -470,19 +395,132 @@ impl RunModel {
                 reason,
                 seconds,
                 best_dice,
-            } => {
-                self.finished = Some((*outcome, reason.clone(), *seconds));
-                self.finished_at = Some(*time);
-                if let (None, Some(best)) = (self.best, best_dice) {
-                    self.best = Some((self.epoch, *best));
-                }
-                if let Some(reason) = reason
-                    && *outcome == Outcome::Failed
-                {
-                    self.last_error = Some(reason.clone());
-                }
-            }
+            } => self.finish(*time, *outcome, reason.as_deref(), *seconds, *best_dice),
             Event::Error { message, .. } => self.last_error = Some(message.clone()),
+        }
+    }
+
+    /// A trainer process started (the first, or one resuming the run).
+    fn start_session(&mut self, event: &Event, previous: Option<DateTime<Utc>>) {
+        let Event::RunStarted {
+            time,
+            pid,
+            host,
+            name,
+            epochs,
+            steps_per_epoch,
+            resumed_from,
+            pid_start,
+            slurm_job,
+            precision,
+            budget_seconds,
+            init,
+            ..
+        } = event
+        else {
+            return;
+        };
+        if let Some(started) = self.started {
+            // A resumed run: the time before counts towards elapsed.
+            let end = previous.unwrap_or(started);
+            self.seconds_before += (end - started).as_seconds_f64().max(0.0);
+        }
+        self.started = Some(*time);
+        self.pid = Some(*pid);
+        self.pid_start = *pid_start;
+        self.started_job = slurm_job.clone();
+        self.host = Some(host.clone());
+        self.precision = precision.clone();
+        self.name = name.clone();
+        self.epochs = *epochs;
+        self.budget = *budget_seconds;
+        self.init = init.clone();
+        self.steps_per_epoch = *steps_per_epoch;
+        self.session_start = Some((f64::from(resumed_from.unwrap_or(0)), *time));
+        self.finished = None;
+        self.observed.liveness = Liveness::Unknown;
+    }
+
+    /// A training step: its loss (smoothed) and loss parts, learning rate and speed charted.
+    fn step_taken(
+        &mut self,
+        epoch: u32,
+        step: u32,
+        loss: f64,
+        loss_parts: &BTreeMap<String, f64>,
+        lr: f64,
+        patches_per_s: f64,
+    ) {
+        self.epoch = epoch;
+        self.step = step;
+        let x = self.epoch_position(epoch, step);
+        let loss = self.smooth("", loss);
+        self.charts.loss.push(x, loss);
+        for (part, value) in loss_parts {
+            let value = self.smooth(part, *value);
+            self.charts.loss_parts.entry(part.clone()).or_default().push(x, value);
+        }
+        self.charts.lr.push(x, lr);
+        self.charts.throughput.push(x, patches_per_s);
+        self.last_patches_per_s = Some(patches_per_s);
+    }
+
+    /// A validation: charted, and the best so far chosen as the trainer chooses its best
+    /// checkpoint (lesion-wise Dice when the run selects by it and the validation has it,
+    /// else legacy Dice).
+    fn validated(
+        &mut self,
+        epoch: u32,
+        dice: RegionScores,
+        hd95: Option<RegionScores>,
+        seed_dice: f64,
+        lesion_dice: Option<RegionScores>,
+    ) {
+        let x = f64::from(epoch);
+        for (history, value) in self.charts.dice.iter_mut().zip([dice.et, dice.tc, dice.wt]) {
+            history.push(x, value);
+        }
+        if let Some(lesion) = lesion_dice {
+            for (history, value) in self
+                .charts
+                .lesion_dice
+                .iter_mut()
+                .zip([lesion.et, lesion.tc, lesion.wt])
+            {
+                history.push(x, value);
+            }
+        }
+        self.charts.seed_dice.push(x, seed_dice);
+        let score = match (self.selection(), lesion_dice) {
+            (Selection::Lesion, Some(lesion)) => lesion.mean(),
+            _ => dice.mean(),
+        };
+        if self.best_score.is_none_or(|best| score > best) {
+            self.best = Some((epoch, dice));
+            self.best_lesion_dice = lesion_dice;
+            self.best_score = Some(score);
+        }
+        self.hd95 = hd95;
+    }
+
+    /// The trainer said the run is over: how, and why when it was not a success.
+    fn finish(
+        &mut self,
+        time: DateTime<Utc>,
+        outcome: Outcome,
+        reason: Option<&str>,
+        seconds: f64,
+        best_dice: Option<RegionScores>,
+    ) {
+        self.finished = Some((outcome, reason.map(str::to_string), seconds));
+        self.finished_at = Some(time);
+        if let (None, Some(best)) = (self.best, best_dice) {
+            self.best = Some((self.epoch, best));
+        }
+        if let Some(reason) = reason
+            && outcome == Outcome::Failed
+        {
+            self.last_error = Some(reason.to_string());
         }
     }
 

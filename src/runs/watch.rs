@@ -116,6 +116,20 @@ pub struct RunUpdate {
 }
 
 impl RunUpdate {
+    /// Whether the update carries anything for the reader.
+    fn has_news(&self) -> bool {
+        self.found.is_some()
+            || self.fold.is_some()
+            || !self.events.is_empty()
+            || !self.warnings.is_empty()
+            || self.log_tail.is_some()
+            || self.sample.is_some()
+            || self.exit.is_some()
+            || self.halving.is_some()
+            || self.launch.is_some()
+            || self.job.is_some()
+    }
+
     /// Folds what the watcher found into the run's model.
     pub fn apply_to(self, run: &mut super::model::RunModel) {
         if let Some(fold) = self.fold {
@@ -276,6 +290,31 @@ impl Watcher {
             self.runs.remove(&id);
             watch.removed.push(id);
         }
+        let mut updates = self.first_sight(ids);
+        let recheck = self.looks.is_multiple_of(SLURM_EVERY);
+        self.relaunched(recheck, &mut updates);
+        let now = std::mem::take(&mut self.slurm_now);
+        let jobs = self.poll_slurm(recheck || now);
+        // Processes before events: a trainer writes run_finished before it exits, so a run
+        // whose process is gone here has its last record on disk for the read below.
+        let samples = self.sample_processes(time);
+        for (id, sample) in &samples {
+            if let Some(tracked) = self.runs.get_mut(id) {
+                tracked.gone = sample.liveness == Liveness::Gone;
+            }
+        }
+        self.read_charts_wanted(&mut updates);
+        self.read_runs(&mut updates, &samples, &jobs);
+        watch.runs = updates.into_values().filter(RunUpdate::has_news).collect();
+        watch.queue = self.read_queue();
+        watch.host = self.sample_host();
+        self.looks += 1;
+        watch
+    }
+
+    /// Starts tracking the run directories not seen before, newest first, at most
+    /// [`FIRST_SIGHT_BATCH`] a look; their first updates.
+    fn first_sight(&mut self, ids: BTreeMap<String, PathBuf>) -> BTreeMap<String, RunUpdate> {
         let mut updates: BTreeMap<String, RunUpdate> = BTreeMap::new();
         self.unseen = 0;
         for (id, dir) in ids.into_iter().rev() {
@@ -286,68 +325,73 @@ impl Watcher {
                 self.unseen += 1;
                 continue;
             }
-            let run = RunDir::open(&dir);
-            let launch = run.read_launch();
-            // The frozen experiment, read once: its keys for comparing, its run name for the list.
-            let config = super::summary::frozen_config(&run);
-            let found = RunFound {
-                name: config.get("run.name").map_or_else(|| run.id(), str::to_string),
-                created: created(&dir),
-                experiment: launch.as_ref().map(|l| l.experiment.clone()),
-                pid: launch.as_ref().and_then(|l| l.pid),
-                pid_start: launch.as_ref().and_then(|l| l.pid_start),
-                sweep: run.read_sweep(),
-                config,
-            };
-            // Its events so far, from its summary when it has one: a finished run's history
-            // is read again only when it is on screen.
-            let folded = super::summary::fold(&id, &dir, &found.config, false);
-            let mut model = folded.model;
-            if model.finished.is_some() {
-                model.drop_charts();
-            }
-            self.runs.insert(
-                id.clone(),
-                Tracked {
-                    tail: folded.tail,
-                    // The trainer's own record of its host wins over the launch's.
-                    local: model.host.as_ref().map_or_else(
-                        || launch.as_ref().is_none_or(|l| l.host == self.host),
-                        |host| *host == self.host,
-                    ),
-                    pid_start: model.pid_start.or(launch.as_ref().and_then(|l| l.pid_start)),
-                    pid: model.pid.or(launch.as_ref().and_then(|l| l.pid)),
-                    job: launch.as_ref().and_then(JobRef::of),
-                    job_status: None,
-                    read: false,
-                    run,
-                    finished: model.finished.is_some(),
-                    gone: false,
-                    exit_read: false,
-                    halving: found
-                        .sweep
-                        .as_ref()
-                        .and_then(|t| t.halving.as_ref())
-                        .map(|_| (None, None)),
-                    log_len: None,
-                },
-            );
-            updates.insert(
-                id.clone(),
-                RunUpdate {
-                    id,
-                    dir,
-                    found: Some(found),
-                    fold: Some(Box::new(model)),
-                    warnings: folded.warnings,
-                    launch,
-                    ..RunUpdate::default()
-                },
-            );
+            let (tracked, update) = self.track(id.clone(), dir);
+            self.runs.insert(id.clone(), tracked);
+            updates.insert(id, update);
         }
-        // A run resumed elsewhere (another dashboard, `segtop resume`), or started from the
-        // queue, has a new launch record: a new process, or a new Slurm job.
-        let recheck = self.looks.is_multiple_of(SLURM_EVERY);
+        updates
+    }
+
+    /// What a run directory seen for the first time says: its records, its frozen experiment
+    /// and its events so far (from its summary when it has one: a finished run's history is
+    /// read again only when it is on screen).
+    fn track(&self, id: String, dir: PathBuf) -> (Tracked, RunUpdate) {
+        let run = RunDir::open(&dir);
+        let launch = run.read_launch();
+        // The frozen experiment, read once: its keys for comparing, its run name for the list.
+        let config = super::summary::frozen_config(&run);
+        let found = RunFound {
+            name: config.get("run.name").map_or_else(|| run.id(), str::to_string),
+            created: created(&dir),
+            experiment: launch.as_ref().map(|l| l.experiment.clone()),
+            pid: launch.as_ref().and_then(|l| l.pid),
+            pid_start: launch.as_ref().and_then(|l| l.pid_start),
+            sweep: run.read_sweep(),
+            config,
+        };
+        let folded = super::summary::fold(&id, &dir, &found.config, false);
+        let mut model = folded.model;
+        if model.finished.is_some() {
+            model.drop_charts();
+        }
+        let tracked = Tracked {
+            tail: folded.tail,
+            // The trainer's own record of its host wins over the launch's.
+            local: model.host.as_ref().map_or_else(
+                || launch.as_ref().is_none_or(|l| l.host == self.host),
+                |host| *host == self.host,
+            ),
+            pid_start: model.pid_start.or(launch.as_ref().and_then(|l| l.pid_start)),
+            pid: model.pid.or(launch.as_ref().and_then(|l| l.pid)),
+            job: launch.as_ref().and_then(JobRef::of),
+            job_status: None,
+            read: false,
+            run,
+            finished: model.finished.is_some(),
+            gone: false,
+            exit_read: false,
+            halving: found
+                .sweep
+                .as_ref()
+                .and_then(|t| t.halving.as_ref())
+                .map(|_| (None, None)),
+            log_len: None,
+        };
+        let update = RunUpdate {
+            id,
+            dir,
+            found: Some(found),
+            fold: Some(Box::new(model)),
+            warnings: folded.warnings,
+            launch,
+            ..RunUpdate::default()
+        };
+        (tracked, update)
+    }
+
+    /// A run resumed elsewhere (another dashboard, `segtop resume`), or started from the
+    /// queue, has a new launch record: a new process, or a new Slurm job.
+    fn relaunched(&mut self, recheck: bool, updates: &mut BTreeMap<String, RunUpdate>) {
         for (id, tracked) in &mut self.runs {
             if !(tracked.gone || tracked.pid.is_none() || (tracked.job.is_some() && recheck)) {
                 continue;
@@ -368,26 +412,13 @@ impl Watcher {
                 tracked.finished = false;
                 tracked.gone = false;
                 tracked.exit_read = false;
-                updates
-                    .entry(id.clone())
-                    .or_insert_with(|| RunUpdate {
-                        id: id.clone(),
-                        dir: tracked.run.path().to_path_buf(),
-                        ..RunUpdate::default()
-                    })
-                    .launch = Some(launch);
+                update_for(updates, id, tracked).launch = Some(launch);
             }
         }
-        let now = std::mem::take(&mut self.slurm_now);
-        let jobs = self.poll_slurm(recheck || now);
-        // Processes before events: a trainer writes run_finished before it exits, so a run
-        // whose process is gone here has its last record on disk for the read below.
-        let samples = self.sample_processes(time);
-        for (id, sample) in &samples {
-            if let Some(tracked) = self.runs.get_mut(id) {
-                tracked.gone = sample.liveness == Liveness::Gone;
-            }
-        }
+    }
+
+    /// Reads the whole histories of the runs whose charts were asked for.
+    fn read_charts_wanted(&mut self, updates: &mut BTreeMap<String, RunUpdate>) {
         for id in std::mem::take(&mut self.charts_wanted) {
             let Some(tracked) = self.runs.get_mut(&id) else {
                 continue;
@@ -395,47 +426,27 @@ impl Watcher {
             let config = super::summary::frozen_config(&tracked.run);
             let folded = super::summary::fold(&id, tracked.run.path(), &config, true);
             tracked.tail = folded.tail;
-            let update = updates.entry(id.clone()).or_insert_with(|| RunUpdate {
-                id: id.clone(),
-                dir: tracked.run.path().to_path_buf(),
-                ..RunUpdate::default()
-            });
-            update.fold = Some(Box::new(folded.model));
+            update_for(updates, &id, tracked).fold = Some(Box::new(folded.model));
         }
+    }
+
+    /// Reads what each run gained since the last look (a finished run only every
+    /// [`FINISHED_EVERY`] looks): events, its log's tail, its process sample and Slurm job,
+    /// its halving records, how its process ended.
+    fn read_runs(
+        &mut self,
+        updates: &mut BTreeMap<String, RunUpdate>,
+        samples: &BTreeMap<String, ProcessSample>,
+        jobs: &BTreeMap<String, Result<JobStatus, String>>,
+    ) {
         for (id, tracked) in &mut self.runs {
             let fresh = updates.contains_key(id);
             if tracked.finished && !fresh && !self.looks.is_multiple_of(FINISHED_EVERY) {
                 continue;
             }
-            let update = updates.entry(id.clone()).or_insert_with(|| RunUpdate {
-                id: id.clone(),
-                dir: tracked.run.path().to_path_buf(),
-                ..RunUpdate::default()
-            });
+            let update = update_for(updates, id, tracked);
             tracked.read = true;
-            match tracked.tail.poll() {
-                Ok((events, warnings)) => {
-                    for event in &events {
-                        match event {
-                            Event::RunStarted {
-                                pid, host, pid_start, ..
-                            } => {
-                                tracked.pid = Some(*pid);
-                                tracked.pid_start = *pid_start;
-                                tracked.local = *host == self.host;
-                                tracked.finished = false;
-                            }
-                            Event::RunFinished { .. } => tracked.finished = true,
-                            _ => {}
-                        }
-                    }
-                    update.events = events;
-                    update.warnings.extend(warnings);
-                }
-                Err(error) => update
-                    .warnings
-                    .push(format!("{}: cannot read: {error}", tracked.run.events().display())),
-            }
+            read_events(tracked, update, &self.host);
             let log = tracked.run.log();
             let length = std::fs::metadata(&log).map(|m| m.len()).ok();
             if length != tracked.log_len {
@@ -461,25 +472,6 @@ impl Watcher {
                 update.exit = tracked.run.read_exit();
             }
         }
-        watch.runs = updates
-            .into_values()
-            .filter(|u| {
-                u.found.is_some()
-                    || u.fold.is_some()
-                    || !u.events.is_empty()
-                    || !u.warnings.is_empty()
-                    || u.log_tail.is_some()
-                    || u.sample.is_some()
-                    || u.exit.is_some()
-                    || u.halving.is_some()
-                    || u.launch.is_some()
-                    || u.job.is_some()
-            })
-            .collect();
-        watch.queue = self.read_queue();
-        watch.host = self.sample_host();
-        self.looks += 1;
-        watch
     }
 
     /// The Slurm jobs of unfinished runs, by run id, when their state changed; a job Slurm
@@ -627,6 +619,46 @@ impl Watcher {
             load,
             cores: system.cpus().len().max(1),
         })
+    }
+}
+
+/// The run's update in this look, made when it has none yet.
+fn update_for<'a>(updates: &'a mut BTreeMap<String, RunUpdate>, id: &str, tracked: &Tracked) -> &'a mut RunUpdate {
+    updates.entry(id.to_string()).or_insert_with(|| RunUpdate {
+        id: id.to_string(),
+        dir: tracked.run.path().to_path_buf(),
+        ..RunUpdate::default()
+    })
+}
+
+/// Reads the run's new events into its update, noting a new trainer process or the end of
+/// the run on the way.
+fn read_events(tracked: &mut Tracked, update: &mut RunUpdate, host: &str) {
+    match tracked.tail.poll() {
+        Ok((events, warnings)) => {
+            for event in &events {
+                match event {
+                    Event::RunStarted {
+                        pid,
+                        host: started_on,
+                        pid_start,
+                        ..
+                    } => {
+                        tracked.pid = Some(*pid);
+                        tracked.pid_start = *pid_start;
+                        tracked.local = started_on == host;
+                        tracked.finished = false;
+                    }
+                    Event::RunFinished { .. } => tracked.finished = true,
+                    _ => {}
+                }
+            }
+            update.events = events;
+            update.warnings.extend(warnings);
+        }
+        Err(error) => update
+            .warnings
+            .push(format!("{}: cannot read: {error}", tracked.run.events().display())),
     }
 }
 

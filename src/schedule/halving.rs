@@ -67,24 +67,7 @@ pub enum Decision {
 /// The asynchronous successive-halving decisions for a sweep's members, as they stand.
 pub fn decide(halving: &Halving, members: &[Member]) -> Vec<Decision> {
     let mut decisions = Vec::new();
-    // Scores at each member's current rung end, recorded or about to be.
-    let mut scores: Vec<Vec<f64>> = Vec::with_capacity(members.len());
-    for member in members {
-        let mut list = member.record.scores.clone();
-        if let Progress::AtRungEnd(score) = member.progress
-            && list.len() == member.record.rung as usize
-        {
-            // No validation at all counts as the worst score.
-            let score = score.unwrap_or(0.0);
-            decisions.push(Decision::Record {
-                id: member.id.clone(),
-                rung: member.record.rung,
-                score,
-            });
-            list.push(score);
-        }
-        scores.push(list);
-    }
+    let scores = rung_scores(members, &mut decisions);
     let mut spent: f64 = members.iter().map(|m| m.seconds).sum();
     let top_rung = halving.rungs.len().saturating_sub(1) as u32;
     // A rung is closed when nobody can enter or finish it any more: the rung below is closed,
@@ -151,6 +134,29 @@ pub fn decide(halving: &Halving, members: &[Member]) -> Vec<Decision> {
         below_closed = rung_closed;
     }
     decisions
+}
+
+/// Each member's scores at the ends of the rungs it finished, with the one it has just
+/// reached (and a decision to record it) where it is not recorded yet.
+fn rung_scores(members: &[Member], decisions: &mut Vec<Decision>) -> Vec<Vec<f64>> {
+    let mut scores: Vec<Vec<f64>> = Vec::with_capacity(members.len());
+    for member in members {
+        let mut list = member.record.scores.clone();
+        if let Progress::AtRungEnd(score) = member.progress
+            && list.len() == member.record.rung as usize
+        {
+            // No validation at all counts as the worst score.
+            let score = score.unwrap_or(0.0);
+            decisions.push(Decision::Record {
+                id: member.id.clone(),
+                rung: member.record.rung,
+                score,
+            });
+            list.push(score);
+        }
+        scores.push(list);
+    }
+    scores
 }
 
 /// The score that ranks a run: the mean over ET, TC and WT of its best validation, by the

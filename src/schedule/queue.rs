@@ -307,21 +307,8 @@ impl Queue {
         text: &str,
         launcher: Option<LauncherKind>,
     ) -> anyhow::Result<Vec<Queued>> {
-        let text = text.to_string();
         let now = chrono::Local::now();
-        let mut sweep_id = None;
-        let mut members: Vec<(Experiment, Option<SweepTag>)> = match sweep::expand(file, &text, workspace.root())? {
-            None => vec![(Experiment::parse(file, &text, workspace.root())?, None)],
-            Some(sweep) => {
-                let id = format!("{}-{}", now.format("%Y%m%d-%H%M%S"), sweep.name);
-                sweep_id = Some(id.clone());
-                sweep
-                    .members
-                    .iter()
-                    .map(|m| (m.experiment.clone(), Some(sweep.tag(&id, m))))
-                    .collect()
-            }
-        };
+        let (mut members, sweep_id) = expand(workspace, file, text, now)?;
         if let Some(kind) = launcher {
             for (experiment, _) in &mut members {
                 experiment.run.launcher = kind;
@@ -338,46 +325,12 @@ impl Queue {
                 sweep: tag.clone(),
                 submitted: None,
             });
-            if let Some(tag) = &tag {
-                run.write_sweep(tag)
-                    .with_context(|| format!("cannot write {}", run.sweep().display()))?;
-                if let Some(halving) = &tag.halving {
-                    // A halving sweep's runs start in its first rung.
-                    let record = crate::run::RungRecord {
-                        rung: 0,
-                        until_seconds: halving.rungs.first().copied().unwrap_or(0),
-                        scores: Vec::new(),
-                    };
-                    run.write_rung(&record)
-                        .with_context(|| format!("cannot write {}", run.rung().display()))?;
-                }
-            }
-            Ok(())
+            // In `queued` already: a failure here takes its directory away with the others.
+            tag.as_ref().map_or(Ok(()), |tag| write_tags(&run, tag))
         });
         let shown = crate::schedule::launcher::shown(workspace.root(), file);
-        let slurm: Vec<usize> = members
-            .iter()
-            .enumerate()
-            .filter(|(_, (e, _))| e.run.launcher == LauncherKind::Slurm)
-            .map(|(i, _)| i)
-            .collect();
         let result = created
-            .and_then(|()| {
-                if slurm.is_empty() {
-                    return Ok(());
-                }
-                let batch: Vec<(RunDir, Experiment, u64)> = slurm
-                    .iter()
-                    .map(|&i| (queued[i].run.clone(), members[i].0.clone(), queued[i].peak_bytes))
-                    .collect();
-                let name = sweep_id.clone().unwrap_or_else(|| queued[slurm[0]].run.id());
-                let launches =
-                    crate::schedule::launcher::slurm::Slurm::new().submit_all(workspace, &batch, &name, &shown)?;
-                for (&i, launch) in slurm.iter().zip(launches) {
-                    queued[i].submitted = Some(launch);
-                }
-                Ok(())
-            })
+            .and_then(|()| submit_to_slurm(workspace, &members, &mut queued, sweep_id, &shown))
             .and_then(|()| {
                 self.update(|queue| {
                     for q in queued.iter().filter(|q| q.submitted.is_none()) {
@@ -750,6 +703,78 @@ pub fn schedule(
         }
         Ok(outcomes)
     })
+}
+
+/// The experiments an experiment file stands for, each with its sweep tag when it has one.
+type Members = Vec<(Experiment, Option<SweepTag>)>;
+
+/// The checked experiments an experiment file stands for (one, or a sweep's runs with their
+/// tags), and the sweep's id when it is one.
+fn expand(
+    workspace: &Workspace,
+    file: &Path,
+    text: &str,
+    now: chrono::DateTime<chrono::Local>,
+) -> anyhow::Result<(Members, Option<String>)> {
+    Ok(match sweep::expand(file, text, workspace.root())? {
+        None => (vec![(Experiment::parse(file, text, workspace.root())?, None)], None),
+        Some(sweep) => {
+            let id = format!("{}-{}", now.format("%Y%m%d-%H%M%S"), sweep.name);
+            let members = sweep
+                .members
+                .iter()
+                .map(|m| (m.experiment.clone(), Some(sweep.tag(&id, m))))
+                .collect();
+            (members, Some(id))
+        }
+    })
+}
+
+/// Writes a sweep's run its tag and, in a halving sweep, its first rung.
+fn write_tags(run: &RunDir, tag: &SweepTag) -> anyhow::Result<()> {
+    run.write_sweep(tag)
+        .with_context(|| format!("cannot write {}", run.sweep().display()))?;
+    if let Some(halving) = &tag.halving {
+        // A halving sweep's runs start in its first rung.
+        let record = crate::run::RungRecord {
+            rung: 0,
+            until_seconds: halving.rungs.first().copied().unwrap_or(0),
+            scores: Vec::new(),
+        };
+        run.write_rung(&record)
+            .with_context(|| format!("cannot write {}", run.rung().display()))?;
+    }
+    Ok(())
+}
+
+/// Submits the runs whose launcher is Slurm, together (a sweep's as one job array where they
+/// can be), and notes each one's job in `queued`.
+fn submit_to_slurm(
+    workspace: &Workspace,
+    members: &[(Experiment, Option<SweepTag>)],
+    queued: &mut [Queued],
+    sweep_id: Option<String>,
+    shown: &Path,
+) -> anyhow::Result<()> {
+    let slurm: Vec<usize> = members
+        .iter()
+        .enumerate()
+        .filter(|(_, (e, _))| e.run.launcher == LauncherKind::Slurm)
+        .map(|(i, _)| i)
+        .collect();
+    if slurm.is_empty() {
+        return Ok(());
+    }
+    let batch: Vec<(RunDir, Experiment, u64)> = slurm
+        .iter()
+        .map(|&i| (queued[i].run.clone(), members[i].0.clone(), queued[i].peak_bytes))
+        .collect();
+    let name = sweep_id.unwrap_or_else(|| queued[slurm[0]].run.id());
+    let launches = crate::schedule::launcher::slurm::Slurm::new().submit_all(workspace, &batch, &name, shown)?;
+    for (&i, launch) in slurm.iter().zip(launches) {
+        queued[i].submitted = Some(launch);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

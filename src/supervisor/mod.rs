@@ -103,19 +103,7 @@ pub fn run(workspace: &Workspace, launcher: &dyn Launcher, settings: &dyn Fn() -
     let mut ticks: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
         let before = children.len();
-        children.retain_mut(|(run, child)| match child.try_wait() {
-            Ok(Some(status)) => {
-                launcher::record_exit(run, child.id(), status);
-                let record = run.read_exit().map_or_else(|| format!("{status}"), |r| r.describe());
-                say(&format!("{} ended: {record}", run.id()));
-                false
-            }
-            Ok(None) => true,
-            Err(error) => {
-                say(&format!("{}: cannot wait for its trainer: {error}", run.id()));
-                false
-            }
-        });
+        reap(&mut children);
         let ended = children.len() < before;
         // Halving sweeps: promote or prune the runs that reached the end of their rung (a
         // look every few ticks, and whenever a trainer ended).
@@ -132,24 +120,8 @@ pub fn run(workspace: &Workspace, launcher: &dyn Launcher, settings: &dyn Fn() -
             Ok(outcomes) => {
                 last_error.clear();
                 for outcome in outcomes {
-                    match outcome {
-                        Outcome::Started { run, started } => {
-                            let launch = &started.launch;
-                            say(&format!(
-                                "started {} (pid {}, {} threads, needs about {})",
-                                run.id(),
-                                launch.pid.map_or_else(|| "?".to_string(), |p| p.to_string()),
-                                launch.threads.map_or_else(|| "all".to_string(), |t| t.to_string()),
-                                queue::ByteSize(launch.peak_bytes.unwrap_or(0))
-                            ));
-                            if let Some(child) = started.child {
-                                children.push((run, child));
-                            }
-                        }
-                        Outcome::Dropped { run, reason } => {
-                            say(&format!("{run} cannot start: {reason}"));
-                            mark_failed(&RunDir::open(workspace.runs_dir().join(&run)), &reason);
-                        }
+                    if let Some(child) = report(workspace, outcome) {
+                        children.push(child);
                     }
                 }
             }
@@ -173,6 +145,45 @@ pub fn run(workspace: &Workspace, launcher: &dyn Launcher, settings: &dyn Fn() -
     }
     say("nothing left to start; supervisor done");
     Ok(())
+}
+
+/// Records how each trainer that ended did (`exit.json`) and lets it go.
+fn reap(children: &mut Vec<(RunDir, Child)>) {
+    children.retain_mut(|(run, child)| match child.try_wait() {
+        Ok(Some(status)) => {
+            launcher::record_exit(run, child.id(), status);
+            let record = run.read_exit().map_or_else(|| format!("{status}"), |r| r.describe());
+            say(&format!("{} ended: {record}", run.id()));
+            false
+        }
+        Ok(None) => true,
+        Err(error) => {
+            say(&format!("{}: cannot wait for its trainer: {error}", run.id()));
+            false
+        }
+    });
+}
+
+/// Logs what scheduling did with a run; a trainer it started as our child, to reap later.
+fn report(workspace: &Workspace, outcome: Outcome) -> Option<(RunDir, Child)> {
+    match outcome {
+        Outcome::Started { run, started } => {
+            let launch = &started.launch;
+            say(&format!(
+                "started {} (pid {}, {} threads, needs about {})",
+                run.id(),
+                launch.pid.map_or_else(|| "?".to_string(), |p| p.to_string()),
+                launch.threads.map_or_else(|| "all".to_string(), |t| t.to_string()),
+                queue::ByteSize(launch.peak_bytes.unwrap_or(0))
+            ));
+            started.child.map(|child| (run, child))
+        }
+        Outcome::Dropped { run, reason } => {
+            say(&format!("{run} cannot start: {reason}"));
+            mark_failed(&RunDir::open(workspace.runs_dir().join(&run)), &reason);
+            None
+        }
+    }
 }
 
 /// Writes a failure into a run that could not start, so it reads failed with the reason.

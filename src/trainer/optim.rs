@@ -68,9 +68,50 @@ impl Optimizer {
     /// seed U-Net's 5.6 M parameters that was 26 ms of a 300 ms bfloat16 step.
     pub fn step(&mut self) -> f64 {
         let _guard = tch::no_grad_guard();
-        // Gradients in their parameter's memory layout, so the four arrays line up.
-        let grads: Vec<Option<Tensor>> = self
-            .params
+        let grads = self.gradients();
+        let norm = grads
+            .iter()
+            .flatten()
+            .map(|g| sum_of_squares(values(g)))
+            .sum::<f64>()
+            .sqrt();
+        let clip = if self.grad_clip > 0.0 && norm > self.grad_clip {
+            self.grad_clip / (norm + 1e-6)
+        } else {
+            1.0
+        };
+        self.step += 1;
+        let rule = self.rule();
+        let moments = self.m.iter_mut().zip(self.v.iter_mut());
+        for (((_, p), (m, v)), grad) in self.params.iter_mut().zip(moments).zip(&grads) {
+            let Some(grad) = grad else {
+                continue;
+            };
+            assert!(
+                m.stride() == p.stride() && v.stride() == p.stride(),
+                "optimizer moments laid out unlike their parameter"
+            );
+            // SAFETY: the parameter and its moments are distinct dense float32 tensors of one
+            // layout (checked above and by `values_mut`); no tensor operation runs while the
+            // slices live.
+            unsafe {
+                update(
+                    &rule,
+                    clip as f32,
+                    values_mut(p),
+                    values(grad),
+                    values_mut(m),
+                    values_mut(v),
+                );
+            }
+        }
+        norm
+    }
+
+    /// The parameters' gradients in their parameter's memory layout (so the four arrays of an
+    /// update line up); `None` for a parameter without one.
+    fn gradients(&self) -> Vec<Option<Tensor>> {
+        self.params
             .iter()
             .map(|(_, p)| {
                 let grad = p.grad();
@@ -84,19 +125,12 @@ impl Optimizer {
                     Some(laid_out)
                 }
             })
-            .collect();
-        let norm = grads
-            .iter()
-            .flatten()
-            .map(|g| sum_of_squares(values(g)))
-            .sum::<f64>()
-            .sqrt();
-        let clip = if self.grad_clip > 0.0 && norm > self.grad_clip {
-            self.grad_clip / (norm + 1e-6)
-        } else {
-            1.0
-        };
-        self.step += 1;
+            .collect()
+    }
+
+    /// This step's update rule and its coefficients (the step count already advanced);
+    /// NAdam's running momentum product moves on with it.
+    fn rule(&mut self) -> Rule {
         let t = self.step as f64;
         let (mu, mu_next) = (
             BETA1 * (1.0 - 0.5 * 0.96f64.powf(t * MOMENTUM_DECAY)),
@@ -106,7 +140,7 @@ impl Optimizer {
             self.mu_product *= mu;
         }
         let lr = self.lr;
-        let rule = match self.kind {
+        match self.kind {
             OptimizerKind::Sgd => Rule::Sgd {
                 lr: lr as f32,
                 momentum: self.momentum as f32,
@@ -135,31 +169,7 @@ impl Optimizer {
                     b: b as f32,
                 }
             }
-        };
-        let moments = self.m.iter_mut().zip(self.v.iter_mut());
-        for (((_, p), (m, v)), grad) in self.params.iter_mut().zip(moments).zip(&grads) {
-            let Some(grad) = grad else {
-                continue;
-            };
-            assert!(
-                m.stride() == p.stride() && v.stride() == p.stride(),
-                "optimizer moments laid out unlike their parameter"
-            );
-            // SAFETY: the parameter and its moments are distinct dense float32 tensors of one
-            // layout (checked above and by `values_mut`); no tensor operation runs while the
-            // slices live.
-            unsafe {
-                update(
-                    &rule,
-                    clip as f32,
-                    values_mut(p),
-                    values(grad),
-                    values_mut(m),
-                    values_mut(v),
-                );
-            }
         }
-        norm
     }
 
     /// Everything needed to continue: moments by parameter name, and the scalars.

@@ -2,6 +2,7 @@
 
 mod binaries;
 mod check;
+mod compat;
 mod dashboard;
 mod data;
 mod disk;

@@ -234,48 +234,90 @@ enum Value {
 fn draw_table(app: &App, runs: &[&RunModel], area: Rect, buf: &mut ratatui::buffer::Buffer) {
     let theme = &app.theme;
     let keys = differing_keys(runs);
-    let mut header: Vec<String> = vec!["#".into(), "run".into()];
     // A halving sweep's runs: the rung each reached, so the table sorts by it.
     let rungs = runs.iter().any(|r| r.observed.rung.is_some());
+    let header = table_header(&keys, rungs);
+    let rows: Vec<(usize, Vec<Value>)> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, run)| (i, row_values(i, run, &keys, rungs)))
+        .collect();
+    let column = app.compare.sort % header.len();
+    let order = sorted_rows(&rows, &header[column], column, app.compare.reverse);
+    let table_rows: Vec<Row> = order
+        .iter()
+        .map(|(i, values)| {
+            let mut cells: Vec<Cell> = values.iter().map(|v| Cell::from(value_text(v))).collect();
+            cells[0] = Cell::from(Span::styled(
+                label(*i),
+                Style::new().fg(COLOURS[i % COLOURS.len()]).add_modifier(Modifier::BOLD),
+            ));
+            Row::new(cells).style(Style::new().fg(theme.ui.text))
+        })
+        .collect();
+    let widths = column_widths(&header, &rows, keys.len(), rungs);
+    let title = table_title(runs.len(), keys.len(), &header[column]);
+    Table::new(table_rows, widths)
+        .header(header_row(theme, &header, column))
+        .column_spacing(1)
+        .block(panel(theme, &title))
+        .render(area, buf);
+}
+
+/// Column names: number, run, the rung if any run has one, each differing key's last part, then scores.
+fn table_header(keys: &[String], rungs: bool) -> Vec<String> {
+    let mut header: Vec<String> = vec!["#".into(), "run".into()];
     if rungs {
         header.push("rung".into());
     }
     header.extend(keys.iter().map(|k| k.rsplit('.').next().unwrap_or(k).to_string()));
     header.extend(["ET", "TC", "WT", "loss"].map(String::from));
-    let rows: Vec<(usize, Vec<Value>)> = runs
-        .iter()
-        .enumerate()
-        .map(|(i, run)| {
-            let mut values = vec![Value::Number(i as f64 + 1.0), Value::Text(short_id(&run.id))];
-            if rungs {
-                values.push(match (&run.observed.rung, &run.observed.pruned) {
-                    (Some(rung), None) => Value::Number(f64::from(rung.rung)),
-                    (Some(rung), Some(_)) => Value::Text(format!("{}✗", rung.rung)),
-                    (None, _) => Value::Missing,
-                });
-            }
-            for key in &keys {
-                values.push(match run.observed.config.get(key) {
-                    Some(v) => v
-                        .parse::<f64>()
-                        .map_or_else(|_| Value::Text(v.to_string()), Value::Number),
-                    None => Value::Missing,
-                });
-            }
-            let best = run.best.map(|(_, d)| d);
-            for score in [best.map(|d| d.et), best.map(|d| d.tc), best.map(|d| d.wt)] {
-                values.push(score.map_or(Value::Missing, Value::Number));
-            }
-            values.push(run.charts.loss.last().map_or(Value::Missing, Value::Number));
-            (i, values)
-        })
-        .collect();
-    let text = |v: &Value| match v {
+    header
+}
+
+/// One run's cells as sortable values, in the same order as the header.
+fn row_values(i: usize, run: &RunModel, keys: &[String], rungs: bool) -> Vec<Value> {
+    let mut values = vec![Value::Number(i as f64 + 1.0), Value::Text(short_id(&run.id))];
+    if rungs {
+        values.push(match (&run.observed.rung, &run.observed.pruned) {
+            (Some(rung), None) => Value::Number(f64::from(rung.rung)),
+            (Some(rung), Some(_)) => Value::Text(format!("{}✗", rung.rung)),
+            (None, _) => Value::Missing,
+        });
+    }
+    for key in keys {
+        values.push(match run.observed.config.get(key) {
+            Some(v) => v
+                .parse::<f64>()
+                .map_or_else(|_| Value::Text(v.to_string()), Value::Number),
+            None => Value::Missing,
+        });
+    }
+    let best = run.best.map(|(_, d)| d);
+    for score in [best.map(|d| d.et), best.map(|d| d.tc), best.map(|d| d.wt)] {
+        values.push(score.map_or(Value::Missing, Value::Number));
+    }
+    values.push(run.charts.loss.last().map_or(Value::Missing, Value::Number));
+    values
+}
+
+/// How a value reads in a cell; also sizes the key columns.
+fn value_text(value: &Value) -> String {
+    match value {
         Value::Number(n) => format_value(*n),
         Value::Text(t) => t.clone(),
         Value::Missing => "–".to_string(),
-    };
-    let column = app.compare.sort % header.len();
+    }
+}
+
+/// The rows ordered by the sort column: missing values last, Dice scores best first, then the
+/// user's reversal on top.
+fn sorted_rows<'r>(
+    rows: &'r [(usize, Vec<Value>)],
+    column_name: &str,
+    column: usize,
+    reverse: bool,
+) -> Vec<&'r (usize, Vec<Value>)> {
     let mut order: Vec<&(usize, Vec<Value>)> = rows.iter().collect();
     order.sort_by(|a, b| {
         let (x, y) = (&a.1[column], &b.1[column]);
@@ -286,61 +328,50 @@ fn draw_table(app: &App, runs: &[&RunModel], area: Rect, buf: &mut ratatui::buff
             (_, Value::Missing) => return std::cmp::Ordering::Less,
             _ => x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal),
         };
-        let descending = header[column] == "ET" || header[column] == "TC" || header[column] == "WT";
+        let descending = column_name == "ET" || column_name == "TC" || column_name == "WT";
         let ordering = if descending { ordering.reverse() } else { ordering };
-        if app.compare.reverse {
-            ordering.reverse()
-        } else {
-            ordering
-        }
+        if reverse { ordering.reverse() } else { ordering }
     });
-    let table_rows: Vec<Row> = order
-        .iter()
-        .map(|(i, values)| {
-            let mut cells: Vec<Cell> = values.iter().map(|v| Cell::from(text(v))).collect();
-            cells[0] = Cell::from(Span::styled(
-                label(*i),
-                Style::new().fg(COLOURS[i % COLOURS.len()]).add_modifier(Modifier::BOLD),
-            ));
-            Row::new(cells).style(Style::new().fg(theme.ui.text))
-        })
-        .collect();
+    order
+}
+
+/// Fixed widths for number, run, rung and scores; each key's column fits its name or widest value.
+fn column_widths(header: &[String], rows: &[(usize, Vec<Value>)], key_count: usize, rungs: bool) -> Vec<Constraint> {
     let mut widths = vec![Constraint::Length(3), Constraint::Min(12)];
     if rungs {
         widths.push(Constraint::Length(4));
     }
     // Each key's column as wide as its name or widest value (up to 14).
     let first_key = if rungs { 3 } else { 2 };
-    for (k, name) in header.iter().enumerate().skip(first_key).take(keys.len()) {
-        let widest = rows.iter().map(|(_, v)| text(&v[k]).chars().count()).max().unwrap_or(0);
+    for (k, name) in header.iter().enumerate().skip(first_key).take(key_count) {
+        let widest = rows
+            .iter()
+            .map(|(_, v)| value_text(&v[k]).chars().count())
+            .max()
+            .unwrap_or(0);
         widths.push(Constraint::Length(widest.max(name.chars().count()).min(14) as u16));
     }
     widths.extend([Constraint::Length(5); 3]);
     widths.push(Constraint::Length(6));
-    let header_row = Row::new(header.iter().enumerate().map(|(i, h)| {
+    widths
+}
+
+/// The header row, with the sort column underlined so the user sees what the order follows.
+fn header_row<'h>(theme: &crate::theme::Theme, header: &'h [String], column: usize) -> Row<'h> {
+    Row::new(header.iter().enumerate().map(|(i, h)| {
         let mut style = Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD);
         if i == column {
             style = style.add_modifier(Modifier::UNDERLINED);
         }
         Cell::from(h.clone()).style(style)
-    }));
-    let title = if keys.is_empty() {
-        format!(
-            "{} runs · same experiment settings · sorted by {}",
-            runs.len(),
-            header[column]
-        )
+    }))
+}
+
+/// The panel title: how many runs, how many keys differ (or that none do), and the sort column.
+fn table_title(run_count: usize, key_count: usize, sorted_by: &str) -> String {
+    if key_count == 0 {
+        format!("{run_count} runs · same experiment settings · sorted by {sorted_by}")
     } else {
-        format!(
-            "{} runs · {} keys differ · sorted by {}",
-            runs.len(),
-            keys.len(),
-            header[column]
-        )
-    };
-    Table::new(table_rows, widths)
-        .header(header_row)
-        .column_spacing(1)
-        .block(panel(theme, &title))
-        .render(area, buf);
+        format!("{run_count} runs · {key_count} keys differ · sorted by {sorted_by}")
+    }
 }

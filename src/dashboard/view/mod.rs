@@ -114,7 +114,6 @@ fn key_bar(app: &App) -> Line<'static> {
         ]);
     }
     if let Some(form) = &app.editor {
-        use crate::dashboard::editor::Stage;
         if let Some(search) = &form.search {
             return Line::from(vec![
                 Span::styled(" find: ", key),
@@ -122,28 +121,41 @@ fn key_bar(app: &App) -> Line<'static> {
                 Span::styled("  Enter done", text),
             ]);
         }
-        let keys: &[(&str, &str)] = match (&form.input, &form.stage) {
-            (_, Stage::Saved(_)) => &[("⏎", "queue it now"), ("Esc", "later")],
-            (_, Stage::ConfirmOverwrite(_)) => &[("y", "replace the file"), ("n", "back")],
-            (Some(_), _) => &[("⏎", "keep"), ("Esc", "cancel"), ("^U", "clear")],
-            (None, _) => &[
-                ("↑↓", "key"),
-                ("⏎", "edit"),
-                ("←→", "change"),
-                ("/", "find"),
-                ("u", "undo"),
-                ("s", "save"),
-                ("Esc", "close"),
-            ],
-        };
-        let mut spans = vec![Span::raw(" ")];
-        for (k, what) in keys {
-            spans.push(Span::styled(*k, key));
-            spans.push(Span::styled(format!(" {what}  "), text));
-        }
-        return Line::from(spans);
+        return Line::from(key_spans(editor_keys(form), key, text));
     }
-    let keys: &[(&str, &str)] = match app.screen {
+    let keys = screen_keys(app.screen);
+    let notice = app.notice.text();
+    // With a notice, only the first keys; the notice matters more.
+    let shown = if notice.is_some() { 2 } else { keys.len() };
+    let mut spans = key_spans(&keys[..shown], key, text);
+    if let Some(notice) = notice {
+        spans.push(notice_span(theme, notice));
+    }
+    Line::from(spans)
+}
+
+/// The editor's keys depend on its stage and on whether a value is being typed.
+fn editor_keys(form: &crate::dashboard::editor::Editor) -> &'static [(&'static str, &'static str)] {
+    use crate::dashboard::editor::Stage;
+    match (&form.input, &form.stage) {
+        (_, Stage::Saved(_)) => &[("⏎", "queue it now"), ("Esc", "later")],
+        (_, Stage::ConfirmOverwrite(_)) => &[("y", "replace the file"), ("n", "back")],
+        (Some(_), _) => &[("⏎", "keep"), ("Esc", "cancel"), ("^U", "clear")],
+        (None, _) => &[
+            ("↑↓", "key"),
+            ("⏎", "edit"),
+            ("←→", "change"),
+            ("/", "find"),
+            ("u", "undo"),
+            ("s", "save"),
+            ("Esc", "close"),
+        ],
+    }
+}
+
+/// Each screen's most useful keys, most important first (a notice leaves room for two).
+fn screen_keys(screen: Screen) -> &'static [(&'static str, &'static str)] {
+    match screen {
         Screen::Experiments => &[
             ("↑↓", "select"),
             ("⏎", "launch"),
@@ -184,24 +196,27 @@ fn key_bar(app: &App) -> Line<'static> {
             ("K", "kill"),
             ("?", "help"),
         ],
-    };
+    }
+}
+
+/// Key-and-action pairs as the bar shows them: the key bold, its action dim, after a margin.
+fn key_spans(keys: &[(&'static str, &str)], key: Style, text: Style) -> Vec<Span<'static>> {
     let mut spans = vec![Span::raw(" ")];
-    let notice = app.notice.text();
-    // With a notice, only the first keys; the notice matters more.
-    let shown = if notice.is_some() { 2 } else { keys.len() };
-    for (k, what) in &keys[..shown] {
+    for (k, what) in keys {
         spans.push(Span::styled(*k, key));
         spans.push(Span::styled(format!(" {what}  "), text));
     }
-    if let Some(notice) = notice {
-        let style = if notice.starts_with('⚠') || notice.starts_with("cannot") {
-            Style::new().fg(theme.ui.warn)
-        } else {
-            Style::new().fg(theme.ui.accent)
-        };
-        spans.push(Span::styled(notice.to_string(), style));
-    }
-    Line::from(spans)
+    spans
+}
+
+/// A notice in the key bar, in the warning colour when it reports a problem.
+fn notice_span(theme: &Theme, notice: &str) -> Span<'static> {
+    let style = if notice.starts_with('⚠') || notice.starts_with("cannot") {
+        Style::new().fg(theme.ui.warn)
+    } else {
+        Style::new().fg(theme.ui.accent)
+    };
+    Span::styled(notice.to_string(), style)
 }
 
 /// A bordered panel with a title.

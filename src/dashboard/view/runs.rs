@@ -16,43 +16,10 @@ use crate::theme::Theme;
 pub fn draw(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
     let theme = &app.theme;
     let runs = app.visible_runs();
-    let mut title = format!("runs by {}", app.list.sort.name());
-    if app.list.reverse {
-        title.push_str(" (reversed)");
-    }
-    if !app.list.filter.is_empty() {
-        title.push_str(&format!(
-            " · filter '{}' · {} of {}",
-            app.list.filter,
-            runs.len(),
-            app.runs.len()
-        ));
-    }
+    let title = list_title(app, runs.len());
     let mut block = panel(theme, &title);
-    if let Some(place) = app
-        .list
-        .selected
-        .as_ref()
-        .and_then(|id| app.runs.get(id))
-        .and_then(|r| r.observed.queue.as_ref())
-    {
-        let why = match (&place.waiting, place.paused) {
-            (_, true) => "held: p releases it".to_string(),
-            (Some(why), false) => format!("waits: {why}"),
-            (None, false) => "waits for the supervisor".to_string(),
-        };
-        block = block.title_bottom(Span::styled(
-            format!(" #{} {why} · + - move ", place.position),
-            Style::new().fg(theme.ui.warn),
-        ));
-    } else if let Some(job) = app
-        .list
-        .selected
-        .as_ref()
-        .and_then(|id| app.runs.get(id))
-        .and_then(RunModel::job_line)
-    {
-        block = block.title_bottom(Span::styled(format!(" {job} "), Style::new().fg(theme.ui.warn)));
+    if let Some(footer) = selected_run_footer(app) {
+        block = block.title_bottom(footer);
     }
     if runs.is_empty() {
         let text = if app.runs.is_empty() {
@@ -69,6 +36,61 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
     let wide = area.width >= 110;
     // Below 100 columns the run's name needs the room more than the elapsed time does.
     let elapsed = area.width >= 100;
+    let (header, widths) = columns(&runs, wide, elapsed);
+    let rows: Vec<Row> = runs.iter().map(|run| row(app, run, wide, elapsed)).collect();
+    let header = Row::new(header).style(Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD));
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(block)
+        .column_spacing(1)
+        .row_highlight_style(selected_style(theme));
+    let mut state = TableState::default().with_selected(app.selected_index());
+    frame.render_stateful_widget(table, area, &mut state);
+    let ids = runs.iter().map(|run| Target::Run(run.id.clone()));
+    record_rows(hits, area, 1, state.offset(), ids);
+}
+
+/// The panel title names the sort, and with a filter how many of all runs it lets through.
+fn list_title(app: &App, shown: usize) -> String {
+    let mut title = format!("runs by {}", app.list.sort.name());
+    if app.list.reverse {
+        title.push_str(" (reversed)");
+    }
+    if !app.list.filter.is_empty() {
+        title.push_str(&format!(
+            " · filter '{}' · {} of {}",
+            app.list.filter,
+            shown,
+            app.runs.len()
+        ));
+    }
+    title
+}
+
+/// The bottom border says why the selected run waits in the queue, or which Slurm job it is.
+fn selected_run_footer(app: &App) -> Option<Span<'static>> {
+    let theme = &app.theme;
+    let selected = app.list.selected.as_ref().and_then(|id| app.runs.get(id));
+    if let Some(place) = selected.and_then(|r| r.observed.queue.as_ref()) {
+        let why = match (&place.waiting, place.paused) {
+            (_, true) => "held: p releases it".to_string(),
+            (Some(why), false) => format!("waits: {why}"),
+            (None, false) => "waits for the supervisor".to_string(),
+        };
+        Some(Span::styled(
+            format!(" #{} {why} · + - move ", place.position),
+            Style::new().fg(theme.ui.warn),
+        ))
+    } else {
+        selected
+            .and_then(RunModel::job_line)
+            .map(|job| Span::styled(format!(" {job} "), Style::new().fg(theme.ui.warn)))
+    }
+}
+
+/// The table's column names and widths; narrow terminals drop elapsed, wide ones add the
+/// experiment, cpu and rss.
+fn columns(runs: &[&RunModel], wide: bool, elapsed: bool) -> (Vec<&'static str>, Vec<Constraint>) {
     let mut header = vec!["run", "state", "epoch", "ET", "TC", "WT", "p/s", "elapsed", "left"];
     // As wide as the widest `epoch/epochs` shown, so `108/3000` is never cut to `108/300`.
     let epoch_width = runs
@@ -98,17 +120,7 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect, hits: &mut Hits) {
         header.extend(["cpu", "rss"]);
         widths.extend([Constraint::Length(5), Constraint::Length(6)]);
     }
-    let rows: Vec<Row> = runs.iter().map(|run| row(app, run, wide, elapsed)).collect();
-    let header = Row::new(header).style(Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD));
-    let table = Table::new(rows, widths)
-        .header(header)
-        .block(block)
-        .column_spacing(1)
-        .row_highlight_style(selected_style(theme));
-    let mut state = TableState::default().with_selected(app.selected_index());
-    frame.render_stateful_widget(table, area, &mut state);
-    let ids = runs.iter().map(|run| Target::Run(run.id.clone()));
-    record_rows(hits, area, 1, state.offset(), ids);
+    (header, widths)
 }
 
 /// The epoch column: the queue place of a queued run, else `epoch/epochs`.

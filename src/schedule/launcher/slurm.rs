@@ -94,16 +94,7 @@ impl Slurm {
                 })
                 .collect();
         }
-        // The array's script and one link per task to its run, so that `--output` can name
-        // each run's log by the task index.
-        let dir = runs_dir.join(ARRAYS).join(name);
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        for (index, (run, ..)) in runs.iter().enumerate() {
-            let link = dir.join(index.to_string());
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(run.path(), &link)
-                .with_context(|| format!("cannot link {} to {}", link.display(), run.path().display()))?;
-        }
+        let dir = link_tasks(&runs_dir.join(ARRAYS).join(name), runs)?;
         let (_, experiment, peak) = &runs[0];
         let name = job_name(name);
         let mut header = options(workspace, experiment, *peak, &name, &dir.join("%a").join(RunDir::LOG))?;
@@ -290,6 +281,19 @@ pub fn memory(peak_bytes: u64) -> String {
 /// `text` as one shell word.
 fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// The folder of a job array: its script goes there, beside one link per task to the task's
+/// run, so that `--output` can name each run's log by the task index.
+fn link_tasks(dir: &Path, runs: &[(RunDir, Experiment, u64)]) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (index, (run, ..)) in runs.iter().enumerate() {
+        let link = dir.join(index.to_string());
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(run.path(), &link)
+            .with_context(|| format!("cannot link {} to {}", link.display(), run.path().display()))?;
+    }
+    Ok(dir.to_path_buf())
 }
 
 fn write_script(path: &Path, what: &str, options: &[String], body: &str) -> anyhow::Result<()> {
