@@ -208,70 +208,8 @@ impl Plan {
                 continue;
             };
             let key = region.key();
-            let operation = match table.operation.as_deref() {
-                None | Some("none") => Operation::None,
-                Some("keep-largest") => Operation::KeepLargest,
-                Some("remove-small") => match table.min_voxels {
-                    Some(size) if size > 0 => Operation::RemoveSmall(size),
-                    Some(_) => {
-                        check.error(
-                            &format!("{key}.min_voxels"),
-                            format!("{key}.min_voxels = 0 removes nothing: give at least 1"),
-                        );
-                        Operation::None
-                    }
-                    None => {
-                        check.error(
-                            &format!("{key}.operation"),
-                            format!("{key}.operation = 'remove-small' needs {key}.min_voxels"),
-                        );
-                        Operation::None
-                    }
-                },
-                Some("remove-relative") => {
-                    match table.min_fraction {
-                        Some(fraction) if fraction > 0.0 && fraction < 1.0 => {
-                            Operation::RemoveRelative(((fraction * 100.0).round() as u32).clamp(1, 99))
-                        }
-                        Some(fraction) => {
-                            check.error(
-                            &format!("{key}.min_fraction"),
-                            format!("{key}.min_fraction = {fraction} is out of range: give a fraction above 0 and below 1"),
-                        );
-                            Operation::None
-                        }
-                        None => {
-                            check.error(
-                                &format!("{key}.operation"),
-                                format!("{key}.operation = 'remove-relative' needs {key}.min_fraction"),
-                            );
-                            Operation::None
-                        }
-                    }
-                }
-                Some(other) => {
-                    check.error(
-                        &format!("{key}.operation"),
-                        format!(
-                            "{key}.operation = '{other}' is not one of: {}",
-                            Operation::NAMES.join(", ")
-                        ),
-                    );
-                    Operation::None
-                }
-            };
-            if table.min_voxels.is_some() && !matches!(table.operation.as_deref(), Some("remove-small")) {
-                check.error(
-                    &format!("{key}.min_voxels"),
-                    format!("{key}.min_voxels only applies to {key}.operation = 'remove-small'"),
-                );
-            }
-            if table.min_fraction.is_some() && !matches!(table.operation.as_deref(), Some("remove-relative")) {
-                check.error(
-                    &format!("{key}.min_fraction"),
-                    format!("{key}.min_fraction only applies to {key}.operation = 'remove-relative'"),
-                );
-            }
+            let operation = check_operation(&mut check, key, table);
+            check_sizes_are_used(&mut check, key, table);
             plan.set(region, operation);
             match (region, table.relabel_below) {
                 (Region::Et, Some(size)) => plan.et_to_ncr_below = size,
@@ -316,54 +254,7 @@ impl Plan {
             self.et_to_ncr_below
         );
         if let Some(v) = validation {
-            let cases: Vec<String> = v.cases.iter().map(|c| format!("{c:?}")).collect();
-            let _ = write!(
-                out,
-                "\n# What the plan did on the validation cases (means over cases; false positives per case).\n\
-                 [validation]\nchallenge = {:?}\nepoch = {}\ncases = [{}]\n",
-                v.challenge,
-                v.epoch,
-                cases.join(", ")
-            );
-            if let Some(step) = v.cut_short_at {
-                let _ = writeln!(
-                    out,
-                    "# The search stopped at {step} to stay inside the run's time budget: \
-                     `segtop postprocess RUN` searches in full."
-                );
-            }
-            if !v.expected.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "\n# Leave-one-out: each step chosen again without each case, then scored on it; what the plan\n\
-                     # can be expected to give on cases it has not seen (mean and standard deviation over cases).\n\
-                     [validation.expected]"
-                );
-                let cells = |f: &dyn Fn(&Expected) -> f64| {
-                    let cells: Vec<String> = v
-                        .expected
-                        .iter()
-                        .map(|e| format!("{} = {:.4}", e.region.to_ascii_lowercase(), f(e)))
-                        .collect();
-                    format!("{{ {} }}", cells.join(", "))
-                };
-                let _ = writeln!(out, "lesion_dice = {}", cells(&|e| e.lesion_dice));
-                let _ = writeln!(out, "spread = {}", cells(&|e| e.spread));
-            }
-            for (name, scores) in [("before", &v.before), ("after", &v.after)] {
-                let _ = writeln!(out, "\n[validation.{name}]");
-                let row = |f: &dyn Fn(&BratsScores) -> f64| {
-                    let cells: Vec<String> = scores
-                        .iter()
-                        .map(|s| format!("{} = {:.4}", s.region.to_ascii_lowercase(), f(s)))
-                        .collect();
-                    format!("{{ {} }}", cells.join(", "))
-                };
-                let n = v.cases.len().max(1) as f64;
-                let _ = writeln!(out, "lesion_dice = {}", row(&|s| s.lesion_dice));
-                let _ = writeln!(out, "legacy_dice = {}", row(&|s| s.legacy_dice));
-                let _ = writeln!(out, "false_positives = {}", row(&|s| s.num_fp as f64 / n));
-            }
+            write_validation(&mut out, v);
         }
         out
     }
@@ -382,6 +273,138 @@ impl Plan {
             parts.push(format!("ET under {} voxels to necrosis", self.et_to_ncr_below));
         }
         parts.join("; ")
+    }
+}
+
+/// One region's operation from its table; a missing or bad size leaves the region as predicted.
+fn check_operation(check: &mut Checker, key: &str, table: &RawRegion) -> Operation {
+    match table.operation.as_deref() {
+        None | Some("none") => Operation::None,
+        Some("keep-largest") => Operation::KeepLargest,
+        Some("remove-small") => check_remove_small(check, key, table.min_voxels),
+        Some("remove-relative") => check_remove_relative(check, key, table.min_fraction),
+        Some(other) => {
+            check.error(
+                &format!("{key}.operation"),
+                format!(
+                    "{key}.operation = '{other}' is not one of: {}",
+                    Operation::NAMES.join(", ")
+                ),
+            );
+            Operation::None
+        }
+    }
+}
+
+/// `remove-small` needs a size, and one of 0 would remove nothing.
+fn check_remove_small(check: &mut Checker, key: &str, min_voxels: Option<u32>) -> Operation {
+    match min_voxels {
+        Some(size) if size > 0 => Operation::RemoveSmall(size),
+        Some(_) => {
+            check.error(
+                &format!("{key}.min_voxels"),
+                format!("{key}.min_voxels = 0 removes nothing: give at least 1"),
+            );
+            Operation::None
+        }
+        None => {
+            check.error(
+                &format!("{key}.operation"),
+                format!("{key}.operation = 'remove-small' needs {key}.min_voxels"),
+            );
+            Operation::None
+        }
+    }
+}
+
+/// `remove-relative` needs a fraction strictly between 0 and 1, kept as a whole percentage.
+fn check_remove_relative(check: &mut Checker, key: &str, min_fraction: Option<f64>) -> Operation {
+    match min_fraction {
+        Some(fraction) if fraction > 0.0 && fraction < 1.0 => {
+            Operation::RemoveRelative(((fraction * 100.0).round() as u32).clamp(1, 99))
+        }
+        Some(fraction) => {
+            check.error(
+                &format!("{key}.min_fraction"),
+                format!("{key}.min_fraction = {fraction} is out of range: give a fraction above 0 and below 1"),
+            );
+            Operation::None
+        }
+        None => {
+            check.error(
+                &format!("{key}.operation"),
+                format!("{key}.operation = 'remove-relative' needs {key}.min_fraction"),
+            );
+            Operation::None
+        }
+    }
+}
+
+/// A size given for an operation that does not read it would be silently ignored otherwise.
+fn check_sizes_are_used(check: &mut Checker, key: &str, table: &RawRegion) {
+    if table.min_voxels.is_some() && !matches!(table.operation.as_deref(), Some("remove-small")) {
+        check.error(
+            &format!("{key}.min_voxels"),
+            format!("{key}.min_voxels only applies to {key}.operation = 'remove-small'"),
+        );
+    }
+    if table.min_fraction.is_some() && !matches!(table.operation.as_deref(), Some("remove-relative")) {
+        check.error(
+            &format!("{key}.min_fraction"),
+            format!("{key}.min_fraction only applies to {key}.operation = 'remove-relative'"),
+        );
+    }
+}
+
+/// The `[validation]` tables of `postprocess.toml`: what the plan did on the validation cases.
+fn write_validation(out: &mut String, v: &Validation) {
+    let cases: Vec<String> = v.cases.iter().map(|c| format!("{c:?}")).collect();
+    let _ = write!(
+        out,
+        "\n# What the plan did on the validation cases (means over cases; false positives per case).\n\
+         [validation]\nchallenge = {:?}\nepoch = {}\ncases = [{}]\n",
+        v.challenge,
+        v.epoch,
+        cases.join(", ")
+    );
+    if let Some(step) = v.cut_short_at {
+        let _ = writeln!(
+            out,
+            "# The search stopped at {step} to stay inside the run's time budget: \
+             `segtop postprocess RUN` searches in full."
+        );
+    }
+    if !v.expected.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n# Leave-one-out: each step chosen again without each case, then scored on it; what the plan\n\
+             # can be expected to give on cases it has not seen (mean and standard deviation over cases).\n\
+             [validation.expected]"
+        );
+        let cells = |f: &dyn Fn(&Expected) -> f64| {
+            let cells: Vec<String> = v
+                .expected
+                .iter()
+                .map(|e| format!("{} = {:.4}", e.region.to_ascii_lowercase(), f(e)))
+                .collect();
+            format!("{{ {} }}", cells.join(", "))
+        };
+        let _ = writeln!(out, "lesion_dice = {}", cells(&|e| e.lesion_dice));
+        let _ = writeln!(out, "spread = {}", cells(&|e| e.spread));
+    }
+    for (name, scores) in [("before", &v.before), ("after", &v.after)] {
+        let _ = writeln!(out, "\n[validation.{name}]");
+        let row = |f: &dyn Fn(&BratsScores) -> f64| {
+            let cells: Vec<String> = scores
+                .iter()
+                .map(|s| format!("{} = {:.4}", s.region.to_ascii_lowercase(), f(s)))
+                .collect();
+            format!("{{ {} }}", cells.join(", "))
+        };
+        let n = v.cases.len().max(1) as f64;
+        let _ = writeln!(out, "lesion_dice = {}", row(&|s| s.lesion_dice));
+        let _ = writeln!(out, "legacy_dice = {}", row(&|s| s.legacy_dice));
+        let _ = writeln!(out, "false_positives = {}", row(&|s| s.num_fp as f64 / n));
     }
 }
 
@@ -620,25 +643,13 @@ pub fn search(
     }
     if cut_short_at.is_none() {
         progress(ET_VOLUME);
-        let mut scores = vec![case_lesion_dice(challenge, cases, &plan, Region::Et, threads)];
-        for &size in &ET_TO_NCR_BELOW {
-            if out_of_time() {
-                cut_short_at = Some(ET_VOLUME);
-                break;
-            }
-            let trial = Plan {
-                et_to_ncr_below: size,
-                ..plan
-            };
-            scores.push(case_lesion_dice(challenge, cases, &trial, Region::Et, threads));
+        let (et_left_out, ran_out_of_time) = choose_et_volume(challenge, cases, &mut plan, threads, &out_of_time);
+        if ran_out_of_time {
+            cut_short_at = Some(ET_VOLUME);
         }
-        let volume_sizes = 1..scores.len();
-        let sizes = std::slice::from_ref(&volume_sizes);
-        let chosen = choose(&scores, sizes);
-        plan.et_to_ncr_below = if chosen == 0 { 0 } else { ET_TO_NCR_BELOW[chosen - 1] };
         // ET's estimate is that of its last step, the volume rule, made after its components.
         left_out.retain(|(region, _)| *region != Region::Et);
-        left_out.push((Region::Et, leave_one_out(&scores, sizes)));
+        left_out.push((Region::Et, et_left_out));
     }
     let after = if plan == Plan::NONE {
         before.clone()
@@ -654,14 +665,49 @@ pub fn search(
         after: CaseEvaluation::mean(&after, regions),
         cases_before: before,
         cases_after: after,
-        expected: left_out
-            .into_iter()
-            .filter(|(_, scores)| !scores.is_empty())
-            .map(|(region, scores)| Expected::of(region.name(), &scores))
-            .collect(),
+        expected: expected_on_unseen_cases(left_out),
         cut_short_at,
     };
     (plan, validation)
+}
+
+/// Summarises each region's leave-one-out scores; a region has none with fewer than two cases.
+fn expected_on_unseen_cases(left_out: Vec<(Region, Vec<f64>)>) -> Vec<Expected> {
+    left_out
+        .into_iter()
+        .filter(|(_, scores)| !scores.is_empty())
+        .map(|(region, scores)| Expected::of(region.name(), &scores))
+        .collect()
+}
+
+/// The last step, the enhancing-tumour volume rule, chosen with the region operations of
+/// `plan` applied and set in it; returns its leave-one-out scores and whether it stopped
+/// because time ran out.
+fn choose_et_volume(
+    challenge: Challenge,
+    cases: &[Case],
+    plan: &mut Plan,
+    threads: usize,
+    out_of_time: &dyn Fn() -> bool,
+) -> (Vec<f64>, bool) {
+    let mut ran_out_of_time = false;
+    let mut scores = vec![case_lesion_dice(challenge, cases, plan, Region::Et, threads)];
+    for &size in &ET_TO_NCR_BELOW {
+        if out_of_time() {
+            ran_out_of_time = true;
+            break;
+        }
+        let trial = Plan {
+            et_to_ncr_below: size,
+            ..*plan
+        };
+        scores.push(case_lesion_dice(challenge, cases, &trial, Region::Et, threads));
+    }
+    let volume_sizes = 1..scores.len();
+    let sizes = std::slice::from_ref(&volume_sizes);
+    let chosen = choose(&scores, sizes);
+    plan.et_to_ncr_below = if chosen == 0 { 0 } else { ET_TO_NCR_BELOW[chosen - 1] };
+    (leave_one_out(&scores, sizes), ran_out_of_time)
 }
 
 /// The operations one region's step tries, in order of preference on a tie, and the ranges of

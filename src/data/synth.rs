@@ -172,33 +172,8 @@ fn mean_intensity(modality: usize, tissue: Tissue, label: u8) -> f64 {
 pub fn generate_case(index: u32, shape: [usize; 3], seed: u64) -> SynthCase {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (u64::from(index) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let [nx, ny, nz] = shape;
-    // Brain semi-axes in voxels, scaled from a 240x240x155 BraTS grid (70, 85, 65 mm).
-    let scale = rng.random_range(0.92..1.05);
-    let semi = [
-        nx as f64 * 0.29 * scale,
-        ny as f64 * 0.354 * scale,
-        nz as f64 * 0.42 * scale,
-    ];
-    let centre = [nx as f64 / 2.0, ny as f64 / 2.0 + ny as f64 * 0.02, nz as f64 * 0.48];
-    let surface = Wobble::new(&mut rng, 6, 1.0..3.0, 0.05);
-    let folds = Wobble::new(&mut rng, 24, 25.0..45.0, 0.05);
-    let ventricle_shape = Wobble::new(&mut rng, 4, 1.0..2.5, 0.1);
-    let ventricle_size = rng.random_range(0.8..1.3);
-
-    let tumour_count = rng.random_range(1..=3);
-    let tumours: Vec<Tumour> = (0..tumour_count)
-        .map(|i| {
-            let direction = random_unit(&mut rng);
-            let depth = rng.random_range(0.15..0.55);
-            Tumour {
-                centre: [direction[0] * depth, direction[1] * depth, direction[2] * depth],
-                radius: rng.random_range(0.12..0.25) * if i == 0 { 1.0 } else { 0.6 },
-                core_fraction: rng.random_range(0.45..0.75),
-                oedema_factor: rng.random_range(1.5..2.3),
-                shape: Wobble::new(&mut rng, 5, 1.0..3.0, 0.15),
-            }
-        })
-        .collect();
+    let brain = Brain::random(&mut rng, shape);
+    let tumours = random_tumours(&mut rng);
     let bias: Vec<Wobble> = (0..4).map(|_| Wobble::new(&mut rng, 3, 0.5..1.5, 0.12)).collect();
     let contrast: Vec<f64> = (0..4).map(|_| rng.random_range(0.85..1.15)).collect();
 
@@ -207,35 +182,9 @@ pub fn generate_case(index: u32, shape: [usize; 3], seed: u64) -> SynthCase {
     for z in 0..nz {
         for y in 0..ny {
             for x in 0..nx {
-                let p = [
-                    (x as f64 + 0.5 - centre[0]) / semi[0],
-                    (y as f64 + 0.5 - centre[1]) / semi[1],
-                    (z as f64 + 0.5 - centre[2]) / semi[2],
-                ];
-                let rho = (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt();
-                let direction = if rho > 0.0 {
-                    [p[0] / rho, p[1] / rho, p[2] / rho]
-                } else {
-                    [0.0, 0.0, 1.0]
-                };
-                let edge = rho / (1.0 + surface.at(direction));
-                if edge >= 1.0 {
+                let p = brain.position([x, y, z]);
+                let Some(tissue) = brain.tissue(p) else {
                     continue;
-                }
-                let in_ventricle = [-1.0, 1.0].iter().any(|side| {
-                    let v = [
-                        (p[0] - side * 0.13) / (0.07 * ventricle_size),
-                        (p[1] + 0.05) / (0.32 * ventricle_size),
-                        (p[2] - 0.12) / (0.13 * ventricle_size),
-                    ];
-                    (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt() < 1.0 + ventricle_shape.at(direction)
-                });
-                let tissue = if edge > 0.96 || in_ventricle {
-                    Tissue::Csf
-                } else if edge > 0.82 + folds.at(p) {
-                    Tissue::Grey
-                } else {
-                    Tissue::White
                 };
                 let label = tumours
                     .iter()
@@ -257,6 +206,98 @@ pub fn generate_case(index: u32, shape: [usize; 3], seed: u64) -> SynthCase {
         images,
         labels,
     }
+}
+
+/// One case's random brain: where it sits on the grid, and the shapes of its surface,
+/// cortical folds and ventricles.
+struct Brain {
+    /// Semi-axes of the brain ellipsoid, in voxels.
+    semi: [f64; 3],
+    /// Centre of the ellipsoid, in voxels.
+    centre: [f64; 3],
+    surface: Wobble,
+    folds: Wobble,
+    ventricle_shape: Wobble,
+    ventricle_size: f64,
+}
+
+impl Brain {
+    /// Draws a brain for a grid of `shape` voxels (the first draws of a case's generator).
+    fn random(rng: &mut ChaCha8Rng, shape: [usize; 3]) -> Brain {
+        let [nx, ny, nz] = shape;
+        // Brain semi-axes in voxels, scaled from a 240x240x155 BraTS grid (70, 85, 65 mm).
+        let scale = rng.random_range(0.92..1.05);
+        let semi = [
+            nx as f64 * 0.29 * scale,
+            ny as f64 * 0.354 * scale,
+            nz as f64 * 0.42 * scale,
+        ];
+        let centre = [nx as f64 / 2.0, ny as f64 / 2.0 + ny as f64 * 0.02, nz as f64 * 0.48];
+        Brain {
+            semi,
+            centre,
+            surface: Wobble::new(rng, 6, 1.0..3.0, 0.05),
+            folds: Wobble::new(rng, 24, 25.0..45.0, 0.05),
+            ventricle_shape: Wobble::new(rng, 4, 1.0..2.5, 0.1),
+            ventricle_size: rng.random_range(0.8..1.3),
+        }
+    }
+
+    /// The normalised position (the ellipsoid has radius 1) of the centre of voxel `[x, y, z]`.
+    fn position(&self, [x, y, z]: [usize; 3]) -> [f64; 3] {
+        [
+            (x as f64 + 0.5 - self.centre[0]) / self.semi[0],
+            (y as f64 + 0.5 - self.centre[1]) / self.semi[1],
+            (z as f64 + 0.5 - self.centre[2]) / self.semi[2],
+        ]
+    }
+
+    /// The tissue at normalised position `p`, or `None` outside the brain.
+    fn tissue(&self, p: [f64; 3]) -> Option<Tissue> {
+        let rho = (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt();
+        let direction = if rho > 0.0 {
+            [p[0] / rho, p[1] / rho, p[2] / rho]
+        } else {
+            [0.0, 0.0, 1.0]
+        };
+        let edge = rho / (1.0 + self.surface.at(direction));
+        if edge >= 1.0 {
+            return None;
+        }
+        let in_ventricle = [-1.0, 1.0].iter().any(|side| {
+            let v = [
+                (p[0] - side * 0.13) / (0.07 * self.ventricle_size),
+                (p[1] + 0.05) / (0.32 * self.ventricle_size),
+                (p[2] - 0.12) / (0.13 * self.ventricle_size),
+            ];
+            (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt() < 1.0 + self.ventricle_shape.at(direction)
+        });
+        Some(if edge > 0.96 || in_ventricle {
+            Tissue::Csf
+        } else if edge > 0.82 + self.folds.at(p) {
+            Tissue::Grey
+        } else {
+            Tissue::White
+        })
+    }
+}
+
+/// One to three tumours, the first the largest, drawn after the brain.
+fn random_tumours(rng: &mut ChaCha8Rng) -> Vec<Tumour> {
+    let tumour_count = rng.random_range(1..=3);
+    (0..tumour_count)
+        .map(|i| {
+            let direction = random_unit(rng);
+            let depth = rng.random_range(0.15..0.55);
+            Tumour {
+                centre: [direction[0] * depth, direction[1] * depth, direction[2] * depth],
+                radius: rng.random_range(0.12..0.25) * if i == 0 { 1.0 } else { 0.6 },
+                core_fraction: rng.random_range(0.45..0.75),
+                oedema_factor: rng.random_range(1.5..2.3),
+                shape: Wobble::new(rng, 5, 1.0..3.0, 0.15),
+            }
+        })
+        .collect()
 }
 
 /// Where overlapping tumours meet, enhancing tumour wins over necrosis, and both over oedema.

@@ -72,111 +72,138 @@ impl Default for AugmentConfig {
     }
 }
 
-pub(super) fn check_augment(check: &mut Checker, raw: raw::RawAugment) -> AugmentConfig {
-    let d = AugmentConfig::default();
-    const P_RULE: &str = "must be between 0 and 1";
-    let flip_axes = match raw.flip_axes {
-        Some(axes) if axes.iter().any(|&a| a > 2) => {
-            check.error(
-                "augment.flip_axes",
-                format!("augment.flip_axes = {axes:?} is out of range: axes are 0, 1 and 2"),
-            );
-            d.flip_axes.clone()
-        }
-        Some(axes) => axes,
-        None => d.flip_axes.clone(),
-    };
-    AugmentConfig {
-        enabled: raw.enabled.unwrap_or(d.enabled),
-        rotate_degrees: check.value(
-            "augment.rotate_degrees",
-            raw.rotate_degrees,
-            d.rotate_degrees,
-            |a| (0.0..=180.0).contains(&a),
-            "must be between 0 and 180",
-        ),
-        rotate_p: check.value("augment.rotate_p", raw.rotate_p, d.rotate_p, probability, P_RULE),
-        rotate90_p: check.value("augment.rotate90_p", raw.rotate90_p, d.rotate90_p, probability, P_RULE),
-        scale: range_pair(
-            check,
-            "augment.scale",
-            raw.scale,
-            d.scale,
-            positive,
-            "factors must be above 0",
-        ),
-        scale_p: check.value("augment.scale_p", raw.scale_p, d.scale_p, probability, P_RULE),
-        flip_axes,
-        flip_p: check.value("augment.flip_p", raw.flip_p, d.flip_p, probability, P_RULE),
-        brightness: range_pair(
-            check,
-            "augment.brightness",
-            raw.brightness,
-            d.brightness,
-            positive,
-            "factors must be above 0",
-        ),
-        brightness_p: check.value(
-            "augment.brightness_p",
-            raw.brightness_p,
-            d.brightness_p,
-            probability,
-            P_RULE,
-        ),
-        gamma: range_pair(
-            check,
-            "augment.gamma",
-            raw.gamma,
-            d.gamma,
-            positive,
-            "exponents must be above 0",
-        ),
-        gamma_p: check.value("augment.gamma_p", raw.gamma_p, d.gamma_p, probability, P_RULE),
-        noise_sigma: check.value(
-            "augment.noise_sigma",
-            raw.noise_sigma,
-            d.noise_sigma,
-            non_negative,
-            "must be at least 0",
-        ),
-        noise_p: check.value("augment.noise_p", raw.noise_p, d.noise_p, probability, P_RULE),
-        lowres_p: check.value("augment.lowres_p", raw.lowres_p, d.lowres_p, probability, P_RULE),
-        lowres_zoom: range_pair(
-            check,
-            "augment.lowres_zoom",
-            raw.lowres_zoom,
-            d.lowres_zoom,
-            |z| z > 0.0 && z <= 1.0,
-            "zoom factors must be above 0 and at most 1",
-        ),
-        thick_slices_p: check.value(
-            "augment.thick_slices_p",
-            raw.thick_slices_p,
-            d.thick_slices_p,
-            probability,
-            P_RULE,
-        ),
-        thick_slices: range_pair(
-            check,
-            "augment.thick_slices",
-            raw.thick_slices,
-            d.thick_slices,
-            |t| (1.0..=16.0).contains(&t),
-            "thicknesses must be between 1 and 16 voxels",
-        ),
-        bias_field_p: check.value(
-            "augment.bias_field_p",
-            raw.bias_field_p,
-            d.bias_field_p,
-            probability,
-            P_RULE,
-        ),
-        bias_field: check.value(
-            "augment.bias_field",
-            raw.bias_field,
-            d.bias_field,
-            |b| (0.0..=2.0).contains(&b),
-            "must be between 0 and 2",
-        ),
+/// What every `*_p` key allows.
+const P_RULE: &str = "must be between 0 and 1";
+
+pub(super) fn check_augment(check: &mut Checker, mut raw: raw::RawAugment) -> AugmentConfig {
+    let mut augment = AugmentConfig::default();
+    if let Some(axes) = raw.flip_axes.take() {
+        augment.flip_axes = check_flip_axes(check, axes, augment.flip_axes);
     }
+    augment.enabled = raw.enabled.unwrap_or(augment.enabled);
+    check_geometry(check, &raw, &mut augment);
+    check_intensity(check, &raw, &mut augment);
+    check_scanner_artefacts(check, &raw, &mut augment);
+    augment
+}
+
+/// Only the three spatial axes can be mirrored; otherwise every axis stays allowed.
+fn check_flip_axes(check: &mut Checker, axes: Vec<u32>, default: Vec<u32>) -> Vec<u32> {
+    if axes.iter().any(|&a| a > 2) {
+        check.error(
+            "augment.flip_axes",
+            format!("augment.flip_axes = {axes:?} is out of range: axes are 0, 1 and 2"),
+        );
+        default
+    } else {
+        axes
+    }
+}
+
+/// Rotation, zoom and mirroring, each with its probability; `augment` holds the defaults.
+fn check_geometry(check: &mut Checker, raw: &raw::RawAugment, augment: &mut AugmentConfig) {
+    augment.rotate_degrees = check.value(
+        "augment.rotate_degrees",
+        raw.rotate_degrees,
+        augment.rotate_degrees,
+        |a| (0.0..=180.0).contains(&a),
+        "must be between 0 and 180",
+    );
+    augment.rotate_p = check.value("augment.rotate_p", raw.rotate_p, augment.rotate_p, probability, P_RULE);
+    augment.rotate90_p = check.value(
+        "augment.rotate90_p",
+        raw.rotate90_p,
+        augment.rotate90_p,
+        probability,
+        P_RULE,
+    );
+    augment.scale = range_pair(
+        check,
+        "augment.scale",
+        raw.scale,
+        augment.scale,
+        positive,
+        "factors must be above 0",
+    );
+    augment.scale_p = check.value("augment.scale_p", raw.scale_p, augment.scale_p, probability, P_RULE);
+    augment.flip_p = check.value("augment.flip_p", raw.flip_p, augment.flip_p, probability, P_RULE);
+}
+
+/// Brightness, gamma and noise, each with its probability; `augment` holds the defaults.
+fn check_intensity(check: &mut Checker, raw: &raw::RawAugment, augment: &mut AugmentConfig) {
+    augment.brightness = range_pair(
+        check,
+        "augment.brightness",
+        raw.brightness,
+        augment.brightness,
+        positive,
+        "factors must be above 0",
+    );
+    augment.brightness_p = check.value(
+        "augment.brightness_p",
+        raw.brightness_p,
+        augment.brightness_p,
+        probability,
+        P_RULE,
+    );
+    augment.gamma = range_pair(
+        check,
+        "augment.gamma",
+        raw.gamma,
+        augment.gamma,
+        positive,
+        "exponents must be above 0",
+    );
+    augment.gamma_p = check.value("augment.gamma_p", raw.gamma_p, augment.gamma_p, probability, P_RULE);
+    augment.noise_sigma = check.value(
+        "augment.noise_sigma",
+        raw.noise_sigma,
+        augment.noise_sigma,
+        non_negative,
+        "must be at least 0",
+    );
+    augment.noise_p = check.value("augment.noise_p", raw.noise_p, augment.noise_p, probability, P_RULE);
+}
+
+/// Low resolution, thick slices and a bias field, which make scans look like an older
+/// scanner's; `augment` holds the defaults.
+fn check_scanner_artefacts(check: &mut Checker, raw: &raw::RawAugment, augment: &mut AugmentConfig) {
+    augment.lowres_p = check.value("augment.lowres_p", raw.lowres_p, augment.lowres_p, probability, P_RULE);
+    augment.lowres_zoom = range_pair(
+        check,
+        "augment.lowres_zoom",
+        raw.lowres_zoom,
+        augment.lowres_zoom,
+        |z| z > 0.0 && z <= 1.0,
+        "zoom factors must be above 0 and at most 1",
+    );
+    augment.thick_slices_p = check.value(
+        "augment.thick_slices_p",
+        raw.thick_slices_p,
+        augment.thick_slices_p,
+        probability,
+        P_RULE,
+    );
+    augment.thick_slices = range_pair(
+        check,
+        "augment.thick_slices",
+        raw.thick_slices,
+        augment.thick_slices,
+        |t| (1.0..=16.0).contains(&t),
+        "thicknesses must be between 1 and 16 voxels",
+    );
+    augment.bias_field_p = check.value(
+        "augment.bias_field_p",
+        raw.bias_field_p,
+        augment.bias_field_p,
+        probability,
+        P_RULE,
+    );
+    augment.bias_field = check.value(
+        "augment.bias_field",
+        raw.bias_field,
+        augment.bias_field,
+        |b| (0.0..=2.0).contains(&b),
+        "must be between 0 and 2",
+    );
 }

@@ -152,54 +152,12 @@ impl Default for SyntheticConfig {
 
 pub(super) fn check_data(check: &mut Checker, raw: raw::RawData, workspace: &Path) -> DataConfig {
     let defaults = DataConfig::default();
-    let root = match raw.root.as_deref() {
-        Some("") => {
-            check.error(
-                "data.root",
-                "data.root = '' is empty: set it to your BraTS folder".to_string(),
-            );
-            PathBuf::new()
-        }
-        Some(root) => resolve(workspace, root),
-        None => {
-            check.error(
-                "data",
-                "data.root is missing: set it to your BraTS folder, e.g. root = \"data/BraTS-Africa\"".to_string(),
-            );
-            PathBuf::new()
-        }
-    };
+    let root = check_root(check, raw.root.as_deref(), workspace);
     let layout = check.choice("data.layout", raw.layout.as_deref(), defaults.layout);
-
     let modalities = match raw.modalities {
         None => defaults.modalities,
-        Some(names) => {
-            let mut modalities = Vec::new();
-            for name in &names {
-                match Modality::from_name(name) {
-                    Some(m) if modalities.contains(&m) => {
-                        check.error("data.modalities", format!("data.modalities lists '{name}' twice"));
-                    }
-                    Some(m) => modalities.push(m),
-                    None => check.error(
-                        "data.modalities",
-                        format!(
-                            "data.modalities: '{name}' is not one of: {}",
-                            Modality::NAMES.join(", ")
-                        ),
-                    ),
-                }
-            }
-            if names.is_empty() {
-                check.error(
-                    "data.modalities",
-                    "data.modalities = [] is empty: list at least one of t1n, t1c, t2w, t2f".to_string(),
-                );
-            }
-            modalities
-        }
+        Some(names) => check_modalities(check, &names),
     };
-
     let crop = match raw.crop {
         None => defaults.crop,
         Some(value) => check_crop(check, &value),
@@ -226,59 +184,10 @@ pub(super) fn check_data(check: &mut Checker, raw: raw::RawData, workspace: &Pat
     );
     let split = match raw.split {
         None => defaults.split,
-        Some(split) => {
-            let sum: f64 = split.iter().sum();
-            if split.iter().any(|f| !non_negative(*f)) || (sum - 1.0).abs() > 1e-6 || split[0] <= 0.0 {
-                check.error(
-                    "data.split",
-                    format!(
-                        "data.split = [{}, {}, {}] is out of range: train, validation and test fractions must be non-negative, sum to 1, and train above 0",
-                        split[0], split[1], split[2]
-                    ),
-                );
-                defaults.split
-            } else {
-                split
-            }
-        }
+        Some(split) => check_split(check, split, defaults.split),
     };
-    let cache_dir = match raw.cache_dir.as_deref() {
-        Some("") => {
-            check.error("data.cache_dir", "data.cache_dir = '' is empty".to_string());
-            resolve(workspace, "cache")
-        }
-        Some(dir) => resolve(workspace, dir),
-        None => workspace.join(&defaults.cache_dir),
-    };
-    let synthetic = raw.synthetic.map(|raw| {
-        let defaults = SyntheticConfig::default();
-        let cases = check.value(
-            "data.synthetic.cases",
-            raw.cases,
-            defaults.cases,
-            |n| (3..=1000).contains(&n),
-            "must be between 3 and 1000",
-        );
-        let shape = match raw.shape {
-            Some(shape) if shape.iter().any(|&n| !(16..=512).contains(&n)) => {
-                check.error(
-                    "data.synthetic.shape",
-                    format!(
-                        "data.synthetic.shape = [{}, {}, {}] is out of range: each side must be between 16 and 512",
-                        shape[0], shape[1], shape[2]
-                    ),
-                );
-                defaults.shape
-            }
-            Some(shape) => shape,
-            None => defaults.shape,
-        };
-        SyntheticConfig {
-            cases,
-            seed: raw.seed.unwrap_or(defaults.seed),
-            shape,
-        }
-    });
+    let cache_dir = check_cache_dir(check, raw.cache_dir.as_deref(), workspace, &defaults.cache_dir);
+    let synthetic = raw.synthetic.map(|raw| check_synthetic(check, raw));
     let folds = check.value(
         "data.folds",
         raw.folds,
@@ -287,24 +196,7 @@ pub(super) fn check_data(check: &mut Checker, raw: raw::RawData, workspace: &Pat
         &format!("use 2 to {MAX_FOLDS} folds, or 0 for none"),
     );
     let fold = match raw.fold {
-        Some(fold) if folds == 0 && fold > 0 => {
-            check.error(
-                "data.fold",
-                format!("data.fold = {fold} needs data.folds: set data.folds = 5 (say) for 5-fold cross-validation"),
-            );
-            0
-        }
-        Some(fold) if folds > 0 && fold >= folds => {
-            check.error(
-                "data.fold",
-                format!(
-                    "data.fold = {fold} is out of range: with data.folds = {folds} the folds are numbered 0 to {}",
-                    folds - 1
-                ),
-            );
-            0
-        }
-        Some(fold) => fold,
+        Some(fold) => check_fold(check, fold, folds),
         None => defaults.fold,
     };
     DataConfig {
@@ -322,6 +214,136 @@ pub(super) fn check_data(check: &mut Checker, raw: raw::RawData, workspace: &Pat
         cache_dir,
         skip_bad_cases: raw.skip_bad_cases.unwrap_or(defaults.skip_bad_cases),
         synthetic,
+    }
+}
+
+/// The dataset folder has no sensible default, so a missing or empty `data.root` is an error.
+fn check_root(check: &mut Checker, raw: Option<&str>, workspace: &Path) -> PathBuf {
+    match raw {
+        Some("") => {
+            check.error(
+                "data.root",
+                "data.root = '' is empty: set it to your BraTS folder".to_string(),
+            );
+            PathBuf::new()
+        }
+        Some(root) => resolve(workspace, root),
+        None => {
+            check.error(
+                "data",
+                "data.root is missing: set it to your BraTS folder, e.g. root = \"data/BraTS-Africa\"".to_string(),
+            );
+            PathBuf::new()
+        }
+    }
+}
+
+/// Each listed name must be a known modality, listed once, and the list must not be empty.
+fn check_modalities(check: &mut Checker, names: &[String]) -> Vec<Modality> {
+    let mut modalities = Vec::new();
+    for name in names {
+        match Modality::from_name(name) {
+            Some(m) if modalities.contains(&m) => {
+                check.error("data.modalities", format!("data.modalities lists '{name}' twice"));
+            }
+            Some(m) => modalities.push(m),
+            None => check.error(
+                "data.modalities",
+                format!(
+                    "data.modalities: '{name}' is not one of: {}",
+                    Modality::NAMES.join(", ")
+                ),
+            ),
+        }
+    }
+    if names.is_empty() {
+        check.error(
+            "data.modalities",
+            "data.modalities = [] is empty: list at least one of t1n, t1c, t2w, t2f".to_string(),
+        );
+    }
+    modalities
+}
+
+/// The train, validation and test fractions must form a partition with some cases to train on.
+fn check_split(check: &mut Checker, split: [f64; 3], default: [f64; 3]) -> [f64; 3] {
+    let sum: f64 = split.iter().sum();
+    if split.iter().any(|f| !non_negative(*f)) || (sum - 1.0).abs() > 1e-6 || split[0] <= 0.0 {
+        check.error(
+            "data.split",
+            format!(
+                "data.split = [{}, {}, {}] is out of range: train, validation and test fractions must be non-negative, sum to 1, and train above 0",
+                split[0], split[1], split[2]
+            ),
+        );
+        default
+    } else {
+        split
+    }
+}
+
+/// The cache folder, resolved against the workspace; an empty one falls back to `cache`.
+fn check_cache_dir(check: &mut Checker, raw: Option<&str>, workspace: &Path, default: &Path) -> PathBuf {
+    match raw {
+        Some("") => {
+            check.error("data.cache_dir", "data.cache_dir = '' is empty".to_string());
+            resolve(workspace, "cache")
+        }
+        Some(dir) => resolve(workspace, dir),
+        None => workspace.join(default),
+    }
+}
+
+/// `[data.synthetic]`: how many demo cases to generate and how large, within what is practical.
+fn check_synthetic(check: &mut Checker, raw: raw::RawSynthetic) -> SyntheticConfig {
+    let defaults = SyntheticConfig::default();
+    let cases = check.value(
+        "data.synthetic.cases",
+        raw.cases,
+        defaults.cases,
+        |n| (3..=1000).contains(&n),
+        "must be between 3 and 1000",
+    );
+    let shape = match raw.shape {
+        Some(shape) if shape.iter().any(|&n| !(16..=512).contains(&n)) => {
+            check.error(
+                "data.synthetic.shape",
+                format!(
+                    "data.synthetic.shape = [{}, {}, {}] is out of range: each side must be between 16 and 512",
+                    shape[0], shape[1], shape[2]
+                ),
+            );
+            defaults.shape
+        }
+        Some(shape) => shape,
+        None => defaults.shape,
+    };
+    SyntheticConfig {
+        cases,
+        seed: raw.seed.unwrap_or(defaults.seed),
+        shape,
+    }
+}
+
+/// The fold validated on only means something with folds, and must be one of them (else 0).
+fn check_fold(check: &mut Checker, fold: u32, folds: u32) -> u32 {
+    if folds == 0 && fold > 0 {
+        check.error(
+            "data.fold",
+            format!("data.fold = {fold} needs data.folds: set data.folds = 5 (say) for 5-fold cross-validation"),
+        );
+        0
+    } else if folds > 0 && fold >= folds {
+        check.error(
+            "data.fold",
+            format!(
+                "data.fold = {fold} is out of range: with data.folds = {folds} the folds are numbered 0 to {}",
+                folds - 1
+            ),
+        );
+        0
+    } else {
+        fold
     }
 }
 

@@ -140,10 +140,34 @@ fn is_name(text: &str, commas: bool) -> bool {
 
 pub(super) fn check(check: &mut Checker, raw: super::raw::RawSlurm, train: &TrainConfig) -> SlurmConfig {
     let d = SlurmConfig::default();
+    let cpus_per_task = check_cpus(check, raw.cpus_per_task, d.cpus_per_task, train);
+    let partition = check_name(check, "slurm.partition", raw.partition, true);
+    let account = check_name(check, "slurm.account", raw.account, false);
+    let qos = check_name(check, "slurm.qos", raw.qos, false);
+    let mem = check_mem(check, raw.mem);
+    let (time, signal_seconds) = check_time_limit(check, raw.time, raw.signal_seconds, d.signal_seconds);
+    let extra_args = check_extra_args(check, raw.extra_args);
+    let trainer = check_trainer(check, raw.trainer);
+    SlurmConfig {
+        partition,
+        cpus_per_task,
+        mem,
+        time,
+        account,
+        qos,
+        extra_args,
+        signal_seconds,
+        requeue: raw.requeue.unwrap_or(d.requeue),
+        trainer,
+    }
+}
+
+/// The job's cores, which must cover the trainer's threads.
+fn check_cpus(check: &mut Checker, raw: Option<u32>, default: u32, train: &TrainConfig) -> u32 {
     let cpus_per_task = check.value(
         "slurm.cpus_per_task",
-        raw.cpus_per_task,
-        d.cpus_per_task,
+        raw,
+        default,
         |n| (1..=1024).contains(&n),
         "must be between 1 and 1024",
     );
@@ -156,27 +180,41 @@ pub(super) fn check(check: &mut Checker, raw: super::raw::RawSlurm, train: &Trai
             ),
         );
     }
-    let mut name = |key: &str, value: Option<String>, commas: bool| -> String {
-        let value = value.unwrap_or_default();
-        if !is_name(&value, commas) {
-            check.error(
-                key,
-                format!("{key} = '{value}' is not a Slurm name: use letters, digits, '-', '_' or '.'"),
-            );
-        }
-        value
-    };
-    let partition = name("slurm.partition", raw.partition, true);
-    let account = name("slurm.account", raw.account, false);
-    let qos = name("slurm.qos", raw.qos, false);
-    let mem = raw.mem.unwrap_or_default();
+    cpus_per_task
+}
+
+/// A partition, account or qos name goes into the job script, so it must be a plain name.
+fn check_name(check: &mut Checker, key: &str, value: Option<String>, commas: bool) -> String {
+    let value = value.unwrap_or_default();
+    if !is_name(&value, commas) {
+        check.error(
+            key,
+            format!("{key} = '{value}' is not a Slurm name: use letters, digits, '-', '_' or '.'"),
+        );
+    }
+    value
+}
+
+/// The job's memory in Slurm's form, or "" for the run's estimate.
+fn check_mem(check: &mut Checker, raw: Option<String>) -> String {
+    let mem = raw.unwrap_or_default();
     if !mem.is_empty() && !is_memory(&mem) {
         check.error(
             "slurm.mem",
             format!("slurm.mem = '{mem}' is not a Slurm memory size like \"8G\" or \"6000M\" (or \"\" for the run's estimate)"),
         );
     }
-    let time = raw.time.unwrap_or_default();
+    mem
+}
+
+/// The time limit and the warning before it, which must leave the run some time to train.
+fn check_time_limit(
+    check: &mut Checker,
+    raw_time: Option<String>,
+    raw_signal_seconds: Option<u32>,
+    default_signal_seconds: u32,
+) -> (String, u32) {
+    let time = raw_time.unwrap_or_default();
     let limit = if time.is_empty() { None } else { parse_time(&time) };
     if !time.is_empty() && limit.is_none() {
         check.error(
@@ -188,8 +226,8 @@ pub(super) fn check(check: &mut Checker, raw: super::raw::RawSlurm, train: &Trai
     }
     let signal_seconds = check.value(
         "slurm.signal_seconds",
-        raw.signal_seconds,
-        d.signal_seconds,
+        raw_signal_seconds,
+        default_signal_seconds,
         |n| (30..=86_400).contains(&n),
         "must be between 30 and 86400",
     );
@@ -203,7 +241,12 @@ pub(super) fn check(check: &mut Checker, raw: super::raw::RawSlurm, train: &Trai
             ),
         );
     }
-    let extra_args = raw.extra_args.unwrap_or_default();
+    (time, signal_seconds)
+}
+
+/// Extra sbatch options must be options, one per element, and not ones segtop sets itself.
+fn check_extra_args(check: &mut Checker, raw: Option<Vec<String>>) -> Vec<String> {
+    let extra_args = raw.unwrap_or_default();
     for arg in &extra_args {
         let option = arg.split('=').next().unwrap_or_default();
         if !arg.starts_with('-') || arg.contains(['\n', '\r']) {
@@ -222,25 +265,19 @@ pub(super) fn check(check: &mut Checker, raw: super::raw::RawSlurm, train: &Trai
             );
         }
     }
-    let trainer = raw.trainer.unwrap_or_default();
+    extra_args
+}
+
+/// The trainer runs on the cluster's nodes, so a relative path would mean nothing there.
+fn check_trainer(check: &mut Checker, raw: Option<String>) -> String {
+    let trainer = raw.unwrap_or_default();
     if !trainer.is_empty() && !std::path::Path::new(&trainer).is_absolute() {
         check.error(
             "slurm.trainer",
             format!("slurm.trainer = '{trainer}' must be an absolute path, as the cluster's nodes see it"),
         );
     }
-    SlurmConfig {
-        partition,
-        cpus_per_task,
-        mem,
-        time,
-        account,
-        qos,
-        extra_args,
-        signal_seconds,
-        requeue: raw.requeue.unwrap_or(d.requeue),
-        trainer,
-    }
+    trainer
 }
 
 #[cfg(test)]

@@ -136,111 +136,15 @@ pub fn expand(path: &Path, text: &str, workspace: &Path) -> anyhow::Result<Optio
         .as_table_like()
         .ok_or_else(|| fail("[sweep] must be a table of keys and values".into()))?;
     let base = Experiment::parse(path, &document.to_string(), workspace)?;
-    let mut method = "grid".to_string();
-    let mut samples = None;
-    let mut seed = 0u64;
-    let mut axes: Vec<(String, Axis)> = Vec::new();
-    let mut halving = super::halving::Rules::default();
-    for (key, item) in table.iter() {
-        let value = item
-            .as_value()
-            .ok_or_else(|| fail(format!("sweep.{key}: give a list of values or a range {{ min, max }}")))?;
-        match key {
-            "method" => {
-                method = value
-                    .as_str()
-                    .filter(|m| ["grid", "random", "halving"].contains(m))
-                    .ok_or_else(|| fail("sweep.method: use \"grid\", \"random\" or \"halving\"".into()))?
-                    .to_string();
-            }
-            "samples" => {
-                let n = value.as_integer().filter(|&n| n >= 1 && n as usize <= MAX_RUNS);
-                samples = Some(
-                    n.ok_or_else(|| fail(format!("sweep.samples: a number of runs from 1 to {MAX_RUNS}")))? as usize,
-                );
-            }
-            "eta" | "rung" | "budget" | "metric" => halving.set(key, value).map_err(fail)?,
-            "seed" => {
-                seed = value
-                    .as_integer()
-                    .and_then(|n| u64::try_from(n).ok())
-                    .ok_or_else(|| fail("sweep.seed: a whole number, 0 or more".into()))?;
-            }
-            key => {
-                let (section, name) = key
-                    .split_once('.')
-                    .ok_or_else(|| fail(format!("sweep.{key}: name a key with its table, like \"train.lr\"")))?;
-                if section.is_empty() || name.is_empty() || section == "sweep" {
-                    return Err(fail(format!("sweep.{key}: not a key of an experiment")));
-                }
-                axes.push((key.to_string(), axis(key, value).map_err(fail)?));
-            }
-        }
-    }
-    if axes.is_empty() {
-        return Err(fail(
-            "[sweep] varies nothing: add a key, like \"train.lr\" = [1e-3, 3e-3]".into(),
-        ));
-    }
-    if method == "grid" && samples.is_some() {
-        return Err(fail(
-            "sweep.samples: only for method = \"random\" or \"halving\" (a grid runs every combination)".into(),
-        ));
-    }
-    let combinations = match method.as_str() {
-        "random" | "halving" if samples.is_some() || method == "random" => {
-            let samples = samples.ok_or_else(|| fail("sweep.samples: a random sweep needs a number of runs".into()))?;
-            random(&axes, samples, seed)
-        }
-        _ => grid(&axes).map_err(fail)?,
-    };
-    if method != "halving" && halving.is_set() {
-        return Err(fail(
-            "sweep.eta, rung, budget and metric are for method = \"halving\"".into(),
-        ));
-    }
-    let halving = if method == "halving" {
-        Some(halving.plan(combinations.len()).map_err(fail)?)
-    } else {
-        None
-    };
+    let settings = read_settings(table).map_err(fail)?;
+    let (combinations, halving) = choose_runs(settings).map_err(fail)?;
     let width = combinations.len().to_string().len();
     let mut members = Vec::with_capacity(combinations.len());
     for (i, values) in combinations.into_iter().enumerate() {
         let index = i + 1;
-        let mut run = document.clone();
-        for (key, value) in &values {
-            super::set_value(&mut run, key, value.clone());
-        }
-        super::set_value(
-            &mut run,
-            "run.name",
-            toml_edit::Value::from(format!("{}-{index:0width$}", base.run.name)),
-        );
-        if let Some(halving) = &halving {
-            // Each run plans its schedule for the top rung; the rungs below stop it early.
-            super::set_value(
-                &mut run,
-                "train.budget",
-                toml_edit::Value::from(halving.top().to_string()),
-            );
-        }
-        let shown: Vec<String> = values
-            .iter()
-            .map(|(k, v)| format!("{k} = {}", v.to_string().trim()))
-            .collect();
-        // The messages only: their line numbers would point into the generated run, not the file.
-        let experiment = Experiment::parse(path, &run.to_string(), workspace).map_err(|error| {
-            let messages: Vec<String> = match error.diagnostics() {
-                [] => vec![error.to_string()],
-                diagnostics => diagnostics.iter().map(|d| d.message.clone()).collect(),
-            };
-            fail(format!(
-                "sweep run {index} ({}): {}",
-                shown.join(", "),
-                messages.join("; ")
-            ))
-        })?;
+        let name = format!("{}-{index:0width$}", base.run.name);
+        let run = run_document(&document, &values, &name, halving.as_ref());
+        let experiment = check_run(path, &run.to_string(), workspace, index, &values).map_err(fail)?;
         members.push(Member {
             index,
             values: values.iter().map(|(k, v)| (k.clone(), json(v))).collect(),
@@ -252,6 +156,149 @@ pub fn expand(path: &Path, text: &str, workspace: &Path) -> anyhow::Result<Optio
         members,
         halving,
     }))
+}
+
+/// What `[sweep]` says: how runs are chosen from the swept keys, and those keys' values.
+struct Settings {
+    method: String,
+    samples: Option<usize>,
+    seed: u64,
+    axes: Vec<(String, Axis)>,
+    halving: super::halving::Rules,
+}
+
+/// Reads `[sweep]` key by key, stopping at the first key that is not right.
+fn read_settings(table: &dyn toml_edit::TableLike) -> Result<Settings, String> {
+    let mut settings = Settings {
+        method: "grid".to_string(),
+        samples: None,
+        seed: 0,
+        axes: Vec::new(),
+        halving: super::halving::Rules::default(),
+    };
+    for (key, item) in table.iter() {
+        let value = item
+            .as_value()
+            .ok_or_else(|| format!("sweep.{key}: give a list of values or a range {{ min, max }}"))?;
+        match key {
+            "method" => {
+                settings.method = value
+                    .as_str()
+                    .filter(|m| ["grid", "random", "halving"].contains(m))
+                    .ok_or_else(|| "sweep.method: use \"grid\", \"random\" or \"halving\"".to_string())?
+                    .to_string();
+            }
+            "samples" => {
+                let n = value.as_integer().filter(|&n| n >= 1 && n as usize <= MAX_RUNS);
+                settings.samples =
+                    Some(n.ok_or_else(|| format!("sweep.samples: a number of runs from 1 to {MAX_RUNS}"))? as usize);
+            }
+            "eta" | "rung" | "budget" | "metric" => settings.halving.set(key, value)?,
+            "seed" => {
+                settings.seed = value
+                    .as_integer()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(|| "sweep.seed: a whole number, 0 or more".to_string())?;
+            }
+            key => settings.axes.push((key.to_string(), swept_key(key, value)?)),
+        }
+    }
+    Ok(settings)
+}
+
+/// A key the sweep varies must name an experiment key with its table, like `train.lr`.
+fn swept_key(key: &str, value: &toml_edit::Value) -> Result<Axis, String> {
+    let (section, name) = key
+        .split_once('.')
+        .ok_or_else(|| format!("sweep.{key}: name a key with its table, like \"train.lr\""))?;
+    if section.is_empty() || name.is_empty() || section == "sweep" {
+        return Err(format!("sweep.{key}: not a key of an experiment"));
+    }
+    axis(key, value)
+}
+
+/// One run's values: each swept key with the value it takes in that run.
+type RunValues = Vec<(String, toml_edit::Value)>;
+
+/// The values of each run, by the sweep's method, and a halving sweep's plan for them.
+fn choose_runs(settings: Settings) -> Result<(Vec<RunValues>, Option<super::halving::Halving>), String> {
+    let Settings {
+        method,
+        samples,
+        seed,
+        axes,
+        halving,
+    } = settings;
+    if axes.is_empty() {
+        return Err("[sweep] varies nothing: add a key, like \"train.lr\" = [1e-3, 3e-3]".into());
+    }
+    if method == "grid" && samples.is_some() {
+        return Err(
+            "sweep.samples: only for method = \"random\" or \"halving\" (a grid runs every combination)".into(),
+        );
+    }
+    let combinations = match method.as_str() {
+        "random" | "halving" if samples.is_some() || method == "random" => {
+            let samples = samples.ok_or_else(|| "sweep.samples: a random sweep needs a number of runs".to_string())?;
+            random(&axes, samples, seed)
+        }
+        _ => grid(&axes)?,
+    };
+    if method != "halving" && halving.is_set() {
+        return Err("sweep.eta, rung, budget and metric are for method = \"halving\"".into());
+    }
+    let halving = if method == "halving" {
+        Some(halving.plan(combinations.len())?)
+    } else {
+        None
+    };
+    Ok((combinations, halving))
+}
+
+/// The experiment file of one run: the base with the run's values, its numbered `name`, and a
+/// halving sweep's top-rung budget set.
+fn run_document(
+    document: &toml_edit::DocumentMut,
+    values: &[(String, toml_edit::Value)],
+    name: &str,
+    halving: Option<&super::halving::Halving>,
+) -> toml_edit::DocumentMut {
+    let mut run = document.clone();
+    for (key, value) in values {
+        super::set_value(&mut run, key, value.clone());
+    }
+    super::set_value(&mut run, "run.name", toml_edit::Value::from(name));
+    if let Some(halving) = halving {
+        // Each run plans its schedule for the top rung; the rungs below stop it early.
+        super::set_value(
+            &mut run,
+            "train.budget",
+            toml_edit::Value::from(halving.top().to_string()),
+        );
+    }
+    run
+}
+
+/// Checks one run like any experiment file; its problems name the run and its values instead
+/// of lines, which would point into the generated run, not the file.
+fn check_run(
+    path: &Path,
+    text: &str,
+    workspace: &Path,
+    index: usize,
+    values: &[(String, toml_edit::Value)],
+) -> Result<Experiment, String> {
+    Experiment::parse(path, text, workspace).map_err(|error| {
+        let shown: Vec<String> = values
+            .iter()
+            .map(|(k, v)| format!("{k} = {}", v.to_string().trim()))
+            .collect();
+        let messages: Vec<String> = match error.diagnostics() {
+            [] => vec![error.to_string()],
+            diagnostics => diagnostics.iter().map(|d| d.message.clone()).collect(),
+        };
+        format!("sweep run {index} ({}): {}", shown.join(", "), messages.join("; "))
+    })
 }
 
 fn axis(key: &str, value: &toml_edit::Value) -> Result<Axis, String> {

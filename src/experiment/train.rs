@@ -149,9 +149,38 @@ impl Default for LossConfig {
     }
 }
 
-pub(super) fn check_train(check: &mut Checker, raw: raw::RawTrain, model: &ModelConfig) -> TrainConfig {
+pub(super) fn check_train(check: &mut Checker, mut raw: raw::RawTrain, model: &ModelConfig) -> TrainConfig {
     let defaults = TrainConfig::default();
     let patch_size = check_patch("train.patch_size", check, raw.patch_size, defaults.patch_size, model);
+    let (lr, min_lr) = check_learning_rates(check, &raw, &defaults);
+    let loss = check_loss(check, std::mem::take(&mut raw.loss));
+    let budget = check_budget(check, raw.budget.as_deref());
+    let mut train = TrainConfig {
+        patch_size,
+        budget,
+        lr,
+        min_lr,
+        loss,
+        ..defaults
+    };
+    check_epochs_and_patches(check, &raw, &mut train);
+    check_optimizer(check, &raw, &mut train);
+    check_schedule(check, &raw, &mut train);
+    train.seed = raw.seed.unwrap_or(train.seed);
+    train.freeze = check_freeze(check, raw.freeze, model);
+    train.threads = check.value(
+        "train.threads",
+        raw.threads,
+        train.threads,
+        |n| n <= 1024,
+        "must be at most 1024 (0 for automatic)",
+    );
+    train.precision = check.choice("train.precision", raw.precision.as_deref(), train.precision);
+    train
+}
+
+/// The learning rate and the floor the schedule lowers it to, which must not be above it.
+fn check_learning_rates(check: &mut Checker, raw: &raw::RawTrain, defaults: &TrainConfig) -> (f64, f64) {
     let lr = check.value("train.lr", raw.lr, defaults.lr, positive, "must be above 0");
     let min_lr = check.value(
         "train.min_lr",
@@ -166,107 +195,108 @@ pub(super) fn check_train(check: &mut Checker, raw: raw::RawTrain, model: &Model
             format!("train.min_lr = {min_lr} is out of range: must not exceed train.lr = {lr}"),
         );
     }
-    let loss = check_loss(check, raw.loss);
-    let budget = raw.budget.as_deref().and_then(|text| match Budget::parse(text) {
+    (lr, min_lr)
+}
+
+/// A time budget is free text, so one that does not parse is reported and ignored.
+fn check_budget(check: &mut Checker, raw: Option<&str>) -> Option<Budget> {
+    raw.and_then(|text| match Budget::parse(text) {
         Ok(budget) => Some(budget),
         Err(problem) => {
             check.error("train.budget", format!("train.budget = {problem}"));
             None
         }
-    });
-    TrainConfig {
-        patch_size,
-        batch_size: check.value(
-            "train.batch_size",
-            raw.batch_size,
-            defaults.batch_size,
-            |n| (1..=256).contains(&n),
-            "must be between 1 and 256",
-        ),
-        epochs: check.value(
-            "train.epochs",
-            raw.epochs,
-            if budget.is_some() {
-                MAX_BUDGET_EPOCHS
-            } else {
-                defaults.epochs
-            },
-            |n| n >= 1,
-            "must be at least 1",
-        ),
-        budget,
-        patches_per_epoch: check.value(
-            "train.patches_per_epoch",
-            raw.patches_per_epoch,
-            defaults.patches_per_epoch,
-            |n| n >= 1,
-            "must be at least 1",
-        ),
-        foreground_fraction: check.value(
-            "train.foreground_fraction",
-            raw.foreground_fraction,
-            defaults.foreground_fraction,
-            probability,
-            "must be between 0 and 1",
-        ),
-        foreground_sampling: check.choice(
-            "train.foreground_sampling",
-            raw.foreground_sampling.as_deref(),
-            defaults.foreground_sampling,
-        ),
-        optimizer: check.choice("train.optimizer", raw.optimizer.as_deref(), defaults.optimizer),
-        lr,
-        weight_decay: check.value(
-            "train.weight_decay",
-            raw.weight_decay,
-            defaults.weight_decay,
-            non_negative,
-            "must be at least 0",
-        ),
-        momentum: check.value(
-            "train.momentum",
-            raw.momentum,
-            defaults.momentum,
-            |m| (0.0..1.0).contains(&m),
-            "must be at least 0 and below 1",
-        ),
-        grad_clip: check.value(
-            "train.grad_clip",
-            raw.grad_clip,
-            defaults.grad_clip,
-            non_negative,
-            "must be at least 0 (0 turns clipping off)",
-        ),
-        schedule: check.choice("train.schedule", raw.schedule.as_deref(), defaults.schedule),
-        plateau_factor: check.value(
-            "train.plateau_factor",
-            raw.plateau_factor,
-            defaults.plateau_factor,
-            |f| f > 0.0 && f < 1.0,
-            "must be above 0 and below 1",
-        ),
-        plateau_patience: check.value(
-            "train.plateau_patience",
-            raw.plateau_patience,
-            defaults.plateau_patience,
-            |n| n >= 1,
-            "must be at least 1",
-        ),
-        min_lr,
-        warmup_epochs: raw.warmup_epochs.unwrap_or(defaults.warmup_epochs),
-        early_stopping_patience: raw.early_stopping_patience.unwrap_or(defaults.early_stopping_patience),
-        seed: raw.seed.unwrap_or(defaults.seed),
-        freeze: check_freeze(check, raw.freeze, model),
-        threads: check.value(
-            "train.threads",
-            raw.threads,
-            defaults.threads,
-            |n| n <= 1024,
-            "must be at most 1024 (0 for automatic)",
-        ),
-        precision: check.choice("train.precision", raw.precision.as_deref(), defaults.precision),
-        loss,
-    }
+    })
+}
+
+/// How much each epoch trains on and how patches are drawn; `train` holds the defaults, and
+/// its budget decides how many epochs are allowed by default.
+fn check_epochs_and_patches(check: &mut Checker, raw: &raw::RawTrain, train: &mut TrainConfig) {
+    train.batch_size = check.value(
+        "train.batch_size",
+        raw.batch_size,
+        train.batch_size,
+        |n| (1..=256).contains(&n),
+        "must be between 1 and 256",
+    );
+    let default_epochs = if train.budget.is_some() {
+        MAX_BUDGET_EPOCHS
+    } else {
+        train.epochs
+    };
+    train.epochs = check.value(
+        "train.epochs",
+        raw.epochs,
+        default_epochs,
+        |n| n >= 1,
+        "must be at least 1",
+    );
+    train.patches_per_epoch = check.value(
+        "train.patches_per_epoch",
+        raw.patches_per_epoch,
+        train.patches_per_epoch,
+        |n| n >= 1,
+        "must be at least 1",
+    );
+    train.foreground_fraction = check.value(
+        "train.foreground_fraction",
+        raw.foreground_fraction,
+        train.foreground_fraction,
+        probability,
+        "must be between 0 and 1",
+    );
+    train.foreground_sampling = check.choice(
+        "train.foreground_sampling",
+        raw.foreground_sampling.as_deref(),
+        train.foreground_sampling,
+    );
+}
+
+/// The optimizer and its settings other than the learning rate; `train` holds the defaults.
+fn check_optimizer(check: &mut Checker, raw: &raw::RawTrain, train: &mut TrainConfig) {
+    train.optimizer = check.choice("train.optimizer", raw.optimizer.as_deref(), train.optimizer);
+    train.weight_decay = check.value(
+        "train.weight_decay",
+        raw.weight_decay,
+        train.weight_decay,
+        non_negative,
+        "must be at least 0",
+    );
+    train.momentum = check.value(
+        "train.momentum",
+        raw.momentum,
+        train.momentum,
+        |m| (0.0..1.0).contains(&m),
+        "must be at least 0 and below 1",
+    );
+    train.grad_clip = check.value(
+        "train.grad_clip",
+        raw.grad_clip,
+        train.grad_clip,
+        non_negative,
+        "must be at least 0 (0 turns clipping off)",
+    );
+}
+
+/// The learning-rate schedule and when training stops early; `train` holds the defaults.
+fn check_schedule(check: &mut Checker, raw: &raw::RawTrain, train: &mut TrainConfig) {
+    train.schedule = check.choice("train.schedule", raw.schedule.as_deref(), train.schedule);
+    train.plateau_factor = check.value(
+        "train.plateau_factor",
+        raw.plateau_factor,
+        train.plateau_factor,
+        |f| f > 0.0 && f < 1.0,
+        "must be above 0 and below 1",
+    );
+    train.plateau_patience = check.value(
+        "train.plateau_patience",
+        raw.plateau_patience,
+        train.plateau_patience,
+        |n| n >= 1,
+        "must be at least 1",
+    );
+    train.warmup_epochs = raw.warmup_epochs.unwrap_or(train.warmup_epochs);
+    train.early_stopping_patience = raw.early_stopping_patience.unwrap_or(train.early_stopping_patience);
 }
 
 /// `train.freeze`: each entry a block of the network or a prefix of block names (`enc`).
