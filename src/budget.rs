@@ -14,6 +14,24 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// How a duration should be written, for the messages below.
+const SHAPE: &str = "write it as whole numbers with units, like \"30m\", \"2h\" or \"1h30m\"";
+
+/// Why a duration did not parse; each says the text as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetError {
+    #[error("'{0}' is empty: {SHAPE}")]
+    Empty(String),
+    #[error("'{0}' is not a duration: {SHAPE}")]
+    NotADuration(String),
+    #[error("'{0}' has a number without a unit: {SHAPE}")]
+    NoUnit(String),
+    #[error("'{0}' is no time at all: give at least a minute, like \"10m\"")]
+    Zero(String),
+    #[error("'{0}' is too long: at most a week (\"7d\")")]
+    TooLong(String),
+}
+
 /// A duration written like `"30m"`, `"2h"`, `"1h30m"` or `"90s"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Budget {
@@ -34,11 +52,11 @@ impl Budget {
 
     /// Parses `"1h30m"`, `"45m"`, `"2h"`, `"90s"`, `"1d"`: whole numbers each followed by a unit
     /// (d, h, m, s), largest first, at least one second in all, at most a week.
-    pub fn parse(text: &str) -> Result<Budget, String> {
-        const SHAPE: &str = "write it as whole numbers with units, like \"30m\", \"2h\" or \"1h30m\"";
+    pub fn parse(text: &str) -> Result<Budget, BudgetError> {
+        let text_of = || text.to_string();
         let trimmed = text.trim();
         if trimmed.is_empty() {
-            return Err(format!("'{text}' is empty: {SHAPE}"));
+            return Err(BudgetError::Empty(text_of()));
         }
         let mut seconds: u64 = 0;
         let mut number = String::new();
@@ -53,31 +71,27 @@ impl Budget {
                 'h' => 3600,
                 'm' => 60,
                 's' => 1,
-                _ => return Err(format!("'{text}' is not a duration: {SHAPE}")),
+                _ => return Err(BudgetError::NotADuration(text_of())),
             };
             if number.is_empty() || unit >= last_unit {
-                return Err(format!("'{text}' is not a duration: {SHAPE}"));
+                return Err(BudgetError::NotADuration(text_of()));
             }
-            let value: u64 = number
-                .parse()
-                .map_err(|_| format!("'{text}' is too long: at most a week (\"7d\")"))?;
+            let value: u64 = number.parse().map_err(|_| BudgetError::TooLong(text_of()))?;
             seconds = value
                 .checked_mul(unit)
                 .and_then(|s| s.checked_add(seconds))
-                .ok_or_else(|| format!("'{text}' is too long: at most a week (\"7d\")"))?;
+                .ok_or_else(|| BudgetError::TooLong(text_of()))?;
             number.clear();
             last_unit = unit;
         }
         if !number.is_empty() {
-            return Err(format!("'{text}' has a number without a unit: {SHAPE}"));
+            return Err(BudgetError::NoUnit(text_of()));
         }
         if seconds == 0 {
-            return Err(format!(
-                "'{text}' is no time at all: give at least a minute, like \"10m\""
-            ));
+            return Err(BudgetError::Zero(text_of()));
         }
         if seconds > MAX_SECONDS {
-            return Err(format!("'{text}' is too long: at most a week (\"7d\")"));
+            return Err(BudgetError::TooLong(text_of()));
         }
         Ok(Budget { seconds })
     }
@@ -331,10 +345,14 @@ mod tests {
             ("99999999999999999999h", "too long"),
             ("1 hour", "not a duration"),
         ] {
-            let error = Budget::parse(text).expect_err("not a duration");
+            let error = Budget::parse(text).expect_err("not a duration").to_string();
             assert!(error.contains(says), "{text}: {error}");
             assert!(error.contains(&format!("'{text}'")), "{text}: {error}");
         }
+        assert_eq!(
+            Budget::parse("30").expect_err("no unit").to_string(),
+            "'30' has a number without a unit: write it as whole numbers with units, like \"30m\", \"2h\" or \"1h30m\""
+        );
     }
 
     fn planner(budget: f64, max_epochs: u32, every: u32) -> Planner {

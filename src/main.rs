@@ -300,7 +300,7 @@ fn exit_code(ok: bool) -> ExitCode {
 /// longer loads becomes a notice rather than an error, but one named on the command line fails.
 fn open_dashboard(workspace: Workspace, theme_name: Option<&str>) -> anyhow::Result<()> {
     let (settings, mut notice) = match Settings::path().map(|path| Settings::load(&path)) {
-        Some(Err(problem)) => (Settings::default(), Some(problem)),
+        Some(Err(problem)) => (Settings::default(), Some(problem.to_string())),
         Some(Ok(settings)) => (settings, None),
         None => (Settings::default(), None),
     };

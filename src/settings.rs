@@ -5,6 +5,17 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Why the settings file could not be read or saved; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{}: cannot read: {error}", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error("cannot save settings to {}: {message}", path.display())]
+    Save { path: PathBuf, message: String },
+}
+
 /// How chart lines are drawn: braille dots (finest), or for fonts without braille, half
 /// blocks or plain dots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -68,19 +79,28 @@ impl Settings {
     }
 
     /// Reads the settings; a missing file is the defaults, a broken one an error naming it.
-    pub fn load(path: &Path) -> Result<Settings, String> {
+    pub fn load(path: &Path) -> Result<Settings, SettingsError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message())),
+            Ok(text) => toml::from_str(&text).map_err(|e| SettingsError::Invalid {
+                path: path.to_path_buf(),
+                message: e.message().to_string(),
+            }),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
-            Err(error) => Err(format!("{}: cannot read: {error}", path.display())),
+            Err(error) => Err(SettingsError::Read {
+                path: path.to_path_buf(),
+                error,
+            }),
         }
     }
 
     /// Writes what differs from the file's settings into it, atomically, creating the
     /// folder. Only changed keys are touched: the user's comments, order and spelling
     /// (`reserve_ram = "1536 MiB"`) stay as they were. A broken file is not overwritten.
-    pub fn save(&self, path: &Path) -> Result<(), String> {
-        let fail = |e: &dyn std::fmt::Display| format!("cannot save settings to {}: {e}", path.display());
+    pub fn save(&self, path: &Path) -> Result<(), SettingsError> {
+        let fail = |e: &dyn std::fmt::Display| SettingsError::Save {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
         let text = match std::fs::read_to_string(path) {
@@ -130,7 +150,7 @@ mod tests {
     fn settings_round_trip_and_bad_files_are_named() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("segtop/settings.toml");
-        assert_eq!(Settings::load(&path), Ok(Settings::default()));
+        assert_eq!(Settings::load(&path).expect("loads"), Settings::default());
         let settings = Settings {
             theme: Some("light".into()),
             chart_marker: ChartMarker::Dots,
@@ -140,9 +160,9 @@ mod tests {
             },
         };
         settings.save(&path).expect("saves");
-        assert_eq!(Settings::load(&path), Ok(settings.clone()));
+        assert_eq!(Settings::load(&path).expect("loads"), settings.clone());
         std::fs::write(&path, "chart_marker = 'sparkles'\n").expect("write");
-        let error = Settings::load(&path).expect_err("bad value");
+        let error = Settings::load(&path).expect_err("bad value").to_string();
         assert!(error.contains("settings.toml") && error.contains("sparkles"), "{error}");
         assert!(settings.save(&path).is_err(), "a broken file is not overwritten");
         assert_eq!(
@@ -167,10 +187,10 @@ mod tests {
             saved,
             "# my lab's server\ntheme = \"mono\"\nchart_marker = \"dots\"\n\n[queue]\n# leave room for the others\nreserve_ram = \"1536 MiB\"\n"
         );
-        assert_eq!(Settings::load(&path), Ok(settings.clone()));
+        assert_eq!(Settings::load(&path).expect("loads"), settings.clone());
         // A changed size is written exactly.
         settings.queue.reserve_ram = crate::schedule::queue::ByteSize(1_610_612_736 + 4096);
         settings.save(&path).expect("saves");
-        assert_eq!(Settings::load(&path), Ok(settings));
+        assert_eq!(Settings::load(&path).expect("loads"), settings);
     }
 }

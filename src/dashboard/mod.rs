@@ -200,7 +200,7 @@ fn perform(
                 if let Some(path) = Settings::path()
                     && let Err(error) = settings.save(&path)
                 {
-                    app.update(Msg::Failed(error));
+                    app.update(Msg::Failed(error.to_string()));
                 }
             }
             Effect::LoadCharts(ids) => {

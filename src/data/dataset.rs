@@ -180,9 +180,24 @@ pub struct Split {
     pub test: Vec<String>,
 }
 
+/// Why the cases cannot be split as an experiment asks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SplitError {
+    #[error(
+        "data.folds = {folds} is more than the {left} cases left for training and validation ({cases} cases, \
+         {held_out} held out for testing): use at most {left} folds"
+    )]
+    TooManyFolds {
+        folds: u32,
+        left: usize,
+        cases: usize,
+        held_out: usize,
+    },
+}
+
 /// The split an experiment's data section asks for: `data.split` by fractions, or with
 /// `data.folds` the cross-validation fold `data.fold` (see [`fold_split`]).
-pub fn split_for(ids: &[String], config: &crate::experiment::DataConfig) -> Result<Split, String> {
+pub fn split_for(ids: &[String], config: &crate::experiment::DataConfig) -> Result<Split, SplitError> {
     if config.folds == 0 {
         Ok(split(ids, config.split, config.split_seed))
     } else {
@@ -194,21 +209,19 @@ pub fn split_for(ids: &[String], config: &crate::experiment::DataConfig) -> Resu
 /// with the same test fraction and seed (so the test set is the same with or without
 /// folds); the rest, in the same seeded order, are dealt into the folds in turn. Fold `fold`
 /// validates and the others train, so every case validates in exactly one fold.
-pub fn fold_split(ids: &[String], test_fraction: f64, seed: u64, folds: u32, fold: u32) -> Result<Split, String> {
+pub fn fold_split(ids: &[String], test_fraction: f64, seed: u64, folds: u32, fold: u32) -> Result<Split, SplitError> {
     let held_out = split(ids, [1.0 - test_fraction, 0.0, test_fraction], seed);
     let mut remaining: Vec<String> = ids.to_vec();
     remaining.sort();
     remaining.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     remaining.retain(|id| !held_out.test.contains(id));
     if (remaining.len() as u64) < u64::from(folds) {
-        return Err(format!(
-            "data.folds = {folds} is more than the {} cases left for training and validation ({} cases, {} held out \
-             for testing): use at most {} folds",
-            remaining.len(),
-            ids.len(),
-            held_out.test.len(),
-            remaining.len()
-        ));
+        return Err(SplitError::TooManyFolds {
+            folds,
+            left: remaining.len(),
+            cases: ids.len(),
+            held_out: held_out.test.len(),
+        });
     }
     let mut train = Vec::new();
     let mut validation = Vec::new();
@@ -317,7 +330,9 @@ mod tests {
 
     #[test]
     fn more_folds_than_cases_is_refused() {
-        let error = fold_split(&ids(6), 0.2, 1, 6, 0).expect_err("5 cases, 6 folds");
+        let error = fold_split(&ids(6), 0.2, 1, 6, 0)
+            .expect_err("5 cases, 6 folds")
+            .to_string();
         assert!(
             error.starts_with("data.folds = 6 is more than the 5 cases left"),
             "{error}"

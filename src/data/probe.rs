@@ -24,7 +24,7 @@ pub fn problems(data: &DataConfig) -> Vec<PathProblem> {
             {
                 problems.push(PathProblem {
                     key: "data.folds",
-                    message,
+                    message: message.to_string(),
                     fatal: true,
                 });
             }

@@ -288,17 +288,16 @@ pub fn split_id(id: &str) -> Option<(&str, &str)> {
 /// The weights file `model.init` names: a `.safetensors` file; a run directory (its
 /// `checkpoints/best.safetensors`); or a run in `runs` by its id or a part of it only that
 /// run's id holds.
-pub fn resolve_init(init: &str, runs: &Path) -> Result<PathBuf, String> {
+pub fn resolve_init(init: &str, runs: &Path) -> Result<PathBuf, InitError> {
     let best = |dir: &Path| {
         let file = RunDir::open(dir).best_weights();
         if file.is_file() {
             Ok(file)
         } else {
-            Err(format!(
-                "model.init = '{init}': the run {} has no best weights yet ({} is missing)",
-                dir.display(),
-                Path::new(RunDir::CHECKPOINTS).join(RunDir::BEST_WEIGHTS).display()
-            ))
+            Err(InitError::NoBestWeights {
+                init: init.to_string(),
+                run: dir.to_path_buf(),
+            })
         }
     };
     if crate::experiment::looks_like_path(init) {
@@ -308,9 +307,7 @@ pub fn resolve_init(init: &str, runs: &Path) -> Result<PathBuf, String> {
         } else if path.is_dir() {
             best(path)
         } else {
-            Err(format!(
-                "model.init = '{init}' does not exist: name a run, a run directory or a .safetensors file"
-            ))
+            Err(InitError::Missing(init.to_string()))
         };
     }
     let ids: Vec<String> = std::fs::read_dir(runs)
@@ -328,16 +325,35 @@ pub fn resolve_init(init: &str, runs: &Path) -> Result<PathBuf, String> {
     let matches: Vec<&String> = ids.iter().filter(|id| id.contains(init)).collect();
     match matches.as_slice() {
         [id] => best(&runs.join(id)),
-        [] => Err(format!(
-            "model.init = '{init}' is not a run in {}: name a run id, a run directory or a .safetensors file",
-            runs.display()
-        )),
-        several => Err(format!(
-            "model.init = '{init}' matches {} runs ({}): give more of the id",
-            several.len(),
-            several.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        )),
+        [] => Err(InitError::NotARun {
+            init: init.to_string(),
+            runs: runs.to_path_buf(),
+        }),
+        several => Err(InitError::Ambiguous {
+            init: init.to_string(),
+            matches: several.iter().map(|s| s.to_string()).collect(),
+        }),
     }
+}
+
+/// Why `model.init` names no weights file; the messages quote the value as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InitError {
+    #[error(
+        "model.init = '{init}': the run {} has no best weights yet ({} is missing)",
+        run.display(),
+        Path::new(RunDir::CHECKPOINTS).join(RunDir::BEST_WEIGHTS).display()
+    )]
+    NoBestWeights { init: String, run: PathBuf },
+    #[error("model.init = '{0}' does not exist: name a run, a run directory or a .safetensors file")]
+    Missing(String),
+    #[error(
+        "model.init = '{init}' is not a run in {}: name a run id, a run directory or a .safetensors file",
+        runs.display()
+    )]
+    NotARun { init: String, runs: PathBuf },
+    #[error("model.init = '{init}' matches {} runs ({}): give more of the id", matches.len(), matches.join(", "))]
+    Ambiguous { init: String, matches: Vec<String> },
 }
 
 /// Problems with what `experiment` points at that can change after it is written (a missing
@@ -346,7 +362,7 @@ pub fn resolve_init(init: &str, runs: &Path) -> Result<PathBuf, String> {
 pub fn path_problems(experiment: &Experiment, workspace: &Path) -> Vec<crate::experiment::PathProblem> {
     let mut problems = crate::data::probe::problems(&experiment.data);
     if let Some(init) = &experiment.model.init
-        && let Err(message) = resolve_init(init, &workspace.join("runs"))
+        && let Err(error) = resolve_init(init, &workspace.join("runs"))
     {
         // Listed after the folds and before the dataset folder.
         let at = problems
@@ -357,7 +373,7 @@ pub fn path_problems(experiment: &Experiment, workspace: &Path) -> Vec<crate::ex
             at,
             crate::experiment::PathProblem {
                 key: "model.init",
-                message,
+                message: error.to_string(),
                 fatal: true,
             },
         );

@@ -11,12 +11,29 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::bail;
-
 use crate::run::Launch;
 
 /// The state of a job no Slurm command knows (purged, or never seen).
 pub const UNKNOWN: &str = "UNKNOWN";
+
+/// Why a Slurm command gave no answer to use.
+#[derive(Debug, thiserror::Error)]
+pub enum SlurmError {
+    #[error("{0} not found: this machine has no Slurm client commands on its PATH")]
+    NotFound(String),
+    #[error("cannot run {program}: {error}")]
+    Start { program: String, error: std::io::Error },
+    #[error(
+        "{program} did not answer within {seconds} s (the Slurm controller may be busy or unreachable); \
+         SEGTOP_SLURM_TIMEOUT sets how long to wait, in seconds"
+    )]
+    TimedOut { program: String, seconds: f64 },
+    #[error("cannot wait for {program}: {error}")]
+    Wait { program: String, error: std::io::Error },
+    /// It ran and said no: the command line and what it printed on stderr.
+    #[error("{command} failed: {said}")]
+    Failed { command: String, said: String },
+}
 
 /// How long a Slurm command may take before segtop gives up on it (`SEGTOP_SLURM_TIMEOUT`,
 /// in seconds, overrides it): a busy or unreachable controller must not hold a screen or the
@@ -34,7 +51,7 @@ pub fn timeout() -> Duration {
 
 /// Runs a Slurm command (`program`, already given its arguments): its output, whatever its
 /// exit status, or an error saying the command is missing or did not answer in [`timeout`].
-pub(crate) fn output(program: &str, command: &mut Command) -> anyhow::Result<std::process::Output> {
+pub(crate) fn output(program: &str, command: &mut Command) -> Result<std::process::Output, SlurmError> {
     output_within(program, command, timeout())
 }
 
@@ -43,7 +60,7 @@ pub(crate) fn output_within(
     program: &str,
     command: &mut Command,
     limit: Duration,
-) -> anyhow::Result<std::process::Output> {
+) -> Result<std::process::Output, SlurmError> {
     use std::io::Read;
     use wait_timeout::ChildExt;
     let mut child = command
@@ -53,9 +70,12 @@ pub(crate) fn output_within(
         .spawn()
         .map_err(|error| {
             if error.kind() == std::io::ErrorKind::NotFound {
-                anyhow::anyhow!("{program} not found: this machine has no Slurm client commands on its PATH")
+                SlurmError::NotFound(program.to_string())
             } else {
-                anyhow::anyhow!("cannot run {program}: {error}")
+                SlurmError::Start {
+                    program: program.to_string(),
+                    error,
+                }
             }
         })?;
     // Both pipes are drained while it runs, so a command that writes much never blocks on them.
@@ -75,13 +95,17 @@ pub(crate) fn output_within(
         Ok(None) => {
             let _ = child.kill();
             let _ = child.wait();
-            bail!(
-                "{program} did not answer within {} s (the Slurm controller may be busy or unreachable); \
-                 SEGTOP_SLURM_TIMEOUT sets how long to wait, in seconds",
-                limit.as_secs_f64()
-            );
+            return Err(SlurmError::TimedOut {
+                program: program.to_string(),
+                seconds: limit.as_secs_f64(),
+            });
         }
-        Err(error) => bail!("cannot wait for {program}: {error}"),
+        Err(error) => {
+            return Err(SlurmError::Wait {
+                program: program.to_string(),
+                error,
+            });
+        }
     };
     Ok(std::process::Output {
         status,
@@ -91,11 +115,14 @@ pub(crate) fn output_within(
 }
 
 /// Runs a Slurm command; its stdout, or an error with what it said.
-pub(crate) fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn run(program: &str, args: &[&str]) -> Result<String, SlurmError> {
     let output = output(program, Command::new(program).args(args))?;
     if !output.status.success() {
         let said = String::from_utf8_lossy(&output.stderr);
-        bail!("{program} {} failed: {}", args.join(" "), said.trim());
+        return Err(SlurmError::Failed {
+            command: format!("{program} {}", args.join(" ")),
+            said: said.trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

@@ -25,7 +25,7 @@ use super::Request;
 use crate::experiment::{Experiment, LauncherKind};
 use crate::run::process::Halt;
 use crate::run::{Launch, RunDir};
-use crate::schedule::slurm::{Phase, job_status, output, run};
+use crate::schedule::slurm::{Phase, SlurmError, job_status, output, run};
 
 /// Job arrays' scripts and links, under `runs/`.
 pub const ARRAYS: &str = ".slurm";
@@ -336,7 +336,7 @@ fn sbatch(script: &Path, workspace: &Path) -> anyhow::Result<String> {
 
 /// Ends job `job`: a running job's trainer gets SIGTERM and stops with a checkpoint in its
 /// own time (`Stop`); a pending job leaves the queue; `Kill` cancels at once.
-pub fn cancel(job: &str, halt: Halt) -> anyhow::Result<()> {
+pub fn cancel(job: &str, halt: Halt) -> Result<(), SlurmError> {
     let running = job_status(job).is_some_and(|s| s.phase() == Phase::Running);
     match halt {
         Halt::Stop if running => run("scancel", &["--batch", "--signal=TERM", job]).map(drop),
@@ -345,7 +345,7 @@ pub fn cancel(job: &str, halt: Halt) -> anyhow::Result<()> {
 }
 
 /// Holds a pending job (`scontrol hold`: Slurm passes over it) or releases it.
-pub fn hold(job: &str, hold: bool) -> anyhow::Result<()> {
+pub fn hold(job: &str, hold: bool) -> Result<(), SlurmError> {
     run("scontrol", &[if hold { "hold" } else { "release" }, job]).map(drop)
 }
 

@@ -186,7 +186,7 @@ impl<'a> Trainer<'a> {
             .map_or_else(|| "runs".into(), Path::to_path_buf);
         segtop::run::resolve_init(init, &runs)
             .map(|path| Some(std::path::absolute(&path).unwrap_or(path)))
-            .map_err(|message| anyhow::anyhow!("{message}"))
+            .map_err(anyhow::Error::from)
     }
 
     /// Loads `model.init`'s weights into the network, saying what was and was not used. Weights
