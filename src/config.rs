@@ -127,10 +127,21 @@ impl<'a> Source<'a> {
         self.at_offset(offset, message)
     }
 
+    /// [`Source::at_key`] for a key given as its parts, for keys that hold dots themselves
+    /// (`[sweep]`'s `"train.lr"` is `["sweep", "train.lr"]`).
+    pub fn at_parts(&self, parts: &[&str], message: String) -> Diagnostic {
+        let offset = self.span_of_parts(parts.iter().copied()).map_or(0, |span| span.start);
+        self.at_offset(offset, message)
+    }
+
     fn span_of(&self, key: &str) -> Option<Range<usize>> {
+        self.span_of_parts(key.split('.'))
+    }
+
+    fn span_of_parts<'k>(&self, parts: impl Iterator<Item = &'k str>) -> Option<Range<usize>> {
         let mut table = self.table.as_ref()?;
         let mut best = None;
-        let mut parts = key.split('.').peekable();
+        let mut parts = parts.peekable();
         while let Some(part) = parts.next() {
             let (name, value) = table.iter().find(|(name, _)| name.get_ref().as_ref() == part)?;
             best = Some(value.span());

@@ -38,11 +38,9 @@ impl Rules {
             "budget" => self.budget = Some(duration(value)?),
             "metric" => {
                 let name = value.as_str().unwrap_or_default();
-                self.metric = Some(match name {
-                    "lesion" => Selection::Lesion,
-                    "legacy" => Selection::Legacy,
-                    _ => return Err(format!("sweep.metric = '{name}' is not one of: lesion, legacy")),
-                });
+                let metric = Selection::from_name(name)
+                    .ok_or_else(|| format!("sweep.metric = '{name}' is not one of: {}", Selection::NAMES.join(", ")))?;
+                self.metric = Some(metric);
             }
             _ => return Err(format!("sweep.{key}: not a halving setting")),
         }

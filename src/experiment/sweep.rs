@@ -23,6 +23,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::Experiment;
+use crate::choice_enum;
+use crate::config::{Choice, ConfigError, Diagnostic, Source};
 
 /// Runs one sweep may expand into, so a typo (a range with a million steps) fails early.
 pub const MAX_RUNS: usize = 512;
@@ -126,25 +128,38 @@ enum Axis {
 }
 
 /// The sweep in experiment text read from `path`, expanded; `Ok(None)` when it has none.
-pub fn expand(path: &Path, text: &str, workspace: &Path) -> anyhow::Result<Option<Sweep>> {
-    let fail = |message: String| anyhow::anyhow!("{}: {message}", path.display());
-    let mut document: toml_edit::DocumentMut = text.parse().map_err(|e| fail(format!("{e}")))?;
+/// A problem with `[sweep]` is located at the key it is about (or at `[sweep]` itself), as
+/// the experiment's own problems are.
+pub fn expand(path: &Path, text: &str, workspace: &Path) -> Result<Option<Sweep>, ConfigError> {
+    let mut document: toml_edit::DocumentMut = match text.parse() {
+        Ok(document) => document,
+        Err(error) => {
+            // Not TOML: the experiment's own parse says where.
+            Experiment::parse(path, text, workspace)?;
+            return Err(ConfigError::Invalid(vec![
+                Source::spans(path, text).at_key(".", error.to_string()),
+            ]));
+        }
+    };
     let Some(item) = document.remove("sweep") else {
         return Ok(None);
     };
+    let source = Source::spans(path, text);
+    let located = |problem: Problem| ConfigError::Invalid(vec![problem.locate(&source)]);
     let table = item
         .as_table_like()
-        .ok_or_else(|| fail("[sweep] must be a table of keys and values".into()))?;
+        .ok_or_else(|| located(Problem::sweep("[sweep] must be a table of keys and values")))?;
     let base = Experiment::parse(path, &document.to_string(), workspace)?;
-    let settings = read_settings(table).map_err(fail)?;
-    let (combinations, halving) = choose_runs(settings).map_err(fail)?;
+    let settings = read_settings(table).map_err(located)?;
+    let (combinations, halving) = choose_runs(settings).map_err(located)?;
     let width = combinations.len().to_string().len();
     let mut members = Vec::with_capacity(combinations.len());
     for (i, values) in combinations.into_iter().enumerate() {
         let index = i + 1;
         let name = format!("{}-{index:0width$}", base.run.name);
         let run = run_document(&document, &values, &name, halving.as_ref());
-        let experiment = check_run(path, &run.to_string(), workspace, index, &values).map_err(fail)?;
+        let experiment = check_run(path, &run.to_string(), workspace, index, &values)
+            .map_err(|message| located(Problem::sweep(message)))?;
         members.push(Member {
             index,
             values: values.iter().map(|(k, v)| (k.clone(), json(v))).collect(),
@@ -158,9 +173,58 @@ pub fn expand(path: &Path, text: &str, workspace: &Path) -> anyhow::Result<Optio
     }))
 }
 
+/// A problem with `[sweep]`: what is wrong, and the key under `[sweep]` it is about (none: the
+/// table as a whole).
+#[derive(Debug)]
+struct Problem {
+    key: Option<String>,
+    message: String,
+}
+
+impl Problem {
+    fn sweep(message: impl Into<String>) -> Problem {
+        Problem {
+            key: None,
+            message: message.into(),
+        }
+    }
+
+    fn at(key: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+
+    fn locate(self, source: &Source<'_>) -> Diagnostic {
+        match &self.key {
+            Some(key) => source.at_parts(&["sweep", key], self.message),
+            None => source.at_parts(&["sweep"], self.message),
+        }
+    }
+}
+
+impl From<String> for Problem {
+    fn from(message: String) -> Problem {
+        Problem::sweep(message)
+    }
+}
+
+choice_enum! {
+    /// How a sweep chooses its runs from the values of the keys it varies.
+    pub enum Method {
+        /// Every combination.
+        Grid => "grid",
+        /// `samples` combinations drawn at random (ranges drawn uniformly or log-uniformly).
+        Random => "random",
+        /// Successive halving over a grid or random draw (see [`crate::schedule::halving`]).
+        Halving => "halving",
+    }
+}
+
 /// What `[sweep]` says: how runs are chosen from the swept keys, and those keys' values.
 struct Settings {
-    method: String,
+    method: Method,
     samples: Option<usize>,
     seed: u64,
     axes: Vec<(String, Axis)>,
@@ -168,42 +232,47 @@ struct Settings {
 }
 
 /// Reads `[sweep]` key by key, stopping at the first key that is not right.
-fn read_settings(table: &dyn toml_edit::TableLike) -> Result<Settings, String> {
+fn read_settings(table: &dyn toml_edit::TableLike) -> Result<Settings, Problem> {
     let mut settings = Settings {
-        method: "grid".to_string(),
+        method: Method::Grid,
         samples: None,
         seed: 0,
         axes: Vec::new(),
         halving: super::halving::Rules::default(),
     };
     for (key, item) in table.iter() {
-        let value = item
-            .as_value()
-            .ok_or_else(|| format!("sweep.{key}: give a list of values or a range {{ min, max }}"))?;
-        match key {
-            "method" => {
-                settings.method = value
-                    .as_str()
-                    .filter(|m| ["grid", "random", "halving"].contains(m))
-                    .ok_or_else(|| "sweep.method: use \"grid\", \"random\" or \"halving\"".to_string())?
-                    .to_string();
-            }
-            "samples" => {
-                let n = value.as_integer().filter(|&n| n >= 1 && n as usize <= MAX_RUNS);
-                settings.samples =
-                    Some(n.ok_or_else(|| format!("sweep.samples: a number of runs from 1 to {MAX_RUNS}"))? as usize);
-            }
-            "eta" | "rung" | "budget" | "metric" => settings.halving.set(key, value)?,
-            "seed" => {
-                settings.seed = value
-                    .as_integer()
-                    .and_then(|n| u64::try_from(n).ok())
-                    .ok_or_else(|| "sweep.seed: a whole number, 0 or more".to_string())?;
-            }
-            key => settings.axes.push((key.to_string(), swept_key(key, value)?)),
-        }
+        read_setting(&mut settings, key, item).map_err(|message| Problem::at(key, message))?;
     }
     Ok(settings)
+}
+
+/// Takes one key of `[sweep]`: a setting of the sweep, or a key it varies.
+fn read_setting(settings: &mut Settings, key: &str, item: &toml_edit::Item) -> Result<(), String> {
+    let value = item
+        .as_value()
+        .ok_or_else(|| format!("sweep.{key}: give a list of values or a range {{ min, max }}"))?;
+    match key {
+        "method" => {
+            settings.method = value
+                .as_str()
+                .and_then(Method::from_name)
+                .ok_or_else(|| "sweep.method: use \"grid\", \"random\" or \"halving\"".to_string())?;
+        }
+        "samples" => {
+            let n = value.as_integer().filter(|&n| n >= 1 && n as usize <= MAX_RUNS);
+            settings.samples =
+                Some(n.ok_or_else(|| format!("sweep.samples: a number of runs from 1 to {MAX_RUNS}"))? as usize);
+        }
+        "eta" | "rung" | "budget" | "metric" => settings.halving.set(key, value)?,
+        "seed" => {
+            settings.seed = value
+                .as_integer()
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| "sweep.seed: a whole number, 0 or more".to_string())?;
+        }
+        key => settings.axes.push((key.to_string(), swept_key(key, value)?)),
+    }
+    Ok(())
 }
 
 /// A key the sweep varies must name an experiment key with its table, like `train.lr`.
@@ -221,7 +290,7 @@ fn swept_key(key: &str, value: &toml_edit::Value) -> Result<Axis, String> {
 type RunValues = Vec<(String, toml_edit::Value)>;
 
 /// The values of each run, by the sweep's method, and a halving sweep's plan for them.
-fn choose_runs(settings: Settings) -> Result<(Vec<RunValues>, Option<super::halving::Halving>), String> {
+fn choose_runs(settings: Settings) -> Result<(Vec<RunValues>, Option<super::halving::Halving>), Problem> {
     let Settings {
         method,
         samples,
@@ -230,24 +299,30 @@ fn choose_runs(settings: Settings) -> Result<(Vec<RunValues>, Option<super::halv
         halving,
     } = settings;
     if axes.is_empty() {
-        return Err("[sweep] varies nothing: add a key, like \"train.lr\" = [1e-3, 3e-3]".into());
+        return Err(Problem::sweep(
+            "[sweep] varies nothing: add a key, like \"train.lr\" = [1e-3, 3e-3]",
+        ));
     }
-    if method == "grid" && samples.is_some() {
-        return Err(
-            "sweep.samples: only for method = \"random\" or \"halving\" (a grid runs every combination)".into(),
-        );
+    if method == Method::Grid && samples.is_some() {
+        return Err(Problem::at(
+            "samples",
+            "sweep.samples: only for method = \"random\" or \"halving\" (a grid runs every combination)",
+        ));
     }
-    let combinations = match method.as_str() {
-        "random" | "halving" if samples.is_some() || method == "random" => {
-            let samples = samples.ok_or_else(|| "sweep.samples: a random sweep needs a number of runs".to_string())?;
+    let combinations = match method {
+        Method::Random | Method::Halving if samples.is_some() || method == Method::Random => {
+            let samples =
+                samples.ok_or_else(|| Problem::at("method", "sweep.samples: a random sweep needs a number of runs"))?;
             random(&axes, samples, seed)
         }
         _ => grid(&axes)?,
     };
-    if method != "halving" && halving.is_set() {
-        return Err("sweep.eta, rung, budget and metric are for method = \"halving\"".into());
+    if method != Method::Halving && halving.is_set() {
+        return Err(Problem::sweep(
+            "sweep.eta, rung, budget and metric are for method = \"halving\"",
+        ));
     }
-    let halving = if method == "halving" {
+    let halving = if method == Method::Halving {
         Some(halving.plan(combinations.len())?)
     } else {
         None
@@ -364,7 +439,7 @@ fn number_value(x: f64, integer: bool) -> toml_edit::Value {
     }
 }
 
-fn grid(axes: &[(String, Axis)]) -> Result<Vec<Vec<(String, toml_edit::Value)>>, String> {
+fn grid(axes: &[(String, Axis)]) -> Result<Vec<Vec<(String, toml_edit::Value)>>, Problem> {
     let mut lists = Vec::with_capacity(axes.len());
     for (key, axis) in axes {
         let values = match axis {
@@ -376,7 +451,8 @@ fn grid(axes: &[(String, Axis)]) -> Result<Vec<Vec<(String, toml_edit::Value)>>,
                 log,
                 integer,
             } => {
-                let steps = steps.ok_or_else(|| format!("sweep.{key}: a grid over a range needs steps"))?;
+                let steps =
+                    steps.ok_or_else(|| Problem::at(key, format!("sweep.{key}: a grid over a range needs steps")))?;
                 let mut values: Vec<toml_edit::Value> = Vec::with_capacity(steps);
                 for i in 0..steps {
                     let t = if steps == 1 { 0.0 } else { i as f64 / (steps - 1) as f64 };
@@ -398,7 +474,11 @@ fn grid(axes: &[(String, Axis)]) -> Result<Vec<Vec<(String, toml_edit::Value)>>,
     let total = lists.iter().try_fold(1usize, |n, (_, v)| n.checked_mul(v.len()));
     match total {
         Some(n) if n <= MAX_RUNS => {}
-        _ => return Err(format!("the grid has more than {MAX_RUNS} runs; sweep fewer values")),
+        _ => {
+            return Err(Problem::sweep(format!(
+                "the grid has more than {MAX_RUNS} runs; sweep fewer values"
+            )));
+        }
     }
     let mut combinations: Vec<Vec<(String, toml_edit::Value)>> = vec![Vec::new()];
     for (key, values) in &lists {
@@ -458,7 +538,7 @@ fn json(value: &toml_edit::Value) -> serde_json::Value {
 mod tests {
     use super::*;
 
-    fn expand_text(sweep: &str) -> anyhow::Result<Option<Sweep>> {
+    fn expand_text(sweep: &str) -> Result<Option<Sweep>, ConfigError> {
         let text = format!("# the base\n[data]\nroot = \"d\"\n\n[train]\nepochs = 3\n\n{sweep}");
         expand(Path::new("experiments/s.toml"), &text, Path::new("/ws"))
     }
@@ -565,6 +645,30 @@ mod tests {
             assert!(error.contains("experiments/s.toml"), "{error}");
             assert!(error.contains(expected), "{sweep}: {error}");
         }
+    }
+
+    /// Problems with `[sweep]` point at the key they are about, as the experiment's own do.
+    #[test]
+    fn sweep_problems_are_located_at_their_key() {
+        let at = |sweep: &str| {
+            let error = expand_text(sweep).expect_err(sweep);
+            let diagnostic = &error.diagnostics()[0];
+            (diagnostic.line, diagnostic.column, diagnostic.message.clone())
+        };
+        // The base takes 7 lines; [sweep] is line 8.
+        let (line, column, message) = at("[sweep]\nmethod = \"bayes\"\n\"train.lr\" = [1e-3]\n");
+        assert_eq!((line, column), (9, 10), "{message}");
+        assert!(message.starts_with("sweep.method: use"), "{message}");
+        let (line, column, message) = at("[sweep]\nseed = 1\n\"train.lr\" = { min = 0.1, max = 1 }\n");
+        assert_eq!((line, column), (10, 14), "{message}");
+        assert!(message.contains("a grid over a range needs steps"), "{message}");
+        let (line, column, message) = at("[sweep]\n\"train.epochs\" = [2, 0]\n");
+        assert_eq!((line, column), (8, 1), "{message}");
+        assert!(message.starts_with("sweep run 2 (train.epochs = 0)"), "{message}");
+        let (line, column, message) =
+            at("[sweep]\nmethod = \"halving\"\nmetric = \"best\"\n\"train.lr\" = [1, 2, 3]\n");
+        assert_eq!((line, column), (10, 10), "{message}");
+        assert_eq!(message, "sweep.metric = 'best' is not one of: legacy, lesion");
     }
 
     #[test]
