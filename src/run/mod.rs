@@ -362,7 +362,7 @@ pub enum InitError {
 pub fn path_problems(experiment: &Experiment, workspace: &Path) -> Vec<crate::experiment::PathProblem> {
     let mut problems = crate::data::probe::problems(&experiment.data);
     if let Some(init) = &experiment.model.init
-        && let Err(error) = resolve_init(init, &workspace.join("runs"))
+        && let Err(error) = resolve_init(init, &crate::workspace::Workspace::new(workspace).runs_dir())
     {
         // Listed after the folds and before the dataset folder.
         let at = problems

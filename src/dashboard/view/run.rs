@@ -313,7 +313,7 @@ fn draw_resources(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
 /// The end of `train.log`, under the last error and any warnings about the event file.
 fn draw_log(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
     let theme = &app.theme;
-    let block = panel(theme, "train.log");
+    let block = panel(theme, crate::run::RunDir::LOG);
     let inner = block.inner(area);
     block.render(area, buf);
     let mut lines = Vec::new();
