@@ -196,6 +196,9 @@ struct TrainerArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, None | Some(Command::Supervise)) {
+        segtop::run::process::end_quietly_when_the_reader_goes();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(error) => {

@@ -108,6 +108,19 @@ pub fn detach(command: &mut Command) {
     }
 }
 
+/// Lets a command whose output goes to a reader that stops early (`segtop runs | head`, `less`
+/// then `q`, `grep -q`) end quietly, as every Unix tool does: by the default action of
+/// SIGPIPE, which Rust programs otherwise ignore (their next write then fails, and `println!`
+/// panics). Not for the dashboard, the supervisor or a training run, which handle their own
+/// ends.
+pub fn end_quietly_when_the_reader_goes() {
+    #[cfg(unix)]
+    // SAFETY: restores a signal's default disposition; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// The usual name of a signal number.
 pub fn signal_name(signal: i32) -> String {
     match signal {

@@ -120,6 +120,9 @@ struct PredictArgs {
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Train { .. }) {
+        segtop::run::process::end_quietly_when_the_reader_goes();
+    }
     let result = match cli.command {
         Command::Info => info().map(|()| exit::FINISHED),
         Command::Summary { experiment } => summary(&experiment).map(|()| exit::FINISHED),
