@@ -512,7 +512,12 @@ fn hand_over(subcommand: &str, args: Vec<OsString>) -> anyhow::Result<ExitCode> 
         );
     }
     use std::os::unix::process::CommandExt;
-    let error = std::process::Command::new(&trainer).arg(subcommand).args(args).exec();
+    // Started as `segtop`, so that its messages name the command the user typed.
+    let error = std::process::Command::new(&trainer)
+        .arg0("segtop")
+        .arg(subcommand)
+        .args(args)
+        .exec();
     Err(error).with_context(|| format!("cannot start {}", trainer.display()))
 }
 

@@ -308,34 +308,9 @@ pub fn find<'a>(runs: &'a BTreeMap<String, RunModel>, query: &str) -> anyhow::Re
     Ok(&runs[id])
 }
 
-/// Which of `ids` a command means by `query`: the id itself, its run directory, or a part
-/// of the id that no other run has.
+/// Which of `ids` a command means by `query` (see [`segtop::run::find_id`]).
 pub fn find_id<'a>(ids: impl Iterator<Item = &'a str> + Clone, query: &str) -> anyhow::Result<&'a str> {
-    let as_path = std::path::Path::new(query);
-    let named = |id: &str| id == query || (as_path.file_name().is_some_and(|n| n == id) && as_path.is_dir());
-    if let Some(id) = ids.clone().find(|id| named(id)) {
-        return Ok(id);
-    }
-    let matches: Vec<&str> = ids.clone().filter(|id| id.contains(query)).collect();
-    match matches.as_slice() {
-        [id] => Ok(id),
-        [] => {
-            let all: Vec<&str> = ids.collect();
-            anyhow::bail!(
-                "no run '{query}' (runs: {})",
-                if all.is_empty() {
-                    "none".to_string()
-                } else {
-                    all.join(", ")
-                }
-            )
-        }
-        several => anyhow::bail!(
-            "'{query}' matches {} runs: {}; give more of the id",
-            several.len(),
-            several.join(", ")
-        ),
-    }
+    Ok(segtop::run::find_id(ids, query)?)
 }
 
 /// `segtop stop RUN [--kill]`.

@@ -27,6 +27,7 @@
 //! it. The trainer reads only `experiment.toml`, so a run started by hand with `segtop-train`
 //! looks exactly like one started from the dashboard.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -379,6 +380,60 @@ pub fn path_problems(experiment: &Experiment, workspace: &Path) -> Vec<crate::ex
         );
     }
     problems
+}
+
+/// Directories under `runs/` that look like runs (an experiment or event file inside).
+pub fn run_directories(runs: &Path) -> BTreeMap<String, PathBuf> {
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return BTreeMap::new();
+    };
+    entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.join(RunDir::EXPERIMENT).is_file() || path.join(RunDir::EVENTS).is_file())
+        .filter_map(|path| Some((path.file_name()?.to_string_lossy().into_owned(), path)))
+        .collect()
+}
+
+/// Which run a command means by `query`: its id, its run directory, or a part of its id that
+/// no other run in `runs` has. Every command that takes a run takes these forms.
+pub fn find(runs: &Path, query: &str) -> Result<RunDir, RunNameError> {
+    let directories = run_directories(runs);
+    let id = find_id(directories.keys().map(String::as_str), query)?.to_string();
+    Ok(RunDir::open(&directories[&id]))
+}
+
+/// [`find`] among the ids of runs already listed.
+pub fn find_id<'a>(ids: impl Iterator<Item = &'a str> + Clone, query: &str) -> Result<&'a str, RunNameError> {
+    let as_path = Path::new(query);
+    let named = |id: &str| id == query || (as_path.file_name().is_some_and(|n| n == id) && as_path.is_dir());
+    if let Some(id) = ids.clone().find(|id| named(id)) {
+        return Ok(id);
+    }
+    let matches: Vec<&str> = ids.clone().filter(|id| id.contains(query)).collect();
+    match matches.as_slice() {
+        [id] => Ok(id),
+        [] => Err(RunNameError::NoSuchRun {
+            query: query.to_string(),
+            runs: ids.map(str::to_string).collect(),
+        }),
+        several => Err(RunNameError::Ambiguous {
+            query: query.to_string(),
+            matches: several.iter().map(|s| s.to_string()).collect(),
+        }),
+    }
+}
+
+/// Why a name given for a run names none, or more than one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunNameError {
+    #[error(
+        "no run '{query}' (runs: {})",
+        if runs.is_empty() { "none".to_string() } else { runs.join(", ") }
+    )]
+    NoSuchRun { query: String, runs: Vec<String> },
+    #[error("'{query}' matches {} runs: {}; give more of the id", matches.len(), matches.join(", "))]
+    Ambiguous { query: String, matches: Vec<String> },
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {

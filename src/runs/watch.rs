@@ -704,17 +704,9 @@ fn descendants(system: &System, roots: &[Pid]) -> Vec<Pid> {
     }
 }
 
-/// Directories under `runs/` that look like runs (an experiment or event file inside).
+/// Directories under `runs/` that look like runs (see [`crate::run::run_directories`]).
 pub fn run_directories(runs: &Path) -> BTreeMap<String, PathBuf> {
-    let Ok(entries) = std::fs::read_dir(runs) else {
-        return BTreeMap::new();
-    };
-    entries
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.join(RunDir::EXPERIMENT).is_file() || path.join(RunDir::EVENTS).is_file())
-        .filter_map(|path| Some((path.file_name()?.to_string_lossy().into_owned(), path)))
-        .collect()
+    crate::run::run_directories(runs)
 }
 
 fn created(dir: &Path) -> Option<DateTime<Utc>> {

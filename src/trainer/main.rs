@@ -54,8 +54,9 @@ enum Command {
         /// The experiment file (not with --resume)
         #[arg(required_unless_present = "resume", conflicts_with = "resume")]
         experiment: Option<PathBuf>,
-        /// Continue the run in this directory from its latest checkpoint (or start it there when it has none)
-        #[arg(long, value_name = "RUN_DIR")]
+        /// Continue this run (its id, a part only it has, or its directory) from its latest
+        /// checkpoint, or start it there when it has none
+        #[arg(long, value_name = "RUN")]
         resume: Option<PathBuf>,
         /// Where new run directories go
         #[arg(long, default_value = "runs", value_name = "DIR")]
@@ -65,13 +66,13 @@ enum Command {
     Predict(PredictArgs),
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct PredictArgs {
-    /// A run whose best (else latest) checkpoint to use; give several to average their
-    /// probabilities (an ensemble)
+    /// A run whose best (else latest) checkpoint to use: its id, a part only it has, or its
+    /// directory; give several to average their probabilities (an ensemble)
     #[arg(
         long,
-        value_name = "RUN_DIR",
+        value_name = "RUN",
         required_unless_present = "checkpoint",
         conflicts_with = "checkpoint"
     )]
@@ -137,13 +138,41 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(error) => {
-            eprintln!("segtop-train: error: {error:#}");
+            eprintln!("{}: error: {error:#}", program_name());
             std::process::exit(exit::FAILED);
         }
     }
 }
 
+/// The run directory a command means: a directory given as a path, else a run of the
+/// workspace's `runs/` by its id or a part only it has (as every segtop command takes runs).
+fn run_named(named: &std::path::Path) -> anyhow::Result<PathBuf> {
+    if named.is_dir() {
+        return Ok(named.to_path_buf());
+    }
+    let runs = segtop::workspace::Workspace::new(".").runs_dir();
+    Ok(segtop::run::find(&runs, &named.to_string_lossy())?.path().to_path_buf())
+}
+
+/// The name this program was started as, for its messages: `segtop` when `segtop train`,
+/// `predict`, `summary` or `info` handed over to it, else its own.
+fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|arg| PathBuf::from(arg).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "segtop-train".to_string())
+}
+
 fn predict(args: &PredictArgs) -> anyhow::Result<()> {
+    let resolved: Vec<PathBuf> = args
+        .run
+        .iter()
+        .map(|run| run_named(run))
+        .collect::<anyhow::Result<_>>()?;
+    let args = &PredictArgs {
+        run: resolved,
+        ..args.clone()
+    };
     let options = predict::Options {
         tta: args.tta,
         postprocess: match (&args.postprocess, args.no_postprocess) {
@@ -208,7 +237,8 @@ fn train(
 ) -> anyhow::Result<i32> {
     use segtop::run::RunDir;
     let (run, experiment) = match (resume, experiment) {
-        (Some(dir), _) => {
+        (Some(named), _) => {
+            let dir = &run_named(named)?;
             let run = RunDir::open(dir);
             let experiment = Experiment::load_frozen(&run.experiment(), dir)
                 .with_context(|| format!("{} is not a run directory", dir.display()))?;

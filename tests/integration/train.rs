@@ -828,6 +828,38 @@ fn predictions_of_a_trained_run(dir: &Path, run: &Path) {
         said.contains(&format!("{id}.nii.gz")) && said.contains(" s"),
         "a line per case with its time: {said}"
     );
+    // Through segtop, the run is named as every command names runs: by a part of its id.
+    let run_id = run.file_name().expect("a run id").to_string_lossy().into_owned();
+    let part = &run_id[9..];
+    let by_name = crate::segtop(
+        dir,
+        &[
+            "predict",
+            "--run",
+            part,
+            "--split",
+            "validation",
+            "--no-postprocess",
+            "--out",
+            "by-name",
+        ],
+    );
+    assert!(by_name.status.success(), "{}", crate::stderr(&by_name));
+    assert_eq!(
+        std::fs::read(file("by-name")).expect("written"),
+        std::fs::read(file("single")).expect("written")
+    );
+    let unknown = crate::segtop(
+        dir,
+        &["predict", "--run", "no-such-run", "--split", "validation", "--out", "x"],
+    );
+    let said = crate::stderr(&unknown);
+    assert!(!unknown.status.success());
+    assert!(
+        said.starts_with(&format!("segtop: error: no run 'no-such-run' (runs: {run_id}")),
+        "{said}"
+    );
+    assert!(!said.contains("segtop-train"), "{said}");
     let single = labels(&file("single"));
     let (ok, said) = predict("twice", &["--run", run_arg, "--run", run_arg, "--no-postprocess"]);
     assert!(ok && said.contains("2 model(s)"), "{said}");
