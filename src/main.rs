@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
-use segtop::config::{Choice, Source};
+use segtop::config::{Choice, ConfigError, Source};
 use segtop::experiment::{Axis, Experiment, Layout, Modality};
 use segtop::render::ColorMode;
 use segtop::settings::Settings;
@@ -58,6 +58,10 @@ enum Command {
         /// Only report problems; print nothing for valid files
         #[arg(short, long)]
         quiet: bool,
+        /// Print every valid file with its defaults filled in, also when several are given
+        /// (one file always is; several get a line each)
+        #[arg(long, conflicts_with = "quiet")]
+        full: bool,
     },
     /// Generate synthetic BraTS-Africa-layout cases (NIfTI, for demos and tests).
     Synth {
@@ -215,7 +219,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             open_dashboard(workspace, cli.theme.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Check { files, themes, quiet }) => Ok(exit_code(check(&workspace, &files, themes, quiet))),
+        Some(Command::Check {
+            files,
+            themes,
+            quiet,
+            full,
+        }) => {
+            let print = match (quiet, full || files.len() == 1) {
+                (true, _) => Printed::Nothing,
+                (false, true) => Printed::Full,
+                (false, false) => Printed::Line,
+            };
+            Ok(exit_code(check(&workspace, &files, themes, print)))
+        }
         Some(Command::Synth {
             out,
             cases,
@@ -286,11 +302,11 @@ fn enter_workspace(dir: Option<&Path>) -> anyhow::Result<Workspace> {
 }
 
 /// `segtop check`: theme files with `--themes`, else experiment files; true when all are usable.
-fn check(workspace: &Workspace, files: &[PathBuf], themes: bool, quiet: bool) -> bool {
+fn check(workspace: &Workspace, files: &[PathBuf], themes: bool, print: Printed) -> bool {
     if themes {
         check_themes(files)
     } else {
-        check_experiments(workspace, files, quiet)
+        check_experiments(workspace, files, print)
     }
 }
 
@@ -372,61 +388,95 @@ fn parse_color(name: &str) -> anyhow::Result<Option<ColorMode>> {
 
 /// Checks each experiment file; prints the resolved experiment to stdout and every problem
 /// to stderr. True when all files are usable.
-fn check_experiments(workspace: &Workspace, files: &[PathBuf], quiet: bool) -> bool {
-    let mut all_ok = true;
+/// What `segtop check` prints of a file that checks (its problems always go to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Printed {
+    Nothing,
+    /// `experiments/x.toml: ok` (with its sweep's size and its notes), one line a file.
+    Line,
+    /// The experiment with every default filled in, and its sweep's runs.
+    Full,
+}
+
+fn check_experiments(workspace: &Workspace, files: &[PathBuf], print: Printed) -> bool {
+    let mut failed = 0;
     for (i, path) in files.iter().enumerate() {
-        let text = match segtop::config::read_text(path) {
-            Ok(text) => text,
-            Err(error) => {
-                eprintln!("{error}");
-                all_ok = false;
+        let (experiment, sweep, notes) = match check_experiment(workspace, path) {
+            Ok(checked) => checked,
+            Err(problems) => {
+                failed += 1;
+                if print == Printed::Line {
+                    println!("{}: {problems} problem(s)", path.display());
+                }
                 continue;
             }
         };
-        let experiment = match Experiment::parse(path, &text, workspace.root()) {
-            Ok(experiment) => experiment,
-            Err(error) => {
-                eprintln!("{error}");
-                all_ok = false;
-                continue;
+        match print {
+            Printed::Nothing => {}
+            Printed::Line => {
+                let runs = sweep.map_or_else(String::new, |s| format!(", a sweep of {} runs", s.members.len()));
+                let notes = match notes {
+                    0 => String::new(),
+                    n => format!(", {n} note(s)"),
+                };
+                println!("{}: ok{runs}{notes}", path.display());
             }
-        };
-        let sweep = match segtop::experiment::sweep::expand(path, &text, workspace.root()) {
-            Ok(sweep) => sweep,
-            Err(error) => {
-                eprintln!("{error:#}");
-                all_ok = false;
-                continue;
-            }
-        };
-        let spans = Source::spans(path, &text);
-        let mut usable = true;
-        for problem in segtop::run::path_problems(&experiment, workspace.root()) {
-            let diagnostic = spans.at_key(problem.key, problem.message);
-            if problem.fatal {
-                usable = false;
-                eprintln!("{diagnostic}");
-            } else {
-                eprintln!("{diagnostic} (note)");
-            }
-        }
-        all_ok &= usable;
-        if usable && !quiet {
-            if files.len() > 1 {
-                println!("{}# {}", if i > 0 { "\n" } else { "" }, path.display());
-            }
-            print!("{}", experiment.to_toml());
-            if let Some(sweep) = sweep {
-                println!("\n# [sweep]: {} runs, each checked", sweep.members.len());
-                for member in &sweep.members {
-                    let values: Vec<String> = member.values.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-                    println!("#   {}: {}", member.experiment.run.name, values.join(", "));
+            Printed::Full => {
+                if files.len() > 1 {
+                    println!("{}# {}", if i > 0 { "\n" } else { "" }, path.display());
+                }
+                print!("{}", experiment.to_toml());
+                if let Some(sweep) = sweep {
+                    println!("\n# [sweep]: {} runs, each checked", sweep.members.len());
+                    for member in &sweep.members {
+                        let values: Vec<String> = member.values.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                        println!("#   {}: {}", member.experiment.run.name, values.join(", "));
+                    }
                 }
             }
         }
     }
-    all_ok
+    if print == Printed::Line {
+        println!(
+            "{} files: {} ok, {failed} with problems",
+            files.len(),
+            files.len() - failed
+        );
+    }
+    failed == 0
 }
+
+/// Checks one experiment file, its sweep and what it points at, printing every problem to
+/// stderr; the checked experiment, its sweep and how many notes it has when it is usable,
+/// else how many problems it has.
+fn check_experiment(workspace: &Workspace, path: &std::path::Path) -> Result<Checked, usize> {
+    let problems = |error: ConfigError| {
+        eprintln!("{error:#}");
+        error.diagnostics().len().max(1)
+    };
+    let text = segtop::config::read_text(path).map_err(problems)?;
+    let experiment = Experiment::parse(path, &text, workspace.root()).map_err(problems)?;
+    let sweep = segtop::experiment::sweep::expand(path, &text, workspace.root()).map_err(problems)?;
+    let spans = Source::spans(path, &text);
+    let (mut fatal, mut notes) = (0, 0);
+    for problem in segtop::run::path_problems(&experiment, workspace.root()) {
+        let diagnostic = spans.at_key(problem.key, problem.message);
+        if problem.fatal {
+            fatal += 1;
+            eprintln!("{diagnostic}");
+        } else {
+            notes += 1;
+            eprintln!("{diagnostic} (note)");
+        }
+    }
+    if fatal > 0 {
+        return Err(fatal);
+    }
+    Ok((experiment, sweep, notes))
+}
+
+/// A usable experiment file: the experiment, its sweep, and how many notes it has.
+type Checked = (Experiment, Option<segtop::experiment::sweep::Sweep>, usize);
 
 fn check_themes(files: &[PathBuf]) -> bool {
     let mut all_ok = true;

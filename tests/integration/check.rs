@@ -208,3 +208,39 @@ fn resolved_experiment_round_trips_through_check() {
     assert!(second.status.success(), "{}", stderr(&second));
     assert_eq!(stdout(&second), resolved);
 }
+
+/// Several files: a line each (ok, with its sweep, or how many problems) and a count, not
+/// hundreds of filled-in lines; `--full` prints the forms, as one file always does.
+#[test]
+fn several_files_get_a_line_each_and_full_prints_their_forms() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    fs::create_dir(dir.path().join("brats")).expect("data dir");
+    fs::write(dir.path().join("a.toml"), VALID_HEAD).expect("write");
+    fs::write(
+        dir.path().join("b.toml"),
+        format!("{VALID_HEAD}[sweep]\n\"train.lr\" = [1e-3, 3e-3]\n"),
+    )
+    .expect("write");
+    fs::write(dir.path().join("c.toml"), format!("{VALID_HEAD}[train]\nepochs = 0\n")).expect("write");
+    let output = segtop(dir.path(), &["check", "a.toml", "b.toml", "c.toml"]);
+    assert!(!output.status.success());
+    assert_eq!(
+        stdout(&output),
+        "a.toml: ok\nb.toml: ok, a sweep of 2 runs\nc.toml: 1 problem(s)\n3 files: 2 ok, 1 with problems\n"
+    );
+    assert!(
+        stderr(&output).starts_with("c.toml:4:10: train.epochs = 0"),
+        "{}",
+        stderr(&output)
+    );
+    let full = segtop(dir.path(), &["check", "--full", "a.toml", "b.toml"]);
+    assert!(full.status.success(), "{}", stderr(&full));
+    let text = stdout(&full);
+    assert!(text.starts_with("# a.toml\n[data]\n"), "{text}");
+    assert!(
+        text.contains("\n# b.toml\n") && text.contains("# [sweep]: 2 runs, each checked"),
+        "{text}"
+    );
+    let one = stdout(&segtop(dir.path(), &["check", "a.toml"]));
+    assert!(one.starts_with("[data]\n"), "{one}");
+}
