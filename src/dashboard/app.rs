@@ -62,7 +62,7 @@ pub struct App {
     /// The experiment editor, while it is open (over any screen).
     pub editor: Option<super::editor::Editor>,
     /// Kill waits for a `y`.
-    pub confirm_kill: Option<String>,
+    pub confirm: Option<(String, Halt)>,
     pub show_help: bool,
     /// Terminal size.
     pub size: (u16, u16),
@@ -95,7 +95,7 @@ impl App {
             compare: Compare::default(),
             notice: Notice::default(),
             editor: None,
-            confirm_kill: None,
+            confirm: None,
             show_help: false,
             size: (MIN_WIDTH, MIN_HEIGHT),
             hits: Hits::default(),
@@ -459,11 +459,14 @@ impl App {
             self.quit = key.code == KeyCode::Char('q');
             return;
         }
-        if let Some(id) = self.confirm_kill.take() {
+        if let Some((id, halt)) = self.confirm.take() {
             if matches!(key.code, KeyCode::Char('y' | 'Y')) {
-                self.halt(&id, Halt::Kill);
+                self.halt(&id, halt);
             } else {
-                self.say(format!("{id} not killed"));
+                self.say(match halt {
+                    Halt::Stop => format!("{id} not stopped"),
+                    Halt::Kill => format!("{id} not killed"),
+                });
             }
             return;
         }
@@ -742,6 +745,9 @@ impl App {
         };
         if run.observed.queue.is_some() {
             self.requeue(QueueChange::Remove);
+        } else if run.state().is_active() && (run.pid.is_some() || run.observed.job.is_some()) {
+            // On a shared server a long run is not to be interrupted by one stray key.
+            self.confirm = Some((run.id.clone(), Halt::Stop));
         } else {
             let id = run.id.clone();
             self.halt(&id, Halt::Stop);
@@ -806,7 +812,7 @@ impl App {
             return;
         };
         if run.state().is_active() && (run.pid.is_some() || run.observed.job.is_some()) {
-            self.confirm_kill = Some(run.id.clone());
+            self.confirm = Some((run.id.clone(), Halt::Kill));
         } else {
             self.say(format!("{} is {}: nothing to kill", run.id, run.state().name()));
         }

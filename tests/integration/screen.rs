@@ -370,11 +370,18 @@ fn keys_launch_stop_kill_filter_and_sort() {
         app.take_effects(),
         [Effect::Launch(PathBuf::from("/ws/experiments/lite.toml"))]
     );
-    // The live run gets a pid once it is known; stop needs no confirmation, kill does.
+    // The live run gets a pid once it is known; stopping and killing it both ask first, so
+    // a stray key does not interrupt a long run.
     key(&mut app, KeyCode::Char('2'));
     keys(&mut app, "jj");
     assert_eq!(app.list.selected.as_deref(), Some(LIVE));
     key(&mut app, KeyCode::Char('x'));
+    assert!(app.take_effects().is_empty(), "stop waits for a confirmation");
+    assert!(render(&app).contains("r resumes it later"));
+    key(&mut app, KeyCode::Char('x'));
+    assert!(app.take_effects().is_empty() && app.confirm.is_none(), "any other key keeps it");
+    key(&mut app, KeyCode::Char('x'));
+    key(&mut app, KeyCode::Char('y'));
     let pid = app.runs[LIVE].pid.expect("pid from run_started");
     let dir = app.runs[LIVE].dir.clone();
     let stop = Effect::Halt {
@@ -389,7 +396,7 @@ fn keys_launch_stop_kill_filter_and_sort() {
     assert!(app.take_effects().is_empty(), "kill waits for a confirmation");
     assert!(render(&app).contains("Work since its last checkpoint is lost."));
     key(&mut app, KeyCode::Char('n'));
-    assert!(app.take_effects().is_empty() && app.confirm_kill.is_none());
+    assert!(app.take_effects().is_empty() && app.confirm.is_none());
     key(&mut app, KeyCode::Char('K'));
     key(&mut app, KeyCode::Char('y'));
     let kill = Effect::Halt {

@@ -19,6 +19,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
 use super::app::{App, Screen};
 use super::hits::{Hits, Target};
+use crate::run::process::Halt;
 use crate::theme::Theme;
 
 /// Draws the whole frame; returns where the clickable rows went.
@@ -38,8 +39,8 @@ pub fn draw(app: &App, frame: &mut Frame) -> Hits {
     frame.render_widget(key_bar(app), keys);
     if app.show_help {
         draw_help(app, frame);
-    } else if let Some(id) = &app.confirm_kill {
-        draw_confirm(&app.theme, frame, id);
+    } else if let Some((id, halt)) = &app.confirm {
+        draw_confirm(&app.theme, frame, id, *halt);
     }
     hits
 }
@@ -290,24 +291,38 @@ fn draw_help(app: &App, frame: &mut Frame) {
     frame.render_widget(Paragraph::new(lines).block(panel(theme, "keys")), popup);
 }
 
-fn draw_confirm(theme: &Theme, frame: &mut Frame, id: &str) {
+fn draw_confirm(theme: &Theme, frame: &mut Frame, id: &str, halt: Halt) {
     let popup = centered(frame.area(), 56, 6);
+    let (verb, consequence, keep, title) = match halt {
+        Halt::Stop => (
+            "Stop",
+            "It writes a checkpoint and stops; r resumes it later.",
+            " stop   any other key: keep it running",
+            "stop",
+        ),
+        Halt::Kill => (
+            "Kill",
+            "Work since its last checkpoint is lost.",
+            " kill   any other key: keep it running",
+            "kill",
+        ),
+    };
     let lines = vec![
         Line::styled(
-            format!("Kill {id}?"),
+            format!("{verb} {id}?"),
             Style::new().fg(theme.ui.error).add_modifier(Modifier::BOLD),
         ),
-        Line::raw("Work since its last checkpoint is lost."),
+        Line::raw(consequence),
         Line::from(vec![
             Span::styled("y", Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD)),
-            Span::raw(" kill   any other key: keep it running"),
+            Span::raw(keep),
         ]),
     ];
     frame.render_widget(Clear, popup);
     frame.render_widget(
         Paragraph::new(lines)
             .wrap(Wrap { trim: true })
-            .block(panel(theme, "kill")),
+            .block(panel(theme, title)),
         popup,
     );
 }
