@@ -174,7 +174,7 @@ enum DataCommand {
         /// axial, coronal or sagittal
         #[arg(long, default_value = "axial", value_parser = parse_choice::<Axis>)]
         axis: Axis,
-        /// Slice index [default: the slice with the most tumour]
+        /// Slice number, from 1 as the dashboard counts [default: the slice with the most tumour]
         #[arg(long)]
         slice: Option<usize>,
         /// Width in characters [default: the terminal's]

@@ -159,12 +159,12 @@ pub fn show(
     let loaded = case::load_case(&image_files, &[modality])?;
     let image = &loaded.images[0];
     let count = render::slice_count(image, axis);
+    // Slices are numbered from 1 wherever segtop shows them, as the dashboard does.
     let index = match (slice, &loaded.labels) {
-        (Some(n), _) if n >= count => bail!(
-            "--slice {n} is out of range: the {axis} view has slices 0 to {}",
-            count - 1
-        ),
-        (Some(n), _) => n,
+        (Some(n), _) if n == 0 || n > count => {
+            bail!("--slice {n} is out of range: the {axis} view has slices 1 to {count}")
+        }
+        (Some(n), _) => n - 1,
         (None, Some(labels)) => render::slice_with_most_tumour(labels, axis),
         (None, None) => count / 2,
     };
@@ -182,7 +182,13 @@ pub fn show(
     let rows = if mode == ColorMode::Ascii { columns / 2 } else { columns };
     let cells = render::cells(&view, columns, rows, mode, &Palette::default());
     let mut out = stdout.lock();
-    writeln!(out, "{} {} {axis} slice {index} of {count}", loaded.id, modality.name())?;
+    writeln!(
+        out,
+        "{} {} {axis} slice {} of {count}",
+        loaded.id,
+        modality.name(),
+        index + 1
+    )?;
     out.write_all(render::to_ansi(&cells, mode).as_bytes())?;
     if let Some(labels) = &loaded.labels {
         write_label_counts(&mut out, &view.labels, labels, mode)?;

@@ -382,7 +382,7 @@ fn draw_montage_row(
 ) -> anyhow::Result<i32> {
     let (w, h) = panel_size(with_truth, scale);
     root.draw_text(
-        &format!("{} slice {index}", axis.name()),
+        &format!("{} slice {}", axis.name(), index + 1),
         &(FONT, 18).into_font().color(&WHITE),
         (GAP, y + 4),
     )

@@ -389,7 +389,7 @@ fn data_show_draws_the_slice_with_the_most_tumour() {
         .expect("labels");
     let best = segtop::render::slice_with_most_tumour(&labels, segtop::experiment::Axis::Axial);
     assert!(
-        text.starts_with(&format!("BraTS-SSA-90001-000 t2f axial slice {best} of 32\n")),
+        text.starts_with(&format!("BraTS-SSA-90001-000 t2f axial slice {} of 32\n", best + 1)),
         "{text}"
     );
     // 48 columns, half as many rows (square voxels), and labels drawn as letters.
@@ -403,13 +403,28 @@ fn data_show_draws_the_slice_with_the_most_tumour() {
 
     let out_of_range = crate::segtop(
         dir.path(),
-        &["data", "show", case_dir.to_str().expect("utf-8"), "--slice", "32"],
+        &["data", "show", case_dir.to_str().expect("utf-8"), "--slice", "33"],
     );
     assert!(!out_of_range.status.success());
     assert_eq!(
         crate::stderr(&out_of_range).trim_end(),
-        "segtop: error: --slice 32 is out of range: the axial view has slices 0 to 31"
+        "segtop: error: --slice 33 is out of range: the axial view has slices 1 to 32"
     );
+    // Numbered from 1, as the dashboard numbers them: the last is 32, and 0 is no slice.
+    let last = crate::segtop(
+        dir.path(),
+        &["data", "show", case_dir.to_str().expect("utf-8"), "--slice", "32"],
+    );
+    assert!(
+        crate::stdout(&last).contains(" axial slice 32 of 32\n"),
+        "{}",
+        crate::stderr(&last)
+    );
+    let zero = crate::segtop(
+        dir.path(),
+        &["data", "show", case_dir.to_str().expect("utf-8"), "--slice", "0"],
+    );
+    assert!(!zero.status.success());
 }
 
 fn data_config(root: &Path, cache: &Path) -> segtop::experiment::DataConfig {

@@ -379,7 +379,10 @@ fn keys_launch_stop_kill_filter_and_sort() {
     assert!(app.take_effects().is_empty(), "stop waits for a confirmation");
     assert!(render(&app).contains("r resumes it later"));
     key(&mut app, KeyCode::Char('x'));
-    assert!(app.take_effects().is_empty() && app.confirm.is_none(), "any other key keeps it");
+    assert!(
+        app.take_effects().is_empty() && app.confirm.is_none(),
+        "any other key keeps it"
+    );
     key(&mut app, KeyCode::Char('x'));
     key(&mut app, KeyCode::Char('y'));
     let pid = app.runs[LIVE].pid.expect("pid from run_started");
