@@ -35,6 +35,9 @@ pub enum Screen {
     Compare,
 }
 
+/// Messages of the status line kept for `N`.
+const MESSAGES: usize = 50;
+
 /// Finished runs whose charts are kept after they leave the screen (the most recent).
 const KEEP_CHARTS: usize = 8;
 
@@ -63,6 +66,9 @@ pub struct App {
     pub editor: Option<super::editor::Editor>,
     /// Kill waits for a `y`.
     pub confirm: Option<(String, Halt)>,
+    /// The status line's latest messages, with when they were said (`N` shows them whole).
+    pub messages: VecDeque<(DateTime<Utc>, String)>,
+    pub show_messages: bool,
     pub show_help: bool,
     /// Terminal size.
     pub size: (u16, u16),
@@ -96,6 +102,8 @@ impl App {
             notice: Notice::default(),
             editor: None,
             confirm: None,
+            messages: VecDeque::new(),
+            show_messages: false,
             show_help: false,
             size: (MIN_WIDTH, MIN_HEIGHT),
             hits: Hits::default(),
@@ -346,10 +354,12 @@ impl App {
         }
         match (runs.as_slice(), sweep) {
             ([(id, _)], None) => {
-                let what = if resume { "resume of" } else { "run" };
+                // Short, and true whether the supervisor starts it at once or it waits: its
+                // state in the run view says which.
+                let what = if resume { "resume of " } else { "" };
                 match &job {
-                    Some(job) => self.say(format!("submitted {what} {id} to Slurm as job {job}")),
-                    None => self.say(format!("queued {what} {id}: it starts when cores and memory allow")),
+                    Some(job) => self.say(format!("submitted {what}{id} to Slurm as job {job}")),
+                    None => self.say(format!("queued {what}{id}")),
                 }
                 self.list.selected = Some(id.clone());
                 self.run.open = Some(id.clone());
@@ -362,10 +372,7 @@ impl App {
                         "submitted {} runs of sweep {sweep} to Slurm (job {job})",
                         runs.len()
                     )),
-                    None => self.say(format!(
-                        "queued {} runs of sweep {sweep}: they start as cores and memory allow",
-                        runs.len()
-                    )),
+                    None => self.say(format!("queued {} runs of sweep {sweep}", runs.len())),
                 }
                 self.list.selected = runs.first().map(|(id, _)| id.clone());
                 self.screen = Screen::Runs;
@@ -432,6 +439,10 @@ impl App {
 
     /// Shows a notice in the key bar for a few seconds.
     fn say(&mut self, notice: String) {
+        if self.messages.len() == MESSAGES {
+            self.messages.pop_front();
+        }
+        self.messages.push_back((Utc::now(), notice.clone()));
         self.notice.say(notice);
     }
 
@@ -453,9 +464,10 @@ impl App {
             return;
         }
         self.dirty = true;
-        if self.show_help {
-            // Any key closes the help; q still quits.
+        if self.show_help || self.show_messages {
+            // Any key closes the help or the messages; q still quits.
             self.show_help = false;
+            self.show_messages = false;
             self.quit = key.code == KeyCode::Char('q');
             return;
         }
@@ -506,6 +518,7 @@ impl App {
                 }
             }
             KeyCode::Char('t') => self.next_theme(),
+            KeyCode::Char('N') => self.show_messages = true,
             KeyCode::Char('m') => {
                 self.settings.chart_marker = self.settings.chart_marker.next();
                 self.say(format!("chart lines: {}", self.settings.chart_marker.name()));

@@ -344,6 +344,15 @@ fn the_help_lists_every_key() {
         assert!(screen.contains(keys), "{keys} missing:\n{screen}");
     }
     insta::assert_snapshot!("help_80x24", screen);
+    // Larger terminals: the same keys, whole.
+    let large = render_at(&app, 120, 40);
+    for (keys, what) in view::HELP {
+        assert!(
+            large.contains(keys) && large.contains(what),
+            "{keys} {what} missing:\n{large}"
+        );
+    }
+    insta::assert_snapshot!("help_120x40", large);
 }
 
 #[test]
@@ -970,4 +979,49 @@ fn the_run_view_shows_raw_and_post_processed_scores_and_d_shows_lesion_wise_dice
     );
     key(&mut app, KeyCode::Char('d'));
     assert!(render(&app).contains("┌ Dice ET .10"));
+}
+
+/// A long message is cut at 80 columns with a pointer to where it reads whole; `N` shows the
+/// latest messages whole, wrapped, and any key closes them.
+#[test]
+fn a_long_message_is_cut_with_a_pointer_and_n_shows_it_whole() {
+    let mut app = dashboard_with_recorded_runs(80, 24);
+    let message = "experiments/x.toml is not TOML: TOML parse error at line 3, column 9: expected a value, \
+                   found a newline (the line reads `lr =`)";
+    app.update(Msg::Failed(message.to_string()));
+    let screen = render(&app);
+    let status = screen.lines().last().expect("a status line");
+    assert!(status.contains("… N: whole"), "{status}");
+    insta::assert_snapshot!("status_line_80", status);
+    key(&mut app, KeyCode::Char('N'));
+    let whole = render(&app);
+    assert!(whole.contains("messages · any key closes"), "{whole}");
+    // Wrapped over lines, all of it is there.
+    let text: String = whole.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(text.contains("(the line reads `lr =`)"), "{whole}");
+    insta::assert_snapshot!("messages_80x24", clock_masked(&whole));
+    key(&mut app, KeyCode::Char('x'));
+    assert!(!app.show_messages && !app.should_quit());
+    assert!(!render(&app).contains("messages · any key closes"));
+}
+
+/// The screen with every `hh:mm:ss` clock reading (local time) replaced, for snapshots.
+fn clock_masked(screen: &str) -> String {
+    let mut chars: Vec<char> = screen.chars().collect();
+    let digit = |c: char| c.is_ascii_digit();
+    for i in 0..chars.len().saturating_sub(7) {
+        let w = &chars[i..i + 8];
+        if digit(w[0])
+            && digit(w[1])
+            && w[2] == ':'
+            && digit(w[3])
+            && digit(w[4])
+            && w[5] == ':'
+            && digit(w[6])
+            && digit(w[7])
+        {
+            chars.splice(i..i + 8, "hh:mm:ss".chars());
+        }
+    }
+    chars.into_iter().collect()
 }

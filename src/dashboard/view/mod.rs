@@ -36,9 +36,11 @@ pub fn draw(app: &App, frame: &mut Frame) -> Hits {
         (None, Screen::Grid) => grid::draw(app, frame, body, &mut hits),
         (None, Screen::Compare) => compare::draw(app, frame, body, &mut hits),
     }
-    frame.render_widget(key_bar(app), keys);
+    frame.render_widget(key_bar(app, keys.width), keys);
     if app.show_help {
         draw_help(app, frame);
+    } else if app.show_messages {
+        draw_messages(app, frame);
     } else if let Some((id, halt)) = &app.confirm {
         draw_confirm(&app.theme, frame, id, *halt);
     }
@@ -103,7 +105,7 @@ fn title_bar(app: &App, width: u16) -> Line<'static> {
 }
 
 /// The keys that matter on the current screen, or what is being typed into the filter.
-fn key_bar(app: &App) -> Line<'static> {
+fn key_bar(app: &App, width: u16) -> Line<'static> {
     let theme = &app.theme;
     let key = Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD);
     let text = Style::new().fg(theme.ui.dim);
@@ -130,9 +132,25 @@ fn key_bar(app: &App) -> Line<'static> {
     let shown = if notice.is_some() { 2 } else { keys.len() };
     let mut spans = key_spans(&keys[..shown], key, text);
     if let Some(notice) = notice {
-        spans.push(notice_span(theme, notice));
+        let used: usize = spans.iter().map(Span::width).sum();
+        spans.push(notice_span(
+            theme,
+            &fit_notice(notice, usize::from(width).saturating_sub(used)),
+        ));
     }
     Line::from(spans)
+}
+
+/// A notice cut to `room` columns, saying where to read it whole when it does not fit.
+fn fit_notice(notice: &str, room: usize) -> String {
+    const WHOLE: &str = "… N: whole";
+    if notice.chars().count() <= room {
+        return notice.to_string();
+    }
+    let kept = room.saturating_sub(WHOLE.chars().count());
+    let mut cut: String = notice.chars().take(kept).collect();
+    cut.push_str(WHOLE);
+    cut
 }
 
 /// The editor's keys depend on its stage and on whether a value is being typed.
@@ -256,24 +274,24 @@ pub const HELP: &[(&str, &str)] = &[
     ("⏎  b  click", "launch · launch on Slurm · open a run"),
     ("/", "filter runs (Enter keeps, Esc clears)"),
     ("s  S", "sort runs by the next column · reverse"),
-    ("x", "stop a run (checkpoints first) · unqueue"),
+    ("x", "stop a run (asks first) · unqueue it"),
     ("K", "kill a run (asks first)"),
     ("r", "resume a stopped, failed or lost run"),
     ("+ -  p", "queued run: earlier · later · hold"),
     ("← → h l", "run view: panel tabs on small screens"),
     ("L  d", "loss on a log scale · lesion-wise Dice"),
-    ("v  [ ]  PgUp PgDn", "preview: full view · slice ∓1 · ∓10"),
+    ("v  [ ]  PgUp PgDn", "preview: full view · slice ±1 · ±10"),
     ("a T o M C", "axis, tumour, overlay, modality, colours"),
     ("c  e", "clone into a form · open in $EDITOR"),
     ("m  t", "chart lines · next theme (both remembered)"),
-    ("Esc", "back"),
-    ("?  F1", "this help"),
+    ("N", "messages: the latest ones, whole"),
+    ("Esc  ?  F1", "back · this help"),
     ("q  Ctrl-C", "quit (runs keep going)"),
 ];
 
 fn draw_help(app: &App, frame: &mut Frame) {
     let theme = &app.theme;
-    let popup = centered(frame.area(), 62, HELP.len() as u16 + 4);
+    let popup = centered(frame.area(), 66, HELP.len() as u16 + 4);
     let key = Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD);
     let mut lines: Vec<Line> = HELP
         .iter()
@@ -289,6 +307,54 @@ fn draw_help(app: &App, frame: &mut Frame) {
     ));
     frame.render_widget(Clear, popup);
     frame.render_widget(Paragraph::new(lines).block(panel(theme, "keys")), popup);
+}
+
+/// The latest messages of the status line, whole and wrapped, newest last.
+fn draw_messages(app: &App, frame: &mut Frame) {
+    let theme = &app.theme;
+    let area = frame.area();
+    let popup = centered(
+        area,
+        area.width.saturating_sub(4).min(100),
+        area.height.saturating_sub(2),
+    );
+    let time = Style::new().fg(theme.ui.dim);
+    let mut lines: Vec<Line> = app
+        .messages
+        .iter()
+        .map(|(at, text)| {
+            Line::from(vec![
+                Span::styled(
+                    format!("{} ", at.with_timezone(&chrono::Local).format("%H:%M:%S")),
+                    time,
+                ),
+                notice_span(theme, text),
+            ])
+        })
+        .collect();
+    if lines.is_empty() {
+        lines.push(Line::styled("no messages yet", time));
+    }
+    // Newest last, and the newest in view: skip what does not fit (wrapped lines counted).
+    let inner_width = usize::from(popup.width.saturating_sub(2)).max(1);
+    let inner_height = usize::from(popup.height.saturating_sub(2));
+    let mut rows = 0;
+    let mut first = lines.len();
+    while first > 0 {
+        let needed = lines[first - 1].width().div_ceil(inner_width).max(1);
+        if rows + needed > inner_height {
+            break;
+        }
+        rows += needed;
+        first -= 1;
+    }
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(lines.split_off(first))
+            .wrap(Wrap { trim: false })
+            .block(panel(theme, "messages · any key closes")),
+        popup,
+    );
 }
 
 fn draw_confirm(theme: &Theme, frame: &mut Frame, id: &str, halt: Halt) {
