@@ -363,11 +363,18 @@ pub fn write_case(out: &Path, case: &SynthCase) -> Result<PathBuf, SynthError> {
             .reference_header(&header)
             .write_nifti(&case.labels),
     )?;
-    if final_dir.exists() {
-        // Another writer finished this case first; its files are identical.
-        std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
+    // Another writer (the dashboard's demo-data thread and a trainer can both be generating)
+    // may finish this case first, before or while this one is renamed: its files are identical.
+    let renamed = if final_dir.exists() {
+        Ok(())
     } else {
-        std::fs::rename(&partial, &final_dir).map_err(io(&final_dir))?;
+        std::fs::rename(&partial, &final_dir)
+    };
+    match renamed {
+        Ok(()) if !partial.exists() => {}
+        Ok(()) => std::fs::remove_dir_all(&partial).map_err(io(&partial))?,
+        Err(_) if final_dir.is_dir() => std::fs::remove_dir_all(&partial).map_err(io(&partial))?,
+        Err(error) => return Err(io(&final_dir)(error)),
     }
     Ok(final_dir)
 }
