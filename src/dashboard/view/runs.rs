@@ -116,11 +116,27 @@ fn columns(runs: &[&RunModel], wide: bool, elapsed: bool) -> (Vec<&'static str>,
     }
     if wide {
         header.insert(1, "experiment");
-        widths.insert(1, Constraint::Length(22));
+        widths.insert(1, Constraint::Length(EXPERIMENT_WIDTH as u16));
         header.extend(["cpu", "rss"]);
         widths.extend([Constraint::Length(5), Constraint::Length(6)]);
     }
     (header, widths)
+}
+
+/// Columns of the run list's experiment column (wide terminals).
+const EXPERIMENT_WIDTH: usize = 22;
+
+/// The experiment file a run came from, as it fits `width` columns: without the `experiments/`
+/// every file shares, and cut from the left (`…` first) so the end that tells files apart
+/// (`quick-demo-2.toml`) stays.
+fn experiment_cell(path: &std::path::Path, width: usize) -> String {
+    let shown = path.strip_prefix("experiments").unwrap_or(path).display().to_string();
+    let count = shown.chars().count();
+    if count <= width {
+        return shown;
+    }
+    let tail: String = shown.chars().skip(count - (width - 1)).collect();
+    format!("…{tail}")
 }
 
 /// The epoch column: the queue place of a queued run, else `epoch/epochs`.
@@ -162,7 +178,7 @@ fn row<'a>(app: &App, run: &'a RunModel, wide: bool, elapsed: bool) -> Row<'a> {
             .observed
             .experiment
             .as_ref()
-            .map_or_else(|| run.name.clone(), |e| e.display().to_string());
+            .map_or_else(|| run.name.clone(), |e| experiment_cell(e, EXPERIMENT_WIDTH));
         cells.insert(1, Cell::from(experiment));
         let sample = run.observed.last_sample.filter(|_| state.is_live());
         cells.push(Cell::from(
@@ -221,5 +237,17 @@ mod tests {
     fn run_ids_lose_their_date_but_keep_the_time() {
         assert_eq!(short_id("20261126-090512-quick-demo"), "1126-090512 quick-demo");
         assert_eq!(short_id("my-run"), "my-run");
+    }
+
+    #[test]
+    fn the_experiment_column_keeps_the_end_that_tells_files_apart() {
+        let cell = |p: &str| experiment_cell(std::path::Path::new(p), 22);
+        assert_eq!(cell("experiments/quick-demo.toml"), "quick-demo.toml");
+        assert_eq!(cell("experiments/quick-demo-2.toml"), "quick-demo-2.toml");
+        assert_eq!(
+            cell("lab/tuning/very-long-experiment-name.toml"),
+            "…-experiment-name.toml"
+        );
+        assert_eq!(cell("lab/tuning/very-long-experiment-name.toml").chars().count(), 22);
     }
 }
