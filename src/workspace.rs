@@ -54,6 +54,29 @@ fn toml_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
             files.push(path);
         }
     }
-    files.sort();
+    // By name, so `quick-demo` comes before `quick-demo-2` (`-` sorts before `.toml`'s dot).
+    files.sort_by(|a, b| a.file_stem().cmp(&b.file_stem()).then_with(|| a.cmp(b)));
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn experiment_files_are_listed_by_name() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let workspace = Workspace::new(dir.path());
+        std::fs::create_dir_all(workspace.experiments_dir()).expect("experiments");
+        for name in ["quick-demo-2.toml", "quick-demo.toml", "lite.toml", "notes.txt"] {
+            std::fs::write(workspace.experiments_dir().join(name), "").expect("write");
+        }
+        let names: Vec<String> = workspace
+            .experiment_files()
+            .expect("listed")
+            .iter()
+            .map(|p| p.file_name().expect("a name").to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["lite.toml", "quick-demo.toml", "quick-demo-2.toml"]);
+    }
 }

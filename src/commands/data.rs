@@ -88,6 +88,12 @@ pub fn scan(root: &Path, layout: Layout, modalities: &[Modality]) -> anyhow::Res
     for problem in found.problems.iter().chain(&bad) {
         writeln!(out, "  {problem}")?;
     }
+    if !bad.is_empty() {
+        writeln!(
+            out,
+            "Fix or remove these cases, or set skip_bad_cases = true in the experiment's [data] to train without them."
+        )?;
+    }
     Ok(bad.is_empty() && found.problems.is_empty())
 }
 

@@ -45,7 +45,8 @@ struct RunRecord<'a> {
     name: &'a str,
     state: &'static str,
     epoch: u32,
-    epochs: u32,
+    /// Epochs to train, once the trainer has said (null while queued or starting).
+    epochs: Option<u32>,
     best_epoch: Option<u32>,
     best_dice: Option<RegionScores>,
     patches_per_s: Option<f64>,
@@ -154,7 +155,7 @@ pub fn runs(workspace: &Workspace, args: &RunsArgs) -> anyhow::Result<()> {
                 name: &r.name,
                 state: r.state().name(),
                 epoch: r.epoch,
-                epochs: r.epochs,
+                epochs: (r.epochs > 0).then_some(r.epochs),
                 best_epoch: r.best.map(|(e, _)| e),
                 best_dice: r.best.map(|(_, d)| d),
                 patches_per_s: r.patches_per_s(),
@@ -251,10 +252,11 @@ fn table(runs: &[&RunModel], now: chrono::DateTime<chrono::Utc>, values: bool, c
     );
     let dash = "–".to_string();
     for run in runs {
-        let epoch = if run.epochs > 0 {
-            format!("{}/{}", run.epoch, run.epochs)
-        } else {
-            dash.clone()
+        // As the dashboard shows it: a queued run's place, else how far it is.
+        let epoch = match (&run.observed.queue, run.epochs) {
+            (Some(place), _) => format!("#{}", place.position),
+            (None, 0) => dash.clone(),
+            (None, epochs) => format!("{}/{epochs}", run.epoch),
         };
         let dice = |pick: fn(&RegionScores) -> f64| run.best.map_or(dash.clone(), |(_, d)| format!("{:.2}", pick(&d)));
         let lw = if lesion_wise {
@@ -506,6 +508,20 @@ mod tests {
         let values: Vec<&str> = lines[1..].iter().map(|row| row[column]).collect();
         assert_eq!(values, ["0.78", "0.42", "–"], "{wide}");
         assert!(wide.lines().all(|l| l.chars().count() <= 120), "{wide}");
+    }
+
+    /// A queued run shows its place in the queue, as the dashboard shows it.
+    #[test]
+    fn a_queued_run_shows_its_place() {
+        let mut queued = RunModel::new("20261126-204742-waiting", "runs/waiting");
+        queued.observed.queue = Some(segtop::runs::model::QueuePlace {
+            position: 1,
+            paused: false,
+            waiting: None,
+        });
+        let listed = table(&[&queued], chrono::Utc::now(), false, 80);
+        let row: Vec<&str> = listed.lines().nth(1).expect("a row").split_whitespace().collect();
+        assert_eq!(row[2], "#1", "{listed}");
     }
 
     #[test]
