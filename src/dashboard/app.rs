@@ -465,11 +465,16 @@ impl App {
         }
         self.dirty = true;
         if self.show_help || self.show_messages {
-            // Any key closes the help or the messages; q still quits.
+            // Any key closes the help or the messages; one that means something (a screen,
+            // q) also does what it means, so it is not swallowed.
             self.show_help = false;
             self.show_messages = false;
-            self.quit = key.code == KeyCode::Char('q');
-            return;
+            if matches!(
+                key.code,
+                KeyCode::Esc | KeyCode::Enter | KeyCode::F(1) | KeyCode::Char('?' | 'N')
+            ) {
+                return;
+            }
         }
         if let Some((id, halt)) = self.confirm.take() {
             if matches!(key.code, KeyCode::Char('y' | 'Y')) {
@@ -644,6 +649,11 @@ impl App {
     }
 
     fn run_key(&mut self, code: KeyCode) -> bool {
+        // Esc leaves the full-screen preview first, then the run.
+        if code == KeyCode::Esc && self.preview.full {
+            self.preview.full = false;
+            return true;
+        }
         if code == KeyCode::Char('v') {
             self.preview.full = !self.preview.full;
             if self.open_run().is_some_and(|r| r.previews == 0) {
@@ -738,6 +748,8 @@ impl App {
             && self.runs.contains_key(id)
         {
             self.run.open = Some(id.clone());
+            // A run opens in its panels, not in the last one's full-screen preview.
+            self.preview.full = false;
             self.screen = Screen::Run;
         }
     }

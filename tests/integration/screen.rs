@@ -1025,3 +1025,40 @@ fn clock_masked(screen: &str) -> String {
     }
     chars.into_iter().collect()
 }
+
+/// The full-screen preview: Esc leaves it before the run, and another run opens in its panels.
+#[test]
+fn esc_leaves_the_full_screen_preview_first_and_runs_open_in_their_panels() {
+    let mut app = dashboard_with_recorded_runs(80, 24);
+    key(&mut app, KeyCode::Char('2'));
+    keys(&mut app, "jj");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.screen, Screen::Run);
+    key(&mut app, KeyCode::Char('v'));
+    assert!(app.preview.full);
+    key(&mut app, KeyCode::Esc);
+    assert!(
+        !app.preview.full && app.screen == Screen::Run,
+        "Esc left the full screen only"
+    );
+    key(&mut app, KeyCode::Char('v'));
+    key(&mut app, KeyCode::Char('2'));
+    key(&mut app, KeyCode::Enter);
+    assert!(
+        app.screen == Screen::Run && !app.preview.full,
+        "a run opens in its panels"
+    );
+}
+
+/// A key that closes the help also does what it means, instead of being swallowed.
+#[test]
+fn a_key_that_closes_the_help_also_acts() {
+    let mut app = dashboard_with_recorded_runs(80, 24);
+    key(&mut app, KeyCode::Char('?'));
+    key(&mut app, KeyCode::Char('2'));
+    assert!(!app.show_help);
+    assert_eq!(app.screen, Screen::Runs);
+    key(&mut app, KeyCode::Char('?'));
+    key(&mut app, KeyCode::Esc);
+    assert!(!app.show_help && app.screen == Screen::Runs, "Esc only closes the help");
+}
