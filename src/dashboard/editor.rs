@@ -418,7 +418,11 @@ impl Editor {
         // source's (so every key still shows a value).
         let checked = self.check().or_else(|| {
             let path = self.path();
-            Experiment::parse(&path, &self.original.to_string(), &self.workspace).ok()
+            Experiment::parse(&path, &self.original.to_string(), &self.workspace)
+                .ok()
+                // A source that does not check itself (a key segtop does not know, say): the
+                // defaults of any experiment, so the form still lists every key.
+                .or_else(|| Experiment::parse(&path, "[data]\nroot = \"data\"\n", &self.workspace).ok())
         });
         let defaults: DocumentMut = checked
             .map(|e| e.to_toml())
@@ -492,6 +496,15 @@ impl Editor {
                     diagnostics => diagnostics.iter().map(|d| d.message.clone()).collect(),
                 };
                 for message in messages {
+                    // The form has no row for a key segtop does not know: only the file does.
+                    let message = if message.starts_with("unknown key") {
+                        format!(
+                            "{message} (the form cannot remove it: Esc, then e opens {} in $EDITOR)",
+                            self.from
+                        )
+                    } else {
+                        message
+                    };
                     problems.push(Problem {
                         key: self.key_named_in(&message),
                         message,
@@ -838,5 +851,18 @@ mod tests {
         assert_eq!(free_name("lite", &taken(&[])), "lite-2");
         assert_eq!(free_name("lite-2", &taken(&["lite-2", "lite-3"])), "lite-4");
         assert_eq!(free_name("seed-tutorial", &taken(&[])), "seed-tutorial-2");
+    }
+
+    /// A source with a key segtop does not know still lists every key, and the problem says
+    /// where it can be fixed.
+    #[test]
+    fn a_source_with_an_unknown_key_lists_every_key_and_says_where_to_fix_it() {
+        let text = "[data]\nroot = \"data/demo\"\n[train]\noptimiser = \"adam\"\n";
+        let form = Editor::new("experiments/x.toml".to_string(), text, "x", vec![], Path::new("/w")).expect("a form");
+        assert!(form.fields.iter().any(|f| f.key == "train.optimizer"), "no rows");
+        assert!(form.fields.len() > 40, "{}", form.fields.len());
+        let problem = &form.problems[0].message;
+        assert!(problem.starts_with("unknown key 'train.optimiser'"), "{problem}");
+        assert!(problem.ends_with("e opens experiments/x.toml in $EDITOR)"), "{problem}");
     }
 }
