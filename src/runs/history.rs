@@ -105,6 +105,34 @@ impl History {
         Some((self.points.first()?.0, self.last?.0))
     }
 
+    /// The whole history in `n` equal spans of x, each the mean of its points (a span with
+    /// none repeats the one before): the run's trend from its start, for sparklines.
+    pub fn resampled(&self, n: usize) -> Vec<f64> {
+        let points = self.points();
+        let (Some(&(first, _)), Some(&(last, _))) = (points.first(), points.last()) else {
+            return Vec::new();
+        };
+        if n == 0 {
+            return Vec::new();
+        }
+        let span = ((last - first) / n as f64).max(f64::MIN_POSITIVE);
+        let mut sums = vec![(0.0, 0usize); n];
+        for &(x, y) in &points {
+            let bucket = (((x - first) / span) as usize).min(n - 1);
+            sums[bucket].0 += y;
+            sums[bucket].1 += 1;
+        }
+        let mut values = Vec::with_capacity(n);
+        let mut previous = points[0].1;
+        for (sum, count) in sums {
+            if count > 0 {
+                previous = sum / count as f64;
+            }
+            values.push(previous);
+        }
+        values
+    }
+
     /// The newest `n` kept values, oldest first (for sparklines).
     pub fn tail(&self, n: usize) -> Vec<f64> {
         let points = self.points();
@@ -155,5 +183,24 @@ mod tests {
         assert!(history.is_empty());
         history.push(3.0, 0.5);
         assert_eq!((history.last(), history.kept()), (Some(0.5), 1));
+    }
+
+    /// A steadily falling loss reads as falling from its start, whatever its length.
+    #[test]
+    fn resampling_keeps_the_whole_trend() {
+        let mut history = History::with_budget(256);
+        for step in 0..200 {
+            history.push(f64::from(step) / 10.0, 2.05 - 1.43 * f64::from(step) / 199.0);
+        }
+        let values = history.resampled(27);
+        assert_eq!(values.len(), 27);
+        assert!(values.windows(2).all(|w| w[1] <= w[0]), "{values:?}");
+        assert!(values[0] > 2.0 && values[26] < 0.7, "{values:?}");
+        // Fewer points than spans: the gaps repeat the value before.
+        let mut short = History::with_budget(8);
+        short.push(0.0, 1.0);
+        short.push(1.0, 0.5);
+        assert_eq!(short.resampled(4), [1.0, 1.0, 1.0, 0.5]);
+        assert!(History::with_budget(8).resampled(4).is_empty());
     }
 }

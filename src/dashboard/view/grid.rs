@@ -132,7 +132,8 @@ fn card(app: &App, run: &RunModel, selected: bool, area: Rect, buf: &mut Buffer)
     );
 }
 
-/// A label and a sparkline of the newest values that fit beside it, scaled to their range.
+/// A label and a sparkline of the run's whole history, as many spans as fit beside it,
+/// scaled to their range: a falling loss reads as falling.
 fn labelled_sparkline(
     app: &App,
     buf: &mut Buffer,
@@ -143,7 +144,7 @@ fn labelled_sparkline(
 ) {
     let [text, spark] = Layout::horizontal([Constraint::Length(11), Constraint::Fill(1)]).areas(area);
     Line::styled(label, Style::new().fg(app.theme.ui.text)).render(text, buf);
-    let values = history.tail(usize::from(spark.width));
+    let values = history.resampled(usize::from(spark.width));
     Sparkline::default()
         .data(scaled(&values))
         .max(100)
