@@ -221,7 +221,18 @@ impl Editor {
             Stage::Editing => {}
         }
         let discard_armed = std::mem::take(&mut self.discard_armed);
-        match key.code {
+        let row = self.selected;
+        let action = self.editing_key(key.code, discard_armed);
+        if self.selected != row {
+            // A hint is about the row it was given on.
+            self.message = None;
+        }
+        action
+    }
+
+    /// A key on the form itself (not typing, not searching, nothing to confirm).
+    fn editing_key(&mut self, code: KeyCode, discard_armed: bool) -> Action {
+        match code {
             KeyCode::Esc if self.changed() == 0 || discard_armed => return Action::Close,
             KeyCode::Esc => {
                 self.discard_armed = true;
@@ -259,11 +270,15 @@ impl Editor {
             KeyCode::Enter => {
                 let text = std::mem::take(input);
                 self.input = None;
-                self.commit(&text);
+                if !self.commit(&text) {
+                    // Not kept: the text stays in the row to be put right (Esc gives up).
+                    self.input = Some(text);
+                }
                 return;
             }
             KeyCode::Esc => {
                 self.input = None;
+                self.message = None;
                 self.refresh();
                 return;
             }
@@ -280,7 +295,9 @@ impl Editor {
         let applied = self.apply(&text);
         let _ = self.check();
         if let Err(message) = applied {
+            // What is wrong with the text typed, not with the value it replaces.
             let key = self.selected_field().map(|f| f.key.clone());
+            self.problems.retain(|p| key.is_none() || p.key != key);
             self.problems.insert(0, Problem { key, message });
         }
         (self.document, self.name) = kept;
@@ -293,8 +310,8 @@ impl Editor {
         }
     }
 
-    /// Keeps typed text in the selected row.
-    fn commit(&mut self, text: &str) {
+    /// Keeps typed text in the selected row; whether it could be kept.
+    fn commit(&mut self, text: &str) -> bool {
         match self.apply(text) {
             Ok(()) => {
                 if let Some(field) = self.selected_field() {
@@ -305,10 +322,12 @@ impl Editor {
                 }
                 self.message = None;
                 self.refresh();
+                true
             }
             Err(message) => {
-                self.message = Some(message);
+                self.message = Some(format!("{message} (Esc keeps the value it had)"));
                 self.refresh();
+                false
             }
         }
     }
@@ -784,9 +803,14 @@ mod tests {
         press(&mut editor, KeyCode::Enter);
         assert_eq!(
             editor.message.as_deref(),
-            Some("train.epochs: 'ten' is not a whole number")
+            Some("train.epochs: 'ten' is not a whole number (Esc keeps the value it had)")
         );
         assert!(editor.text().contains("epochs = 20"));
+        assert_eq!(
+            editor.input.as_deref(),
+            Some("ten"),
+            "refused text stays to be put right"
+        );
     }
 
     #[test]
@@ -864,5 +888,37 @@ mod tests {
         let problem = &form.problems[0].message;
         assert!(problem.starts_with("unknown key 'train.optimiser'"), "{problem}");
         assert!(problem.ends_with("e opens experiments/x.toml in $EDITOR)"), "{problem}");
+    }
+
+    /// Text that is no value of its key: the problem is the text's alone, Enter keeps it in
+    /// the row to be put right instead of quietly putting the old value back, and a hint goes
+    /// once another row is selected.
+    #[test]
+    fn text_that_is_no_value_stays_to_be_put_right() {
+        let mut editor = editor();
+        select(&mut editor, "train.lr");
+        press(&mut editor, KeyCode::Enter);
+        editor.key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+        type_text(&mut editor, "-0.001");
+        press(&mut editor, KeyCode::Enter);
+        press(&mut editor, KeyCode::Enter);
+        editor.key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+        type_text(&mut editor, "fast");
+        let problems: Vec<&str> = editor.problems_of("train.lr").map(|p| p.message.as_str()).collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(!problems[0].contains("-0.001"), "{problems:?}");
+        press(&mut editor, KeyCode::Enter);
+        assert_eq!(editor.input.as_deref(), Some("fast"), "the typed text stays");
+        assert!(
+            editor.message.as_deref().is_some_and(|m| m.contains("Esc keeps")),
+            "{:?}",
+            editor.message
+        );
+        press(&mut editor, KeyCode::Esc);
+        assert!(editor.input.is_none() && editor.message.is_none());
+        assert!(editor.text().contains("lr = -0.001"), "{}", editor.text());
+        editor.message = Some("a hint about train.lr".to_string());
+        press(&mut editor, KeyCode::Down);
+        assert!(editor.message.is_none(), "the hint went with its row");
     }
 }

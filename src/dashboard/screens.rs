@@ -31,42 +31,41 @@ pub enum Handled {
     Say(String),
 }
 
-/// The line in the key bar about work in the background or the last action.
+/// The line in the key bar: what the last action said, for a few seconds, else how work in
+/// the background is going. The two are kept apart, so progress never hides what an action
+/// just said, and work ending never erases it.
 #[derive(Debug, Clone, Default)]
 pub struct Notice {
-    text: Option<String>,
-    /// When it was first shown, so it can fade after a while.
+    /// The last action's message, and when it was first shown (so it can fade).
+    said: Option<String>,
     since: Option<DateTime<Utc>>,
-    /// Progress from background work stays until it is replaced.
-    sticky: bool,
+    /// Progress from background work, until it is replaced or ends.
+    background: Option<String>,
 }
 
 impl Notice {
     pub fn text(&self) -> Option<&str> {
-        self.text.as_deref()
+        self.said.as_deref().or(self.background.as_deref())
     }
 
     /// Shows `text` for a few seconds.
     pub fn say(&mut self, text: String) {
-        self.text = Some(text);
+        self.said = Some(text);
         self.since = None;
-        self.sticky = false;
     }
 
-    /// Shows `text` (or clears the line) until it is replaced.
+    /// Shows background work's `text` (or ends it: `None`) whenever no message is shown.
     pub fn keep(&mut self, text: Option<String>) {
-        self.text = text;
-        self.since = None;
-        self.sticky = true;
+        self.background = text;
     }
 
-    /// The clock moved to `now`; whether the notice faded.
+    /// The clock moved to `now`; whether the message faded.
     pub fn tick(&mut self, now: DateTime<Utc>) -> bool {
         match self.since {
-            _ if self.text.is_none() || self.sticky => self.since = None,
+            _ if self.said.is_none() => self.since = None,
             None => self.since = Some(now),
             Some(since) if (now - since).num_seconds() >= NOTICE_SECONDS => {
-                self.text = None;
+                self.said = None;
                 self.since = None;
                 return true;
             }
