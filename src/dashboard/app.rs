@@ -12,11 +12,13 @@ use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, Mou
 
 use super::hits::{Hits, Target};
 pub use super::msg::{Effect, Msg, QueueChange};
+
+mod actions;
 use super::preview::Preview;
 use super::screens::{Compare, ExperimentKey, ExperimentList, Handled, Notice, PreviewPane, RunList, RunView};
 use crate::dashboard::catalog::ExperimentStatus;
 use crate::run::process::Halt;
-use crate::runs::model::{RunModel, RunState};
+use crate::runs::model::RunModel;
 use crate::runs::watch::{HostSample, Watch};
 use crate::settings::{ChartMarker, Settings};
 use crate::theme::Theme;
@@ -464,43 +466,7 @@ impl App {
             return;
         }
         self.dirty = true;
-        if self.show_help || self.show_messages {
-            // Any key closes the help or the messages; one that means something (a screen,
-            // q) also does what it means, so it is not swallowed.
-            self.show_help = false;
-            self.show_messages = false;
-            if matches!(
-                key.code,
-                KeyCode::Esc | KeyCode::Enter | KeyCode::F(1) | KeyCode::Char('?' | 'N')
-            ) {
-                return;
-            }
-        }
-        if let Some((id, halt)) = self.confirm.take() {
-            if matches!(key.code, KeyCode::Char('y' | 'Y')) {
-                self.halt(&id, halt);
-            } else {
-                self.say(match halt {
-                    Halt::Stop => format!("{id} not stopped"),
-                    Halt::Kill => format!("{id} not killed"),
-                });
-            }
-            return;
-        }
-        if let Some(editor) = &mut self.editor {
-            use super::editor::Action;
-            match editor.key(key) {
-                Action::None => {}
-                Action::Close => self.editor = None,
-                Action::Save { path, text, overwrite } => {
-                    self.effects.push(Effect::SaveExperiment { path, text, overwrite })
-                }
-                Action::Launch(path) => {
-                    self.editor = None;
-                    self.say(format!("launching {}…", path.display()));
-                    self.effects.push(Effect::Launch(path));
-                }
-            }
+        if self.overlay_key(key) {
             return;
         }
         if self.list.filtering {
@@ -544,6 +510,51 @@ impl App {
                 }
             }
         }
+    }
+
+    /// A key while something lies over the screens (the help, the messages, a question, the
+    /// form); whether it was theirs.
+    fn overlay_key(&mut self, key: KeyEvent) -> bool {
+        if self.show_help || self.show_messages {
+            // Any key closes the help or the messages; one that means something (a screen,
+            // q) also does what it means, so it is not swallowed.
+            self.show_help = false;
+            self.show_messages = false;
+            if matches!(
+                key.code,
+                KeyCode::Esc | KeyCode::Enter | KeyCode::F(1) | KeyCode::Char('?' | 'N')
+            ) {
+                return true;
+            }
+        }
+        if let Some((id, halt)) = self.confirm.take() {
+            if matches!(key.code, KeyCode::Char('y' | 'Y')) {
+                self.halt(&id, halt);
+            } else {
+                self.say(match halt {
+                    Halt::Stop => format!("{id} not stopped"),
+                    Halt::Kill => format!("{id} not killed"),
+                });
+            }
+            return true;
+        }
+        if let Some(editor) = &mut self.editor {
+            use super::editor::Action;
+            match editor.key(key) {
+                Action::None => {}
+                Action::Close => self.editor = None,
+                Action::Save { path, text, overwrite } => {
+                    self.effects.push(Effect::SaveExperiment { path, text, overwrite })
+                }
+                Action::Launch(path) => {
+                    self.editor = None;
+                    self.say(format!("launching {}…", path.display()));
+                    self.effects.push(Effect::Launch(path));
+                }
+            }
+            return true;
+        }
+        false
     }
 
     fn experiments_key(&mut self, code: KeyCode) -> bool {
@@ -751,120 +762,6 @@ impl App {
             // A run opens in its panels, not in the last one's full-screen preview.
             self.preview.full = false;
             self.screen = Screen::Run;
-        }
-    }
-
-    /// The run a stop or kill applies to: the open one in the run view, else the selected one.
-    fn target_run(&self) -> Option<&RunModel> {
-        let id = if self.screen == Screen::Run {
-            self.run.open.as_ref()
-        } else {
-            self.list.selected.as_ref()
-        }?;
-        self.runs.get(id)
-    }
-
-    fn stop_selected(&mut self) {
-        let Some(run) = self.target_run() else {
-            return;
-        };
-        if run.observed.queue.is_some() {
-            self.requeue(QueueChange::Remove);
-        } else if run.state().is_active() && (run.pid.is_some() || run.observed.job.is_some()) {
-            // On a shared server a long run is not to be interrupted by one stray key.
-            self.confirm = Some((run.id.clone(), Halt::Stop));
-        } else {
-            let id = run.id.clone();
-            self.halt(&id, Halt::Stop);
-        }
-    }
-
-    /// Moves, holds, releases or removes the target run in the queue.
-    fn requeue(&mut self, change: QueueChange) {
-        let Some(run) = self.target_run() else {
-            return;
-        };
-        let id = run.id.clone();
-        let Some(place) = &run.observed.queue else {
-            match (run.observed.job.clone(), run.state(), change) {
-                (Some(job), RunState::Pending, QueueChange::Hold) => {
-                    let hold = !job.is_held();
-                    self.say(if hold {
-                        format!(
-                            "holding {id}'s Slurm job {}: Slurm passes over it until p again",
-                            job.id
-                        )
-                    } else {
-                        format!("releasing {id}'s Slurm job {}", job.id)
-                    });
-                    self.effects.push(Effect::HoldJob { id, job: job.id, hold });
-                }
-                (Some(_), RunState::Pending, _) => self.say(format!("{id} waits in Slurm's queue, which Slurm orders")),
-                (_, state, _) => self.say(format!("{id} is {}: not in the queue", state.name())),
-            }
-            return;
-        };
-        let change = match change {
-            QueueChange::Hold if place.paused => QueueChange::Release,
-            change => change,
-        };
-        self.say(match change {
-            QueueChange::Earlier => format!("moving {id} up the queue"),
-            QueueChange::Later => format!("moving {id} down the queue"),
-            QueueChange::Hold => format!("holding {id}: the queue passes over it until p again"),
-            QueueChange::Release => format!("released {id}"),
-            QueueChange::Remove => format!("took {id} out of the queue"),
-        });
-        self.effects.push(Effect::Requeue { id, change });
-    }
-
-    fn resume_selected(&mut self) {
-        let Some(run) = self.target_run() else {
-            return;
-        };
-        let (id, dir, state) = (run.id.clone(), run.dir.clone(), run.state());
-        match state {
-            RunState::Stopped | RunState::Failed | RunState::Lost => {
-                self.effects.push(Effect::Resume { id: id.clone(), dir });
-                self.say(format!("resuming {id} from its latest checkpoint…"));
-            }
-            state => self.say(format!("{id} is {}: nothing to resume", state.name())),
-        }
-    }
-
-    fn ask_kill(&mut self) {
-        let Some(run) = self.target_run() else {
-            return;
-        };
-        if run.state().is_active() && (run.pid.is_some() || run.observed.job.is_some()) {
-            self.confirm = Some((run.id.clone(), Halt::Kill));
-        } else {
-            self.say(format!("{} is {}: nothing to kill", run.id, run.state().name()));
-        }
-    }
-
-    fn halt(&mut self, id: &str, halt: Halt) {
-        let Some(run) = self.runs.get(id) else {
-            return;
-        };
-        let state = run.state();
-        match (state.is_active(), run.pid.is_some() || run.observed.job.is_some()) {
-            (true, true) => {
-                self.effects.push(Effect::Halt {
-                    id: id.to_string(),
-                    dir: run.dir.clone(),
-                    pid: run.pid,
-                    pid_start: run.pid_start,
-                    halt,
-                });
-                self.say(match (halt, state) {
-                    (_, RunState::Pending) => format!("cancelling {id}'s Slurm job"),
-                    (Halt::Stop, _) => format!("asked {id} to stop; it writes a checkpoint first"),
-                    (Halt::Kill, _) => format!("killed {id}"),
-                });
-            }
-            (true, false) => self.say(format!("{id} has no known process yet")),
-            (false, _) => self.say(format!("{id} is {}: nothing to stop", state.name())),
         }
     }
 
