@@ -167,16 +167,22 @@ impl<'a> LineChart<'a> {
     }
 
     /// The bottom border carries the caller's extra text followed by the x range and unit.
-    fn bottom_title(&self, x_range: Option<(f64, f64)>) -> Line<'a> {
+    /// The caller's text first; the x range after it only where both fit in `width` (the
+    /// caller's, `best 0.86/0.84/0.96 @6`, matters more).
+    fn bottom_title(&self, x_range: Option<(f64, f64)>, width: u16) -> Line<'a> {
         let mut bottom = Vec::new();
         if let Some(line) = self.bottom.clone() {
             bottom.extend(line.spans);
         }
         if let Some((low, high)) = x_range {
-            bottom.push(Span::styled(
-                format!(" {}–{} {} ", format_value(low), format_value(high), self.x_unit),
+            let range = Span::styled(
+                format!(" {}–{} {} ", axis_value(low), axis_value(high), self.x_unit),
                 Style::new().fg(self.theme.ui.dim),
-            ));
+            );
+            let used: usize = bottom.iter().map(Span::width).sum();
+            if used + range.width() + 2 <= usize::from(width) {
+                bottom.push(range);
+            }
         }
         Line::from(bottom).right_aligned()
     }
@@ -253,7 +259,7 @@ impl Widget for LineChart<'_> {
             .borders(Borders::ALL)
             .border_style(Style::new().fg(theme.ui.border))
             .title_top(self.top_title())
-            .title_bottom(self.bottom_title(x_range));
+            .title_bottom(self.bottom_title(x_range, area.width));
         let Some((x_low, x_high)) = x_range else {
             let inner = block.inner(area);
             block.render(area, buf);
@@ -306,6 +312,16 @@ pub fn format_value(value: f64) -> String {
         format!("{value:.3}")
     } else {
         format!("{value:.1e}")
+    }
+}
+
+/// An x-axis end as people read epochs: whole where it is (`12`), else one decimal (`0.1`,
+/// `5.4`), never `0.050`.
+fn axis_value(x: f64) -> String {
+    if (x - x.round()).abs() < 0.05 || x.abs() >= 100.0 {
+        format!("{:.0}", x.round())
+    } else {
+        format!("{x:.1}")
     }
 }
 
@@ -429,5 +445,14 @@ mod tests {
         ] {
             assert_eq!(format_value(value), shown);
         }
+    }
+
+    #[test]
+    fn axis_ends_read_as_epochs() {
+        assert_eq!(axis_value(0.05), "0.1");
+        assert_eq!(axis_value(5.4), "5.4");
+        assert_eq!(axis_value(12.02), "12");
+        assert_eq!(axis_value(0.0), "0");
+        assert_eq!(axis_value(1350.0), "1350");
     }
 }
