@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use segtop::run::RunDir;
 use segtop::run::events::{BratsScores, Event, EventTail, RegionScores};
-use segtop::runs::watch::run_directories;
+use segtop::run::run_directories;
 use segtop::workspace::Workspace;
 
 #[derive(clap::Args)]
@@ -61,7 +61,7 @@ pub fn export(workspace: &Workspace, args: &ExportArgs) -> anyhow::Result<()> {
     let runs = run_directories(&workspace.runs_dir());
     let mut histories = Vec::new();
     for query in &args.runs {
-        let id = super::runs::find_id(runs.keys().map(String::as_str), query)?;
+        let id = segtop::run::find_id(runs.keys().map(String::as_str), query)?;
         histories.push(RunHistory {
             run: id.to_string(),
             epochs: history(&RunDir::open(&runs[id]))?,

@@ -13,7 +13,7 @@ use segtop::schedule::queue::{ByteSize, Queue, QueueFile};
 use segtop::settings::Settings;
 use segtop::workspace::Workspace;
 
-use super::runs::find_id;
+use segtop::run::find_id;
 
 #[derive(clap::Args)]
 pub struct QueueArgs {

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use serde::Serialize;
 
-use segtop::run::RunDir;
 use segtop::run::events::{BratsScores, RegionScores};
 use segtop::run::process::Halt;
+use segtop::run::{RunDir, find_id};
 use segtop::runs::format_duration;
 use segtop::runs::lists::{FoldGroup, RunSort, fold_groups, sort_runs};
 use segtop::runs::model::{EvaluationSummary, RunModel, RunState};
@@ -308,11 +308,6 @@ fn table(runs: &[&RunModel], now: chrono::DateTime<chrono::Utc>, values: bool, c
 pub fn find<'a>(runs: &'a BTreeMap<String, RunModel>, query: &str) -> anyhow::Result<&'a RunModel> {
     let id = find_id(runs.keys().map(String::as_str), query)?;
     Ok(&runs[id])
-}
-
-/// Which of `ids` a command means by `query` (see [`segtop::run::find_id`]).
-pub fn find_id<'a>(ids: impl Iterator<Item = &'a str> + Clone, query: &str) -> anyhow::Result<&'a str> {
-    Ok(segtop::run::find_id(ids, query)?)
 }
 
 /// `segtop stop RUN [--kill]`.

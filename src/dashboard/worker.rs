@@ -48,24 +48,20 @@ fn carry_out(workspace: &Workspace, effect: Effect) -> Vec<Msg> {
             pid,
             pid_start,
             halt,
-        } => crate::schedule::launcher::halt_run(&dir, pid, pid_start, halt)
-            .err()
-            .map(|error| Msg::Failed(format!("{id}: {error:#}")))
-            .into_iter()
-            .collect(),
-        Effect::HoldJob { id, job, hold } => crate::schedule::launcher::slurm::hold(&job, hold)
-            .err()
-            .map(|error| Msg::Failed(format!("{id}: {error:#}")))
-            .into_iter()
-            .collect(),
-        Effect::Requeue { id, change } => requeue(workspace, &id, change)
-            .err()
-            .map(|error| Msg::Failed(format!("{id}: {error:#}")))
-            .into_iter()
-            .collect(),
+        } => failed(&id, crate::schedule::launcher::halt_run(&dir, pid, pid_start, halt)),
+        Effect::HoldJob { id, job, hold } => failed(&id, crate::schedule::launcher::slurm::hold(&job, hold)),
+        Effect::Requeue { id, change } => failed(&id, requeue(workspace, &id, change)),
         // The others never come here: the UI thread carries them out itself (`perform`).
         _ => Vec::new(),
     }
+}
+
+/// What a run's failed action says, naming the run; nothing when it went through.
+fn failed<T, E: std::fmt::Display>(id: &str, done: Result<T, E>) -> Vec<Msg> {
+    done.err()
+        .map(|error| Msg::Failed(format!("{id}: {error:#}")))
+        .into_iter()
+        .collect()
 }
 
 /// Queues the runs of an experiment file, or submits them to Slurm.

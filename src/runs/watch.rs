@@ -284,7 +284,7 @@ impl Watcher {
             time,
             ..Watch::default()
         };
-        let ids = run_directories(&self.workspace.runs_dir());
+        let ids = crate::run::run_directories(&self.workspace.runs_dir());
         let gone: Vec<String> = self.runs.keys().filter(|id| !ids.contains_key(*id)).cloned().collect();
         for id in gone {
             self.runs.remove(&id);
@@ -702,11 +702,6 @@ fn descendants(system: &System, roots: &[Pid]) -> Vec<Pid> {
             return members;
         }
     }
-}
-
-/// Directories under `runs/` that look like runs (see [`crate::run::run_directories`]).
-pub fn run_directories(runs: &Path) -> BTreeMap<String, PathBuf> {
-    crate::run::run_directories(runs)
 }
 
 fn created(dir: &Path) -> Option<DateTime<Utc>> {

@@ -205,7 +205,7 @@ pub fn machine(workspace: &Workspace, system: &mut System, host: &str, settings:
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     system.refresh_memory();
     let mut launched = Vec::new();
-    for dir in crate::runs::watch::run_directories(&workspace.runs_dir()).into_values() {
+    for dir in crate::run::run_directories(&workspace.runs_dir()).into_values() {
         let run = RunDir::open(dir);
         if let Some(launch) = run.read_launch()
             && launch.host == host

@@ -39,7 +39,7 @@ pub fn tick(workspace: &Workspace, queue: &Queue) -> anyhow::Result<Vec<String>>
 /// The runs of each halving sweep in the workspace, by sweep id, with the sweep's plan.
 fn halving_sweeps(workspace: &Workspace) -> BTreeMap<String, (Halving, Vec<RunDir>)> {
     let mut sweeps: BTreeMap<String, (Halving, Vec<RunDir>)> = BTreeMap::new();
-    for dir in crate::runs::watch::run_directories(&workspace.runs_dir()).into_values() {
+    for dir in crate::run::run_directories(&workspace.runs_dir()).into_values() {
         let run = RunDir::open(dir);
         if let Some(tag) = run.read_sweep()
             && let Some(halving) = tag.halving

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -144,11 +144,6 @@ fn write_files(temporary: &Path, vs: &nn::VarStore, optimizer: &Optimizer, state
         sync(&temporary.join(file)).with_context(|| format!("cannot write {}", temporary.join(file).display()))?;
     }
     Ok(())
-}
-
-/// The newest complete checkpoint of a run, if any.
-pub fn latest(run: &RunDir) -> Option<PathBuf> {
-    run.latest_step()
 }
 
 /// Loads a checkpoint folder into the model and optimizer; returns the training state.

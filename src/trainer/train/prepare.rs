@@ -145,7 +145,7 @@ impl<'a> Trainer<'a> {
     /// resuming, then, when `resume`, the latest checkpoint (weights, optimizer and state).
     pub(super) fn restore(&mut self, resume: bool) -> anyhow::Result<Start> {
         let init = self.init_path()?;
-        let resuming = resume && checkpoint::latest(self.run).is_some();
+        let resuming = resume && self.run.latest_step().is_some();
         if let Some(path) = init.as_ref().filter(|_| !resuming) {
             self.load_init(path)?;
         }
@@ -155,7 +155,7 @@ impl<'a> Trainer<'a> {
         }
         let mut resumed_from = None;
         if resume {
-            if let Some(dir) = checkpoint::latest(self.run) {
+            if let Some(dir) = self.run.latest_step() {
                 self.state = checkpoint::load(&dir, &mut self.network.vs, &mut self.network.optimizer)?;
                 resumed_from = Some(self.state.epoch);
                 self.console.line(&format!(
