@@ -16,7 +16,7 @@ use crate::runs::lists::{RunSort, sort_runs};
 use crate::runs::model::RunModel;
 
 /// Panels of the run view; on terminals smaller than 80x24 they become tabs.
-pub const RUN_PANELS: [&str; 5] = ["loss", "dice", "speed", "resources", "log"];
+pub const RUN_PANELS: [&str; 6] = ["loss", "dice", "speed", "resources", "log", "preview"];
 
 /// Seconds a notice stays in the key bar.
 const NOTICE_SECONDS: i64 = 8;

@@ -51,6 +51,18 @@ choice_enum! {
     }
 }
 
+impl Selection {
+    /// The least rise of the selected mean Dice that counts as a better validation: the
+    /// trainer's choice of the best weights and the dashboard's `best @epoch` both follow it,
+    /// so they name the same epoch.
+    pub const MIN_IMPROVEMENT: f64 = 1e-4;
+
+    /// Whether a validation scoring `score` beats the best so far.
+    pub fn improves(best: Option<f64>, score: f64) -> bool {
+        best.is_none_or(|best| score > best + Self::MIN_IMPROVEMENT)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PreviewConfig {
     /// Case id shown in the slice preview ("" for the first validation case).

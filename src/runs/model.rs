@@ -495,7 +495,7 @@ impl RunModel {
             (Selection::Lesion, Some(lesion)) => lesion.mean(),
             _ => dice.mean(),
         };
-        if self.best_score.is_none_or(|best| score > best) {
+        if Selection::improves(self.best_score, score) {
             self.best = Some((epoch, dice));
             self.best_lesion_dice = lesion_dice;
             self.best_score = Some(score);
@@ -996,6 +996,19 @@ mod tests {
         run.apply(&validation_with(2, scores(0.7, 0.7, 0.7), None));
         assert_eq!(run.best.map(|(epoch, _)| epoch), Some(2));
         assert_eq!(run.best_lesion_dice, None);
+    }
+
+    #[test]
+    fn a_rise_too_small_for_the_trainer_is_no_new_best() {
+        // The trainer keeps epoch 1's weights when epoch 2 is better by under
+        // Selection::MIN_IMPROVEMENT; the chart's `best @N` must name the same epoch.
+        let mut run = RunModel::new("r", "runs/r");
+        run.apply(&started(0));
+        run.apply(&validation_with(1, scores(0.5, 0.5, 0.5), None));
+        run.apply(&validation_with(2, scores(0.50005, 0.50005, 0.50005), None));
+        assert_eq!(run.best.map(|(epoch, _)| epoch), Some(1));
+        run.apply(&validation_with(3, scores(0.501, 0.501, 0.501), None));
+        assert_eq!(run.best.map(|(epoch, _)| epoch), Some(3));
     }
 
     fn brats(region: &str, lesion_dice: f64, legacy_dice: f64) -> BratsScores {

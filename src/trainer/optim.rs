@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use tch::{Kind, Tensor};
 
-use segtop::experiment::{Optimizer as OptimizerKind, Schedule, TrainConfig};
+use segtop::experiment::{Optimizer as OptimizerKind, Schedule, Selection, TrainConfig};
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
@@ -350,7 +350,7 @@ impl Scheduler {
     /// Takes a validation score (higher is better); lowers the rate on a plateau. Returns true
     /// when the score is the best so far.
     pub fn observe(&mut self, config: &TrainConfig, score: f64) -> bool {
-        let improved = self.best.is_none_or(|best| score > best + 1e-4);
+        let improved = Selection::improves(self.best, score);
         if improved {
             self.best = Some(score);
             self.bad_validations = 0;

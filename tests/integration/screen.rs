@@ -333,6 +333,14 @@ fn a_failed_run_shows_its_error_and_a_small_terminal_gets_tabs() {
     let screen = render_at(&app, 60, 20);
     assert!(screen.contains("cpu 18") || screen.contains("cpu 1"), "{screen}");
     assert!(screen.contains("resources"), "{screen}");
+    // The slice preview is a tab too (the last one: Left wraps round to it).
+    assert!(!screen.contains("┌ preview"), "{screen}");
+    for _ in 0..3 {
+        key(&mut app, KeyCode::Left);
+    }
+    key(&mut app, KeyCode::Left);
+    let screen = render_at(&app, 60, 20);
+    assert!(screen.contains("┌ preview"), "{screen}");
 }
 
 #[test]
@@ -884,7 +892,9 @@ fn the_run_view_shows_raw_and_post_processed_scores_and_d_shows_lesion_wise_dice
     key(&mut app, KeyCode::Enter);
     assert_eq!(app.run.open.as_deref(), Some(COMPLETED));
     let screen = render_at(&app, 120, 36);
-    assert!(screen.contains("BraTS-SSA, epoch 6 "), "{screen}");
+    // The evaluation's epoch and the Dice chart's best are one epoch, named alike.
+    assert!(screen.contains("BraTS-SSA, best @6 "), "{screen}");
+    assert!(screen.contains("best 0.00/0.00/0.86 @6 "), "{screen}");
     assert!(screen.contains("WT  LW .865  HD95 5.0  legacy .865"), "{screen}");
     assert!(
         !screen.contains("TTA") && !screen.contains("post-processing"),
@@ -954,7 +964,7 @@ fn the_run_view_shows_raw_and_post_processed_scores_and_d_shows_lesion_wise_dice
     for (width, height) in [(120, 36), (160, 48)] {
         app.update(Msg::Terminal(TermEvent::Resize(width, height)));
         let screen = render_at(&app, width, height);
-        assert!(screen.contains("BraTS-SSA, epoch 6 · TTA"), "{screen}");
+        assert!(screen.contains("BraTS-SSA, best @6 · TTA"), "{screen}");
         assert!(screen.contains("WT  LW .130 → .780  legacy .770 → .800"), "{screen}");
         assert!(screen.contains("TC  LW .500 → .500  legacy .600 → .600"), "{screen}");
         assert!(screen.contains("ET  LW .300 → .300  legacy .400 → .400"), "{screen}");

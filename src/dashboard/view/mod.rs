@@ -282,6 +282,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("L  d", "loss on a log scale · lesion-wise Dice"),
     ("v  [ ]  PgUp PgDn", "preview: full view · slice ±1 · ±10"),
     ("a T o M C", "axis, tumour, overlay, modality, colours"),
+    ("< >", "preview: an earlier · a later validation's"),
     ("c  e", "clone into a form · open in $EDITOR"),
     ("m  t", "chart lines · next theme (both remembered)"),
     ("N", "messages: the latest ones, whole"),
@@ -291,7 +292,8 @@ pub const HELP: &[(&str, &str)] = &[
 
 fn draw_help(app: &App, frame: &mut Frame) {
     let theme = &app.theme;
-    let popup = centered(frame.area(), 66, HELP.len() as u16 + 4);
+    // The keys, the closing line and the border.
+    let popup = centered(frame.area(), 66, HELP.len() as u16 + 3);
     let key = Style::new().fg(theme.ui.accent).add_modifier(Modifier::BOLD);
     let mut lines: Vec<Line> = HELP
         .iter()

@@ -164,6 +164,7 @@ fn draw_tabs(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
         "speed" => speed_chart(app, run, true).render(body, buf),
         "resources" => draw_resources(app, run, body, buf),
         "log" => draw_log(app, run, body, buf),
+        "preview" => draw_preview(app, run, body, buf),
         _ => loss_chart(app, run).render(body, buf),
     }
 }
@@ -395,7 +396,7 @@ fn score_lines(app: &App, run: &RunModel, width: u16) -> Vec<Line<'static>> {
         )));
     }
     if let Some(evaluation) = &run.evaluation {
-        let mut title = format!("{}, epoch {}", evaluation.challenge, evaluation.epoch);
+        let mut title = format!("{}, best @{}", evaluation.challenge, evaluation.epoch);
         if evaluation.tta {
             title.push_str(" · TTA");
         }
