@@ -296,14 +296,17 @@ pub fn run(models: &[Model], cases: &[CaseFiles], plan: &Plan, options: &Options
     for (i, files) in cases.iter().enumerate() {
         bar.set_message(files.id.clone());
         let case_start = Instant::now();
-        let written = predict_case(models, files, plan, options.labels, out)?;
+        let (written, work) = predict_case(models, files, plan, options.labels, out)?;
         bar.suspend(|| {
             println!(
-                "{}/{} {}  {:.1} s",
+                "{}/{} {}  {:.1} s  ({}, {} of {} windows)",
                 i + 1,
                 cases.len(),
                 written.display(),
-                case_start.elapsed().as_secs_f64()
+                case_start.elapsed().as_secs_f64(),
+                work.shape.map(|n| n.to_string()).join("x"),
+                work.windows_run,
+                work.windows,
             );
         });
         bar.inc(1);
@@ -319,13 +322,21 @@ pub fn run(models: &[Model], cases: &[CaseFiles], plan: &Plan, options: &Options
     Ok(())
 }
 
+/// What the network did for one case: the cropped volume's shape `[x, y, z]`, and windows
+/// run (over all models) against the full grid's.
+struct Work {
+    shape: [usize; 3],
+    windows_run: usize,
+    windows: usize,
+}
+
 fn predict_case(
     models: &[Model],
     files: &CaseFiles,
     plan: &Plan,
     labels: Labels,
     out: &Path,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<(PathBuf, Work)> {
     let first = models.first().context("no model to predict with")?;
     let data = &first.experiment.data;
     let images_only = CaseFiles {
@@ -343,8 +354,15 @@ fn predict_case(
     let volume = Tensor::stack(&channels, 0).unsqueeze(0);
     let output = ensemble_output(models);
     let mut sum: Option<Tensor> = None;
+    let mut work = Work {
+        shape: prepared.shape,
+        windows_run: 0,
+        windows: 0,
+    };
     for model in models {
-        let probabilities = model.window.probabilities(&model.net, &volume);
+        let (probabilities, run) = model.window.probabilities_counted(&model.net, &volume);
+        work.windows_run += run;
+        work.windows += model.window.count([z, y, x]);
         let probabilities = match output {
             Output::Labels => probabilities,
             Output::Regions => as_regions(model.net.output(), &probabilities),
@@ -370,7 +388,7 @@ fn predict_case(
     let path = out.join(format!("{}.nii.gz", files.id));
     volume::write_labels_like(reference, &path, prepared.original_shape, &full)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
+    Ok((path, work))
 }
 
 #[cfg(test)]
