@@ -9,9 +9,11 @@ ReLU (16 to 256 filters), dropout 0.1/0.1/0.2/0.2/0.3 after the first convolutio
 block, 2x2x2 max-pool, 2x2x2 transposed convolution up, skip concatenation, 1x1x1 convolution
 to 4 classes: 5,646,260 parameters.
 
---lite: experiments/lite.toml's network instead: 8 to 128 filters, instance norm (affine)
-after each convolution, leaky ReLU (slope 0.01), no dropout; AdamW (lr 1e-3, weight decay
-1e-4) as segtop's default: 1,413,916 parameters.
+--net default: the default experiment's network instead: 16 to 256 filters, instance norm
+(affine) after each convolution, leaky ReLU (slope 0.01), no dropout; AdamW (lr 1e-3, weight
+decay 1e-4) as segtop's default. --net lite (or --lite): experiments/lite.toml's, the same with
+8 to 128 filters: 1,413,916 parameters. The options follow the shared reference script
+(pytorch_seed_unet.py), so bench/compare.sh can run either (REFERENCE=...).
 
 --infer: sliding-window inference over one random case, as segtop validates: windows of W^3
 with the given overlap, the last window flush with the end of each axis, softmax
@@ -36,8 +38,8 @@ FILTERS = (16, 32, 64, 128, 256)
 DROPOUT = (0.1, 0.1, 0.2, 0.2, 0.3)
 
 
-def block(cin, cout, p, lite):
-    if lite:
+def block(cin, cout, p, normed):
+    if normed:
         return nn.Sequential(
             nn.Conv3d(cin, cout, 3, padding=1), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(inplace=True),
             nn.Conv3d(cout, cout, 3, padding=1), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(inplace=True))
@@ -47,18 +49,19 @@ def block(cin, cout, p, lite):
 
 
 class SeedUNet(nn.Module):
-    def __init__(self, channels=4, classes=4, lite=False):
+    def __init__(self, channels=4, classes=4, net="seed"):
         super().__init__()
-        filters = [f // 2 for f in FILTERS] if lite else FILTERS
+        filters = [f // 2 for f in FILTERS] if net == "lite" else FILTERS
+        normed = net != "seed"
         self.down = nn.ModuleList()
         c = channels
         for f, p in zip(filters, DROPOUT):
-            self.down.append(block(c, f, p, lite))
+            self.down.append(block(c, f, p, normed))
             c = f
         self.up = nn.ModuleList(
             nn.ConvTranspose3d(filters[i], filters[i - 1], 2, stride=2) for i in range(len(filters) - 1, 0, -1))
         self.merge = nn.ModuleList(
-            block(filters[i - 1] * 2, filters[i - 1], DROPOUT[i - 1], lite) for i in range(len(filters) - 1, 0, -1))
+            block(filters[i - 1] * 2, filters[i - 1], DROPOUT[i - 1], normed) for i in range(len(filters) - 1, 0, -1))
         self.head = nn.Conv3d(filters[0], classes, 1)
 
     def forward(self, x):
@@ -112,7 +115,7 @@ def peak_rss_mb():
 
 def train(a, model):
     macs = forward_macs(model, a.patch)
-    if a.lite:
+    if a.net != "seed":
         opt = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=1e-4)
     else:
         opt = torch.optim.NAdam(model.parameters(), 1e-3)
@@ -198,8 +201,11 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="0: PyTorch's default")
     ap.add_argument("--channels-last", action="store_true", help="channels_last_3d memory format")
     ap.add_argument("--infer", action="store_true", help="sliding-window inference instead of training")
-    ap.add_argument("--lite", action="store_true", help="experiments/lite.toml's network instead of the seed's")
-    ap.add_argument("--case", type=int, nargs=3, default=[240, 240, 155], metavar=("X", "Y", "Z"))
+    ap.add_argument("--net", choices=("seed", "default", "lite"), default="seed",
+                    help="the seed tutorial's network, the default experiment's, or experiments/lite.toml's")
+    ap.add_argument("--lite", action="store_true", help="the same as --net lite")
+    ap.add_argument("--case", type=lambda v: [int(n) for n in v.split("x")], default=[240, 240, 155],
+                    metavar="XxYxZ")
     ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--overlap", type=float, default=0.5)
     ap.add_argument("--gaussian", type=int, default=1, help="1: Gaussian window weights, 0: uniform")
@@ -208,14 +214,16 @@ def main():
                     help="mixed precision: torch.autocast('cpu', bfloat16) around the forward pass "
                          "(float32 weights, optimizer and loss)")
     a = ap.parse_args()
+    if a.lite:
+        a.net = "lite"
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = SeedUNet(lite=a.lite)
+    model = SeedUNet(net=a.net)
     if a.channels_last:
         model = channels_last(model)
     result = infer(a, model) if a.infer else train(a, model)
-    name = "pytorch-eager" + ("-channels-last" if a.channels_last else "") + ("-bf16" if a.bf16 else "")
+    name = "pytorch-eager" + ("" if a.net == "seed" else f"-{a.net}") + ("-channels-last" if a.channels_last else "") + ("-bf16" if a.bf16 else "")
     if a.infer and a.window_batch > 1:
         name += f"-window-batch-{a.window_batch}"
     print(json.dumps({"impl": name, "params": sum(p.numel() for p in model.parameters()),

@@ -120,6 +120,13 @@ struct PredictArgs {
 }
 
 fn main() {
+    if std::env::var_os("SEGTOP_EXP_MALLOPT").is_some() {
+        // SAFETY: mallopt before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_MAX, 0);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        }
+    }
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Train { .. }) {
         segtop::run::process::end_quietly_when_the_reader_goes();

@@ -156,7 +156,9 @@ impl NormLayer {
             // bfloat16, libtorch's channels-last group norm has no fast kernel (119 ms forward
             // and backward for 2x16x64^3 with the activation after it); batch norm over each
             // sample alone is the same function again and has one (30 ms), in channels-last.
-            NormLayer::Instance { weight, bias } if x.kind() == Kind::BFloat16 => {
+            NormLayer::Instance { weight, bias }
+                if x.kind() == Kind::BFloat16 || std::env::var_os("SEGTOP_EXP_BN").is_some() =>
+            {
                 let samples: Vec<Tensor> = x
                     .split(1, 0)
                     .iter()
