@@ -147,7 +147,7 @@ const BRATS_CROPPED_VOXELS: u64 = 160 * 192 * 144;
 /// (still resident), one forward pass of `validate.window_batch` windows without autograd (the
 /// encoder's outputs kept for the skip connections plus the top decoder level's working
 /// tensors), and the whole-case tensors: the input, the weighted class-score sum, the weight
-/// sum and the probabilities (and with `validate.refine`, the first pass's).
+/// sum and the probabilities.
 ///
 /// The same in either precision: the whole-case tensors stay float32, and bfloat16 windows
 /// measured only 1-7% below float32's peak (808 / 797 MB for the seed U-Net's 64^3 windows over
@@ -163,10 +163,7 @@ pub fn validation_bytes(experiment: &Experiment) -> u64 {
     let classes = experiment.model.output.channels() as u64;
     window_floats += voxels(0) * (5 * top + 2 * classes);
     let channels = experiment.data.modalities.len() as u64;
-    // With `validate.refine`, the first pass's probabilities, their regions and the largest
-    // of those exist at once too.
-    let refine_floats = if experiment.validate.refine { classes + 3 + 1 } else { 0 };
-    let case_floats = BRATS_CROPPED_VOXELS * (channels + 2 * classes + 1 + refine_floats);
+    let case_floats = BRATS_CROPPED_VOXELS * (channels + 2 * classes + 1);
     // Calibration: validating the seed network with 128^3 windows peaked at 1814 MB RSS where
     // this count gives 1357 MB (917 MB of it the window's tensors); the window part, which
     // misses the convolution workspace and the allocator's slack, is scaled to match. One

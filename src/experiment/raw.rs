@@ -142,7 +142,6 @@ pub struct RawValidate {
     pub overlap: Option<f64>,
     pub gaussian: Option<bool>,
     pub window_batch: Option<u32>,
-    pub refine: Option<bool>,
     pub cases: Option<u32>,
     pub hd95: Option<bool>,
     pub select: Option<String>,

@@ -28,9 +28,6 @@ pub struct ValidateConfig {
     pub gaussian: bool,
     /// Windows run through the network at once.
     pub window_batch: u32,
-    /// Overlapping windows only where a first pass of windows that just cover the volume sees
-    /// tumour: the full grid's labels there, far fewer windows elsewhere.
-    pub refine: bool,
     /// Validation cases used during training (0: all of them).
     pub cases: u32,
     /// Compute HD95 at every validation, not only at the end.
@@ -111,7 +108,6 @@ pub(super) fn check_validate(
             |n| (1..=64).contains(&n),
             "must be between 1 and 64",
         ),
-        refine: raw.refine.unwrap_or(false),
         cases: raw.cases.unwrap_or(0),
         hd95: raw.hd95.unwrap_or(true),
         select: check.choice("validate.select", raw.select.as_deref(), Selection::Legacy),

@@ -25,43 +25,6 @@ pub fn window_starts(size: i64, window: i64, overlap: f64) -> Vec<i64> {
     starts
 }
 
-/// Above this probability of any region, `validate.refine` runs every overlapping window over
-/// a voxel. Labels and regions both need more than 0.5 (or the largest share of four) to be
-/// called tumour, so this keeps a margin around everything the first pass would call tumour.
-pub const REFINE_ABOVE: f64 = 0.25;
-
-/// The fewest of an axis's window `starts` (sorted, neighbours at most `window` apart) that
-/// still cover it: the first, then each time the furthest one that leaves no gap, then the
-/// last.
-pub fn covering(starts: &[i64], window: i64) -> Vec<i64> {
-    let Some(&start) = starts.first() else {
-        return Vec::new();
-    };
-    let mut picked = vec![start];
-    let mut at = 0;
-    while at + 1 < starts.len() {
-        let reach = starts[at] + window;
-        let mut next = at + 1;
-        while next + 1 < starts.len() && starts[next + 1] <= reach {
-            next += 1;
-        }
-        picked.push(starts[next]);
-        at = next;
-    }
-    picked
-}
-
-/// Every window corner `[z, y, x]` of a grid of starts per axis, x fastest.
-fn corners([zs, ys, xs]: &[Vec<i64>; 3]) -> Vec<[i64; 3]> {
-    let mut corners = Vec::with_capacity(zs.len() * ys.len() * xs.len());
-    for &z in zs {
-        for &y in ys {
-            corners.extend(xs.iter().map(|&x| [z, y, x]));
-        }
-    }
-    corners
-}
-
 /// Per-voxel weights of one window, `[z, y, x]`.
 pub fn gaussian_weights(window: [i64; 3], gaussian: bool) -> Tensor {
     if !gaussian {
@@ -107,8 +70,6 @@ pub struct SlidingWindow {
     /// Test-time augmentation: every combination of mirrorings over these tensor dimensions
     /// (2 z, 3 y, 4 x) is run and the probabilities averaged (none: one pass).
     mirrors: Vec<Vec<i64>>,
-    /// Overlapping windows only where a first, covering pass sees tumour (`validate.refine`).
-    refine: bool,
 }
 
 impl SlidingWindow {
@@ -121,7 +82,6 @@ impl SlidingWindow {
             batch: config.window_batch.max(1) as usize,
             weights: gaussian_weights(size, config.gaussian).view([1, 1, z, y, x]),
             mirrors: vec![Vec::new()],
-            refine: config.refine,
         }
     }
 
@@ -201,24 +161,7 @@ impl SlidingWindow {
     /// Probabilities `[1, 4 labels or 3 regions, z, y, x]` of a whole volume
     /// `[1, channels, z, y, x]`.
     pub fn probabilities(&self, net: &UNet, volume: &Tensor) -> Tensor {
-        self.probabilities_counted(net, volume).0
-    }
-
-    /// [`SlidingWindow::probabilities`], with the number of windows run through the network.
-    ///
-    /// With `validate.refine`, in two passes: first the fewest windows of the grid that still
-    /// cover the volume, then the grid's other windows only where that first pass sees tumour
-    /// (any region's probability above [`REFINE_ABOVE`]). Every window over such a voxel is
-    /// run, so there the result is exactly the full grid's; elsewhere it is the first pass's
-    /// (the grid's windows being a superset, only their averaging differs).
-    pub fn probabilities_counted(&self, net: &UNet, volume: &Tensor) -> (Tensor, usize) {
         let _guard = tch::no_grad_guard();
-        self.slide(volume, net.output(), |windows| self.window_probabilities(net, windows))
-    }
-
-    /// The sliding window over `volume` with `forward` giving a batch of windows' probabilities
-    /// of an `output` kind; returns them for the volume and the windows run.
-    fn slide(&self, volume: &Tensor, output: Output, forward: impl Fn(&Tensor) -> Tensor) -> (Tensor, usize) {
         let window = self.size;
         let size = volume.size();
         let (shape, channels) = ([size[2], size[3], size[4]], size[1]);
@@ -237,7 +180,7 @@ impl SlidingWindow {
                 .copy_(volume);
             out
         };
-        let classes = output.channels() as i64;
+        let classes = net.output().channels() as i64;
         let sum = Tensor::zeros(
             [1, classes, padded_shape[0], padded_shape[1], padded_shape[2]],
             (Kind::Float, Device::Cpu),
@@ -246,45 +189,30 @@ impl SlidingWindow {
             [1, 1, padded_shape[0], padded_shape[1], padded_shape[2]],
             (Kind::Float, Device::Cpu),
         );
-        let grid: [Vec<i64>; 3] = std::array::from_fn(|i| window_starts(padded_shape[i], window[i], self.overlap));
+        let [zs, ys, xs] = [0, 1, 2].map(|i| window_starts(padded_shape[i], window[i], self.overlap));
+        let mut corners = Vec::with_capacity(zs.len() * ys.len() * xs.len());
+        for &z in &zs {
+            for &y in &ys {
+                corners.extend(xs.iter().map(|&x| [z, y, x]));
+            }
+        }
         let crop = |t: &Tensor, [z, y, x]: [i64; 3]| {
             t.narrow(2, z, window[0])
                 .narrow(3, y, window[1])
                 .narrow(4, x, window[2])
         };
-        let run = |corners: &[[i64; 3]]| {
-            for group in corners.chunks(self.batch) {
-                let crops: Vec<Tensor> = group.iter().map(|&c| crop(&padded, c)).collect();
-                let probs = forward(&Tensor::cat(&crops, 0));
-                for (i, &corner) in group.iter().enumerate() {
-                    let _ = crop(&sum, corner).g_add_(&(probs.narrow(0, i as i64, 1) * &self.weights));
-                    let _ = crop(&count, corner).g_add_(&self.weights);
-                }
+        for group in corners.chunks(self.batch) {
+            let crops: Vec<Tensor> = group.iter().map(|&c| crop(&padded, c)).collect();
+            let probs = self.window_probabilities(net, &Tensor::cat(&crops, 0));
+            for (i, &corner) in group.iter().enumerate() {
+                let _ = crop(&sum, corner).g_add_(&(probs.narrow(0, i as i64, 1) * &self.weights));
+                let _ = crop(&count, corner).g_add_(&self.weights);
             }
-        };
-        let everywhere = corners(&grid);
-        let first: [Vec<i64>; 3] = std::array::from_fn(|i| covering(&grid[i], window[i]));
-        let windows = if self.refine && first != grid {
-            let first = corners(&first);
-            run(&first);
-            let tumour = as_regions(output, &(&sum / &count))
-                .amax([1].as_slice(), true)
-                .gt(REFINE_ABOVE);
-            let rest: Vec<[i64; 3]> = everywhere
-                .into_iter()
-                .filter(|c| !first.contains(c) && crop(&tumour, *c).any().int64_value(&[]) != 0)
-                .collect();
-            run(&rest);
-            first.len() + rest.len()
-        } else {
-            run(&everywhere);
-            everywhere.len()
-        };
-        let probabilities = (sum / count)
+        }
+        (sum / count)
             .narrow(2, 0, shape[0])
             .narrow(3, 0, shape[1])
-            .narrow(4, 0, shape[2]);
-        (probabilities, windows)
+            .narrow(4, 0, shape[2])
     }
 
     /// Labels, `x` fastest, of a whole volume `[1, channels, z, y, x]`.
@@ -347,81 +275,6 @@ mod tests {
         assert_eq!(window_starts(4, 4, 0.5), [0]);
         assert_eq!(window_starts(3, 4, 0.5), [0]);
         assert_eq!(window_starts(11, 4, 0.0), [0, 4, 7]);
-    }
-
-    #[test]
-    fn the_covering_starts_leave_no_gap() {
-        // 64^3 windows at overlap 0.5 over 240 voxels: every other start, and the flush end.
-        assert_eq!(covering(&window_starts(240, 64, 0.5), 64), [0, 64, 128, 176]);
-        assert_eq!(covering(&window_starts(155, 64, 0.5), 64), [0, 64, 91]);
-        // Starts already a window apart (or more overlap than every other one can skip).
-        assert_eq!(covering(&window_starts(240, 64, 0.0), 64), [0, 64, 128, 176]);
-        assert_eq!(covering(&window_starts(240, 64, 0.25), 64), [0, 48, 96, 144, 176]);
-        assert_eq!(covering(&[0], 64), [0]);
-        assert!(covering(&[], 64).is_empty());
-        for size in 64..300 {
-            for overlap in [0.0, 0.25, 0.33, 0.5, 0.75, 0.9] {
-                let starts = window_starts(size, 64, overlap);
-                let picked = covering(&starts, 64);
-                assert_eq!(picked.first(), starts.first());
-                assert_eq!(picked.last(), starts.last());
-                assert!(picked.windows(2).all(|p| p[0] < p[1] && p[1] <= p[0] + 64), "{size} {overlap}: {picked:?}");
-                assert!(picked.iter().all(|p| starts.contains(p)));
-            }
-        }
-    }
-
-    /// A sliding window of 8^3 windows at overlap 0.5, refining or not.
-    fn sliding(refine: bool) -> SlidingWindow {
-        use segtop::experiment::Experiment;
-        use std::path::Path;
-        let text = format!(
-            "[data]\nroot = \"d\"\n[model]\nbase_filters = 4\ndepth = 2\n[train]\npatch_size = [8, 8, 8]\n\
-             [validate]\nwindow_batch = 3\nrefine = {refine}\n"
-        );
-        let experiment = Experiment::parse(Path::new("x.toml"), &text, Path::new("/ws")).expect("valid");
-        SlidingWindow::new(&experiment.validate)
-    }
-
-    #[test]
-    fn refining_runs_the_overlapping_windows_only_over_tumour() {
-        // A "network" that calls a voxel tumour (all three regions) where channel 0 is 1: a
-        // blob of 3^3 voxels in a 24^3 volume, 5 x 5 x 5 = 125 windows in the full grid.
-        let forward = |windows: &Tensor| windows.narrow(1, 0, 1).repeat([1, 3, 1, 1, 1]);
-        let volume = Tensor::zeros([1, 4, 24, 24, 24], (Kind::Float, Device::Cpu));
-        let _ = volume.narrow(2, 5, 3).narrow(3, 10, 3).narrow(4, 17, 3).narrow(1, 0, 1).fill_(1.0);
-        let (full, everywhere) = sliding(false).slide(&volume, Output::Regions, forward);
-        let (refined, run) = sliding(true).slide(&volume, Output::Regions, forward);
-        assert_eq!(everywhere, 125);
-        // First the 3 x 3 x 3 covering windows (starts 0, 8, 16 on each axis), then the grid's
-        // others over the blob: z 5-7 lies in windows starting at 0 and 4, y 10-12 in 4, 8 and
-        // 12, x 17-19 in 12 and 16; of those 2 x 3 x 2 = 12, the one at (0, 8, 16) ran first.
-        assert_eq!(run, 27 + 12 - 1);
-        let difference = (&refined - &full).abs().max().double_value(&[]);
-        assert!(difference < 1e-6, "differs by {difference}");
-        // Nothing called tumour: the covering windows alone.
-        let (_, run) = sliding(true).slide(&volume.zeros_like(), Output::Regions, forward);
-        assert_eq!(run, 27);
-    }
-
-    #[test]
-    fn refining_where_all_is_uncertain_is_the_full_grid() {
-        use segtop::experiment::Experiment;
-        use std::path::Path;
-        let text = "[data]\nroot = \"d\"\n[model]\nbase_filters = 4\ndepth = 2\noutput = \"labels\"\n\
-                    [train]\npatch_size = [8, 8, 8]\n";
-        let experiment = Experiment::parse(Path::new("x.toml"), text, Path::new("/ws")).expect("valid");
-        tch::manual_seed(5);
-        let vs = tch::nn::VarStore::new(Device::Cpu);
-        let net = UNet::new(&vs.root(), &experiment.model, 4);
-        // An untrained labels network spreads each voxel over four labels: every voxel is
-        // above the refining threshold, so every window runs and nothing changes.
-        let volume = Tensor::randn([1, 4, 12, 20, 16], (Kind::Float, Device::Cpu));
-        let (full, everywhere) = sliding(false).probabilities_counted(&net, &volume);
-        let (refined, run) = sliding(true).probabilities_counted(&net, &volume);
-        assert_eq!((run, everywhere), (everywhere, sliding(false).count([12, 20, 16])));
-        let difference = (&refined - &full).abs().max().double_value(&[]);
-        assert!(difference < 1e-6, "differs by {difference}");
     }
 
     #[test]

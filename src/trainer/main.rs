@@ -120,13 +120,7 @@ struct PredictArgs {
 }
 
 fn main() {
-    if std::env::var_os("SEGTOP_EXP_MALLOPT").is_some() {
-        // SAFETY: mallopt before any other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_MAX, 0);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-        }
-    }
+    keep_freed_memory();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Train { .. }) {
         segtop::run::process::end_quietly_when_the_reader_goes();
@@ -148,6 +142,36 @@ fn main() {
             eprintln!("{}: error: {error:#}", program_name());
             std::process::exit(exit::FAILED);
         }
+    }
+}
+
+/// Makes glibc keep the memory libtorch frees for the next allocation instead of handing it
+/// back to the kernel. Every training step (and every window batch) frees and allocates the
+/// same activation buffers, most of them above glibc's 32 MB limit for heap blocks, so each
+/// went back to the kernel and came back as fresh pages to be faulted in and zeroed: 6% of a
+/// real run's time in page faults (the default network, float32, on an AVX2 CPU), where
+/// keeping them made a step 16% shorter and sliding-window inference 15% shorter, for about
+/// 20% more peak resident memory. Setting any of glibc's own malloc variables
+/// (`MALLOC_MMAP_MAX_`, `MALLOC_TRIM_THRESHOLD_`, `MALLOC_MMAP_THRESHOLD_`, `GLIBC_TUNABLES`)
+/// leaves glibc as they say: `MALLOC_MMAP_MAX_=65536` restores its default.
+fn keep_freed_memory() {
+    let chosen = [
+        "MALLOC_MMAP_MAX_",
+        "MALLOC_TRIM_THRESHOLD_",
+        "MALLOC_MMAP_THRESHOLD_",
+        "GLIBC_TUNABLES",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some());
+    if chosen {
+        return;
+    }
+    // SAFETY: mallopt only sets glibc's malloc parameters; it runs before any other thread
+    // exists. Large blocks then come from the heap, which is never trimmed.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
 }
 

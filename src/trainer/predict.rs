@@ -299,13 +299,12 @@ pub fn run(models: &[Model], cases: &[CaseFiles], plan: &Plan, options: &Options
         let (written, work) = predict_case(models, files, plan, options.labels, out)?;
         bar.suspend(|| {
             println!(
-                "{}/{} {}  {:.1} s  ({}, {} of {} windows)",
+                "{}/{} {}  {:.1} s  ({}, {} windows)",
                 i + 1,
                 cases.len(),
                 written.display(),
                 case_start.elapsed().as_secs_f64(),
                 work.shape.map(|n| n.to_string()).join("x"),
-                work.windows_run,
                 work.windows,
             );
         });
@@ -322,11 +321,10 @@ pub fn run(models: &[Model], cases: &[CaseFiles], plan: &Plan, options: &Options
     Ok(())
 }
 
-/// What the network did for one case: the cropped volume's shape `[x, y, z]`, and windows
-/// run (over all models) against the full grid's.
+/// What the network did for one case: the cropped volume's shape `[x, y, z]`, and the windows
+/// run through the networks (all models' together).
 struct Work {
     shape: [usize; 3],
-    windows_run: usize,
     windows: usize,
 }
 
@@ -356,13 +354,11 @@ fn predict_case(
     let mut sum: Option<Tensor> = None;
     let mut work = Work {
         shape: prepared.shape,
-        windows_run: 0,
         windows: 0,
     };
     for model in models {
-        let (probabilities, run) = model.window.probabilities_counted(&model.net, &volume);
-        work.windows_run += run;
-        work.windows += model.window.count([z, y, x]);
+        let probabilities = model.window.probabilities(&model.net, &volume);
+        work.windows += model.window.count([z, y, x]) * model.window.passes();
         let probabilities = match output {
             Output::Labels => probabilities,
             Output::Regions => as_regions(model.net.output(), &probabilities),
