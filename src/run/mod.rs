@@ -320,19 +320,15 @@ pub fn resolve_init(init: &str, runs: &Path) -> Result<PathBuf, InitError> {
                 .collect()
         })
         .unwrap_or_default();
-    if ids.iter().any(|id| id == init) {
-        return best(&runs.join(init));
-    }
-    let matches: Vec<&String> = ids.iter().filter(|id| id.contains(init)).collect();
-    match matches.as_slice() {
-        [id] => best(&runs.join(id)),
-        [] => Err(InitError::NotARun {
+    match find_id(ids.iter().map(String::as_str), init) {
+        Ok(id) => best(&runs.join(id)),
+        Err(RunNameError::NoSuchRun { .. }) => Err(InitError::NotARun {
             init: init.to_string(),
             runs: runs.to_path_buf(),
         }),
-        several => Err(InitError::Ambiguous {
+        Err(RunNameError::Ambiguous { matches, .. }) => Err(InitError::Ambiguous {
             init: init.to_string(),
-            matches: several.iter().map(|s| s.to_string()).collect(),
+            matches,
         }),
     }
 }
