@@ -16,6 +16,7 @@ pub mod dashboard;
 pub mod data;
 pub mod experiment;
 pub mod metrics;
+pub mod package;
 pub mod postprocess;
 pub mod render;
 pub mod run;

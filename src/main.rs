@@ -103,6 +103,8 @@ enum Command {
     },
     /// Write runs' metric histories (loss, learning rate, speed, Dice, HD95 per epoch) as CSV or JSON.
     Export(commands::export::ExportArgs),
+    /// Package trained runs as a model that runs without segtop: ONNX networks, package.toml, predict.py, MODEL.md.
+    Package(commands::package::PackageArgs),
     /// Learn a finished run's post-processing from its validation cases (again), for segtop predict.
     Postprocess(commands::postprocess::PostprocessArgs),
     /// Draw a run for slides and papers: PNG curves and a slice montage of prediction against ground truth.
@@ -255,6 +257,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Stop { run, kill }) => {
             commands::runs::stop(&workspace, &run, kill)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Package(args)) => {
+            commands::package::package(&workspace, &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Postprocess(args)) => {

@@ -202,14 +202,22 @@ impl Plan {
     pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigError> {
         let (raw, source) = Source::parse::<RawPlan>(path, text)?;
         let mut check = Checker::new(source);
+        let plan = Plan::check(&mut check, &raw, "");
+        check.finish(plan)
+    }
+
+    /// The plan of `raw`, its problems recorded in `check` at keys under `prefix`
+    /// (`postprocess.` where a plan is part of another file).
+    pub fn check(check: &mut Checker, raw: &RawPlan, prefix: &str) -> Plan {
         let mut plan = Plan::NONE;
         for region in Region::ALL {
             let Some(table) = raw.region(region) else {
                 continue;
             };
-            let key = region.key();
-            let operation = check_operation(&mut check, key, table);
-            check_sizes_are_used(&mut check, key, table);
+            let key = format!("{prefix}{}", region.key());
+            let key = key.as_str();
+            let operation = check_operation(check, key, table);
+            check_sizes_are_used(check, key, table);
             plan.set(region, operation);
             match (region, table.relabel_below) {
                 (Region::Et, Some(size)) => plan.et_to_ncr_below = size,
@@ -220,7 +228,7 @@ impl Plan {
                 (_, None) => {}
             }
         }
-        check.finish(plan)
+        plan
     }
 
     /// The plan as a readable TOML file, with what it did on the validation cases.
@@ -411,7 +419,7 @@ fn write_validation(out: &mut String, v: &Validation) {
 /// `postprocess.toml` as written; [`Plan::parse`] checks it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawPlan {
+pub struct RawPlan {
     wt: Option<RawRegion>,
     tc: Option<RawRegion>,
     et: Option<RawRegion>,

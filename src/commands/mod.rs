@@ -3,6 +3,7 @@
 pub mod data;
 pub mod eval;
 pub mod export;
+pub mod package;
 pub mod postprocess;
 pub mod queue;
 pub mod report;

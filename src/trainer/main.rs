@@ -73,10 +73,13 @@ struct PredictArgs {
     #[arg(
         long,
         value_name = "RUN",
-        required_unless_present = "checkpoint",
-        conflicts_with = "checkpoint"
+        required_unless_present_any = ["checkpoint", "package"],
+        conflicts_with_all = ["checkpoint", "package"]
     )]
     run: Vec<PathBuf>,
+    /// A model package folder (`segtop package`): its networks, preprocessing and post-processing
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["checkpoint", "split", "folds"])]
+    package: Option<PathBuf>,
     /// A model.safetensors or best.safetensors file (needs --experiment)
     #[arg(long, value_name = "FILE", requires = "experiment")]
     checkpoint: Option<PathBuf>,
@@ -204,6 +207,9 @@ fn predict(args: &PredictArgs) -> anyhow::Result<()> {
         run: resolved,
         ..args.clone()
     };
+    if let Some(dir) = &args.package {
+        return predict_package(dir, args);
+    }
     let options = predict::Options {
         tta: args.tta,
         postprocess: match (&args.postprocess, args.no_postprocess) {
@@ -258,6 +264,50 @@ fn predict(args: &PredictArgs) -> anyhow::Result<()> {
     };
     let (plan, said) = predict::choose_plan(&args.run, &options.postprocess)?;
     println!("{said}");
+    predict::run(&models, &cases, &plan, &options, &args.out)
+}
+
+/// `predict --package DIR`: the package's members, windows and post-processing, as
+/// `predict.py` runs them; float32 (the weights' and ONNX's precision) unless --precision.
+fn predict_package(dir: &std::path::Path, args: &PredictArgs) -> anyhow::Result<()> {
+    let package = segtop::package::Package::load(dir)?;
+    let tta = args.tta || package.predict.tta;
+    let precision = match &args.precision {
+        Some(name) => segtop::cpu::resolve_here(precision_named(name)).0,
+        None => Precision::Float32,
+    };
+    let mut models = Vec::new();
+    for member in &package.members {
+        models.push(predict::Model::from_package(member, tta, precision)?);
+    }
+    let cases = match (&args.case, &args.cases) {
+        (Some(source), _) | (None, Some(source)) => predict::cases_under(source)?,
+        (None, None) => anyhow::bail!("give --case DIR or --cases DIR"),
+    };
+    let (plan, said) = match (&args.postprocess, args.no_postprocess) {
+        (_, true) => (segtop::postprocess::Plan::NONE, "post-processing: off".to_string()),
+        (Some(file), false) => predict::choose_plan(&[], &predict::PostprocessChoice::File(file.clone()))?,
+        (None, false) => (
+            package.plan,
+            format!(
+                "post-processing: {} (from {})",
+                package.plan.describe(),
+                dir.join(segtop::package::MANIFEST).display()
+            ),
+        ),
+    };
+    println!(
+        "package {}: {} member(s), {}",
+        dir.display(),
+        models.len(),
+        package.provenance.runs.join(", ")
+    );
+    println!("{said}");
+    let options = predict::Options {
+        tta,
+        postprocess: predict::PostprocessChoice::Off,
+        labels: args.labels,
+    };
     predict::run(&models, &cases, &plan, &options, &args.out)
 }
 

@@ -146,6 +146,54 @@ impl Model {
     }
 }
 
+impl Model {
+    /// A member of a model package: its network built from the package's `[member.model]`
+    /// and its weights read back from the member's ONNX file.
+    pub fn from_package(member: &segtop::package::Member, tta: bool, precision: Precision) -> anyhow::Result<Model> {
+        let experiment = member.experiment.clone();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net =
+            UNet::new(&vs.root(), &experiment.model, experiment.data.modalities.len() as i64).with_precision(precision);
+        let file = &member.file;
+        let tensors = segtop::package::onnx::read_initializers(file)?;
+        tch::no_grad(|| -> anyhow::Result<()> {
+            for (name, mut variable) in vs.variables() {
+                if name.starts_with("deep.") {
+                    // Deep supervision heads are not part of the exported network.
+                    continue;
+                }
+                let (shape, values) = tensors.get(&name).with_context(|| {
+                    format!(
+                        "{}: no weights '{name}', which the package's network needs",
+                        file.display()
+                    )
+                })?;
+                if values.len() as i64 != variable.numel() as i64 {
+                    bail!(
+                        "{}: weights '{name}' have shape {shape:?}, the network needs {:?}",
+                        file.display(),
+                        variable.size()
+                    );
+                }
+                let source = Tensor::from_slice(values).view(variable.size().as_slice());
+                variable.copy_(&source);
+            }
+            Ok(())
+        })?;
+        let mut window = SlidingWindow::new(&experiment.validate);
+        if tta {
+            window = window.with_mirroring(&experiment.augment.flip_axes);
+        }
+        Ok(Model {
+            source: format!("{} (run {})", file.display(), member.run),
+            experiment,
+            net,
+            _vs: vs,
+            window,
+        })
+    }
+}
+
 /// Refuses an ensemble whose models would not see the same input: each must read the same
 /// modalities in the same order and preprocess them the same way.
 pub fn check_ensemble(models: &[Model]) -> anyhow::Result<()> {
