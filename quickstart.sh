@@ -37,11 +37,13 @@ case "${1:-demo}" in
         else
             lint_missing clippy lints
         fi
-        # nibabel, for the test that reads synthetic cases with it too (skipped without it).
+        # nibabel, for the test that reads synthetic cases with it too (skipped without it), and
+        # what a model package's predict.py needs (scipy, onnxruntime), for the package tests.
         pylib=target/test-python
-        if [ ! -d "$pylib/nibabel" ]; then
-            PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --target "$pylib" 'nibabel==5.4.2' 'numpy<3' ||
-                echo "quickstart: could not install nibabel; the nibabel cross-check test will be skipped" >&2
+        if [ ! -d "$pylib/nibabel" ] || [ ! -d "$pylib/onnxruntime" ]; then
+            PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --target "$pylib" \
+                'nibabel==5.4.2' 'numpy<3' 'scipy<2' 'onnxruntime<2' ||
+                echo "quickstart: could not install nibabel, scipy and onnxruntime; the tests that need them will be skipped or show as ignored" >&2
         fi
         # The Slurm tests need a Slurm cluster, so they are marked ignored. As root, a one-node
         # cluster on localhost from Debian's packages (scripts/slurm-test-cluster.sh; it never
@@ -59,6 +61,14 @@ case "${1:-demo}" in
             fi
         fi
         SEGTOP_TEST_PYTHONPATH="$PWD/$pylib" cargo test --release
+        # The model-package tests run ONNX Runtime and predict.py: marked ignored, run here when
+        # their Python packages import, and shown as ignored otherwise.
+        if PYTHONPATH="$PWD/$pylib" python3 -c 'import numpy, nibabel, scipy, onnxruntime' 2>/dev/null; then
+            SEGTOP_TEST_PYTHONPATH="$PWD/$pylib" cargo test --release --bin segtop-train onnx_tests -- --ignored
+            SEGTOP_TEST_PYTHONPATH="$PWD/$pylib" cargo test --release --test integration package:: -- --ignored
+        else
+            echo "quickstart: WARNING: no python3 with numpy, nibabel, scipy and onnxruntime; the model-package tests show as ignored" >&2
+        fi
         if [ "${SEGTOP_TEST_SLURM:-}" = 1 ]; then
             # Only the ignored tests in tests/integration/slurm.rs; they fail if no cluster answers.
             cargo test --release --test integration slurm:: -- --ignored

@@ -37,7 +37,16 @@ pub fn package(workspace: &Workspace, args: &PackageArgs) -> anyhow::Result<()> 
     let mut members = Vec::new();
     let mut first_dir = None;
     for query in &args.runs {
-        let model = super::runs::find(&runs, query)?;
+        let outside;
+        let model = match super::runs::find(&runs, query) {
+            Ok(model) => model,
+            // A run directory of another workspace.
+            Err(_) if RunDir::open(Path::new(query)).experiment().is_file() => {
+                outside = read_run(Path::new(query));
+                &outside
+            }
+            Err(error) => return Err(error),
+        };
         if members.iter().any(|m: &MemberSource| m.run == model.id) {
             bail!("run {} is given twice", model.id);
         }
@@ -104,6 +113,15 @@ fn member(workspace: &Workspace, model: &RunModel) -> anyhow::Result<MemberSourc
         validation_cases: split.as_ref().map_or(0, |s| s.validation.len()),
         scores: scores(model, split.as_ref().map_or(0, |s| s.validation.len())),
     })
+}
+
+/// The run in `dir`, read as the workspace's runs are.
+fn read_run(dir: &Path) -> RunModel {
+    let id = dir
+        .file_name()
+        .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let config = segtop::runs::summary::frozen_config(&RunDir::open(dir));
+    segtop::runs::summary::fold(&id, dir, &config, false).model
 }
 
 fn read_split(path: &Path) -> Option<Split> {

@@ -218,7 +218,7 @@ fn model_table(experiment: &Experiment) -> anyhow::Result<toml::Table> {
         .parse()
         .context("cannot write the experiment as TOML")?;
     let mut model = section(&table, "model", &[]);
-    model.retain(|key, _| !MODEL_KEYS_LEFT_OUT.iter().any(|k| *k == key));
+    model.retain(|key, _| !MODEL_KEYS_LEFT_OUT.contains(&key));
     Ok(model)
 }
 
@@ -393,6 +393,19 @@ fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut temporary =
         tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
     std::io::Write::write_all(&mut temporary, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    // Readable by others, as files a user writes are (the temporary file was private).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if path.extension().is_some_and(|e| e == "py") {
+            0o755
+        } else {
+            0o644
+        };
+        temporary
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     temporary
         .persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;

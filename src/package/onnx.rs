@@ -205,12 +205,15 @@ pub enum OnnxError {
     File { path: String, message: String },
 }
 
-/// A run's weights: float32 tensors by name, as the trainer's checkpoints store them.
+/// Float32 tensors by name: each its shape and values (row-major).
+pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// A run's weights, as the trainer's checkpoints store them.
 #[derive(Debug, Clone, Default)]
 pub struct Weights {
     /// Where they came from, for messages.
     pub source: String,
-    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    pub tensors: Tensors,
 }
 
 impl Weights {
@@ -315,7 +318,7 @@ pub fn export(
 }
 
 /// The float32 initializers of an ONNX model file, by name: the network's weights.
-pub fn read_initializers(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>, OnnxError> {
+pub fn read_initializers(path: &Path) -> Result<Tensors, OnnxError> {
     let file_error = |message: String| OnnxError::File {
         path: path.display().to_string(),
         message,

@@ -119,7 +119,7 @@ pub fn save(
 
 /// Named tensors in the standard (row-major) layout that safetensors files hold; the network
 /// keeps its weights channels-last in memory.
-fn contiguous(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Vec<(String, Tensor)> {
+pub fn contiguous(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Vec<(String, Tensor)> {
     let mut named: Vec<(String, Tensor)> = tensors.into_iter().map(|(n, t)| (n, t.contiguous())).collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     named

@@ -707,3 +707,128 @@ mod tests {
         }
     }
 }
+
+/// The ONNX graph `segtop package` writes (`segtop::package::onnx`) against this network:
+/// ONNX Runtime's output for the same weights and input, within 1e-4. Needs a python3 with
+/// numpy and onnxruntime (`quickstart.sh test` installs them and runs these tests).
+#[cfg(test)]
+mod onnx_tests {
+    use std::path::Path;
+
+    use prost::Message;
+    use segtop::experiment::{Experiment, ModelConfig};
+    use segtop::package::onnx;
+    use tch::nn::ModuleT;
+
+    use super::*;
+
+    fn shipped(name: &str) -> ModelConfig {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments").join(name);
+        Experiment::load(&path, Path::new(env!("CARGO_MANIFEST_DIR")))
+            .expect("a shipped experiment")
+            .model
+    }
+
+    /// ONNX Runtime's probabilities for `input` through the ONNX file at `model`.
+    fn onnx_runtime(model: &Path, input: &Tensor) -> Tensor {
+        let dir = model.parent().expect("a folder");
+        let size = input.size();
+        let values: Vec<f32> = Vec::<f32>::try_from(input.contiguous().flatten(0, -1)).expect("floats");
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(dir.join("input.f32"), bytes).expect("write");
+        let script = r#"
+import sys, numpy as np, onnxruntime as ort
+model, folder, *shape = sys.argv[1:]
+x = np.fromfile(f"{folder}/input.f32", dtype="<f4").reshape([int(s) for s in shape])
+session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+session.run(["probabilities"], {"image": x})[0].astype("<f4").tofile(f"{folder}/output.f32")
+"#;
+        let mut python = std::process::Command::new("python3");
+        if let Some(path) = std::env::var_os("SEGTOP_TEST_PYTHONPATH") {
+            python.env("PYTHONPATH", path);
+        }
+        let output = python
+            .arg("-c")
+            .arg(script)
+            .arg(model)
+            .arg(dir)
+            .args(size.iter().map(|s| s.to_string()))
+            .output()
+            .expect("python3 runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let bytes = std::fs::read(dir.join("output.f32")).expect("output");
+        let floats: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Tensor::from_slice(&floats)
+    }
+
+    fn assert_onnx_matches(name: &str, config: &ModelConfig, shape: [i64; 5]) {
+        tch::manual_seed(11);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = UNet::new(&vs.root(), config, shape[1]);
+        // Trained-looking statistics: normalisation scales and shifts away from 1 and 0.
+        tch::no_grad(|| {
+            for (name, mut variable) in vs.variables() {
+                if variable.dim() == 1 && !name.starts_with("out") {
+                    variable.copy_(&(Tensor::rand_like(&variable) + 0.5));
+                }
+            }
+        });
+        let dir = tempfile::tempdir().expect("temp dir");
+        let weights_path = dir.path().join("w.safetensors");
+        Tensor::write_safetensors(&crate::checkpoint::contiguous(vs.variables()), &weights_path).expect("save");
+        let weights = onnx::Weights::read_safetensors(&weights_path).expect("reads");
+        let model = onnx::export(config, shape[1] as usize, &weights, &[]).expect("exports");
+        let model_path = dir.path().join("m.onnx");
+        std::fs::write(&model_path, model.encode_to_vec()).expect("write");
+        let input = Tensor::randn(shape, (Kind::Float, Device::Cpu));
+        let ours = tch::no_grad(|| net.probabilities(&net.forward_t(&input, false)))
+            .contiguous()
+            .flatten(0, -1);
+        let theirs = onnx_runtime(&model_path, &input);
+        assert_eq!(ours.size(), theirs.size(), "{name}");
+        let difference = (ours - theirs).abs().max().double_value(&[]);
+        assert!(difference < 1e-4, "{name}: ONNX Runtime differs by {difference}");
+    }
+
+    #[test]
+    #[ignore = "needs python3 with numpy and onnxruntime; quickstart.sh test installs them and runs it"]
+    fn onnx_runtime_computes_what_segtop_computes_for_the_default_seed_and_lite_networks() {
+        let default = ModelConfig::default();
+        assert_onnx_matches("default", &default, [2, 4, 32, 32, 32]);
+        assert_onnx_matches(
+            "default with deep supervision",
+            &ModelConfig {
+                deep_supervision: true,
+                ..default.clone()
+            },
+            [1, 4, 32, 32, 32],
+        );
+        assert_onnx_matches("seed-tutorial", &shipped("seed-tutorial.toml"), [1, 4, 32, 32, 32]);
+        assert_onnx_matches("lite", &shipped("lite.toml"), [1, 4, 32, 48, 32]);
+        // The other choices of [model]: batch and group norm, ReLU, trilinear up-sampling,
+        // residual blocks, labels.
+        let other = ModelConfig {
+            depth: 3,
+            base_filters: 8,
+            norm: Norm::Group,
+            groups: 4,
+            activation: Activation::Relu,
+            upsample: Upsample::Trilinear,
+            residual: true,
+            output: Output::Labels,
+            ..ModelConfig::default()
+        };
+        assert_onnx_matches("group norm, trilinear, residual", &other, [1, 4, 16, 24, 16]);
+        assert_onnx_matches(
+            "batch norm",
+            &ModelConfig {
+                norm: Norm::Batch,
+                ..other
+            },
+            [2, 4, 16, 16, 16],
+        );
+    }
+}

@@ -7,6 +7,7 @@ mod dashboard;
 mod data;
 mod disk;
 mod eval;
+mod package;
 mod pipes;
 mod queue;
 mod runs;

@@ -30,14 +30,14 @@ fn experiment_on(dir: &Path, epochs: u32, [x, y, z]: [u32; 3]) -> PathBuf {
     path
 }
 
-fn trainer(dir: &Path) -> Command {
+pub fn trainer(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_segtop-train"));
     command.current_dir(dir).env("SEGTOP_THREADS", "1");
     command
 }
 
 /// Runs the trainer to its end and insists that it succeeded.
-fn succeed(command: &mut Command) {
+pub fn succeed(command: &mut Command) {
     let output = command.output().expect("the trainer runs");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
@@ -57,7 +57,7 @@ fn run_named(dir: &Path, name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no run named {name}"))
 }
 
-fn only_run(dir: &Path) -> PathBuf {
+pub fn only_run(dir: &Path) -> PathBuf {
     let runs: Vec<PathBuf> = std::fs::read_dir(dir.join("runs"))
         .expect("runs/")
         .flatten()
@@ -770,7 +770,7 @@ fn bfloat16_training_learns_as_float32_does_and_its_float32_checkpoint_predicts_
 }
 
 /// Reads a labels file as integers.
-fn labels(path: &Path) -> Vec<u8> {
+pub fn labels(path: &Path) -> Vec<u8> {
     let volume = segtop::data::volume::read_volume(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     volume.data.iter().map(|&l| l as u8).collect()
 }
@@ -971,7 +971,7 @@ fn predictions_of_a_trained_run(dir: &Path, run: &Path) {
 
 /// Trains the tiny experiment for one epoch with `output` in its own folder of `dir`; returns
 /// the run.
-fn tiny_run(dir: &Path, output: &str) -> PathBuf {
+pub fn tiny_run(dir: &Path, output: &str) -> PathBuf {
     let folder = dir.join(output);
     std::fs::create_dir_all(&folder).expect("mkdir");
     let path = experiment(&folder, 1);
