@@ -17,7 +17,7 @@ import sys
 # The flow, from an experiment file to what a user sees (docs/src/development.md, Layout).
 LAYERS = [
     "config", "budget", "workspace", "experiment", "cpu", "cost", "data", "render", "theme",
-    "run", "metrics", "postprocess", "schedule", "settings", "runs", "supervisor",
+    "run", "metrics", "postprocess", "package", "schedule", "settings", "runs", "supervisor",
     "trainer", "dashboard", "commands", "",
 ]
 

@@ -4,7 +4,8 @@
     python predict.py --case CASE_FOLDER --out SEGMENTATIONS
     python predict.py --cases DATASET_FOLDER --out SEGMENTATIONS [--tta] [--no-postprocess]
 
-Needs numpy, nibabel, scipy and onnxruntime (and tomli on Python before 3.11). Reproduces
+Needs numpy, nibabel, scipy and onnxruntime (and tomli on Python before 3.11; `--runtime
+openvino` runs the same ONNX files with OpenVINO instead). Reproduces
 `segtop predict --package` step by step, reading every setting from package.toml beside this
 file: each modality normalised over the whole volume, the brain's bounding box cropped,
 Gaussian-weighted sliding windows through every member's ONNX network (optionally mirrored),
@@ -22,7 +23,6 @@ import time
 
 import nibabel as nib
 import numpy as np
-import onnxruntime as ort
 from scipy import ndimage
 
 try:
@@ -208,18 +208,33 @@ def gaussian_weights(window, gaussian, sigma_fraction):
 
 
 class Member:
-    def __init__(self, folder, member, package, threads):
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            os.path.join(folder, member["file"]), options, providers=["CPUExecutionProvider"]
-        )
+    """One network of the package, run by ONNX Runtime (or OpenVINO, reading the same file)."""
+
+    def __init__(self, folder, member, package, threads, runtime):
+        path = os.path.join(folder, member["file"])
         self.output = member["output"]
         self.batch = max(int(package["validate"].get("window_batch", 1)), 1)
-
-    def run(self, windows):
-        return self.session.run(["probabilities"], {"image": windows})[0]
+        if runtime == "openvino":
+            try:
+                import openvino as ov
+            except ImportError:
+                fail("--runtime openvino needs the openvino package (pip install openvino)")
+            config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+            # float32 throughout, as segtop computes (OpenVINO may otherwise pick bfloat16).
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+            compiled = ov.Core().compile_model(path, "CPU", config)
+            output = compiled.output("probabilities")
+            self.run = lambda windows: compiled([windows])[output]
+        else:
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                fail("this script needs onnxruntime (pip install onnxruntime)")
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = threads
+            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            self.run = lambda windows: session.run(["probabilities"], {"image": windows})[0]
 
 
 def mirrors(flip_axes):
@@ -373,11 +388,14 @@ def main():
     parser.add_argument("--package", default=HERE, help="the package folder (default: this script's)")
     parser.add_argument("--tta", action="store_true", help="mirror test-time augmentation over augment.flip_axes")
     parser.add_argument("--no-postprocess", action="store_true", help="skip the learned post-processing")
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (default: its own choice)")
+    parser.add_argument("--threads", type=int, default=0, help="threads of the runtime (default: its own choice)")
+    parser.add_argument(
+        "--runtime", choices=["onnxruntime", "openvino"], default="onnxruntime", help="what runs the ONNX networks"
+    )
     args = parser.parse_args()
 
     package = load_package(args.package)
-    members = [Member(args.package, m, package, args.threads) for m in package["member"]]
+    members = [Member(args.package, m, package, args.threads, args.runtime) for m in package["member"]]
     plan = {} if args.no_postprocess else package.get("postprocess", {})
     tta = args.tta or package["predict"].get("tta", False)
     root = args.case or args.cases
