@@ -74,7 +74,8 @@ case "${1:-demo}" in
             cargo test --release --test integration slurm:: -- --ignored
         fi
         # The tests of real resources running out need root: the full-disk ones mount a small
-        # tmpfs as a run or cache directory, the out-of-memory one makes a memory cgroup.
+        # tmpfs as a run or cache directory, the out-of-memory one makes a memory cgroup; so
+        # does the test of several users sharing the machine (it creates them).
         # Where the kernel does not let us, they show as ignored.
         probe=$(mktemp -d)
         if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=1m tmpfs "$probe" 2>/dev/null; then
@@ -89,6 +90,13 @@ case "${1:-demo}" in
                 skip=(--skip memory_cgroup)
             fi
             cargo test --release --test integration disk:: -- --ignored "${skip[@]}"
+            # Several Unix users on one machine (the machine's register of trainers): needs
+            # useradd and a bind mount (libtorch may sit in root's home).
+            if command -v useradd >/dev/null; then
+                cargo test --release --test integration machine:: -- --ignored
+            else
+                echo "quickstart: no useradd here; the several-users test shows as ignored" >&2
+            fi
         else
             echo "quickstart: cannot mount a tmpfs here; the full-disk and memory tests show as ignored" >&2
         fi

@@ -103,6 +103,8 @@ enum Command {
     },
     /// Write runs' metric histories (loss, learning rate, speed, Dice, HD95 per epoch) as CSV or JSON.
     Export(commands::export::ExportArgs),
+    /// Every segtop trainer on this machine, of every user: cores, memory, epoch, speed, best Dice.
+    Top(commands::top::TopArgs),
     /// Package trained runs as a model that runs without segtop: ONNX networks, package.toml, predict.py, MODEL.md.
     Package(commands::package::PackageArgs),
     /// Learn a finished run's post-processing from its validation cases (again), for segtop predict.
@@ -251,43 +253,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Data(command)) => run_data(&workspace, command),
         Some(Command::Eval(args)) => Ok(exit_code(commands::eval::eval(&args)?)),
-        Some(Command::Runs(args)) => {
-            commands::runs::runs(&workspace, &args)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Some(Command::Runs(args)) => commands::runs::runs(&workspace, &args).map(|()| ExitCode::SUCCESS),
         Some(Command::Stop { run, kill }) => {
             commands::runs::stop(&workspace, &run, kill)?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Package(args)) => {
-            commands::package::package(&workspace, &args)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Some(Command::Top(args)) => commands::top::top(&args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Package(args)) => commands::package::package(&workspace, &args).map(|()| ExitCode::SUCCESS),
         Some(Command::Postprocess(args)) => {
-            commands::postprocess::postprocess(&workspace, &args)?;
-            Ok(ExitCode::SUCCESS)
+            commands::postprocess::postprocess(&workspace, &args).map(|()| ExitCode::SUCCESS)
         }
-        Some(Command::Report(args)) => {
-            commands::report::report(&workspace, &args)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::Queue(args)) => {
-            commands::queue::queue(&workspace, &args)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Some(Command::Report(args)) => commands::report::report(&workspace, &args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Queue(args)) => commands::queue::queue(&workspace, &args).map(|()| ExitCode::SUCCESS),
         Some(Command::Supervise) => {
             let launcher = segtop::schedule::launcher::Local::new()?;
             segtop::supervisor::run(&workspace, &launcher, &Settings::queue)?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Resume { run }) => {
-            commands::runs::resume(&workspace, &run)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::Export(args)) => {
-            commands::export::export(&workspace, &args)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Some(Command::Resume { run }) => commands::runs::resume(&workspace, &run).map(|()| ExitCode::SUCCESS),
+        Some(Command::Export(args)) => commands::export::export(&workspace, &args).map(|()| ExitCode::SUCCESS),
         Some(Command::Rm { run, yes }) => Ok(exit_code(commands::runs::remove(&workspace, &run, yes)?)),
         Some(Command::Train(args)) => hand_over("train", args.args),
         Some(Command::Predict(args)) => hand_over("predict", args.args),

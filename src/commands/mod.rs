@@ -8,3 +8,4 @@ pub mod postprocess;
 pub mod queue;
 pub mod report;
 pub mod runs;
+pub mod top;

@@ -33,6 +33,15 @@ pub fn render(provenance: &Provenance, members: &[MemberSource], plan: &(Plan, S
          in the older BraTS naming).\n",
         provenance.segtop_version, provenance.created
     );
+    members_table(&mut out, members);
+    method(&mut out, members, plan, average);
+    scores(&mut out, members);
+    running(&mut out, members);
+    out
+}
+
+/// The members: each run's network and data.
+fn members_table(out: &mut String, members: &[MemberSource]) {
     let _ = writeln!(out, "## Members\n");
     let _ = writeln!(
         out,
@@ -55,8 +64,28 @@ pub fn render(provenance: &Provenance, members: &[MemberSource], plan: &(Plan, S
             member.validation_cases,
         );
     }
+}
+
+/// What goes in and how the label map is made.
+fn method(out: &mut String, members: &[MemberSource], plan: &(Plan, String), average: Output) {
     let data = &members[0].experiment.data;
     let validate = &members[0].experiment.validate;
+    let mut datasets: Vec<String> = members
+        .iter()
+        .map(|m| {
+            let root = &m.experiment.data.root;
+            root.file_name()
+                .map_or_else(|| root.display().to_string(), |n| n.to_string_lossy().into_owned())
+        })
+        .collect();
+    datasets.dedup();
+    let _ = writeln!(
+        out,
+        "\nTrained on the dataset folder{} `{}` (each run's own training cases; the split is in its run \
+         directory's `split.json`).",
+        if datasets.len() > 1 { "s" } else { "" },
+        datasets.join("`, `")
+    );
     let modalities: Vec<&str> = data.modalities.iter().map(|m| m.name()).collect();
     let _ = writeln!(out, "\n## Input and method\n");
     let _ = writeln!(
@@ -82,6 +111,10 @@ pub fn render(provenance: &Provenance, members: &[MemberSource], plan: &(Plan, S
         average
     );
     let _ = writeln!(out, "- Post-processing: {} ({}).", plan.0.describe(), plan.1);
+}
+
+/// Each run's validation scores, raw and post-processed.
+fn scores(out: &mut String, members: &[MemberSource]) {
     let _ = writeln!(out, "\n## Validation scores\n");
     let scored: Vec<(&MemberSource, &Scores)> = members.iter().filter_map(|m| Some((m, m.scores.as_ref()?))).collect();
     if scored.is_empty() {
@@ -111,6 +144,10 @@ pub fn render(provenance: &Provenance, members: &[MemberSource], plan: &(Plan, S
             );
         }
     }
+}
+
+/// How to run it, and what it cannot do.
+fn running(out: &mut String, members: &[MemberSource]) {
     let _ = writeln!(out, "\n## Running it\n");
     let _ = writeln!(
         out,
@@ -133,5 +170,4 @@ pub fn render(provenance: &Provenance, members: &[MemberSource], plan: &(Plan, S
         members.iter().map(|m| m.training_cases).max().unwrap_or(0),
         members.iter().map(|m| m.validation_cases).max().unwrap_or(0),
     );
-    out
 }

@@ -229,54 +229,19 @@ pub fn write(members: &[MemberSource], plan: (Plan, String), out: &Path, force: 
         bail!("no run to package");
     };
     check_members(members)?;
-    if out.is_file() {
-        bail!("{}: a file, not a folder", out.display());
-    }
-    let occupied = std::fs::read_dir(out)
-        .map(|mut entries| entries.next().is_some())
-        .unwrap_or(false);
-    if occupied && !force {
-        bail!(
-            "{}: the folder is not empty; give another --out, or --force to write the package over it",
-            out.display()
-        );
-    }
+    check_out(out, force)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut files = BTreeMap::new();
     let mut written = Vec::new();
     let mut raw_members = Vec::new();
     let outputs: Vec<Output> = members.iter().map(|m| m.experiment.model.output).collect();
     for (i, member) in members.iter().enumerate() {
-        let name = format!("model-{}.onnx", i + 1);
-        let weights = onnx::Weights::read_safetensors(&member.weights)?;
-        let metadata = [
-            ("segtop.run", member.run.clone()),
-            ("segtop.output", member.experiment.model.output.to_string()),
-            ("segtop.modalities", modality_names(&member.experiment).join(",")),
-        ];
-        let model = onnx::export(
-            &member.experiment.model,
-            member.experiment.data.modalities.len(),
-            &weights,
-            &metadata,
-        )
-        .with_context(|| format!("run {}: cannot write its network as ONNX", member.run))?;
-        let bytes = model.encode_to_vec();
-        let path = out.join(&name);
+        let (raw, bytes) = write_member(member, i)?;
+        let path = out.join(&raw.file);
         write_file(&path, &bytes)?;
-        files.insert(name.clone(), sha256(&bytes));
+        files.insert(raw.file.clone(), sha256(&bytes));
         written.push(path);
-        raw_members.push(RawMember {
-            file: name,
-            run: member.run.clone(),
-            output: member.experiment.model.output.to_string(),
-            experiment_sha256: sha256(member.experiment_text.as_bytes()),
-            epoch: member.epoch,
-            training_cases: member.training_cases,
-            validation_cases: member.validation_cases,
-            validation: member.scores.clone(),
-            model: model_table(&member.experiment)?,
-        });
+        raw_members.push(raw);
     }
     let (data, validate, augment) = shared(&first.experiment)?;
     let average = if outputs.iter().all(|&o| o == Output::Labels) {
@@ -331,6 +296,52 @@ pub fn write(members: &[MemberSource], plan: (Plan, String), out: &Path, force: 
     // What was written must load: the same checks `predict --package` makes.
     Package::load(out).with_context(|| format!("{}: the package just written does not load", out.display()))?;
     Ok(written)
+}
+
+/// Refuses to write into a file, or into a folder that is not empty unless `force`.
+fn check_out(out: &Path, force: bool) -> anyhow::Result<()> {
+    if out.is_file() {
+        bail!("{}: a file, not a folder", out.display());
+    }
+    let occupied = std::fs::read_dir(out)
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    if occupied && !force {
+        bail!(
+            "{}: the folder is not empty; give another --out, or --force to write the package over it",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Member `index`'s ONNX file (its bytes) and its `[[member]]` table.
+fn write_member(member: &MemberSource, index: usize) -> anyhow::Result<(RawMember, Vec<u8>)> {
+    let weights = onnx::Weights::read_safetensors(&member.weights)?;
+    let metadata = [
+        ("segtop.run", member.run.clone()),
+        ("segtop.output", member.experiment.model.output.to_string()),
+        ("segtop.modalities", modality_names(&member.experiment).join(",")),
+    ];
+    let model = onnx::export(
+        &member.experiment.model,
+        member.experiment.data.modalities.len(),
+        &weights,
+        &metadata,
+    )
+    .with_context(|| format!("run {}: cannot write its network as ONNX", member.run))?;
+    let raw = RawMember {
+        file: format!("model-{}.onnx", index + 1),
+        run: member.run.clone(),
+        output: member.experiment.model.output.to_string(),
+        experiment_sha256: sha256(member.experiment_text.as_bytes()),
+        epoch: member.epoch,
+        training_cases: member.training_cases,
+        validation_cases: member.validation_cases,
+        validation: member.scores.clone(),
+        model: model_table(&member.experiment)?,
+    };
+    Ok((raw, model.encode_to_vec()))
 }
 
 const MANIFEST_HEADER: &str = "\
@@ -476,42 +487,8 @@ impl Package {
         if raw.member.is_empty() {
             check.error("member", "the package has no [[member]]".to_string());
         }
-        let mut members = Vec::new();
-        let mut outputs = Vec::new();
-        for (i, member) in raw.member.iter().enumerate() {
-            match member_experiment(&path, &text, i) {
-                Ok(experiment) => {
-                    if experiment.model.output.to_string() != member.output {
-                        check.error(
-                            "member",
-                            format!(
-                                "member {} says output = '{}' but its model.output is '{}'",
-                                i + 1,
-                                member.output,
-                                experiment.model.output
-                            ),
-                        );
-                    }
-                    outputs.push(experiment.model.output);
-                    members.push(Member {
-                        file: dir.join(&member.file),
-                        run: member.run.clone(),
-                        experiment,
-                        epoch: member.epoch,
-                        training_cases: member.training_cases,
-                        validation_cases: member.validation_cases,
-                        validation: member.validation.clone(),
-                    });
-                }
-                Err(error) => check.diagnostics.extend(error.diagnostics().iter().cloned()),
-            }
-            if !raw.files.contains_key(&member.file) {
-                check.error(
-                    "files",
-                    format!("member {}'s file {} has no hash in [files]", i + 1, member.file),
-                );
-            }
-        }
+        let members = check_members_of(&mut check, &raw, &path, &text, dir);
+        let outputs: Vec<Output> = members.iter().map(|m| m.experiment.model.output).collect();
         let average = if outputs.iter().all(|&o| o == Output::Labels) {
             "labels"
         } else {
@@ -560,6 +537,46 @@ impl Package {
             Output::Regions
         }
     }
+}
+
+/// The package's members, each checked by the experiment's checks (see
+/// [`member_experiment`]), its `output` against its network's and its file against `[files]`.
+fn check_members_of(check: &mut Checker, raw: &RawManifest, path: &Path, text: &str, dir: &Path) -> Vec<Member> {
+    let mut members = Vec::new();
+    for (i, member) in raw.member.iter().enumerate() {
+        match member_experiment(path, text, i) {
+            Ok(experiment) => {
+                if experiment.model.output.to_string() != member.output {
+                    check.error(
+                        "member",
+                        format!(
+                            "member {} says output = '{}' but its model.output is '{}'",
+                            i + 1,
+                            member.output,
+                            experiment.model.output
+                        ),
+                    );
+                }
+                members.push(Member {
+                    file: dir.join(&member.file),
+                    run: member.run.clone(),
+                    experiment,
+                    epoch: member.epoch,
+                    training_cases: member.training_cases,
+                    validation_cases: member.validation_cases,
+                    validation: member.validation.clone(),
+                });
+            }
+            Err(error) => check.diagnostics.extend(error.diagnostics().iter().cloned()),
+        }
+        if !raw.files.contains_key(&member.file) {
+            check.error(
+                "files",
+                format!("member {}'s file {} has no hash in [files]", i + 1, member.file),
+            );
+        }
+    }
+    members
 }
 
 /// The fixed facts of `[predict]`: this segtop predicts one way, and says so when the file

@@ -4,6 +4,8 @@
 //!   against what the machine has free);
 //! - [`halving`]: successive-halving decisions, pure functions of the runs' records;
 //! - [`launcher`]: starting, stopping and watching a trainer on this machine or on Slurm;
+//! - [`machine`]: the machine's register of every segtop trainer on it, of every user and
+//!   workspace, that admission counts;
 //! - [`slurm`]: the Slurm commands themselves (`sbatch`, `squeue`, `sacct`, `scancel`).
 //!
 //! The process that carries all this out, [`crate::supervisor`], comes after the read model
@@ -11,5 +13,6 @@
 
 pub mod halving;
 pub mod launcher;
+pub mod machine;
 pub mod queue;
 pub mod slurm;

@@ -522,6 +522,11 @@ pub struct Machine {
     pub total_ram: u64,
     pub available_ram: u64,
     pub live: Vec<LiveRun>,
+    /// Records of the machine's register that were skipped, and why.
+    pub warnings: Vec<String>,
+    /// Other users whose turn to start a run comes first (fair share: cores go to each user
+    /// with waiting runs in turn).
+    pub ahead: Vec<String>,
 }
 
 /// A run whose trainer is alive.
@@ -533,6 +538,10 @@ pub struct LiveRun {
     /// Its estimated peak memory, and what it holds now.
     pub peak_bytes: u64,
     pub rss_bytes: u64,
+    /// Whose it is when it is not this workspace's: a user's name (from the machine's
+    /// register of trainers, see [`super::machine`]). Its cores and memory count against
+    /// admission; it does not count against this workspace's runs at once.
+    pub owner: Option<String>,
 }
 
 /// A waiting run as admission sees it.
@@ -559,7 +568,7 @@ pub fn plan(candidates: &[Candidate], machine: &Machine, settings: &QueueSetting
     let max_concurrent = settings.max_concurrent(machine.cores);
     let share = settings.share(machine.cores);
     let reserve = settings.reserve_ram.0;
-    let mut running = machine.live.len() as u32;
+    let mut running = machine.live.iter().filter(|r| r.owner.is_none()).count() as u32;
     let mut cores_used: u32 = machine.live.iter().map(|r| r.threads).sum();
     // Memory the live runs will still take on their way to their peak.
     let coming: u64 = machine
@@ -587,12 +596,18 @@ pub fn plan(candidates: &[Candidate], machine: &Machine, settings: &QueueSetting
         }
         let reason = if let Some(first) = blocked {
             Some(format!("after {first}"))
+        } else if !machine.ahead.is_empty() {
+            Some(format!(
+                "the turn of user {} first (cores go to each user with waiting runs in turn)",
+                machine.ahead.join(", user ")
+            ))
         } else if running >= max_concurrent {
             Some(format!("{running} of {max_concurrent} runs at once are running"))
         } else if cores_used + threads > cores {
             Some(format!(
-                "needs {threads} cores, {} of {cores} free",
-                cores.saturating_sub(cores_used)
+                "needs {threads} cores, {} of {cores} free{}",
+                cores.saturating_sub(cores_used),
+                held_by_others(&machine.live)
             ))
         } else if candidate.peak_bytes + reserve > free {
             Some(format!(
@@ -617,6 +632,45 @@ pub fn plan(candidates: &[Candidate], machine: &Machine, settings: &QueueSetting
         }
     }
     decisions
+}
+
+/// What other users' and workspaces' trainers hold, for a waiting reason:
+/// ` (2 cores held by 1 run of user ta01, 1 of user ta02)`, or nothing when there are none.
+fn held_by_others(live: &[LiveRun]) -> String {
+    let mut by_owner: Vec<(&str, u32, u32)> = Vec::new();
+    for run in live {
+        let Some(owner) = run.owner.as_deref() else {
+            continue;
+        };
+        match by_owner.iter_mut().find(|(o, ..)| *o == owner) {
+            Some((_, runs, threads)) => {
+                *runs += 1;
+                *threads += run.threads;
+            }
+            None => by_owner.push((owner, 1, run.threads)),
+        }
+    }
+    if by_owner.is_empty() {
+        return String::new();
+    }
+    let cores: u32 = by_owner.iter().map(|(_, _, t)| t).sum();
+    let owners: Vec<String> = by_owner
+        .iter()
+        .enumerate()
+        .map(|(i, (owner, runs, _))| {
+            let what = if i == 0 {
+                format!("{runs} run{}", if *runs == 1 { "" } else { "s" })
+            } else {
+                runs.to_string()
+            };
+            format!("{what} of user {owner}")
+        })
+        .collect();
+    format!(
+        " ({cores} core{} held by {})",
+        if cores == 1 { "" } else { "s" },
+        owners.join(", ")
+    )
 }
 
 /// One run the scheduler started or failed to start.
@@ -798,6 +852,8 @@ mod tests {
             total_ram: total_gb * GB,
             available_ram: (available_gb * GB as f64) as u64,
             live: Vec::new(),
+            warnings: Vec::new(),
+            ahead: Vec::new(),
         }
     }
 
@@ -833,6 +889,7 @@ mod tests {
             threads: 2,
             peak_bytes: 3 * GB,
             rss_bytes: GB / 2,
+            owner: None,
         });
         // 4 GB available, but the live run will take 2.5 GB more: 1.5 GB free, less the reserve.
         let decisions = plan(&[candidate("big", 2.1)], &m, &settings(4));
@@ -842,6 +899,36 @@ mod tests {
         );
         let decisions = plan(&[candidate("small", 0.4)], &m, &settings(4));
         assert_eq!(decisions, [Decision::Start { threads: 2 }]);
+    }
+
+    #[test]
+    fn other_users_trainers_take_cores_but_not_this_workspaces_places() {
+        let mut m = machine(2, 24, 20.0);
+        let theirs = |id: &str, owner: &str| LiveRun {
+            id: id.into(),
+            threads: 1,
+            peak_bytes: GB,
+            rss_bytes: GB,
+            owner: Some(owner.into()),
+        };
+        m.live.push(theirs("x", "ta01"));
+        m.live.push(theirs("y", "ta01"));
+        m.live.push(theirs("z", "ta02"));
+        let decisions = plan(&[candidate("a", 1.0)], &m, &settings(1));
+        assert_eq!(
+            decisions,
+            [Decision::Wait(
+                "needs 2 cores, 0 of 2 free (3 cores held by 2 runs of user ta01, 1 of user ta02)".into()
+            )]
+        );
+        // With one of theirs left, a run that fits in the free core starts: their runs do
+        // not count against this workspace's runs at once.
+        m.live.truncate(1);
+        let one = Candidate {
+            threads: Some(1),
+            ..candidate("a", 1.0)
+        };
+        assert_eq!(plan(&[one], &m, &settings(1)), [Decision::Start { threads: 1 }]);
     }
 
     #[test]

@@ -8,7 +8,14 @@
 //! behind on a shared server. Closing the dashboard or the SSH session touches neither the
 //! supervisor nor the trainers: each has a session of its own. When the supervisor is killed,
 //! its trainers carry on; their exit is then known from their events only.
+//!
+//! On a shared server every supervisor also counts the trainers of other users and
+//! workspaces, from the machine's register ([`crate::schedule::machine`]): their cores and
+//! the memory they will still take. Supervisors take turns looking and starting under the
+//! register's admission lock, so two of them never hand out the same free cores, and users
+//! with waiting runs take turns: who started a run longest ago (or none yet) goes first.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -17,11 +24,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, RefreshKind, System};
 
 use crate::run::RunDir;
 use crate::run::events::EventLog;
 use crate::schedule::launcher::{self, Launcher};
+use crate::schedule::machine::{Register, TrainerRecord, WaitingRecord, current_uid};
 use crate::schedule::queue::{self, LiveRun, Machine, Outcome, Queue, QueueSettings};
 use crate::workspace::Workspace;
 
@@ -32,6 +41,8 @@ pub const LOG_FILE: &str = "supervisor.log";
 
 /// How often the supervisor looks at the queue and its trainers.
 const TICK: Duration = Duration::from_millis(500);
+/// How long a supervisor waits for the machine's admission lock before it admits without it.
+const ADMISSION_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Ticks between two looks at halving sweeps (besides one whenever a trainer ends).
 const HALVING_TICKS: u32 = 6;
@@ -94,16 +105,21 @@ pub fn run(workspace: &Workspace, launcher: &dyn Launcher, settings: &dyn Fn() -
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
     say(&format!("supervising {}", workspace.runs_dir().display()));
-    let mut system = System::new_with_specifics(RefreshKind::nothing())
-        .map_err(|e| anyhow::anyhow!("cannot read the process table: {e}"))?;
-    let host = System::host_name().unwrap_or_default();
+    let mut admission = Admission {
+        system: System::new_with_specifics(RefreshKind::nothing())
+            .map_err(|e| anyhow::anyhow!("cannot read the process table: {e}"))?,
+        host: System::host_name().unwrap_or_default(),
+        register: Register::here(),
+        said: HashSet::new(),
+        last_started: None,
+        last_error: String::new(),
+    };
     let queue = Queue::new(workspace);
     let mut children: Vec<(RunDir, Child)> = Vec::new();
-    let mut last_error = String::new();
     let mut ticks: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
         let before = children.len();
-        reap(&mut children);
+        reap(&mut children, &admission.register);
         let ended = children.len() < before;
         // Halving sweeps: promote or prune the runs that reached the end of their rung (a
         // look every few ticks, and whenever a trainer ended).
@@ -114,26 +130,7 @@ pub fn run(workspace: &Workspace, launcher: &dyn Launcher, settings: &dyn Fn() -
                 Err(error) => say(&format!("halving: {error:#}")),
             }
         }
-        let settings = settings();
-        let mut look = || machine(workspace, &mut system, &host, &settings);
-        match queue::schedule(workspace, &settings, launcher, &mut look) {
-            Ok(outcomes) => {
-                last_error.clear();
-                for outcome in outcomes {
-                    if let Some(child) = report(workspace, outcome) {
-                        children.push(child);
-                    }
-                }
-            }
-            Err(error) => {
-                // A broken queue file stays as it is for the user to fix; say so once.
-                let message = format!("{error:#}");
-                if message != last_error {
-                    say(&message);
-                    last_error = message;
-                }
-            }
-        }
+        admission.schedule(workspace, &settings(), launcher, &queue, &mut children);
         let waiting = queue
             .read()
             .map(|q| q.entries.iter().any(|e| !e.paused))
@@ -143,15 +140,90 @@ pub fn run(workspace: &Workspace, launcher: &dyn Launcher, settings: &dyn Fn() -
         }
         std::thread::sleep(TICK);
     }
+    admission.register.withdraw_waiting(current_uid(), std::process::id());
     say("nothing left to start; supervisor done");
     Ok(())
 }
 
+/// What the supervisor keeps from one look at the machine to the next.
+struct Admission {
+    system: System,
+    host: String,
+    /// The machine's register of trainers and waiting runs.
+    register: Register,
+    /// Register warnings already logged.
+    said: HashSet<String>,
+    /// When this supervisor last started a run (fair share's turns).
+    last_started: Option<DateTime<Utc>>,
+    /// The queue's latest error, logged once.
+    last_error: String,
+}
+
+impl Admission {
+    /// Starts the queued runs that fit now (the trainers started join `children`), then
+    /// tells the register what still waits.
+    fn schedule(
+        &mut self,
+        workspace: &Workspace,
+        settings: &QueueSettings,
+        launcher: &dyn Launcher,
+        queue: &Queue,
+        children: &mut Vec<(RunDir, Child)>,
+    ) {
+        let mine = own_waiting(queue, self.last_started);
+        let (register, system, host, said) = (&self.register, &mut self.system, &self.host, &mut self.said);
+        let mut look = || {
+            let mut machine = machine(workspace, register, system, host, settings);
+            machine.ahead = users_ahead(register, mine.as_ref(), &mut machine.warnings);
+            for warning in &machine.warnings {
+                if said.insert(warning.clone()) {
+                    say(&format!("machine register: {warning}"));
+                }
+            }
+            machine
+        };
+        // One supervisor of the machine at a time looks and starts (see Register::lock).
+        let machine_lock = register.lock(ADMISSION_PATIENCE);
+        let scheduled = queue::schedule(workspace, settings, launcher, &mut look);
+        drop(machine_lock);
+        match scheduled {
+            Ok(outcomes) => {
+                self.last_error.clear();
+                for outcome in outcomes {
+                    if matches!(outcome, Outcome::Started { .. }) {
+                        self.last_started = Some(Utc::now());
+                    }
+                    if let Some(child) = report(workspace, outcome) {
+                        children.push(child);
+                    }
+                }
+            }
+            Err(error) => {
+                // A broken queue file stays as it is for the user to fix; say so once.
+                let message = format!("{error:#}");
+                if message != self.last_error {
+                    say(&message);
+                    self.last_error = message;
+                }
+            }
+        }
+        // Other users' supervisors see this one's waiting runs, to take turns with it.
+        match own_waiting(queue, self.last_started) {
+            Some(record) => {
+                let _ = self.register.publish_waiting(&record);
+            }
+            None => self.register.withdraw_waiting(current_uid(), std::process::id()),
+        }
+    }
+}
+
 /// Records how each trainer that ended did (`exit.json`) and lets it go.
-fn reap(children: &mut Vec<(RunDir, Child)>) {
+fn reap(children: &mut Vec<(RunDir, Child)>, register: &Register) {
     children.retain_mut(|(run, child)| match child.try_wait() {
         Ok(Some(status)) => {
             launcher::record_exit(run, child.id(), status);
+            // A trainer that died without a word leaves its record; it counts no more.
+            register.unregister(current_uid(), child.id());
             let record = run.read_exit().map_or_else(|| format!("{status}"), |r| r.describe());
             say(&format!("{} ended: {record}", run.id()));
             false
@@ -201,8 +273,15 @@ fn say(message: &str) {
 }
 
 /// The machine's cores and memory, and the runs alive on it that were launched here.
-pub fn machine(workspace: &Workspace, system: &mut System, host: &str, settings: &QueueSettings) -> Machine {
+pub fn machine(
+    workspace: &Workspace,
+    register: &Register,
+    system: &mut System,
+    host: &str,
+    settings: &QueueSettings,
+) -> Machine {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let mut ours = Vec::new();
     system.refresh_memory();
     let mut launched = Vec::new();
     for dir in crate::run::run_directories(&workspace.runs_dir()).into_values() {
@@ -241,14 +320,71 @@ pub fn machine(workspace: &Workspace, system: &mut System, host: &str, settings:
             threads: launch.threads.unwrap_or_else(|| settings.share(cores)),
             peak_bytes,
             rss_bytes: process.memory(),
+            owner: None,
         });
+        ours.push(pid);
     }
+    let (others, warnings) = others(register, system, &ours);
+    live.extend(others);
     Machine {
         cores,
         total_ram: system.total_memory(),
         available_ram: system.available_memory(),
         live,
+        warnings,
+        ahead: Vec::new(),
     }
+}
+
+/// This supervisor's waiting runs (held ones aside) as a record of the register, or `None`
+/// when nothing waits.
+fn own_waiting(queue: &Queue, last_started: Option<DateTime<Utc>>) -> Option<WaitingRecord> {
+    let file = queue.read().ok()?;
+    let waiting: Vec<_> = file.entries.iter().filter(|e| !e.paused).collect();
+    let since = waiting.iter().map(|e| e.added).min()?;
+    crate::schedule::machine::waiting_of(waiting.len() as u32, since, last_started)
+}
+
+/// Other users whose turn comes before this supervisor's (see [`WaitingRecord::before`]):
+/// their supervisors have runs waiting and started one longer ago (or none yet).
+fn users_ahead(register: &Register, mine: Option<&WaitingRecord>, warnings: &mut Vec<String>) -> Vec<String> {
+    let Some(mine) = mine else {
+        return Vec::new();
+    };
+    let (records, problems) = register.waiting();
+    warnings.extend(problems);
+    let mut ahead: Vec<String> = records
+        .iter()
+        .filter(|r| r.uid != mine.uid && r.waiting > 0 && r.before(mine))
+        .map(|r| r.user.clone())
+        .collect();
+    ahead.sort();
+    ahead.dedup();
+    ahead
+}
+
+/// The trainers in the machine's register that are not among `ours` (pids): other users'
+/// and other workspaces' runs, and the warnings about records that were skipped.
+fn others(register: &Register, system: &mut System, ours: &[u32]) -> (Vec<LiveRun>, Vec<String>) {
+    let (records, warnings) = register.live();
+    let records: Vec<TrainerRecord> = records.into_iter().filter(|r| !ours.contains(&r.pid)).collect();
+    let pids: Vec<Pid> = records.iter().map(|r| Pid::from_u32(r.pid)).collect();
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&pids),
+        true,
+        ProcessRefreshKind::nothing().with_memory().without_tasks(),
+    );
+    let live = records
+        .into_iter()
+        .map(|record| LiveRun {
+            rss_bytes: system.process(Pid::from_u32(record.pid)).map_or(0, |p| p.memory()),
+            id: record.run,
+            threads: record.threads,
+            peak_bytes: record.peak_bytes,
+            owner: Some(record.user),
+        })
+        .collect();
+    (live, warnings)
 }
 
 /// The workspace-relative path of the supervisor's log.

@@ -349,6 +349,8 @@ fn train(
         signal_hook::flag::register(signal, std::sync::Arc::clone(&stop.asked))?;
     }
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, std::sync::Arc::clone(&stop.time_limit))?;
+    // Every supervisor on the machine counts this trainer's cores and memory while it runs.
+    let _registered = Registered::new(&run, &experiment);
     let ended = match train::run(&run, &experiment, resume.is_some(), &stop) {
         Ok(train::Finish::Completed | train::Finish::EarlyStopped) => Ok(exit::FINISHED),
         Ok(train::Finish::Stopped { time_limit, steps }) => {
@@ -367,6 +369,41 @@ fn train(
     // Lists read the run's summary rather than its whole history.
     segtop::runs::summary::refresh(run.path());
     ended
+}
+
+/// This trainer's record in the machine's register, removed when training ends.
+struct Registered {
+    register: segtop::schedule::machine::Register,
+}
+
+impl Registered {
+    fn new(run: &segtop::run::RunDir, experiment: &Experiment) -> Option<Registered> {
+        use segtop::schedule::machine::{Register, record_of};
+        let register = Register::here();
+        let record = record_of(
+            std::process::id(),
+            &run.id(),
+            run.path(),
+            train::threads(experiment),
+            segtop::cost::peak_bytes(experiment),
+        )?;
+        match register.register(&record) {
+            Ok(()) => Some(Registered { register }),
+            Err(problem) => {
+                say(&format!(
+                    "not in the machine's register ({problem}): supervisors of other users will not count this run"
+                ));
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.register
+            .unregister(segtop::schedule::machine::current_uid(), std::process::id());
+    }
 }
 
 /// After the checkpoint at a Slurm job's time limit: the run goes on in a new job (`slurm.requeue`),

@@ -235,6 +235,7 @@ fn open_dashboard_with(
     command.cwd(workspace);
     command.env("TERM", "xterm-256color");
     command.env("XDG_CONFIG_HOME", workspace.join("config"));
+    command.env("SEGTOP_MACHINE_DIR", workspace.join(".machine"));
     command.env_remove("NO_COLOR");
     for (name, value) in env {
         command.env(name, value);

@@ -7,6 +7,7 @@ mod dashboard;
 mod data;
 mod disk;
 mod eval;
+mod machine;
 mod package;
 mod pipes;
 mod queue;
@@ -30,6 +31,7 @@ pub fn segtop(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_segtop"))
         .args(args)
         .current_dir(dir)
+        .env("SEGTOP_MACHINE_DIR", dir.join(".machine"))
         .env_remove("NO_COLOR")
         .output()
         .expect("segtop runs")

@@ -43,6 +43,24 @@ fn predict(ws: &Path, args: &[&str]) -> (bool, String) {
     said(trainer(ws).arg("predict").args(args))
 }
 
+/// A copy of the first case of `ws/data` without its T2 file, as `ws/incomplete`.
+fn copy_without_t2w(ws: &Path) {
+    let case = ws.join("incomplete");
+    let source = std::fs::read_dir(ws.join("data"))
+        .expect("data")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("a case folder");
+    std::fs::create_dir_all(&case).expect("mkdir");
+    for file in std::fs::read_dir(&source).expect("case").flatten() {
+        let name = file.file_name().to_string_lossy().into_owned();
+        if !name.contains("-t2w.") {
+            std::fs::copy(file.path(), case.join(&name)).expect("copy");
+        }
+    }
+}
+
 #[test]
 fn a_package_predicts_what_its_runs_predict_and_refuses_what_is_wrong() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -170,20 +188,7 @@ fn a_package_predicts_what_its_runs_predict_and_refuses_what_is_wrong() {
     assert!(!ws.join("pkg3/package.toml").exists());
 
     // A case without one of the modalities the package reads.
-    let case = ws.join("incomplete");
-    let source = std::fs::read_dir(ws.join("data"))
-        .expect("data")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.is_dir())
-        .expect("a case folder");
-    std::fs::create_dir_all(&case).expect("mkdir");
-    for file in std::fs::read_dir(&source).expect("case").flatten() {
-        let name = file.file_name().to_string_lossy().into_owned();
-        if !name.contains("-t2w.") {
-            std::fs::copy(file.path(), case.join(&name)).expect("copy");
-        }
-    }
+    copy_without_t2w(&ws);
     let (ok, out) = predict(&ws, &["--package", "pkg", "--case", "incomplete", "--out", "x"]);
     assert!(!ok && out.contains("t2w"), "{out}");
     assert!(!out.contains("panicked"), "{out}");
@@ -281,20 +286,7 @@ fn predict_py_reproduces_segtop_predict_with_one_run_and_an_ensemble() {
         "{out}"
     );
     assert!(!out.contains("Traceback"), "{out}");
-    let case = ws.join("incomplete");
-    let source = std::fs::read_dir(ws.join("data"))
-        .expect("data")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.is_dir())
-        .expect("a case folder");
-    std::fs::create_dir_all(&case).expect("mkdir");
-    for file in std::fs::read_dir(&source).expect("case").flatten() {
-        let name = file.file_name().to_string_lossy().into_owned();
-        if !name.contains("-t2w.") {
-            std::fs::copy(file.path(), case.join(&name)).expect("copy");
-        }
-    }
+    copy_without_t2w(&ws);
     let (ok, out) = said(python().current_dir(&ws).arg(ws.join("pkg-ensemble/predict.py")).args([
         "--case",
         "incomplete",

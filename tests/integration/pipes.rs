@@ -14,6 +14,7 @@ fn into_a_closed_pipe(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_segtop"))
         .args(args)
         .current_dir(dir)
+        .env("SEGTOP_MACHINE_DIR", dir.join(".machine"))
         .stdout(writer)
         .stderr(Stdio::piped())
         .output()

@@ -19,6 +19,7 @@ fn segtop(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(dir)
         .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("SEGTOP_MACHINE_DIR", dir.join(".machine"))
         .env_remove("NO_COLOR")
         .output()
         .expect("segtop runs")
@@ -73,7 +74,7 @@ fn wait_for_all(dir: &Path, runs: usize, limit: Duration) -> Vec<PathBuf> {
     })
 }
 
-fn tiny_text(epochs: u32) -> String {
+pub(crate) fn tiny_text(epochs: u32) -> String {
     format!(
         "[data]\nroot = \"data\"\ncache_dir = \"cache\"\nsplit = [0.5, 0.5, 0.0]\n\
          [data.synthetic]\ncases = 4\nseed = 3\nshape = [48, 48, 32]\n\
@@ -430,6 +431,7 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
         .arg(&run)
         .current_dir(dir.path())
         .env("SEGTOP_THREADS", "1")
+        .env("SEGTOP_MACHINE_DIR", dir.path().join(".machine"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     limit(&mut resumed, libc::RLIMIT_FSIZE, 60_000);
@@ -459,6 +461,7 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
         .arg(&run)
         .current_dir(dir.path())
         .env("SEGTOP_THREADS", "1")
+        .env("SEGTOP_MACHINE_DIR", dir.path().join(".machine"))
         .output()
         .expect("runs");
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
@@ -525,6 +528,7 @@ fn queue_commands_and_supervisors_started_at_the_same_moment_start_each_run_once
                 .args(args)
                 .current_dir(ws)
                 .env("XDG_CONFIG_HOME", ws.join("config"))
+                .env("SEGTOP_MACHINE_DIR", ws.join(".machine"))
                 .spawn()
                 .expect("sh runs")
         };

@@ -63,6 +63,7 @@ fn segtop(dir: &Path, args: &[&str]) -> std::process::Output {
         .args(args)
         .current_dir(dir)
         .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("SEGTOP_MACHINE_DIR", dir.join(".machine"))
         .output()
         .expect("segtop runs");
     assert!(output.status.success(), "segtop {args:?}: {}", stderr(&output));

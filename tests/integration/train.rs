@@ -32,7 +32,10 @@ fn experiment_on(dir: &Path, epochs: u32, [x, y, z]: [u32; 3]) -> PathBuf {
 
 pub fn trainer(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_segtop-train"));
-    command.current_dir(dir).env("SEGTOP_THREADS", "1");
+    command
+        .current_dir(dir)
+        .env("SEGTOP_THREADS", "1")
+        .env("SEGTOP_MACHINE_DIR", dir.join(".machine"));
     command
 }
 
@@ -254,6 +257,7 @@ fn every_command_takes_the_workspace_from_dash_c_and_resolves_files_in_it() {
             .args(args)
             .current_dir(elsewhere.path())
             .env("SEGTOP_THREADS", "1")
+            .env("SEGTOP_MACHINE_DIR", elsewhere.path().join(".machine"))
             .output()
             .expect("segtop runs")
     };

@@ -77,6 +77,18 @@ impl Launcher for Local {
         // The trainer runs either way; without the record a later look only finds its
         // process once it writes run_started.
         let _ = run.write_launch(&launch);
+        // Counted by every supervisor on the machine from now on; the trainer writes its own
+        // record again once it runs (and so does one started by hand).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        if let Some(record) = crate::schedule::machine::record_of(
+            child.id(),
+            &run.id(),
+            run.path(),
+            request.threads.unwrap_or(cores),
+            request.peak_bytes.unwrap_or(0),
+        ) {
+            let _ = crate::schedule::machine::Register::here().register(&record);
+        }
         Ok(Started {
             launch,
             child: Some(child),

@@ -1,0 +1,133 @@
+//! `segtop top [--json]`: every segtop trainer running on this machine, of every user and
+//! workspace, from the machine's register (see `segtop::schedule::machine`): whose it is, the
+//! run, its epoch, cores and memory, its speed and best Dice where its run directory is
+//! readable to the viewer.
+
+use serde::Serialize;
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+use segtop::run::RunDir;
+use segtop::schedule::machine::{Register, TrainerRecord};
+use segtop::schedule::queue::ByteSize;
+
+#[derive(clap::Args)]
+pub struct TopArgs {
+    /// One JSON object per trainer
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One trainer as `top` lists it.
+#[derive(Debug, Serialize)]
+struct Row {
+    user: String,
+    run: String,
+    pid: u32,
+    state: &'static str,
+    /// Cores it was given (torch threads).
+    cores: u32,
+    memory_bytes: u64,
+    peak_bytes: u64,
+    started: chrono::DateTime<chrono::Utc>,
+    /// From the run directory, when the viewer may read it.
+    epoch: Option<u32>,
+    epochs: Option<u32>,
+    patches_per_s: Option<f64>,
+    best_dice: Option<[f64; 3]>,
+}
+
+pub fn top(args: &TopArgs) -> anyhow::Result<()> {
+    let register = Register::here();
+    let (records, warnings) = register.live();
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
+    let mut system = System::new().map_err(|e| anyhow::anyhow!("cannot read the process table: {e}"))?;
+    let pids: Vec<Pid> = records.iter().map(|r| Pid::from_u32(r.pid)).collect();
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&pids),
+        true,
+        ProcessRefreshKind::nothing().with_memory().without_tasks(),
+    );
+    let rows: Vec<Row> = records.iter().map(|record| row(record, &system)).collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let used: u32 = rows.iter().map(|r| r.cores).sum();
+    let users = {
+        let mut names: Vec<&str> = rows.iter().map(|r| r.user.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names.len()
+    };
+    println!(
+        "{} trainer(s) of {users} user(s) on this machine: {used} of {cores} cores given out ({})",
+        rows.len(),
+        register.dir().display()
+    );
+    if rows.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:<28} {:>7} {:>5} {:>9} {:>9} {:>9}  BEST DICE ET/TC/WT",
+        "USER", "RUN", "EPOCH", "CORES", "MEMORY", "PEAK", "PATCH/S"
+    );
+    for r in &rows {
+        let epoch = match (r.epoch, r.epochs) {
+            (Some(e), Some(n)) if n > 0 => format!("{e}/{n}"),
+            (Some(e), _) => e.to_string(),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<10} {:<28} {:>7} {:>5} {:>9} {:>9} {:>9}  {}",
+            truncate(&r.user, 10),
+            truncate(&r.run, 28),
+            epoch,
+            r.cores,
+            ByteSize(r.memory_bytes).to_string(),
+            ByteSize(r.peak_bytes).to_string(),
+            r.patches_per_s.map_or_else(|| "-".into(), |p| format!("{p:.2}")),
+            r.best_dice
+                .map_or_else(|| "-".into(), |d| format!("{:.3} {:.3} {:.3}", d[0], d[1], d[2])),
+        );
+    }
+    Ok(())
+}
+
+fn row(record: &TrainerRecord, system: &System) -> Row {
+    let run = RunDir::open(&record.run_dir);
+    // Another user's run directory is read only where its permissions let the viewer.
+    let model = run.events().is_file().then(|| {
+        let config = segtop::runs::summary::frozen_config(&run);
+        segtop::runs::summary::fold(&record.run, &record.run_dir, &config, false).model
+    });
+    Row {
+        user: record.user.clone(),
+        run: record.run.clone(),
+        pid: record.pid,
+        state: "running",
+        cores: record.threads,
+        memory_bytes: system.process(Pid::from_u32(record.pid)).map_or(0, |p| p.memory()),
+        peak_bytes: record.peak_bytes,
+        started: record.started,
+        epoch: model.as_ref().map(|m| m.epoch),
+        epochs: model.as_ref().map(|m| m.epochs),
+        patches_per_s: model.as_ref().and_then(|m| m.last_patches_per_s),
+        best_dice: model
+            .as_ref()
+            .and_then(|m| m.best.as_ref())
+            .map(|(_, d)| [d.et, d.tc, d.wt]),
+    }
+}
+
+/// `text` cut to `width` characters, from the left (the end of a run id tells runs apart).
+fn truncate(text: &str, width: usize) -> String {
+    let count = text.chars().count();
+    if count <= width {
+        return text.to_string();
+    }
+    let tail: String = text.chars().skip(count - width + 1).collect();
+    format!("…{tail}")
+}

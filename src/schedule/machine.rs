@@ -1,0 +1,492 @@
+//! The machine's register of segtop trainers: how every supervisor on a shared server, of any
+//! user and any workspace, sees every trainer running on it.
+//!
+//! The register is a directory every user can write and nobody can spoil for another:
+//! `/var/tmp/segtop-machine` (`SEGTOP_MACHINE_DIR` elsewhere), made world-writable with the
+//! sticky bit (mode 1777, as `/tmp`), so each user can create records and remove or replace
+//! only their own. A trainer's record, `<uid>-<pid>.json`, is written when the supervisor
+//! launches it and again by the trainer itself when it starts (a trainer started by hand with
+//! `segtop train` registers too), and removed when it ends. It says no more than `segtop top`
+//! lists: the user, the run's id and directory, the process, its threads and its estimated peak
+//! memory.
+//!
+//! Nothing in the register is trusted. A record counts only while its file is a regular file
+//! owned by the uid its name and contents give, of a plausible size and numbers, and its
+//! process is alive, owned by that uid, started when the record says, and runs the segtop
+//! trainer. Anything else is skipped (with a warning when it is malformed), so a trainer or a
+//! supervisor killed with -9 leaves nothing that blocks anyone: its record just stops counting.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The register's place when `SEGTOP_MACHINE_DIR` does not say.
+pub const DEFAULT_DIR: &str = "/var/tmp/segtop-machine";
+
+/// The record format this build writes and reads.
+const VERSION: u32 = 1;
+/// Records larger than this are not segtop's.
+const MAX_RECORD_BYTES: u64 = 16 * 1024;
+/// Threads and memory beyond these are not a real trainer's.
+const MAX_THREADS: u32 = 4096;
+const MAX_PEAK_BYTES: u64 = 1 << 50;
+
+/// One running trainer, as the register holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerRecord {
+    pub version: u32,
+    /// The trainer's owner, by name and uid.
+    pub user: String,
+    pub uid: u32,
+    pub pid: u32,
+    /// The process's start time (see [`crate::run::process::start_time`]).
+    pub pid_start: u64,
+    /// The run's id and directory.
+    pub run: String,
+    pub run_dir: PathBuf,
+    /// Torch threads it runs with.
+    pub threads: u32,
+    /// Its estimated peak memory.
+    pub peak_bytes: u64,
+    pub started: DateTime<Utc>,
+}
+
+/// A supervisor's waiting runs, as the register holds them for fair share: how many, since
+/// when, and when it last started one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitingRecord {
+    pub version: u32,
+    pub user: String,
+    pub uid: u32,
+    /// The supervisor's process.
+    pub pid: u32,
+    pub pid_start: u64,
+    /// Runs waiting in its queue (held ones aside).
+    pub waiting: u32,
+    /// When the oldest of them was queued.
+    pub since: DateTime<Utc>,
+    /// When this user's supervisor last started a run (none yet: first in turn).
+    pub last_started: Option<DateTime<Utc>>,
+}
+
+impl WaitingRecord {
+    /// Whether this user's turn comes before `other`'s: who started a run longest ago (or
+    /// none yet) goes first, then who has waited longest.
+    pub fn before(&self, other: &WaitingRecord) -> bool {
+        let started = |r: &WaitingRecord| r.last_started.map_or(i64::MIN, |t| t.timestamp_millis());
+        (started(self), self.since, self.uid) < (started(other), other.since, other.uid)
+    }
+}
+
+/// Waiting records end so, trainer records in plain `.json`.
+const WAITING_SUFFIX: &str = ".wait.json";
+
+/// The register's directory.
+#[derive(Debug, Clone)]
+pub struct Register {
+    dir: PathBuf,
+}
+
+impl Register {
+    /// The machine's register (`SEGTOP_MACHINE_DIR`, else [`DEFAULT_DIR`]).
+    pub fn here() -> Register {
+        let dir = std::env::var_os("SEGTOP_MACHINE_DIR").map_or_else(|| PathBuf::from(DEFAULT_DIR), PathBuf::from);
+        Register { dir }
+    }
+
+    pub fn at(dir: impl Into<PathBuf>) -> Register {
+        Register { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes the directory (mode 1777) when it is missing; refuses one that another user could
+    /// empty or fill for us: not a real directory, or writable by others without the sticky bit.
+    fn ensure(&self) -> Result<(), String> {
+        match std::fs::symlink_metadata(&self.dir) {
+            Err(_) => {
+                std::fs::create_dir_all(&self.dir)
+                    .map_err(|e| format!("{}: cannot create: {e}", self.dir.display()))?;
+                // The umask took bits away; the sticky bit keeps users to their own records.
+                std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o1777))
+                    .map_err(|e| format!("{}: cannot open it to every user: {e}", self.dir.display()))?;
+                Ok(())
+            }
+            Ok(meta) if !meta.is_dir() => Err(format!("{}: not a directory", self.dir.display())),
+            Ok(meta) => {
+                let mode = meta.mode();
+                if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+                    return Err(format!(
+                        "{}: writable by everyone without the sticky bit (mode {:o}), so anyone could \
+                         remove records; its owner should run chmod 1777 on it",
+                        self.dir.display(),
+                        mode & 0o7777
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn path_of(&self, uid: u32, pid: u32) -> PathBuf {
+        self.dir.join(format!("{uid}-{pid}.json"))
+    }
+
+    /// Registers a trainer (replacing our own earlier record of the same process).
+    pub fn register(&self, record: &TrainerRecord) -> Result<(), String> {
+        self.ensure()?;
+        let path = self.path_of(record.uid, record.pid);
+        write_public(
+            &self.dir,
+            &path,
+            &serde_json::to_vec_pretty(record).map_err(|e| e.to_string())?,
+        )
+    }
+
+    /// Removes our record of process `pid`, if there is one.
+    pub fn unregister(&self, uid: u32, pid: u32) {
+        let _ = std::fs::remove_file(self.path_of(uid, pid));
+    }
+
+    /// Says that this supervisor has runs waiting (replacing what it said before).
+    pub fn publish_waiting(&self, record: &WaitingRecord) -> Result<(), String> {
+        self.ensure()?;
+        let path = self.dir.join(format!("{}-{}{WAITING_SUFFIX}", record.uid, record.pid));
+        write_public(
+            &self.dir,
+            &path,
+            &serde_json::to_vec_pretty(record).map_err(|e| e.to_string())?,
+        )
+    }
+
+    /// Takes back what this supervisor said about its waiting runs.
+    pub fn withdraw_waiting(&self, uid: u32, pid: u32) {
+        let _ = std::fs::remove_file(self.dir.join(format!("{uid}-{pid}{WAITING_SUFFIX}")));
+    }
+
+    /// The waiting runs of every live supervisor on the machine, and warnings for records
+    /// skipped as malformed.
+    pub fn waiting(&self) -> (Vec<WaitingRecord>, Vec<String>) {
+        let mut found = Vec::new();
+        let mut warnings = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return (found, warnings);
+        };
+        let me = current_uid();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(WAITING_SUFFIX) else {
+                continue;
+            };
+            match read_checked::<WaitingRecord>(&path, stem).and_then(|(uid, pid, record)| {
+                if (record.uid, record.pid) != (uid, pid) {
+                    return Err(format!(
+                        "says uid {} pid {}, its name {uid}-{pid}",
+                        record.uid, record.pid
+                    ));
+                }
+                if record.version != VERSION || record.waiting > MAX_THREADS {
+                    return Err(format!(
+                        "implausible: version {}, {} waiting",
+                        record.version, record.waiting
+                    ));
+                }
+                Ok(record)
+            }) {
+                Ok(record) if is_alive(record.pid, record.uid, record.pid_start, is_segtop) => found.push(record),
+                Ok(record) => {
+                    if record.uid == me {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+                Err(problem) => warnings.push(format!("{}: skipped: {problem}", path.display())),
+            }
+        }
+        (found, warnings)
+    }
+
+    /// Holds the machine's admission lock until dropped, so that two supervisors (of any users)
+    /// do not both give out the same free cores: each looks at the machine, starts what fits
+    /// and registers it under the lock. Waits up to `patience` for it; `None` when the lock
+    /// cannot be had (no register, or someone holds it that long), and admission goes on
+    /// without it.
+    pub fn lock(&self, patience: std::time::Duration) -> Option<std::fs::File> {
+        use std::os::fd::AsRawFd;
+        self.ensure().ok()?;
+        let path = self.dir.join(".admission.lock");
+        let file = match std::fs::OpenOptions::new().create_new(true).write(true).open(&path) {
+            Ok(file) => {
+                // Every user locks the same file; only reading it needs opening.
+                let _ = file.set_permissions(std::fs::Permissions::from_mode(0o644));
+                file
+            }
+            Err(_) => std::fs::File::open(&path).ok()?,
+        };
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Some(file);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Every trainer alive on this machine by the register, and a warning for each record
+    /// that was skipped as malformed. Records of processes that have ended are skipped
+    /// silently (and removed when they are ours).
+    pub fn live(&self) -> (Vec<TrainerRecord>, Vec<String>) {
+        let mut live = Vec::new();
+        let mut warnings = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return (live, warnings);
+        };
+        let me = current_uid();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !name.ends_with(".json") || name.ends_with(WAITING_SUFFIX) {
+                continue;
+            }
+            match read_record(&path, &name) {
+                Ok(record) if alive(&record) => live.push(record),
+                Ok(record) => {
+                    if record.uid == me {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+                Err(problem) => warnings.push(format!("{}: skipped: {problem}", path.display())),
+            }
+        }
+        live.sort_by_key(|r| (r.started, r.pid));
+        (live, warnings)
+    }
+}
+
+/// Writes `bytes` to `path` in the register `dir` through a temporary file, readable by every
+/// user: what it says is what `segtop top` shows them.
+fn write_public(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let mut temporary = tempfile::Builder::new()
+        .prefix(".record-")
+        .tempfile_in(dir)
+        .map_err(|e| format!("{}: cannot write: {e}", dir.display()))?;
+    std::io::Write::write_all(&mut temporary, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    temporary
+        .as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    temporary
+        .persist(path)
+        .map_err(|e| format!("{}: cannot write: {}", path.display(), e.error))?;
+    Ok(())
+}
+
+/// Reads a record file whose name without its suffix is `stem` (`<uid>-<pid>`): a regular
+/// file of a record's size, owned by the uid its name gives, holding a `T`.
+fn read_checked<T: serde::de::DeserializeOwned>(path: &Path, stem: &str) -> Result<(u32, u32, T), String> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    if !meta.file_type().is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_RECORD_BYTES {
+        return Err(format!("{} bytes, more than a record holds", meta.len()));
+    }
+    let (uid, pid) = stem
+        .split_once('-')
+        .and_then(|(uid, pid)| Some((uid.parse::<u32>().ok()?, pid.parse::<u32>().ok()?)))
+        .ok_or("its name is not <uid>-<pid>.json")?;
+    if meta.uid() != uid {
+        return Err(format!("named for uid {uid} but owned by uid {}", meta.uid()));
+    }
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let record: T = serde_json::from_slice(&bytes).map_err(|e| format!("not a segtop record: {e}"))?;
+    Ok((uid, pid, record))
+}
+
+/// Reads and checks one trainer record file named `name`.
+fn read_record(path: &Path, name: &str) -> Result<TrainerRecord, String> {
+    let stem = name.strip_suffix(".json").unwrap_or(name);
+    let (uid, pid, record) = read_checked::<TrainerRecord>(path, stem)?;
+    if record.version != VERSION {
+        return Err(format!(
+            "record version {}, this segtop reads {VERSION}",
+            record.version
+        ));
+    }
+    if (record.uid, record.pid) != (uid, pid) {
+        return Err(format!(
+            "says uid {} pid {}, its name {uid}-{pid}",
+            record.uid, record.pid
+        ));
+    }
+    if record.threads == 0 || record.threads > MAX_THREADS || record.peak_bytes > MAX_PEAK_BYTES {
+        return Err(format!(
+            "implausible: {} threads, {} bytes",
+            record.threads, record.peak_bytes
+        ));
+    }
+    Ok(record)
+}
+
+/// Whether the record's process is alive and is what it says: the same process (start time),
+/// of the same user, running the segtop trainer.
+fn alive(record: &TrainerRecord) -> bool {
+    is_alive(
+        record.pid,
+        record.uid,
+        record.pid_start,
+        crate::run::process::is_trainer,
+    )
+}
+
+/// Whether process `pid` is alive, owned by `uid`, started at `start` and is what `kind` says.
+fn is_alive(pid: u32, uid: u32, start: u64, kind: fn(u32) -> bool) -> bool {
+    let owned = std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid);
+    owned
+        && kind(pid)
+        && crate::run::process::start_time(pid).is_some_and(|now| crate::run::process::same_start(now, start))
+}
+
+/// Whether process `pid` runs segtop itself (a supervisor).
+fn is_segtop(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|name| name.trim_end() == "segtop")
+}
+
+/// This supervisor's record of `waiting` runs, the oldest queued at `since`.
+pub fn waiting_of(waiting: u32, since: DateTime<Utc>, last_started: Option<DateTime<Utc>>) -> Option<WaitingRecord> {
+    let uid = current_uid();
+    let pid = std::process::id();
+    Some(WaitingRecord {
+        version: VERSION,
+        user: user_name(uid),
+        uid,
+        pid,
+        pid_start: crate::run::process::start_time(pid)?,
+        waiting,
+        since,
+        last_started,
+    })
+}
+
+/// The user running this process.
+pub fn current_uid() -> u32 {
+    // SAFETY: getuid cannot fail and touches no memory.
+    unsafe { libc::getuid() }
+}
+
+/// The name of user `uid` (its number when the password database does not know it).
+pub fn user_name(uid: u32) -> String {
+    let Ok(text) = std::fs::read_to_string("/etc/passwd") else {
+        return uid.to_string();
+    };
+    text.lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            let id = fields.nth(1)?.parse::<u32>().ok()?;
+            (id == uid).then(|| name.to_string())
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// The record of a trainer of ours.
+pub fn record_of(pid: u32, run: &str, run_dir: &Path, threads: u32, peak_bytes: u64) -> Option<TrainerRecord> {
+    let uid = current_uid();
+    Some(TrainerRecord {
+        version: VERSION,
+        user: user_name(uid),
+        uid,
+        pid,
+        pid_start: crate::run::process::start_time(pid)?,
+        run: run.to_string(),
+        run_dir: std::fs::canonicalize(run_dir).unwrap_or_else(|_| run_dir.to_path_buf()),
+        threads: threads.max(1),
+        peak_bytes,
+        started: Utc::now(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(pid: u32) -> TrainerRecord {
+        TrainerRecord {
+            version: VERSION,
+            user: "me".into(),
+            uid: current_uid(),
+            pid,
+            pid_start: 1,
+            run: "20260101-000000-a".into(),
+            run_dir: "/ws/runs/20260101-000000-a".into(),
+            threads: 2,
+            peak_bytes: 1 << 30,
+            started: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_register_is_made_sticky_and_world_writable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let register = Register::at(dir.path().join("machine"));
+        register.register(&record(999_999)).expect("registers");
+        let mode = std::fs::metadata(register.dir()).expect("made").mode();
+        assert_eq!(mode & 0o7777, 0o1777);
+        let file = register.dir().join(format!("{}-999999.json", current_uid()));
+        assert_eq!(std::fs::metadata(&file).expect("written").mode() & 0o777, 0o644);
+        // A world-writable directory without the sticky bit is refused.
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).expect("mkdir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let error = Register::at(&open).register(&record(1)).expect_err("not sticky");
+        assert!(error.contains("without the sticky bit"), "{error}");
+    }
+
+    #[test]
+    fn records_of_dead_or_foreign_processes_do_not_count_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let register = Register::at(dir.path());
+        // A record of ours whose process does not exist: skipped quietly, and removed.
+        register.register(&record(u32::MAX - 1)).expect("registers");
+        // This test process is alive and ours, but it is not a trainer.
+        register.register(&record(std::process::id())).expect("registers");
+        let uid = current_uid();
+        let write = |name: &str, text: &[u8]| std::fs::write(dir.path().join(name), text).expect("write");
+        write(&format!("{uid}-12.json"), b"{\"version\": 1, \"user\": \xff}");
+        write(&format!("{uid}-13.json"), &vec![b' '; 20_000]);
+        let mut huge = record(14);
+        huge.threads = 1_000_000;
+        write(&format!("{uid}-14.json"), &serde_json::to_vec(&huge).expect("json"));
+        write(
+            &format!("{uid}-15.json"),
+            &serde_json::to_vec(&record(16)).expect("json"),
+        );
+        write("not-a-record.json", b"{}");
+        let (live, warnings) = register.live();
+        assert!(live.is_empty(), "{live:?}");
+        let said = warnings.join("\n");
+        assert!(said.contains("-12.json: skipped: not a segtop record"), "{said}");
+        assert!(said.contains("-13.json: skipped: 20000 bytes"), "{said}");
+        assert!(
+            said.contains("-14.json: skipped: implausible: 1000000 threads"),
+            "{said}"
+        );
+        assert!(
+            said.contains(&format!("-15.json: skipped: says uid {uid} pid 16")),
+            "{said}"
+        );
+        assert!(said.contains("not-a-record.json: skipped: its name is not"), "{said}");
+        assert_eq!(warnings.len(), 5, "{said}");
+        assert!(!dir.path().join(format!("{uid}-{}.json", u32::MAX - 1)).exists());
+    }
+}

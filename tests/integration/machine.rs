@@ -1,0 +1,256 @@
+//! A server shared by several Unix users: each with a workspace and a supervisor of their own,
+//! all counted through the machine's register of trainers. Needs root (to create the users), so
+//! ignored by default; `./quickstart.sh test`, as root, runs it.
+
+#![cfg(feature = "trainer")]
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use segtop::run::RunDir;
+use segtop::schedule::machine::Register;
+
+use super::queue::{finished, tiny_text};
+use super::wait::poll_until;
+
+/// A Unix user made for the test, removed (with whatever it still runs) when dropped.
+struct User {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl User {
+    fn create(name: &str) -> User {
+        let _ = Command::new("userdel").arg(name).output();
+        let made = Command::new("useradd")
+            .args(["--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name])
+            .output()
+            .expect("useradd runs");
+        assert!(
+            made.status.success(),
+            "useradd {name}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let id = |flag: &str| -> u32 {
+            let out = Command::new("id").args([flag, name]).output().expect("id runs");
+            String::from_utf8_lossy(&out.stdout).trim().parse().expect("a number")
+        };
+        User {
+            name: name.to_string(),
+            uid: id("-u"),
+            gid: id("-g"),
+        }
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill").args(["-KILL", "-u", &self.name]).output();
+        let _ = Command::new("userdel").arg(&self.name).output();
+    }
+}
+
+/// The test's shared machine: the binaries and libtorch where every user can reach them, and
+/// the register (mode 1777, as `/var/tmp/segtop-machine` would be).
+struct Shared {
+    base: tempfile::TempDir,
+    mounted: PathBuf,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        let base = tempfile::tempdir().expect("temp dir");
+        std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let bin = base.path().join("bin");
+        std::fs::create_dir(&bin).expect("mkdir");
+        for exe in [env!("CARGO_BIN_EXE_segtop"), env!("CARGO_BIN_EXE_segtop-train")] {
+            let name = Path::new(exe).file_name().expect("a name");
+            std::fs::copy(exe, bin.join(name)).expect("copy the binary");
+        }
+        // libtorch may sit in root's home, which other users cannot enter: mount its folder here.
+        let ldd = Command::new("ldd")
+            .arg(env!("CARGO_BIN_EXE_segtop-train"))
+            .output()
+            .expect("ldd runs");
+        let libs = String::from_utf8_lossy(&ldd.stdout)
+            .lines()
+            .find_map(|line| {
+                let path = line.split("=>").nth(1)?.split_whitespace().next()?;
+                path.contains("libtorch_cpu").then(|| PathBuf::from(path))
+            })
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .expect("the trainer links libtorch");
+        let mounted = base.path().join("libtorch");
+        std::fs::create_dir(&mounted).expect("mkdir");
+        let mount = Command::new("mount")
+            .args(["--bind", "-o", "ro"])
+            .arg(&libs)
+            .arg(&mounted)
+            .output()
+            .expect("mount runs");
+        assert!(mount.status.success(), "{}", String::from_utf8_lossy(&mount.stderr));
+        let register = base.path().join("machine");
+        std::fs::create_dir(&register).expect("mkdir");
+        std::fs::set_permissions(&register, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        Shared { base, mounted }
+    }
+
+    fn register(&self) -> PathBuf {
+        self.base.path().join("machine")
+    }
+
+    /// A workspace of `user`'s own, with the tiny experiment of `epochs`.
+    fn workspace(&self, user: &User, epochs: u32) -> PathBuf {
+        let ws = self.base.path().join(&user.name);
+        std::fs::create_dir(&ws).expect("mkdir");
+        std::fs::write(ws.join("tiny.toml"), tiny_text(epochs)).expect("write");
+        let chown = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{}:{}", user.uid, user.gid))
+            .arg(&ws)
+            .output()
+            .expect("chown runs");
+        assert!(chown.status.success());
+        ws
+    }
+
+    /// `segtop ARGS` as `user` in `ws`.
+    fn segtop(&self, user: &User, ws: &Path, args: &[&str]) -> Output {
+        Command::new(self.base.path().join("bin/segtop"))
+            .args(args)
+            .current_dir(ws)
+            .uid(user.uid)
+            .gid(user.gid)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", ws)
+            .env("XDG_CONFIG_HOME", ws.join("config"))
+            .env("SEGTOP_MACHINE_DIR", self.register())
+            .env("LD_LIBRARY_PATH", &self.mounted)
+            .output()
+            .expect("segtop runs")
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mounted).output();
+    }
+}
+
+/// The run directories of a workspace.
+fn runs(ws: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(ws.join("runs"))
+        .map(|entries| entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+/// Queues the tiny experiment `times` times as `user`.
+fn queue(shared: &Shared, user: &User, ws: &Path, times: usize) {
+    for _ in 0..times {
+        let queued = shared.segtop(user, ws, &["queue", "tiny.toml"]);
+        assert!(queued.status.success(), "{}", String::from_utf8_lossy(&queued.stderr));
+    }
+}
+
+/// Who started runs, in the order they started, from the workspaces' launch records.
+fn start_order(workspaces: &[(&str, &Path)]) -> Vec<String> {
+    let mut starts: Vec<(chrono::DateTime<chrono::Utc>, String)> = workspaces
+        .iter()
+        .flat_map(|(name, ws)| {
+            runs(ws)
+                .into_iter()
+                .filter_map(|run| Some((RunDir::open(&run).read_launch()?.time, name.to_string())))
+        })
+        .collect();
+    starts.sort();
+    starts.into_iter().map(|(_, name)| name).collect()
+}
+
+#[test]
+#[ignore = "needs root to create users: ./quickstart.sh test, as root, runs it"]
+fn two_users_take_turns_on_the_cores_and_a_killed_supervisor_or_trainer_blocks_nobody() {
+    // SAFETY: getuid cannot fail.
+    assert_eq!(unsafe { libc::getuid() }, 0, "run as root");
+    let shared = Shared::new();
+    let a = User::create("segtop-test-a");
+    let b = User::create("segtop-test-b");
+    let (ws_a, ws_b) = (shared.workspace(&a, 3), shared.workspace(&b, 3));
+    // A hostile record: skipped with a warning, never counted.
+    std::fs::write(
+        shared.register().join("0-1.json"),
+        b"{\"version\": 1, \"threads\": 99999999999}",
+    )
+    .expect("write");
+    let register = Register::at(shared.register());
+
+    // a queues two runs; once the first runs, b queues two. By default each run takes both
+    // cores, so one trainer runs at a time, and the users take turns: a, b, a, b.
+    queue(&shared, &a, &ws_a, 2);
+    poll_until("a's first trainer", Duration::from_secs(120), || {
+        register.live().0.into_iter().find(|r| r.user == a.name)
+    })
+    .unwrap_or_else(|t| t.fail(""));
+    queue(&shared, &b, &ws_b, 2);
+    let mut most_threads = 0;
+    let mut reasons = String::new();
+    poll_until("all four runs to finish", Duration::from_secs(400), || {
+        let (live, _) = register.live();
+        let threads: u32 = live.iter().map(|r| r.threads).sum();
+        most_threads = most_threads.max(threads);
+        assert!(
+            threads <= 2,
+            "{threads} trainer threads registered at once on 2 cores: {live:?}"
+        );
+        for ws in [&ws_a, &ws_b] {
+            reasons.push_str(&std::fs::read_to_string(ws.join("runs/queue.json")).unwrap_or_default());
+        }
+        let all: Vec<PathBuf> = runs(&ws_a).into_iter().chain(runs(&ws_b)).collect();
+        (all.len() == 4 && all.iter().all(|r| finished(r).is_some())).then_some(())
+    })
+    .unwrap_or_else(|t| t.fail(std::fs::read_to_string(ws_b.join("runs/supervisor.log")).unwrap_or_default()));
+    assert_eq!(most_threads, 2);
+    assert_eq!(start_order(&[("a", &ws_a), ("b", &ws_b)]), ["a", "b", "a", "b"]);
+    assert!(reasons.contains("held by 1 run of user segtop-test-a"), "{reasons}");
+    assert!(reasons.contains("the turn of user segtop-test-b first"), "{reasons}");
+    let log = std::fs::read_to_string(ws_b.join("runs/supervisor.log")).expect("b's supervisor log");
+    assert!(log.contains("0-1.json: skipped: not a segtop record"), "{log}");
+
+    // A long run of a's, killed with -9 with its supervisor: b's next run starts and finishes
+    // all the same.
+    std::fs::write(ws_a.join("tiny.toml"), tiny_text(200)).expect("write");
+    queue(&shared, &a, &ws_a, 1);
+    let long = poll_until("a's long trainer", Duration::from_secs(120), || {
+        register.live().0.into_iter().find(|r| r.user == a.name)
+    })
+    .unwrap_or_else(|t| t.fail(""));
+    queue(&shared, &b, &ws_b, 1);
+    poll_until("b's run to wait for a's", Duration::from_secs(60), || {
+        let queue = std::fs::read_to_string(ws_b.join("runs/queue.json")).ok()?;
+        queue.contains("held by 1 run of user segtop-test-a").then_some(())
+    })
+    .unwrap_or_else(|t| t.fail(""));
+    let killed = Command::new("pkill")
+        .args(["-KILL", "-u", &a.name, "-f", "supervise"])
+        .output()
+        .expect("pkill runs");
+    assert!(killed.status.success(), "no supervisor of a to kill");
+    // SAFETY: a plain kill of a process of the test's user a.
+    unsafe { libc::kill(long.pid as i32, libc::SIGKILL) };
+    poll_until("b's third run to finish", Duration::from_secs(200), || {
+        let runs = runs(&ws_b);
+        (runs.len() == 3 && runs.iter().all(|r| finished(r).is_some())).then_some(())
+    })
+    .unwrap_or_else(|t| t.fail(std::fs::read_to_string(ws_b.join("runs/supervisor.log")).unwrap_or_default()));
+    // b sees no trainer left: the dead one's record no longer counts.
+    let top = shared.segtop(&b, &ws_b, &["top", "--json"]);
+    assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&top.stdout).expect("JSON");
+    assert!(rows.is_empty(), "{rows:?}");
+}
