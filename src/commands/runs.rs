@@ -305,9 +305,43 @@ fn table(runs: &[&RunModel], now: chrono::DateTime<chrono::Utc>, values: bool, c
 }
 
 /// The run a command names: its id, a part of the id that only it has, or its directory.
+/// A run of another user (their trainer on this machine, or a directory of theirs) is
+/// refused by name: nobody acts on someone else's runs.
 pub fn find<'a>(runs: &'a BTreeMap<String, RunModel>, query: &str) -> anyhow::Result<&'a RunModel> {
-    let id = find_id(runs.keys().map(String::as_str), query)?;
-    Ok(&runs[id])
+    match find_id(runs.keys().map(String::as_str), query) {
+        Ok(id) => Ok(&runs[id]),
+        Err(error) => match someone_elses(query) {
+            Some((run, user)) => anyhow::bail!(
+                "{run} is a run of user {user}: only they can stop, resume, move or remove it \
+                 (segtop top lists every run on this machine)"
+            ),
+            None => Err(error.into()),
+        },
+    }
+}
+
+/// The run and owner when `query` names a run of another user: a trainer of theirs in the
+/// machine's register (by id or a part of it, or its directory), or a directory they own.
+fn someone_elses(query: &str) -> Option<(String, String)> {
+    use segtop::schedule::machine::{Register, current_uid, user_name};
+    use std::os::unix::fs::MetadataExt;
+    let me = current_uid();
+    let (records, _) = Register::here().live();
+    let path = std::path::Path::new(query);
+    let canonical = std::fs::canonicalize(path).ok();
+    if let Some(record) = records.iter().find(|r| {
+        r.uid != me && (r.run == query || r.run.contains(query) || canonical.as_deref() == Some(r.run_dir.as_path()))
+    }) {
+        return Some((record.run.clone(), record.user.clone()));
+    }
+    let owner = std::fs::metadata(path).ok()?.uid();
+    let is_run = RunDir::open(path).experiment().is_file() || path.join(RunDir::EVENTS).is_file();
+    (owner != me && is_run).then(|| {
+        let name = path
+            .file_name()
+            .map_or_else(|| query.to_string(), |n| n.to_string_lossy().into_owned());
+        (name, user_name(owner))
+    })
 }
 
 /// `segtop stop RUN [--kill]`.

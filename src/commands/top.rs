@@ -4,7 +4,7 @@
 //! readable to the viewer.
 
 use serde::Serialize;
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use sysinfo::System;
 
 use segtop::run::RunDir;
 use segtop::schedule::machine::{Register, TrainerRecord};
@@ -38,20 +38,29 @@ struct Row {
 
 pub fn top(args: &TopArgs) -> anyhow::Result<()> {
     let register = Register::here();
-    let (records, warnings) = register.live();
-    for warning in &warnings {
+    let mut system = System::new().map_err(|e| anyhow::anyhow!("cannot read the process table: {e}"))?;
+    let view = register.view(&mut system);
+    for warning in &view.warnings {
         eprintln!("warning: {warning}");
     }
-    let mut system = System::new().map_err(|e| anyhow::anyhow!("cannot read the process table: {e}"))?;
-    let pids: Vec<Pid> = records.iter().map(|r| Pid::from_u32(r.pid)).collect();
-    system.refresh_processes_specifics(
-        ProcessesToUpdate::Some(&pids),
-        true,
-        ProcessRefreshKind::nothing().with_memory().without_tasks(),
-    );
-    let rows: Vec<Row> = records.iter().map(|record| row(record, &system)).collect();
+    let rows: Vec<Row> = view.trainers.iter().map(|(record, rss)| row(record, *rss)).collect();
+    let queued: Vec<Waiting> = view
+        .waiting
+        .iter()
+        .enumerate()
+        .map(|(i, w)| Waiting {
+            user: w.user.clone(),
+            runs: w.waiting,
+            since: w.since,
+            turn: i + 1,
+        })
+        .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let listing = Listing {
+            trainers: rows,
+            waiting: queued,
+        };
+        println!("{}", serde_json::to_string_pretty(&listing)?);
         return Ok(());
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
@@ -67,14 +76,20 @@ pub fn top(args: &TopArgs) -> anyhow::Result<()> {
         rows.len(),
         register.dir().display()
     );
+    print_waiting(&queued);
+    print_table(&rows);
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) {
     if rows.is_empty() {
-        return Ok(());
+        return;
     }
     println!(
         "{:<10} {:<28} {:>7} {:>5} {:>9} {:>9} {:>9}  BEST DICE ET/TC/WT",
         "USER", "RUN", "EPOCH", "CORES", "MEMORY", "PEAK", "PATCH/S"
     );
-    for r in &rows {
+    for r in rows {
         let epoch = match (r.epoch, r.epochs) {
             (Some(e), Some(n)) if n > 0 => format!("{e}/{n}"),
             (Some(e), _) => e.to_string(),
@@ -93,10 +108,39 @@ pub fn top(args: &TopArgs) -> anyhow::Result<()> {
                 .map_or_else(|| "-".into(), |d| format!("{:.3} {:.3} {:.3}", d[0], d[1], d[2])),
         );
     }
-    Ok(())
 }
 
-fn row(record: &TrainerRecord, system: &System) -> Row {
+/// What `top --json` prints.
+#[derive(Debug, Serialize)]
+struct Listing {
+    trainers: Vec<Row>,
+    /// Users with runs waiting, in the order their turns come.
+    waiting: Vec<Waiting>,
+}
+
+/// A user's waiting runs, as their supervisor tells the register.
+#[derive(Debug, Serialize)]
+struct Waiting {
+    user: String,
+    runs: u32,
+    since: chrono::DateTime<chrono::Utc>,
+    /// 1: the next run to start on this machine is theirs.
+    turn: usize,
+}
+
+fn print_waiting(queued: &[Waiting]) {
+    for w in queued {
+        println!(
+            "waiting: {} run(s) of user {} since {} (turn {})",
+            w.runs,
+            w.user,
+            w.since.with_timezone(&chrono::Local).format("%H:%M:%S"),
+            w.turn
+        );
+    }
+}
+
+fn row(record: &TrainerRecord, rss: u64) -> Row {
     let run = RunDir::open(&record.run_dir);
     // Another user's run directory is read only where its permissions let the viewer.
     let model = run.events().is_file().then(|| {
@@ -109,7 +153,7 @@ fn row(record: &TrainerRecord, system: &System) -> Row {
         pid: record.pid,
         state: "running",
         cores: record.threads,
-        memory_bytes: system.process(Pid::from_u32(record.pid)).map_or(0, |p| p.memory()),
+        memory_bytes: rss,
         peak_bytes: record.peak_bytes,
         started: record.started,
         epoch: model.as_ref().map(|m| m.epoch),

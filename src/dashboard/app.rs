@@ -20,6 +20,7 @@ use crate::dashboard::catalog::ExperimentStatus;
 use crate::run::process::Halt;
 use crate::runs::model::RunModel;
 use crate::runs::watch::{HostSample, Watch};
+use crate::schedule::machine::MachineView;
 use crate::settings::{ChartMarker, Settings};
 use crate::theme::Theme;
 use crate::workspace::Workspace;
@@ -35,6 +36,8 @@ pub enum Screen {
     Grid,
     /// Marked runs compared: curves overlaid and the keys they differ in.
     Compare,
+    /// Every segtop trainer on the machine, of every user, and who waits.
+    Machine,
 }
 
 /// Messages of the status line kept for `N`.
@@ -57,6 +60,8 @@ pub struct App {
     pub screen: Screen,
     pub runs: BTreeMap<String, RunModel>,
     pub host: Option<HostSample>,
+    /// The machine's register at the latest look.
+    pub machine: MachineView,
     pub now: DateTime<Utc>,
     pub experiments: ExperimentList,
     pub list: RunList,
@@ -95,6 +100,7 @@ impl App {
             screen: Screen::Experiments,
             runs: BTreeMap::new(),
             host: None,
+            machine: MachineView::default(),
             now: DateTime::<Utc>::UNIX_EPOCH,
             experiments: ExperimentList::default(),
             list: RunList::default(),
@@ -424,6 +430,12 @@ impl App {
             changed |= self.host.is_none_or(|old| host_figures(&old) != host_figures(&host));
             self.host = Some(host);
         }
+        if let Some(machine) = watch.machine.take() {
+            // Memory moves at every look: it redraws only the machine screen.
+            changed |=
+                !machine.same_listing(&self.machine) || (self.screen == Screen::Machine && machine != self.machine);
+            self.machine = machine;
+        }
         for applied in watch.apply_runs(&mut self.runs) {
             if let Some(warning) = applied.warning {
                 self.notice.say(format!("⚠ {warning}"));
@@ -480,12 +492,14 @@ impl App {
             KeyCode::Char('2') => self.screen = Screen::Runs,
             KeyCode::Char('3') => self.screen = Screen::Grid,
             KeyCode::Char('4') => self.screen = Screen::Compare,
+            KeyCode::Char('5') => self.screen = Screen::Machine,
             KeyCode::Tab => {
                 self.screen = match self.screen {
                     Screen::Experiments => Screen::Runs,
                     Screen::Runs | Screen::Run => Screen::Grid,
                     Screen::Grid => Screen::Compare,
-                    Screen::Compare => Screen::Experiments,
+                    Screen::Compare => Screen::Machine,
+                    Screen::Machine => Screen::Experiments,
                 }
             }
             KeyCode::Char('t') => self.next_theme(),
@@ -504,6 +518,7 @@ impl App {
                     Screen::Run => self.run_key(code),
                     Screen::Grid => self.grid_key(code),
                     Screen::Compare => self.compare_key(code),
+                    Screen::Machine => false,
                 };
                 if !handled {
                     self.dirty = false;

@@ -5,6 +5,7 @@
 //!
 //! Finished runs are re-read only every few seconds (a resume can append to them).
 
+use crate::schedule::machine::{MachineView, Register};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -50,6 +51,8 @@ pub struct Watch {
     pub host: Option<HostSample>,
     /// The queue's waiting runs by id, when `queue.json` changed (every run not in it has left).
     pub queue: Option<BTreeMap<String, QueuePlace>>,
+    /// Every segtop trainer on the machine, of every user (the machine's register).
+    pub machine: Option<MachineView>,
 }
 
 /// What applying one run's update brought that a reader may want to say or know.
@@ -308,6 +311,9 @@ impl Watcher {
         watch.runs = updates.into_values().filter(RunUpdate::has_news).collect();
         watch.queue = self.read_queue();
         watch.host = self.sample_host();
+        if let Some(system) = self.system.as_mut() {
+            watch.machine = Some(Register::here().view(system));
+        }
         self.looks += 1;
         watch
     }

@@ -313,6 +313,61 @@ fn read_checked<T: serde::de::DeserializeOwned>(path: &Path, stem: &str) -> Resu
     Ok((uid, pid, record))
 }
 
+/// What the register says at one look, for the dashboard's machine screen.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MachineView {
+    /// Every live trainer, with the memory its process holds now.
+    pub trainers: Vec<(TrainerRecord, u64)>,
+    /// Every user's waiting runs, in the order their turns come.
+    pub waiting: Vec<WaitingRecord>,
+    /// Records skipped as malformed, and why.
+    pub warnings: Vec<String>,
+}
+
+impl MachineView {
+    /// The same trainers and waiting users, memory aside (it changes at every look).
+    pub fn same_listing(&self, other: &MachineView) -> bool {
+        self.waiting == other.waiting
+            && self.trainers.len() == other.trainers.len()
+            && self.trainers.iter().zip(&other.trainers).all(|(a, b)| a.0 == b.0)
+    }
+}
+
+impl Register {
+    /// The trainers and waiting users alive now; memory from `system`'s process table.
+    pub fn view(&self, system: &mut sysinfo::System) -> MachineView {
+        use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate};
+        let (records, mut warnings) = self.live();
+        let pids: Vec<Pid> = records.iter().map(|r| Pid::from_u32(r.pid)).collect();
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&pids),
+            true,
+            ProcessRefreshKind::nothing().with_memory().without_tasks(),
+        );
+        let trainers = records
+            .into_iter()
+            .map(|r| {
+                let rss = system.process(Pid::from_u32(r.pid)).map_or(0, |p| p.memory());
+                (r, rss)
+            })
+            .collect();
+        let (mut waiting, problems) = self.waiting();
+        warnings.extend(problems);
+        waiting.sort_by(|a, b| {
+            if a.before(b) {
+                std::cmp::Ordering::Less
+            } else {
+                std::cmp::Ordering::Greater
+            }
+        });
+        MachineView {
+            trainers,
+            waiting,
+            warnings,
+        }
+    }
+}
+
 /// Reads and checks one trainer record file named `name`.
 fn read_record(path: &Path, name: &str) -> Result<TrainerRecord, String> {
     let stem = name.strip_suffix(".json").unwrap_or(name);

@@ -107,7 +107,9 @@ impl Shared {
     fn workspace(&self, user: &User, epochs: u32) -> PathBuf {
         let ws = self.base.path().join(&user.name);
         std::fs::create_dir(&ws).expect("mkdir");
-        std::fs::write(ws.join("tiny.toml"), tiny_text(epochs)).expect("write");
+        // Runs named for their user: ids of the same second differ between workspaces.
+        let text = tiny_text(epochs).replace("name = \"tiny\"", &format!("name = \"{}\"", user.name));
+        std::fs::write(ws.join("tiny.toml"), text).expect("write");
         let chown = Command::new("chown")
             .arg("-R")
             .arg(format!("{}:{}", user.uid, user.gid))
@@ -224,7 +226,8 @@ fn two_users_take_turns_on_the_cores_and_a_killed_supervisor_or_trainer_blocks_n
 
     // A long run of a's, killed with -9 with its supervisor: b's next run starts and finishes
     // all the same.
-    std::fs::write(ws_a.join("tiny.toml"), tiny_text(200)).expect("write");
+    let long_text = tiny_text(200).replace("name = \"tiny\"", &format!("name = \"{}\"", a.name));
+    std::fs::write(ws_a.join("tiny.toml"), long_text).expect("write");
     queue(&shared, &a, &ws_a, 1);
     let long = poll_until("a's long trainer", Duration::from_secs(120), || {
         register.live().0.into_iter().find(|r| r.user == a.name)
@@ -236,6 +239,30 @@ fn two_users_take_turns_on_the_cores_and_a_killed_supervisor_or_trainer_blocks_n
         queue.contains("held by 1 run of user segtop-test-a").then_some(())
     })
     .unwrap_or_else(|t| t.fail(""));
+    // b cannot act on a's run: refused by name, and a's trainer goes on.
+    let listing: serde_json::Value =
+        serde_json::from_slice(&shared.segtop(&b, &ws_b, &["top", "--json"]).stdout).expect("JSON");
+    let trainers = listing["trainers"].as_array().expect("trainers");
+    assert!(
+        trainers
+            .iter()
+            .any(|t| t["user"] == "segtop-test-a" && t["run"] == long.run.as_str()),
+        "{listing}"
+    );
+    let long_dir = long.run_dir.to_str().expect("UTF-8").to_string();
+    for args in [vec!["stop", long.run.as_str()], vec!["rm", "--yes", &long_dir]] {
+        let refused = shared.segtop(&b, &ws_b, &args);
+        let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+        assert!(!refused.status.success(), "{args:?}: {said}");
+        assert!(
+            said.contains("is a run of user segtop-test-a: only they can"),
+            "{args:?}: {said}"
+        );
+    }
+    assert!(
+        register.live().0.iter().any(|r| r.pid == long.pid),
+        "a's trainer was touched"
+    );
     let killed = Command::new("pkill")
         .args(["-KILL", "-u", &a.name, "-f", "supervise"])
         .output()
@@ -251,6 +278,6 @@ fn two_users_take_turns_on_the_cores_and_a_killed_supervisor_or_trainer_blocks_n
     // b sees no trainer left: the dead one's record no longer counts.
     let top = shared.segtop(&b, &ws_b, &["top", "--json"]);
     assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&top.stdout).expect("JSON");
-    assert!(rows.is_empty(), "{rows:?}");
+    let listing: serde_json::Value = serde_json::from_slice(&top.stdout).expect("JSON");
+    assert_eq!(listing["trainers"], serde_json::json!([]), "{listing}");
 }

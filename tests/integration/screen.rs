@@ -192,6 +192,7 @@ fn dashboard_with_recorded_runs(width: u16, height: u16) -> App {
         removed: vec![],
         host: Some(host()),
         queue: Some(queue.into_iter().collect()),
+        machine: None,
     })));
     for second in 1..=30 {
         let time = latest + Duration::seconds(second);
@@ -211,6 +212,7 @@ fn dashboard_with_recorded_runs(width: u16, height: u16) -> App {
             removed: vec![],
             host: Some(host()),
             queue: None,
+            machine: None,
         })));
     }
     app
@@ -867,6 +869,7 @@ fn the_run_list_shows_long_runs_epochs_whole() {
         removed: vec![],
         host: Some(host()),
         queue: None,
+        machine: None,
     })));
     key(&mut app, KeyCode::Char('2'));
     let screen = render_at(&app, 80, 24);
@@ -960,6 +963,7 @@ fn the_run_view_shows_raw_and_post_processed_scores_and_d_shows_lesion_wise_dice
         removed: vec![],
         host: Some(host()),
         queue: None,
+        machine: None,
     })));
     for (width, height) in [(120, 36), (160, 48)] {
         app.update(Msg::Terminal(TermEvent::Resize(width, height)));
@@ -1071,4 +1075,95 @@ fn a_key_that_closes_the_help_also_acts() {
     key(&mut app, KeyCode::Char('?'));
     key(&mut app, KeyCode::Esc);
     assert!(!app.show_help && app.screen == Screen::Runs, "Esc only closes the help");
+}
+
+/// The machine screen: three users' trainers from the machine's register (this workspace's
+/// live run among them) and the users waiting, in the order of their turns.
+#[test]
+fn the_machine_screen_lists_every_users_trainers_and_whose_turn_comes_next() {
+    use segtop::schedule::machine::{MachineView, TrainerRecord, WaitingRecord};
+    let mut app = dashboard_with_recorded_runs(80, 24);
+    let now = app.now;
+    let trainer = |user: &str, run: &str, threads: u32, gb: u64, minutes: i64| {
+        let record = TrainerRecord {
+            version: 1,
+            user: user.to_string(),
+            uid: 1000,
+            pid: 4000,
+            pid_start: 1,
+            run: run.to_string(),
+            run_dir: PathBuf::from("/home").join(user).join("runs").join(run),
+            threads,
+            peak_bytes: gb << 30,
+            started: now - Duration::minutes(minutes),
+        };
+        (record, (gb << 30) / 2)
+    };
+    let waiting = |user: &str, runs: u32, minutes: i64| WaitingRecord {
+        version: 1,
+        user: user.to_string(),
+        uid: 1001,
+        pid: 5000,
+        pid_start: 1,
+        waiting: runs,
+        since: now - Duration::minutes(minutes),
+        last_started: None,
+    };
+    let machine = MachineView {
+        trainers: vec![
+            trainer("ta01", "20261207-091500-default-lr3e-3", 1, 2, 42),
+            trainer("me", LIVE, 1, 1, 3),
+        ],
+        waiting: vec![waiting("ta02", 2, 12), waiting("ta01", 1, 5)],
+        warnings: Vec::new(),
+    };
+    app.update(Msg::Watch(Box::new(Watch {
+        time: now,
+        host: Some(host()),
+        machine: Some(machine.clone()),
+        ..Watch::default()
+    })));
+    key(&mut app, KeyCode::Char('5'));
+    assert_eq!(app.screen, Screen::Machine);
+    let screen = render_at(&app, 80, 24);
+    insta::assert_snapshot!("machine_80x24", screen);
+    // Memory that moves redraws the machine screen, and nothing else (with no live run of
+    // this workspace, whose clock would redraw every look).
+    app.update(Msg::Watch(Box::new(Watch {
+        time: now,
+        runs: vec![RunUpdate {
+            id: LIVE.to_string(),
+            dir: PathBuf::from("/ws/runs").join(LIVE),
+            sample: Some(ProcessSample {
+                time: now,
+                liveness: Liveness::Gone,
+                cpu_percent: 0.0,
+                rss_mb: 0.0,
+            }),
+            ..RunUpdate::default()
+        }],
+        machine: Some(machine.clone()),
+        ..Watch::default()
+    })));
+    draw(&mut app);
+    let mut moved = machine.clone();
+    moved.trainers[0].1 += 1 << 20;
+    app.update(Msg::Watch(Box::new(Watch {
+        time: now,
+        machine: Some(moved.clone()),
+        ..Watch::default()
+    })));
+    assert!(app.needs_redraw());
+    key(&mut app, KeyCode::Char('2'));
+    draw(&mut app);
+    moved.trainers[0].1 += 1 << 20;
+    app.update(Msg::Watch(Box::new(Watch {
+        time: now,
+        machine: Some(moved),
+        ..Watch::default()
+    })));
+    assert!(
+        !app.needs_redraw(),
+        "the runs screen does not show the machine's memory"
+    );
 }

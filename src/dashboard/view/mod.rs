@@ -8,6 +8,7 @@ mod compare;
 mod editor;
 mod experiments;
 mod grid;
+mod machine;
 mod run;
 mod runs;
 
@@ -35,6 +36,7 @@ pub fn draw(app: &App, frame: &mut Frame) -> Hits {
         (None, Screen::Run) => run::draw(app, frame, body, &mut hits),
         (None, Screen::Grid) => grid::draw(app, frame, body, &mut hits),
         (None, Screen::Compare) => compare::draw(app, frame, body, &mut hits),
+        (None, Screen::Machine) => machine::draw(app, frame, body),
     }
     frame.render_widget(key_bar(app, keys.width), keys);
     if app.show_help {
@@ -85,6 +87,7 @@ fn title_bar(app: &App, width: u16) -> Line<'static> {
             format!("compare ({})", app.list.marked.len()),
             app.screen == Screen::Compare,
         ),
+        tab("5", "machine".to_string(), app.screen == Screen::Machine),
     ];
     let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
     if let Some(host) = &app.host {
@@ -215,6 +218,7 @@ fn screen_keys(screen: Screen) -> &'static [(&'static str, &'static str)] {
             ("K", "kill"),
             ("?", "help"),
         ],
+        Screen::Machine => &[("Tab", "next screen"), ("2", "your runs"), ("?", "help")],
     }
 }
 
@@ -268,7 +272,7 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
 
 /// Every key, by screen.
 pub const HELP: &[(&str, &str)] = &[
-    ("1 2 3 4  Tab", "experiments · runs · grid · compare"),
+    ("1 2 3 4 5  Tab", "experiments · runs · grid · compare · machine"),
     ("space  w", "mark a run · its whole sweep, to compare"),
     ("↑↓ j k g G PgUp/Dn", "select, first, last (the wheel too)"),
     ("⏎  b  click", "launch · launch on Slurm · open a run"),
