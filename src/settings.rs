@@ -72,10 +72,14 @@ impl Settings {
 
     /// The queue's settings from the settings file, defaults when it is missing or broken.
     pub fn queue() -> crate::schedule::queue::QueueSettings {
-        Settings::path()
+        let mut queue = Settings::path()
             .and_then(|path| Settings::load(&path).ok())
             .unwrap_or_default()
-            .queue
+            .queue;
+        if std::env::var("SEGTOP_OTHER_LOAD").is_ok_and(|v| v == "0" || v == "off") {
+            queue.other_load = false;
+        }
+        queue
     }
 
     /// Reads the settings; a missing file is the defaults, a broken one an error naming it.

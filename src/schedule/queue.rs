@@ -46,6 +46,9 @@ pub struct QueueSettings {
     pub max_concurrent: u32,
     /// Memory left for everything else, e.g. `"1 GB"`.
     pub reserve_ram: ByteSize,
+    /// Count the cores that programs other than segtop's trainers keep busy (measured over
+    /// the last seconds) as taken. `SEGTOP_OTHER_LOAD=0` turns it off for one process.
+    pub other_load: bool,
 }
 
 impl Default for QueueSettings {
@@ -54,6 +57,7 @@ impl Default for QueueSettings {
             cores: 0,
             max_concurrent: 0,
             reserve_ram: ByteSize(1_000_000_000),
+            other_load: true,
         }
     }
 }
@@ -527,6 +531,8 @@ pub struct Machine {
     /// Other users whose turn to start a run comes first (fair share: cores go to each user
     /// with waiting runs in turn).
     pub ahead: Vec<String>,
+    /// Whole cores kept busy by programs other than segtop's trainers.
+    pub other_load: u32,
 }
 
 /// A run whose trainer is alive.
@@ -569,7 +575,7 @@ pub fn plan(candidates: &[Candidate], machine: &Machine, settings: &QueueSetting
     let share = settings.share(machine.cores);
     let reserve = settings.reserve_ram.0;
     let mut running = machine.live.iter().filter(|r| r.owner.is_none()).count() as u32;
-    let mut cores_used: u32 = machine.live.iter().map(|r| r.threads).sum();
+    let mut cores_used: u32 = machine.live.iter().map(|r| r.threads).sum::<u32>() + machine.other_load;
     // Memory the live runs will still take on their way to their peak.
     let coming: u64 = machine
         .live
@@ -607,7 +613,7 @@ pub fn plan(candidates: &[Candidate], machine: &Machine, settings: &QueueSetting
             Some(format!(
                 "needs {threads} cores, {} of {cores} free{}",
                 cores.saturating_sub(cores_used),
-                held_by_others(&machine.live)
+                held_by_others(machine)
             ))
         } else if candidate.peak_bytes + reserve > free {
             Some(format!(
@@ -636,9 +642,9 @@ pub fn plan(candidates: &[Candidate], machine: &Machine, settings: &QueueSetting
 
 /// What other users' and workspaces' trainers hold, for a waiting reason:
 /// ` (2 cores held by 1 run of user ta01, 1 of user ta02)`, or nothing when there are none.
-fn held_by_others(live: &[LiveRun]) -> String {
+fn held_by_others(machine: &Machine) -> String {
     let mut by_owner: Vec<(&str, u32, u32)> = Vec::new();
-    for run in live {
+    for run in &machine.live {
         let Some(owner) = run.owner.as_deref() else {
             continue;
         };
@@ -650,8 +656,13 @@ fn held_by_others(live: &[LiveRun]) -> String {
             None => by_owner.push((owner, 1, run.threads)),
         }
     }
+    let busy = match machine.other_load {
+        0 => None,
+        1 => Some("1 core busy with other programs".to_string()),
+        n => Some(format!("{n} cores busy with other programs")),
+    };
     if by_owner.is_empty() {
-        return String::new();
+        return busy.map_or_else(String::new, |b| format!(" ({b})"));
     }
     let cores: u32 = by_owner.iter().map(|(_, _, t)| t).sum();
     let owners: Vec<String> = by_owner
@@ -667,9 +678,10 @@ fn held_by_others(live: &[LiveRun]) -> String {
         })
         .collect();
     format!(
-        " ({cores} core{} held by {})",
+        " ({cores} core{} held by {}{})",
         if cores == 1 { "" } else { "s" },
-        owners.join(", ")
+        owners.join(", "),
+        busy.map_or_else(String::new, |b| format!("; {b}"))
     )
 }
 
@@ -854,6 +866,7 @@ mod tests {
             live: Vec::new(),
             warnings: Vec::new(),
             ahead: Vec::new(),
+            other_load: 0,
         }
     }
 
@@ -924,6 +937,24 @@ mod tests {
         // With one of theirs left, a run that fits in the free core starts: their runs do
         // not count against this workspace's runs at once.
         m.live.truncate(1);
+        let one = Candidate {
+            threads: Some(1),
+            ..candidate("a", 1.0)
+        };
+        assert_eq!(plan(&[one], &m, &settings(1)), [Decision::Start { threads: 1 }]);
+    }
+
+    #[test]
+    fn cores_other_programs_keep_busy_count_as_taken() {
+        let mut m = machine(2, 24, 20.0);
+        m.other_load = 1;
+        let decisions = plan(&[candidate("a", 1.0)], &m, &settings(1));
+        assert_eq!(
+            decisions,
+            [Decision::Wait(
+                "needs 2 cores, 1 of 2 free (1 core busy with other programs)".into()
+            )]
+        );
         let one = Candidate {
             threads: Some(1),
             ..candidate("a", 1.0)

@@ -113,6 +113,7 @@ pub fn run(workspace: &Workspace, launcher: &dyn Launcher, settings: &dyn Fn() -
         said: HashSet::new(),
         last_started: None,
         last_error: String::new(),
+        load: OtherLoad::default(),
     };
     let queue = Queue::new(workspace);
     let mut children: Vec<(RunDir, Child)> = Vec::new();
@@ -157,6 +158,8 @@ struct Admission {
     last_started: Option<DateTime<Utc>>,
     /// The queue's latest error, logged once.
     last_error: String,
+    /// Cores other programs keep busy.
+    load: OtherLoad,
 }
 
 impl Admission {
@@ -171,9 +174,15 @@ impl Admission {
         children: &mut Vec<(RunDir, Child)>,
     ) {
         let mine = own_waiting(queue, self.last_started);
-        let (register, system, host, said) = (&self.register, &mut self.system, &self.host, &mut self.said);
+        let (register, system, host, said, load) = (
+            &self.register,
+            &mut self.system,
+            &self.host,
+            &mut self.said,
+            &mut self.load,
+        );
         let mut look = || {
-            let mut machine = machine(workspace, register, system, host, settings);
+            let mut machine = machine(workspace, register, system, host, settings, load);
             machine.ahead = users_ahead(register, mine.as_ref(), &mut machine.warnings);
             for warning in &machine.warnings {
                 if said.insert(warning.clone()) {
@@ -279,6 +288,7 @@ pub fn machine(
     system: &mut System,
     host: &str,
     settings: &QueueSettings,
+    load: &mut OtherLoad,
 ) -> Machine {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let mut ours = Vec::new();
@@ -298,7 +308,7 @@ pub fn machine(
     system.refresh_processes_specifics(
         ProcessesToUpdate::Some(&pids),
         true,
-        ProcessRefreshKind::nothing().with_memory().without_tasks(),
+        ProcessRefreshKind::nothing().with_memory().with_cpu().without_tasks(),
     );
     let mut live = Vec::new();
     for (run, launch, pid) in launched {
@@ -324,8 +334,17 @@ pub fn machine(
         });
         ours.push(pid);
     }
-    let (others, warnings) = others(register, system, &ours);
+    let own_cpu: f32 = ours
+        .iter()
+        .filter_map(|pid| system.process(Pid::from_u32(*pid)))
+        .map(|p| p.cpu_usage())
+        .sum();
+    let (others, warnings, their_cpu) = others(register, system, &ours);
     live.extend(others);
+    // What the machine is busy with beyond segtop's trainers, in cores.
+    system.refresh_cpu_usage();
+    let busy = f64::from(system.global_cpu_usage()) / 100.0 * f64::from(cores);
+    load.observe((busy - f64::from(own_cpu + their_cpu) / 100.0).max(0.0));
     Machine {
         cores,
         total_ram: system.total_memory(),
@@ -333,6 +352,28 @@ pub fn machine(
         live,
         warnings,
         ahead: Vec::new(),
+        other_load: if settings.other_load { load.cores(cores) } else { 0 },
+    }
+}
+
+/// The cores other programs keep busy, smoothed over the supervisor's last few looks so that a
+/// moment's burst does not hold a run back and a steady load does.
+#[derive(Debug, Default)]
+pub struct OtherLoad {
+    cores: f64,
+}
+
+impl OtherLoad {
+    /// Weight of the newest look (at 2 looks a second: about 2 s to follow a change).
+    const NEWEST: f64 = 0.3;
+
+    fn observe(&mut self, busy_cores: f64) {
+        self.cores += Self::NEWEST * (busy_cores - self.cores);
+    }
+
+    /// Whole cores counted as taken: a core busy 70% of the time or more counts.
+    fn cores(&self, machine_cores: u32) -> u32 {
+        ((self.cores + 0.3).floor().max(0.0) as u32).min(machine_cores)
     }
 }
 
@@ -365,15 +406,20 @@ fn users_ahead(register: &Register, mine: Option<&WaitingRecord>, warnings: &mut
 
 /// The trainers in the machine's register that are not among `ours` (pids): other users'
 /// and other workspaces' runs, and the warnings about records that were skipped.
-fn others(register: &Register, system: &mut System, ours: &[u32]) -> (Vec<LiveRun>, Vec<String>) {
+fn others(register: &Register, system: &mut System, ours: &[u32]) -> (Vec<LiveRun>, Vec<String>, f32) {
     let (records, warnings) = register.live();
     let records: Vec<TrainerRecord> = records.into_iter().filter(|r| !ours.contains(&r.pid)).collect();
     let pids: Vec<Pid> = records.iter().map(|r| Pid::from_u32(r.pid)).collect();
     system.refresh_processes_specifics(
         ProcessesToUpdate::Some(&pids),
         true,
-        ProcessRefreshKind::nothing().with_memory().without_tasks(),
+        ProcessRefreshKind::nothing().with_memory().with_cpu().without_tasks(),
     );
+    let cpu: f32 = pids
+        .iter()
+        .filter_map(|pid| system.process(*pid))
+        .map(|p| p.cpu_usage())
+        .sum();
     let live = records
         .into_iter()
         .map(|record| LiveRun {
@@ -384,7 +430,7 @@ fn others(register: &Register, system: &mut System, ours: &[u32]) -> (Vec<LiveRu
             owner: Some(record.user),
         })
         .collect();
-    (live, warnings)
+    (live, warnings, cpu)
 }
 
 /// The workspace-relative path of the supervisor's log.

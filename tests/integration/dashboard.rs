@@ -236,6 +236,7 @@ fn open_dashboard_with(
     command.env("TERM", "xterm-256color");
     command.env("XDG_CONFIG_HOME", workspace.join("config"));
     command.env("SEGTOP_MACHINE_DIR", workspace.join(".machine"));
+    command.env("SEGTOP_OTHER_LOAD", "0");
     command.env_remove("NO_COLOR");
     for (name, value) in env {
         command.env(name, value);

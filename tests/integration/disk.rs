@@ -56,6 +56,7 @@ fn train(dir: &Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
         .current_dir(dir)
         .env("SEGTOP_THREADS", "1")
         .env("SEGTOP_MACHINE_DIR", dir.join(".machine"))
+        .env("SEGTOP_OTHER_LOAD", "0")
         .output()
         .expect("the trainer runs")
 }
@@ -304,6 +305,7 @@ fn a_run_over_its_memory_cgroup_is_killed_reads_out_of_memory_and_the_queue_goes
         .current_dir(ws)
         .env("XDG_CONFIG_HOME", ws.join("config"))
         .env("SEGTOP_MACHINE_DIR", ws.join(".machine"))
+        .env("SEGTOP_OTHER_LOAD", "0")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     cgroup.adopt(&mut supervisor);

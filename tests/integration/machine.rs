@@ -177,7 +177,7 @@ fn start_order(workspaces: &[(&str, &Path)]) -> Vec<String> {
 
 #[test]
 #[ignore = "needs root to create users: ./quickstart.sh test, as root, runs it"]
-fn two_users_take_turns_on_the_cores_and_a_killed_supervisor_or_trainer_blocks_nobody() {
+fn two_users_take_turns_a_killed_supervisor_or_trainer_blocks_nobody_and_other_programs_count() {
     // SAFETY: getuid cannot fail.
     assert_eq!(unsafe { libc::getuid() }, 0, "run as root");
     let shared = Shared::new();
@@ -275,6 +275,50 @@ fn two_users_take_turns_on_the_cores_and_a_killed_supervisor_or_trainer_blocks_n
         (runs.len() == 3 && runs.iter().all(|r| finished(r).is_some())).then_some(())
     })
     .unwrap_or_else(|t| t.fail(std::fs::read_to_string(ws_b.join("runs/supervisor.log")).unwrap_or_default()));
+    // Two busy loops outside segtop hold b's next run back, saying why; once they end, it runs.
+    struct Hogs(Vec<std::process::Child>);
+    impl Drop for Hogs {
+        fn drop(&mut self) {
+            for hog in &mut self.0 {
+                let _ = hog.kill();
+                let _ = hog.wait();
+            }
+        }
+    }
+    let hogs = Hogs(
+        (0..2)
+            .map(|_| {
+                Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .expect("sh runs")
+            })
+            .collect(),
+    );
+    queue(&shared, &b, &ws_b, 1);
+    poll_until(
+        "b's run to wait for cores other programs hold",
+        Duration::from_secs(60),
+        || {
+            let queue = std::fs::read_to_string(ws_b.join("runs/queue.json")).ok()?;
+            queue.contains("busy with other programs").then_some(())
+        },
+    )
+    .unwrap_or_else(|t| t.fail(std::fs::read_to_string(ws_b.join("runs/queue.json")).unwrap_or_default()));
+    assert_eq!(
+        runs(&ws_b)
+            .iter()
+            .filter(|r| RunDir::open(r).read_launch().is_some())
+            .count(),
+        3
+    );
+    drop(hogs);
+    poll_until("b's fourth run to finish", Duration::from_secs(200), || {
+        let runs = runs(&ws_b);
+        (runs.len() == 4 && runs.iter().all(|r| finished(r).is_some())).then_some(())
+    })
+    .unwrap_or_else(|t| t.fail(std::fs::read_to_string(ws_b.join("runs/supervisor.log")).unwrap_or_default()));
+
     // b sees no trainer left: the dead one's record no longer counts.
     let top = shared.segtop(&b, &ws_b, &["top", "--json"]);
     assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));

@@ -32,6 +32,7 @@ pub fn segtop(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(dir)
         .env("SEGTOP_MACHINE_DIR", dir.join(".machine"))
+        .env("SEGTOP_OTHER_LOAD", "0")
         .env_remove("NO_COLOR")
         .output()
         .expect("segtop runs")

@@ -15,6 +15,7 @@ fn into_a_closed_pipe(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(dir)
         .env("SEGTOP_MACHINE_DIR", dir.join(".machine"))
+        .env("SEGTOP_OTHER_LOAD", "0")
         .stdout(writer)
         .stderr(Stdio::piped())
         .output()

@@ -20,6 +20,7 @@ fn segtop(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .env("XDG_CONFIG_HOME", dir.join("config"))
         .env("SEGTOP_MACHINE_DIR", dir.join(".machine"))
+        .env("SEGTOP_OTHER_LOAD", "0")
         .env_remove("NO_COLOR")
         .output()
         .expect("segtop runs")
@@ -432,6 +433,7 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
         .current_dir(dir.path())
         .env("SEGTOP_THREADS", "1")
         .env("SEGTOP_MACHINE_DIR", dir.path().join(".machine"))
+        .env("SEGTOP_OTHER_LOAD", "0")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     limit(&mut resumed, libc::RLIMIT_FSIZE, 60_000);
@@ -462,6 +464,7 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
         .current_dir(dir.path())
         .env("SEGTOP_THREADS", "1")
         .env("SEGTOP_MACHINE_DIR", dir.path().join(".machine"))
+        .env("SEGTOP_OTHER_LOAD", "0")
         .output()
         .expect("runs");
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
@@ -529,6 +532,7 @@ fn queue_commands_and_supervisors_started_at_the_same_moment_start_each_run_once
                 .current_dir(ws)
                 .env("XDG_CONFIG_HOME", ws.join("config"))
                 .env("SEGTOP_MACHINE_DIR", ws.join(".machine"))
+                .env("SEGTOP_OTHER_LOAD", "0")
                 .spawn()
                 .expect("sh runs")
         };

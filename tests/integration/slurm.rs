@@ -64,6 +64,7 @@ fn segtop(dir: &Path, args: &[&str]) -> std::process::Output {
         .current_dir(dir)
         .env("XDG_CONFIG_HOME", dir.join("config"))
         .env("SEGTOP_MACHINE_DIR", dir.join(".machine"))
+        .env("SEGTOP_OTHER_LOAD", "0")
         .output()
         .expect("segtop runs");
     assert!(output.status.success(), "segtop {args:?}: {}", stderr(&output));

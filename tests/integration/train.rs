@@ -35,7 +35,8 @@ pub fn trainer(dir: &Path) -> Command {
     command
         .current_dir(dir)
         .env("SEGTOP_THREADS", "1")
-        .env("SEGTOP_MACHINE_DIR", dir.join(".machine"));
+        .env("SEGTOP_MACHINE_DIR", dir.join(".machine"))
+        .env("SEGTOP_OTHER_LOAD", "0");
     command
 }
 
@@ -258,6 +259,7 @@ fn every_command_takes_the_workspace_from_dash_c_and_resolves_files_in_it() {
             .current_dir(elsewhere.path())
             .env("SEGTOP_THREADS", "1")
             .env("SEGTOP_MACHINE_DIR", elsewhere.path().join(".machine"))
+            .env("SEGTOP_OTHER_LOAD", "0")
             .output()
             .expect("segtop runs")
     };
