@@ -7,6 +7,7 @@ use serde::Serialize;
 use sysinfo::System;
 
 use segtop::run::RunDir;
+use segtop::runs::cut_left;
 use segtop::schedule::machine::{Register, TrainerRecord};
 use segtop::schedule::queue::ByteSize;
 
@@ -97,8 +98,8 @@ fn print_table(rows: &[Row]) {
         };
         println!(
             "{:<10} {:<28} {:>7} {:>5} {:>9} {:>9} {:>9}  {}",
-            truncate(&r.user, 10),
-            truncate(&r.run, 28),
+            cut_left(&r.user, 10),
+            cut_left(&r.run, 28),
             epoch,
             r.cores,
             ByteSize(r.memory_bytes).to_string(),
@@ -164,14 +165,4 @@ fn row(record: &TrainerRecord, rss: u64) -> Row {
             .and_then(|m| m.best.as_ref())
             .map(|(_, d)| [d.et, d.tc, d.wt]),
     }
-}
-
-/// `text` cut to `width` characters, from the left (the end of a run id tells runs apart).
-fn truncate(text: &str, width: usize) -> String {
-    let count = text.chars().count();
-    if count <= width {
-        return text.to_string();
-    }
-    let tail: String = text.chars().skip(count - width + 1).collect();
-    format!("…{tail}")
 }

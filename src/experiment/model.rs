@@ -39,6 +39,17 @@ impl Output {
             Output::Regions => NUM_REGIONS,
         }
     }
+
+    /// The form an ensemble of networks with these outputs is averaged in: label softmaxes
+    /// when every one outputs labels (as one alone does), else regions, which every output can
+    /// be turned into.
+    pub fn averaged(outputs: impl IntoIterator<Item = Output>) -> Output {
+        if outputs.into_iter().all(|o| o == Output::Labels) {
+            Output::Labels
+        } else {
+            Output::Regions
+        }
+    }
 }
 
 choice_enum! {

@@ -244,11 +244,7 @@ pub fn write(members: &[MemberSource], plan: (Plan, String), out: &Path, force: 
         raw_members.push(raw);
     }
     let (data, validate, augment) = shared(&first.experiment)?;
-    let average = if outputs.iter().all(|&o| o == Output::Labels) {
-        Output::Labels
-    } else {
-        Output::Regions
-    };
+    let average = Output::averaged(outputs);
     let manifest = RawManifest {
         format: FORMAT,
         provenance: Provenance {
@@ -489,11 +485,7 @@ impl Package {
         }
         let members = check_members_of(&mut check, &raw, &path, &text, dir);
         let outputs: Vec<Output> = members.iter().map(|m| m.experiment.model.output).collect();
-        let average = if outputs.iter().all(|&o| o == Output::Labels) {
-            "labels"
-        } else {
-            "regions"
-        };
+        let average = Output::averaged(outputs.iter().copied()).to_string();
         if !outputs.is_empty() && raw.predict.average != average {
             check.error(
                 "predict.average",
@@ -527,15 +519,6 @@ impl Package {
             }
         }
         Ok(package)
-    }
-
-    /// The form the members' probabilities are averaged in.
-    pub fn average(&self) -> Output {
-        if self.predict.average == "labels" {
-            Output::Labels
-        } else {
-            Output::Regions
-        }
     }
 }
 

@@ -29,9 +29,26 @@ pub fn format_duration(seconds: f64) -> String {
     }
 }
 
+/// `text` in at most `width` characters, cut from the left (`…` first): the end of a run id or
+/// a file name is what tells it from its neighbours.
+pub fn cut_left(text: &str, width: usize) -> String {
+    let count = text.chars().count();
+    if count <= width || width == 0 {
+        return text.to_string();
+    }
+    let tail: String = text.chars().skip(count - (width - 1)).collect();
+    format!("…{tail}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_names_keep_their_ends() {
+        assert_eq!(cut_left("quick-demo-2.toml", 10), "…mo-2.toml");
+        assert_eq!(cut_left("short", 10), "short");
+    }
 
     #[test]
     fn durations_read_at_a_glance() {

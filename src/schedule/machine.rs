@@ -173,43 +173,7 @@ impl Register {
     /// The waiting runs of every live supervisor on the machine, and warnings for records
     /// skipped as malformed.
     pub fn waiting(&self) -> (Vec<WaitingRecord>, Vec<String>) {
-        let mut found = Vec::new();
-        let mut warnings = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return (found, warnings);
-        };
-        let me = current_uid();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name.strip_suffix(WAITING_SUFFIX) else {
-                continue;
-            };
-            match read_checked::<WaitingRecord>(&path, stem).and_then(|(uid, pid, record)| {
-                if (record.uid, record.pid) != (uid, pid) {
-                    return Err(format!(
-                        "says uid {} pid {}, its name {uid}-{pid}",
-                        record.uid, record.pid
-                    ));
-                }
-                if record.version != VERSION || record.waiting > MAX_THREADS {
-                    return Err(format!(
-                        "implausible: version {}, {} waiting",
-                        record.version, record.waiting
-                    ));
-                }
-                Ok(record)
-            }) {
-                Ok(record) if is_alive(record.pid, record.uid, record.pid_start, is_segtop) => found.push(record),
-                Ok(record) => {
-                    if record.uid == me {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                }
-                Err(problem) => warnings.push(format!("{}: skipped: {problem}", path.display())),
-            }
-        }
-        (found, warnings)
+        self.scan()
     }
 
     /// Holds the machine's admission lock until dropped, so that two supervisors (of any users)
@@ -246,30 +210,106 @@ impl Register {
     /// that was skipped as malformed. Records of processes that have ended are skipped
     /// silently (and removed when they are ours).
     pub fn live(&self) -> (Vec<TrainerRecord>, Vec<String>) {
-        let mut live = Vec::new();
+        let (mut live, warnings) = self.scan::<TrainerRecord>();
+        live.sort_by_key(|r| (r.started, r.pid));
+        (live, warnings)
+    }
+
+    /// Every record of kind `R` whose process is alive, and a warning for each one skipped as
+    /// malformed; records of ended processes are skipped quietly, and removed when ours.
+    fn scan<R: Record>(&self) -> (Vec<R>, Vec<String>) {
+        let mut found = Vec::new();
         let mut warnings = Vec::new();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return (live, warnings);
+            return (found, warnings);
         };
         let me = current_uid();
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !name.ends_with(".json") || name.ends_with(WAITING_SUFFIX) {
+            let Some(stem) = R::stem(&name) else {
                 continue;
-            }
-            match read_record(&path, &name) {
-                Ok(record) if alive(&record) => live.push(record),
+            };
+            match read_record::<R>(&path, stem) {
+                Ok(record) if record.alive() => found.push(record),
                 Ok(record) => {
-                    if record.uid == me {
+                    if record.ids().0 == me {
                         let _ = std::fs::remove_file(&path);
                     }
                 }
                 Err(problem) => warnings.push(format!("{}: skipped: {problem}", path.display())),
             }
         }
-        live.sort_by_key(|r| (r.started, r.pid));
-        (live, warnings)
+        (found, warnings)
+    }
+}
+
+/// What the register holds: trainers' records and supervisors' waiting records.
+trait Record: serde::de::DeserializeOwned {
+    /// The `<uid>-<pid>` part of a file name of this kind, if it is one.
+    fn stem(name: &str) -> Option<&str>;
+    fn version(&self) -> u32;
+    /// Owner and process.
+    fn ids(&self) -> (u32, u32);
+    /// Numbers in range, or what is not.
+    fn plausible(&self) -> Result<(), String>;
+    /// Whether its process is alive and what it says it is.
+    fn alive(&self) -> bool;
+}
+
+impl Record for TrainerRecord {
+    fn stem(name: &str) -> Option<&str> {
+        if name.starts_with('.') || name.ends_with(WAITING_SUFFIX) {
+            return None;
+        }
+        name.strip_suffix(".json")
+    }
+
+    fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn ids(&self) -> (u32, u32) {
+        (self.uid, self.pid)
+    }
+
+    fn plausible(&self) -> Result<(), String> {
+        if self.threads == 0 || self.threads > MAX_THREADS || self.peak_bytes > MAX_PEAK_BYTES {
+            return Err(format!(
+                "implausible: {} threads, {} bytes",
+                self.threads, self.peak_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    fn alive(&self) -> bool {
+        is_alive(self.pid, self.uid, self.pid_start, crate::run::process::is_trainer)
+    }
+}
+
+impl Record for WaitingRecord {
+    fn stem(name: &str) -> Option<&str> {
+        name.strip_suffix(WAITING_SUFFIX)
+    }
+
+    fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn ids(&self) -> (u32, u32) {
+        (self.uid, self.pid)
+    }
+
+    fn plausible(&self) -> Result<(), String> {
+        if self.waiting > MAX_THREADS {
+            return Err(format!("implausible: {} waiting", self.waiting));
+        }
+        Ok(())
+    }
+
+    fn alive(&self) -> bool {
+        is_alive(self.pid, self.uid, self.pid_start, is_segtop)
     }
 }
 
@@ -292,8 +332,9 @@ fn write_public(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// Reads a record file whose name without its suffix is `stem` (`<uid>-<pid>`): a regular
-/// file of a record's size, owned by the uid its name gives, holding a `T`.
-fn read_checked<T: serde::de::DeserializeOwned>(path: &Path, stem: &str) -> Result<(u32, u32, T), String> {
+/// file of a record's size, owned by the uid its name gives, holding an `R` of this version
+/// that names the same uid and pid, with plausible numbers.
+fn read_record<R: Record>(path: &Path, stem: &str) -> Result<R, String> {
     let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
     if !meta.file_type().is_file() {
         return Err("not a regular file".into());
@@ -309,8 +350,19 @@ fn read_checked<T: serde::de::DeserializeOwned>(path: &Path, stem: &str) -> Resu
         return Err(format!("named for uid {uid} but owned by uid {}", meta.uid()));
     }
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let record: T = serde_json::from_slice(&bytes).map_err(|e| format!("not a segtop record: {e}"))?;
-    Ok((uid, pid, record))
+    let record: R = serde_json::from_slice(&bytes).map_err(|e| format!("not a segtop record: {e}"))?;
+    if record.version() != VERSION {
+        return Err(format!(
+            "record version {}, this segtop reads {VERSION}",
+            record.version()
+        ));
+    }
+    let (said_uid, said_pid) = record.ids();
+    if (said_uid, said_pid) != (uid, pid) {
+        return Err(format!("says uid {said_uid} pid {said_pid}, its name {uid}-{pid}"));
+    }
+    record.plausible()?;
+    Ok(record)
 }
 
 /// What the register says at one look, for the dashboard's machine screen.
@@ -366,42 +418,6 @@ impl Register {
             warnings,
         }
     }
-}
-
-/// Reads and checks one trainer record file named `name`.
-fn read_record(path: &Path, name: &str) -> Result<TrainerRecord, String> {
-    let stem = name.strip_suffix(".json").unwrap_or(name);
-    let (uid, pid, record) = read_checked::<TrainerRecord>(path, stem)?;
-    if record.version != VERSION {
-        return Err(format!(
-            "record version {}, this segtop reads {VERSION}",
-            record.version
-        ));
-    }
-    if (record.uid, record.pid) != (uid, pid) {
-        return Err(format!(
-            "says uid {} pid {}, its name {uid}-{pid}",
-            record.uid, record.pid
-        ));
-    }
-    if record.threads == 0 || record.threads > MAX_THREADS || record.peak_bytes > MAX_PEAK_BYTES {
-        return Err(format!(
-            "implausible: {} threads, {} bytes",
-            record.threads, record.peak_bytes
-        ));
-    }
-    Ok(record)
-}
-
-/// Whether the record's process is alive and is what it says: the same process (start time),
-/// of the same user, running the segtop trainer.
-fn alive(record: &TrainerRecord) -> bool {
-    is_alive(
-        record.pid,
-        record.uid,
-        record.pid_start,
-        crate::run::process::is_trainer,
-    )
 }
 
 /// Whether process `pid` is alive, owned by `uid`, started at `start` and is what `kind` says.

@@ -230,11 +230,7 @@ pub fn check_ensemble(models: &[Model]) -> anyhow::Result<()> {
 /// outputs labels (as one model alone does), else regions, which every model's output can be
 /// turned into.
 pub fn ensemble_output(models: &[Model]) -> Output {
-    if models.iter().all(|m| m.net.output() == Output::Labels) {
-        Output::Labels
-    } else {
-        Output::Regions
-    }
+    Output::averaged(models.iter().map(|m| m.net.output()))
 }
 
 /// The post-processing to apply, and a line saying where it came from.

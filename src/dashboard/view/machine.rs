@@ -10,7 +10,7 @@ use ratatui::widgets::Paragraph;
 
 use super::panel;
 use crate::dashboard::app::App;
-use crate::runs::format_duration;
+use crate::runs::{cut_left, format_duration};
 use crate::schedule::queue::ByteSize;
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
@@ -53,8 +53,8 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
             lines.push(Line::styled(
                 format!(
                     "{:<10}{:<run_width$} {:>5} {:>8} {:>8} {:>8}",
-                    cut(&record.user, 9),
-                    cut(&record.run, run_width.saturating_sub(1)),
+                    cut_left(&record.user, 9),
+                    cut_left(&record.run, run_width.saturating_sub(1)),
                     record.threads,
                     ByteSize(*rss).to_string(),
                     ByteSize(record.peak_bytes).to_string(),
@@ -83,14 +83,4 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
         }
     }
     frame.render_widget(Paragraph::new(lines).block(panel(theme, &title)), area);
-}
-
-/// `text` cut to `width` characters, from the left (the end of a run id tells runs apart).
-fn cut(text: &str, width: usize) -> String {
-    let count = text.chars().count();
-    if count <= width || width == 0 {
-        return text.to_string();
-    }
-    let tail: String = text.chars().skip(count - width + 1).collect();
-    format!("…{tail}")
 }

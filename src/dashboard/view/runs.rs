@@ -131,12 +131,7 @@ const EXPERIMENT_WIDTH: usize = 22;
 /// (`quick-demo-2.toml`) stays.
 fn experiment_cell(path: &std::path::Path, width: usize) -> String {
     let shown = path.strip_prefix("experiments").unwrap_or(path).display().to_string();
-    let count = shown.chars().count();
-    if count <= width {
-        return shown;
-    }
-    let tail: String = shown.chars().skip(count - (width - 1)).collect();
-    format!("…{tail}")
+    crate::runs::cut_left(&shown, width)
 }
 
 /// The epoch column: the queue place of a queued run, else `epoch/epochs`.
