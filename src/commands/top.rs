@@ -1,28 +1,31 @@
 //! `segtop top [--json]`: every segtop trainer running on this machine, of every user and
 //! workspace, from the machine's register (see `segtop::schedule::machine`): whose it is, the
 //! run, its epoch, cores and memory, its speed and best Dice where its run directory is
-//! readable to the viewer.
+//! readable to the viewer; and every user's waiting runs, in the order they are expected to
+//! start (see `segtop::schedule::shares`).
 
 use serde::Serialize;
 use sysinfo::System;
 
-use segtop::run::RunDir;
 use segtop::runs::cut_left;
-use segtop::schedule::machine::{Register, TrainerRecord};
+use segtop::runs::machine::Progresses;
+use segtop::schedule::machine::Register;
+use segtop::schedule::overview::{MachineView, Progress, Trainer};
 use segtop::schedule::queue::ByteSize;
+use segtop::schedule::shares::Queued;
 
 #[derive(clap::Args)]
 pub struct TopArgs {
-    /// One JSON object per trainer
+    /// Print the listing as one JSON object (trainers, waiting runs, warnings)
     #[arg(long)]
     pub json: bool,
 }
 
 /// One trainer as `top` lists it.
 #[derive(Debug, Serialize)]
-struct Row {
-    user: String,
-    run: String,
+struct Row<'a> {
+    user: &'a str,
+    run: &'a str,
     pid: u32,
     state: &'static str,
     /// Cores it was given (torch threads).
@@ -31,43 +34,42 @@ struct Row {
     peak_bytes: u64,
     started: chrono::DateTime<chrono::Utc>,
     /// From the run directory, when the viewer may read it.
-    epoch: Option<u32>,
-    epochs: Option<u32>,
-    patches_per_s: Option<f64>,
-    best_dice: Option<[f64; 3]>,
+    #[serde(flatten)]
+    progress: Option<&'a Progress>,
+}
+
+/// What `top --json` prints.
+#[derive(Debug, Serialize)]
+struct Listing<'a> {
+    trainers: Vec<Row<'a>>,
+    /// Every user's waiting runs, in the order they are expected to start.
+    waiting: &'a [Queued],
+    /// Records of the register that were skipped, an untrusted settings file, and why.
+    warnings: &'a [String],
 }
 
 pub fn top(args: &TopArgs) -> anyhow::Result<()> {
     let register = Register::here();
     let mut system = System::new().map_err(|e| anyhow::anyhow!("cannot read the process table: {e}"))?;
-    let view = register.view(&mut system);
-    for warning in &view.warnings {
-        eprintln!("warning: {warning}");
-    }
-    let rows: Vec<Row> = view.trainers.iter().map(|(record, rss)| row(record, *rss)).collect();
-    let queued: Vec<Waiting> = view
-        .waiting
-        .iter()
-        .enumerate()
-        .map(|(i, w)| Waiting {
-            user: w.user.clone(),
-            runs: w.waiting,
-            since: w.since,
-            turn: i + 1,
-        })
-        .collect();
+    let mut view = MachineView::look(&register, &mut system);
+    Progresses::default().fill(&mut view);
+    let rows: Vec<Row> = view.trainers.iter().map(row).collect();
     if args.json {
         let listing = Listing {
             trainers: rows,
-            waiting: queued,
+            waiting: &view.queued,
+            warnings: &view.warnings,
         };
         println!("{}", serde_json::to_string_pretty(&listing)?);
         return Ok(());
     }
+    for warning in &view.warnings {
+        eprintln!("warning: {warning}");
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let used: u32 = rows.iter().map(|r| r.cores).sum();
     let users = {
-        let mut names: Vec<&str> = rows.iter().map(|r| r.user.as_str()).collect();
+        let mut names: Vec<&str> = rows.iter().map(|r| r.user).collect();
         names.sort_unstable();
         names.dedup();
         names.len()
@@ -77,8 +79,8 @@ pub fn top(args: &TopArgs) -> anyhow::Result<()> {
         rows.len(),
         register.dir().display()
     );
-    print_waiting(&queued);
     print_table(&rows);
+    print_waiting(&view.queued);
     Ok(())
 }
 
@@ -91,78 +93,57 @@ fn print_table(rows: &[Row]) {
         "USER", "RUN", "EPOCH", "CORES", "MEMORY", "PEAK", "PATCH/S"
     );
     for r in rows {
-        let epoch = match (r.epoch, r.epochs) {
-            (Some(e), Some(n)) if n > 0 => format!("{e}/{n}"),
-            (Some(e), _) => e.to_string(),
-            _ => "-".into(),
+        let epoch = match r.progress {
+            Some(p) if p.epochs > 0 => format!("{}/{}", p.epoch, p.epochs),
+            Some(p) => p.epoch.to_string(),
+            None => "-".into(),
         };
         println!(
             "{:<10} {:<28} {:>7} {:>5} {:>9} {:>9} {:>9}  {}",
-            cut_left(&r.user, 10),
-            cut_left(&r.run, 28),
+            cut_left(r.user, 10),
+            cut_left(r.run, 28),
             epoch,
             r.cores,
             ByteSize(r.memory_bytes).to_string(),
             ByteSize(r.peak_bytes).to_string(),
-            r.patches_per_s.map_or_else(|| "-".into(), |p| format!("{p:.2}")),
-            r.best_dice
+            r.progress
+                .and_then(|p| p.patches_per_s)
+                .map_or_else(|| "-".into(), |p| format!("{p:.2}")),
+            r.progress
+                .and_then(|p| p.best_dice)
                 .map_or_else(|| "-".into(), |d| format!("{:.3} {:.3} {:.3}", d[0], d[1], d[2])),
         );
     }
 }
 
-/// What `top --json` prints.
-#[derive(Debug, Serialize)]
-struct Listing {
-    trainers: Vec<Row>,
-    /// Users with runs waiting, in the order their turns come.
-    waiting: Vec<Waiting>,
-}
-
-/// A user's waiting runs, as their supervisor tells the register.
-#[derive(Debug, Serialize)]
-struct Waiting {
-    user: String,
-    runs: u32,
-    since: chrono::DateTime<chrono::Utc>,
-    /// 1: the next run to start on this machine is theirs.
-    turn: usize,
-}
-
-fn print_waiting(queued: &[Waiting]) {
-    for w in queued {
+fn print_waiting(queued: &[Queued]) {
+    if queued.is_empty() {
+        return;
+    }
+    println!("waiting, in the order they are expected to start:");
+    for q in queued {
         println!(
-            "waiting: {} run(s) of user {} since {} (turn {})",
-            w.runs,
-            w.user,
-            w.since.with_timezone(&chrono::Local).format("%H:%M:%S"),
-            w.turn
+            "{:>4}. {:<10} {:<28} {:>2} core(s), user's oldest queued {}",
+            q.position,
+            cut_left(&q.user, 10),
+            cut_left(&q.run, 28),
+            q.cores,
+            q.since.with_timezone(&chrono::Local).format("%H:%M:%S"),
         );
     }
 }
 
-fn row(record: &TrainerRecord, rss: u64) -> Row {
-    let run = RunDir::open(&record.run_dir);
-    // Another user's run directory is read only where its permissions let the viewer.
-    let model = run.events().is_file().then(|| {
-        let config = segtop::runs::summary::frozen_config(&run);
-        segtop::runs::summary::fold(&record.run, &record.run_dir, &config, false).model
-    });
+fn row(trainer: &Trainer) -> Row<'_> {
+    let record = &trainer.record;
     Row {
-        user: record.user.clone(),
-        run: record.run.clone(),
+        user: &record.user,
+        run: &record.run,
         pid: record.pid,
         state: "running",
         cores: record.threads,
-        memory_bytes: rss,
+        memory_bytes: trainer.rss_bytes,
         peak_bytes: record.peak_bytes,
         started: record.started,
-        epoch: model.as_ref().map(|m| m.epoch),
-        epochs: model.as_ref().map(|m| m.epochs),
-        patches_per_s: model.as_ref().and_then(|m| m.last_patches_per_s),
-        best_dice: model
-            .as_ref()
-            .and_then(|m| m.best.as_ref())
-            .map(|(_, d)| [d.et, d.tc, d.wt]),
+        progress: trainer.progress.as_ref(),
     }
 }

@@ -20,7 +20,7 @@ use crate::dashboard::catalog::ExperimentStatus;
 use crate::run::process::Halt;
 use crate::runs::model::RunModel;
 use crate::runs::watch::{HostSample, Watch};
-use crate::schedule::machine::MachineView;
+use crate::schedule::overview::MachineView;
 use crate::settings::{ChartMarker, Settings};
 use crate::theme::Theme;
 use crate::workspace::Workspace;

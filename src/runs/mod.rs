@@ -10,6 +10,7 @@
 pub mod config;
 pub mod history;
 pub mod lists;
+pub mod machine;
 pub mod model;
 pub mod preview;
 pub mod summary;

@@ -5,7 +5,6 @@
 //!
 //! Finished runs are re-read only every few seconds (a resume can append to them).
 
-use crate::schedule::machine::{MachineView, Register};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -21,6 +20,8 @@ use crate::experiment::sweep::SweepTag;
 use crate::run::RunDir;
 use crate::run::events::{Event, EventTail};
 use crate::run::process::is_trainer_name;
+use crate::schedule::machine::Register;
+use crate::schedule::overview::MachineView;
 use crate::schedule::slurm::{JobRef, JobStatus, Phase};
 use crate::workspace::Workspace;
 
@@ -257,6 +258,8 @@ pub struct Watcher {
     pub charts_wanted: Vec<String>,
     /// Run directories the last look left for the next (see [`FIRST_SIGHT_BATCH`]).
     unseen: usize,
+    /// The machine's trainers' runs, read on at each look.
+    progresses: super::machine::Progresses,
 }
 
 impl Watcher {
@@ -272,6 +275,7 @@ impl Watcher {
             slurm_now: false,
             charts_wanted: Vec::new(),
             unseen: 0,
+            progresses: super::machine::Progresses::default(),
         }
     }
 
@@ -312,7 +316,9 @@ impl Watcher {
         watch.queue = self.read_queue();
         watch.host = self.sample_host();
         if let Some(system) = self.system.as_mut() {
-            watch.machine = Some(Register::here().view(system));
+            let mut machine = MachineView::look(&Register::here(), system);
+            self.progresses.fill(&mut machine);
+            watch.machine = Some(machine);
         }
         self.looks += 1;
         watch

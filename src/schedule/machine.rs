@@ -25,13 +25,19 @@ use serde::{Deserialize, Serialize};
 /// The register's place when `SEGTOP_MACHINE_DIR` does not say.
 pub const DEFAULT_DIR: &str = "/var/tmp/segtop-machine";
 
-/// The record format this build writes and reads.
-const VERSION: u32 = 1;
+/// The record formats this build writes and reads.
+const TRAINER_VERSION: u32 = 1;
+const WAITING_VERSION: u32 = 2;
 /// Records larger than this are not segtop's.
 const MAX_RECORD_BYTES: u64 = 16 * 1024;
 /// Threads and memory beyond these are not a real trainer's.
 const MAX_THREADS: u32 = 4096;
 const MAX_PEAK_BYTES: u64 = 1 << 50;
+/// A waiting record lists at most this many runs, with names at most this long.
+pub const MAX_LISTED_RUNS: usize = 64;
+const MAX_NAME_BYTES: usize = 256;
+/// A pass beyond this is not a real supervisor's.
+const MAX_PASS: f64 = 1e12;
 
 /// One running trainer, as the register holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,8 +60,8 @@ pub struct TrainerRecord {
     pub started: DateTime<Utc>,
 }
 
-/// A supervisor's waiting runs, as the register holds them for fair share: how many, since
-/// when, and when it last started one.
+/// A supervisor's waiting runs, as the register holds them for fair share (see
+/// [`super::shares`]): which, since when, and where its user stands in taking turns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WaitingRecord {
@@ -71,15 +77,22 @@ pub struct WaitingRecord {
     pub since: DateTime<Utc>,
     /// When this user's supervisor last started a run (none yet: first in turn).
     pub last_started: Option<DateTime<Utc>>,
+    /// Cores it has started runs on, over its user's weight: the lowest pass goes next.
+    pub pass: f64,
+    /// Cores its next run waits for on this machine; 0 when what holds it back is its own
+    /// workspace's limit, which asks nothing of the others.
+    pub wants: u32,
+    /// The waiting runs in its queue's order (the first [`MAX_LISTED_RUNS`]).
+    pub runs: Vec<WaitingRun>,
 }
 
-impl WaitingRecord {
-    /// Whether this user's turn comes before `other`'s: who started a run longest ago (or
-    /// none yet) goes first, then who has waited longest.
-    pub fn before(&self, other: &WaitingRecord) -> bool {
-        let started = |r: &WaitingRecord| r.last_started.map_or(i64::MIN, |t| t.timestamp_millis());
-        (started(self), self.since, self.uid) < (started(other), other.since, other.uid)
-    }
+/// One waiting run of a [`WaitingRecord`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitingRun {
+    pub run: String,
+    /// Cores it will take.
+    pub cores: u32,
 }
 
 /// Waiting records end so, trainer records in plain `.json`.
@@ -246,9 +259,10 @@ impl Register {
 
 /// What the register holds: trainers' records and supervisors' waiting records.
 trait Record: serde::de::DeserializeOwned {
+    /// The format of this kind this build writes and reads.
+    const VERSION: u32;
     /// The `<uid>-<pid>` part of a file name of this kind, if it is one.
     fn stem(name: &str) -> Option<&str>;
-    fn version(&self) -> u32;
     /// Owner and process.
     fn ids(&self) -> (u32, u32);
     /// Numbers in range, or what is not.
@@ -258,15 +272,13 @@ trait Record: serde::de::DeserializeOwned {
 }
 
 impl Record for TrainerRecord {
+    const VERSION: u32 = TRAINER_VERSION;
+
     fn stem(name: &str) -> Option<&str> {
         if name.starts_with('.') || name.ends_with(WAITING_SUFFIX) {
             return None;
         }
         name.strip_suffix(".json")
-    }
-
-    fn version(&self) -> u32 {
-        self.version
     }
 
     fn ids(&self) -> (u32, u32) {
@@ -289,12 +301,10 @@ impl Record for TrainerRecord {
 }
 
 impl Record for WaitingRecord {
+    const VERSION: u32 = WAITING_VERSION;
+
     fn stem(name: &str) -> Option<&str> {
         name.strip_suffix(WAITING_SUFFIX)
-    }
-
-    fn version(&self) -> u32 {
-        self.version
     }
 
     fn ids(&self) -> (u32, u32) {
@@ -302,10 +312,30 @@ impl Record for WaitingRecord {
     }
 
     fn plausible(&self) -> Result<(), String> {
-        if self.waiting > MAX_THREADS {
-            return Err(format!("implausible: {} waiting", self.waiting));
+        if self.waiting > MAX_THREADS || self.wants > MAX_THREADS {
+            return Err(format!(
+                "implausible: {} waiting for {} cores",
+                self.waiting, self.wants
+            ));
         }
-        Ok(())
+        if !(0.0..=MAX_PASS).contains(&self.pass) {
+            return Err(format!("implausible: pass {:e}", self.pass));
+        }
+        if self.runs.len() > MAX_LISTED_RUNS || self.user.len() > MAX_NAME_BYTES {
+            return Err(format!("implausible: {} runs listed", self.runs.len()));
+        }
+        match self
+            .runs
+            .iter()
+            .find(|r| r.run.len() > MAX_NAME_BYTES || !(1..=MAX_THREADS).contains(&r.cores))
+        {
+            Some(run) => Err(format!(
+                "implausible: a run of {} bytes on {} cores",
+                run.run.len(),
+                run.cores
+            )),
+            None => Ok(()),
+        }
     }
 
     fn alive(&self) -> bool {
@@ -350,74 +380,22 @@ fn read_record<R: Record>(path: &Path, stem: &str) -> Result<R, String> {
         return Err(format!("named for uid {uid} but owned by uid {}", meta.uid()));
     }
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let record: R = serde_json::from_slice(&bytes).map_err(|e| format!("not a segtop record: {e}"))?;
-    if record.version() != VERSION {
-        return Err(format!(
-            "record version {}, this segtop reads {VERSION}",
-            record.version()
-        ));
+    /// The version alone, read first: another segtop's records may hold other fields.
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
     }
+    let Versioned { version } = serde_json::from_slice(&bytes).map_err(|e| format!("not a segtop record: {e}"))?;
+    if version != R::VERSION {
+        return Err(format!("record version {version}, this segtop reads {}", R::VERSION));
+    }
+    let record: R = serde_json::from_slice(&bytes).map_err(|e| format!("not a segtop record: {e}"))?;
     let (said_uid, said_pid) = record.ids();
     if (said_uid, said_pid) != (uid, pid) {
         return Err(format!("says uid {said_uid} pid {said_pid}, its name {uid}-{pid}"));
     }
     record.plausible()?;
     Ok(record)
-}
-
-/// What the register says at one look, for the dashboard's machine screen.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct MachineView {
-    /// Every live trainer, with the memory its process holds now.
-    pub trainers: Vec<(TrainerRecord, u64)>,
-    /// Every user's waiting runs, in the order their turns come.
-    pub waiting: Vec<WaitingRecord>,
-    /// Records skipped as malformed, and why.
-    pub warnings: Vec<String>,
-}
-
-impl MachineView {
-    /// The same trainers and waiting users, memory aside (it changes at every look).
-    pub fn same_listing(&self, other: &MachineView) -> bool {
-        self.waiting == other.waiting
-            && self.trainers.len() == other.trainers.len()
-            && self.trainers.iter().zip(&other.trainers).all(|(a, b)| a.0 == b.0)
-    }
-}
-
-impl Register {
-    /// The trainers and waiting users alive now; memory from `system`'s process table.
-    pub fn view(&self, system: &mut sysinfo::System) -> MachineView {
-        use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate};
-        let (records, mut warnings) = self.live();
-        let pids: Vec<Pid> = records.iter().map(|r| Pid::from_u32(r.pid)).collect();
-        system.refresh_processes_specifics(
-            ProcessesToUpdate::Some(&pids),
-            true,
-            ProcessRefreshKind::nothing().with_memory().without_tasks(),
-        );
-        let trainers = records
-            .into_iter()
-            .map(|r| {
-                let rss = system.process(Pid::from_u32(r.pid)).map_or(0, |p| p.memory());
-                (r, rss)
-            })
-            .collect();
-        let (mut waiting, problems) = self.waiting();
-        warnings.extend(problems);
-        waiting.sort_by(|a, b| {
-            if a.before(b) {
-                std::cmp::Ordering::Less
-            } else {
-                std::cmp::Ordering::Greater
-            }
-        });
-        MachineView {
-            trainers,
-            waiting,
-            warnings,
-        }
-    }
 }
 
 /// Whether process `pid` is alive, owned by `uid`, started at `start` and is what `kind` says.
@@ -433,19 +411,30 @@ fn is_segtop(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|name| name.trim_end() == "segtop")
 }
 
-/// This supervisor's record of `waiting` runs, the oldest queued at `since`.
-pub fn waiting_of(waiting: u32, since: DateTime<Utc>, last_started: Option<DateTime<Utc>>) -> Option<WaitingRecord> {
+/// Where a supervisor stands in taking turns: its pass and when it last started a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Turn {
+    pub pass: f64,
+    pub last_started: Option<DateTime<Utc>>,
+}
+
+/// This supervisor's record of its `runs` waiting (the first of them queued at `since`), the
+/// next wanting `wants` cores of the machine.
+pub fn waiting_of(runs: &[WaitingRun], since: DateTime<Utc>, turn: Turn, wants: u32) -> Option<WaitingRecord> {
     let uid = current_uid();
     let pid = std::process::id();
     Some(WaitingRecord {
-        version: VERSION,
+        version: WAITING_VERSION,
         user: user_name(uid),
         uid,
         pid,
         pid_start: crate::run::process::start_time(pid)?,
-        waiting,
+        waiting: runs.len() as u32,
         since,
-        last_started,
+        last_started: turn.last_started,
+        pass: turn.pass,
+        wants,
+        runs: runs.iter().take(MAX_LISTED_RUNS).cloned().collect(),
     })
 }
 
@@ -474,7 +463,7 @@ pub fn user_name(uid: u32) -> String {
 pub fn record_of(pid: u32, run: &str, run_dir: &Path, threads: u32, peak_bytes: u64) -> Option<TrainerRecord> {
     let uid = current_uid();
     Some(TrainerRecord {
-        version: VERSION,
+        version: TRAINER_VERSION,
         user: user_name(uid),
         uid,
         pid,
@@ -488,12 +477,29 @@ pub fn record_of(pid: u32, run: &str, run_dir: &Path, threads: u32, peak_bytes: 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A waiting record of user `uid`'s supervisor `pid`, nothing waiting.
+    pub(crate) fn waiting_record(uid: u32, pid: u32) -> WaitingRecord {
+        WaitingRecord {
+            version: WAITING_VERSION,
+            user: "me".into(),
+            uid,
+            pid,
+            pid_start: 1,
+            waiting: 0,
+            since: DateTime::from_timestamp(1_800_000_000, 0).expect("a time"),
+            last_started: None,
+            pass: 0.0,
+            wants: 0,
+            runs: Vec::new(),
+        }
+    }
 
     fn record(pid: u32) -> TrainerRecord {
         TrainerRecord {
-            version: VERSION,
+            version: TRAINER_VERSION,
             user: "me".into(),
             uid: current_uid(),
             pid,
@@ -559,5 +565,46 @@ mod tests {
         assert!(said.contains("not-a-record.json: skipped: its name is not"), "{said}");
         assert_eq!(warnings.len(), 5, "{said}");
         assert!(!dir.path().join(format!("{uid}-{}.json", u32::MAX - 1)).exists());
+    }
+
+    #[test]
+    fn hostile_waiting_records_are_skipped_with_the_reason() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let register = Register::at(dir.path());
+        let uid = current_uid();
+        let write = |pid: u32, record: &serde_json::Value| {
+            let path = dir.path().join(format!("{uid}-{pid}{WAITING_SUFFIX}"));
+            std::fs::write(path, serde_json::to_vec(record).expect("json")).expect("write");
+        };
+        let good = |pid: u32| serde_json::to_value(waiting_record(uid, pid)).expect("json");
+        let mut huge_pass = good(21);
+        huge_pass["pass"] = serde_json::json!(1e300);
+        write(21, &huge_pass);
+        let mut many = good(22);
+        many["runs"] = serde_json::json!(vec![serde_json::json!({"run": "r", "cores": 1}); 65]);
+        write(22, &many);
+        let mut no_cores = good(23);
+        no_cores["runs"] = serde_json::json!([{"run": "r", "cores": 0}]);
+        write(23, &no_cores);
+        // An older segtop's record: its version is named, not a missing field.
+        write(24, &serde_json::json!({"version": 1, "user": "me", "waiting": 2}));
+        let mut extra = good(25);
+        extra["command"] = serde_json::json!("rm -rf ~");
+        write(25, &extra);
+        // A well-formed record of a process that is not a supervisor: skipped quietly.
+        write(26, &good(26));
+        let (records, warnings) = register.waiting();
+        assert!(records.is_empty(), "{records:?}");
+        let said = warnings.join("\n");
+        for expected in [
+            "-21.wait.json: skipped: implausible: pass 1e300",
+            "-22.wait.json: skipped: implausible: 65 runs listed",
+            "-23.wait.json: skipped: implausible: a run of 1 bytes on 0 cores",
+            "-24.wait.json: skipped: record version 1, this segtop reads 2",
+            "-25.wait.json: skipped: not a segtop record: unknown field `command`",
+        ] {
+            assert!(said.contains(expected), "{expected} not in\n{said}");
+        }
+        assert_eq!(warnings.len(), 5, "{said}");
     }
 }

@@ -12,12 +12,7 @@
 //! entries and writes the queue back before letting go, so two schedulers racing for one run
 //! start it once.
 //!
-//! Admission ([`plan`]): at most `max_concurrent` runs at once; each gets an equal share of the
-//! core budget as torch threads; a run starts only when its estimated peak memory
-//! ([`crate::cost::peak_bytes`]) fits in the available memory less `reserve_ram`
-//! and less what the runs already started have yet to allocate. Runs start in queue order: one
-//! that does not fit yet holds the ones behind it (so a large run is not starved by small
-//! ones), except a run that can never fit, which waits aside with its reason.
+//! What may start and what waits is decided by admission ([`super::admission`]).
 
 use std::fs::File;
 use std::io;
@@ -30,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::experiment::sweep::{self, SweepTag};
 use crate::experiment::{Experiment, LauncherKind};
 use crate::run::RunDir;
+use crate::schedule::admission::{Candidate, Decision, Machine, Plan, granted, plan};
 use crate::schedule::launcher::{Launcher, Request, Started};
 use crate::workspace::Workspace;
 
@@ -519,172 +515,6 @@ pub fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// What the machine has and what is running on it, for admission.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Machine {
-    pub cores: u32,
-    pub total_ram: u64,
-    pub available_ram: u64,
-    pub live: Vec<LiveRun>,
-    /// Records of the machine's register that were skipped, and why.
-    pub warnings: Vec<String>,
-    /// Other users whose turn to start a run comes first (fair share: cores go to each user
-    /// with waiting runs in turn).
-    pub ahead: Vec<String>,
-    /// Whole cores kept busy by programs other than segtop's trainers.
-    pub other_load: u32,
-}
-
-/// A run whose trainer is alive.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LiveRun {
-    pub id: String,
-    /// Torch threads it was granted (or is assumed to use).
-    pub threads: u32,
-    /// Its estimated peak memory, and what it holds now.
-    pub peak_bytes: u64,
-    pub rss_bytes: u64,
-    /// Whose it is when it is not this workspace's: a user's name (from the machine's
-    /// register of trainers, see [`super::machine`]). Its cores and memory count against
-    /// admission; it does not count against this workspace's runs at once.
-    pub owner: Option<String>,
-}
-
-/// A waiting run as admission sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Candidate {
-    pub id: String,
-    pub paused: bool,
-    pub peak_bytes: u64,
-    /// Threads the experiment asks for itself (`train.threads`), if it does.
-    pub threads: Option<u32>,
-}
-
-/// What admission decides for one waiting run.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
-    Start { threads: u32 },
-    Wait(String),
-    Paused,
-}
-
-/// Decides, in queue order, which waiting runs start now and why the others wait.
-pub fn plan(candidates: &[Candidate], machine: &Machine, settings: &QueueSettings) -> Vec<Decision> {
-    let cores = settings.cores(machine.cores);
-    let max_concurrent = settings.max_concurrent(machine.cores);
-    let share = settings.share(machine.cores);
-    let reserve = settings.reserve_ram.0;
-    let mut running = machine.live.iter().filter(|r| r.owner.is_none()).count() as u32;
-    let mut cores_used: u32 = machine.live.iter().map(|r| r.threads).sum::<u32>() + machine.other_load;
-    // Memory the live runs will still take on their way to their peak.
-    let coming: u64 = machine
-        .live
-        .iter()
-        .map(|r| r.peak_bytes.saturating_sub(r.rss_bytes))
-        .sum();
-    let mut free = machine.available_ram.saturating_sub(coming);
-    let mut blocked: Option<&str> = None;
-    let mut decisions = Vec::with_capacity(candidates.len());
-    for candidate in candidates {
-        if candidate.paused {
-            decisions.push(Decision::Paused);
-            continue;
-        }
-        let threads = candidate.threads.unwrap_or(share).clamp(1, cores);
-        let needs = ByteSize(candidate.peak_bytes);
-        if candidate.peak_bytes + reserve > machine.total_ram {
-            decisions.push(Decision::Wait(format!(
-                "needs {needs}, more than this machine's {} less the {} reserve; make the patch or batch smaller",
-                ByteSize(machine.total_ram),
-                ByteSize(reserve)
-            )));
-            continue;
-        }
-        let reason = if let Some(first) = blocked {
-            Some(format!("after {first}"))
-        } else if !machine.ahead.is_empty() {
-            Some(format!(
-                "the turn of user {} first (cores go to each user with waiting runs in turn)",
-                machine.ahead.join(", user ")
-            ))
-        } else if running >= max_concurrent {
-            Some(format!("{running} of {max_concurrent} runs at once are running"))
-        } else if cores_used + threads > cores {
-            Some(format!(
-                "needs {threads} cores, {} of {cores} free{}",
-                cores.saturating_sub(cores_used),
-                held_by_others(machine)
-            ))
-        } else if candidate.peak_bytes + reserve > free {
-            Some(format!(
-                "needs {needs}, {} free (reserve {})",
-                ByteSize(free.saturating_sub(reserve)),
-                ByteSize(reserve)
-            ))
-        } else {
-            None
-        };
-        match reason {
-            Some(reason) => {
-                blocked.get_or_insert(&candidate.id);
-                decisions.push(Decision::Wait(reason));
-            }
-            None => {
-                running += 1;
-                cores_used += threads;
-                free = free.saturating_sub(candidate.peak_bytes);
-                decisions.push(Decision::Start { threads });
-            }
-        }
-    }
-    decisions
-}
-
-/// What other users' and workspaces' trainers hold, for a waiting reason:
-/// ` (2 cores held by 1 run of user ta01, 1 of user ta02)`, or nothing when there are none.
-fn held_by_others(machine: &Machine) -> String {
-    let mut by_owner: Vec<(&str, u32, u32)> = Vec::new();
-    for run in &machine.live {
-        let Some(owner) = run.owner.as_deref() else {
-            continue;
-        };
-        match by_owner.iter_mut().find(|(o, ..)| *o == owner) {
-            Some((_, runs, threads)) => {
-                *runs += 1;
-                *threads += run.threads;
-            }
-            None => by_owner.push((owner, 1, run.threads)),
-        }
-    }
-    let busy = match machine.other_load {
-        0 => None,
-        1 => Some("1 core busy with other programs".to_string()),
-        n => Some(format!("{n} cores busy with other programs")),
-    };
-    if by_owner.is_empty() {
-        return busy.map_or_else(String::new, |b| format!(" ({b})"));
-    }
-    let cores: u32 = by_owner.iter().map(|(_, _, t)| t).sum();
-    let owners: Vec<String> = by_owner
-        .iter()
-        .enumerate()
-        .map(|(i, (owner, runs, _))| {
-            let what = if i == 0 {
-                format!("{runs} run{}", if *runs == 1 { "" } else { "s" })
-            } else {
-                runs.to_string()
-            };
-            format!("{what} of user {owner}")
-        })
-        .collect();
-    format!(
-        " ({cores} core{} held by {}{})",
-        if cores == 1 { "" } else { "s" },
-        owners.join(", "),
-        busy.map_or_else(String::new, |b| format!("; {b}"))
-    )
-}
-
 /// One run the scheduler started or failed to start.
 pub enum Outcome {
     Started {
@@ -699,6 +529,18 @@ pub enum Outcome {
     },
 }
 
+/// What one look at the queue did, and what still waits.
+#[derive(Default)]
+pub struct Scheduled {
+    pub outcomes: Vec<Outcome>,
+    /// The runs left waiting (held ones aside), in queue order, with the cores each will take.
+    pub waiting: Vec<(String, u32)>,
+    /// When the oldest of them was queued.
+    pub since: Option<DateTime<Utc>>,
+    /// See [`Plan::wants`].
+    pub wants: u32,
+}
+
 /// Starts what fits, under the queue's lock: reads the queue and the machine, starts the
 /// runs admission allows, takes them out of the queue and records why the rest wait.
 pub fn schedule(
@@ -706,14 +548,15 @@ pub fn schedule(
     settings: &QueueSettings,
     launcher: &dyn Launcher,
     machine: &mut dyn FnMut() -> Machine,
-) -> anyhow::Result<Vec<Outcome>> {
+) -> anyhow::Result<Scheduled> {
     let queue = Queue::new(workspace);
     queue.update(|file| {
         if file.entries.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Scheduled::default());
         }
         let machine = machine();
-        let mut outcomes = Vec::new();
+        let mut scheduled = Scheduled::default();
+        let outcomes = &mut scheduled.outcomes;
         let mut candidates = Vec::with_capacity(file.entries.len());
         let mut kept = Vec::with_capacity(file.entries.len());
         for entry in file.entries.drain(..) {
@@ -734,7 +577,8 @@ pub fn schedule(
                 }),
             }
         }
-        let decisions = plan(&candidates, &machine, settings);
+        let Plan { decisions, wants } = plan(&candidates, &machine, settings);
+        scheduled.wants = wants;
         for ((mut entry, candidate), decision) in kept.into_iter().zip(&candidates).zip(decisions) {
             match decision {
                 Decision::Start { threads } => {
@@ -758,6 +602,9 @@ pub fn schedule(
                     }
                 }
                 Decision::Wait(reason) => {
+                    let cores = granted(candidate, &machine, settings);
+                    scheduled.waiting.push((entry.run.clone(), cores));
+                    scheduled.since = Some(scheduled.since.map_or(entry.added, |s| s.min(entry.added)));
                     entry.waiting = Some(reason);
                     file.entries.push(entry);
                 }
@@ -767,7 +614,7 @@ pub fn schedule(
                 }
             }
         }
-        Ok(outcomes)
+        Ok(scheduled)
     })
 }
 
@@ -847,151 +694,7 @@ fn submit_to_slurm(
 mod tests {
     use super::*;
 
-    const GB: u64 = 1_000_000_000;
-
-    fn candidate(id: &str, gb: f64) -> Candidate {
-        Candidate {
-            id: id.into(),
-            paused: false,
-            peak_bytes: (gb * GB as f64) as u64,
-            threads: None,
-        }
-    }
-
-    fn machine(cores: u32, total_gb: u64, available_gb: f64) -> Machine {
-        Machine {
-            cores,
-            total_ram: total_gb * GB,
-            available_ram: (available_gb * GB as f64) as u64,
-            live: Vec::new(),
-            warnings: Vec::new(),
-            ahead: Vec::new(),
-            other_load: 0,
-        }
-    }
-
-    fn settings(max_concurrent: u32) -> QueueSettings {
-        QueueSettings {
-            max_concurrent,
-            ..QueueSettings::default()
-        }
-    }
-
-    #[test]
-    fn cores_are_shared_and_runs_beyond_the_limit_wait() {
-        let queue = [candidate("a", 1.0), candidate("b", 1.0), candidate("c", 1.0)];
-        let decisions = plan(&queue, &machine(4, 24, 20.0), &settings(2));
-        assert_eq!(decisions[0], Decision::Start { threads: 2 });
-        assert_eq!(decisions[1], Decision::Start { threads: 2 });
-        assert_eq!(decisions[2], Decision::Wait("2 of 2 runs at once are running".into()));
-        // By default one run per two cores: on 2 cores, one run with both.
-        let decisions = plan(&queue, &machine(2, 24, 20.0), &QueueSettings::default());
-        assert_eq!(decisions[0], Decision::Start { threads: 2 });
-        assert!(
-            matches!(&decisions[1], Decision::Wait(r) if r.contains("1 of 1")),
-            "{decisions:?}"
-        );
-        assert_eq!(decisions[2], Decision::Wait("after b".into()));
-    }
-
-    #[test]
-    fn memory_admission_counts_what_live_runs_have_yet_to_take() {
-        let mut m = machine(8, 16, 4.0);
-        m.live.push(LiveRun {
-            id: "old".into(),
-            threads: 2,
-            peak_bytes: 3 * GB,
-            rss_bytes: GB / 2,
-            owner: None,
-        });
-        // 4 GB available, but the live run will take 2.5 GB more: 1.5 GB free, less the reserve.
-        let decisions = plan(&[candidate("big", 2.1)], &m, &settings(4));
-        assert_eq!(
-            decisions,
-            [Decision::Wait("needs 2.1 GB, 500 MB free (reserve 1.0 GB)".into())]
-        );
-        let decisions = plan(&[candidate("small", 0.4)], &m, &settings(4));
-        assert_eq!(decisions, [Decision::Start { threads: 2 }]);
-    }
-
-    #[test]
-    fn other_users_trainers_take_cores_but_not_this_workspaces_places() {
-        let mut m = machine(2, 24, 20.0);
-        let theirs = |id: &str, owner: &str| LiveRun {
-            id: id.into(),
-            threads: 1,
-            peak_bytes: GB,
-            rss_bytes: GB,
-            owner: Some(owner.into()),
-        };
-        m.live.push(theirs("x", "ta01"));
-        m.live.push(theirs("y", "ta01"));
-        m.live.push(theirs("z", "ta02"));
-        let decisions = plan(&[candidate("a", 1.0)], &m, &settings(1));
-        assert_eq!(
-            decisions,
-            [Decision::Wait(
-                "needs 2 cores, 0 of 2 free (3 cores held by 2 runs of user ta01, 1 of user ta02)".into()
-            )]
-        );
-        // With one of theirs left, a run that fits in the free core starts: their runs do
-        // not count against this workspace's runs at once.
-        m.live.truncate(1);
-        let one = Candidate {
-            threads: Some(1),
-            ..candidate("a", 1.0)
-        };
-        assert_eq!(plan(&[one], &m, &settings(1)), [Decision::Start { threads: 1 }]);
-    }
-
-    #[test]
-    fn cores_other_programs_keep_busy_count_as_taken() {
-        let mut m = machine(2, 24, 20.0);
-        m.other_load = 1;
-        let decisions = plan(&[candidate("a", 1.0)], &m, &settings(1));
-        assert_eq!(
-            decisions,
-            [Decision::Wait(
-                "needs 2 cores, 1 of 2 free (1 core busy with other programs)".into()
-            )]
-        );
-        let one = Candidate {
-            threads: Some(1),
-            ..candidate("a", 1.0)
-        };
-        assert_eq!(plan(&[one], &m, &settings(1)), [Decision::Start { threads: 1 }]);
-    }
-
-    #[test]
-    fn the_head_of_the_queue_holds_the_rest_unless_it_can_never_fit() {
-        let decisions = plan(
-            &[candidate("huge", 30.0), candidate("big", 5.0), candidate("small", 0.5)],
-            &machine(4, 24, 3.0),
-            &settings(2),
-        );
-        assert!(
-            matches!(&decisions[0], Decision::Wait(r) if r.contains("more than this machine's 24.0 GB")),
-            "{decisions:?}"
-        );
-        assert!(matches!(&decisions[1], Decision::Wait(r) if r.starts_with("needs 5.0 GB")));
-        assert_eq!(decisions[2], Decision::Wait("after big".into()));
-    }
-
-    #[test]
-    fn paused_runs_are_passed_over_and_experiment_threads_count() {
-        let mut paused = candidate("held", 0.5);
-        paused.paused = true;
-        let mut greedy = candidate("greedy", 0.5);
-        greedy.threads = Some(3);
-        let decisions = plan(
-            &[paused, greedy, candidate("next", 0.5)],
-            &machine(4, 24, 20.0),
-            &settings(2),
-        );
-        assert_eq!(decisions[0], Decision::Paused);
-        assert_eq!(decisions[1], Decision::Start { threads: 3 });
-        assert_eq!(decisions[2], Decision::Wait("needs 2 cores, 1 of 4 free".into()));
-    }
+    use crate::schedule::admission::tests::{machine, settings};
 
     /// Starts nothing, slowly, and counts: a stand-in for a trainer launch.
     struct Counting {
@@ -1073,7 +776,10 @@ mod tests {
         };
         // Room for one run: c (now first) starts, a is held, b waits with its reason.
         let started = schedule(&workspace, &settings(1), &launcher, &mut || machine(2, 24, 20.0)).expect("schedules");
-        assert!(matches!(started.as_slice(), [Outcome::Started { run, .. }] if run.id() == c));
+        assert!(matches!(started.outcomes.as_slice(), [Outcome::Started { run, .. }] if run.id() == c));
+        // b waits for this workspace's own limit, which asks nothing of the machine.
+        assert_eq!(started.waiting, [(b.clone(), 2)]);
+        assert_eq!(started.wants, 0);
         let file_now = queue.read().expect("reads");
         let left: Vec<(&str, bool, Option<&str>)> = file_now
             .entries

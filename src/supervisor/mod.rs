@@ -13,7 +13,7 @@
 //! workspaces, from the machine's register ([`crate::schedule::machine`]): their cores and
 //! the memory they will still take. Supervisors take turns looking and starting under the
 //! register's admission lock, so two of them never hand out the same free cores, and users
-//! with waiting runs take turns: who started a run longest ago (or none yet) goes first.
+//! with waiting runs take turns as fair share gives them ([`crate::schedule::shares`]).
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -29,9 +29,11 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, RefreshKind, System};
 
 use crate::run::RunDir;
 use crate::run::events::EventLog;
+use crate::schedule::admission::{Ahead, LiveRun, Machine};
 use crate::schedule::launcher::{self, Launcher};
-use crate::schedule::machine::{Register, TrainerRecord, WaitingRecord, current_uid};
-use crate::schedule::queue::{self, LiveRun, Machine, Outcome, Queue, QueueSettings};
+use crate::schedule::machine::{Register, TrainerRecord, Turn, WaitingRun, current_uid};
+use crate::schedule::queue::{self, Outcome, Queue, QueueSettings, Scheduled};
+use crate::schedule::shares::{self, Shares};
 use crate::workspace::Workspace;
 
 pub mod sweeps;
@@ -111,7 +113,8 @@ pub fn run(workspace: &Workspace, launcher: &dyn Launcher, settings: &dyn Fn() -
         host: System::host_name().unwrap_or_default(),
         register: Register::here(),
         said: HashSet::new(),
-        last_started: None,
+        turn: Turn::default(),
+        contending: false,
         last_error: String::new(),
         load: OtherLoad::default(),
     };
@@ -154,8 +157,10 @@ struct Admission {
     register: Register,
     /// Register warnings already logged.
     said: HashSet<String>,
-    /// When this supervisor last started a run (fair share's turns).
-    last_started: Option<DateTime<Utc>>,
+    /// Where this supervisor stands in fair share's turns.
+    turn: Turn,
+    /// Whether the register holds a waiting record of ours (we contend for cores).
+    contending: bool,
     /// The queue's latest error, logged once.
     last_error: String,
     /// Cores other programs keep busy.
@@ -164,7 +169,7 @@ struct Admission {
 
 impl Admission {
     /// Starts the queued runs that fit now (the trainers started join `children`), then
-    /// tells the register what still waits.
+    /// tells the register what still waits, all under the machine's admission lock.
     fn schedule(
         &mut self,
         workspace: &Workspace,
@@ -173,34 +178,25 @@ impl Admission {
         queue: &Queue,
         children: &mut Vec<(RunDir, Child)>,
     ) {
-        let mine = own_waiting(queue, self.last_started);
-        let (register, system, host, said, load) = (
-            &self.register,
-            &mut self.system,
-            &self.host,
-            &mut self.said,
-            &mut self.load,
-        );
-        let mut look = || {
-            let mut machine = machine(workspace, register, system, host, settings, load);
-            machine.ahead = users_ahead(register, mine.as_ref(), &mut machine.warnings);
-            for warning in &machine.warnings {
-                if said.insert(warning.clone()) {
-                    say(&format!("machine register: {warning}"));
-                }
-            }
-            machine
-        };
+        let (shares, problem) = Shares::here();
+        if let Some(problem) = problem
+            && self.said.insert(problem.clone())
+        {
+            say(&problem);
+        }
         // One supervisor of the machine at a time looks and starts (see Register::lock).
-        let machine_lock = register.lock(ADMISSION_PATIENCE);
-        let scheduled = queue::schedule(workspace, settings, launcher, &mut look);
-        drop(machine_lock);
+        let machine_lock = self.register.lock(ADMISSION_PATIENCE);
+        let scheduled = self.look_and_start(workspace, settings, launcher, queue);
         match scheduled {
-            Ok(outcomes) => {
+            Ok(scheduled) => {
                 self.last_error.clear();
-                for outcome in outcomes {
-                    if matches!(outcome, Outcome::Started { .. }) {
-                        self.last_started = Some(Utc::now());
+                self.publish(&scheduled);
+                drop(machine_lock);
+                let weight = shares.weight(&crate::schedule::machine::user_name(current_uid()));
+                for outcome in scheduled.outcomes {
+                    if let Outcome::Started { started, .. } = &outcome {
+                        self.turn.last_started = Some(Utc::now());
+                        self.turn.pass += f64::from(started.launch.threads.unwrap_or(1).max(1)) / weight;
                     }
                     if let Some(child) = report(workspace, outcome) {
                         children.push(child);
@@ -208,6 +204,8 @@ impl Admission {
                 }
             }
             Err(error) => {
+                self.publish(&Scheduled::default());
+                drop(machine_lock);
                 // A broken queue file stays as it is for the user to fix; say so once.
                 let message = format!("{error:#}");
                 if message != self.last_error {
@@ -216,13 +214,65 @@ impl Admission {
                 }
             }
         }
-        // Other users' supervisors see this one's waiting runs, to take turns with it.
-        match own_waiting(queue, self.last_started) {
-            Some(record) => {
-                let _ = self.register.publish_waiting(&record);
+    }
+
+    /// One look at the machine and the queue: starts what fits (see [`queue::schedule`]),
+    /// other users' turns counted.
+    fn look_and_start(
+        &mut self,
+        workspace: &Workspace,
+        settings: &QueueSettings,
+        launcher: &dyn Launcher,
+        queue: &Queue,
+    ) -> anyhow::Result<Scheduled> {
+        let since = queue
+            .read()
+            .ok()
+            .and_then(|file| file.entries.iter().filter(|e| !e.paused).map(|e| e.added).min());
+        let (register, system, host, said, load) = (
+            &self.register,
+            &mut self.system,
+            &self.host,
+            &mut self.said,
+            &mut self.load,
+        );
+        let (turn, contending) = (&mut self.turn, self.contending);
+        let mut look = || {
+            let mut machine = machine(workspace, register, system, host, settings, load);
+            if let Some(since) = since {
+                machine.ahead = users_ahead(register, since, turn, contending, &mut machine.warnings);
             }
-            None => self.register.withdraw_waiting(current_uid(), std::process::id()),
-        }
+            for warning in &machine.warnings {
+                if said.insert(warning.clone()) {
+                    say(&format!("machine register: {warning}"));
+                }
+            }
+            machine
+        };
+        queue::schedule(workspace, settings, launcher, &mut look)
+    }
+
+    /// Tells other users' supervisors what of ours still waits, to take turns with it (or
+    /// that nothing does).
+    fn publish(&mut self, scheduled: &Scheduled) {
+        let runs: Vec<WaitingRun> = scheduled
+            .waiting
+            .iter()
+            .map(|(run, cores)| WaitingRun {
+                run: run.clone(),
+                cores: *cores,
+            })
+            .collect();
+        let record = scheduled
+            .since
+            .and_then(|since| crate::schedule::machine::waiting_of(&runs, since, self.turn, scheduled.wants));
+        self.contending = match record {
+            Some(record) => self.register.publish_waiting(&record).is_ok(),
+            None => {
+                self.register.withdraw_waiting(current_uid(), std::process::id());
+                false
+            }
+        };
     }
 }
 
@@ -377,30 +427,22 @@ impl OtherLoad {
     }
 }
 
-/// This supervisor's waiting runs (held ones aside) as a record of the register, or `None`
-/// when nothing waits.
-fn own_waiting(queue: &Queue, last_started: Option<DateTime<Utc>>) -> Option<WaitingRecord> {
-    let file = queue.read().ok()?;
-    let waiting: Vec<_> = file.entries.iter().filter(|e| !e.paused).collect();
-    let since = waiting.iter().map(|e| e.added).min()?;
-    crate::schedule::machine::waiting_of(waiting.len() as u32, since, last_started)
-}
-
-/// Other users whose turn comes before this supervisor's (see [`WaitingRecord::before`]):
-/// their supervisors have runs waiting and started one longer ago (or none yet).
-fn users_ahead(register: &Register, mine: Option<&WaitingRecord>, warnings: &mut Vec<String>) -> Vec<String> {
-    let Some(mine) = mine else {
-        return Vec::new();
-    };
+/// Other users whose turn comes before this supervisor's (see [`shares::ahead_of`]); a
+/// supervisor that starts waiting (not yet `contending`) first catches up with their pass.
+fn users_ahead(
+    register: &Register,
+    since: DateTime<Utc>,
+    turn: &mut Turn,
+    contending: bool,
+    warnings: &mut Vec<String>,
+) -> Vec<Ahead> {
     let (records, problems) = register.waiting();
     warnings.extend(problems);
-    let mut ahead: Vec<String> = records
-        .iter()
-        .filter(|r| r.uid != mine.uid && r.waiting > 0 && r.before(mine))
-        .map(|r| r.user.clone())
-        .collect();
-    ahead.sort();
-    ahead.dedup();
+    let Some(mut mine) = crate::schedule::machine::waiting_of(&[], since, *turn, 0) else {
+        return Vec::new();
+    };
+    let ahead = shares::ahead_of(&records, &mut mine, !contending);
+    turn.pass = mine.pass;
     ahead
 }
 

@@ -1078,14 +1078,17 @@ fn a_key_that_closes_the_help_also_acts() {
 }
 
 /// The machine screen: three users' trainers from the machine's register (this workspace's
-/// live run among them) and the users waiting, in the order of their turns.
+/// live run among them, one whose run directory the viewer cannot read), and every user's
+/// waiting runs in the order they are expected to start.
 #[test]
 fn the_machine_screen_lists_every_users_trainers_and_whose_turn_comes_next() {
-    use segtop::schedule::machine::{MachineView, TrainerRecord, WaitingRecord};
+    use segtop::schedule::machine::TrainerRecord;
+    use segtop::schedule::overview::{MachineView, Progress, Trainer};
+    use segtop::schedule::shares::Queued;
     let mut app = dashboard_with_recorded_runs(80, 24);
     let now = app.now;
-    let trainer = |user: &str, run: &str, threads: u32, gb: u64, minutes: i64| {
-        let record = TrainerRecord {
+    let trainer = |user: &str, run: &str, threads: u32, gb: u64, progress: Option<Progress>| Trainer {
+        record: TrainerRecord {
             version: 1,
             user: user.to_string(),
             uid: 1000,
@@ -1095,27 +1098,48 @@ fn the_machine_screen_lists_every_users_trainers_and_whose_turn_comes_next() {
             run_dir: PathBuf::from("/home").join(user).join("runs").join(run),
             threads,
             peak_bytes: gb << 30,
-            started: now - Duration::minutes(minutes),
-        };
-        (record, (gb << 30) / 2)
+            started: now - Duration::minutes(42),
+        },
+        rss_bytes: (gb << 30) / 2,
+        progress,
     };
-    let waiting = |user: &str, runs: u32, minutes: i64| WaitingRecord {
-        version: 1,
+    let queued = |position: usize, user: &str, run: &str, minutes: i64| Queued {
+        position,
         user: user.to_string(),
-        uid: 1001,
-        pid: 5000,
-        pid_start: 1,
-        waiting: runs,
+        run: run.to_string(),
+        cores: 1,
         since: now - Duration::minutes(minutes),
-        last_started: None,
+    };
+    let progress = Progress {
+        epoch: 12,
+        epochs: 40,
+        patches_per_s: Some(1.87),
+        best_dice: Some([0.612, 0.705, 0.874]),
     };
     let machine = MachineView {
         trainers: vec![
-            trainer("ta01", "20261207-091500-default-lr3e-3", 1, 2, 42),
-            trainer("me", LIVE, 1, 1, 3),
+            trainer("ta01", "20261207-091500-default-lr3e-3", 1, 2, Some(progress)),
+            // Another user's run whose directory the viewer may not read.
+            trainer("ta03", "20261207-093000-lite", 1, 1, None),
+            trainer(
+                "me",
+                LIVE,
+                1,
+                1,
+                Some(Progress {
+                    epoch: 3,
+                    epochs: 10,
+                    patches_per_s: None,
+                    best_dice: None,
+                }),
+            ),
         ],
-        waiting: vec![waiting("ta02", 2, 12), waiting("ta01", 1, 5)],
-        warnings: Vec::new(),
+        queued: vec![
+            queued(1, "ta02", "20261207-100000-default", 12),
+            queued(2, "ta01", "20261207-101500-default-lr1e-3", 5),
+            queued(3, "ta02", "20261207-100100-lite-dropout", 12),
+        ],
+        warnings: vec!["/var/tmp/segtop-machine/1003-77.json: skipped: not a segtop record".into()],
     };
     app.update(Msg::Watch(Box::new(Watch {
         time: now,
@@ -1147,7 +1171,7 @@ fn the_machine_screen_lists_every_users_trainers_and_whose_turn_comes_next() {
     })));
     draw(&mut app);
     let mut moved = machine.clone();
-    moved.trainers[0].1 += 1 << 20;
+    moved.trainers[0].rss_bytes += 1 << 20;
     app.update(Msg::Watch(Box::new(Watch {
         time: now,
         machine: Some(moved.clone()),
@@ -1156,7 +1180,7 @@ fn the_machine_screen_lists_every_users_trainers_and_whose_turn_comes_next() {
     assert!(app.needs_redraw());
     key(&mut app, KeyCode::Char('2'));
     draw(&mut app);
-    moved.trainers[0].1 += 1 << 20;
+    moved.trainers[0].rss_bytes += 1 << 20;
     app.update(Msg::Watch(Box::new(Watch {
         time: now,
         machine: Some(moved),

@@ -1,6 +1,6 @@
 //! The machine: every segtop trainer on this machine, of every user and workspace (the
-//! machine's register), the cores they were given, and whose turn comes next among the users
-//! with runs waiting. An instructor sees the whole class at a glance.
+//! machine's register), how far each has come, and every user's waiting runs in the order
+//! they are expected to start. An instructor sees the whole class at a glance.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -11,14 +11,18 @@ use ratatui::widgets::Paragraph;
 use super::panel;
 use crate::dashboard::app::App;
 use crate::runs::{cut_left, format_duration};
+use crate::schedule::overview::{Progress, Trainer};
 use crate::schedule::queue::ByteSize;
+
+/// Inner widths from which the trainers' peak memory and running time are shown too.
+const WIDE: usize = 100;
 
 pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     let theme = &app.theme;
     let machine = &app.machine;
     let cores = app.host.map_or(0, |h| h.cores);
-    let given: u32 = machine.trainers.iter().map(|(r, _)| r.threads).sum();
-    let mut users: Vec<&str> = machine.trainers.iter().map(|(r, _)| r.user.as_str()).collect();
+    let given: u32 = machine.trainers.iter().map(|t| t.record.threads).sum();
+    let mut users: Vec<&str> = machine.trainers.iter().map(|t| t.record.user.as_str()).collect();
     users.sort_unstable();
     users.dedup();
     let title = format!(
@@ -28,59 +32,102 @@ pub fn draw(app: &App, frame: &mut Frame, area: Rect) {
     );
     let dim = Style::new().fg(theme.ui.dim);
     let head = Style::new().fg(theme.ui.title).add_modifier(Modifier::BOLD);
+    let inner = usize::from(area.width.saturating_sub(2));
+    let wide = inner >= WIDE;
+    let run_width = inner.saturating_sub(56 + if wide { 18 } else { 0 }).clamp(8, 40);
     let mut lines = Vec::new();
     if machine.trainers.is_empty() {
         lines.push(Line::styled("No segtop trainer is running on this machine.", dim));
     } else {
-        let run_width = usize::from(area.width.saturating_sub(2))
-            .saturating_sub(10 + 6 + 9 + 9 + 8 + 5)
-            .clamp(8, 40);
+        let extra = if wide {
+            format!(" {:>8} {:>8}", "PEAK", "RUNNING")
+        } else {
+            String::new()
+        };
         lines.push(Line::styled(
             format!(
-                "{:<10}{:<run_width$} {:>5} {:>8} {:>8} {:>8}",
-                "USER", "RUN", "CORES", "MEMORY", "PEAK", "RUNNING"
+                "{:<9} {:<run_width$} {:>7} {:>5} {:>8} {:>6}  {:<14}{extra}",
+                "USER", "RUN", "EPOCH", "CORES", "MEMORY", "P/S", "DICE ET TC WT"
             ),
             head,
         ));
-        for (record, rss) in &machine.trainers {
-            let mine = app.runs.contains_key(&record.run);
-            let style = if mine {
+        for trainer in &machine.trainers {
+            let style = if app.runs.contains_key(&trainer.record.run) {
                 Style::new().fg(theme.ui.accent)
             } else {
                 Style::new().fg(theme.ui.text)
             };
-            let age = (app.now - record.started).num_seconds().max(0) as f64;
-            lines.push(Line::styled(
-                format!(
-                    "{:<10}{:<run_width$} {:>5} {:>8} {:>8} {:>8}",
-                    cut_left(&record.user, 9),
-                    cut_left(&record.run, run_width.saturating_sub(1)),
-                    record.threads,
-                    ByteSize(*rss).to_string(),
-                    ByteSize(record.peak_bytes).to_string(),
-                    format_duration(age),
-                ),
-                style,
-            ));
+            lines.push(Line::styled(trainer_row(app, trainer, run_width, wide), style));
         }
     }
     lines.push(Line::raw(""));
-    if machine.waiting.is_empty() {
+    if machine.queued.is_empty() {
         lines.push(Line::styled("Nobody's runs are waiting.", dim));
     } else {
-        lines.push(Line::styled("Waiting, in the order of their turns:", head));
-        for (turn, waiting) in machine.waiting.iter().enumerate() {
-            let waited = (app.now - waiting.since).num_seconds().max(0) as f64;
+        lines.push(Line::styled("Waiting, in the order they are expected to start:", head));
+        for queued in &machine.queued {
+            let waited = (app.now - queued.since).num_seconds().max(0) as f64;
             lines.push(Line::from(vec![
-                Span::styled(format!("{:>3}. ", turn + 1), dim),
+                Span::styled(format!("{:>3}. ", queued.position), dim),
                 Span::raw(format!(
-                    "{} run(s) of user {}, waiting {}",
-                    waiting.waiting,
-                    waiting.user,
+                    "{:<9} {:<run_width$} {:>2} core(s), waiting {}",
+                    cut_left(&queued.user, 9),
+                    cut_left(&queued.run, run_width),
+                    queued.cores,
                     format_duration(waited)
                 )),
             ]));
         }
     }
+    if !machine.warnings.is_empty() {
+        lines.push(Line::raw(""));
+        lines.push(Line::styled(
+            format!(
+                "{} warning(s) about the register: segtop top lists them",
+                machine.warnings.len()
+            ),
+            Style::new().fg(theme.ui.warn),
+        ));
+    }
     frame.render_widget(Paragraph::new(lines).block(panel(theme, &title)), area);
+}
+
+/// One trainer's line: user, run, progress where readable, cores and memory.
+fn trainer_row(app: &App, trainer: &Trainer, run_width: usize, wide: bool) -> String {
+    let record = &trainer.record;
+    let progress = trainer.progress.as_ref();
+    let (epoch, speed, dice) = progress.map_or_else(
+        || ("-".to_string(), "-".to_string(), "-".to_string()),
+        |p: &Progress| {
+            (
+                if p.epochs > 0 {
+                    format!("{}/{}", p.epoch, p.epochs)
+                } else {
+                    p.epoch.to_string()
+                },
+                p.patches_per_s.map_or_else(|| "-".into(), |s| format!("{s:.2}")),
+                p.best_dice
+                    .map_or_else(|| "-".into(), |d| format!("{:.2} {:.2} {:.2}", d[0], d[1], d[2])),
+            )
+        },
+    );
+    let mut row = format!(
+        "{:<9} {:<run_width$} {:>7} {:>5} {:>8} {:>6}  {:<14}",
+        cut_left(&record.user, 9),
+        cut_left(&record.run, run_width),
+        epoch,
+        record.threads,
+        ByteSize(trainer.rss_bytes).to_string(),
+        speed,
+        dice,
+    );
+    if wide {
+        let age = (app.now - record.started).num_seconds().max(0) as f64;
+        row.push_str(&format!(
+            " {:>8} {:>8}",
+            ByteSize(record.peak_bytes).to_string(),
+            format_duration(age)
+        ));
+    }
+    row
 }
