@@ -34,6 +34,8 @@ pub struct Machine {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveRun {
     pub id: String,
+    /// Its trainer's process.
+    pub pid: u32,
     /// Torch threads it was granted (or is assumed to use).
     pub threads: u32,
     /// Its estimated peak memory, and what it holds now.
@@ -68,10 +70,9 @@ pub enum Decision {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub decisions: Vec<Decision>,
-    /// Cores wanted by the first run held back by the machine (its free cores, its free
-    /// memory or another user's turn): what this queue waits for, as fair share counts it.
-    /// 0 when nothing waits for the machine (all started, or held by this workspace's own
-    /// limits).
+    /// Cores wanted by the first run held back (by the machine's free cores or memory,
+    /// another user's turn, or this workspace's runs at once): what this queue waits for, as
+    /// fair share counts it. 0 when nothing waits.
     pub wants: u32,
 }
 
@@ -144,7 +145,7 @@ pub fn plan(candidates: &[Candidate], machine: &Machine, settings: &QueueSetting
         };
         match hold {
             Some(hold) => {
-                if blocked.is_none() && !matches!(hold, Hold::Runs(_)) {
+                if blocked.is_none() {
                     wants = threads;
                 }
                 blocked.get_or_insert(&candidate.id);
@@ -311,6 +312,7 @@ pub(crate) mod tests {
         let mut m = machine(8, 16, 4.0);
         m.live.push(LiveRun {
             id: "old".into(),
+            pid: 1,
             threads: 2,
             peak_bytes: 3 * GB,
             rss_bytes: GB / 2,
@@ -331,6 +333,7 @@ pub(crate) mod tests {
         let mut m = machine(2, 24, 20.0);
         let theirs = |id: &str, owner: &str| LiveRun {
             id: id.into(),
+            pid: 2,
             threads: 1,
             peak_bytes: GB,
             rss_bytes: GB,
@@ -378,7 +381,8 @@ pub(crate) mod tests {
             )
         );
         assert_eq!(plan.wants, 2);
-        // Held by this workspace's own limit, the queue asks nothing of the machine.
+        // Held by this workspace's own limit, it wants the cores all the same (for when a run
+        // of its own ends; see shares::ahead_of).
         let one = |id: &str| Candidate {
             threads: Some(1),
             ..candidate(id, 1.0)
@@ -386,7 +390,7 @@ pub(crate) mod tests {
         let plan = super::plan(&[one("a"), one("b")], &m, &settings(1));
         assert_eq!(plan.decisions[0], Decision::Start { threads: 1 });
         assert!(matches!(&plan.decisions[1], Decision::Wait(r) if r.contains("1 of 1 runs")));
-        assert_eq!(plan.wants, 0);
+        assert_eq!(plan.wants, 1);
         // Nobody ahead: both start, and nothing is wanted.
         let plan = super::plan(
             &[candidate("a", 1.0), candidate("b", 1.0)],

@@ -79,9 +79,13 @@ pub struct WaitingRecord {
     pub last_started: Option<DateTime<Utc>>,
     /// Cores it has started runs on, over its user's weight: the lowest pass goes next.
     pub pass: f64,
-    /// Cores its next run waits for on this machine; 0 when what holds it back is its own
-    /// workspace's limit, which asks nothing of the others.
+    /// Cores its next run waits for (0: none waits).
     pub wants: u32,
+    /// The processes of its workspace's live runs (the first [`MAX_LISTED_RUNS`]), and how
+    /// many of them may run at once: while all of those are alive, its runs wait for its own
+    /// to end, and ask nothing of the others.
+    pub running: Vec<u32>,
+    pub max_concurrent: u32,
     /// The waiting runs in its queue's order (the first [`MAX_LISTED_RUNS`]).
     pub runs: Vec<WaitingRun>,
 }
@@ -321,6 +325,13 @@ impl Record for WaitingRecord {
         if !(0.0..=MAX_PASS).contains(&self.pass) {
             return Err(format!("implausible: pass {:e}", self.pass));
         }
+        if self.max_concurrent > MAX_THREADS || self.running.len() > MAX_LISTED_RUNS {
+            return Err(format!(
+                "implausible: {} of {} runs at once",
+                self.running.len(),
+                self.max_concurrent
+            ));
+        }
         if self.runs.len() > MAX_LISTED_RUNS || self.user.len() > MAX_NAME_BYTES {
             return Err(format!("implausible: {} runs listed", self.runs.len()));
         }
@@ -418,9 +429,9 @@ pub struct Turn {
     pub last_started: Option<DateTime<Utc>>,
 }
 
-/// This supervisor's record of its `runs` waiting (the first of them queued at `since`), the
-/// next wanting `wants` cores of the machine.
-pub fn waiting_of(runs: &[WaitingRun], since: DateTime<Utc>, turn: Turn, wants: u32) -> Option<WaitingRecord> {
+/// This supervisor's record of its `runs` waiting (the first of them queued at `since`);
+/// what they want of the machine is for the caller to fill in.
+pub fn waiting_of(runs: &[WaitingRun], since: DateTime<Utc>, turn: Turn) -> Option<WaitingRecord> {
     let uid = current_uid();
     let pid = std::process::id();
     Some(WaitingRecord {
@@ -433,7 +444,9 @@ pub fn waiting_of(runs: &[WaitingRun], since: DateTime<Utc>, turn: Turn, wants: 
         since,
         last_started: turn.last_started,
         pass: turn.pass,
-        wants,
+        wants: 0,
+        running: Vec::new(),
+        max_concurrent: 0,
         runs: runs.iter().take(MAX_LISTED_RUNS).cloned().collect(),
     })
 }
@@ -493,6 +506,8 @@ pub(crate) mod tests {
             last_started: None,
             pass: 0.0,
             wants: 0,
+            running: Vec::new(),
+            max_concurrent: 1,
             runs: Vec::new(),
         }
     }

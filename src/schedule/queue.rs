@@ -539,6 +539,10 @@ pub struct Scheduled {
     pub since: Option<DateTime<Utc>>,
     /// See [`Plan::wants`].
     pub wants: u32,
+    /// The processes of this workspace's live runs, and how many may run at once: whether
+    /// its runs wait only for its own to end.
+    pub running: Vec<u32>,
+    pub max_concurrent: u32,
 }
 
 /// Starts what fits, under the queue's lock: reads the queue and the machine, starts the
@@ -579,6 +583,13 @@ pub fn schedule(
         }
         let Plan { decisions, wants } = plan(&candidates, &machine, settings);
         scheduled.wants = wants;
+        scheduled.running = machine
+            .live
+            .iter()
+            .filter(|r| r.owner.is_none())
+            .map(|r| r.pid)
+            .collect();
+        scheduled.max_concurrent = settings.max_concurrent(machine.cores);
         for ((mut entry, candidate), decision) in kept.into_iter().zip(&candidates).zip(decisions) {
             match decision {
                 Decision::Start { threads } => {
@@ -777,9 +788,9 @@ mod tests {
         // Room for one run: c (now first) starts, a is held, b waits with its reason.
         let started = schedule(&workspace, &settings(1), &launcher, &mut || machine(2, 24, 20.0)).expect("schedules");
         assert!(matches!(started.outcomes.as_slice(), [Outcome::Started { run, .. }] if run.id() == c));
-        // b waits for this workspace's own limit, which asks nothing of the machine.
+        // b waits for this workspace's own limit: for c to end, on its 2 cores.
         assert_eq!(started.waiting, [(b.clone(), 2)]);
-        assert_eq!(started.wants, 0);
+        assert_eq!(started.wants, 2);
         let file_now = queue.read().expect("reads");
         let left: Vec<(&str, bool, Option<&str>)> = file_now
             .entries

@@ -164,18 +164,22 @@ pub fn turn_order(a: &WaitingRecord, b: &WaitingRecord) -> std::cmp::Ordering {
 }
 
 /// The other users whose turn comes before `mine` and whose next runs wait for cores of the
-/// machine, with the cores those want (kept for them). Users whose runs wait only for their
-/// own workspace's limits (`wants` 0) ask nothing of the machine and hold nobody back. When
-/// `joining` (this supervisor starts waiting), `mine` first takes the lowest pass of the
-/// others that wait, so nobody banks turns while away.
-pub fn ahead_of(records: &[WaitingRecord], mine: &mut WaitingRecord, joining: bool) -> Vec<Ahead> {
+/// machine, with the cores those want (kept for them). A user whose runs wait only for their
+/// own workspace's runs at once to end (all of its `running` trainers still among the `alive`
+/// ones) asks nothing of the machine and holds nobody back; the moment one of those ends, it
+/// does. When `joining` (this supervisor starts waiting), `mine` first takes the lowest pass
+/// of the others that wait, so nobody banks turns while away.
+pub fn ahead_of(records: &[WaitingRecord], mine: &mut WaitingRecord, joining: bool, alive: &[u32]) -> Vec<Ahead> {
     let others: Vec<&WaitingRecord> = records.iter().filter(|r| r.uid != mine.uid && r.waiting > 0).collect();
     if joining && let Some(lowest) = others.iter().map(|r| r.pass).min_by(f64::total_cmp) {
         mine.pass = mine.pass.max(lowest);
     }
     others
         .into_iter()
-        .filter(|r| r.wants > 0 && turn_order(r, mine).is_lt())
+        .filter(|r| {
+            let running = r.running.iter().filter(|pid| alive.contains(pid)).count();
+            r.wants > 0 && running < r.max_concurrent as usize && turn_order(r, mine).is_lt()
+        })
         .map(|r| Ahead {
             user: r.user.clone(),
             cores: r.wants,
@@ -254,29 +258,38 @@ mod tests {
     #[test]
     fn only_users_waiting_for_the_machine_and_before_us_hold_us_back() {
         let mut mine = waiting("me", 1000, 0.0, 1);
-        // ta01 waits for its own workspace's limit (wants 0): not ahead, however low its pass.
-        let limited = waiting("ta01", 1001, 0.0, 3);
+        // ta01's runs wait for its one run at once, trainer 71, to end: not ahead while it
+        // lives, however low ta01's pass.
+        let mut limited = waiting("ta01", 1001, 0.0, 3);
+        limited.wants = 1;
+        limited.running = vec![71];
         let mut ta02 = waiting("ta02", 1002, 3.0, 1);
         ta02.wants = 2;
         let mut ta03 = waiting("ta03", 1003, 9.0, 1);
         ta03.wants = 1;
         let records = [limited.clone(), ta02.clone(), ta03.clone(), mine.clone()];
         // Joining: our pass catches up with the lowest of those waiting (0, ta01's).
-        assert_eq!(ahead_of(&records, &mut mine, true), []);
+        assert_eq!(ahead_of(&records, &mut mine, true, &[71]), []);
+        assert_eq!(mine.pass, 0.0);
         // Having started runs up to pass 5, ta02 (3) comes first, ta03 (9) after us.
         mine.pass = 5.0;
-        let ahead = ahead_of(&records, &mut mine, false);
-        assert_eq!(
-            ahead,
-            [Ahead {
-                user: "ta02".into(),
-                cores: 2
-            }]
-        );
+        let ahead = ahead_of(&records, &mut mine, false, &[71]);
+        let ta02_ahead = Ahead {
+            user: "ta02".into(),
+            cores: 2,
+        };
+        assert_eq!(ahead, [ta02_ahead.clone()]);
+        // Once ta01's trainer ends, ta01 wants cores of the machine, and its turn is first.
+        let ahead = ahead_of(&records, &mut mine, false, &[]);
+        let ta01_ahead = Ahead {
+            user: "ta01".into(),
+            cores: 1,
+        };
+        assert_eq!(ahead, [ta01_ahead, ta02_ahead]);
         // A user back after a pause does not jump the queue: from pass 0 to the lowest, 3.
         let mut back = waiting("me", 1000, 0.0, 1);
         let records = [ta02, ta03];
-        ahead_of(&records, &mut back, true);
+        ahead_of(&records, &mut back, true, &[]);
         assert_eq!(back.pass, 3.0);
     }
 

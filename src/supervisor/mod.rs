@@ -31,7 +31,7 @@ use crate::run::RunDir;
 use crate::run::events::EventLog;
 use crate::schedule::admission::{Ahead, LiveRun, Machine};
 use crate::schedule::launcher::{self, Launcher};
-use crate::schedule::machine::{Register, TrainerRecord, Turn, WaitingRun, current_uid};
+use crate::schedule::machine::{MAX_LISTED_RUNS, Register, TrainerRecord, Turn, WaitingRun, current_uid};
 use crate::schedule::queue::{self, Outcome, Queue, QueueSettings, Scheduled};
 use crate::schedule::shares::{self, Shares};
 use crate::workspace::Workspace;
@@ -118,6 +118,7 @@ pub fn run(workspace: &Workspace, launcher: &dyn Launcher, settings: &dyn Fn() -
         last_error: String::new(),
         load: OtherLoad::default(),
     };
+    admission.prime(workspace, &settings());
     let queue = Queue::new(workspace);
     let mut children: Vec<(RunDir, Child)> = Vec::new();
     let mut ticks: u32 = 0;
@@ -252,6 +253,22 @@ impl Admission {
         queue::schedule(workspace, settings, launcher, &mut look)
     }
 
+    /// Takes a first sample of the machine's CPU time and of the registered trainers', so that
+    /// the first look measures the load of other programs over an interval (a single sample
+    /// says nothing): a supervisor that just started sees a busy machine as busy.
+    fn prime(&mut self, workspace: &Workspace, settings: &QueueSettings) {
+        let mut load = OtherLoad::default();
+        machine(
+            workspace,
+            &self.register,
+            &mut self.system,
+            &self.host,
+            settings,
+            &mut load,
+        );
+        std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL.max(Duration::from_millis(250)));
+    }
+
     /// Tells other users' supervisors what of ours still waits, to take turns with it (or
     /// that nothing does).
     fn publish(&mut self, scheduled: &Scheduled) {
@@ -263,9 +280,13 @@ impl Admission {
                 cores: *cores,
             })
             .collect();
-        let record = scheduled
-            .since
-            .and_then(|since| crate::schedule::machine::waiting_of(&runs, since, self.turn, scheduled.wants));
+        let record = scheduled.since.and_then(|since| {
+            let mut record = crate::schedule::machine::waiting_of(&runs, since, self.turn)?;
+            record.wants = scheduled.wants;
+            record.running = scheduled.running.iter().copied().take(MAX_LISTED_RUNS).collect();
+            record.max_concurrent = scheduled.max_concurrent;
+            Some(record)
+        });
         self.contending = match record {
             Some(record) => self.register.publish_waiting(&record).is_ok(),
             None => {
@@ -377,6 +398,7 @@ pub fn machine(
         });
         live.push(LiveRun {
             id: run.id(),
+            pid,
             threads: launch.threads.unwrap_or_else(|| settings.share(cores)),
             peak_bytes,
             rss_bytes: process.memory(),
@@ -410,7 +432,8 @@ pub fn machine(
 /// moment's burst does not hold a run back and a steady load does.
 #[derive(Debug, Default)]
 pub struct OtherLoad {
-    cores: f64,
+    /// None before the first look, which is taken as it is.
+    cores: Option<f64>,
 }
 
 impl OtherLoad {
@@ -418,12 +441,15 @@ impl OtherLoad {
     const NEWEST: f64 = 0.3;
 
     fn observe(&mut self, busy_cores: f64) {
-        self.cores += Self::NEWEST * (busy_cores - self.cores);
+        let smoothed = self
+            .cores
+            .map_or(busy_cores, |cores| cores + Self::NEWEST * (busy_cores - cores));
+        self.cores = Some(smoothed);
     }
 
     /// Whole cores counted as taken: a core busy 70% of the time or more counts.
     fn cores(&self, machine_cores: u32) -> u32 {
-        ((self.cores + 0.3).floor().max(0.0) as u32).min(machine_cores)
+        ((self.cores.unwrap_or(0.0) + 0.3).floor().max(0.0) as u32).min(machine_cores)
     }
 }
 
@@ -438,10 +464,12 @@ fn users_ahead(
 ) -> Vec<Ahead> {
     let (records, problems) = register.waiting();
     warnings.extend(problems);
-    let Some(mut mine) = crate::schedule::machine::waiting_of(&[], since, *turn, 0) else {
+    let Some(mut mine) = crate::schedule::machine::waiting_of(&[], since, *turn) else {
         return Vec::new();
     };
-    let ahead = shares::ahead_of(&records, &mut mine, !contending);
+    let (trainers, _) = register.live();
+    let alive: Vec<u32> = trainers.iter().map(|t| t.pid).collect();
+    let ahead = shares::ahead_of(&records, &mut mine, !contending, &alive);
     turn.pass = mine.pass;
     ahead
 }
@@ -465,6 +493,7 @@ fn others(register: &Register, system: &mut System, ours: &[u32]) -> (Vec<LiveRu
     let live = records
         .into_iter()
         .map(|record| LiveRun {
+            pid: record.pid,
             rss_bytes: system.process(Pid::from_u32(record.pid)).map_or(0, |p| p.memory()),
             id: record.run,
             threads: record.threads,

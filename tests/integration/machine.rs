@@ -132,6 +132,7 @@ impl Shared {
             .env("HOME", ws)
             .env("XDG_CONFIG_HOME", ws.join("config"))
             .env("SEGTOP_MACHINE_DIR", self.register())
+            .env("SEGTOP_MACHINE_SETTINGS", self.base.path().join("machine.toml"))
             .env("LD_LIBRARY_PATH", &self.mounted)
             .output()
             .expect("segtop runs")
@@ -161,14 +162,59 @@ fn queue(shared: &Shared, user: &User, ws: &Path, times: usize) {
     }
 }
 
-/// Who started runs, in the order they started, from the workspaces' launch records.
-fn start_order(workspaces: &[(&str, &Path)]) -> Vec<String> {
+/// Busy loops outside segtop, ended when dropped.
+struct Hogs(Vec<std::process::Child>);
+
+impl Hogs {
+    fn start(count: usize) -> Hogs {
+        Hogs(
+            (0..count)
+                .map(|_| {
+                    Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("sh runs")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for hog in &mut self.0 {
+            let _ = hog.kill();
+            let _ = hog.wait();
+        }
+    }
+}
+
+/// Waits until `user` has no supervisor left (its queue is done).
+fn no_supervisor_of(user: &User) {
+    poll_until(
+        &format!("{}'s supervisor to leave", user.name),
+        Duration::from_secs(30),
+        || {
+            let found = Command::new("pgrep")
+                .args(["-u", &user.name, "-f", "segtop.*supervise"])
+                .output()
+                .expect("pgrep runs");
+            (!found.status.success()).then_some(())
+        },
+    )
+    .unwrap_or_else(|t| t.fail(""));
+}
+
+/// Who started runs after `after`, in the order they started, from the workspaces' launch
+/// records.
+fn start_order(workspaces: &[(&str, &Path)], after: chrono::DateTime<chrono::Utc>) -> Vec<String> {
     let mut starts: Vec<(chrono::DateTime<chrono::Utc>, String)> = workspaces
         .iter()
         .flat_map(|(name, ws)| {
             runs(ws)
                 .into_iter()
                 .filter_map(|run| Some((RunDir::open(&run).read_launch()?.time, name.to_string())))
+                .filter(|(time, _)| *time > after)
         })
         .collect();
     starts.sort();
@@ -183,7 +229,7 @@ fn two_users_take_turns_a_killed_supervisor_or_trainer_blocks_nobody_and_other_p
     let shared = Shared::new();
     let a = User::create("segtop-test-a");
     let b = User::create("segtop-test-b");
-    let (ws_a, ws_b) = (shared.workspace(&a, 3), shared.workspace(&b, 3));
+    let (ws_a, ws_b) = (shared.workspace(&a, 8), shared.workspace(&b, 8));
     // A hostile record: skipped with a warning, never counted.
     std::fs::write(
         shared.register().join("0-1.json"),
@@ -218,9 +264,13 @@ fn two_users_take_turns_a_killed_supervisor_or_trainer_blocks_nobody_and_other_p
     })
     .unwrap_or_else(|t| t.fail(std::fs::read_to_string(ws_b.join("runs/supervisor.log")).unwrap_or_default()));
     assert_eq!(most_threads, 2);
-    assert_eq!(start_order(&[("a", &ws_a), ("b", &ws_b)]), ["a", "b", "a", "b"]);
+    assert_eq!(
+        start_order(&[("a", &ws_a), ("b", &ws_b)], chrono::DateTime::<chrono::Utc>::MIN_UTC),
+        ["a", "b", "a", "b"]
+    );
     assert!(reasons.contains("held by 1 run of user segtop-test-a"), "{reasons}");
-    assert!(reasons.contains("the turn of user segtop-test-b first"), "{reasons}");
+    // (Whether a's second run is seen waiting for b's turn depends on which supervisor looks
+    // first when a's run ends; the order does not.)
     let log = std::fs::read_to_string(ws_b.join("runs/supervisor.log")).expect("b's supervisor log");
     assert!(log.contains("0-1.json: skipped: not a segtop record"), "{log}");
 
@@ -276,25 +326,11 @@ fn two_users_take_turns_a_killed_supervisor_or_trainer_blocks_nobody_and_other_p
     })
     .unwrap_or_else(|t| t.fail(std::fs::read_to_string(ws_b.join("runs/supervisor.log")).unwrap_or_default()));
     // Two busy loops outside segtop hold b's next run back, saying why; once they end, it runs.
-    struct Hogs(Vec<std::process::Child>);
-    impl Drop for Hogs {
-        fn drop(&mut self) {
-            for hog in &mut self.0 {
-                let _ = hog.kill();
-                let _ = hog.wait();
-            }
-        }
-    }
-    let hogs = Hogs(
-        (0..2)
-            .map(|_| {
-                Command::new("sh")
-                    .args(["-c", "while :; do :; done"])
-                    .spawn()
-                    .expect("sh runs")
-            })
-            .collect(),
-    );
+    // (A supervisor still about from b's last run would have measured a quiet machine; a load
+    // is counted once it lasts about two seconds.)
+    no_supervisor_of(&b);
+    let hogs = Hogs::start(2);
+    std::thread::sleep(Duration::from_secs(3));
     queue(&shared, &b, &ws_b, 1);
     poll_until(
         "b's run to wait for cores other programs hold",
@@ -318,6 +354,66 @@ fn two_users_take_turns_a_killed_supervisor_or_trainer_blocks_nobody_and_other_p
         (runs.len() == 4 && runs.iter().all(|r| finished(r).is_some())).then_some(())
     })
     .unwrap_or_else(|t| t.fail(std::fs::read_to_string(ws_b.join("runs/supervisor.log")).unwrap_or_default()));
+
+    // Weighted turns: c weighs 2 in the machine's settings file (a and b 1). With both cores
+    // busy with other programs, b queues three runs, then c three; once the programs end, c
+    // gets two starts for each of b's.
+    let settings = shared.base.path().join("machine.toml");
+    std::fs::write(&settings, "[shares]\ndefault = 1\nsegtop-test-c = 2\n").expect("write");
+    std::fs::set_permissions(&settings, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let c = User::create("segtop-test-c");
+    let ws_c = shared.workspace(&c, 8);
+    no_supervisor_of(&b);
+    let hogs = Hogs::start(2);
+    std::thread::sleep(Duration::from_secs(3));
+    let before = chrono::Utc::now();
+    queue(&shared, &b, &ws_b, 3);
+    let busy = |ws: &Path| {
+        let queue = std::fs::read_to_string(ws.join("runs/queue.json")).ok()?;
+        queue.contains("busy with other programs").then_some(())
+    };
+    poll_until("b's runs to wait for other programs", Duration::from_secs(60), || {
+        busy(&ws_b)
+    })
+    .unwrap_or_else(|t| t.fail(""));
+    queue(&shared, &c, &ws_c, 3);
+    poll_until("c's runs to wait for other programs", Duration::from_secs(60), || {
+        busy(&ws_c)
+    })
+    .unwrap_or_else(|t| t.fail(""));
+    // Both are in the machine's queue, b first (it waited longest), then c twice.
+    let listing: serde_json::Value =
+        serde_json::from_slice(&shared.segtop(&a, &ws_a, &["top", "--json"]).stdout).expect("JSON");
+    let users: Vec<&str> = listing["waiting"]
+        .as_array()
+        .expect("waiting runs")
+        .iter()
+        .map(|w| w["user"].as_str().expect("a user"))
+        .collect();
+    assert_eq!(
+        users,
+        [
+            "segtop-test-b",
+            "segtop-test-c",
+            "segtop-test-c",
+            "segtop-test-b",
+            "segtop-test-c",
+            "segtop-test-b"
+        ],
+        "{listing}"
+    );
+    drop(hogs);
+    poll_until("b's and c's runs to finish", Duration::from_secs(400), || {
+        let threads: u32 = register.live().0.iter().map(|r| r.threads).sum();
+        assert!(threads <= 2, "{threads} trainer threads registered at once on 2 cores");
+        let all: Vec<PathBuf> = runs(&ws_b).into_iter().chain(runs(&ws_c)).collect();
+        (all.len() == 10 && all.iter().all(|r| finished(r).is_some())).then_some(())
+    })
+    .unwrap_or_else(|t| t.fail(std::fs::read_to_string(ws_c.join("runs/supervisor.log")).unwrap_or_default()));
+    assert_eq!(
+        start_order(&[("b", &ws_b), ("c", &ws_c)], before),
+        ["b", "c", "c", "b", "c", "b"]
+    );
 
     // b sees no trainer left: the dead one's record no longer counts.
     let top = shared.segtop(&b, &ws_b, &["top", "--json"]);
