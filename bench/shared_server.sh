@@ -8,6 +8,8 @@
 #
 #   sudo bench/shared_server.sh [USERS] [RUNS] [EPOCHS]      (defaults 4 2 2)
 #
+# MODES="shared" measures one mode only (default "private shared").
+#
 # Needs root (it creates users segtop-bench-N and removes them at the end) and a release build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -124,5 +126,6 @@ echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $users users
 echo
 echo "| register | wall time | machine patches/s | each user: last run done, patches/s |"
 echo "|---|---|---|---|"
-run_mode private
-run_mode shared
+for mode in ${MODES:-private shared}; do
+    run_mode "$mode"
+done
