@@ -278,7 +278,7 @@ mod tests {
             user: "ta02".into(),
             cores: 2,
         };
-        assert_eq!(ahead, [ta02_ahead.clone()]);
+        assert_eq!(ahead, std::slice::from_ref(&ta02_ahead));
         // Once ta01's trainer ends, ta01 wants cores of the machine, and its turn is first.
         let ahead = ahead_of(&records, &mut mine, false, &[]);
         let ta01_ahead = Ahead {
