@@ -593,24 +593,7 @@ pub fn schedule(
         for ((mut entry, candidate), decision) in kept.into_iter().zip(&candidates).zip(decisions) {
             match decision {
                 Decision::Start { threads } => {
-                    let run = RunDir::open(workspace.runs_dir().join(&entry.run));
-                    let request = Request {
-                        workspace: workspace.root().to_path_buf(),
-                        experiment: entry.experiment.clone(),
-                        threads: Some(threads),
-                        peak_bytes: Some(candidate.peak_bytes),
-                        append_log: entry.resume,
-                    };
-                    match launcher.start(&run, &request) {
-                        Ok(started) => outcomes.push(Outcome::Started {
-                            run,
-                            started: Box::new(started),
-                        }),
-                        Err(error) => outcomes.push(Outcome::Dropped {
-                            run: entry.run,
-                            reason: format!("{error:#}"),
-                        }),
-                    }
+                    outcomes.push(start(workspace, launcher, entry, candidate.peak_bytes, threads));
                 }
                 Decision::Wait(reason) => {
                     let cores = granted(candidate, &machine, settings);
@@ -631,6 +614,28 @@ pub fn schedule(
 
 /// The experiments an experiment file stands for, each with its sweep tag when it has one.
 type Members = Vec<(Experiment, Option<SweepTag>)>;
+
+/// Starts the queued run of `entry` with `threads` torch threads.
+fn start(workspace: &Workspace, launcher: &dyn Launcher, entry: Entry, peak_bytes: u64, threads: u32) -> Outcome {
+    let run = RunDir::open(workspace.runs_dir().join(&entry.run));
+    let request = Request {
+        workspace: workspace.root().to_path_buf(),
+        experiment: entry.experiment.clone(),
+        threads: Some(threads),
+        peak_bytes: Some(peak_bytes),
+        append_log: entry.resume,
+    };
+    match launcher.start(&run, &request) {
+        Ok(started) => Outcome::Started {
+            run,
+            started: Box::new(started),
+        },
+        Err(error) => Outcome::Dropped {
+            run: entry.run,
+            reason: format!("{error:#}"),
+        },
+    }
+}
 
 /// The checked experiments an experiment file stands for (one, or a sweep's runs with their
 /// tags), and the sweep's id when it is one.
