@@ -414,12 +414,16 @@ fn extract(
                     (Some(l), Some(i)) => l[i],
                     _ => 0,
                 };
-                for (c, channel) in channels.iter().enumerate() {
-                    images[c * voxels + out] = if identity {
-                        nearest_index.map_or(0.0, |i| channel[i].to_f32())
-                    } else {
-                        trilinear(channel, shape, p)
-                    };
+                if identity {
+                    for (c, channel) in channels.iter().enumerate() {
+                        images[c * voxels + out] = nearest_index.map_or(0.0, |i| channel[i].to_f32());
+                    }
+                } else {
+                    // One stencil for every channel: the corners and weights are the same.
+                    let stencil = Stencil::at(shape, p);
+                    for (c, channel) in channels.iter().enumerate() {
+                        images[c * voxels + out] = stencil.apply(channel);
+                    }
                 }
                 out += 1;
             }
@@ -427,27 +431,49 @@ fn extract(
     }
 }
 
-/// Trilinear interpolation at `p`, with 0 outside the volume.
-fn trilinear(data: &[half::f16], shape: [usize; 3], p: [f64; 3]) -> f32 {
-    let base = p.map(|v| v.floor());
-    let frac = [p[0] - base[0], p[1] - base[1], p[2] - base[2]];
-    let base = base.map(|v| v as i64);
-    let [nx, ny, nz] = shape.map(|n| n as i64);
-    let mut sum = 0.0;
-    for corner in 0..8 {
-        let d = [corner & 1, (corner >> 1) & 1, (corner >> 2) & 1];
-        let q = [base[0] + d[0], base[1] + d[1], base[2] + d[2]];
-        if q[0] < 0 || q[1] < 0 || q[2] < 0 || q[0] >= nx || q[1] >= ny || q[2] >= nz {
-            continue;
+/// The voxels trilinear interpolation at a point reads, and their weights: those inside the
+/// volume with a weight above 0 (outside is 0).
+struct Stencil {
+    index: [usize; 8],
+    weight: [f32; 8],
+    len: usize,
+}
+
+impl Stencil {
+    fn at(shape: [usize; 3], p: [f64; 3]) -> Stencil {
+        let base = p.map(f64::floor);
+        let frac = [p[0] - base[0], p[1] - base[1], p[2] - base[2]];
+        let base = base.map(|v| v as i64);
+        let [nx, ny, nz] = shape.map(|n| n as i64);
+        let mut stencil = Stencil {
+            index: [0; 8],
+            weight: [0.0; 8],
+            len: 0,
+        };
+        for corner in 0..8 {
+            let d = [corner & 1, (corner >> 1) & 1, (corner >> 2) & 1];
+            let q = [base[0] + d[0], base[1] + d[1], base[2] + d[2]];
+            if q[0] < 0 || q[1] < 0 || q[2] < 0 || q[0] >= nx || q[1] >= ny || q[2] >= nz {
+                continue;
+            }
+            let w: f64 = (0..3)
+                .map(|i| if d[i] == 1 { frac[i] } else { 1.0 - frac[i] })
+                .product();
+            if w > 0.0 {
+                stencil.index[stencil.len] = (q[0] + nx * (q[1] + ny * q[2])) as usize;
+                stencil.weight[stencil.len] = w as f32;
+                stencil.len += 1;
+            }
         }
-        let w: f64 = (0..3)
-            .map(|i| if d[i] == 1 { frac[i] } else { 1.0 - frac[i] })
-            .product();
-        if w > 0.0 {
-            sum += w * f64::from(data[(q[0] + nx * (q[1] + ny * q[2])) as usize].to_f32());
-        }
+        stencil
     }
-    sum as f32
+
+    /// The interpolated value of `data`.
+    fn apply(&self, data: &[half::f16]) -> f32 {
+        (0..self.len)
+            .map(|k| self.weight[k] * data[self.index[k]].to_f32())
+            .sum()
+    }
 }
 
 /// A thread that fills batches ahead of the trainer, in a bounded queue, reusing buffers.
@@ -572,6 +598,21 @@ mod tests {
         assert_eq!(images[7], 0.0);
         extract(&case, [0.5, 0.5, 0.5], [2, 2, 2], &identity, &mut images, &mut labels);
         assert_eq!(images[7], index(1, 1, 1));
+    }
+
+    #[test]
+    fn the_stencil_interpolates_trilinearly_with_zero_outside() {
+        // A 2x2x2 volume holding each voxel's index.
+        let data: Vec<half::f16> = (0..8).map(|v| half::f16::from_f32(v as f32)).collect();
+        let shape = [2, 2, 2];
+        // The centre: the mean of all eight.
+        assert_eq!(Stencil::at(shape, [0.5, 0.5, 0.5]).apply(&data), 3.5);
+        // On a voxel: that voxel alone, exactly.
+        let on = Stencil::at(shape, [1.0, 0.0, 1.0]);
+        assert_eq!((on.len, on.apply(&data)), (1, 5.0));
+        // A quarter along x from voxel 1 (x = 1) out of the volume: three quarters of it.
+        assert_eq!(Stencil::at(shape, [1.25, 0.0, 0.0]).apply(&data), 0.75);
+        assert_eq!(Stencil::at(shape, [-3.0, 0.5, 0.5]).len, 0);
     }
 
     #[test]
