@@ -874,8 +874,18 @@ fn predictions_of_a_trained_run(dir: &Path, run: &Path) {
         single,
         "an ensemble of one run twice is that run"
     );
-    // The raw predictions are what the end of training kept.
-    assert_eq!(labels(&run.join(format!("validation/{id}.nii.gz"))), single);
+    // The raw predictions are what the end of training kept: the same weights' labels, up to
+    // a voxel where a region's probability sits at the threshold and the last bits differ
+    // (the trainer infers from its cached case, held in 16-bit floats; `predict` from the
+    // NIfTI files).
+    let kept = labels(&run.join(format!("validation/{id}.nii.gz")));
+    let differ = kept.iter().zip(&single).filter(|(a, b)| a != b).count();
+    assert_eq!(kept.len(), single.len());
+    assert!(
+        differ <= kept.len() / 10_000,
+        "{differ} of {} voxels differ between the kept and the predicted labels",
+        kept.len()
+    );
 
     // The label convention: a copy of the run whose output layer favours enhancing tumour
     // everywhere (its bias for class 3 raised, or for a region network every region's) writes
