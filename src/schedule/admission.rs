@@ -271,6 +271,14 @@ pub(crate) mod tests {
         }
     }
 
+    /// A 1 GB candidate that asks for one thread.
+    fn one_thread(id: &str) -> Candidate {
+        Candidate {
+            threads: Some(1),
+            ..candidate(id, 1.0)
+        }
+    }
+
     pub(crate) fn machine(cores: u32, total_gb: u64, available_gb: f64) -> Machine {
         Machine {
             cores,
@@ -352,10 +360,7 @@ pub(crate) mod tests {
         // With one of theirs left, a run that fits in the free core starts: their runs do
         // not count against this workspace's runs at once.
         m.live.truncate(1);
-        let one = Candidate {
-            threads: Some(1),
-            ..candidate("a", 1.0)
-        };
+        let one = one_thread("a");
         assert_eq!(
             plan(&[one], &m, &settings(1)).decisions,
             [Decision::Start { threads: 1 }]
@@ -383,11 +388,7 @@ pub(crate) mod tests {
         assert_eq!(plan.wants, 2);
         // Held by this workspace's own limit, it wants the cores all the same (for when a run
         // of its own ends; see shares::ahead_of).
-        let one = |id: &str| Candidate {
-            threads: Some(1),
-            ..candidate(id, 1.0)
-        };
-        let plan = super::plan(&[one("a"), one("b")], &m, &settings(1));
+        let plan = super::plan(&[one_thread("a"), one_thread("b")], &m, &settings(1));
         assert_eq!(plan.decisions[0], Decision::Start { threads: 1 });
         assert!(matches!(&plan.decisions[1], Decision::Wait(r) if r.contains("1 of 1 runs")));
         assert_eq!(plan.wants, 1);
@@ -415,10 +416,7 @@ pub(crate) mod tests {
                 "needs 2 cores, 1 of 2 free (1 core busy with other programs)".into()
             )]
         );
-        let one = Candidate {
-            threads: Some(1),
-            ..candidate("a", 1.0)
-        };
+        let one = one_thread("a");
         assert_eq!(
             plan(&[one], &m, &settings(1)).decisions,
             [Decision::Start { threads: 1 }]

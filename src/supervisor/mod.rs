@@ -193,9 +193,9 @@ impl Admission {
                 self.last_error.clear();
                 self.publish(&scheduled);
                 drop(machine_lock);
-                let weight = shares.weight(&crate::schedule::machine::user_name(current_uid()));
                 for outcome in scheduled.outcomes {
                     if let Outcome::Started { started, .. } = &outcome {
+                        let weight = shares.weight(&crate::schedule::machine::user_name(current_uid()));
                         self.turn.last_started = Some(Utc::now());
                         self.turn.pass += f64::from(started.launch.threads.unwrap_or(1).max(1)) / weight;
                     }
@@ -241,7 +241,8 @@ impl Admission {
         let mut look = || {
             let mut machine = machine(workspace, register, system, host, settings, load);
             if let Some(since) = since {
-                machine.ahead = users_ahead(register, since, turn, contending, &mut machine.warnings);
+                let alive: Vec<u32> = machine.live.iter().map(|r| r.pid).collect();
+                machine.ahead = users_ahead(register, since, turn, contending, &alive, &mut machine.warnings);
             }
             for warning in &machine.warnings {
                 if said.insert(warning.clone()) {
@@ -460,6 +461,7 @@ fn users_ahead(
     since: DateTime<Utc>,
     turn: &mut Turn,
     contending: bool,
+    alive: &[u32],
     warnings: &mut Vec<String>,
 ) -> Vec<Ahead> {
     let (records, problems) = register.waiting();
@@ -467,9 +469,7 @@ fn users_ahead(
     let Some(mut mine) = crate::schedule::machine::waiting_of(&[], since, *turn) else {
         return Vec::new();
     };
-    let (trainers, _) = register.live();
-    let alive: Vec<u32> = trainers.iter().map(|t| t.pid).collect();
-    let ahead = shares::ahead_of(&records, &mut mine, !contending, &alive);
+    let ahead = shares::ahead_of(&records, &mut mine, !contending, alive);
     turn.pass = mine.pass;
     ahead
 }
