@@ -17,8 +17,8 @@ import sys
 # The flow, from an experiment file to what a user sees (docs/src/development.md, Layout).
 LAYERS = [
     "config", "budget", "workspace", "experiment", "cpu", "cost", "data", "render", "theme",
-    "run", "metrics", "postprocess", "package", "schedule", "settings", "runs", "supervisor",
-    "trainer", "dashboard", "commands", "",
+    "graphics", "run", "metrics", "postprocess", "package", "schedule", "settings", "runs",
+    "supervisor", "trainer", "dashboard", "commands", "",
 ]
 
 

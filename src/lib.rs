@@ -15,6 +15,7 @@ pub mod cpu;
 pub mod dashboard;
 pub mod data;
 pub mod experiment;
+pub mod graphics;
 pub mod metrics;
 pub mod package;
 pub mod postprocess;

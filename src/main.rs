@@ -17,6 +17,7 @@ use segtop::config::{Choice, ConfigError, Source};
 use segtop::experiment::{Axis, Experiment, Layout, Modality};
 use segtop::render::ColorMode;
 use segtop::settings::Settings;
+use segtop::graphics::GraphicsChoice;
 use segtop::theme::Theme;
 use segtop::workspace::Workspace;
 
@@ -40,6 +41,11 @@ struct Cli {
     /// Dashboard theme: a name from themes/ or a path to a theme file [default: default; mono under NO_COLOR]
     #[arg(long, global = true, value_name = "THEME")]
     theme: Option<String>,
+
+    /// Slice pictures: auto (ask the terminal), kitty, sixel, iterm2 or blocks (half-block
+    /// characters) [default: the `graphics` setting, else auto]
+    #[arg(long, global = true, value_name = "HOW", value_parser = parse_graphics)]
+    graphics: Option<GraphicsChoice>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -190,6 +196,12 @@ enum DataCommand {
     },
 }
 
+/// Parses `--graphics`, listing the allowed names on error.
+fn parse_graphics(text: &str) -> Result<GraphicsChoice, String> {
+    GraphicsChoice::from_name(text)
+        .ok_or_else(|| format!("'{text}' is not one of: {}", GraphicsChoice::NAMES.join(", ")))
+}
+
 /// Parses a named choice for clap, listing the allowed names on error.
 fn parse_choice<T: Choice + Send + Sync + 'static>(text: &str) -> Result<T, String> {
     T::from_name(text).ok_or_else(|| format!("'{text}' is not one of: {}", T::NAMES.join(", ")))
@@ -220,7 +232,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let workspace = enter_workspace(cli.workspace.as_deref())?;
     match cli.command {
         None => {
-            open_dashboard(workspace, cli.theme.as_deref())?;
+            open_dashboard(workspace, cli.theme.as_deref(), cli.graphics)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Check {
@@ -251,7 +263,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::data::synth(&out, &spec, progress_lines)?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Data(command)) => run_data(&workspace, command),
+        Some(Command::Data(command)) => run_data(&workspace, command, cli.graphics),
         Some(Command::Eval(args)) => Ok(exit_code(commands::eval::eval(&args)?)),
         Some(Command::Runs(args)) => commands::runs::runs(&workspace, &args).map(|()| ExitCode::SUCCESS),
         Some(Command::Stop { run, kill }) => {
@@ -307,7 +319,7 @@ fn exit_code(ok: bool) -> ExitCode {
 
 /// Opens the dashboard with the saved settings and the chosen theme; a saved theme that no
 /// longer loads becomes a notice rather than an error, but one named on the command line fails.
-fn open_dashboard(workspace: Workspace, theme_name: Option<&str>) -> anyhow::Result<()> {
+fn open_dashboard(workspace: Workspace, theme_name: Option<&str>, graphics: Option<GraphicsChoice>) -> anyhow::Result<()> {
     let (settings, mut notice) = match Settings::path().map(|path| Settings::load(&path)) {
         Some(Err(problem)) => (Settings::default(), Some(problem.to_string())),
         Some(Ok(settings)) => (settings, None),
@@ -326,6 +338,7 @@ fn open_dashboard(workspace: Workspace, theme_name: Option<&str>) -> anyhow::Res
         segtop::dashboard::Options {
             theme,
             themes,
+            graphics: graphics.unwrap_or(settings.graphics),
             settings,
             notice,
         },
@@ -333,7 +346,7 @@ fn open_dashboard(workspace: Workspace, theme_name: Option<&str>) -> anyhow::Res
 }
 
 /// `segtop data ...`: the dataset-folder commands, dispatched together as clap groups them.
-fn run_data(workspace: &Workspace, command: DataCommand) -> anyhow::Result<ExitCode> {
+fn run_data(workspace: &Workspace, command: DataCommand, graphics: Option<GraphicsChoice>) -> anyhow::Result<ExitCode> {
     match command {
         DataCommand::Scan {
             root,
@@ -358,7 +371,8 @@ fn run_data(workspace: &Workspace, command: DataCommand) -> anyhow::Result<ExitC
             color,
         } => {
             let color = parse_color(&color)?;
-            commands::data::show(&case, modality, axis, slice, width.map(usize::from), color)?;
+            let graphics = graphics.unwrap_or_else(|| Settings::load_or_default().graphics);
+            commands::data::show(&case, modality, axis, slice, width.map(usize::from), (color, graphics))?;
             Ok(ExitCode::SUCCESS)
         }
     }

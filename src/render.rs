@@ -272,6 +272,104 @@ pub fn cells(slice: &Slice, columns: usize, rows: usize, mode: ColorMode, palett
         .collect()
 }
 
+/// How labels are laid over the image in a [`Picture`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overlay {
+    /// The image alone.
+    None,
+    /// Each label's colour blended over its voxels.
+    #[default]
+    Fill,
+    /// Only the voxels on a label's border are coloured: the image shows through inside.
+    Outline,
+}
+
+/// An RGB picture, row by row from the top.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Picture {
+    pub width: usize,
+    pub height: usize,
+    pub rgb: Vec<Rgb>,
+}
+
+impl Picture {
+    /// The pixels as bytes, three per pixel.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.rgb.iter().flatten().copied().collect()
+    }
+}
+
+/// The size in pixels the slice takes inside `width` x `height` pixels, keeping its physical
+/// aspect: whole multiples of its voxels when there is room for them (crisp, and no more
+/// bytes than that to send), scaled down smoothly when there is not.
+pub fn fit(slice: &Slice, width: usize, height: usize) -> (usize, usize) {
+    let finest = slice.pixel_mm[0].min(slice.pixel_mm[1]).max(1e-6);
+    let natural = [
+        slice.width as f64 * slice.pixel_mm[0] / finest,
+        slice.height as f64 * slice.pixel_mm[1] / finest,
+    ];
+    let scale = (width as f64 / natural[0]).min(height as f64 / natural[1]);
+    let scale = if scale >= 1.0 { scale.floor() } else { scale };
+    let size = |n: f64, most: usize| ((n * scale).round() as usize).clamp(1, most.max(1));
+    (size(natural[0], width), size(natural[1], height))
+}
+
+/// The slice drawn at `width` x `height` pixels (nearest voxel, so labels keep their edges),
+/// with its labels laid over as `overlay` says. The terminal's images and the report's
+/// montage both come from here.
+pub fn picture(slice: &Slice, palette: &Palette, overlay: Overlay, (width, height): (usize, usize)) -> Picture {
+    let border = match overlay {
+        Overlay::Outline => borders(slice),
+        _ => Vec::new(),
+    };
+    // Borders are drawn opaque: thin lines half blended over the image would not read.
+    let palette = Palette {
+        opacity: if overlay == Overlay::Outline { 1.0 } else { palette.opacity },
+        ..*palette
+    };
+    let mut rgb = Vec::with_capacity(width * height);
+    if slice.width > 0 && slice.height > 0 {
+        for y in 0..height {
+            let sy = (y * slice.height / height.max(1)).min(slice.height - 1);
+            for x in 0..width {
+                let sx = (x * slice.width / width.max(1)).min(slice.width - 1);
+                let i = sy * slice.width + sx;
+                let label = match overlay {
+                    Overlay::None => 0,
+                    Overlay::Fill => slice.labels[i],
+                    Overlay::Outline if border[i] => slice.labels[i],
+                    Overlay::Outline => 0,
+                };
+                rgb.push(blend((slice.intensity[i], label), &palette));
+            }
+        }
+    }
+    Picture { width, height, rgb }
+}
+
+/// For each pixel of the slice: a label whose 4-neighbourhood holds another label (or the
+/// slice's edge).
+fn borders(slice: &Slice) -> Vec<bool> {
+    let (w, h) = (slice.width, slice.height);
+    let label = |x: usize, y: usize| slice.labels[y * w + x];
+    let mut out = vec![false; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let here = label(x, y);
+            if here == 0 {
+                continue;
+            }
+            let edge = x == 0 || y == 0 || x + 1 == w || y + 1 == h;
+            out[y * w + x] = edge
+                || label(x - 1, y) != here
+                || label(x + 1, y) != here
+                || label(x, y - 1) != here
+                || label(x, y + 1) != here;
+        }
+    }
+    out
+}
+
 fn blend((intensity, label): (f32, u8), palette: &Palette) -> Rgb {
     let grey = intensity * 255.0;
     if label == 0 || label > 3 {
@@ -461,6 +559,69 @@ mod tests {
             ColorMode::Ascii,
         );
         assert_eq!(text, " @E\n");
+    }
+
+    fn blob() -> Slice {
+        // A 6x4 slice: a 3x2 block of oedema with one enhancing voxel inside its border.
+        let mut labels = vec![0; 24];
+        for (x, y) in [(1, 1), (2, 1), (3, 1), (1, 2), (2, 2), (3, 2)] {
+            labels[y * 6 + x] = 2;
+        }
+        labels[6 + 2] = 3;
+        Slice {
+            width: 6,
+            height: 4,
+            intensity: vec![0.5; 24],
+            labels,
+            pixel_mm: [1.0, 1.0],
+        }
+    }
+
+    #[test]
+    fn pictures_fit_in_whole_multiples_or_scale_down() {
+        let s = blob();
+        assert_eq!(fit(&s, 100, 100), (96, 64));
+        assert_eq!(fit(&s, 13, 100), (12, 8), "twice: the largest whole multiple");
+        assert_eq!(fit(&s, 3, 100), (3, 2), "half size");
+        let thick = Slice {
+            pixel_mm: [1.0, 5.0],
+            ..blob()
+        };
+        assert_eq!(fit(&thick, 600, 600), (180, 600), "thick slices stretched to their mm");
+    }
+
+    #[test]
+    fn fill_colours_every_labelled_pixel_and_outline_only_borders() {
+        let s = blob();
+        let palette = Palette::default();
+        let grey = [128, 128, 128];
+        let fill = picture(&s, &palette, Overlay::Fill, (6, 4));
+        let coloured = |p: &Picture| p.rgb.iter().filter(|c| **c != grey).count();
+        assert_eq!(coloured(&fill), 6);
+        // Scaled up twice, nearest: every voxel becomes 2x2 pixels.
+        assert_eq!(coloured(&picture(&s, &palette, Overlay::Fill, (12, 8))), 24);
+        let none = picture(&s, &palette, Overlay::None, (6, 4));
+        assert_eq!(coloured(&none), 0);
+        // A 3x4-voxel oedema block with the enhancing voxel: every voxel touches the outside
+        // or the other label, so all six are border; in a larger blob the inside stays grey.
+        let outline = picture(&s, &palette, Overlay::Outline, (6, 4));
+        assert_eq!(coloured(&outline), 6);
+        assert_eq!(outline.rgb[6 + 2], palette.labels[2], "outline colours are opaque");
+        let mut big = Slice {
+            width: 7,
+            height: 7,
+            intensity: vec![0.5; 49],
+            labels: vec![0; 49],
+            pixel_mm: [1.0, 1.0],
+        };
+        for y in 1..6 {
+            for x in 1..6 {
+                big.labels[y * 7 + x] = 2;
+            }
+        }
+        let ring = picture(&big, &palette, Overlay::Outline, (7, 7));
+        assert_eq!(coloured(&ring), 16, "the 5x5 block's ring of 16, not its 9 inside");
+        assert_eq!(ring.rgb[3 * 7 + 3], grey);
     }
 
     #[test]

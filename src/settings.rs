@@ -1,4 +1,4 @@
-//! Settings segtop remembers between sessions (theme, chart markers, the queue's limits), in
+//! Settings segtop remembers between sessions (theme, chart markers, pictures, the queue's limits), in
 //! `$XDG_CONFIG_HOME/segtop/settings.toml` (else `~/.config/segtop/settings.toml`).
 
 use std::path::{Path, PathBuf};
@@ -52,6 +52,8 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub theme: Option<String>,
     pub chart_marker: ChartMarker,
+    /// How slices are drawn: auto (ask the terminal), kitty, sixel, iterm2 or blocks.
+    pub graphics: crate::graphics::GraphicsChoice,
     /// How the queue starts runs (`[queue]`: cores, max_concurrent, reserve_ram).
     pub queue: crate::schedule::queue::QueueSettings,
 }
@@ -72,14 +74,18 @@ impl Settings {
 
     /// The queue's settings from the settings file, defaults when it is missing or broken.
     pub fn queue() -> crate::schedule::queue::QueueSettings {
-        let mut queue = Settings::path()
-            .and_then(|path| Settings::load(&path).ok())
-            .unwrap_or_default()
-            .queue;
+        let mut queue = Settings::load_or_default().queue;
         if std::env::var("SEGTOP_OTHER_LOAD").is_ok_and(|v| v == "0" || v == "off") {
             queue.other_load = false;
         }
         queue
+    }
+
+    /// The settings from the settings file, defaults when there is none or it does not read.
+    pub fn load_or_default() -> Settings {
+        Settings::path()
+            .and_then(|path| Settings::load(&path).ok())
+            .unwrap_or_default()
     }
 
     /// Reads the settings; a missing file is the defaults, a broken one an error naming it.

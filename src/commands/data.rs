@@ -12,7 +12,8 @@ use segtop::config::Choice;
 use segtop::data::case::{self, CaseError, CaseSummary};
 use segtop::data::synth;
 use segtop::experiment::{Axis, Layout, Modality};
-use segtop::render::{self, ColorMode, Palette};
+use segtop::graphics::{Graphics, GraphicsChoice};
+use segtop::render::{self, ColorMode, Overlay, Palette};
 
 pub fn progress_bar(total: usize, what: &str) -> indicatif::ProgressBar {
     let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}, {elapsed} (eta {eta})")
@@ -159,7 +160,7 @@ pub fn show(
     axis: Axis,
     slice: Option<usize>,
     width: Option<usize>,
-    color: Option<ColorMode>,
+    (color, graphics): (Option<ColorMode>, GraphicsChoice),
 ) -> anyhow::Result<()> {
     let image_files = one_case_files(case_path, modality)?;
     let loaded = case::load_case(&image_files, &[modality])?;
@@ -184,9 +185,19 @@ pub fn show(
             ColorMode::Ascii
         }
     });
-    let columns = width.unwrap_or_else(|| crossterm::terminal::size().map_or(80, |(w, _)| usize::from(w)));
-    let rows = if mode == ColorMode::Ascii { columns / 2 } else { columns };
-    let cells = render::cells(&view, columns, rows, mode, &Palette::default());
+    let (terminal_columns, terminal_rows) = crossterm::terminal::size().map_or((80, 24), |(w, h)| (usize::from(w), usize::from(h)));
+    let columns = width.unwrap_or(terminal_columns);
+    let graphics = Graphics::detect(graphics, mode);
+    let picture = graphics.protocol().is_some().then(|| {
+        // The slice within the width, and within the screen's height less the text around it.
+        let (cell_width, cell_height) = graphics.cell_pixels();
+        let room = (
+            columns * usize::from(cell_width),
+            terminal_rows.saturating_sub(4).max(8) * usize::from(cell_height),
+        );
+        let size = render::fit(&view, room.0, room.1);
+        graphics.image(&render::picture(&view, &Palette::default(), Overlay::Fill, size))
+    });
     let mut out = stdout.lock();
     writeln!(
         out,
@@ -195,7 +206,17 @@ pub fn show(
         modality.name(),
         index + 1
     )?;
-    out.write_all(render::to_ansi(&cells, mode).as_bytes())?;
+    match picture.flatten() {
+        Some(image) => out.write_all(image.inline().as_bytes())?,
+        None => {
+            if let Some(hint) = &graphics.hint {
+                eprintln!("segtop: {hint}");
+            }
+            let rows = if mode == ColorMode::Ascii { columns / 2 } else { columns };
+            let cells = render::cells(&view, columns, rows, mode, &Palette::default());
+            out.write_all(render::to_ansi(&cells, mode).as_bytes())?;
+        }
+    }
     if let Some(labels) = &loaded.labels {
         write_label_counts(&mut out, &view.labels, labels, mode)?;
     }

@@ -15,7 +15,7 @@ use plotters::prelude::*;
 
 use segtop::config::Choice;
 use segtop::experiment::{Axis, Modality};
-use segtop::render::{self, Slice};
+use segtop::render::{self, Overlay, Palette, Slice};
 use segtop::run::RunDir;
 use segtop::run::events::RegionScores;
 use segtop::runs::preview::{self, PreviewData};
@@ -293,11 +293,11 @@ fn draw_montage(path: &Path, title: &str, preview: &PreviewData, theme: &Theme) 
     root.fill(&BLACK).map_err(draw_error)?;
     let dice = preview.dice.context("no ground truth to score against")?;
     draw_montage_headings(&root, title, preview, dice, column_width)?;
-    let colors = label_colors(theme);
-    draw_label_legend(&root, &colors)?;
+    let palette = theme.labels.palette();
+    draw_label_legend(&root, &label_colors(&palette))?;
     let mut y = HEADER;
     for row in &rows {
-        y = draw_montage_row(&root, row, y, (column_width, scale), &colors)?;
+        y = draw_montage_row(&root, row, y, (column_width, scale), &palette)?;
     }
     root.present().map_err(draw_error)
 }
@@ -378,7 +378,7 @@ fn draw_montage_row(
     (axis, index, with_truth, with_prediction): &MontageRow,
     y: i32,
     (column_width, scale): (i32, f64),
-    colors: &[RGBColor; 3],
+    palette: &Palette,
 ) -> anyhow::Result<i32> {
     let (w, h) = panel_size(with_truth, scale);
     root.draw_text(
@@ -388,49 +388,40 @@ fn draw_montage_row(
     )
     .map_err(draw_error)?;
     let top = y + LABEL;
-    for (column, (slice, overlay)) in [(with_truth, false), (with_truth, true), (with_prediction, true)]
-        .into_iter()
-        .enumerate()
+    for (column, (slice, overlay)) in [
+        (with_truth, Overlay::None),
+        (with_truth, Overlay::Fill),
+        (with_prediction, Overlay::Fill),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let left = GAP + column as i32 * (column_width + GAP);
-        draw_slice_panel(root, slice, overlay, colors, (left, top), (w, h))?;
+        draw_slice_panel(root, slice, (overlay, palette), (left, top), (w, h))?;
     }
     Ok(top + h + GAP)
 }
 
-/// Paints a slice pixel by pixel at `origin`, nearest-neighbour scaled to `size`, with the
-/// labels blended half over the image when `overlay`.
+/// Paints a slice at `origin`, scaled to `size`, as the terminal's images draw it: the labels
+/// of `palette` laid over as `overlay` says.
 fn draw_slice_panel(
     root: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
     slice: &Slice,
-    overlay: bool,
-    colors: &[RGBColor; 3],
+    (overlay, palette): (Overlay, &Palette),
     (left, top): (i32, i32),
     (w, h): (i32, i32),
 ) -> anyhow::Result<()> {
-    for py in 0..h {
-        let sy = ((f64::from(py) / f64::from(h)) * slice.height as f64) as usize;
-        for px in 0..w {
-            let sx = ((f64::from(px) / f64::from(w)) * slice.width as f64) as usize;
-            let i = sy.min(slice.height - 1) * slice.width + sx.min(slice.width - 1);
-            let gray = (slice.intensity[i] * 255.0) as u8;
-            let mut rgb = [gray; 3];
-            let label = slice.labels[i];
-            if overlay && (1..=3).contains(&label) {
-                let c = colors[usize::from(label) - 1];
-                for (channel, value) in rgb.iter_mut().zip([c.0, c.1, c.2]) {
-                    *channel = ((f32::from(*channel) + f32::from(value)) / 2.0) as u8;
-                }
-            }
-            root.draw_pixel((left + px, top + py), &RGBColor(rgb[0], rgb[1], rgb[2]))
-                .map_err(draw_error)?;
-        }
+    let picture = render::picture(slice, palette, overlay, (w.max(1) as usize, h.max(1) as usize));
+    for (i, [r, g, b]) in picture.rgb.iter().enumerate() {
+        let (x, y) = ((i % picture.width) as i32, (i / picture.width) as i32);
+        root.draw_pixel((left + x, top + y), &RGBColor(*r, *g, *b))
+            .map_err(draw_error)?;
     }
     Ok(())
 }
 
-fn label_colors(theme: &Theme) -> [RGBColor; 3] {
-    theme.labels.palette().labels.map(|[r, g, b]| RGBColor(r, g, b))
+fn label_colors(palette: &Palette) -> [RGBColor; 3] {
+    palette.labels.map(|[r, g, b]| RGBColor(r, g, b))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod actions;
 use super::preview::Preview;
 use super::screens::{Compare, ExperimentKey, ExperimentList, Handled, Notice, PreviewPane, RunList, RunView};
 use crate::dashboard::catalog::ExperimentStatus;
+use crate::graphics::Graphics;
 use crate::run::process::Halt;
 use crate::runs::model::RunModel;
 use crate::runs::watch::{HostSample, Watch};
@@ -67,6 +68,8 @@ pub struct App {
     pub list: RunList,
     pub run: RunView,
     pub preview: PreviewPane,
+    /// Pictures of slices, when the terminal shows them.
+    pub graphics: Graphics,
     pub compare: Compare,
     pub notice: Notice,
     /// The experiment editor, while it is open (over any screen).
@@ -106,6 +109,7 @@ impl App {
             list: RunList::default(),
             run: RunView::default(),
             preview: PreviewPane::new(crate::render::ColorMode::detect()),
+            graphics: Graphics::blocks(),
             compare: Compare::default(),
             notice: Notice::default(),
             editor: None,
@@ -129,6 +133,12 @@ impl App {
             self.themes = themes;
         }
         self.settings = settings;
+        self
+    }
+
+    /// Slice previews as pictures, when the terminal can show them.
+    pub fn with_graphics(mut self, graphics: Graphics) -> App {
+        self.graphics = graphics;
         self
     }
 

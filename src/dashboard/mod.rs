@@ -26,11 +26,13 @@ use anyhow::Context;
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
 
 use crate::dashboard::catalog::{ExperimentEntry, ExperimentStatus};
+use crate::graphics::{Graphics, GraphicsChoice};
 use crate::runs::watch;
 use crate::settings::Settings;
 use crate::theme::Theme;
 use crate::workspace::Workspace;
 use app::{App, Effect, Msg};
+use hits::Hits;
 
 /// Shortest time between two frames.
 const FRAME_INTERVAL: Duration = Duration::from_millis(100);
@@ -46,6 +48,8 @@ pub struct Options {
     pub settings: Settings,
     /// A first line for the status bar (e.g. a settings file that did not read).
     pub notice: Option<String>,
+    /// How slice previews are drawn (`--graphics`, else the setting).
+    pub graphics: GraphicsChoice,
 }
 
 /// Opens the dashboard on `workspace` and runs it until the user quits.
@@ -57,6 +61,32 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+    // ratatui::try_init switches to the alternate screen and installs a panic hook that
+    // gives the terminal back before the panic message prints; mouse capture is ours to undo.
+    let mut terminal = ratatui::try_init().context("cannot open the terminal")?;
+    let ratatui_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
+        ratatui_hook(info);
+    }));
+    // The terminal's answer to the graphics query arrives as input: ask before anything
+    // else reads the terminal.
+    let graphics = Graphics::detect(options.graphics, crate::render::ColorMode::detect());
+    let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
+    let result = run_on(&mut terminal, workspace, options, graphics);
+    let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
+    ratatui::restore();
+    result
+}
+
+/// The dashboard on an open terminal: its threads, then the loop that takes their messages
+/// and draws.
+fn run_on(
+    terminal: &mut ratatui::DefaultTerminal,
+    workspace: Workspace,
+    options: Options,
+    graphics: Graphics,
+) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel();
     let gate = std::sync::Arc::new(InputGate::default());
     spawn_input(tx.clone(), gate.clone())?;
@@ -73,59 +103,61 @@ pub fn run(workspace: Workspace, options: Options) -> anyhow::Result<()> {
     spawn_demo_data(workspace.clone(), tx.clone())?;
     let worker = worker::spawn(workspace.clone(), tx.clone(), look.clone())?;
 
-    let mut app = App::new(workspace.clone(), options.theme).with_choices(options.themes, options.settings);
-    app.update(Msg::Notice(options.notice));
-    // ratatui::try_init switches to the alternate screen and installs a panic hook that
-    // gives the terminal back before the panic message prints; mouse capture is ours to undo.
-    let mut terminal = ratatui::try_init().context("cannot open the terminal")?;
-    let ratatui_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
-        ratatui_hook(info);
-    }));
-    let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
+    let notice = options.notice.or_else(|| graphics.hint.clone());
+    let mut app = App::new(workspace.clone(), options.theme)
+        .with_choices(options.themes, options.settings)
+        .with_graphics(graphics);
+    app.update(Msg::Notice(notice));
     if let Ok(size) = terminal.size() {
         app.update(Msg::Terminal(crossterm::event::Event::Resize(size.width, size.height)));
     }
-    let result = (|| -> anyhow::Result<()> {
-        let mut last_frame = Instant::now() - FRAME_INTERVAL;
-        loop {
-            if app.needs_redraw() {
-                // Draw no more often than FRAME_INTERVAL: keep taking messages until it has passed.
-                let wait = FRAME_INTERVAL.saturating_sub(last_frame.elapsed());
-                match rx.recv_timeout(wait) {
-                    Ok(msg) => {
-                        take(&mut app, msg);
-                        perform(&mut app, &workspace, &tx, &look, &worker, &mut terminal, &gate);
-                        if app.should_quit() {
-                            return Ok(());
-                        }
-                        continue;
+    let mut last_frame = Instant::now() - FRAME_INTERVAL;
+    loop {
+        if app.needs_redraw() {
+            // Draw no more often than FRAME_INTERVAL: keep taking messages until it has passed.
+            let wait = FRAME_INTERVAL.saturating_sub(last_frame.elapsed());
+            match rx.recv_timeout(wait) {
+                Ok(msg) => {
+                    take(&mut app, msg);
+                    perform(&mut app, &workspace, &tx, &look, &worker, terminal, &gate);
+                    if app.should_quit() {
+                        return Ok(());
                     }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                    continue;
                 }
-                let mut hits = Default::default();
-                terminal
-                    .draw(|frame| hits = view::draw(&app, frame))
-                    .context("cannot draw")?;
-                app.drawn(hits);
-                perform(&mut app, &workspace, &tx, &look, &worker, &mut terminal, &gate);
-                last_frame = Instant::now();
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
-            let Ok(msg) = rx.recv() else {
-                return Ok(());
-            };
-            take(&mut app, msg);
-            perform(&mut app, &workspace, &tx, &look, &worker, &mut terminal, &gate);
-            if app.should_quit() {
-                return Ok(());
-            }
+            let hits = draw(&app, terminal)?;
+            app.drawn(hits);
+            perform(&mut app, &workspace, &tx, &look, &worker, terminal, &gate);
+            last_frame = Instant::now();
         }
-    })();
-    let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
-    ratatui::restore();
-    result
+        let Ok(msg) = rx.recv() else {
+            return Ok(());
+        };
+        take(&mut app, msg);
+        perform(&mut app, &workspace, &tx, &look, &worker, terminal, &gate);
+        if app.should_quit() {
+            return Ok(());
+        }
+    }
+}
+
+/// Draws a frame; the whole screen again when a picture's pixels would stay behind.
+fn draw(app: &App, terminal: &mut ratatui::DefaultTerminal) -> anyhow::Result<Hits> {
+    let mut hits = Hits::default();
+    let stale = std::cell::Cell::new(false);
+    let mut draw = |frame: &mut ratatui::Frame| {
+        hits = view::draw(app, frame);
+        stale.set(app.graphics.settle(frame.buffer_mut()));
+    };
+    terminal.draw(&mut draw).context("cannot draw")?;
+    if stale.get() {
+        terminal.clear().context("cannot clear the screen")?;
+        terminal.draw(&mut draw).context("cannot draw")?;
+    }
+    Ok(hits)
 }
 
 /// Hands `msg` to the app. After a look that found many runs (the first one, in a large

@@ -1,8 +1,10 @@
-//! The slice preview on screen: a run's [`PreviewData`] drawn in character cells with
-//! [`crate::render`], ground truth and prediction side by side.
+//! The slice preview on screen: a run's [`PreviewData`], ground truth and prediction side by
+//! side, as pictures at the terminal's pixel resolution ([`crate::graphics`]) or in character
+//! cells ([`crate::render`]).
 //!
-//! The cells are computed when the slice, axis, mode or panel size change, not on every
-//! frame.
+//! Pictures and cells are made when the slice, axis, overlay, mode or panel size change, not
+//! on every frame; a picture reaches the terminal only when it is new (the frame's cells
+//! that carry it change).
 
 use std::cell::RefCell;
 
@@ -11,18 +13,23 @@ use ratatui::layout::Rect;
 use ratatui::style::Color;
 
 use crate::experiment::{Axis, Modality};
-use crate::render::{self, Cell, ColorMode, Palette, Slice};
+use crate::graphics::{Graphics, Image};
+use crate::render::{self, Cell, ColorMode, Overlay, Palette, Slice};
 use crate::runs::preview::PreviewData;
 
 /// A loaded preview with the cells last drawn from it.
 #[derive(Debug)]
 pub struct Preview {
     data: PreviewData,
-    cache: RefCell<Option<(CacheKey, Pictures)>>,
+    cache: RefCell<Option<(CacheKey, Drawn)>>,
 }
 
-/// The ground truth's and the prediction's cells.
-type Pictures = [Vec<Vec<Cell>>; 2];
+/// The ground truth and the prediction, ready to draw.
+#[derive(Debug)]
+enum Drawn {
+    Cells([Vec<Vec<Cell>>; 2]),
+    Pictures([Option<Image>; 2]),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct CacheKey {
@@ -31,6 +38,8 @@ struct CacheKey {
     columns: u16,
     rows: u16,
     mode: ColorMode,
+    overlay: Overlay,
+    pictures: bool,
 }
 
 /// How the preview is shown.
@@ -43,6 +52,8 @@ pub struct PreviewView {
     pub side_by_side: bool,
     pub modality: Modality,
     pub mode: ColorMode,
+    /// Labels filled or outlined (outlines need pictures to be seen).
+    pub overlay: Overlay,
     /// Step back through earlier previews: the epoch to show (`None`: the latest).
     pub epoch: Option<u32>,
 }
@@ -55,6 +66,7 @@ impl PreviewView {
             side_by_side: true,
             modality: Modality::T2f,
             mode,
+            overlay: Overlay::Fill,
             epoch: None,
         }
     }
@@ -87,8 +99,9 @@ impl Preview {
     }
 
     /// Draws the preview into `area`: ground truth and prediction side by side (or the
-    /// prediction alone), each scaled to its half keeping the voxel aspect.
-    pub fn draw(&self, view: &PreviewView, palette: &Palette, area: Rect, buf: &mut Buffer) {
+    /// prediction alone), each scaled to its half keeping the voxel aspect; as pictures when
+    /// `graphics` has a protocol and the view is in 256 colours or more.
+    pub fn draw(&self, view: &PreviewView, palette: &Palette, graphics: &Graphics, area: Rect, buf: &mut Buffer) {
         if area.width < 2 || area.height < 1 {
             return;
         }
@@ -106,33 +119,53 @@ impl Preview {
         } else {
             vec![area]
         };
+        let pictures = graphics.protocol().is_some() && matches!(view.mode, ColorMode::TrueColor | ColorMode::Indexed256);
         let key = CacheKey {
             axis: view.axis,
             slice: self.slice_index(view),
             columns: halves[0].width,
             rows: halves[0].height,
             mode: view.mode,
+            overlay: view.overlay,
+            pictures,
         };
         let mut cache = self.cache.borrow_mut();
         if cache.as_ref().is_none_or(|(k, _)| *k != key) {
-            let (truth, prediction) = self.slice_pair(view);
-            let cells = |slice: Option<&Slice>| {
+            *cache = Some((key, self.make(view, palette, graphics, key)));
+        }
+        let Some((_, drawn)) = cache.as_ref() else {
+            return;
+        };
+        let shown = if halves.len() == 2 { 0..2 } else { 1..2 };
+        for (half, i) in halves.iter().zip(shown) {
+            match drawn {
+                Drawn::Cells(cells) => put_cells(&cells[i], *half, view.mode, buf),
+                Drawn::Pictures(images) => {
+                    if let Some(image) = &images[i] {
+                        graphics.draw(image, *half, buf);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The truth's and the prediction's cells or pictures for `key`.
+    fn make(&self, view: &PreviewView, palette: &Palette, graphics: &Graphics, key: CacheKey) -> Drawn {
+        let (truth, prediction) = self.slice_pair(view);
+        let slices = [truth.as_ref(), Some(&prediction)];
+        if key.pictures {
+            let room = graphics.pixels(ratatui::layout::Size::new(key.columns, key.rows));
+            Drawn::Pictures(slices.map(|slice| {
+                let slice = slice?;
+                let size = render::fit(slice, room.0, room.1);
+                graphics.image(&render::picture(slice, palette, view.overlay, size))
+            }))
+        } else {
+            Drawn::Cells(slices.map(|slice| {
                 slice.map_or_else(Vec::new, |s| {
                     render::cells(s, usize::from(key.columns), usize::from(key.rows), view.mode, palette)
                 })
-            };
-            *cache = Some((key, [cells(truth.as_ref()), cells(Some(&prediction))]));
-        }
-        let Some((_, [truth, prediction])) = cache.as_ref() else {
-            return;
-        };
-        let pictures: Vec<&Vec<Vec<Cell>>> = if halves.len() == 2 {
-            vec![truth, prediction]
-        } else {
-            vec![prediction]
-        };
-        for (half, cells) in halves.iter().zip(pictures) {
-            put_cells(cells, *half, view.mode, buf);
+            }))
         }
     }
 }
@@ -188,7 +221,7 @@ mod tests {
         let data = Preview::new(data());
         let area = Rect::new(0, 0, 8, 2);
         let mut buf = Buffer::empty(area);
-        data.draw(&view(ColorMode::TrueColor, true), &Palette::default(), area, &mut buf);
+        data.draw(&view(ColorMode::TrueColor, true), &Palette::default(), &Graphics::blocks(), area, &mut buf);
         // Each half is 4 columns x 2 rows = 4x4 pixels: the slice at full size.
         let fg = |x: u16, y: u16| buf[(x, y)].fg;
         let bg = |x: u16, y: u16| buf[(x, y)].bg;
@@ -218,7 +251,7 @@ mod tests {
             (ColorMode::Ascii, "ascii"),
         ] {
             let mut buf = Buffer::empty(area);
-            data.draw(&view(mode, false), &Palette::default(), area, &mut buf);
+            data.draw(&view(mode, false), &Palette::default(), &Graphics::blocks(), area, &mut buf);
             match mode {
                 ColorMode::Ascii => {
                     // One pixel per cell (cells twice as tall as wide, so every other image
@@ -243,7 +276,7 @@ mod tests {
         // A wide panel: the square slice stays square (4 columns x 2 rows), centred.
         let area = Rect::new(0, 0, 20, 2);
         let mut buf = Buffer::empty(area);
-        data.draw(&view(ColorMode::TrueColor, false), &Palette::default(), area, &mut buf);
+        data.draw(&view(ColorMode::TrueColor, false), &Palette::default(), &Graphics::blocks(), area, &mut buf);
         let drawn: Vec<u16> = (0..20).filter(|&x| buf[(x, 0)].symbol() == "▀").collect();
         assert_eq!(drawn, [8, 9, 10, 11]);
     }

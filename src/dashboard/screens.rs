@@ -11,7 +11,7 @@ use crossterm::event::KeyCode;
 use super::preview::{Preview, PreviewView};
 use crate::dashboard::catalog::ExperimentEntry;
 use crate::experiment::{Axis, LauncherKind, Modality};
-use crate::render::ColorMode;
+use crate::render::{ColorMode, Overlay};
 use crate::runs::lists::{RunSort, sort_runs};
 use crate::runs::model::RunModel;
 
@@ -377,6 +377,17 @@ impl PreviewPane {
                 view.slice = None;
             }
             KeyCode::Char('o') => view.side_by_side = !view.side_by_side,
+            KeyCode::Char('O') => {
+                view.overlay = match view.overlay {
+                    Overlay::Outline => Overlay::Fill,
+                    _ => Overlay::Outline,
+                };
+                let said = match view.overlay {
+                    Overlay::Outline => "labels as outlines (pictures only; half blocks fill them)",
+                    _ => "labels filled",
+                };
+                return Handled::Say(said.to_string());
+            }
             KeyCode::Char('M') => {
                 view.modality = match view.modality {
                     Modality::T1n => Modality::T1c,

@@ -196,6 +196,7 @@ fn draw_previews(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
             ..view
         },
         &palette,
+        &app.graphics,
         pair,
         buf,
     );
@@ -205,6 +206,7 @@ fn draw_previews(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
             ..view
         },
         &palette,
+        &app.graphics,
         right,
         buf,
     );

@@ -379,7 +379,7 @@ fn draw_preview(app: &App, run: &RunModel, area: Rect, buf: &mut Buffer) {
     }
     let inner = block.inner(area);
     block.render(area, buf);
-    preview.draw(view, &theme.labels.palette(), inner, buf);
+    preview.draw(view, &theme.labels.palette(), &app.graphics, inner, buf);
 }
 
 /// The latest validation's HD95 and the latest end-of-run evaluation, when there are any:

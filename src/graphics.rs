@@ -1,0 +1,443 @@
+//! Slices at the terminal's pixel resolution, through a graphics protocol: kitty, sixel or
+//! iTerm2's inline images (the `ratatui-image` crate encodes them and asks the terminal
+//! which it speaks), with [`crate::render`]'s half blocks wherever pictures cannot be shown.
+//!
+//! Which one is decided once, at start-up ([`decide`], a function of what the environment
+//! says and what the terminal answered): half blocks under `NO_COLOR`, in 16 colours, when
+//! the terminal does not answer in time, and inside tmux unless its `allow-passthrough` is
+//! on (then with a hint saying so). `--graphics` and the `graphics` setting force a protocol.
+
+use std::cell::RefCell;
+use std::fmt::Write;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Rect, Size};
+use ratatui_image::Resize;
+use ratatui_image::picker::{Picker, ProtocolType, cap_parser::QueryStdioOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::render::{ColorMode, Picture};
+
+/// How long the terminal has to answer the start-up query (a round trip over SSH included).
+const QUERY_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The `graphics` setting and `--graphics`: ask the terminal, or force one way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphicsChoice {
+    #[default]
+    Auto,
+    Kitty,
+    Sixel,
+    Iterm2,
+    Blocks,
+}
+
+impl GraphicsChoice {
+    pub const NAMES: [&str; 5] = ["auto", "kitty", "sixel", "iterm2", "blocks"];
+
+    pub fn from_name(name: &str) -> Option<GraphicsChoice> {
+        let all = [Self::Auto, Self::Kitty, Self::Sixel, Self::Iterm2, Self::Blocks];
+        Self::NAMES.iter().position(|n| *n == name).map(|i| all[i])
+    }
+
+    fn forced(self) -> Option<Protocol> {
+        match self {
+            GraphicsChoice::Kitty => Some(Protocol::Kitty),
+            GraphicsChoice::Sixel => Some(Protocol::Sixel),
+            GraphicsChoice::Iterm2 => Some(Protocol::Iterm2),
+            GraphicsChoice::Auto | GraphicsChoice::Blocks => None,
+        }
+    }
+}
+
+/// A graphics protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Kitty,
+    Sixel,
+    Iterm2,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Kitty => "kitty",
+            Protocol::Sixel => "sixel",
+            Protocol::Iterm2 => "iterm2",
+        }
+    }
+
+    fn of(kind: ProtocolType) -> Option<Protocol> {
+        match kind {
+            ProtocolType::Kitty => Some(Protocol::Kitty),
+            ProtocolType::Sixel => Some(Protocol::Sixel),
+            ProtocolType::Iterm2 => Some(Protocol::Iterm2),
+            ProtocolType::Halfblocks => None,
+        }
+    }
+
+    fn kind(self) -> ProtocolType {
+        match self {
+            Protocol::Kitty => ProtocolType::Kitty,
+            Protocol::Sixel => ProtocolType::Sixel,
+            Protocol::Iterm2 => ProtocolType::Iterm2,
+        }
+    }
+}
+
+/// Where segtop runs, as far as tmux is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tmux {
+    Outside,
+    /// Inside tmux with `allow-passthrough` on: pictures reach the terminal around it.
+    Passthrough,
+    /// Inside tmux, which would swallow the pictures.
+    NoPassthrough,
+}
+
+impl Tmux {
+    /// From `$TMUX` and, inside tmux, its `allow-passthrough` option.
+    pub fn detect() -> Tmux {
+        if std::env::var_os("TMUX").is_none_or(|v| v.is_empty()) {
+            return Tmux::Outside;
+        }
+        let shown = std::process::Command::new("tmux")
+            .args(["show-options", "-Apv", "allow-passthrough"])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output();
+        match shown {
+            Ok(out) if matches!(String::from_utf8_lossy(&out.stdout).trim(), "on" | "all") => Tmux::Passthrough,
+            _ => Tmux::NoPassthrough,
+        }
+    }
+}
+
+/// What the terminal answered to the start-up query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// The best protocol it said it speaks, if any.
+    pub protocol: Option<Protocol>,
+}
+
+/// How slices will be drawn, and why not as pictures when that is worth saying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// `None`: half blocks.
+    pub protocol: Option<Protocol>,
+    /// One line for the status bar.
+    pub hint: Option<String>,
+}
+
+/// The rules. `query` asks the terminal (`None`: no answer in time); it is called only when
+/// the answer can change the outcome.
+pub fn decide(choice: GraphicsChoice, colors: ColorMode, tmux: Tmux, query: impl FnOnce() -> Option<Answer>) -> Decision {
+    let blocks = |hint: Option<&str>| Decision {
+        protocol: None,
+        hint: hint.map(str::to_string),
+    };
+    let asked = choice != GraphicsChoice::Auto;
+    match colors {
+        ColorMode::Ascii => return blocks(asked.then_some("no pictures under NO_COLOR or TERM=dumb")),
+        ColorMode::Ansi16 => return blocks(asked.then_some("no pictures in 16 colours")),
+        _ => {}
+    }
+    if choice == GraphicsChoice::Blocks {
+        return blocks(None);
+    }
+    if tmux == Tmux::NoPassthrough {
+        return blocks(Some(
+            "tmux keeps pictures from the terminal: `set -g allow-passthrough on` in tmux, then restart segtop",
+        ));
+    }
+    let answer = query();
+    match (choice.forced(), answer) {
+        (Some(forced), _) => Decision {
+            protocol: Some(forced),
+            hint: None,
+        },
+        (None, Some(Answer { protocol })) => Decision { protocol, hint: None },
+        (None, None) => blocks(Some("the terminal did not answer the graphics query in time: half blocks")),
+    }
+}
+
+/// The protocol in use and its encoder (`None` draws half blocks), and where pictures went.
+#[derive(Clone, Default)]
+pub struct Graphics {
+    picker: Option<Picker>,
+    /// Why there are no pictures, when that is worth a line.
+    pub hint: Option<String>,
+    frames: RefCell<Frames>,
+}
+
+/// The pictures placed on the frame being drawn, and those of the frame before with whether
+/// something was drawn over them.
+#[derive(Clone, Debug, Default)]
+struct Frames {
+    placing: Vec<Rect>,
+    shown: Vec<(Rect, bool)>,
+}
+
+impl std::fmt::Debug for Graphics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graphics")
+            .field("protocol", &self.protocol())
+            .field("hint", &self.hint)
+            .finish()
+    }
+}
+
+impl Graphics {
+    /// Half blocks.
+    pub fn blocks() -> Graphics {
+        Graphics::default()
+    }
+
+    /// Decides for this terminal, asking it when that matters. Must run in raw mode before
+    /// anything else reads the terminal's input (the answer arrives there).
+    pub fn detect(choice: GraphicsChoice, colors: ColorMode) -> Graphics {
+        if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+            return Graphics::blocks();
+        }
+        let mut picker = None;
+        let decision = decide(choice, colors, Tmux::detect(), || {
+            let options = QueryStdioOptions {
+                timeout: QUERY_TIMEOUT,
+                // Pictures change seldom and links are slow: bytes matter more than latency.
+                kitty_compression: true,
+                ..QueryStdioOptions::default()
+            };
+            let found = Picker::from_query_stdio_with_options(options).ok()?;
+            // No capability at all: the terminal gave no answer the parser knew.
+            let answered = !found.capabilities().is_empty();
+            let protocol = Protocol::of(found.protocol_type());
+            picker = Some(found);
+            answered.then_some(Answer { protocol })
+        });
+        Graphics::with(decision, picker)
+    }
+
+    /// A protocol at a known cell size, for tests and for output that is not a terminal.
+    pub fn forced(protocol: Protocol) -> Graphics {
+        let mut picker = Picker::halfblocks();
+        picker.set_protocol_type(protocol.kind());
+        Graphics {
+            picker: Some(picker),
+            ..Graphics::default()
+        }
+    }
+
+    fn with(decision: Decision, picker: Option<Picker>) -> Graphics {
+        let picker = match decision.protocol {
+            Some(protocol) => {
+                let mut picker = picker.unwrap_or_else(Picker::halfblocks);
+                picker.set_protocol_type(protocol.kind());
+                Some(picker)
+            }
+            None => None,
+        };
+        Graphics {
+            picker,
+            hint: decision.hint,
+            ..Graphics::default()
+        }
+    }
+
+    /// The protocol pictures go out in; `None`: half blocks.
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.picker.as_ref().and_then(|p| Protocol::of(p.protocol_type()))
+    }
+
+    /// A cell's size in pixels (width, height).
+    pub fn cell_pixels(&self) -> (u16, u16) {
+        let size = self.picker.as_ref().map_or(ratatui_image::FontSize::new(10, 20), Picker::font_size);
+        (size.width.max(1), size.height.max(1))
+    }
+
+    /// `area` in pixels.
+    pub fn pixels(&self, area: Size) -> (usize, usize) {
+        let (w, h) = self.cell_pixels();
+        (
+            usize::from(area.width) * usize::from(w),
+            usize::from(area.height) * usize::from(h),
+        )
+    }
+
+    /// The picture encoded for the terminal, filling the cells it needs (centre it in yours
+    /// with [`Image::cells`]); `None` for half blocks or a picture that does not encode.
+    pub fn image(&self, picture: &Picture) -> Option<Image> {
+        let picker = self.picker.as_ref()?;
+        let buffer = image::RgbImage::from_raw(picture.width as u32, picture.height as u32, picture.bytes())?;
+        let (w, h) = self.cell_pixels();
+        let cells = Size::new(
+            (picture.width as u16).div_ceil(w).max(1),
+            (picture.height as u16).div_ceil(h).max(1),
+        );
+        let encoded = picker
+            .new_protocol(image::DynamicImage::ImageRgb8(buffer), cells, Resize::Fit(None))
+            .ok()?;
+        Some(Image { encoded, cells })
+    }
+}
+
+impl Graphics {
+    /// Draws `image` centred in `area` and remembers where; returns the cells it took.
+    pub fn draw(&self, image: &Image, area: Rect, buf: &mut Buffer) -> Rect {
+        let at = image.render(area, buf);
+        self.frames.borrow_mut().placing.push(at);
+        at
+    }
+
+    /// Once a frame is drawn into `buf`: whether the screen must be drawn afresh. Sixel and
+    /// iTerm2 pixels stay on the terminal until the cells under them are written, and cells
+    /// that did not change are not: a picture that left or moved, or that something drawn
+    /// over it (help, a question) no longer covers, would leave pixels or text behind.
+    /// Kitty's pictures are cells of text and need none of this.
+    pub fn settle(&self, buf: &Buffer) -> bool {
+        let mut frames = self.frames.borrow_mut();
+        let now: Vec<(Rect, bool)> = std::mem::take(&mut frames.placing)
+            .into_iter()
+            .map(|rect| (rect, drawn_over(rect, buf)))
+            .collect();
+        let stale = frames.shown.iter().any(|(rect, was_covered)| {
+            match now.iter().find(|(r, _)| r == rect) {
+                None => true,
+                Some((_, covered)) => *was_covered && !covered,
+            }
+        });
+        frames.shown = now;
+        stale && self.protocol() != Some(Protocol::Kitty)
+    }
+}
+
+/// Whether a cell of the picture at `rect` (all but its first, which carries the picture)
+/// holds something drawn after it.
+fn drawn_over(rect: Rect, buf: &Buffer) -> bool {
+    rect.positions().skip(1).any(|p| {
+        buf.cell(p)
+            .is_some_and(|cell| cell.diff_option != ratatui::buffer::CellDiffOption::Skip)
+    })
+}
+
+/// A picture encoded for the terminal.
+pub struct Image {
+    encoded: ratatui_image::protocol::Protocol,
+    /// The cells it covers.
+    pub cells: Size,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image").field("cells", &self.cells).finish()
+    }
+}
+
+impl Image {
+    /// The image as text to print at the cursor, in the normal screen rather than a
+    /// dashboard's: its rows are made room for first (the screen scrolls if it must), and the
+    /// cursor ends on the line below it.
+    pub fn inline(&self) -> String {
+        let area = Rect::new(0, 0, self.cells.width, self.cells.height);
+        let mut buf = Buffer::empty(area);
+        self.render(area, &mut buf);
+        let rows = self.cells.height;
+        let mut out = String::new();
+        if buf.content.iter().any(|c| c.diff_option == ratatui::buffer::CellDiffOption::Skip) {
+            // Sixel and iTerm2: one sequence in the first cell draws the whole picture.
+            // Make room, go back up, draw with the cursor saved, and step below it.
+            let _ = write!(out, "{}\x1b[{rows}A\r\x1b7{}\x1b8", "\n".repeat(usize::from(rows)), buf[(0, 0)].symbol());
+            out.push_str(&"\n".repeat(usize::from(rows)));
+        } else {
+            // Kitty: the picture is text (placeholders in the image's colour), row by row.
+            for y in 0..rows {
+                for x in 0..self.cells.width {
+                    let cell = &buf[(x, y)];
+                    if let ratatui::style::Color::Rgb(r, g, b) = cell.fg {
+                        let _ = write!(out, "\x1b[38;2;{r};{g};{b}m");
+                    }
+                    out.push_str(cell.symbol());
+                }
+                out.push_str("\x1b[0m\n");
+            }
+        }
+        out
+    }
+
+    /// Draws the image centred in `area`; returns the cells it took.
+    pub fn render(&self, area: Rect, buf: &mut Buffer) -> Rect {
+        let at = Rect {
+            x: area.x + area.width.saturating_sub(self.cells.width) / 2,
+            y: area.y + area.height.saturating_sub(self.cells.height) / 2,
+            width: self.cells.width.min(area.width),
+            height: self.cells.height.min(area.height),
+        };
+        ratatui::widgets::Widget::render(ratatui_image::Image::new(&self.encoded), at, buf);
+        at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(protocol: Option<Protocol>) -> impl FnOnce() -> Option<Answer> {
+        move || Some(Answer { protocol })
+    }
+
+    fn never_asked() -> Option<Answer> {
+        panic!("the terminal was asked although the answer could not matter")
+    }
+
+    #[test]
+    fn auto_takes_what_the_terminal_answers() {
+        let sixel = decide(GraphicsChoice::Auto, ColorMode::TrueColor, Tmux::Outside, answered(Some(Protocol::Sixel)));
+        assert_eq!(sixel.protocol, Some(Protocol::Sixel));
+        assert_eq!(sixel.hint, None);
+        let none = decide(GraphicsChoice::Auto, ColorMode::Indexed256, Tmux::Outside, answered(None));
+        assert_eq!((none.protocol, none.hint), (None, None), "a terminal without graphics is no news");
+        let through = decide(GraphicsChoice::Auto, ColorMode::TrueColor, Tmux::Passthrough, answered(Some(Protocol::Kitty)));
+        assert_eq!(through.protocol, Some(Protocol::Kitty));
+    }
+
+    #[test]
+    fn no_color_and_16_colours_keep_half_blocks_without_asking() {
+        for choice in [GraphicsChoice::Auto, GraphicsChoice::Sixel] {
+            let d = decide(choice, ColorMode::Ascii, Tmux::Outside, never_asked);
+            assert_eq!(d.protocol, None);
+            let d16 = decide(choice, ColorMode::Ansi16, Tmux::Outside, never_asked);
+            assert_eq!(d16.protocol, None);
+            // Said only when the user asked for pictures.
+            assert_eq!(d16.hint.is_some(), choice != GraphicsChoice::Auto);
+        }
+    }
+
+    #[test]
+    fn no_answer_in_time_is_half_blocks_with_a_hint() {
+        let d = decide(GraphicsChoice::Auto, ColorMode::TrueColor, Tmux::Outside, || None);
+        assert_eq!(d.protocol, None);
+        assert!(d.hint.as_deref().is_some_and(|h| h.contains("did not answer")), "{d:?}");
+        // A forced protocol is the user's word against a silent terminal.
+        let forced = decide(GraphicsChoice::Iterm2, ColorMode::TrueColor, Tmux::Outside, || None);
+        assert_eq!(forced.protocol, Some(Protocol::Iterm2));
+    }
+
+    #[test]
+    fn tmux_without_passthrough_is_half_blocks_with_the_fix() {
+        for choice in [GraphicsChoice::Auto, GraphicsChoice::Kitty] {
+            let d = decide(choice, ColorMode::TrueColor, Tmux::NoPassthrough, never_asked);
+            assert_eq!(d.protocol, None);
+            assert!(d.hint.as_deref().is_some_and(|h| h.contains("allow-passthrough on")), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn blocks_chosen_is_blocks_without_a_word() {
+        let d = decide(GraphicsChoice::Blocks, ColorMode::TrueColor, Tmux::Outside, never_asked);
+        assert_eq!(d, Decision { protocol: None, hint: None });
+        assert_eq!(GraphicsChoice::from_name("iterm2"), Some(GraphicsChoice::Iterm2));
+        assert_eq!(GraphicsChoice::from_name("png"), None);
+    }
+}
