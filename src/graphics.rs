@@ -43,6 +43,10 @@ impl GraphicsChoice {
         Self::NAMES.iter().position(|n| *n == name).map(|i| all[i])
     }
 
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
     fn forced(self) -> Option<Protocol> {
         match self {
             GraphicsChoice::Kitty => Some(Protocol::Kitty),
@@ -134,7 +138,12 @@ pub struct Decision {
 
 /// The rules. `query` asks the terminal (`None`: no answer in time); it is called only when
 /// the answer can change the outcome.
-pub fn decide(choice: GraphicsChoice, colors: ColorMode, tmux: Tmux, query: impl FnOnce() -> Option<Answer>) -> Decision {
+pub fn decide(
+    choice: GraphicsChoice,
+    colors: ColorMode,
+    tmux: Tmux,
+    query: impl FnOnce() -> Option<Answer>,
+) -> Decision {
     let blocks = |hint: Option<&str>| Decision {
         protocol: None,
         hint: hint.map(str::to_string),
@@ -160,7 +169,9 @@ pub fn decide(choice: GraphicsChoice, colors: ColorMode, tmux: Tmux, query: impl
             hint: None,
         },
         (None, Some(Answer { protocol })) => Decision { protocol, hint: None },
-        (None, None) => blocks(Some("the terminal did not answer the graphics query in time: half blocks")),
+        (None, None) => blocks(Some(
+            "the terminal did not answer the graphics query in time: half blocks",
+        )),
     }
 }
 
@@ -253,7 +264,10 @@ impl Graphics {
 
     /// A cell's size in pixels (width, height).
     pub fn cell_pixels(&self) -> (u16, u16) {
-        let size = self.picker.as_ref().map_or(ratatui_image::FontSize::new(10, 20), Picker::font_size);
+        let size = self
+            .picker
+            .as_ref()
+            .map_or(ratatui_image::FontSize::new(10, 20), Picker::font_size);
         (size.width.max(1), size.height.max(1))
     }
 
@@ -302,12 +316,13 @@ impl Graphics {
             .into_iter()
             .map(|rect| (rect, drawn_over(rect, buf)))
             .collect();
-        let stale = frames.shown.iter().any(|(rect, was_covered)| {
-            match now.iter().find(|(r, _)| r == rect) {
+        let stale = frames
+            .shown
+            .iter()
+            .any(|(rect, was_covered)| match now.iter().find(|(r, _)| r == rect) {
                 None => true,
                 Some((_, covered)) => *was_covered && !covered,
-            }
-        });
+            });
         frames.shown = now;
         stale && self.protocol() != Some(Protocol::Kitty)
     }
@@ -345,10 +360,19 @@ impl Image {
         self.render(area, &mut buf);
         let rows = self.cells.height;
         let mut out = String::new();
-        if buf.content.iter().any(|c| c.diff_option == ratatui::buffer::CellDiffOption::Skip) {
+        if buf
+            .content
+            .iter()
+            .any(|c| c.diff_option == ratatui::buffer::CellDiffOption::Skip)
+        {
             // Sixel and iTerm2: one sequence in the first cell draws the whole picture.
             // Make room, go back up, draw with the cursor saved, and step below it.
-            let _ = write!(out, "{}\x1b[{rows}A\r\x1b7{}\x1b8", "\n".repeat(usize::from(rows)), buf[(0, 0)].symbol());
+            let _ = write!(
+                out,
+                "{}\x1b[{rows}A\r\x1b7{}\x1b8",
+                "\n".repeat(usize::from(rows)),
+                buf[(0, 0)].symbol()
+            );
             out.push_str(&"\n".repeat(usize::from(rows)));
         } else {
             // Kitty: the picture is text (placeholders in the image's colour), row by row.
@@ -393,12 +417,31 @@ mod tests {
 
     #[test]
     fn auto_takes_what_the_terminal_answers() {
-        let sixel = decide(GraphicsChoice::Auto, ColorMode::TrueColor, Tmux::Outside, answered(Some(Protocol::Sixel)));
+        let sixel = decide(
+            GraphicsChoice::Auto,
+            ColorMode::TrueColor,
+            Tmux::Outside,
+            answered(Some(Protocol::Sixel)),
+        );
         assert_eq!(sixel.protocol, Some(Protocol::Sixel));
         assert_eq!(sixel.hint, None);
-        let none = decide(GraphicsChoice::Auto, ColorMode::Indexed256, Tmux::Outside, answered(None));
-        assert_eq!((none.protocol, none.hint), (None, None), "a terminal without graphics is no news");
-        let through = decide(GraphicsChoice::Auto, ColorMode::TrueColor, Tmux::Passthrough, answered(Some(Protocol::Kitty)));
+        let none = decide(
+            GraphicsChoice::Auto,
+            ColorMode::Indexed256,
+            Tmux::Outside,
+            answered(None),
+        );
+        assert_eq!(
+            (none.protocol, none.hint),
+            (None, None),
+            "a terminal without graphics is no news"
+        );
+        let through = decide(
+            GraphicsChoice::Auto,
+            ColorMode::TrueColor,
+            Tmux::Passthrough,
+            answered(Some(Protocol::Kitty)),
+        );
         assert_eq!(through.protocol, Some(Protocol::Kitty));
     }
 
@@ -429,14 +472,128 @@ mod tests {
         for choice in [GraphicsChoice::Auto, GraphicsChoice::Kitty] {
             let d = decide(choice, ColorMode::TrueColor, Tmux::NoPassthrough, never_asked);
             assert_eq!(d.protocol, None);
-            assert!(d.hint.as_deref().is_some_and(|h| h.contains("allow-passthrough on")), "{d:?}");
+            assert!(
+                d.hint.as_deref().is_some_and(|h| h.contains("allow-passthrough on")),
+                "{d:?}"
+            );
         }
+    }
+
+    /// A 4x2 picture: a grey ramp on top, a red and a green voxel below.
+    fn picture() -> Picture {
+        Picture {
+            width: 4,
+            height: 2,
+            rgb: vec![
+                [0, 0, 0],
+                [85, 85, 85],
+                [170, 170, 170],
+                [255, 255, 255],
+                [230, 60, 60],
+                [60, 200, 75],
+                [0, 0, 0],
+                [0, 0, 0],
+            ],
+        }
+    }
+
+    /// The escape sequences written, with ESC, BEL and the other controls visible.
+    fn visible(text: &str) -> String {
+        text.chars()
+            .map(|c| match c {
+                '\x1b' => "␛".to_string(),
+                '\x07' => "␇".to_string(),
+                c if c.is_control() => format!("<{:02x}>", c as u32),
+                c if !c.is_ascii() => format!("<U+{:X}>", c as u32),
+                c => c.to_string(),
+            })
+            .collect()
+    }
+
+    fn first_cell(graphics: &Graphics) -> String {
+        let image = graphics.image(&picture()).expect("encodes");
+        let area = Rect::new(0, 0, 4, 2);
+        let mut buf = Buffer::empty(area);
+        let at = graphics.draw(&image, area, &mut buf);
+        buf[(at.x, at.y)].symbol().to_string()
+    }
+
+    #[test]
+    fn sixel_output_is_pinned() {
+        insta::assert_snapshot!(visible(&first_cell(&Graphics::forced(Protocol::Sixel))));
+    }
+
+    #[test]
+    fn iterm2_output_is_a_png_pinned() {
+        let text = first_cell(&Graphics::forced(Protocol::Iterm2));
+        assert!(text.contains("1337;File=inline=1"), "{text}");
+        insta::assert_snapshot!(visible(&text));
+    }
+
+    #[test]
+    fn kitty_output_is_pinned_and_transmitted_once() {
+        let graphics = Graphics::forced(Protocol::Kitty);
+        let image = graphics.image(&picture()).expect("encodes");
+        let area = Rect::new(0, 0, 4, 2);
+        let mut first = Buffer::empty(area);
+        let at = graphics.draw(&image, area, &mut first);
+        let text = first[(at.x, at.y)].symbol().to_string();
+        // The image number is random per picture: pinned without it, and without the
+        // placeholder after the transmission, whose marks carry the number's top byte.
+        let start = text.find("i=").expect("an image number") + 2;
+        let id: String = text[start..].chars().take_while(char::is_ascii_digit).collect();
+        let end = text.rfind("\x1b\\").expect("a transmission") + 2;
+        insta::assert_snapshot!(visible(&text[..end].replace(&format!("i={id},"), "i=ID,")));
+        assert!(text[end..].starts_with('\u{10EEEE}'), "a placeholder follows");
+        let mut again = Buffer::empty(area);
+        graphics.draw(&image, area, &mut again);
+        let again = again[(at.x, at.y)].symbol();
+        assert!(!again.contains("\x1b_G"), "transmitted twice");
+        assert!(again.starts_with('\u{10EEEE}'), "placeholders stay");
+    }
+
+    #[test]
+    fn a_picture_that_leaves_or_is_uncovered_asks_for_a_fresh_screen() {
+        let graphics = Graphics::forced(Protocol::Sixel);
+        // 40x40 pixels: 4x2 cells of 10x20.
+        let big = Picture {
+            width: 40,
+            height: 40,
+            rgb: vec![[128; 3]; 1600],
+        };
+        let image = graphics.image(&big).expect("encodes");
+        assert_eq!(image.cells, Size::new(4, 2));
+        let screen = Rect::new(0, 0, 10, 4);
+        let frame = |covered: bool, shown: bool| {
+            let mut buf = Buffer::empty(screen);
+            if shown {
+                graphics.draw(&image, Rect::new(0, 0, 4, 2), &mut buf);
+            }
+            if covered {
+                buf[(1, 1)]
+                    .set_diff_option(ratatui::buffer::CellDiffOption::None)
+                    .set_char('?');
+            }
+            graphics.settle(&buf)
+        };
+        assert!(!frame(false, true), "first picture: drawn over whatever was there");
+        assert!(!frame(false, true), "the same again");
+        assert!(!frame(true, true), "help drawn over it");
+        assert!(frame(false, true), "help gone: its text would stay on the picture");
+        assert!(frame(false, false), "picture gone: its pixels would stay");
+        assert!(!frame(false, false));
     }
 
     #[test]
     fn blocks_chosen_is_blocks_without_a_word() {
         let d = decide(GraphicsChoice::Blocks, ColorMode::TrueColor, Tmux::Outside, never_asked);
-        assert_eq!(d, Decision { protocol: None, hint: None });
+        assert_eq!(
+            d,
+            Decision {
+                protocol: None,
+                hint: None
+            }
+        );
         assert_eq!(GraphicsChoice::from_name("iterm2"), Some(GraphicsChoice::Iterm2));
         assert_eq!(GraphicsChoice::from_name("png"), None);
     }

@@ -15,9 +15,9 @@ use clap::{Parser, Subcommand};
 
 use segtop::config::{Choice, ConfigError, Source};
 use segtop::experiment::{Axis, Experiment, Layout, Modality};
+use segtop::graphics::GraphicsChoice;
 use segtop::render::ColorMode;
 use segtop::settings::Settings;
-use segtop::graphics::GraphicsChoice;
 use segtop::theme::Theme;
 use segtop::workspace::Workspace;
 
@@ -319,7 +319,11 @@ fn exit_code(ok: bool) -> ExitCode {
 
 /// Opens the dashboard with the saved settings and the chosen theme; a saved theme that no
 /// longer loads becomes a notice rather than an error, but one named on the command line fails.
-fn open_dashboard(workspace: Workspace, theme_name: Option<&str>, graphics: Option<GraphicsChoice>) -> anyhow::Result<()> {
+fn open_dashboard(
+    workspace: Workspace,
+    theme_name: Option<&str>,
+    graphics: Option<GraphicsChoice>,
+) -> anyhow::Result<()> {
     let (settings, mut notice) = match Settings::path().map(|path| Settings::load(&path)) {
         Some(Err(problem)) => (Settings::default(), Some(problem.to_string())),
         Some(Ok(settings)) => (settings, None),

@@ -324,7 +324,11 @@ pub fn picture(slice: &Slice, palette: &Palette, overlay: Overlay, (width, heigh
     };
     // Borders are drawn opaque: thin lines half blended over the image would not read.
     let palette = Palette {
-        opacity: if overlay == Overlay::Outline { 1.0 } else { palette.opacity },
+        opacity: if overlay == Overlay::Outline {
+            1.0
+        } else {
+            palette.opacity
+        },
         ..*palette
     };
     let mut rgb = Vec::with_capacity(width * height);

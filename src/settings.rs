@@ -139,6 +139,9 @@ impl Settings {
         if self.chart_marker != saved.chart_marker {
             document["chart_marker"] = value(self.chart_marker.name());
         }
+        if self.graphics != saved.graphics {
+            document["graphics"] = value(self.graphics.name());
+        }
         let (queue, old) = (&self.queue, &saved.queue);
         if queue.cores != old.cores {
             document["queue"]["cores"] = value(i64::from(queue.cores));
@@ -164,6 +167,7 @@ mod tests {
         let settings = Settings {
             theme: Some("light".into()),
             chart_marker: ChartMarker::Dots,
+            graphics: crate::graphics::GraphicsChoice::Sixel,
             queue: crate::schedule::queue::QueueSettings {
                 max_concurrent: 2,
                 ..Default::default()

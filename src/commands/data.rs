@@ -185,7 +185,8 @@ pub fn show(
             ColorMode::Ascii
         }
     });
-    let (terminal_columns, terminal_rows) = crossterm::terminal::size().map_or((80, 24), |(w, h)| (usize::from(w), usize::from(h)));
+    let (terminal_columns, terminal_rows) =
+        crossterm::terminal::size().map_or((80, 24), |(w, h)| (usize::from(w), usize::from(h)));
     let columns = width.unwrap_or(terminal_columns);
     let graphics = Graphics::detect(graphics, mode);
     let picture = graphics.protocol().is_some().then(|| {

@@ -119,7 +119,8 @@ impl Preview {
         } else {
             vec![area]
         };
-        let pictures = graphics.protocol().is_some() && matches!(view.mode, ColorMode::TrueColor | ColorMode::Indexed256);
+        let pictures =
+            graphics.protocol().is_some() && matches!(view.mode, ColorMode::TrueColor | ColorMode::Indexed256);
         let key = CacheKey {
             axis: view.axis,
             slice: self.slice_index(view),
@@ -221,7 +222,13 @@ mod tests {
         let data = Preview::new(data());
         let area = Rect::new(0, 0, 8, 2);
         let mut buf = Buffer::empty(area);
-        data.draw(&view(ColorMode::TrueColor, true), &Palette::default(), &Graphics::blocks(), area, &mut buf);
+        data.draw(
+            &view(ColorMode::TrueColor, true),
+            &Palette::default(),
+            &Graphics::blocks(),
+            area,
+            &mut buf,
+        );
         // Each half is 4 columns x 2 rows = 4x4 pixels: the slice at full size.
         let fg = |x: u16, y: u16| buf[(x, y)].fg;
         let bg = |x: u16, y: u16| buf[(x, y)].bg;
@@ -251,7 +258,13 @@ mod tests {
             (ColorMode::Ascii, "ascii"),
         ] {
             let mut buf = Buffer::empty(area);
-            data.draw(&view(mode, false), &Palette::default(), &Graphics::blocks(), area, &mut buf);
+            data.draw(
+                &view(mode, false),
+                &Palette::default(),
+                &Graphics::blocks(),
+                area,
+                &mut buf,
+            );
             match mode {
                 ColorMode::Ascii => {
                     // One pixel per cell (cells twice as tall as wide, so every other image
@@ -270,13 +283,91 @@ mod tests {
         }
     }
 
+    /// The bytes a terminal receives for each of `frames` (views) drawn in turn, as ratatui
+    /// sends them: only cells that changed since the frame before.
+    fn bytes_sent(graphics: &Graphics, frames: &[PreviewView]) -> Vec<Vec<u8>> {
+        use ratatui::backend::CrosstermBackend;
+        use ratatui::{Terminal, TerminalOptions, Viewport};
+        let preview = Preview::new(data());
+        let area = Rect::new(0, 0, 20, 6);
+        let written = Written::default();
+        let backend = CrosstermBackend::new(written.clone());
+        let options = TerminalOptions {
+            viewport: Viewport::Fixed(area),
+        };
+        let mut terminal = Terminal::with_options(backend, options).expect("a terminal in memory");
+        let mut sent = Vec::new();
+        for view in frames {
+            terminal
+                .draw(|frame| preview.draw(view, &Palette::default(), graphics, area, frame.buffer_mut()))
+                .expect("draws");
+            sent.push(std::mem::take(&mut *written.0.borrow_mut()));
+        }
+        sent
+    }
+
+    /// What a terminal in memory was sent.
+    #[derive(Clone, Default)]
+    struct Written(std::rc::Rc<RefCell<Vec<u8>>>);
+
+    impl std::io::Write for Written {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.borrow_mut().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn pictures_are_sent_when_they_change_and_not_on_other_redraws() {
+        let graphics = Graphics::forced(crate::graphics::Protocol::Sixel);
+        let still = view(ColorMode::TrueColor, true);
+        let next_slice = PreviewView {
+            slice: Some(1),
+            ..still
+        };
+        let outlined = PreviewView {
+            overlay: Overlay::Outline,
+            ..still
+        };
+        let sent = bytes_sent(&graphics, &[still, still, still, next_slice, next_slice, outlined]);
+        let sixels = |bytes: &[u8]| bytes.windows(2).filter(|w| w == b"\x1bP").count();
+        let counts: Vec<usize> = sent.iter().map(|b| sixels(b)).collect();
+        // Truth and prediction on the first frame, nothing on redraws, both again for another
+        // slice and for outlines.
+        assert_eq!(
+            counts,
+            [2, 0, 0, 2, 0, 2],
+            "{:?}",
+            sent.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        assert!(
+            sent[1].len() < 64,
+            "a redraw that changes nothing sends next to nothing: {}",
+            sent[1].len()
+        );
+        // In 16 colours the same preview is half blocks: no picture at all.
+        let sixteen = bytes_sent(&graphics, &[view(ColorMode::Ansi16, true)]);
+        assert_eq!(sixels(&sixteen[0]), 0);
+        assert!(String::from_utf8_lossy(&sixteen[0]).contains('▀'));
+    }
+
     #[test]
     fn slices_scale_to_the_panel_keeping_their_aspect() {
         let data = Preview::new(data());
         // A wide panel: the square slice stays square (4 columns x 2 rows), centred.
         let area = Rect::new(0, 0, 20, 2);
         let mut buf = Buffer::empty(area);
-        data.draw(&view(ColorMode::TrueColor, false), &Palette::default(), &Graphics::blocks(), area, &mut buf);
+        data.draw(
+            &view(ColorMode::TrueColor, false),
+            &Palette::default(),
+            &Graphics::blocks(),
+            area,
+            &mut buf,
+        );
         let drawn: Vec<u16> = (0..20).filter(|&x| buf[(x, 0)].symbol() == "▀").collect();
         assert_eq!(drawn, [8, 9, 10, 11]);
     }
