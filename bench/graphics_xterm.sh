@@ -40,7 +40,6 @@ for _ in $(seq 900); do
     sleep 1
 done
 compgen -G "$workspace/runs/*/preview/*.nii.gz" >/dev/null || die "the demo run wrote no preview in 15 minutes"
-"${segtop[@]}" stop quick-demo >/dev/null 2>&1 || true
 
 Xvfb "$display" -screen 0 1280x800x24 >/dev/null 2>&1 &
 xvfb=$!
@@ -97,6 +96,51 @@ across = sum(column(x) != column(x - 1) for x in range(x0 + 1, x1)) / max(1, x1 
 print(f"{down:.3f} {across:.3f} {x1 - x0} {y1 - y0}")
 '
 }
+
+# The bytes segtop sends to xterm over $2 seconds at $1 (COLSxROWS) on the live run's view,
+# recorded by script(1) between segtop and the terminal: bytes per second, pictures sent and
+# bytes per picture.
+live() {
+    local size=$1 seconds=$2 log="$out/live-$1.typescript"
+    rm -f "$log"
+    xterm -ti vt340 -xrm 'XTerm*decTerminalID: vt340' -xrm 'XTerm*numColorRegisters: 256' \
+        -xrm 'XTerm*allowWindowOps: true' -geometry "$size+0+0" \
+        -e env TERM=xterm-256color script -q -f -c "cd '$workspace' && '$repo/target/release/segtop'" "$log" &
+    local term=$!
+    sleep 3
+    xdotool mousemove 300 300
+    for key in 2 Return; do
+        xdotool key "$key"
+        sleep 1
+    done
+    sleep 3
+    local start
+    start=$(stat -c %s "$log")
+    sleep "$seconds"
+    python3 - "$log" "$start" "$seconds" "$size" <<'PY'
+import sys
+path, start, seconds, size = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+data = open(path, "rb").read()[start:]
+pictures = []
+at = data.find(b"\x1bP")
+while at >= 0:
+    end = data.find(b"\x1b\\", at)
+    if end < 0:
+        break
+    pictures.append(end + 2 - at)
+    at = data.find(b"\x1bP", end)
+per = sum(pictures) / len(pictures) if pictures else 0
+print(f"graphics_xterm: live run view at {size}, sixel: {len(data) / seconds:.0f} bytes/s over {seconds:.0f} s, "
+      f"{len(pictures)} pictures sent, {per:.0f} bytes per picture", file=sys.stderr)
+PY
+    xdotool key q
+    sleep 1
+    kill "$term" 2>/dev/null || true
+}
+
+live 80x24 "${SECONDS_LIVE:-30}"
+live 160x48 "${SECONDS_LIVE:-30}"
+"${segtop[@]}" stop quick-demo >/dev/null 2>&1 || true
 
 pictures=$(shoot auto)
 blocks=$(shoot blocks)

@@ -158,9 +158,7 @@ pub fn decide(
         return blocks(None);
     }
     if tmux == Tmux::NoPassthrough {
-        return blocks(Some(
-            "tmux keeps pictures from the terminal: `set -g allow-passthrough on` in tmux, then restart segtop",
-        ));
+        return blocks(Some("pictures need `set -g allow-passthrough on` in tmux"));
     }
     let answer = query();
     match (choice.forced(), answer) {
@@ -169,10 +167,54 @@ pub fn decide(
             hint: None,
         },
         (None, Some(Answer { protocol })) => Decision { protocol, hint: None },
-        (None, None) => blocks(Some(
-            "the terminal did not answer the graphics query in time: half blocks",
-        )),
+        (None, None) => blocks(Some("pictures: the terminal did not answer in time; half blocks")),
     }
+}
+
+/// Whether the terminal answers a device status report (`CSI 5 n`) within `timeout`. Reads
+/// the answer from standard input (in raw mode, switched on here when it is not already).
+fn answers_status(timeout: Duration) -> bool {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd;
+    let was_raw = crossterm::terminal::is_raw_mode_enabled().unwrap_or(false);
+    if !was_raw && crossterm::terminal::enable_raw_mode().is_err() {
+        return false;
+    }
+    let mut stdout = std::io::stdout();
+    let asked = stdout.write_all(b"\x1b[5n").and_then(|()| stdout.flush()).is_ok();
+    let deadline = std::time::Instant::now() + timeout;
+    let fd = std::io::stdin().as_raw_fd();
+    let mut seen = Vec::new();
+    let mut answered = false;
+    while asked && !answered {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the duration of the call.
+        let ready = unsafe { libc::poll(&mut poll, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if ready <= 0 {
+            break;
+        }
+        let mut buf = [0u8; 64];
+        // SAFETY: reads at most buf.len() bytes into buf.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n as usize]);
+        // The answer is `CSI 0 n` (or `CSI 3 n`: a terminal with trouble, still answering).
+        answered = seen.windows(4).any(|w| w[0] == 0x1b && w[1] == b'[' && w[3] == b'n');
+    }
+    if !was_raw {
+        let _ = crossterm::terminal::disable_raw_mode();
+    }
+    answered
 }
 
 /// The protocol in use and its encoder (`None` draws half blocks), and where pictures went.
@@ -215,6 +257,12 @@ impl Graphics {
         }
         let mut picker = None;
         let decision = decide(choice, colors, Tmux::detect(), || {
+            // A terminal that never answers would leave the full query's reader waiting on
+            // input, eating the first key pressed: a status report first, read here with a
+            // deadline, tells whether it is worth asking.
+            if !answers_status(QUERY_TIMEOUT) {
+                return None;
+            }
             let options = QueryStdioOptions {
                 timeout: QUERY_TIMEOUT,
                 // Pictures change seldom and links are slow: bytes matter more than latency.
@@ -222,11 +270,9 @@ impl Graphics {
                 ..QueryStdioOptions::default()
             };
             let found = Picker::from_query_stdio_with_options(options).ok()?;
-            // No capability at all: the terminal gave no answer the parser knew.
-            let answered = !found.capabilities().is_empty();
             let protocol = Protocol::of(found.protocol_type());
             picker = Some(found);
-            answered.then_some(Answer { protocol })
+            Some(Answer { protocol })
         });
         Graphics::with(decision, picker)
     }

@@ -203,6 +203,49 @@ fn sigterm_and_sighup_end_the_dashboard_with_the_terminal_restored() {
     }
 }
 
+#[test]
+fn previews_fall_back_to_half_blocks_and_the_status_line_says_why() {
+    // A terminal that never answers: half blocks, a hint, and keys work afterwards.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (screen, mut keys, mut child) = open_dashboard_with(dir.path(), &[("SEGTOP_TEST_SILENT", "1")]);
+    screen.wait_for("the hint", Duration::from_secs(30), |s| {
+        s.contains("did not answer in time")
+    });
+    keys.write_all(b"q").expect("q");
+    wait_until("q to end segtop", Duration::from_secs(10), || {
+        child.try_wait().expect("wait")
+    });
+    screen.assert_restored();
+
+    // Inside tmux with passthrough off (a `tmux` on PATH that says so): the fix is named.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin/");
+    let tmux = bin.join("tmux");
+    std::fs::write(&tmux, "#!/bin/sh\necho off\n").expect("fake tmux");
+    std::fs::set_permissions(&tmux, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let (screen, mut keys, mut child) =
+        open_dashboard_with(dir.path(), &[("TMUX", "/tmp/tmux-0/default,1,0"), ("PATH", &path)]);
+    screen.wait_for("the tmux hint", Duration::from_secs(30), |s| {
+        s.contains("allow-passthrough on")
+    });
+    keys.write_all(b"q").expect("q");
+    wait_until("q to end segtop", Duration::from_secs(10), || {
+        child.try_wait().expect("wait")
+    });
+
+    // NO_COLOR: half blocks without asking, so a silent terminal costs nothing and says nothing.
+    let (screen, mut keys, mut child) =
+        open_dashboard_with(dir.path(), &[("SEGTOP_TEST_SILENT", "1"), ("NO_COLOR", "1")]);
+    screen.wait_for("first frame", Duration::from_secs(30), |s| s.contains("1:experiments"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!screen.text().contains("pictures:"), "{}", screen.text());
+    keys.write_all(b"q").expect("q");
+    wait_until("q to end segtop", Duration::from_secs(10), || {
+        child.try_wait().expect("wait")
+    });
+}
+
 /// Starts `segtop` in an 80x24 pseudo-terminal on `workspace`, with its own settings folder.
 fn open_dashboard(
     workspace: &Path,
@@ -248,19 +291,41 @@ fn open_dashboard_with(
     let parser = Arc::new(Mutex::new(vt100::Parser::new(rows, columns, 0)));
     let mut reader = pty.master.try_clone_reader().expect("reader");
     let feed = Arc::clone(&parser);
+    let keys = SharedWriter(Arc::new(Mutex::new(pty.master.take_writer().expect("writer"))));
+    let mut answers = keys.clone();
+    // Like a terminal, it answers status reports (a terminal that never answers is tested
+    // with SEGTOP_TEST_SILENT set).
+    let silent = env.iter().any(|(name, _)| *name == "SEGTOP_TEST_SILENT");
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         while let Ok(n) = reader.read(&mut buf) {
             if n == 0 {
                 break;
             }
+            if !silent && buf[..n].windows(4).any(|w| w == b"\x1b[5n") {
+                let _ = answers.write_all(b"\x1b[0n");
+            }
             feed.lock().expect("parser lock").process(&buf[..n]);
         }
     });
-    let keys = pty.master.take_writer().expect("writer");
+    let keys: Box<dyn Write + Send> = Box::new(keys);
     // The master must outlive the child, or the child gets a hangup.
     std::mem::forget(pty.master);
     (Screen { parser }, keys, child)
+}
+
+/// The pseudo-terminal's input, shared by the test's key presses and the terminal's answers.
+#[derive(Clone)]
+struct SharedWriter(Arc<Mutex<Box<dyn Write + Send>>>);
+
+impl Write for SharedWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("writer lock").write(bytes)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().expect("writer lock").flush()
+    }
 }
 
 /// The workspace's one run directory.
