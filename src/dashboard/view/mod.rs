@@ -285,7 +285,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("← → h l", "run view: panel tabs on small screens"),
     ("L  d", "loss on a log scale · lesion-wise Dice"),
     ("v  [ ]  PgUp PgDn", "preview: full view · slice ±1 · ±10"),
-    ("a T o O M C", "axis, tumour, pair, outlines, modality, colours"),
+    ("a T o O M C", "axis, tumour, pair, outline, modality, colour"),
     ("< >", "preview: an earlier · a later validation's"),
     ("c  e", "clone into a form · open in $EDITOR"),
     ("m  t", "chart lines · next theme (both remembered)"),
