@@ -32,6 +32,8 @@ cleanup() {
 }
 trap cleanup EXIT
 cp -r experiments themes "$workspace/"
+# Long enough to stay live (a new preview every 2 epochs) through every measurement.
+sed -i 's/^epochs = .*/epochs = 400/' "$workspace/experiments/quick-demo.toml"
 segtop=("$repo/target/release/segtop" -C "$workspace")
 "${segtop[@]}" queue experiments/quick-demo.toml >&2
 say "waiting for the demo run's first preview (its first validation)"
@@ -97,15 +99,15 @@ print(f"{down:.3f} {across:.3f} {x1 - x0} {y1 - y0}")
 '
 }
 
-# The bytes segtop sends to xterm over $2 seconds at $1 (COLSxROWS) on the live run's view,
-# recorded by script(1) between segtop and the terminal: bytes per second, pictures sent and
-# bytes per picture.
+# The bytes segtop (`--graphics $3`) sends to xterm over $2 seconds at $1 (COLSxROWS) on the
+# live run's view, recorded by script(1) between segtop and the terminal: bytes per second,
+# pictures sent and bytes per picture.
 live() {
-    local size=$1 seconds=$2 log="$out/live-$1.typescript"
+    local size=$1 seconds=$2 how=$3 log="$out/live-$1-$3.typescript"
     rm -f "$log"
     xterm -ti vt340 -xrm 'XTerm*decTerminalID: vt340' -xrm 'XTerm*numColorRegisters: 256' \
         -xrm 'XTerm*allowWindowOps: true' -geometry "$size+0+0" \
-        -e env TERM=xterm-256color script -q -f -c "cd '$workspace' && '$repo/target/release/segtop'" "$log" &
+        -e env TERM=xterm-256color script -q -f -c "cd '$workspace' && '$repo/target/release/segtop' --graphics $how" "$log" &
     local term=$!
     sleep 3
     xdotool mousemove 300 300
@@ -117,9 +119,9 @@ live() {
     local start
     start=$(stat -c %s "$log")
     sleep "$seconds"
-    python3 - "$log" "$start" "$seconds" "$size" <<'PY'
+    python3 - "$log" "$start" "$seconds" "$size" "$how" <<'PY'
 import sys
-path, start, seconds, size = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+path, start, seconds, size, how = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
 data = open(path, "rb").read()[start:]
 pictures = []
 at = data.find(b"\x1bP")
@@ -130,7 +132,7 @@ while at >= 0:
     pictures.append(end + 2 - at)
     at = data.find(b"\x1bP", end)
 per = sum(pictures) / len(pictures) if pictures else 0
-print(f"graphics_xterm: live run view at {size}, sixel: {len(data) / seconds:.0f} bytes/s over {seconds:.0f} s, "
+print(f"graphics_xterm: live run view at {size}, --graphics {how}: {len(data) / seconds:.0f} bytes/s over {seconds:.0f} s, "
       f"{len(pictures)} pictures sent, {per:.0f} bytes per picture", file=sys.stderr)
 PY
     xdotool key q
@@ -138,8 +140,11 @@ PY
     kill "$term" 2>/dev/null || true
 }
 
-live 80x24 "${SECONDS_LIVE:-30}"
-live 160x48 "${SECONDS_LIVE:-30}"
+for size in 80x24 160x48; do
+    for how in auto blocks; do
+        live "$size" "${SECONDS_LIVE:-40}" "$how"
+    done
+done
 "${segtop[@]}" stop quick-demo >/dev/null 2>&1 || true
 
 pictures=$(shoot auto)

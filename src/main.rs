@@ -174,7 +174,8 @@ enum DataCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Print one slice of a case with its labels overlaid, in half-block characters.
+    /// Print one slice of a case with its labels overlaid: a picture where the terminal draws
+    /// images (see --graphics), else half-block characters.
     Show {
         /// The case's folder (or one of its files)
         case: PathBuf,
