@@ -166,6 +166,15 @@ pub fn decide(
             protocol: Some(forced),
             hint: None,
         },
+        // tmux draws its panes itself: a sixel or iTerm2 picture passed through lands where
+        // the outer terminal's cursor happens to be and is drawn over (tmux 3.3 under xterm
+        // showed nothing); kitty's pictures are placeholder text that tmux keeps in the pane.
+        (
+            None,
+            Some(Answer {
+                protocol: Some(Protocol::Sixel | Protocol::Iterm2),
+            }),
+        ) if tmux == Tmux::Passthrough => blocks(Some("pictures: through tmux only kitty's show; half blocks")),
         (None, Some(Answer { protocol })) => Decision { protocol, hint: None },
         (None, None) => blocks(Some("pictures: the terminal did not answer in time; half blocks")),
     }
@@ -489,6 +498,19 @@ mod tests {
             answered(Some(Protocol::Kitty)),
         );
         assert_eq!(through.protocol, Some(Protocol::Kitty));
+        // Sixel through tmux's passthrough does not stay on screen: half blocks, unless forced.
+        let tmux = |choice| {
+            decide(
+                choice,
+                ColorMode::TrueColor,
+                Tmux::Passthrough,
+                answered(Some(Protocol::Sixel)),
+            )
+        };
+        let sixel = tmux(GraphicsChoice::Auto);
+        assert_eq!(sixel.protocol, None);
+        assert!(sixel.hint.is_some_and(|h| h.contains("only kitty")));
+        assert_eq!(tmux(GraphicsChoice::Sixel).protocol, Some(Protocol::Sixel));
     }
 
     #[test]
