@@ -125,7 +125,12 @@ impl Tmux {
 pub struct Answer {
     /// The best protocol it said it speaks, if any.
     pub protocol: Option<Protocol>,
+    /// Kitty's version, when the terminal is kitty and said it (`CSI > q`).
+    pub kitty: Option<(u32, u32)>,
 }
+
+/// The first kitty release with the placeholders its pictures are drawn with here.
+const KITTY_PLACEHOLDERS: (u32, u32) = (0, 28);
 
 /// How slices will be drawn, and why not as pictures when that is worth saying.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,24 +178,39 @@ pub fn decide(
             None,
             Some(Answer {
                 protocol: Some(Protocol::Sixel | Protocol::Iterm2),
+                ..
             }),
         ) if tmux == Tmux::Passthrough => blocks(Some("pictures: through tmux only kitty's show; half blocks")),
-        (None, Some(Answer { protocol })) => Decision { protocol, hint: None },
+        (
+            None,
+            Some(Answer {
+                protocol: Some(Protocol::Kitty),
+                kitty: Some(version),
+            }),
+        ) if version < KITTY_PLACEHOLDERS => blocks(Some(&format!(
+            "pictures: kitty {}.{} is older than 0.28, the first with placeholders; half blocks",
+            version.0, version.1
+        ))),
+        (None, Some(Answer { protocol, .. })) => Decision { protocol, hint: None },
         (None, None) => blocks(Some("pictures: the terminal did not answer in time; half blocks")),
     }
 }
 
-/// Whether the terminal answers a device status report (`CSI 5 n`) within `timeout`. Reads
-/// the answer from standard input (in raw mode, switched on here when it is not already).
-fn answers_status(timeout: Duration) -> bool {
+/// What the terminal says, up to its answer to a device status report (`CSI 5 n`), when that
+/// comes within `timeout`; its version is asked first (`CSI > q`, answered by those that know
+/// it). Reads standard input (in raw mode, switched on here when it is not already).
+fn answers_status(timeout: Duration) -> Option<Vec<u8>> {
     use std::io::Write as _;
     use std::os::fd::AsRawFd;
     let was_raw = crossterm::terminal::is_raw_mode_enabled().unwrap_or(false);
     if !was_raw && crossterm::terminal::enable_raw_mode().is_err() {
-        return false;
+        return None;
     }
     let mut stdout = std::io::stdout();
-    let asked = stdout.write_all(b"\x1b[5n").and_then(|()| stdout.flush()).is_ok();
+    let asked = stdout
+        .write_all(b"\x1b[>q\x1b[5n")
+        .and_then(|()| stdout.flush())
+        .is_ok();
     let deadline = std::time::Instant::now() + timeout;
     let fd = std::io::stdin().as_raw_fd();
     let mut seen = Vec::new();
@@ -223,7 +243,15 @@ fn answers_status(timeout: Duration) -> bool {
     if !was_raw {
         let _ = crossterm::terminal::disable_raw_mode();
     }
-    answered
+    answered.then_some(seen)
+}
+
+/// Kitty's version in an answer to `CSI > q` (`DCS > | kitty(0.26.5) ST`).
+fn kitty_version(said: &[u8]) -> Option<(u32, u32)> {
+    let text = String::from_utf8_lossy(said);
+    let start = text.find("kitty(")? + "kitty(".len();
+    let mut numbers = text[start..].split(['.', ')']).map(|n| n.parse::<u32>());
+    Some((numbers.next()?.ok()?, numbers.next()?.ok()?))
 }
 
 /// The protocol in use and its encoder (`None` draws half blocks), and where pictures went.
@@ -269,9 +297,7 @@ impl Graphics {
             // A terminal that never answers would leave the full query's reader waiting on
             // input, eating the first key pressed: a status report first, read here with a
             // deadline, tells whether it is worth asking.
-            if !answers_status(QUERY_TIMEOUT) {
-                return None;
-            }
+            let said = answers_status(QUERY_TIMEOUT)?;
             let options = QueryStdioOptions {
                 timeout: QUERY_TIMEOUT,
                 // Pictures change seldom and links are slow: bytes matter more than latency.
@@ -281,7 +307,10 @@ impl Graphics {
             let found = Picker::from_query_stdio_with_options(options).ok()?;
             let protocol = Protocol::of(found.protocol_type());
             picker = Some(found);
-            Some(Answer { protocol })
+            Some(Answer {
+                protocol,
+                kitty: kitty_version(&said),
+            })
         });
         Graphics::with(decision, picker)
     }
@@ -463,7 +492,7 @@ mod tests {
     use super::*;
 
     fn answered(protocol: Option<Protocol>) -> impl FnOnce() -> Option<Answer> {
-        move || Some(Answer { protocol })
+        move || Some(Answer { protocol, kitty: None })
     }
 
     fn never_asked() -> Option<Answer> {
@@ -523,6 +552,31 @@ mod tests {
             // Said only when the user asked for pictures.
             assert_eq!(d16.hint.is_some(), choice != GraphicsChoice::Auto);
         }
+    }
+
+    #[test]
+    fn kitty_older_than_its_placeholders_is_half_blocks() {
+        let kitty = |version| {
+            decide(GraphicsChoice::Auto, ColorMode::TrueColor, Tmux::Outside, move || {
+                Some(Answer {
+                    protocol: Some(Protocol::Kitty),
+                    kitty: version,
+                })
+            })
+        };
+        let old = kitty(kitty_version(b"\x1bP>|kitty(0.26.5)\x1b\\\x1b[0n"));
+        assert_eq!(old.protocol, None);
+        assert!(old.hint.is_some_and(|h| h.contains("kitty 0.26")));
+        assert_eq!(
+            kitty(kitty_version(b"\x1bP>|kitty(0.35.2)\x1b\\")).protocol,
+            Some(Protocol::Kitty)
+        );
+        assert_eq!(
+            kitty(None).protocol,
+            Some(Protocol::Kitty),
+            "WezTerm, Ghostty: no kitty version"
+        );
+        assert_eq!(kitty_version(b"\x1bP>|XTerm(390)\x1b\\"), None);
     }
 
     #[test]
