@@ -147,6 +147,47 @@ impl ViewMap {
     }
 }
 
+/// The column and row ranges of `axis`'s view that show the voxels in `bounds` (a voxel range
+/// per voxel axis).
+pub fn view_ranges<T>(
+    volume: &Volume<T>,
+    axis: Axis,
+    bounds: &[std::ops::Range<usize>; 3],
+) -> [std::ops::Range<usize>; 2] {
+    let map = ViewMap::new(volume, axis);
+    [0, 1].map(|i| {
+        let (extent, range) = (map.extents[i], &bounds[map.voxel_axes[i]]);
+        let (start, end) = (range.start.min(extent), range.end.min(extent));
+        if map.reversed[i] {
+            extent - end..extent - start
+        } else {
+            start..end
+        }
+    })
+}
+
+impl Slice {
+    /// The part of the slice in `columns` x `rows`.
+    pub fn crop(&self, columns: std::ops::Range<usize>, rows: std::ops::Range<usize>) -> Slice {
+        let columns = columns.start.min(self.width)..columns.end.min(self.width);
+        let rows = rows.start.min(self.height)..rows.end.min(self.height);
+        let mut intensity = Vec::with_capacity(columns.len() * rows.len());
+        let mut labels = Vec::with_capacity(columns.len() * rows.len());
+        for row in rows.clone() {
+            let line = row * self.width;
+            intensity.extend_from_slice(&self.intensity[line + columns.start..line + columns.end]);
+            labels.extend_from_slice(&self.labels[line + columns.start..line + columns.end]);
+        }
+        Slice {
+            width: columns.len(),
+            height: rows.len(),
+            intensity,
+            labels,
+            pixel_mm: self.pixel_mm,
+        }
+    }
+}
+
 /// Intensity window: values at these percentiles of the non-zero voxels map to 0 and 1.
 pub fn auto_window(volume: &Volume<f32>, low: f64, high: f64) -> (f32, f32) {
     let mut values: Vec<f32> = volume.data.iter().copied().filter(|v| *v != 0.0).step_by(7).collect();

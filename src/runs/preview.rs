@@ -30,6 +30,41 @@ pub struct PreviewData {
     pub window: (f32, f32),
     /// Dice of the whole predicted volume per region, when there is ground truth.
     pub dice: Option<RegionScores>,
+    /// The voxels worth showing, per voxel axis: the head and every label, with a margin.
+    /// Slices are cut to them, so the black around the head takes no room on screen.
+    pub bounds: [std::ops::Range<usize>; 3],
+}
+
+/// Voxels of black kept around the head.
+const MARGIN: usize = 4;
+
+/// The smallest box (a voxel range per axis) holding every non-zero voxel of the image and
+/// every label, widened by [`MARGIN`]; the whole volume when there is none.
+fn bounds(image: &Volume<f32>, labels: &[&Volume<u8>]) -> [std::ops::Range<usize>; 3] {
+    let [nx, ny, nz] = image.shape;
+    let (mut low, mut high) = ([usize::MAX; 3], [0usize; 3]);
+    for z in 0..nz {
+        for y in 0..ny {
+            let line = (z * ny + y) * nx;
+            for x in 0..nx {
+                let i = line + x;
+                let shown = image.data[i] != 0.0 || labels.iter().any(|l| l.data.get(i).is_some_and(|v| *v != 0));
+                if shown {
+                    for (axis, at) in [x, y, z].into_iter().enumerate() {
+                        low[axis] = low[axis].min(at);
+                        high[axis] = high[axis].max(at);
+                    }
+                }
+            }
+        }
+    }
+    [0, 1, 2].map(|axis| {
+        if low[axis] > high[axis] {
+            0..image.shape[axis]
+        } else {
+            low[axis].saturating_sub(MARGIN)..(high[axis] + 1 + MARGIN).min(image.shape[axis])
+        }
+    })
 }
 
 /// Loads the latest preview of the run in `dir`: its predicted labels, and the preview
@@ -105,6 +140,8 @@ impl PreviewData {
         let dice = truth
             .as_ref()
             .map(|truth| crate::metrics::region_dice(&prediction.data, &truth.data));
+        let labels: Vec<&Volume<u8>> = truth.iter().chain([&prediction]).collect();
+        let bounds = bounds(&image, &labels);
         PreviewData {
             run,
             epoch,
@@ -115,6 +152,7 @@ impl PreviewData {
             truth,
             prediction,
             dice,
+            bounds,
         }
     }
 
@@ -132,14 +170,13 @@ impl PreviewData {
             .min(count - 1)
     }
 
-    /// Ground truth and prediction on slice `index` along `axis`.
+    /// Ground truth and prediction on slice `index` along `axis`, cut to the head and labels.
     pub fn slice_pair(&self, axis: Axis, index: usize) -> (Option<Slice>, Slice) {
-        let truth = self
-            .truth
-            .as_ref()
-            .map(|t| render::slice(&self.image, Some(t), axis, index, self.window));
-        let prediction = render::slice(&self.image, Some(&self.prediction), axis, index, self.window);
-        (truth, prediction)
+        let [columns, rows] = render::view_ranges(&self.image, axis, &self.bounds);
+        let cut = |labels: &Volume<u8>| {
+            render::slice(&self.image, Some(labels), axis, index, self.window).crop(columns.clone(), rows.clone())
+        };
+        (self.truth.as_ref().map(cut), cut(&self.prediction))
     }
 }
 
@@ -185,7 +222,40 @@ pub(crate) mod tests {
                 affine,
             },
             image,
+            bounds: [0..4, 0..4, 0..2],
         }
+    }
+
+    #[test]
+    fn slices_are_cut_to_the_head_and_every_label_with_a_margin() {
+        // A 20x20x3 volume, the head at x 8..12, y 6..14 on the middle slice only, and one
+        // predicted voxel far outside it (a false positive must stay in view).
+        let shape = [20, 20, 3];
+        let mut image = Volume {
+            shape,
+            spacing: [1.0; 3],
+            affine: [[-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
+            data: vec![0.0; 1200],
+        };
+        for y in 6..14 {
+            for x in 8..12 {
+                image.data[400 + y * 20 + x] = 1.0;
+            }
+        }
+        let mut prediction = Volume {
+            data: vec![0u8; 1200],
+            shape,
+            spacing: image.spacing,
+            affine: image.affine,
+        };
+        assert_eq!(bounds(&image, &[&prediction]), [4..16, 2..18, 0..3]);
+        prediction.data[400 + 19 * 20 + 1] = 2;
+        let data = PreviewData::new("r".into(), 1, "c".into(), Modality::T2f, image, None, prediction);
+        assert_eq!(data.bounds, [0..16, 2..20, 0..3]);
+        let (_, slice) = data.slice_pair(Axis::Axial, 1);
+        assert_eq!((slice.width, slice.height), (16, 18));
+        // Radiological view of a BraTS-oriented volume: voxel order; the speck is still there.
+        assert_eq!(slice.labels.iter().filter(|l| **l == 2).count(), 1);
     }
 
     #[test]
