@@ -16,37 +16,26 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::{Rect, Size};
 use ratatui_image::Resize;
 use ratatui_image::picker::{Picker, ProtocolType, cap_parser::QueryStdioOptions};
-use serde::{Deserialize, Serialize};
 
 use crate::render::{ColorMode, Picture};
 
 /// How long the terminal has to answer the start-up query (a round trip over SSH included).
 const QUERY_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// The `graphics` setting and `--graphics`: ask the terminal, or force one way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GraphicsChoice {
-    #[default]
-    Auto,
-    Kitty,
-    Sixel,
-    Iterm2,
-    Blocks,
+crate::choice_enum! {
+    /// The `graphics` setting and `--graphics`: ask the terminal, or force one way.
+    #[derive(Default)]
+    pub enum GraphicsChoice {
+        #[default]
+        Auto => "auto",
+        Kitty => "kitty",
+        Sixel => "sixel",
+        Iterm2 => "iterm2",
+        Blocks => "blocks",
+    }
 }
 
 impl GraphicsChoice {
-    pub const NAMES: [&str; 5] = ["auto", "kitty", "sixel", "iterm2", "blocks"];
-
-    pub fn from_name(name: &str) -> Option<GraphicsChoice> {
-        let all = [Self::Auto, Self::Kitty, Self::Sixel, Self::Iterm2, Self::Blocks];
-        Self::NAMES.iter().position(|n| *n == name).map(|i| all[i])
-    }
-
-    pub fn name(self) -> &'static str {
-        Self::NAMES[self as usize]
-    }
-
     fn forced(self) -> Option<Protocol> {
         match self {
             GraphicsChoice::Kitty => Some(Protocol::Kitty),
@@ -66,14 +55,6 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Kitty => "kitty",
-            Protocol::Sixel => "sixel",
-            Protocol::Iterm2 => "iterm2",
-        }
-    }
-
     fn of(kind: ProtocolType) -> Option<Protocol> {
         match kind {
             ProtocolType::Kitty => Some(Protocol::Kitty),
@@ -317,12 +298,11 @@ impl Graphics {
 
     /// A protocol at a known cell size, for tests and for output that is not a terminal.
     pub fn forced(protocol: Protocol) -> Graphics {
-        let mut picker = Picker::halfblocks();
-        picker.set_protocol_type(protocol.kind());
-        Graphics {
-            picker: Some(picker),
-            ..Graphics::default()
-        }
+        let decision = Decision {
+            protocol: Some(protocol),
+            hint: None,
+        };
+        Graphics::with(decision, None)
     }
 
     fn with(decision: Decision, picker: Option<Picker>) -> Graphics {
@@ -379,9 +359,7 @@ impl Graphics {
             .ok()?;
         Some(Image { encoded, cells })
     }
-}
 
-impl Graphics {
     /// Draws `image` centred in `area` and remembers where; returns the cells it took.
     pub fn draw(&self, image: &Image, area: Rect, buf: &mut Buffer) -> Rect {
         let at = image.render(area, buf);
@@ -716,6 +694,7 @@ mod tests {
                 hint: None
             }
         );
+        use crate::config::Choice;
         assert_eq!(GraphicsChoice::from_name("iterm2"), Some(GraphicsChoice::Iterm2));
         assert_eq!(GraphicsChoice::from_name("png"), None);
     }

@@ -44,7 +44,7 @@ struct Cli {
 
     /// Slice pictures: auto (ask the terminal), kitty, sixel, iterm2 or blocks (half-block
     /// characters) [default: the `graphics` setting, else auto]
-    #[arg(long, global = true, value_name = "HOW", value_parser = parse_graphics)]
+    #[arg(long, global = true, value_name = "HOW", value_parser = parse_choice::<GraphicsChoice>)]
     graphics: Option<GraphicsChoice>,
 
     #[command(subcommand)]
@@ -195,12 +195,6 @@ enum DataCommand {
         #[arg(long, default_value = "auto")]
         color: String,
     },
-}
-
-/// Parses `--graphics`, listing the allowed names on error.
-fn parse_graphics(text: &str) -> Result<GraphicsChoice, String> {
-    GraphicsChoice::from_name(text)
-        .ok_or_else(|| format!("'{text}' is not one of: {}", GraphicsChoice::NAMES.join(", ")))
 }
 
 /// Parses a named choice for clap, listing the allowed names on error.

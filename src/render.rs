@@ -167,6 +167,16 @@ pub fn view_ranges<T>(
 }
 
 impl Slice {
+    /// Its size in pixels at one pixel per voxel along the finer axis, the other stretched to
+    /// keep the physical aspect (thick slices drawn as tall as they are).
+    pub fn natural_size(&self) -> [f64; 2] {
+        let finest = self.pixel_mm[0].min(self.pixel_mm[1]).max(1e-6);
+        [
+            self.width as f64 * self.pixel_mm[0] / finest,
+            self.height as f64 * self.pixel_mm[1] / finest,
+        ]
+    }
+
     /// The part of the slice in `columns` x `rows`.
     pub fn crop(&self, columns: std::ops::Range<usize>, rows: std::ops::Range<usize>) -> Slice {
         let columns = columns.start.min(self.width)..columns.end.min(self.width);
@@ -344,11 +354,7 @@ impl Picture {
 /// aspect: whole multiples of its voxels when there is room for them (crisp, and no more
 /// bytes than that to send), scaled down smoothly when there is not.
 pub fn fit(slice: &Slice, width: usize, height: usize) -> (usize, usize) {
-    let finest = slice.pixel_mm[0].min(slice.pixel_mm[1]).max(1e-6);
-    let natural = [
-        slice.width as f64 * slice.pixel_mm[0] / finest,
-        slice.height as f64 * slice.pixel_mm[1] / finest,
-    ];
+    let natural = slice.natural_size();
     let scale = (width as f64 / natural[0]).min(height as f64 / natural[1]);
     let scale = if scale >= 1.0 { scale.floor() } else { scale };
     let size = |n: f64, most: usize| ((n * scale).round() as usize).clamp(1, most.max(1));

@@ -140,7 +140,7 @@ impl Settings {
             document["chart_marker"] = value(self.chart_marker.name());
         }
         if self.graphics != saved.graphics {
-            document["graphics"] = value(self.graphics.name());
+            document["graphics"] = value(crate::config::Choice::name(self.graphics));
         }
         let (queue, old) = (&self.queue, &saved.queue);
         if queue.cores != old.cores {

@@ -318,11 +318,8 @@ fn montage_rows(preview: &PreviewData, truth: &segtop::data::volume::Volume<u8>)
 
 /// A slice's size on the page: scaled, with non-square voxels stretched to their true aspect.
 fn panel_size(s: &Slice, scale: f64) -> (i32, i32) {
-    let min = s.pixel_mm[0].min(s.pixel_mm[1]).max(1e-6);
-    (
-        (s.width as f64 * s.pixel_mm[0] / min * scale).round() as i32,
-        (s.height as f64 * s.pixel_mm[1] / min * scale).round() as i32,
-    )
+    let [width, height] = s.natural_size();
+    ((width * scale).round() as i32, (height * scale).round() as i32)
 }
 
 /// The title line (run, case, epoch, Dice) and the three column headings.

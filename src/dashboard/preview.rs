@@ -210,6 +210,13 @@ mod tests {
     use super::*;
     use crate::runs::preview::tests::data;
 
+    /// The test preview drawn in half blocks into a buffer of `area`.
+    fn blocks(view: &PreviewView, area: Rect) -> Buffer {
+        let mut buf = Buffer::empty(area);
+        Preview::new(data()).draw(view, &Palette::default(), &Graphics::blocks(), area, &mut buf);
+        buf
+    }
+
     fn view(mode: ColorMode, side_by_side: bool) -> PreviewView {
         PreviewView {
             side_by_side,
@@ -219,16 +226,7 @@ mod tests {
 
     #[test]
     fn side_by_side_draws_truth_left_and_prediction_right_in_true_colour() {
-        let data = Preview::new(data());
-        let area = Rect::new(0, 0, 8, 2);
-        let mut buf = Buffer::empty(area);
-        data.draw(
-            &view(ColorMode::TrueColor, true),
-            &Palette::default(),
-            &Graphics::blocks(),
-            area,
-            &mut buf,
-        );
+        let buf = blocks(&view(ColorMode::TrueColor, true), Rect::new(0, 0, 8, 2));
         // Each half is 4 columns x 2 rows = 4x4 pixels: the slice at full size.
         let fg = |x: u16, y: u16| buf[(x, y)].fg;
         let bg = |x: u16, y: u16| buf[(x, y)].bg;
@@ -250,21 +248,13 @@ mod tests {
 
     #[test]
     fn every_colour_mode_draws_the_slice() {
-        let data = Preview::new(data());
         let area = Rect::new(0, 0, 4, 2);
         for (mode, check) in [
             (ColorMode::Indexed256, "256"),
             (ColorMode::Ansi16, "16"),
             (ColorMode::Ascii, "ascii"),
         ] {
-            let mut buf = Buffer::empty(area);
-            data.draw(
-                &view(mode, false),
-                &Palette::default(),
-                &Graphics::blocks(),
-                area,
-                &mut buf,
-            );
+            let buf = blocks(&view(mode, false), area);
             match mode {
                 ColorMode::Ascii => {
                     // One pixel per cell (cells twice as tall as wide, so every other image
@@ -357,17 +347,8 @@ mod tests {
 
     #[test]
     fn slices_scale_to_the_panel_keeping_their_aspect() {
-        let data = Preview::new(data());
         // A wide panel: the square slice stays square (4 columns x 2 rows), centred.
-        let area = Rect::new(0, 0, 20, 2);
-        let mut buf = Buffer::empty(area);
-        data.draw(
-            &view(ColorMode::TrueColor, false),
-            &Palette::default(),
-            &Graphics::blocks(),
-            area,
-            &mut buf,
-        );
+        let buf = blocks(&view(ColorMode::TrueColor, false), Rect::new(0, 0, 20, 2));
         let drawn: Vec<u16> = (0..20).filter(|&x| buf[(x, 0)].symbol() == "▀").collect();
         assert_eq!(drawn, [8, 9, 10, 11]);
     }
