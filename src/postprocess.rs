@@ -366,15 +366,25 @@ fn check_sizes_are_used(check: &mut Checker, key: &str, table: &RawRegion) {
 
 /// The `[validation]` tables of `postprocess.toml`: what the plan did on the validation cases.
 fn write_validation(out: &mut String, v: &Validation) {
-    let cases: Vec<String> = v.cases.iter().map(|c| format!("{c:?}")).collect();
+    let quoted = |names: &[String]| names.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ");
     let _ = write!(
         out,
         "\n# What the plan did on the validation cases (means over cases; false positives per case).\n\
-         [validation]\nchallenge = {:?}\nepoch = {}\ncases = [{}]\n",
-        v.challenge,
-        v.epoch,
-        cases.join(", ")
+         [validation]\nchallenge = {:?}\n",
+        v.challenge
     );
+    if v.runs.is_empty() {
+        let _ = writeln!(out, "epoch = {}", v.epoch);
+    } else {
+        let _ = writeln!(
+            out,
+            "# Learned on the out-of-fold predictions of these cross-validation runs (`segtop postprocess --folds`):\n\
+             # each case below is one of them's validation case, segmented by that run's best weights.\n\
+             runs = [{}]",
+            quoted(&v.runs)
+        );
+    }
+    let _ = writeln!(out, "cases = [{}]", quoted(&v.cases));
     if let Some(step) = v.cut_short_at {
         let _ = writeln!(
             out,
@@ -583,6 +593,9 @@ pub struct Validation {
     /// The epoch whose weights made the predictions.
     pub epoch: u32,
     pub cases: Vec<String>,
+    /// With `segtop postprocess --folds`: the cross-validation runs whose out-of-fold
+    /// predictions the cases are (empty: one run's own validation cases).
+    pub runs: Vec<String>,
     /// Per region, the means over cases before and after the plan.
     pub before: Vec<BratsScores>,
     pub after: Vec<BratsScores>,
@@ -669,6 +682,7 @@ pub fn search(
         challenge: challenge.name().to_string(),
         epoch,
         cases: cases.iter().map(|c| c.id.clone()).collect(),
+        runs: Vec::new(),
         before: CaseEvaluation::mean(&before, regions),
         after: CaseEvaluation::mean(&after, regions),
         cases_before: before,

@@ -4,7 +4,13 @@
 //! predictions has them made first by the trainer (`segtop predict --split validation`).
 //! The plan goes to `postprocess.toml`, and an `evaluation` event with the scores before and
 //! after is appended to the run's events, so the dashboard, `segtop runs` and `export` show it.
+//!
+//! With `--folds`, the cases are those of every fold's run of a cross-validation
+//! configuration: each case predicted by the one run that did not train on it. One plan is
+//! learned from all of them (every development case instead of one fold's share) and
+//! written into each run, so `segtop predict --folds` applies it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -14,9 +20,11 @@ use chrono::Utc;
 use segtop::data::case;
 use segtop::data::volume;
 use segtop::experiment::Experiment;
+use segtop::metrics::brats::Challenge;
 use segtop::metrics::grid::Grid;
 use segtop::postprocess::{self, Case};
 use segtop::run::RunDir;
+use segtop::runs::RunModel;
 use segtop::run::events::{CaseEvaluation, Event, EventLog, EventTail};
 use segtop::workspace::Workspace;
 
@@ -25,77 +33,170 @@ use segtop::workspace::Workspace;
 pub struct PostprocessArgs {
     /// The run: its id, a part only it has, or its directory
     run: String,
+    /// With a cross-validation run: learn one plan from the validation predictions of every
+    /// fold's run of its configuration (out-of-fold predictions of all the cases), and write
+    /// it into each of them
+    #[arg(long)]
+    folds: bool,
     /// Cases scored at once [default: the number of cores]
     #[arg(long)]
     threads: Option<usize>,
+}
+
+/// One run whose validation predictions the plan is learned from.
+struct Source {
+    run: RunDir,
+    experiment: Experiment,
+    /// The epoch of the weights that made the predictions.
+    epoch: u32,
+    cases: Vec<Case>,
+}
+
+impl Source {
+    /// A run that has ended, with its validation predictions (made first when it kept none)
+    /// and their ground truth.
+    fn open(runs: &BTreeMap<String, RunModel>, dir: &Path, workspace: &Workspace) -> anyhow::Result<Source> {
+        let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let model = super::runs::find(runs, &id)?;
+        anyhow::ensure!(
+            !model.state().is_active(),
+            "{} is {}: post-processing is learned once its training has ended",
+            model.id,
+            model.state().name()
+        );
+        let run = RunDir::open(&model.dir);
+        let experiment = Experiment::load_frozen(&run.experiment(), workspace.root())
+            .with_context(|| format!("{} is not a run directory", run.path().display()))?;
+        let mut predictions = prediction_files(&run.validation())?;
+        if predictions.is_empty() {
+            println!(
+                "{} keeps no validation predictions yet: segmenting its validation cases with its best weights",
+                run.id()
+            );
+            predict_validation(&run, &experiment)?;
+            predictions = prediction_files(&run.validation())?;
+            if predictions.is_empty() {
+                bail!("{}: the trainer wrote no predictions", run.validation().display());
+            }
+        }
+        let cases = load_cases(&experiment, &predictions)?;
+        let epoch = evaluated_epoch(&run).unwrap_or(0);
+        Ok(Source {
+            run,
+            experiment,
+            epoch,
+            cases,
+        })
+    }
 }
 
 /// Learns and stores the plan; prints the validation scores before and after.
 pub fn postprocess(workspace: &Workspace, args: &PostprocessArgs) -> anyhow::Result<()> {
     let runs = segtop::runs::watch::snapshot(workspace);
     let model = super::runs::find(&runs, &args.run)?;
-    anyhow::ensure!(
-        !model.state().is_active(),
-        "{} is {}: post-processing is learned once its training has ended",
-        model.id,
-        model.state().name()
-    );
-    let run = RunDir::open(&model.dir);
-    let experiment = Experiment::load_frozen(&run.experiment(), workspace.root())
-        .with_context(|| format!("{} is not a run directory", run.path().display()))?;
+    let dirs = if args.folds {
+        let dirs = segtop::run::fold_runs(&model.dir)?;
+        let folds = Experiment::load_frozen(&RunDir::open(&model.dir).experiment(), workspace.root())
+            .map_or(0, |e| e.data.folds);
+        println!(
+            "--folds: the validation predictions of {} of {folds} folds' runs of {}'s configuration",
+            dirs.len(),
+            model.id
+        );
+        dirs
+    } else {
+        vec![model.dir.clone()]
+    };
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
         .max(1);
     let start = Instant::now();
-    let mut predictions = prediction_files(&run.validation())?;
-    if predictions.is_empty() {
-        println!(
-            "{} keeps no validation predictions yet: segmenting its validation cases with its best weights",
-            run.id()
-        );
-        predict_validation(&run, &experiment)?;
-        predictions = prediction_files(&run.validation())?;
-        if predictions.is_empty() {
-            bail!("{}: the trainer wrote no predictions", run.validation().display());
-        }
-    }
-    let cases = load_cases(&experiment, &predictions)?;
-    let epoch = evaluated_epoch(&run).unwrap_or(0);
+    let sources = dirs
+        .iter()
+        .map(|dir| Source::open(&runs, dir, workspace))
+        .collect::<anyhow::Result<Vec<Source>>>()?;
+    let cases = pooled_cases(&sources)?;
     println!(
         "learning post-processing on {} validation case(s) of {}",
         cases.len(),
-        run.id()
+        sources.iter().map(|s| s.run.id()).collect::<Vec<_>>().join(", ")
     );
-    let (plan, validation) = postprocess::learn(
-        &run,
+    let (plan, mut validation) = postprocess::search(
+        Challenge::Ssa,
         &cases,
-        epoch,
+        sources[0].epoch,
         threads,
         &|step| println!("  choosing {step}"),
         None,
-    )
-    .with_context(|| format!("cannot write {}", run.postprocess().display()))?;
+    );
+    if args.folds {
+        validation.runs = sources.iter().map(|s| s.run.id()).collect();
+    }
     println!("post-processing: {}", plan.describe());
     for line in postprocess::table(&validation) {
         println!("  {line}");
     }
+    let text = plan.to_toml(Some(&validation));
+    for source in &sources {
+        let run = &source.run;
+        segtop::run::write_text(run.path(), &run.postprocess(), &text)
+            .with_context(|| format!("cannot write {}", run.postprocess().display()))?;
+        record_evaluation(source, &plan, &validation, start)?;
+        println!("wrote {}", run.postprocess().display());
+    }
+    Ok(())
+}
+
+/// Every source's cases in one list; a case in two of them (two runs of one fold) is refused.
+fn pooled_cases(sources: &[Source]) -> anyhow::Result<Vec<Case>> {
+    let mut seen: BTreeMap<&str, String> = BTreeMap::new();
+    for source in sources {
+        for case in &source.cases {
+            if let Some(first) = seen.insert(&case.id, source.run.id()) {
+                bail!(
+                    "case {} is a validation case of both {first} and {}: keep one run per fold (segtop rm the other)",
+                    case.id,
+                    source.run.id()
+                );
+            }
+        }
+    }
+    Ok(sources.iter().flat_map(|s| s.cases.iter().cloned()).collect())
+}
+
+/// An `evaluation` event in the run's events: its own validation cases before and after the
+/// plan now in its `postprocess.toml`, so the dashboard, `segtop runs` and `export` show it.
+fn record_evaluation(
+    source: &Source,
+    plan: &postprocess::Plan,
+    validation: &postprocess::Validation,
+    start: Instant,
+) -> anyhow::Result<()> {
+    let own = |cases: &[CaseEvaluation]| -> Vec<CaseEvaluation> {
+        cases
+            .iter()
+            .filter(|c| source.cases.iter().any(|own| own.id == c.case))
+            .cloned()
+            .collect()
+    };
+    let (before, after) = (own(&validation.cases_before), own(&validation.cases_after));
+    let run = &source.run;
     let mut events =
         EventLog::open(&run.events()).with_context(|| format!("cannot write {}", run.events().display()))?;
-    let regions = segtop::metrics::brats::Challenge::Ssa.regions();
+    let regions = Challenge::Ssa.regions();
     events.emit(&Event::Evaluation {
         time: Utc::now(),
-        epoch,
+        epoch: source.epoch,
         challenge: validation.challenge.clone(),
-        mean: CaseEvaluation::mean(&validation.cases_before, regions),
-        cases: validation.cases_before.clone(),
-        tta: experiment.validate.tta,
+        mean: CaseEvaluation::mean(&before, regions),
+        cases: before,
+        tta: source.experiment.validate.tta,
         postprocess: Some(plan.describe()),
-        postprocessed: Some(CaseEvaluation::mean(&validation.cases_after, regions)),
-        postprocessed_cases: validation.cases_after.clone(),
+        postprocessed: Some(CaseEvaluation::mean(&after, regions)),
+        postprocessed_cases: after,
         seconds: start.elapsed().as_secs_f64(),
     })?;
-    println!("wrote {}", run.postprocess().display());
     Ok(())
 }
 

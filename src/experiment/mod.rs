@@ -40,7 +40,7 @@ use raw::RawExperiment;
 pub use run::{LauncherKind, RunConfig, is_valid_run_name};
 pub use slurm::SlurmConfig;
 pub use train::{ForegroundSampling, LossConfig, Optimizer, Precision, Schedule, TrainConfig, blocks_frozen};
-pub use validate::{Axis, PreviewConfig, Selection, ValidateConfig};
+pub use validate::{Axis, Every, PreviewConfig, Selection, ValidateConfig};
 
 /// The most cross-validation folds (`data.folds`).
 pub const MAX_FOLDS: u32 = 20;
@@ -280,6 +280,32 @@ mod tests {
             wrong.to_string(),
             "experiments/x.toml:5:11: model.dropout has 2 values but model.depth = 3: give one per level, or a single number"
         );
+    }
+
+    #[test]
+    fn validate_every_takes_a_number_of_epochs_or_auto() {
+        let every = |text: &str| parse(&format!("[data]\nroot = \"d\"\n[validate]\n{text}\n"));
+        assert_eq!(parse("[data]\nroot = \"d\"\n").expect("valid").validate.every, Every::Auto);
+        assert_eq!(every("every = \"auto\"").expect("valid").validate.every, Every::Auto);
+        assert_eq!(every("every = 3").expect("valid").validate.every, Every::Epochs(3));
+        for (text, shown) in [
+            ("every = 0", "0"),
+            ("every = \"often\"", "\"often\""),
+            ("every = 1.5", "1.5"),
+        ] {
+            assert_eq!(
+                every(text).expect_err("invalid").to_string(),
+                format!(
+                    "experiments/x.toml:4:9: validate.every = {shown} is not allowed: give a number of epochs (at least 1) or \"auto\""
+                )
+            );
+        }
+        // Written out and read back, both forms stay what they were.
+        for text in ["every = \"auto\"", "every = 7"] {
+            let experiment = every(text).expect("valid");
+            let again = parse(&experiment.to_toml()).expect("parses back");
+            assert_eq!(again.validate.every, experiment.validate.every, "{text}");
+        }
     }
 
     #[test]

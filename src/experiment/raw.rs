@@ -137,7 +137,8 @@ pub struct RawAugment {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawValidate {
-    pub every: Option<u32>,
+    /// A number of epochs, or `"auto"`.
+    pub every: Option<toml::Value>,
     pub window: Option<[u32; 3]>,
     pub overlap: Option<f64>,
     pub gaussian: Option<bool>,

@@ -1,7 +1,7 @@
 //! `[validate]` and `[preview]`: when and how the network is scored during training, and the
 //! slices drawn of the preview case.
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use super::raw;
 use super::{Modality, ModelConfig, TrainConfig, check_patch};
@@ -18,8 +18,8 @@ choice_enum! {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ValidateConfig {
-    /// Validate every this many epochs.
-    pub every: u32,
+    /// How often to validate.
+    pub every: Every,
     /// Sliding-window size; defaults to the training patch size.
     pub window: [u32; 3],
     /// Overlap between neighbouring windows, as a fraction of the window.
@@ -39,6 +39,65 @@ pub struct ValidateConfig {
     /// Learn post-processing on the validation cases at the end of the run and apply it in
     /// the end-of-run evaluation.
     pub postprocess: bool,
+}
+
+/// How often a run validates (`validate.every`): a number of epochs, or `"auto"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Every {
+    /// Every this many epochs.
+    Epochs(u32),
+    /// Every epoch without a time budget. Under `train.budget`, as seldom as keeps validations
+    /// to a share of the run's time (see `budget::auto_every`), so a slow validation does not
+    /// eat the epochs the budget is for.
+    Auto,
+}
+
+impl Every {
+    /// The interval without a time budget to decide it.
+    pub fn epochs(self) -> u32 {
+        self.fixed().unwrap_or(1)
+    }
+
+    /// The interval when a number was given, `None` for `"auto"`.
+    pub fn fixed(self) -> Option<u32> {
+        match self {
+            Every::Epochs(n) => Some(n),
+            Every::Auto => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Every {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Every::Epochs(n) => write!(f, "{n}"),
+            Every::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl Serialize for Every {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Every::Epochs(n) => serializer.serialize_u32(*n),
+            Every::Auto => serializer.serialize_str("auto"),
+        }
+    }
+}
+
+fn check_every(check: &mut Checker, value: Option<toml::Value>) -> Every {
+    match value {
+        None => Every::Auto,
+        Some(toml::Value::String(text)) if text == "auto" => Every::Auto,
+        Some(toml::Value::Integer(n)) if (1..=i64::from(u32::MAX)).contains(&n) => Every::Epochs(n as u32),
+        Some(other) => {
+            check.error(
+                "validate.every",
+                format!("validate.every = {other} is not allowed: give a number of epochs (at least 1) or \"auto\""),
+            );
+            Every::Auto
+        }
+    }
 }
 
 choice_enum! {
@@ -91,7 +150,7 @@ pub(super) fn check_validate(
     model: &ModelConfig,
 ) -> ValidateConfig {
     ValidateConfig {
-        every: check.value("validate.every", raw.every, 1, |n| n >= 1, "must be at least 1"),
+        every: check_every(check, raw.every),
         window: check_patch("validate.window", check, raw.window, train.patch_size, model),
         overlap: check.value(
             "validate.overlap",

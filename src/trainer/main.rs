@@ -222,7 +222,7 @@ fn predict(args: &PredictArgs) -> anyhow::Result<()> {
     let mut sources = Vec::new();
     let runs = match args.run.first() {
         Some(first) if args.folds => {
-            let runs = predict::fold_runs(first)?;
+            let runs = segtop::run::fold_runs(first)?;
             println!(
                 "--folds: an ensemble of {} runs of {}'s configuration",
                 runs.len(),

@@ -83,41 +83,6 @@ pub fn from_run(run_dir: &Path) -> anyhow::Result<(Experiment, PathBuf)> {
     Ok((experiment, weights))
 }
 
-/// The runs beside `run_dir` (in the same `runs/` folder) that train the same configuration
-/// on the other cross-validation folds: frozen experiments equal but for `data.fold` and the
-/// run name, with best weights. `run_dir` first, then the others by fold.
-pub fn fold_runs(run_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let (experiment, _) = from_run(run_dir)?;
-    if experiment.data.folds == 0 {
-        bail!(
-            "--folds: run {} is not a cross-validation run (its experiment sets no data.folds)",
-            run_dir.display()
-        );
-    }
-    let same_configuration = |other: &Experiment| {
-        let mut other = other.clone();
-        other.data.fold = experiment.data.fold;
-        other.run.name = experiment.run.name.clone();
-        other == experiment
-    };
-    let parent = run_dir.parent().unwrap_or(Path::new("."));
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(parent)
-        .with_context(|| format!("cannot list {}", parent.display()))?
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|dir| RunDir::open(dir).best_weights().is_file())
-        .filter(|dir| dir.file_name() != run_dir.file_name())
-        .filter_map(|dir| {
-            let other = Experiment::load_frozen(&RunDir::open(&dir).experiment(), &dir).ok()?;
-            same_configuration(&other).then_some((other.data.fold, dir))
-        })
-        .collect();
-    found.sort();
-    let mut runs = vec![run_dir.to_path_buf()];
-    runs.extend(found.into_iter().map(|(_, dir)| dir));
-    Ok(runs)
-}
-
 impl Model {
     /// Builds the experiment's network and loads `weights` into it.
     pub fn load(

@@ -489,6 +489,38 @@ fn cross_validation_folds_split_disjointly_summarise_over_folds_and_predict_as_o
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("--folds: an ensemble of 2 runs"), "{stdout}");
     assert_eq!(std::fs::read_dir(&out).expect("predictions").count(), 1);
+
+    // postprocess --folds: one plan from both folds' validation cases (all 5 development
+    // cases, each predicted by the run that did not train on it), written into each run.
+    let output = crate::segtop(dir.path(), &["postprocess", "--folds", "cv-1", "--threads", "2"]);
+    let said = crate::stdout(&output);
+    assert!(output.status.success(), "{said}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(said.contains("the validation predictions of 2 of 2 folds' runs"), "{said}");
+    assert!(said.contains("learning post-processing on 5 validation case(s) of"), "{said}");
+    let plans: Vec<String> = runs
+        .iter()
+        .map(|run| std::fs::read_to_string(run.join("postprocess.toml")).expect("postprocess.toml"))
+        .collect();
+    assert_eq!(plans[0], plans[1]);
+    let ids = |value: &serde_json::Value| -> Vec<String> {
+        value.as_array().expect("ids").iter().map(|v| v.as_str().expect("id").to_string()).collect()
+    };
+    for case in ids(&first["validation"]).iter().chain(&ids(&second["validation"])) {
+        assert!(plans[0].contains(&format!("\"{case}\"")), "{case} missing from {}", plans[0]);
+    }
+    for run in &runs {
+        let id = run.file_name().expect("id").to_string_lossy();
+        assert!(plans[0].contains(&format!("\"{id}\"")), "{id} missing from {}", plans[0]);
+        // Each run's own evaluation event scores its own validation cases under the plan.
+        let evaluations: Vec<usize> = events(run)
+            .iter()
+            .filter_map(|e| match e {
+                Event::Evaluation { cases, .. } => Some(cases.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(evaluations.last(), Some(&split(run)["validation"].as_array().expect("ids").len()));
+    }
     // A run without folds is refused.
     let plain = experiment(dir.path(), 1);
     succeed(trainer(dir.path()).arg("train").arg(&plain));

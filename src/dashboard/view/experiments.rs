@@ -12,7 +12,7 @@ use super::{panel, record_rows, selected_style};
 use crate::dashboard::app::App;
 use crate::dashboard::catalog::{ExperimentEntry, ExperimentStatus};
 use crate::dashboard::hits::{Hits, Target};
-use crate::experiment::{Experiment, Norm};
+use crate::experiment::{Every, Experiment, Norm};
 use crate::theme::Theme;
 
 /// The experiment list and the selected experiment's summary.
@@ -192,8 +192,12 @@ fn summary(theme: &Theme, e: &Experiment, workspace: &Path) -> Vec<Line<'static>
         Line::from(vec![
             label("validate"),
             text(format!(
-                "every {} epoch(s) · overlap {}",
-                e.validate.every, e.validate.overlap
+                "every {} · overlap {}",
+                match e.validate.every {
+                    Every::Epochs(n) => format!("{n} epoch(s)"),
+                    Every::Auto => "epoch (fewer under a budget)".to_string(),
+                },
+                e.validate.overlap
             )),
         ]),
     ]

@@ -52,7 +52,7 @@ impl Budgeted {
             budget: limit.seconds() as f64,
             max_epochs: experiment.train.epochs,
             steps_per_epoch,
-            validate_every: validate.every,
+            validate_every: validate.every.fixed(),
             final_factor,
         };
         let rung = rung.filter(|r| r.until_seconds < limit.seconds()).map(|r| {
@@ -77,6 +77,11 @@ impl Budgeted {
     pub(super) fn deadline(&self, used: f64) -> Instant {
         let left = self.limit.seconds() as f64 - used - 0.5 * self.planner.margin();
         Instant::now() + Duration::from_secs_f64(left.max(0.0))
+    }
+
+    /// Validate every this many epochs, at the pace measured so far.
+    pub(super) fn validate_every(&self) -> u32 {
+        self.planner.every(&self.pace)
     }
 
     /// Epochs to train: the plan, or the most allowed until there is one.
@@ -133,9 +138,13 @@ impl Budgeted {
             validation_seconds: self.pace.validation,
         })?;
         say(&format!(
-            "time budget {}: {} {planned} epochs ({} used, {:.2} s a step, {} a validation)",
+            "time budget {}: {} {planned} epochs, validating every {} ({} used, {:.2} s a step, {} a validation)",
             self.limit,
             if first { "planning" } else { "now planning" },
+            match self.validate_every() {
+                1 => "epoch".to_string(),
+                n => format!("{n} epochs"),
+            },
             clock(used),
             self.pace.step,
             clock(self.pace.validation)

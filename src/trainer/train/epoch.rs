@@ -73,7 +73,11 @@ impl Trainer<'_> {
         };
         let planned = self.plan_after_epoch()?;
         let seconds = self.record_epoch(epoch_start)?;
-        let validate_now = (self.state.epoch + 1).is_multiple_of(self.experiment.validate.every)
+        let every = match &self.budget {
+            Some(b) => b.validate_every(),
+            None => self.experiment.validate.every.epochs(),
+        };
+        let validate_now = (self.state.epoch + 1).is_multiple_of(every)
             || planned.last
             || planned.rung_end.is_some();
         self.validated_last = validate_now && !self.cases.validation.is_empty();
