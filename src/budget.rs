@@ -151,6 +151,11 @@ pub struct Pace {
     pub validation: f64,
     /// Writing one checkpoint.
     pub checkpoint: f64,
+    /// The lesion-wise scoring of every validation case's prediction in the latest
+    /// validation: the unit of the end-of-run post-processing search's cost (before the first
+    /// validation: an estimate). Runs checkpointed before it was measured read 0.
+    #[serde(default)]
+    pub scoring: f64,
 }
 
 /// The fixed parts of a run a plan is made for.
@@ -163,8 +168,11 @@ pub struct Shape {
     pub steps_per_epoch: u32,
     /// `validate.every`: a number of epochs, or `None` for "auto" ([`auto_every`]).
     pub validate_every: Option<u32>,
-    /// The end-of-run evaluation's cost as a multiple of one validation.
+    /// The end-of-run evaluation's segmentation (and writing) as a multiple of one validation.
     pub final_factor: f64,
+    /// The end-of-run post-processing search as a multiple of one validation's scoring (0:
+    /// no search).
+    pub search_factor: f64,
 }
 
 /// Why a budget cannot hold even one epoch, one validation and the end of the run.
@@ -241,9 +249,9 @@ impl Planner {
     }
 
     /// Seconds the end of the run takes after the last epoch's validation: the final
-    /// evaluation and the last checkpoint.
+    /// evaluation (segmentation, then the post-processing search) and the last checkpoint.
     pub fn finish(&self, pace: &Pace) -> f64 {
-        pace.validation * self.shape.final_factor + pace.checkpoint
+        pace.validation * self.shape.final_factor + pace.scoring * self.shape.search_factor + pace.checkpoint
     }
 
     /// Validate every this many epochs, at `pace`.
@@ -392,6 +400,7 @@ mod tests {
                 steps_per_epoch: 10,
                 validate_every: Some(every),
                 final_factor: 3.0,
+                search_factor: 10.0,
             },
         }
     }
@@ -400,6 +409,7 @@ mod tests {
         step: 1.0,
         validation: 5.0,
         checkpoint: 1.0,
+        scoring: 0.2,
     };
 
     /// Seconds a run of `epochs` epochs takes at `pace`, every validation and the end included.
@@ -410,7 +420,8 @@ mod tests {
 
     #[test]
     fn the_plan_is_the_most_epochs_that_fit() {
-        // Each epoch 11 s, a validation every 2 epochs 5 s, the end 16 s, margin 18 s of 600.
+        // Each epoch 11 s, a validation every 2 epochs 5 s, the end 18 s (evaluation 15 s,
+        // search 2 s, checkpoint 1 s), margin 18 s of 600.
         let planner = planner(600.0, 1000, 2);
         let epochs = planner.plan(10.0, 1, &PACE);
         assert!(run_seconds(&planner, epochs, &PACE) <= 600.0 - planner.margin());
@@ -509,7 +520,7 @@ mod tests {
                 }
                 clock += pace.checkpoint;
             }
-            clock += pace.validation * planner.shape.final_factor;
+            clock += pace.validation * planner.shape.final_factor + pace.scoring * planner.shape.search_factor;
             assert!(validated_last, "budget {budget}: the last epoch was not validated");
             assert!(clock <= budget, "budget {budget}, every {every:?}: ended at {clock}");
             assert!(
@@ -573,10 +584,24 @@ mod tests {
     }
 
     #[test]
+    fn the_end_of_the_run_counts_the_search_by_the_scoring_it_repeats() {
+        let planner = planner(600.0, 1000, 1);
+        // Segmenting the validation cases again (3 validations of 5 s), the search (10
+        // scorings of 0.2 s) and the checkpoint (1 s).
+        assert!((planner.finish(&PACE) - 18.0).abs() < 1e-9);
+        let slow_scoring = Pace { scoring: 2.0, ..PACE };
+        assert!((planner.finish(&slow_scoring) - 36.0).abs() < 1e-9);
+        assert!(planner.plan(10.0, 1, &slow_scoring) < planner.plan(10.0, 1, &PACE));
+        // A checkpoint from before the scoring was measured reads it as 0.
+        let old: Pace = serde_json::from_str(r#"{"step": 1.0, "validation": 5.0, "checkpoint": 1.0}"#).expect("reads");
+        assert_eq!(old.scoring, 0.0);
+    }
+
+    #[test]
     fn too_small_a_budget_is_refused_with_the_estimate() {
         let planner = planner(60.0, 1000, 1);
-        let error = planner.check_fits(30.0, 3, &PACE).expect_err("too small");
-        // 7 steps + checkpoint, a validation, the end 16 s: 30 + 8 + 5 + 16 = 59 > 60 - 5.
+        let error = planner.check_fits(28.0, 3, &PACE).expect_err("too small");
+        // 7 steps + checkpoint, a validation, the end 18 s: 28 + 8 + 5 + 18 = 59 > 60 - 5.
         assert!(planner.check_fits(10.0, 3, &PACE).is_ok());
         assert_eq!(error.needed(), Budget::from_seconds(60));
         let text = error.to_string();
@@ -589,8 +614,8 @@ mod tests {
     #[test]
     fn a_step_is_taken_only_with_room_for_the_end() {
         let planner = planner(100.0, 1000, 1);
-        // step 1 + validation 5 + checkpoint 1 + end 16 = 23; margin 5.
-        assert!(planner.room_for_step(72.0, &PACE));
-        assert!(!planner.room_for_step(72.5, &PACE));
+        // step 1 + validation 5 + checkpoint 1 + end 18 = 25; margin 5.
+        assert!(planner.room_for_step(70.0, &PACE));
+        assert!(!planner.room_for_step(70.5, &PACE));
     }
 }

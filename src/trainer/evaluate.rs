@@ -158,6 +158,7 @@ impl FinalEvaluation<'_> {
         }
         let say = self.say;
         say("learning post-processing on the validation cases");
+        let search_start = Instant::now();
         let progress = |step: &str| say(&format!("  choosing {step}"));
         let (plan, validation) = postprocess::learn(
             self.run,
@@ -174,7 +175,11 @@ impl FinalEvaluation<'_> {
                 self.run.id()
             ));
         }
-        say(&format!("post-processing: {}", plan.describe()));
+        say(&format!(
+            "post-processing: {} (searched in {:.1} s)",
+            plan.describe(),
+            search_start.elapsed().as_secs_f64()
+        ));
         for line in postprocess::table(&validation) {
             say(&format!("  {line}"));
         }

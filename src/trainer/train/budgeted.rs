@@ -17,6 +17,23 @@ pub(super) const PROBE_STEPS: u32 = 4;
 /// written after it), as a factor on the timed passes: 1.7-1.9 measured on the demo.
 pub(super) const VALIDATION_OVERHEAD: f64 = 1.8;
 
+/// The end-of-run evaluation's segmentation of the validation cases on their original grids
+/// and writing them, as a multiple of one validation (per mirror pass): measured at 0.95 on
+/// 3 real BraTS cases (2 threads, float32), with room for a slower disk.
+const SEGMENT_AGAIN: f64 = 1.2;
+
+/// The end-of-run post-processing search as a multiple of a validation's lesion-wise scoring
+/// of the same cases: it scores one region at a time for 71 candidate plans, and every
+/// metric twice. Measured at 15 on 3 real BraTS cases (scored in 1.7 s, searched in 25 s);
+/// twice that here, because a search that runs out of time leaves its last regions as
+/// predicted, which costs far more than the seconds saved.
+const SEARCH_SCORINGS: f64 = 30.0;
+
+/// Before the first validation has measured it: the lesion-wise scoring of the validation
+/// cases, as a share of a validation (measured at 0.03 on real cases at 2 threads, float32;
+/// more where the network is faster).
+pub(super) const SCORING_GUESS: f64 = 0.05;
+
 /// A time-budgeted run's planning: the planner, the pace measured so far, the plan.
 pub(super) struct Budgeted {
     pub(super) limit: Budget,
@@ -45,15 +62,14 @@ impl Budgeted {
             1
         };
         // The end-of-run evaluation segments the same cases on their original grids (with
-        // mirror passes under TTA), writes them, and learns post-processing on them: measured
-        // at 3.5-4.5 validations without TTA on real BraTS cases.
-        let final_factor = 1.5 * f64::from(passes) + if validate.postprocess { 3.0 } else { 0.5 };
+        // mirror passes under TTA) and writes them, then learns post-processing on them.
         let shape = Shape {
             budget: limit.seconds() as f64,
             max_epochs: experiment.train.epochs,
             steps_per_epoch,
             validate_every: validate.every.fixed(),
-            final_factor,
+            final_factor: SEGMENT_AGAIN * f64::from(passes),
+            search_factor: if validate.postprocess { SEARCH_SCORINGS } else { 0.0 },
         };
         let rung = rung.filter(|r| r.until_seconds < limit.seconds()).map(|r| {
             let shape = Shape {

@@ -18,7 +18,7 @@ use segtop::run::events::{Event, EventLog, SCHEMA};
 use crate::checkpoint::{self, TrainState};
 use crate::infer::SlidingWindow;
 
-use super::budgeted::{Budgeted, VALIDATION_OVERHEAD};
+use super::budgeted::{Budgeted, SCORING_GUESS, VALIDATION_OVERHEAD};
 use super::{Cases, Console, Network, ResourceReporter, Stop, Trainer, threads};
 
 /// Where a session starts from, for its `run_started` record.
@@ -267,15 +267,19 @@ impl<'a> Trainer<'a> {
         let experiment = self.experiment;
         let plan = self.state.plan;
         experiment.train.budget.map(|limit| {
-            let pace = plan.map(|(_, pace)| pace).unwrap_or_else(|| Pace {
-                step: 0.0,
-                validation: VALIDATION_OVERHEAD
+            let pace = plan.map(|(_, pace)| pace).unwrap_or_else(|| {
+                let validation = VALIDATION_OVERHEAD
                     * self.window.estimate_seconds(
                         &self.network.net,
                         experiment.data.modalities.len(),
                         self.cases.validation.iter().map(|c| c.header.shape),
-                    ),
-                checkpoint: 1.0,
+                    );
+                Pace {
+                    step: 0.0,
+                    validation,
+                    checkpoint: 1.0,
+                    scoring: SCORING_GUESS * validation,
+                }
             });
             Budgeted::new(
                 limit,

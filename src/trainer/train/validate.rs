@@ -34,7 +34,7 @@ impl Trainer<'_> {
     /// for the resumed run to do it again.
     pub(super) fn validate(&mut self, seconds: f64) -> anyhow::Result<ControlFlow<End, Verdict>> {
         let validation_start = Instant::now();
-        let Some((cases, preview)) = self.score_cases() else {
+        let Some((cases, preview, scoring)) = self.score_cases() else {
             self.state.epoch_seconds = seconds;
             let at = format!("the validation after epoch {}", self.state.epoch + 1);
             return Ok(ControlFlow::Break(End::Stopped { at }));
@@ -44,15 +44,18 @@ impl Trainer<'_> {
         if let Some(b) = &mut self.budget {
             // The preview written after it counts too: both happen at every validation.
             b.pace.validation = validation_start.elapsed().as_secs_f64();
+            b.pace.scoring = scoring;
         }
         Ok(ControlFlow::Continue(self.select(dice, lesion_dice)))
     }
 
-    /// Each validation case segmented and scored, and the preview case's labels when it is
-    /// one of them; `None` when a stop comes first.
-    fn score_cases(&self) -> Option<(Vec<CaseScores>, Option<Vec<u8>>)> {
+    /// Each validation case segmented and scored, the preview case's labels when it is one of
+    /// them, and the seconds the lesion-wise scoring took (what the end-of-run post-processing
+    /// search repeats); `None` when a stop comes first.
+    fn score_cases(&self) -> Option<(Vec<CaseScores>, Option<Vec<u8>>, f64)> {
         let hd95 = self.experiment.validate.hd95;
         let mut preview = None;
+        let mut scoring = 0.0;
         let mut cases = Vec::with_capacity(self.cases.validation.len());
         for case in &self.cases.validation {
             if self.stop.requested() {
@@ -64,9 +67,12 @@ impl Trainer<'_> {
                 case: case.header.id.clone(),
                 dice: metrics::region_dice(&predicted, truth),
                 hd95: hd95.then(|| metrics::region_hd95(case.header.shape, case.header.spacing, &predicted, truth)),
-                lesion_dice: case
-                    .labels()
-                    .map(|truth| evaluate::lesion_dice(case, &predicted, truth)),
+                lesion_dice: case.labels().map(|truth| {
+                    let start = Instant::now();
+                    let scores = evaluate::lesion_dice(case, &predicted, truth);
+                    scoring += start.elapsed().as_secs_f64();
+                    scores
+                }),
             });
             if self
                 .cases
@@ -77,7 +83,7 @@ impl Trainer<'_> {
                 preview = Some(predicted);
             }
         }
-        Some((cases, preview))
+        Some((cases, preview, scoring))
     }
 
     /// The validation's means over its `cases` (and the seed Dice of the epoch's last batch):
