@@ -414,7 +414,9 @@ mod tests {
 
     /// Seconds a run of `epochs` epochs takes at `pace`, every validation and the end included.
     fn run_seconds(planner: &Planner, epochs: u32, pace: &Pace) -> f64 {
-        let validations = (1..=epochs).filter(|&e| planner.validates(e, pace) || e == epochs).count() as f64;
+        let validations = (1..=epochs)
+            .filter(|&e| planner.validates(e, pace) || e == epochs)
+            .count() as f64;
         f64::from(epochs) * (10.0 * pace.step + pace.checkpoint) + validations * pace.validation + planner.finish(pace)
     }
 
@@ -474,7 +476,10 @@ mod tests {
     /// the trainer does them. It must end, validated and evaluated, inside the budget.
     #[test]
     fn a_run_on_a_fake_clock_ends_inside_its_budget_after_a_slow_down() {
-        let slow_validation = Pace { validation: 20.0, ..PACE };
+        let slow_validation = Pace {
+            validation: 20.0,
+            ..PACE
+        };
         for (budget, every, start) in [
             (600.0, Some(1), PACE),
             (600.0, Some(3), PACE),
@@ -545,27 +550,59 @@ mod tests {
     fn auto_validates_as_often_as_the_share_allows() {
         for step in [0.05, 0.3, 1.0, 2.5] {
             for validation in [0.5, 5.0, 11.0, 40.0, 300.0] {
-                let pace = Pace { step, validation, ..PACE };
+                let pace = Pace {
+                    step,
+                    validation,
+                    ..PACE
+                };
                 let every = auto_every(&pace, 10);
                 let share = validation_share(&pace, every);
-                assert!(share <= AUTO_VALIDATION_SHARE + 1e-12, "{pace:?}: every {every} gives {share}");
+                assert!(
+                    share <= AUTO_VALIDATION_SHARE + 1e-12,
+                    "{pace:?}: every {every} gives {share}"
+                );
                 if every > 1 {
                     let more_often = validation_share(&pace, every - 1);
-                    assert!(more_often > AUTO_VALIDATION_SHARE, "{pace:?}: every {} would do", every - 1);
+                    assert!(
+                        more_often > AUTO_VALIDATION_SHARE,
+                        "{pace:?}: every {} would do",
+                        every - 1
+                    );
                 }
             }
         }
         // A validation as long as an epoch (what real cases at 2 threads give): every 4th.
-        assert_eq!(auto_every(&Pace { validation: 10.0, ..PACE }, 10), 4);
+        assert_eq!(
+            auto_every(
+                &Pace {
+                    validation: 10.0,
+                    ..PACE
+                },
+                10
+            ),
+            4
+        );
         // Cheap validations, as on the demo: every epoch.
-        assert_eq!(auto_every(&Pace { validation: 0.5, ..PACE }, 10), 1);
+        assert_eq!(
+            auto_every(
+                &Pace {
+                    validation: 0.5,
+                    ..PACE
+                },
+                10
+            ),
+            1
+        );
         // No step timed yet: every epoch.
         assert_eq!(auto_every(&Pace { step: 0.0, ..PACE }, 10), 1);
     }
 
     #[test]
     fn auto_plans_more_epochs_than_validating_each_one() {
-        let pace = Pace { validation: 10.0, ..PACE };
+        let pace = Pace {
+            validation: 10.0,
+            ..PACE
+        };
         let each = planner(1800.0, 1000, 1);
         let auto = Planner {
             shape: Shape {

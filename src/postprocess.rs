@@ -1148,7 +1148,9 @@ mod tests {
                 truth,
             }
         };
-        (0..copies).flat_map(|i| [case(2 * i, true), case(2 * i + 1, false)]).collect()
+        (0..copies)
+            .flat_map(|i| [case(2 * i, true), case(2 * i + 1, false)])
+            .collect()
     }
 
     #[test]

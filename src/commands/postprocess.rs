@@ -24,8 +24,8 @@ use segtop::metrics::brats::Challenge;
 use segtop::metrics::grid::Grid;
 use segtop::postprocess::{self, Case};
 use segtop::run::RunDir;
-use segtop::runs::RunModel;
 use segtop::run::events::{CaseEvaluation, Event, EventLog, EventTail};
+use segtop::runs::RunModel;
 use segtop::workspace::Workspace;
 
 /// Which run, and how.
@@ -56,7 +56,10 @@ impl Source {
     /// A run that has ended, with its validation predictions (made first when it kept none)
     /// and their ground truth.
     fn open(runs: &BTreeMap<String, RunModel>, dir: &Path, workspace: &Workspace) -> anyhow::Result<Source> {
-        let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let model = super::runs::find(runs, &id)?;
         anyhow::ensure!(
             !model.state().is_active(),

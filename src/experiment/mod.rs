@@ -285,7 +285,10 @@ mod tests {
     #[test]
     fn validate_every_takes_a_number_of_epochs_or_auto() {
         let every = |text: &str| parse(&format!("[data]\nroot = \"d\"\n[validate]\n{text}\n"));
-        assert_eq!(parse("[data]\nroot = \"d\"\n").expect("valid").validate.every, Every::Auto);
+        assert_eq!(
+            parse("[data]\nroot = \"d\"\n").expect("valid").validate.every,
+            Every::Auto
+        );
         assert_eq!(every("every = \"auto\"").expect("valid").validate.every, Every::Auto);
         assert_eq!(every("every = 3").expect("valid").validate.every, Every::Epochs(3));
         for (text, shown) in [

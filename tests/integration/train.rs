@@ -494,23 +494,46 @@ fn cross_validation_folds_split_disjointly_summarise_over_folds_and_predict_as_o
     // cases, each predicted by the run that did not train on it), written into each run.
     let output = crate::segtop(dir.path(), &["postprocess", "--folds", "cv-1", "--threads", "2"]);
     let said = crate::stdout(&output);
-    assert!(output.status.success(), "{said}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(said.contains("the validation predictions of 2 of 2 folds' runs"), "{said}");
-    assert!(said.contains("learning post-processing on 5 validation case(s) of"), "{said}");
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains("the validation predictions of 2 of 2 folds' runs"),
+        "{said}"
+    );
+    assert!(
+        said.contains("learning post-processing on 5 validation case(s) of"),
+        "{said}"
+    );
     let plans: Vec<String> = runs
         .iter()
         .map(|run| std::fs::read_to_string(run.join("postprocess.toml")).expect("postprocess.toml"))
         .collect();
     assert_eq!(plans[0], plans[1]);
     let ids = |value: &serde_json::Value| -> Vec<String> {
-        value.as_array().expect("ids").iter().map(|v| v.as_str().expect("id").to_string()).collect()
+        value
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|v| v.as_str().expect("id").to_string())
+            .collect()
     };
     for case in ids(&first["validation"]).iter().chain(&ids(&second["validation"])) {
-        assert!(plans[0].contains(&format!("\"{case}\"")), "{case} missing from {}", plans[0]);
+        assert!(
+            plans[0].contains(&format!("\"{case}\"")),
+            "{case} missing from {}",
+            plans[0]
+        );
     }
     for run in &runs {
         let id = run.file_name().expect("id").to_string_lossy();
-        assert!(plans[0].contains(&format!("\"{id}\"")), "{id} missing from {}", plans[0]);
+        assert!(
+            plans[0].contains(&format!("\"{id}\"")),
+            "{id} missing from {}",
+            plans[0]
+        );
         // Each run's own evaluation event scores its own validation cases under the plan.
         let evaluations: Vec<usize> = events(run)
             .iter()
@@ -519,7 +542,10 @@ fn cross_validation_folds_split_disjointly_summarise_over_folds_and_predict_as_o
                 _ => None,
             })
             .collect();
-        assert_eq!(evaluations.last(), Some(&split(run)["validation"].as_array().expect("ids").len()));
+        assert_eq!(
+            evaluations.last(),
+            Some(&split(run)["validation"].as_array().expect("ids").len())
+        );
     }
     // A run without folds is refused.
     let plain = experiment(dir.path(), 1);

@@ -77,9 +77,7 @@ impl Trainer<'_> {
             Some(b) => b.validate_every(),
             None => self.experiment.validate.every.epochs(),
         };
-        let validate_now = (self.state.epoch + 1).is_multiple_of(every)
-            || planned.last
-            || planned.rung_end.is_some();
+        let validate_now = (self.state.epoch + 1).is_multiple_of(every) || planned.last || planned.rung_end.is_some();
         self.validated_last = validate_now && !self.cases.validation.is_empty();
         let mut verdict = Verdict::default();
         if self.validated_last {
