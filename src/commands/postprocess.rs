@@ -98,15 +98,7 @@ pub fn postprocess(workspace: &Workspace, args: &PostprocessArgs) -> anyhow::Res
     let runs = segtop::runs::watch::snapshot(workspace);
     let model = super::runs::find(&runs, &args.run)?;
     let dirs = if args.folds {
-        let dirs = segtop::run::fold_runs(&model.dir)?;
-        let folds = Experiment::load_frozen(&RunDir::open(&model.dir).experiment(), workspace.root())
-            .map_or(0, |e| e.data.folds);
-        println!(
-            "--folds: the validation predictions of {} of {folds} folds' runs of {}'s configuration",
-            dirs.len(),
-            model.id
-        );
-        dirs
+        segtop::run::fold_runs(&model.dir)?
     } else {
         vec![model.dir.clone()]
     };
@@ -119,6 +111,14 @@ pub fn postprocess(workspace: &Workspace, args: &PostprocessArgs) -> anyhow::Res
         .iter()
         .map(|dir| Source::open(&runs, dir, workspace))
         .collect::<anyhow::Result<Vec<Source>>>()?;
+    if args.folds {
+        println!(
+            "--folds: the validation predictions of {} of {} folds' runs of {}'s configuration",
+            sources.len(),
+            sources[0].experiment.data.folds,
+            model.id
+        );
+    }
     let cases = pooled_cases(&sources)?;
     println!(
         "learning post-processing on {} validation case(s) of {}",

@@ -67,15 +67,6 @@ impl Every {
     }
 }
 
-impl std::fmt::Display for Every {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Every::Epochs(n) => write!(f, "{n}"),
-            Every::Auto => f.write_str("auto"),
-        }
-    }
-}
-
 impl Serialize for Every {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
