@@ -14,6 +14,11 @@
 #     the level has bfloat16, segtop in bfloat16 and PyTorch channels-last with autocast);
 #   - sliding-window inference of one random 240x240x155 case with the experiment's windows:
 #     segtop, and PyTorch eager and channels-last with segtop's window batch (and in bfloat16);
+#   - `segtop predict` of whole cases as a user runs it (reading the NIfTI files, cropping as
+#     the experiment says, the sliding window over the crop, writing the label map; the median
+#     of the first CASES_LIMIT=3 cases of CASES, a BraTS dataset folder, else of synthetic ones),
+#     against the same PyTorch sliding window over the cases' whole grid, which is what the
+#     reference does with a case (it does not crop, and reads nothing);
 #   - the level's ceiling: an sgemm of 2048^2 and the forward convolution of the network's
 #     largest layer (16 to 16 channels, 3x3x3, 64^3, batch 2, channels-last), in PyTorch.
 # Then one row per level, network and case: segtop's best against PyTorch's fastest mode at that
@@ -38,6 +43,17 @@ trainer=target/release/segtop-train
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 results="$work/results.jsonl"
+# The cases `segtop predict` is timed on: links to the first few of CASES, or synthetic ones
+# (their brain's box is 139x170x126 voxels; real BraTS brains are a little larger).
+mkdir "$work/cases"
+if [ -n "${CASES:-}" ]; then
+    find -L "$CASES" -mindepth 1 -maxdepth 1 -type d | sort | head -n "${CASES_LIMIT:-3}" |
+        while read -r case; do ln -s "$(realpath "$case")" "$work/cases/"; done
+    [ -n "$(ls "$work/cases")" ] || { echo "bench/compare.sh: no case folders in $CASES" >&2; exit 1; }
+else
+    cargo build --release --quiet --bin segtop
+    target/release/segtop synth --out "$work/cases" --cases "${CASES_LIMIT:-3}" >/dev/null
+fi
 # The default experiment: nothing set but the (unused) data folder.
 printf '[data]\nroot = "%s"\n' "$work" >"$work/default.toml"
 experiment_of() {
@@ -120,8 +136,10 @@ for round in $(seq "$rounds"); do
             for precision in "${precisions[@]}"; do
                 measure "$(tag infer "$precision")" "$trainer" bench "$experiment" --steps 2 --patch 16 \
                     --threads "$threads" --json --precision "$precision"
+                measure "$(tag predict "$precision")" "$trainer" bench "$experiment" --steps 2 --patch 16 \
+                    --threads "$threads" --json --precision "$precision" --no-inference --cases "$work/cases"
             done
-            read -r window overlap gaussian window_batch < <(tail -1 "$results" | "$python" -c \
+            read -r window overlap gaussian window_batch < <(tail -2 "$results" | head -1 | "$python" -c \
                 'import json, sys; i = json.load(sys.stdin)["inference"]; print(i["window"][0], i["overlap"], int(i["gaussian"]), i["window_batch"])')
             infer=("${ref[@]}" --infer --window "$window" --overlap "$overlap" --gaussian "$gaussian" --window-batch "$window_batch")
             measure "$(tag infer float32)" "${infer[@]}"
@@ -138,8 +156,12 @@ def med(values):
     values = list(values)
     return statistics.median(values) if values else None
 def seconds(r):
+    if r["case"] == "predict":
+        return r["predict"]["median_s"]
     return r["inference"]["seconds"] if r["case"] == "infer" and "inference" in r else r.get("seconds", r.get("median_step_s"))
 def rss(r):
+    if r["case"] == "predict":
+        return r["predict"]["peak_rss_mb"]
     return r["inference"]["peak_rss_mb"] if r["case"] == "infer" and "inference" in r else r["peak_rss_mb"]
 print("| level | network | case | segtop | PyTorch's fastest | segtop × | segtop GFLOP/s (share of the conv ceiling) | peak RSS segtop / PyTorch |")
 print("|---|---|---|---|---|---|---|---|")
@@ -148,8 +170,9 @@ for level in dict.fromkeys(r["level"] for r in rows):
             for p in ("float32", "bfloat16")}
     gemm = med(r["gemm_gflops"] for r in rows if r["level"] == level and r["case"] == "ceiling" and r["precision"] == "float32")
     for net in dict.fromkeys(r["net"] for r in rows if "net" in r):
-        for case in ("train", "infer"):
-            mine = [r for r in rows if r.get("level") == level and r.get("net") == net and r["case"] == case]
+        for case in ("train", "infer", "predict"):
+            mine = [r for r in rows if r.get("level") == level and r.get("net") == net and
+                    (r["case"] == case if r["impl"].startswith("segtop") else r["case"] == (case if case != "predict" else "infer"))]
             modes = {}
             for r in mine:
                 key = f"segtop {r['precision']}" if r["impl"].startswith("segtop") else r["impl"]
@@ -162,6 +185,13 @@ for level in dict.fromkeys(r["level"] for r in rows):
             ok, (ot, orss, ov) = min(ours.items(), key=lambda kv: kv[1][0])
             tk, (tt, trss, _) = min(theirs.items(), key=lambda kv: kv[1][0])
             unit = "s/step" if case == "train" else "s/case"
+            if case == "predict":
+                grids = {tuple(c["grid"]) for r in ov for c in r["predict"]["cases"]}
+                windows = med(c["windows"] for r in ov for c in r["predict"]["cases"])
+                crops = sorted({"x".join(map(str, c["cropped"])) for r in ov for c in r["predict"]["cases"]})
+                share = f"cropped to {', '.join(crops)}: {windows:.0f} windows (median)"
+                if grids != {(240, 240, 155)}:
+                    share += f"; NOT comparable: the cases' grids {sorted(grids)} are not the reference's 240x240x155"
             share = ""
             if case == "train":
                 gflops = med(r["gflops"] for r in ov)

@@ -5,6 +5,11 @@
 //! validation's sliding window over one full BraTS-sized case. Nothing is read from the
 //! dataset, so the numbers measure the network and libtorch alone, and compare with
 //! `bench/pytorch_seed_unet.py` run the same way.
+//!
+//! With `--cases`, it also times what a user waits for: `segtop predict` on each real case,
+//! end to end (reading the NIfTI files, normalising, cropping as the experiment says, the
+//! sliding window over the crop, writing the label map), with the network at its initial
+//! weights. The work does not depend on the weights.
 
 use std::time::Instant;
 
@@ -12,11 +17,13 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use segtop::cost;
+use segtop::data::case::CaseFiles;
 use segtop::data::sampler::Batch;
 use segtop::experiment::{Experiment, Precision};
 
 use crate::infer::SlidingWindow;
 use crate::model::UNet;
+use crate::predict::{self, Model};
 
 /// What to measure; `None` takes the experiment's value.
 pub struct Options {
@@ -27,6 +34,8 @@ pub struct Options {
     pub precision: Option<Precision>,
     /// Also time sliding-window inference over a case of this shape (`[x, y, z]`).
     pub case: Option<[i64; 3]>,
+    /// Also time `segtop predict` on each of these cases.
+    pub cases: Vec<CaseFiles>,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,6 +59,8 @@ pub struct Report {
     pub peak_rss_mb: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inference: Option<InferenceReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predict: Option<PredictReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,6 +76,26 @@ pub struct InferenceReport {
     pub voxels_per_s: f64,
     /// Peak resident memory after inference, in MB.
     pub peak_rss_mb: f64,
+}
+
+/// `segtop predict` on real cases, one after the other.
+#[derive(Debug, Serialize)]
+pub struct PredictReport {
+    /// Each case: its id, the grid of its files `[x, y, z]`, the cropped volume the network
+    /// saw, the windows run, and the seconds from reading to the written label map.
+    pub cases: Vec<PredictedCase>,
+    pub median_s: f64,
+    /// Peak resident memory after the cases, in MB.
+    pub peak_rss_mb: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PredictedCase {
+    pub id: String,
+    pub grid: [usize; 3],
+    pub cropped: [usize; 3],
+    pub windows: usize,
+    pub seconds: f64,
 }
 
 pub fn run(experiment: &Experiment, options: &Options, progress: &dyn Fn(&str)) -> anyhow::Result<Report> {
@@ -83,12 +114,12 @@ pub fn run(experiment: &Experiment, options: &Options, progress: &dyn Fn(&str)) 
     let channels = experiment.data.modalities.len();
 
     let crate::train::Network {
+        vs,
         net,
         precision,
         mut optimizer,
         loss,
         parameter_count,
-        ..
     } = crate::train::Network::build(experiment);
 
     let batch = random_batch(
@@ -113,6 +144,12 @@ pub fn run(experiment: &Experiment, options: &Options, progress: &dyn Fn(&str)) 
     let inference = options
         .case
         .map(|case| infer_case(&net, experiment, channels, case, progress));
+    let predict = if options.cases.is_empty() {
+        None
+    } else {
+        let model = Model::untrained(experiment.clone(), net, vs);
+        Some(predict_cases(&model, &options.cases, progress)?)
+    };
     Ok(Report {
         implementation: match precision.0 {
             Precision::Bfloat16 => "segtop-bf16",
@@ -130,6 +167,46 @@ pub fn run(experiment: &Experiment, options: &Options, progress: &dyn Fn(&str)) 
         gflops: 6.0 * macs * f64::from(batch_size) / median / 1e9,
         peak_rss_mb,
         inference,
+        predict,
+    })
+}
+
+/// `segtop predict` (without post-processing) on each case, into a folder deleted afterwards.
+fn predict_cases(model: &Model, cases: &[CaseFiles], progress: &dyn Fn(&str)) -> anyhow::Result<PredictReport> {
+    let out = tempfile::tempdir()?;
+    let models = std::slice::from_ref(model);
+    let mut report = Vec::with_capacity(cases.len());
+    for (i, files) in cases.iter().enumerate() {
+        let start = Instant::now();
+        let (_, work) = predict::predict_case(
+            models,
+            files,
+            &segtop::postprocess::Plan::NONE,
+            predict::Labels::Dataset,
+            out.path(),
+        )?;
+        let seconds = start.elapsed().as_secs_f64();
+        progress(&format!(
+            "predict {}/{}: {} ({}, {} windows) {seconds:.1} s",
+            i + 1,
+            cases.len(),
+            files.id,
+            work.shape.map(|n| n.to_string()).join("x"),
+            work.windows
+        ));
+        report.push(PredictedCase {
+            id: files.id.clone(),
+            grid: work.grid,
+            cropped: work.shape,
+            windows: work.windows,
+            seconds,
+        });
+    }
+    let seconds: Vec<f64> = report.iter().map(|c| c.seconds).collect();
+    Ok(PredictReport {
+        median_s: median(&seconds),
+        cases: report,
+        peak_rss_mb: peak_rss_mb(),
     })
 }
 
@@ -230,6 +307,16 @@ impl Report {
                 i.seconds,
                 i.voxels_per_s / 1e6,
                 i.peak_rss_mb
+            ));
+        }
+        if let Some(p) = &self.predict {
+            let windows: Vec<f64> = p.cases.iter().map(|c| c.windows as f64).collect();
+            text.push_str(&format!(
+                "predict      {} case(s) end to end: {:.1} s per case (median; {} windows median), peak RSS {:.0} MB\n",
+                p.cases.len(),
+                p.median_s,
+                median(&windows),
+                p.peak_rss_mb
             ));
         }
         text

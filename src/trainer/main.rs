@@ -486,9 +486,13 @@ struct BenchArgs {
     /// where the CPU has bfloat16 instructions)
     #[arg(long, value_parser = PossibleValuesParser::new(Precision::NAMES))]
     precision: Option<String>,
-    /// Time training only
+    /// Time training only (and the --cases)
     #[arg(long)]
     no_inference: bool,
+    /// Also time `segtop predict` end to end on every case in this dataset folder (or one case
+    /// folder): reading, cropping, the sliding window, writing; the seconds a user waits per case
+    #[arg(long, value_name = "DIR")]
+    cases: Option<PathBuf>,
     /// Print one JSON line instead of text
     #[arg(long)]
     json: bool,
@@ -530,6 +534,10 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         threads,
         precision: args.precision.as_deref().map(precision_named),
         case: (!no_inference).then(|| [shape[0], shape[1], shape[2]]),
+        cases: match &args.cases {
+            Some(dir) => predict::cases_under(dir)?,
+            None => Vec::new(),
+        },
     };
     // Progress on stderr, so --json's stdout stays one line.
     let report = bench::run(&experiment, &options, &|line| eprintln!("{line}"))?;

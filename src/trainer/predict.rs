@@ -112,6 +112,19 @@ impl Model {
 }
 
 impl Model {
+    /// The network `net` with its weights in `vs` as they are (the benchmark's, at their
+    /// initial values).
+    pub fn untrained(experiment: Experiment, net: UNet, vs: nn::VarStore) -> Model {
+        let window = SlidingWindow::new(&experiment.validate);
+        Model {
+            source: "the benchmark's network".to_string(),
+            experiment,
+            net,
+            _vs: vs,
+            window,
+        }
+    }
+
     /// A member of a model package: its network built from the package's `[member.model]`
     /// and its weights read back from the member's ONNX file.
     pub fn from_package(member: &segtop::package::Member, tta: bool, precision: Precision) -> anyhow::Result<Model> {
@@ -330,14 +343,17 @@ pub fn run(models: &[Model], cases: &[CaseFiles], plan: &Plan, options: &Options
     Ok(())
 }
 
-/// What the network did for one case: the cropped volume's shape `[x, y, z]`, and the windows
-/// run through the networks (all models' together).
-struct Work {
-    shape: [usize; 3],
-    windows: usize,
+/// What the network did for one case: the grid of its files and the cropped volume's shape
+/// (`[x, y, z]`), and the windows run through the networks (all models' together).
+pub struct Work {
+    pub grid: [usize; 3],
+    pub shape: [usize; 3],
+    pub windows: usize,
 }
 
-fn predict_case(
+/// Segments one case with the (averaged) `models`, post-processes it with `plan` and writes
+/// `<case id>.nii.gz` into `out`.
+pub fn predict_case(
     models: &[Model],
     files: &CaseFiles,
     plan: &Plan,
@@ -362,6 +378,7 @@ fn predict_case(
     let output = ensemble_output(models);
     let mut sum: Option<Tensor> = None;
     let mut work = Work {
+        grid: prepared.original_shape,
         shape: prepared.shape,
         windows: 0,
     };

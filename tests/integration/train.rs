@@ -1180,6 +1180,63 @@ fn bench_times_training_steps_and_a_sliding_window_case_and_reports_json() {
     assert!(inference["voxels_per_s"].as_f64().is_some_and(|v| v > 0.0), "{report}");
     // Nothing was read from the dataset: the tiny experiment's data does not exist.
     assert!(!dir.path().join("data").exists());
+
+    // --cases times `segtop predict` on real case files: each case's grid, its crop (the
+    // synthetic head's box, smaller than the grid) and the windows over that crop.
+    let made = super::segtop(
+        dir.path(),
+        &["synth", "--out", "cases", "--cases", "2", "--size", "40x32x24"],
+    );
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let output = trainer(dir.path())
+        .args([
+            "bench",
+            "tiny.toml",
+            "--steps",
+            "2",
+            "--no-inference",
+            "--cases",
+            "cases",
+            "--json",
+        ])
+        .output()
+        .expect("the trainer runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    assert!(report.get("inference").is_none(), "{report}");
+    let cases = report["predict"]["cases"].as_array().expect("predicted cases");
+    assert_eq!(cases.len(), 2, "{report}");
+    for case in cases {
+        assert_eq!(case["grid"], serde_json::json!([40, 32, 24]), "{case}");
+        let cropped: Vec<u64> = case["cropped"]
+            .as_array()
+            .expect("crop")
+            .iter()
+            .flat_map(|n| n.as_u64())
+            .collect();
+        assert!(
+            cropped.len() == 3 && cropped.iter().zip([40, 32, 24]).all(|(&c, g)| c > 0 && c <= g),
+            "{case}"
+        );
+        assert!(cropped.iter().zip([40, 32, 24]).any(|(&c, g)| c < g), "no crop: {case}");
+        let expected: usize = cropped.iter().map(|&n| window_count(n, 16)).product();
+        assert_eq!(case["windows"].as_u64(), Some(expected as u64), "{case}");
+        assert!(case["seconds"].as_f64().is_some_and(|s| s > 0.0), "{case}");
+    }
+    // The label maps went to a folder of their own, not among the cases.
+    let listed: Vec<_> = std::fs::read_dir(dir.path().join("cases"))
+        .expect("cases")
+        .flatten()
+        .collect();
+    assert_eq!(listed.len(), 3, "two case folders and the synthetic data's description");
+    // A folder without cases is refused, named.
+    let output = trainer(dir.path())
+        .args(["bench", "tiny.toml", "--no-inference", "--cases", "nowhere"])
+        .output()
+        .expect("the trainer runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("nowhere"), "{stderr}");
     // A patch the network cannot halve down to its bottom level is refused with the reason.
     let output = trainer(dir.path())
         .args(["bench", "tiny.toml", "--patch", "18", "--no-inference"])
@@ -1264,4 +1321,12 @@ fn a_run_killed_at_any_moment_resumes_to_the_same_result() {
     // Most kills land in the middle of the run, at different records.
     eprintln!("killed after: {resumed_after:?}");
     assert!(resumed_after.len() >= TRIALS as usize / 2, "{resumed_after:?}");
+}
+
+/// Windows of `window` at overlap 0.5 covering `size` voxels, the last flush with the end.
+fn window_count(size: u64, window: u64) -> usize {
+    if size <= window {
+        return 1;
+    }
+    (0..).map(|i| i * window / 2).take_while(|&s| s + window < size).count() + 1
 }
