@@ -206,5 +206,5 @@ print()
 print("Every mode's median:")
 for r in sorted({(r.get("level"), r.get("net"), r["case"], r["impl"], r["precision"]) for r in rows if r["case"] != "ceiling"}, key=str):
     sel = [x for x in rows if (x.get("level"), x.get("net"), x["case"], x["impl"], x["precision"]) == r]
-    print(f"  {r[0]:<12}{r[1]:<9}{r[2]:<7}{r[3]:<46}{r[4]:<10}{med(seconds(x) for x in sel):8.3f} s  {med(rss(x) for x in sel):6.0f} MB  (n={len(sel)})")
+    print(f"  {r[0]:<12}{r[1]:<9}{r[2]:<9}{r[3]:<46}{r[4]:<10}{med(seconds(x) for x in sel):8.3f} s  {med(rss(x) for x in sel):6.0f} MB  (n={len(sel)})")
 PY
