@@ -158,6 +158,9 @@ impl NormLayer {
             // float32 a backward pass that took 11% of a real run's time (the default network on
             // an AVX2 CPU), where this path made a step 13% shorter.
             NormLayer::Instance { weight, bias } => {
+                if !train && let Some(y) = instance_norm_by_gemm(x, weight, bias) {
+                    return y;
+                }
                 let samples: Vec<Tensor> = x
                     .split(1, 0)
                     .iter()
@@ -179,6 +182,50 @@ impl NormLayer {
             NormLayer::Group(gn) => gn.forward_t(x, train),
         }
     }
+}
+
+/// Voxels per channel from which [`instance_norm_by_gemm`] is the faster path: at 64^3 it took
+/// 4.6 ms against 11.8 ms (8 channels, batch 2, AVX2, 2 threads) and 4.8 against 16.9 ms (16
+/// channels); at 32^3 the two were even, and with more channels libtorch's was faster.
+const GEMM_NORM_MIN_VOXELS: i64 = 1 << 17;
+
+/// Above this ratio of a channel's squared mean to its variance, the one-pass variance loses
+/// too many digits in float32 and [`instance_norm_by_gemm`] leaves the layer to libtorch.
+const GEMM_NORM_MAX_MEAN_TO_VARIANCE: f64 = 1e3;
+
+/// Instance norm without autograd of a large float32 channels-last batch with few channels, in
+/// two passes over memory: each sample's voxels `[voxels, channels]` summed, and multiplied by
+/// their transpose (a tiny GEMM whose diagonal holds the sums of squares), then one fused
+/// multiply-add. libtorch's batch norm on channels-last tensors spent a fifth of the lite
+/// network's inference collecting these statistics. `None` where it does not apply (autograd,
+/// other kinds and layouts, small or wide layers, or a channel whose mean dwarfs its spread).
+fn instance_norm_by_gemm(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Option<Tensor> {
+    let size = x.size();
+    let [n, c, d, h, w] = size[..] else {
+        return None;
+    };
+    let voxels = d * h * w;
+    let channels_last_strides = [voxels * c, 1, h * w * c, w * c, c];
+    if x.kind() != Kind::Float
+        || x.requires_grad()
+        || c > 16
+        || voxels < GEMM_NORM_MIN_VOXELS
+        || x.stride() != channels_last_strides
+    {
+        return None;
+    }
+    let _guard = tch::no_grad_guard();
+    let rows = x.permute([0, 2, 3, 4, 1]).view([n, voxels, c]);
+    let mean = rows.sum_dim_intlist(1, false, Kind::Float) / voxels as f64;
+    let squares = rows.transpose(1, 2).bmm(&rows).diagonal(0, 1, 2) / voxels as f64;
+    let variance = (squares - mean.square()).clamp_min(0.0);
+    let conditioning = (mean.square() / variance.clamp_min(1e-12)).max().double_value(&[]);
+    if !conditioning.is_finite() || conditioning > GEMM_NORM_MAX_MEAN_TO_VARIANCE {
+        return None;
+    }
+    let scale = weight.view([1, c]) * (variance + 1e-5).rsqrt();
+    let shift = bias.view([1, c]) - &mean * &scale;
+    Some(shift.view([n, c, 1, 1, 1]).addcmul(x, &scale.view([n, c, 1, 1, 1])))
 }
 
 /// Two 3x3x3 convolutions with normalisation, activation and dropout between: one level.
@@ -624,6 +671,61 @@ mod tests {
             let difference = (ours - reference).abs().max().double_value(&[]);
             assert!(difference < 1e-4, "gradients differ by {difference}");
         }
+    }
+
+    #[test]
+    fn instance_norm_in_inference_by_gemm_equals_libtorch_instance_norm_and_falls_back_when_unfit() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let norm = NormLayer::new(vs.root(), Norm::Instance, 8, 8).expect("a norm");
+        let NormLayer::Instance { weight, bias } = &norm else {
+            panic!("an instance norm")
+        };
+        tch::no_grad(|| {
+            weight
+                .shallow_clone()
+                .copy_(&Tensor::from_slice(&[0.5f32, 1.0, 2.0, -1.0, 0.0, 3.0, 1.5, 0.25]));
+            bias.shallow_clone()
+                .copy_(&Tensor::from_slice(&[0.0f32, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 0.1]));
+        });
+        // Channels of different offsets and spreads, one of them constant.
+        let offsets = Tensor::from_slice(&[0.0f32, 5.0, -3.0, 20.0, 1.0, 0.0, 2.0, 7.0]).view([1, 8, 1, 1, 1]);
+        let spreads = Tensor::from_slice(&[1.0f32, 3.0, 0.5, 2.0, 1.0, 0.0, 4.0, 1.0]).view([1, 8, 1, 1, 1]);
+        let x = channels_last(&(Tensor::randn([2, 8, 64, 64, 32], (Kind::Float, Device::Cpu)) * spreads + offsets));
+        let reference = |x: &Tensor| {
+            Tensor::instance_norm(
+                &x.contiguous(),
+                Some(weight),
+                Some(bias),
+                None::<&Tensor>,
+                None::<&Tensor>,
+                true,
+                0.1,
+                1e-5,
+                false,
+            )
+        };
+        let fast = tch::no_grad(|| instance_norm_by_gemm(&x, weight, bias)).expect("the GEMM path applies");
+        let difference = (&fast - reference(&x)).abs().max().double_value(&[]);
+        assert!(difference < 1e-3, "differs by {difference}");
+        assert_eq!(fast.stride(), x.stride(), "the output stays channels-last");
+        // The layer takes it in inference and gives the same values as in training.
+        let layer = tch::no_grad(|| norm.forward_t(&x, false));
+        let trained = tch::no_grad(|| norm.forward_t(&x, true));
+        assert!((&layer - &fast).abs().max().double_value(&[]) == 0.0);
+        assert!((&layer - &trained).abs().max().double_value(&[]) < 1e-3);
+        // Where it does not apply: a mean that dwarfs the spread, a small layer, a contiguous
+        // tensor, an input that needs gradients.
+        let shifted = &x + 1e4;
+        assert!(tch::no_grad(|| instance_norm_by_gemm(&shifted, weight, bias)).is_none());
+        let (inference, training) = tch::no_grad(|| (norm.forward_t(&shifted, false), norm.forward_t(&shifted, true)));
+        assert!(
+            inference.equal(&training),
+            "the layer falls back to the per-sample batch norm"
+        );
+        let small = x.narrow(2, 0, 16).contiguous();
+        assert!(tch::no_grad(|| instance_norm_by_gemm(&channels_last(&small), weight, bias)).is_none());
+        assert!(tch::no_grad(|| instance_norm_by_gemm(&x.contiguous(), weight, bias)).is_none());
+        assert!(instance_norm_by_gemm(&x.set_requires_grad(true), weight, bias).is_none());
     }
 
     #[test]
