@@ -158,7 +158,7 @@ impl NormLayer {
             // float32 a backward pass that took 11% of a real run's time (the default network on
             // an AVX2 CPU), where this path made a step 13% shorter.
             NormLayer::Instance { weight, bias } => {
-                if !train && let Some(y) = instance_norm_by_gemm(x, weight, bias) {
+                if !train && let Some(y) = instance_norm_by_sums(x, weight, bias) {
                     return y;
                 }
                 let samples: Vec<Tensor> = x
@@ -184,22 +184,22 @@ impl NormLayer {
     }
 }
 
-/// Voxels per channel from which [`instance_norm_by_gemm`] is the faster path: at 64^3 it took
-/// 4.6 ms against 11.8 ms (8 channels, batch 2, AVX2, 2 threads) and 4.8 against 16.9 ms (16
-/// channels); at 32^3 the two were even, and with more channels libtorch's was faster.
-const GEMM_NORM_MIN_VOXELS: i64 = 1 << 17;
+/// Voxels per channel from which [`instance_norm_by_sums`] takes the layer: with 8 and 16
+/// channels at 64^3 it was 2.5-3.5x faster than libtorch's path (batch 2, AVX2, 2 threads); at
+/// 32^3 the two were even, and taking every layer made no difference to a whole case.
+const SUMS_NORM_MIN_VOXELS: i64 = 1 << 17;
 
 /// Above this ratio of a channel's squared mean to its variance, the one-pass variance loses
-/// too many digits in float32 and [`instance_norm_by_gemm`] leaves the layer to libtorch.
-const GEMM_NORM_MAX_MEAN_TO_VARIANCE: f64 = 1e3;
+/// too many digits in float32 and [`instance_norm_by_sums`] leaves the layer to libtorch.
+const SUMS_NORM_MAX_MEAN_TO_VARIANCE: f64 = 1e3;
 
-/// Instance norm without autograd of a large float32 channels-last batch with few channels, in
-/// two passes over memory: each sample's voxels `[voxels, channels]` summed, and multiplied by
-/// their transpose (a tiny GEMM whose diagonal holds the sums of squares), then one fused
+/// Instance norm without autograd of a large float32 channels-last batch with few channels:
+/// each sample's voxels `[voxels, channels]` summed, their squares summed, and one fused
 /// multiply-add. libtorch's batch norm on channels-last tensors spent a fifth of the lite
-/// network's inference collecting these statistics. `None` where it does not apply (autograd,
-/// other kinds and layouts, small or wide layers, or a channel whose mean dwarfs its spread).
-fn instance_norm_by_gemm(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Option<Tensor> {
+/// network's inference collecting these statistics, and splitting the batch into samples cost a
+/// copy. `None` where it does not apply (autograd, other kinds and layouts, small or wide
+/// layers, or a channel whose mean dwarfs its spread).
+fn instance_norm_by_sums(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Option<Tensor> {
     let size = x.size();
     let [n, c, d, h, w] = size[..] else {
         return None;
@@ -209,7 +209,7 @@ fn instance_norm_by_gemm(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Option<T
     if x.kind() != Kind::Float
         || x.requires_grad()
         || c > 16
-        || voxels < GEMM_NORM_MIN_VOXELS
+        || voxels < SUMS_NORM_MIN_VOXELS
         || x.stride() != channels_last_strides
     {
         return None;
@@ -217,10 +217,10 @@ fn instance_norm_by_gemm(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Option<T
     let _guard = tch::no_grad_guard();
     let rows = x.permute([0, 2, 3, 4, 1]).view([n, voxels, c]);
     let mean = rows.sum_dim_intlist(1, false, Kind::Float) / voxels as f64;
-    let squares = rows.transpose(1, 2).bmm(&rows).diagonal(0, 1, 2) / voxels as f64;
+    let squares = rows.square().sum_dim_intlist(1, false, Kind::Float) / voxels as f64;
     let variance = (squares - mean.square()).clamp_min(0.0);
     let conditioning = (mean.square() / variance.clamp_min(1e-12)).max().double_value(&[]);
-    if !conditioning.is_finite() || conditioning > GEMM_NORM_MAX_MEAN_TO_VARIANCE {
+    if !conditioning.is_finite() || conditioning > SUMS_NORM_MAX_MEAN_TO_VARIANCE {
         return None;
     }
     let scale = weight.view([1, c]) * (variance + 1e-5).rsqrt();
@@ -674,7 +674,7 @@ mod tests {
     }
 
     #[test]
-    fn instance_norm_in_inference_by_gemm_equals_libtorch_instance_norm_and_falls_back_when_unfit() {
+    fn instance_norm_in_inference_by_sums_equals_libtorch_instance_norm_and_falls_back_when_unfit() {
         let vs = nn::VarStore::new(Device::Cpu);
         let norm = NormLayer::new(vs.root(), Norm::Instance, 8, 8).expect("a norm");
         let NormLayer::Instance { weight, bias } = &norm else {
@@ -704,7 +704,7 @@ mod tests {
                 false,
             )
         };
-        let fast = tch::no_grad(|| instance_norm_by_gemm(&x, weight, bias)).expect("the GEMM path applies");
+        let fast = tch::no_grad(|| instance_norm_by_sums(&x, weight, bias)).expect("the path applies");
         let difference = (&fast - reference(&x)).abs().max().double_value(&[]);
         assert!(difference < 1e-3, "differs by {difference}");
         assert_eq!(fast.stride(), x.stride(), "the output stays channels-last");
@@ -716,16 +716,16 @@ mod tests {
         // Where it does not apply: a mean that dwarfs the spread, a small layer, a contiguous
         // tensor, an input that needs gradients.
         let shifted = &x + 1e4;
-        assert!(tch::no_grad(|| instance_norm_by_gemm(&shifted, weight, bias)).is_none());
+        assert!(tch::no_grad(|| instance_norm_by_sums(&shifted, weight, bias)).is_none());
         let (inference, training) = tch::no_grad(|| (norm.forward_t(&shifted, false), norm.forward_t(&shifted, true)));
         assert!(
             inference.equal(&training),
             "the layer falls back to the per-sample batch norm"
         );
         let small = x.narrow(2, 0, 16).contiguous();
-        assert!(tch::no_grad(|| instance_norm_by_gemm(&channels_last(&small), weight, bias)).is_none());
-        assert!(tch::no_grad(|| instance_norm_by_gemm(&x.contiguous(), weight, bias)).is_none());
-        assert!(instance_norm_by_gemm(&x.set_requires_grad(true), weight, bias).is_none());
+        assert!(tch::no_grad(|| instance_norm_by_sums(&channels_last(&small), weight, bias)).is_none());
+        assert!(tch::no_grad(|| instance_norm_by_sums(&x.contiguous(), weight, bias)).is_none());
+        assert!(instance_norm_by_sums(&x.set_requires_grad(true), weight, bias).is_none());
     }
 
     #[test]
