@@ -205,7 +205,8 @@ impl SlidingWindow {
             let crops: Vec<Tensor> = group.iter().map(|&c| crop(&padded, c)).collect();
             let probs = self.window_probabilities(net, &Tensor::cat(&crops, 0));
             for (i, &corner) in group.iter().enumerate() {
-                let _ = crop(&sum, corner).g_add_(&(probs.narrow(0, i as i64, 1) * &self.weights));
+                // One fused pass: the weighted probabilities are not made first.
+                let _ = crop(&sum, corner).addcmul_(&probs.narrow(0, i as i64, 1), &self.weights);
                 let _ = crop(&count, corner).g_add_(&self.weights);
             }
         }
