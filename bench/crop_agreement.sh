@@ -19,7 +19,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cases=$1 out=$2 run=$3
 [ -f "$run/experiment.toml" ] || { echo "bench/crop_agreement.sh: $run is not a run directory" >&2; exit 1; }
 weights="$run/checkpoints/best.safetensors"
-[ -f "$weights" ] || weights=$(ls -d "$run"/checkpoints/step-* 2>/dev/null | sort | tail -1)/model.safetensors
+[ -f "$weights" ] || weights=$( (ls -d "$run"/checkpoints/step-* 2>/dev/null || true) | sort | tail -1)/model.safetensors
 [ -f "$weights" ] || { echo "bench/crop_agreement.sh: $run has no checkpoint" >&2; exit 1; }
 bin=target/release
 python3 -c 'import numpy, nibabel' 2>/dev/null ||

@@ -630,20 +630,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn instance_norm_as_batch_norm_per_sample_equals_libtorch_instance_norm() {
+    /// An instance-norm layer with these scales and shifts, and the store that holds them.
+    fn instance_norm(weights: &[f32], biases: &[f32]) -> (nn::VarStore, NormLayer) {
         let vs = nn::VarStore::new(Device::Cpu);
-        let norm = NormLayer::new(vs.root(), Norm::Instance, 6, 8).expect("a norm");
+        let norm = NormLayer::new(vs.root(), Norm::Instance, weights.len() as i64, 8).expect("a norm");
         let NormLayer::Instance { weight, bias } = &norm else {
             panic!("an instance norm")
         };
         tch::no_grad(|| {
-            weight
-                .shallow_clone()
-                .copy_(&Tensor::from_slice(&[0.5f32, 1.0, 2.0, -1.0, 0.0, 3.0]));
-            bias.shallow_clone()
-                .copy_(&Tensor::from_slice(&[0.0f32, 1.0, -1.0, 0.5, 2.0, 0.0]));
+            weight.shallow_clone().copy_(&Tensor::from_slice(weights));
+            bias.shallow_clone().copy_(&Tensor::from_slice(biases));
         });
+        (vs, norm)
+    }
+
+    #[test]
+    fn instance_norm_as_batch_norm_per_sample_equals_libtorch_instance_norm() {
+        let (_vs, norm) = instance_norm(&[0.5, 1.0, 2.0, -1.0, 0.0, 3.0], &[0.0, 1.0, -1.0, 0.5, 2.0, 0.0]);
+        let NormLayer::Instance { weight, bias } = &norm else {
+            panic!("an instance norm")
+        };
         let x = channels_last(&(Tensor::randn([2, 6, 5, 4, 3], (Kind::Float, Device::Cpu)) * 3.0 + 1.0))
             .set_requires_grad(true);
         let ours = norm.forward_t(&x, true);
@@ -675,18 +681,13 @@ mod tests {
 
     #[test]
     fn instance_norm_in_inference_by_sums_equals_libtorch_instance_norm_and_falls_back_when_unfit() {
-        let vs = nn::VarStore::new(Device::Cpu);
-        let norm = NormLayer::new(vs.root(), Norm::Instance, 8, 8).expect("a norm");
+        let (_vs, norm) = instance_norm(
+            &[0.5, 1.0, 2.0, -1.0, 0.0, 3.0, 1.5, 0.25],
+            &[0.0, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 0.1],
+        );
         let NormLayer::Instance { weight, bias } = &norm else {
             panic!("an instance norm")
         };
-        tch::no_grad(|| {
-            weight
-                .shallow_clone()
-                .copy_(&Tensor::from_slice(&[0.5f32, 1.0, 2.0, -1.0, 0.0, 3.0, 1.5, 0.25]));
-            bias.shallow_clone()
-                .copy_(&Tensor::from_slice(&[0.0f32, 1.0, -1.0, 0.5, 2.0, 0.0, -0.5, 0.1]));
-        });
         // Channels of different offsets and spreads, one of them constant.
         let offsets = Tensor::from_slice(&[0.0f32, 5.0, -3.0, 20.0, 1.0, 0.0, 2.0, 7.0]).view([1, 8, 1, 1, 1]);
         let spreads = Tensor::from_slice(&[1.0f32, 3.0, 0.5, 2.0, 1.0, 0.0, 4.0, 1.0]).view([1, 8, 1, 1, 1]);
