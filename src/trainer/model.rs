@@ -644,16 +644,9 @@ mod tests {
         (vs, norm)
     }
 
-    #[test]
-    fn instance_norm_as_batch_norm_per_sample_equals_libtorch_instance_norm() {
-        let (_vs, norm) = instance_norm(&[0.5, 1.0, 2.0, -1.0, 0.0, 3.0], &[0.0, 1.0, -1.0, 0.5, 2.0, 0.0]);
-        let NormLayer::Instance { weight, bias } = &norm else {
-            panic!("an instance norm")
-        };
-        let x = channels_last(&(Tensor::randn([2, 6, 5, 4, 3], (Kind::Float, Device::Cpu)) * 3.0 + 1.0))
-            .set_requires_grad(true);
-        let ours = norm.forward_t(&x, true);
-        let reference = Tensor::instance_norm(
+    /// libtorch's own instance norm, the reference.
+    fn libtorch_instance_norm(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
+        Tensor::instance_norm(
             &x.contiguous(),
             Some(weight),
             Some(bias),
@@ -663,7 +656,19 @@ mod tests {
             0.1,
             1e-5,
             false,
-        );
+        )
+    }
+
+    #[test]
+    fn instance_norm_as_batch_norm_per_sample_equals_libtorch_instance_norm() {
+        let (_vs, norm) = instance_norm(&[0.5, 1.0, 2.0, -1.0, 0.0, 3.0], &[0.0, 1.0, -1.0, 0.5, 2.0, 0.0]);
+        let NormLayer::Instance { weight, bias } = &norm else {
+            panic!("an instance norm")
+        };
+        let x = channels_last(&(Tensor::randn([2, 6, 5, 4, 3], (Kind::Float, Device::Cpu)) * 3.0 + 1.0))
+            .set_requires_grad(true);
+        let ours = norm.forward_t(&x, true);
+        let reference = libtorch_instance_norm(&x, weight, bias);
         let difference = (&ours - &reference).abs().max().double_value(&[]);
         assert!(difference < 1e-5, "differs by {difference}");
         assert_eq!(ours.stride(), x.stride(), "the output stays channels-last");
@@ -692,21 +697,11 @@ mod tests {
         let offsets = Tensor::from_slice(&[0.0f32, 5.0, -3.0, 20.0, 1.0, 0.0, 2.0, 7.0]).view([1, 8, 1, 1, 1]);
         let spreads = Tensor::from_slice(&[1.0f32, 3.0, 0.5, 2.0, 1.0, 0.0, 4.0, 1.0]).view([1, 8, 1, 1, 1]);
         let x = channels_last(&(Tensor::randn([2, 8, 64, 64, 32], (Kind::Float, Device::Cpu)) * spreads + offsets));
-        let reference = |x: &Tensor| {
-            Tensor::instance_norm(
-                &x.contiguous(),
-                Some(weight),
-                Some(bias),
-                None::<&Tensor>,
-                None::<&Tensor>,
-                true,
-                0.1,
-                1e-5,
-                false,
-            )
-        };
         let fast = tch::no_grad(|| instance_norm_by_sums(&x, weight, bias)).expect("the path applies");
-        let difference = (&fast - reference(&x)).abs().max().double_value(&[]);
+        let difference = (&fast - libtorch_instance_norm(&x, weight, bias))
+            .abs()
+            .max()
+            .double_value(&[]);
         assert!(difference < 1e-3, "differs by {difference}");
         assert_eq!(fast.stride(), x.stride(), "the output stays channels-last");
         // The layer takes it in inference and gives the same values as in training.
