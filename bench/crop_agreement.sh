@@ -64,17 +64,7 @@ EOF
 score() {
     local name=$1 plan=$2; shift 2
     "$bin/segtop" eval --pred "$out/$name" --gt "$out/cases" --json "$@" >"$out/$name-$plan.json"
-    python3 - "$out/$name-$plan.json" "$name $plan" <<'EOF'
-import json, statistics, sys
-cases = json.load(open(sys.argv[1]))["cases"]
-cells = []
-for region in ("WT", "TC", "ET"):
-    rows = [next(r for r in c["regions"] if r["region"] == region) for c in cases]
-    cells.append(f"{region} lesion {statistics.mean(r['lesion_dice'] for r in rows):.3f} "
-                 f"legacy {statistics.mean(r['legacy_dice'] for r in rows):.3f} "
-                 f"missed {sum(r['num_fn'] for r in rows)} FP {sum(r['num_fp'] for r in rows)}")
-print(f"{sys.argv[2]:<22} " + " | ".join(cells))
-EOF
+    bench/eval_summary.py "$out/$name-$plan.json" "$name $plan"
 }
 for name in cropped whole-grid; do
     score "$name" raw

@@ -34,22 +34,7 @@ echo "predicted $(ls "$out/raw" | wc -l) case(s) in $(python3 -c "print(f'{$end 
 score() {
     local name=$1; shift
     "$bin/segtop" eval --pred "$out/raw" --gt "$cases" --json "$@" >"$out/$name.json"
-    python3 - "$out/$name.json" "$name" <<'EOF'
-import json, statistics, sys
-doc = json.load(open(sys.argv[1]))
-cases = doc["cases"]
-cells = []
-for region in ("WT", "TC", "ET"):
-    rows = [next(r for r in c["regions"] if r["region"] == region) for c in cases]
-    missed = sum(r["num_fn"] for r in rows)
-    lesions = missed + sum(r["num_tp"] for r in rows)
-    cells.append(
-        f"{region} lesion {statistics.mean(r['lesion_dice'] for r in rows):.3f} "
-        f"legacy {statistics.mean(r['legacy_dice'] for r in rows):.3f} "
-        f"missed {missed}/{lesions} FP/case {sum(r['num_fp'] for r in rows) / len(rows):.2f}"
-    )
-print(f"{sys.argv[2]:<24} " + " | ".join(cells))
-EOF
+    bench/eval_summary.py "$out/$name.json" "$name"
 }
 
 score raw
