@@ -171,8 +171,10 @@ for level in dict.fromkeys(r["level"] for r in rows):
     gemm = med(r["gemm_gflops"] for r in rows if r["level"] == level and r["case"] == "ceiling" and r["precision"] == "float32")
     for net in dict.fromkeys(r["net"] for r in rows if "net" in r):
         for case in ("train", "infer", "predict"):
+            # PyTorch's side of a predict row is its sliding window over the same grid.
+            theirs_case = "infer" if case == "predict" else case
             mine = [r for r in rows if r.get("level") == level and r.get("net") == net and
-                    (r["case"] == case if r["impl"].startswith("segtop") else r["case"] == (case if case != "predict" else "infer"))]
+                    r["case"] == (case if r["impl"].startswith("segtop") else theirs_case)]
             modes = {}
             for r in mine:
                 key = f"segtop {r['precision']}" if r["impl"].startswith("segtop") else r["impl"]
