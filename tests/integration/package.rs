@@ -78,7 +78,21 @@ fn a_package_predicts_what_its_runs_predict_and_refuses_what_is_wrong() {
     assert!(card.contains("not a medical device"), "{card}");
     let (ok, out) = predict(&ws, &["--package", "pkg", "--cases", "data", "--out", "by-package"]);
     assert!(ok, "{out}");
-    let (ok, out) = predict(&ws, &["--run", path(&regions), "--cases", "data", "--out", "by-run"]);
+    // A package computes in float32 (its weights' and ONNX's precision) unless told
+    // otherwise; a run in its train.precision, bfloat16 where the CPU has it. Compare alike.
+    let (ok, out) = predict(
+        &ws,
+        &[
+            "--run",
+            path(&regions),
+            "--cases",
+            "data",
+            "--out",
+            "by-run",
+            "--precision",
+            "float32",
+        ],
+    );
     assert!(ok, "{out}");
     let by_package = maps(&ws.join("by-package"));
     assert_eq!(by_package.len(), 4);
@@ -106,6 +120,8 @@ fn a_package_predicts_what_its_runs_predict_and_refuses_what_is_wrong() {
             "data",
             "--out",
             "ensemble-runs",
+            "--precision",
+            "float32",
         ],
     );
     assert!(ok, "{out}");
@@ -242,7 +258,7 @@ fn predict_py_reproduces_segtop_predict_with_one_run_and_an_ensemble() {
         for run in &runs {
             predict_args.extend(["--run", path(run)]);
         }
-        predict_args.extend(["--cases", "data", "--out", &ours]);
+        predict_args.extend(["--cases", "data", "--out", &ours, "--precision", "float32"]);
         let (ok, out) = predict(&ws, &predict_args);
         assert!(ok, "{out}");
         let theirs = format!("python-{name}");
